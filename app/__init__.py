@@ -1,0 +1,3 @@
+"""TermPulse: connectivity dashboard for payment-terminal fleets."""
+
+__version__ = "0.1.0"

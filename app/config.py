@@ -1,0 +1,55 @@
+"""Settings from TERMPULSE_* environment variables (documented in the README)."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic import field_validator
+from typing import Annotated
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+def _split_list(value: object) -> object:
+    if isinstance(value, str):
+        return [item.strip() for item in value.split(",") if item.strip()]
+    return value
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="TERMPULSE_", extra="ignore")
+
+    database_url: str = "sqlite+aiosqlite:///./termpulse.db"
+    host: str = "127.0.0.1"
+    port: int = 8000
+    secret_key: str = "change-me-in-production"
+    log_level: str = "INFO"
+    log_format: str = Field("text", pattern="^(text|json)$")
+
+    # Checking engine
+    allowed_networks: Annotated[list[str], NoDecode] = ["0.0.0.0/0", "::/0"]
+    dns_nameservers: Annotated[list[str], NoDecode] = []
+    dns_port: int = 53
+    check_interval_s: int = 60
+    check_timeout_s: float = 5.0
+    worker_concurrency: int = 500
+    claim_batch: int = 500
+    lease_s: int = 30
+    result_retention_days: int = 30
+
+    templates_dir: Path = PROJECT_ROOT / "templates"
+    static_dir: Path = PROJECT_ROOT / "static"
+
+    _split = field_validator("allowed_networks", "dns_nameservers", mode="before")(_split_list)
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,1 @@
+"""Stores, terminals and their bulk import."""

@@ -1,0 +1,93 @@
+"""Stores and terminals: what the fleet is made of."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import Boolean, ForeignKey, Index, Integer, String, Text
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from app.db import Base, BigId, JSONData, UTCDateTime, utcnow
+
+INTEGRATIONS = ("cloud", "local", "both")
+LOCAL_APIS = ("paynt_epos", "adyen_local", "tcp")
+PROVIDERS = ("adyen", "stripe", "paynt", "ingenico", "generic")
+
+# Derived status values kept on the row so pages never aggregate monitors per request.
+TERMINAL_STATES = ("up", "down", "unknown", "paused", "maintenance")
+CLOUD_STATES = ("connected", "disconnected", "not_enabled", "unknown")
+
+
+class Store(Base):
+    __tablename__ = "stores"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    code: Mapped[str] = mapped_column(String(64), unique=True)
+    name: Mapped[str] = mapped_column(String(200))
+    region: Mapped[str] = mapped_column(String(100), default="", index=True)
+    timezone: Mapped[str] = mapped_column(String(64), default="UTC")
+    adyen_store_id: Mapped[str | None] = mapped_column(String(100))
+    stripe_location_id: Mapped[str | None] = mapped_column(String(100))
+    network_profile: Mapped[str | None] = mapped_column(String(64))
+    tags: Mapped[str] = mapped_column(String(500), default="")  # ';'-separated, as in the CSV
+    status: Mapped[str] = mapped_column(String(16), default="unknown")
+    status_since: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+
+    terminals: Mapped[list[Terminal]] = relationship(back_populates="store", passive_deletes=True)
+
+    @property
+    def tag_list(self) -> list[str]:
+        return [t for t in self.tags.split(";") if t]
+
+
+class Terminal(Base):
+    __tablename__ = "terminals"
+    __table_args__ = (
+        Index("ix_terminals_store_status", "store_id", "status"),
+        Index("ix_terminals_status_since", "status", "status_since"),
+        Index("ix_terminals_serial", "serial"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    store_id: Mapped[int] = mapped_column(ForeignKey("stores.id", ondelete="RESTRICT"), index=True)
+    poiid: Mapped[str] = mapped_column(String(100), unique=True)
+    model: Mapped[str] = mapped_column(String(64), default="")
+    serial: Mapped[str] = mapped_column(String(64), default="")
+    label: Mapped[str] = mapped_column(String(100), default="")
+    provider: Mapped[str] = mapped_column(String(32), default="generic")
+    provider_terminal_id: Mapped[str | None] = mapped_column(String(100))
+    provider_account_id: Mapped[int | None] = mapped_column(
+        ForeignKey("provider_accounts.id", ondelete="SET NULL"), index=True
+    )
+    integration: Mapped[str] = mapped_column(String(8), default="cloud")
+    lan_host: Mapped[str | None] = mapped_column(String(255))
+    lan_port: Mapped[int | None] = mapped_column(Integer)
+    local_api: Mapped[str | None] = mapped_column(String(32))
+    mac: Mapped[str | None] = mapped_column(String(17))
+    cloud_enabled: Mapped[bool] = mapped_column(Boolean, default=False)
+    epos_token: Mapped[str | None] = mapped_column(String(200))
+
+    status: Mapped[str] = mapped_column(String(16), default="unknown")
+    status_since: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    cloud_state: Mapped[str] = mapped_column(String(16), default="unknown")
+    last_seen_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+
+    store: Mapped[Store] = relationship(back_populates="terminals")
+
+
+class TerminalEvent(Base):
+    """Things that happened to a terminal outside its checks: moved store, address changed."""
+
+    __tablename__ = "terminal_events"
+    __table_args__ = (Index("ix_terminal_events_terminal_at", "terminal_id", "at"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    terminal_id: Mapped[int] = mapped_column(ForeignKey("terminals.id", ondelete="CASCADE"))
+    at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    kind: Mapped[str] = mapped_column(String(32))  # moved_store, address_changed
+    detail: Mapped[dict] = mapped_column(JSONData, default=dict)
+    source: Mapped[str] = mapped_column(Text, default="")

@@ -1,0 +1,7 @@
+"""Imports every domain's models so the metadata (and Alembic) sees all tables."""
+
+from app.auth.models import User  # noqa: F401
+from app.db import Base  # noqa: F401
+from app.inventory.models import Store, Terminal, TerminalEvent  # noqa: F401
+from app.monitoring.models import CheckResult, Monitor, Rollup, StateChange  # noqa: F401
+from app.providers.models import ProviderAccount  # noqa: F401

@@ -1,0 +1,1 @@
+"""Monitors, their results, state changes and rollups."""

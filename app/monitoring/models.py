@@ -1,0 +1,113 @@
+"""What is checked (monitors) and what the checks found (results, state changes, rollups)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import Boolean, Float, ForeignKey, Index, Integer, String, Text
+from sqlalchemy.orm import Mapped, mapped_column
+
+from app.db import Base, BigId, JSONData, UTCDateTime
+
+MONITOR_KINDS = ("dns", "tcp", "tls", "https", "paynt_epos", "cloud")
+STATES = ("up", "down", "unknown", "paused", "maintenance")
+
+
+class Monitor(Base):
+    """One thing checked on a schedule, for a terminal or for a store's network."""
+
+    __tablename__ = "monitors"
+    __table_args__ = (
+        # The scheduler's claim query: enabled monitors by due time.
+        Index("ix_monitors_due", "enabled", "next_due_at"),
+        Index("ix_monitors_terminal", "terminal_id"),
+        Index("ix_monitors_store", "store_id", "terminal_id"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    # Stable identity so re-deriving monitors from the inventory updates instead of duplicating.
+    key: Mapped[str] = mapped_column(String(300), unique=True)
+    store_id: Mapped[int] = mapped_column(ForeignKey("stores.id", ondelete="CASCADE"))
+    terminal_id: Mapped[int | None] = mapped_column(ForeignKey("terminals.id", ondelete="CASCADE"))
+    kind: Mapped[str] = mapped_column(String(16))
+    target: Mapped[str] = mapped_column(String(300))  # host:port, name, URL or POIID
+    params: Mapped[dict] = mapped_column(JSONData, default=dict)
+    interval_s: Mapped[int] = mapped_column(Integer, default=60)
+    timeout_s: Mapped[float] = mapped_column(Float, default=5.0)
+    fail_threshold: Mapped[int] = mapped_column(Integer, default=2)
+    success_threshold: Mapped[int] = mapped_column(Integer, default=1)
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    phase_ms: Mapped[int] = mapped_column(Integer, default=0)  # stable offset within the interval
+
+    next_due_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    lease_owner: Mapped[str | None] = mapped_column(String(64))
+    lease_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    state: Mapped[str] = mapped_column(String(16), default="unknown")
+    state_since: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    consecutive_failures: Mapped[int] = mapped_column(Integer, default=0)
+    consecutive_successes: Mapped[int] = mapped_column(Integer, default=0)
+    last_checked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    last_latency_ms: Mapped[float | None] = mapped_column(Float)
+    last_diagnosis: Mapped[str | None] = mapped_column(String(64))
+    last_detail: Mapped[str | None] = mapped_column(Text)
+
+
+class CheckResult(Base):
+    """One run of a monitor. Raw rows are kept for the retention period only."""
+
+    __tablename__ = "check_results"
+    __table_args__ = (
+        Index("ix_check_results_monitor_at", "monitor_id", "checked_at"),
+        Index("ix_check_results_at", "checked_at"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    monitor_id: Mapped[int] = mapped_column(ForeignKey("monitors.id", ondelete="CASCADE"))
+    due_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    checked_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    outcome: Mapped[str] = mapped_column(String(8))  # ok, fail, error (error = our side)
+    latency_ms: Mapped[float | None] = mapped_column(Float)
+    steps: Mapped[list] = mapped_column(JSONData, default=list)
+    diagnosis: Mapped[str | None] = mapped_column(String(64))
+    detail: Mapped[str | None] = mapped_column(Text)
+    manual: Mapped[bool] = mapped_column(Boolean, default=False)
+
+
+class StateChange(Base):
+    """Every transition of a monitor's state, kept forever: uptime is computed from these."""
+
+    __tablename__ = "state_changes"
+    __table_args__ = (
+        Index("ix_state_changes_monitor_at", "monitor_id", "at"),
+        Index("ix_state_changes_terminal_at", "terminal_id", "at"),
+        Index("ix_state_changes_at", "at"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    monitor_id: Mapped[int] = mapped_column(ForeignKey("monitors.id", ondelete="CASCADE"))
+    store_id: Mapped[int] = mapped_column(Integer)
+    terminal_id: Mapped[int | None] = mapped_column(Integer)
+    at: Mapped[datetime] = mapped_column(UTCDateTime)
+    from_state: Mapped[str] = mapped_column(String(16))
+    to_state: Mapped[str] = mapped_column(String(16))
+    diagnosis: Mapped[str | None] = mapped_column(String(64))
+
+
+class Rollup(Base):
+    """Per monitor and hour (period 'hour') or day ('day'): what charts and reports read."""
+
+    __tablename__ = "rollups"
+
+    monitor_id: Mapped[int] = mapped_column(
+        ForeignKey("monitors.id", ondelete="CASCADE"), primary_key=True
+    )
+    period: Mapped[str] = mapped_column(String(4), primary_key=True)
+    bucket_start: Mapped[datetime] = mapped_column(UTCDateTime, primary_key=True)
+    count: Mapped[int] = mapped_column(Integer, default=0)
+    ok_count: Mapped[int] = mapped_column(Integer, default=0)
+    latency_sum_ms: Mapped[float] = mapped_column(Float, default=0.0)
+    latency_min_ms: Mapped[float | None] = mapped_column(Float)
+    latency_max_ms: Mapped[float | None] = mapped_column(Float)
+    seconds_down: Mapped[float] = mapped_column(Float, default=0.0)
+    seconds_unknown: Mapped[float] = mapped_column(Float, default=0.0)

@@ -1,0 +1,1 @@
+"""Provider accounts and the cloud-liveness adapters (Adyen, Stripe)."""
