@@ -1,0 +1,1 @@
+"""Checking engine: probes, their named diagnoses and the target guard."""
