@@ -1,0 +1,247 @@
+"""The catalogue of diagnoses: every failure a check can report, with its cause and fix.
+
+A probe reports only a code and a small context (host, port, name, status ...); the
+texts are rendered here, so the dashboard, the CLI and alerts all read the same words.
+
+    explain("tcp_timeout", host="temterminalsnar01.icloud.ingenico.com", port=7003)
+
+`ours` marks failures on TermPulse's side (guard, internal error, provider API trouble):
+they make a monitor `unknown`, never `down`.
+"""
+
+from __future__ import annotations
+
+import string
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Diagnosis:
+    code: str
+    title: str  # a few words for badges and tables
+    cause: str  # one line: what is wrong, naming the target
+    fix: str  # what a support agent reads out to the store
+    ours: bool  # our side failed: the monitor's state is unknown, never down
+
+
+@dataclass(frozen=True)
+class _Entry:
+    title: str
+    cause: str
+    fix: str
+    ours: bool = False
+
+
+# Placeholders: {host} {port} {target} (host:port or URL) {name} (DNS name) {status}
+# {expected} {issuer} {subject} {not_after} {timeout_s} {address} {networks} {error}.
+CATALOGUE: dict[str, _Entry] = {
+    # --- DNS -------------------------------------------------------------------------
+    "dns_nxdomain": _Entry(
+        "DNS name does not exist",
+        "The name {name} does not exist in DNS (NXDOMAIN).",
+        "Check the spelling of {name} in the terminal or register settings; if it is "
+        "correct, the store's DNS server or filter is hiding it: ask the store's IT to "
+        "make {name} resolvable.",
+    ),
+    "dns_servfail": _Entry(
+        "DNS server failed",
+        "The DNS server refused or failed to resolve {name} (SERVFAIL/REFUSED).",
+        "Ask the store's IT to check their DNS server or router (it fails for {name}); "
+        "as a workaround set a public DNS server on the router.",
+    ),
+    "dns_timeout": _Entry(
+        "DNS server did not answer",
+        "No DNS server answered for {name} within {timeout_s} s.",
+        "Ask the store's IT to check that the router's DNS server is up and that "
+        "outbound DNS (UDP and TCP port 53) is allowed.",
+    ),
+    "dns_no_answer": _Entry(
+        "No address for the name",
+        "The name {name} exists but has no IPv4 (A) record.",
+        "The DNS zone or the store's DNS filter strips the address of {name}: ask the "
+        "store's IT to check DNS filtering for {name}.",
+    ),
+    # --- TCP -------------------------------------------------------------------------
+    "tcp_refused": _Entry(
+        "Connection refused",
+        "{host} refused the connection on port {port}: the port is closed or the "
+        "service is not running.",
+        "Check that the device at {host} is the terminal (its DHCP address may have "
+        "changed) and that its integration service is running on port {port}; restart "
+        "the terminal.",
+    ),
+    "tcp_timeout": _Entry(
+        "Connection timed out (filtered)",
+        "Port {port} to {host} is filtered: the connection timed out, a firewall drops it.",
+        "Ask the store's IT to allow outbound TCP {port} to {host} on the firewall.",
+    ),
+    "host_unreachable": _Entry(
+        "Host unreachable",
+        "{host} is unreachable: no route to it on the network.",
+        "Check that the terminal is turned on and on the store network; its DHCP address "
+        "may have changed after a reboot (give it a fixed address or DHCP reservation).",
+    ),
+    "tcp_reset": _Entry(
+        "Connection reset",
+        "{host} accepted the connection on port {port} and then reset it.",
+        "A proxy, filter or antivirus is cutting the connection to {host}:{port}, or the "
+        "service is crashing: ask the store's IT to exempt {host}:{port}; restart the "
+        "terminal.",
+    ),
+    # --- TLS -------------------------------------------------------------------------
+    "tls_handshake_failed": _Entry(
+        "TLS handshake failed",
+        "The TLS handshake with {host}:{port} failed ({error}).",
+        "Something on port {port} of {host} is not speaking the expected TLS (a proxy "
+        "or a wrong service): ask the store's IT to let TLS to {host}:{port} through "
+        "untouched.",
+    ),
+    "tls_untrusted": _Entry(
+        "Certificate not trusted",
+        "The certificate presented for {host} is not trusted (issued by {issuer}): "
+        "a TLS-inspecting proxy or an unknown CA.",
+        "Ask the store's IT to exclude {host} from TLS/HTTPS inspection on their "
+        "firewall or proxy.",
+    ),
+    "tls_expired": _Entry(
+        "Certificate expired",
+        "The certificate presented for {host} expired on {not_after}.",
+        "The server's certificate must be renewed; check also the clock of the device "
+        "if the date looks wrong.",
+    ),
+    "tls_wrong_host": _Entry(
+        "Certificate for another host",
+        "The certificate presented by {host} is for another name ({subject}).",
+        "The name {host} leads to the wrong server (DNS or proxy redirection): ask the "
+        "store's IT to check DNS and proxy settings for {host}.",
+    ),
+    "tls_fingerprint_mismatch": _Entry(
+        "Certificate fingerprint changed",
+        "{host}:{port} presented a certificate whose fingerprint differs from the pinned one.",
+        "The device at {host} is not the paired terminal or its certificate was "
+        "renewed: check the device, then update the pinned fingerprint.",
+    ),
+    # --- HTTP ------------------------------------------------------------------------
+    "http_status": _Entry(
+        "Unexpected HTTP status",
+        "{target} answered HTTP {status} (expected {expected}).",
+        "The service at {target} is up but answers unexpectedly: check the URL and the "
+        "service configuration.",
+    ),
+    "http_401": _Entry(
+        "Not paired (HTTP 401)",
+        "The terminal at {target} rejected the token (HTTP 401): not paired or the token "
+        "is invalid.",
+        "Re-pair the terminal with the register (pairing issues a new token).",
+    ),
+    "http_5xx": _Entry(
+        "Terminal error (HTTP {status})",
+        "{target} answered HTTP {status}: the terminal or service reports an internal error.",
+        "Restart the terminal; if the error persists, contact the terminal provider.",
+    ),
+    "stalled": _Entry(
+        "No answer (stalled)",
+        "{host}:{port} accepted the connection but did not answer within {timeout_s} s.",
+        "The service on {host} is hung or a proxy holds the connection: restart the "
+        "terminal; if it persists ask the store's IT to check proxies/filters.",
+    ),
+    # --- our side --------------------------------------------------------------------
+    "target_refused": _Entry(
+        "Target outside allowed networks",
+        "TermPulse did not check {target}: its address {address} is outside the allowed "
+        "networks (TERMPULSE_ALLOWED_NETWORKS).",
+        "Nothing to do at the store: an administrator must fix the monitor's target or "
+        "the allowed networks.",
+        ours=True,
+    ),
+    "internal_error": _Entry(
+        "Checker error",
+        "TermPulse failed while checking {target} ({error}).",
+        "Nothing to do at the store: the check could not run; an administrator should "
+        "look at the TermPulse logs.",
+        ours=True,
+    ),
+    # --- cloud / provider (produced by the provider polls) ---------------------------
+    "cloud_disconnected": _Entry(
+        "Cloud connection down",
+        "The terminal {target} has no live cloud (WebSocket) connection to the provider.",
+        "Check that WebSockets are enabled for the terminal, that it is turned on and "
+        "online, then restart it.",
+    ),
+    "cloud_not_enabled": _Entry(
+        "Cloud connection not enabled",
+        "The cloud (WebSocket) connection is not enabled for the terminal {target}.",
+        "Enable the cloud connection (WebSockets) for the terminal in the provider's "
+        "portal if this store uses cloud payments.",
+    ),
+    "provider_auth_rejected": _Entry(
+        "Provider credentials rejected",
+        "The provider API rejected TermPulse's credentials ({target}).",
+        "Nothing to do at the store: an administrator must renew the API key of the "
+        "provider account.",
+        ours=True,
+    ),
+    "provider_rate_limited": _Entry(
+        "Provider rate-limited",
+        "The provider API rate-limited TermPulse ({target}); the state is unknown.",
+        "Nothing to do at the store: TermPulse retries later.",
+        ours=True,
+    ),
+    "provider_unavailable": _Entry(
+        "Provider API unavailable",
+        "The provider API did not answer properly ({target}: {error}); the state is unknown.",
+        "Nothing to do at the store: TermPulse retries later; check the provider's "
+        "status page if it lasts.",
+        ours=True,
+    ),
+}
+
+# Shown for a placeholder the probe could not fill, so a text never breaks.
+_FALLBACKS = {
+    "host": "the host",
+    "port": "?",
+    "target": "the target",
+    "name": "the name",
+    "status": "?",
+    "expected": "2xx/3xx",
+    "issuer": "an unknown issuer",
+    "subject": "another name",
+    "not_after": "an earlier date",
+    "timeout_s": "the timeout",
+    "address": "?",
+    "error": "no detail",
+}
+
+
+class _Context(dict):
+    def __missing__(self, key: str) -> str:
+        return _FALLBACKS.get(key, "?")
+
+
+def _render(template: str, ctx: dict) -> str:
+    return string.Formatter().vformat(template, (), _Context(ctx))
+
+
+def explain(code: str, **ctx: object) -> Diagnosis:
+    """The diagnosis for `code`, its texts filled from ctx; unknown codes are internal errors."""
+    entry = CATALOGUE.get(code)
+    if entry is None:
+        ctx.setdefault("error", f"unknown diagnosis {code!r}")
+        code, entry = "internal_error", CATALOGUE["internal_error"]
+    ctx = {k: v for k, v in ctx.items() if v is not None}
+    if "target" not in ctx and "host" in ctx:
+        ctx["target"] = f"{ctx['host']}:{ctx['port']}" if "port" in ctx else ctx["host"]
+    if "name" not in ctx and "host" in ctx:
+        ctx["name"] = ctx["host"]
+    return Diagnosis(
+        code=code,
+        title=_render(entry.title, ctx),
+        cause=_render(entry.cause, ctx),
+        fix=_render(entry.fix, ctx),
+        ours=entry.ours,
+    )
+
+
+def is_ours(code: str | None) -> bool:
+    """True when a failure with this code is TermPulse's own (state unknown, not down)."""
+    return bool(code) and CATALOGUE.get(code, CATALOGUE["internal_error"]).ours

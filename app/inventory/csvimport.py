@@ -1,0 +1,154 @@
+"""Bulk import from the fleet CSV format: every bad row reported, nothing half-imported.
+
+Accepts UTF-8 with or without BOM, CRLF, quoted fields, and ';' or tab separated files as
+spreadsheet programs save them in many locales. The file kind (stores or terminals) is told
+by its header, so the order of the files does not matter.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from dataclasses import dataclass, field
+
+from pydantic import ValidationError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from sqlalchemy import select
+
+from app.inventory.models import Store
+from app.inventory.schemas import StoreIn, TerminalIn, field_errors
+from app.inventory.service import UnknownStore, UpsertSummary, upsert_inventory
+
+STORE_REQUIRED = ("code", "name")
+TERMINAL_REQUIRED = ("store_code", "poiid")
+
+
+@dataclass
+class RowError:
+    file: str
+    line: int
+    column: str
+    reason: str
+
+    def __str__(self) -> str:
+        where = f"{self.file}:{self.line}" if self.line else self.file
+        return f"{where}: {self.column}: {self.reason}" if self.column else f"{where}: {self.reason}"
+
+
+@dataclass
+class ParsedFleet:
+    stores: list[StoreIn] = field(default_factory=list)
+    terminals: list[TerminalIn] = field(default_factory=list)
+    errors: list[RowError] = field(default_factory=list)
+    store_lines: dict[str, tuple[str, int]] = field(default_factory=dict)
+    terminal_lines: dict[str, tuple[str, int]] = field(default_factory=dict)
+
+
+class ImportFailed(Exception):
+    def __init__(self, errors: list[RowError]):
+        super().__init__(f"{len(errors)} error(s)")
+        self.errors = errors
+
+
+def _decode(data: bytes, name: str, errors: list[RowError]) -> str | None:
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        errors.append(RowError(name, line, "", "file is not UTF-8: save it as 'CSV UTF-8' and retry"))
+        return None
+
+
+def _dialect(text: str) -> str:
+    header = text.split("\n", 1)[0]
+    return max(",;\t", key=header.count)
+
+
+def _records(text: str):
+    """(line number where the record starts, cells) for the header and each non-blank record."""
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=_dialect(text))
+    start = 1
+    for record in reader:
+        if any(cell.strip() for cell in record):
+            yield start, record
+        start = reader.line_num + 1
+
+
+def parse_file(name: str, data: bytes, fleet: ParsedFleet) -> None:
+    text = _decode(data, name, fleet.errors)
+    if text is None:
+        return
+    records = _records(text)
+    header = [h.strip().lower() for h in next(records, (1, []))[1]]
+    if "poiid" in header:
+        kind, model, required, key = "terminals", TerminalIn, TERMINAL_REQUIRED, "poiid"
+    elif "code" in header:
+        kind, model, required, key = "stores", StoreIn, STORE_REQUIRED, "code"
+    else:
+        fleet.errors.append(RowError(name, 1, "", "header has neither 'code' (stores) nor 'poiid' (terminals)"))
+        return
+    missing = [c for c in required if c not in header]
+    if missing:
+        fleet.errors.append(RowError(name, 1, ", ".join(missing), "required column missing from the header"))
+        return
+    target, lines = (fleet.terminals, fleet.terminal_lines) if kind == "terminals" else (fleet.stores, fleet.store_lines)
+    for line, cells in records:
+        if len(cells) > len(header):
+            fleet.errors.append(RowError(name, line, "", f"{len(cells)} fields but the header has {len(header)}"))
+            continue
+        row = dict(zip(header, cells))
+        try:
+            item = model.model_validate(row)
+        except ValidationError as exc:
+            fleet.errors += [RowError(name, line, col, reason) for col, reason in field_errors(exc).items()]
+            continue
+        ident = getattr(item, key)
+        if ident in lines:
+            first = lines[ident]
+            fleet.errors.append(RowError(name, line, key, f"{ident} already appears at {first[0]}:{first[1]}"))
+            continue
+        lines[ident] = (name, line)
+        target.append(item)
+
+
+async def _check_store_references(session: AsyncSession, fleet: ParsedFleet) -> None:
+    referenced = {t.store_code for t in fleet.terminals} - {s.code for s in fleet.stores}
+    known = set()
+    codes = sorted(referenced)
+    for i in range(0, len(codes), 5000):
+        known |= set((await session.scalars(select(Store.code).where(Store.code.in_(codes[i : i + 5000])))).all())
+    for t in fleet.terminals:
+        if t.store_code in referenced - known:
+            name, line = fleet.terminal_lines[t.poiid]
+            fleet.errors.append(RowError(name, line, "store_code", f"no store {t.store_code!r} in this import or the database"))
+
+
+async def import_fleet(
+    session: AsyncSession, files: list[tuple[str, bytes]], *, dry_run: bool = False
+) -> UpsertSummary:
+    """Validate every file, then write everything in one transaction, or nothing.
+
+    Raises ImportFailed with every bad row. With dry_run the writes are rolled back, so the
+    summary is exactly what a real run would do.
+    """
+    fleet = ParsedFleet()
+    for name, data in files:
+        parse_file(name, data, fleet)
+    await _check_store_references(session, fleet)
+    if fleet.errors:
+        fleet.errors.sort(key=lambda e: (e.file, e.line))
+        raise ImportFailed(fleet.errors)
+    try:
+        summary = await upsert_inventory(session, fleet.stores, fleet.terminals)
+    except UnknownStore as exc:  # a store deleted between the check and the write
+        await session.rollback()
+        raise ImportFailed([RowError(files[-1][0], 0, "store_code", str(exc))]) from exc
+    except Exception:
+        await session.rollback()
+        raise
+    if dry_run:
+        await session.rollback()
+    else:
+        await session.commit()
+    return summary

@@ -1,0 +1,217 @@
+"""Validation of stores and terminals: one definition for the API, the forms and the CSV import.
+
+Field names are the CSV column names, so an error names the column the user has to fix.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+import unicodedata
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from app.inventory.models import INTEGRATIONS, LOCAL_APIS, PROVIDERS
+from app.inventory.profiles import NETWORK_PROFILES
+
+# Unicode dashes people paste from provider consoles (Adyen prints POIIDs with U+2011).
+_DASHES = dict.fromkeys(map(ord, "\u2010\u2011\u2012\u2013\u2014\u2015\u2212\ufe58\ufe63\uff0d"), "-")
+_HOSTNAME = re.compile(r"^(?=.{1,253}$)(?!-)[a-z0-9-]{1,63}(?<!-)(\.(?!-)[a-z0-9-]{1,63}(?<!-))*\.?$", re.I)
+_CODE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$")
+_TRUE = {"yes", "y", "true", "1", "on"}
+_FALSE = {"no", "n", "false", "0", "off", ""}
+
+
+def normalise_poiid(value: str) -> str:
+    return unicodedata.normalize("NFKC", value).translate(_DASHES).strip()
+
+
+def normalise_mac(value: str) -> str:
+    digits = re.sub(r"[\s:.\-]", "", value).lower()
+    if not re.fullmatch(r"[0-9a-f]{12}", digits):
+        raise ValueError("not a MAC address (expected 12 hex digits, e.g. 02:00:00:01:01:5c)")
+    return ":".join(digits[i : i + 2] for i in range(0, 12, 2))
+
+
+def validate_host(value: str) -> str:
+    value = value.strip()
+    try:
+        return str(ipaddress.ip_address(value))
+    except ValueError:
+        pass
+    if re.fullmatch(r"[\d.]+", value) or not _HOSTNAME.match(value):
+        raise ValueError("not an IP address or host name")
+    return value.lower().rstrip(".")
+
+
+def parse_bool(value: object) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value or "").strip().lower()
+    if text in _TRUE:
+        return True
+    if text in _FALSE:
+        return False
+    raise ValueError("expected yes or no")
+
+
+def _blank_to_none(value: object) -> object:
+    if isinstance(value, str):
+        value = value.strip()
+        return value or None
+    return value
+
+
+class _Input(BaseModel):
+    model_config = ConfigDict(str_strip_whitespace=True, extra="ignore")
+
+
+class StoreIn(_Input):
+    code: str = Field(min_length=1, max_length=64)
+    name: str = Field(min_length=1, max_length=200)
+    region: str = Field("", max_length=100)
+    timezone: str = "UTC"
+    adyen_store_id: str | None = Field(None, max_length=100)
+    stripe_location_id: str | None = Field(None, max_length=100)
+    network_profile: str | None = None
+    tags: str = Field("", max_length=500)
+
+    _blanks = field_validator("adyen_store_id", "stripe_location_id", "network_profile", mode="before")(
+        _blank_to_none
+    )
+
+    @field_validator("code")
+    @classmethod
+    def _code(cls, value: str) -> str:
+        if not _CODE.match(value):
+            raise ValueError("use letters, digits, '-', '_' or '.' (e.g. S-0042)")
+        return value
+
+    @field_validator("timezone", mode="before")
+    @classmethod
+    def _timezone(cls, value: object) -> str:
+        value = str(value or "").strip() or "UTC"
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {value!r} (use an IANA name such as Europe/London)")
+        return value
+
+    @field_validator("network_profile")
+    @classmethod
+    def _profile(cls, value: str | None) -> str | None:
+        if value is not None and value not in NETWORK_PROFILES:
+            raise ValueError(f"unknown network profile (one of: {', '.join(NETWORK_PROFILES)})")
+        return value
+
+    @field_validator("tags", mode="before")
+    @classmethod
+    def _tags(cls, value: object) -> str:
+        items = value if isinstance(value, list) else str(value or "").split(";")
+        return ";".join(t.strip() for t in items if str(t).strip())
+
+
+class TerminalIn(_Input):
+    store_code: str = Field(min_length=1, max_length=64)
+    poiid: str = Field(min_length=1, max_length=100)
+    model: str = Field("", max_length=64)
+    serial: str = Field("", max_length=64)
+    label: str = Field("", max_length=100)
+    provider: str = "generic"
+    provider_terminal_id: str | None = Field(None, max_length=100)
+    integration: str = "cloud"
+    lan_host: str | None = None
+    lan_port: int | None = None
+    local_api: str | None = None
+    mac: str | None = None
+    cloud_enabled: bool = False
+    epos_token: str | None = Field(None, max_length=200)
+
+    _blanks = field_validator(
+        "provider_terminal_id", "lan_host", "lan_port", "local_api", "mac", "epos_token", mode="before"
+    )(_blank_to_none)
+
+    @field_validator("poiid")
+    @classmethod
+    def _poiid(cls, value: str) -> str:
+        value = normalise_poiid(value)
+        if not value or any(c.isspace() for c in value):
+            raise ValueError("must not be empty or contain spaces")
+        return value
+
+    @field_validator("provider", mode="before")
+    @classmethod
+    def _provider(cls, value: object) -> str:
+        value = str(value or "generic").strip().lower()
+        if value not in PROVIDERS:
+            raise ValueError(f"unknown provider (one of: {', '.join(PROVIDERS)})")
+        return value
+
+    @field_validator("integration", mode="before")
+    @classmethod
+    def _integration(cls, value: object) -> str:
+        value = str(value or "").strip().lower()
+        if value not in INTEGRATIONS:
+            raise ValueError(f"must be one of: {', '.join(INTEGRATIONS)}")
+        return value
+
+    @field_validator("local_api")
+    @classmethod
+    def _local_api(cls, value: str | None) -> str | None:
+        if value is not None and value.lower() not in LOCAL_APIS:
+            raise ValueError(f"must be empty or one of: {', '.join(LOCAL_APIS)}")
+        return value.lower() if value else None
+
+    @field_validator("lan_host")
+    @classmethod
+    def _lan_host(cls, value: str | None) -> str | None:
+        return validate_host(value) if value is not None else None
+
+    @field_validator("lan_port", mode="before")
+    @classmethod
+    def _lan_port(cls, value: object) -> object:
+        value = _blank_to_none(value)
+        if isinstance(value, str) and not value.isdigit():
+            raise ValueError("must be a whole number from 1 to 65535")
+        return value
+
+    @field_validator("lan_port")
+    @classmethod
+    def _port_range(cls, value: int | None) -> int | None:
+        if value is not None and not 1 <= value <= 65535:
+            raise ValueError("must be from 1 to 65535")
+        return value
+
+    @field_validator("mac")
+    @classmethod
+    def _mac(cls, value: str | None) -> str | None:
+        return normalise_mac(value) if value is not None else None
+
+    @field_validator("cloud_enabled", mode="before")
+    @classmethod
+    def _cloud_enabled(cls, value: object) -> bool:
+        return parse_bool(value)
+
+    @model_validator(mode="after")
+    def _lan_needed(self) -> TerminalIn:
+        if self.local_api == "adyen_local" and self.lan_port is None:
+            self.lan_port = 8443  # Adyen's local Terminal API port
+        if self.local_api and not (self.lan_host and self.lan_port):
+            missing = "lan_host" if not self.lan_host else "lan_port"
+            raise ValueError(f"{missing}: required when local_api is {self.local_api}")
+        if self.integration == "cloud" and self.local_api:
+            raise ValueError(f"integration: is cloud but local_api is {self.local_api}; use both")
+        return self
+
+
+def field_errors(exc: ValidationError) -> dict[str, str]:
+    """{column: reason} from a ValidationError, for forms, the API and import reports."""
+    errors: dict[str, str] = {}
+    for err in exc.errors():
+        message = err["msg"].removeprefix("Value error, ")
+        column = str(err["loc"][0]) if err["loc"] else ""
+        if not column and ": " in message:  # model-level checks name their column first
+            column, message = message.split(": ", 1)
+        errors.setdefault(column or "row", message)
+    return errors

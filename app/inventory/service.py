@@ -1,0 +1,147 @@
+"""Writing stores and terminals: one path for the import, the API and the forms."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from types import SimpleNamespace
+
+from sqlalchemy import insert, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.db import utcnow
+from app.inventory.models import Store, Terminal, TerminalEvent
+from app.inventory.schemas import StoreIn, TerminalIn
+from app.monitoring.derive import sync_monitors
+
+STORE_FIELDS = tuple(f for f in StoreIn.model_fields)
+TERMINAL_FIELDS = tuple(f for f in TerminalIn.model_fields if f != "store_code")
+# Columns the monitors are derived from: a change re-derives the terminal's monitors.
+_MONITOR_INPUTS = ("store_id", "poiid", "provider", "integration", "lan_host", "lan_port", "local_api",
+                   "cloud_enabled", "epos_token")
+
+
+@dataclass
+class Counts:
+    created: int = 0
+    updated: int = 0
+    unchanged: int = 0
+
+    def __str__(self) -> str:
+        return f"{self.created} created, {self.updated} updated, {self.unchanged} unchanged"
+
+
+@dataclass
+class UpsertSummary:
+    stores: Counts = field(default_factory=Counts)
+    terminals: Counts = field(default_factory=Counts)
+    monitors: dict = field(default_factory=dict)
+    events: int = 0
+
+
+class UnknownStore(ValueError):
+    pass
+
+
+async def upsert_inventory(
+    session: AsyncSession, stores: list[StoreIn], terminals: list[TerminalIn], *, source: str = "import"
+) -> UpsertSummary:
+    """Create or update by store code and POIID. The caller owns the transaction."""
+    summary = UpsertSummary()
+    store_rows = await _upsert_stores(session, stores, summary.stores)
+    touched_terminals = await _upsert_terminals(session, terminals, summary, source)
+    summary.monitors = await sync_monitors(session, stores=store_rows, terminals=touched_terminals)
+    return summary
+
+
+async def _upsert_stores(session: AsyncSession, stores: list[StoreIn], counts: Counts) -> list:
+    """Returns the created and changed stores (their network monitors need deriving)."""
+    existing = await _stores_by_code(session, [s.code for s in stores])
+    new, changed, touched = [], [], []
+    for item in stores:
+        values = item.model_dump(include=item.model_fields_set | {"code"})
+        row = existing.get(item.code)
+        if row is None:
+            new.append(item.model_dump())
+        elif any(getattr(row, k) != v for k, v in values.items()):
+            changed.append({"id": row.id, **values, "updated_at": utcnow()})
+            if values.get("network_profile", row.network_profile) != row.network_profile:
+                touched.append(SimpleNamespace(id=row.id, network_profile=values["network_profile"]))
+        else:
+            counts.unchanged += 1
+    if new:
+        result = await session.execute(insert(Store).returning(Store.id, Store.network_profile), new)
+        touched += [SimpleNamespace(id=r.id, network_profile=r.network_profile) for r in result]
+    if changed:
+        await session.execute(update(Store), changed)
+    counts.created, counts.updated = len(new), len(changed)
+    return touched
+
+
+async def _upsert_terminals(
+    session: AsyncSession, terminals: list[TerminalIn], summary: UpsertSummary, source: str
+) -> list:
+    codes = sorted({t.store_code for t in terminals})
+    store_ids = {code: row.id for code, row in (await _stores_by_code(session, codes)).items()}
+    missing = [c for c in codes if c not in store_ids]
+    if missing:
+        raise UnknownStore(f"unknown store code(s): {', '.join(missing[:10])}")
+
+    existing = await _terminals_by_poiid(session, [t.poiid for t in terminals])
+    new, changed, events, touched = [], [], [], []
+    for item in terminals:
+        values = item.model_dump(include=item.model_fields_set - {"store_code"} | {"poiid"})
+        values["store_id"] = store_ids[item.store_code]
+        row = existing.get(item.poiid)
+        if row is None:
+            new.append({**item.model_dump(exclude={"store_code"}), "store_id": values["store_id"]})
+            continue
+        diff = {k: v for k, v in values.items() if getattr(row, k) != v}
+        if not diff:
+            summary.terminals.unchanged += 1
+            continue
+        changed.append({"id": row.id, **diff, "updated_at": utcnow()})
+        events += _events_for(row, diff, source)
+        if any(k in _MONITOR_INPUTS for k in diff):
+            touched.append(SimpleNamespace(**{**row._asdict(), **diff}))
+    if new:
+        result = await session.execute(insert(Terminal).returning(Terminal.id, Terminal.poiid), new)
+        ids = {r.poiid: r.id for r in result}
+        touched += [SimpleNamespace(**n, id=ids[n["poiid"]]) for n in new]
+    if changed:
+        await session.execute(update(Terminal), changed)
+    if events:
+        await session.execute(insert(TerminalEvent), events)
+    summary.terminals.created, summary.terminals.updated = len(new), len(changed)
+    summary.events += len(events)
+    return touched
+
+
+def _events_for(row, diff: dict, source: str) -> list[dict]:
+    """A move keeps the terminal's history; an address change is a classic cause of trouble."""
+    now, events = utcnow(), []
+    if "store_id" in diff:
+        events.append({"terminal_id": row.id, "at": now, "kind": "moved_store", "source": source,
+                       "detail": {"from_store_id": row.store_id, "to_store_id": diff["store_id"]}})
+    moved = {k: {"from": getattr(row, k), "to": diff[k]} for k in ("lan_host", "lan_port", "mac") if k in diff}
+    if moved:
+        events.append({"terminal_id": row.id, "at": now, "kind": "address_changed", "source": source,
+                       "detail": moved})
+    return events
+
+
+async def _stores_by_code(session: AsyncSession, codes: list[str]) -> dict:
+    cols = [Store.id, *(getattr(Store, f) for f in STORE_FIELDS)]
+    found = {}
+    for i in range(0, len(codes), 5000):
+        rows = await session.execute(select(*cols).where(Store.code.in_(codes[i : i + 5000])))
+        found.update({r.code: r for r in rows})
+    return found
+
+
+async def _terminals_by_poiid(session: AsyncSession, poiids: list[str]) -> dict:
+    cols = [Terminal.id, Terminal.store_id, *(getattr(Terminal, f) for f in TERMINAL_FIELDS)]
+    found = {}
+    for i in range(0, len(poiids), 5000):
+        rows = await session.execute(select(*cols).where(Terminal.poiid.in_(poiids[i : i + 5000])))
+        found.update({r.poiid: r for r in rows})
+    return found

@@ -1,0 +1,106 @@
+"""Monitors follow the inventory: a terminal's integration and a store's network profile say
+what to check. Deriving is idempotent (monitors are keyed), so import and edit both call it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from sqlalchemy import delete, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.config import get_settings
+from app.db import utcnow
+from app.inventory.models import Store, Terminal
+from app.inventory.profiles import NETWORK_PROFILES
+from app.monitoring.models import Monitor
+from app.monitoring.timing import first_due_at, phase_ms
+
+
+@dataclass(frozen=True)
+class MonitorSpec:
+    key: str
+    store_id: int
+    terminal_id: int | None
+    kind: str
+    target: str
+    params: dict = field(default_factory=dict, hash=False)
+
+
+def terminal_monitor_specs(t: Terminal) -> list[MonitorSpec]:
+    # The key leaves out store and address: a moved or re-addressed terminal keeps its history.
+    def spec(kind: str, target: str, **params) -> MonitorSpec:
+        return MonitorSpec(f"t{t.id}:{kind}", t.store_id, t.id, kind, target, params)
+
+    specs = []
+    if t.integration in ("cloud", "both") and t.cloud_enabled:
+        specs.append(spec("cloud", t.poiid, provider=t.provider))
+    if t.integration in ("local", "both") and t.lan_host and t.lan_port:
+        lan = f"{t.lan_host}:{t.lan_port}"
+        specs.append(spec("tcp", lan))
+        if t.local_api == "paynt_epos":
+            specs.append(spec("paynt_epos", lan, token=t.epos_token))
+        elif t.local_api == "adyen_local":
+            specs.append(spec("tls", lan, accept_self_signed=True))
+    return specs
+
+
+def store_monitor_specs(s: Store) -> list[MonitorSpec]:
+    specs = []
+    for name, port in NETWORK_PROFILES.get(s.network_profile or "", ()):
+        specs.append(MonitorSpec(f"s{s.id}:dns:{name}", s.id, None, "dns", name))
+        specs.append(MonitorSpec(f"s{s.id}:tcp:{name}:{port}", s.id, None, "tcp", f"{name}:{port}"))
+    return specs
+
+
+async def sync_monitors(
+    session: AsyncSession, *, stores: list[Store] = (), terminals: list[Terminal] = ()
+) -> dict[str, int]:
+    """Make the monitors of these stores (network) and terminals match what they need."""
+    wanted = {s.key: s for t in terminals for s in terminal_monitor_specs(t)}
+    wanted |= {s.key: s for st in stores for s in store_monitor_specs(st)}
+    existing = await _existing(session, [s.id for s in stores], [t.id for t in terminals])
+
+    settings, now = get_settings(), utcnow()
+    new_rows, changed = [], []
+    for key, spec in wanted.items():
+        current = existing.get(key)
+        if current is None:
+            interval = settings.check_interval_s
+            phase = phase_ms(key, interval)
+            new_rows.append({
+                "key": key, "store_id": spec.store_id, "terminal_id": spec.terminal_id, "kind": spec.kind,
+                "target": spec.target, "params": spec.params, "interval_s": interval,
+                "timeout_s": settings.check_timeout_s, "phase_ms": phase,
+                "next_due_at": first_due_at(now, interval, phase), "state": "unknown", "state_since": now,
+            })
+        elif (current.store_id, current.target, current.params) != (spec.store_id, spec.target, spec.params):
+            changed.append({"id": current.id, "store_id": spec.store_id, "target": spec.target,
+                            "params": spec.params})
+    obsolete = [m.id for key, m in existing.items() if key not in wanted]
+
+    if new_rows:
+        await session.execute(Monitor.__table__.insert(), new_rows)
+    if changed:
+        await session.execute(update(Monitor), changed)
+    if obsolete:
+        await session.execute(delete(Monitor).where(Monitor.id.in_(obsolete)))
+    return {"created": len(new_rows), "updated": len(changed), "deleted": len(obsolete)}
+
+
+async def _existing(session: AsyncSession, store_ids: list[int], terminal_ids: list[int]) -> dict:
+    cols = (Monitor.id, Monitor.key, Monitor.store_id, Monitor.target, Monitor.params)
+    found = {}
+    for chunk in _chunks(terminal_ids):
+        rows = await session.execute(select(*cols).where(Monitor.terminal_id.in_(chunk)))
+        found.update({r.key: r for r in rows})
+    for chunk in _chunks(store_ids):
+        rows = await session.execute(
+            select(*cols).where(Monitor.store_id.in_(chunk), Monitor.terminal_id.is_(None))
+        )
+        found.update({r.key: r for r in rows})
+    return found
+
+
+def _chunks(ids: list[int], size: int = 5000):
+    for i in range(0, len(ids), size):
+        yield ids[i : i + size]

@@ -1,0 +1,22 @@
+"""Due times: a stable phase per monitor so a fleet imported at once does not fire together."""
+
+from __future__ import annotations
+
+import zlib
+from datetime import datetime, timedelta, timezone
+
+_EPOCH = datetime(2000, 1, 1, tzinfo=timezone.utc)
+
+
+def phase_ms(key: str, interval_s: int) -> int:
+    return zlib.crc32(key.encode()) % (interval_s * 1000)
+
+
+def first_due_at(now: datetime, interval_s: int, phase: int) -> datetime:
+    """The first instant >= now that sits on this monitor's phase within its interval."""
+    period_ms = interval_s * 1000
+    elapsed_ms = int((now - _EPOCH).total_seconds() * 1000)
+    slot = elapsed_ms - elapsed_ms % period_ms + phase
+    if slot < elapsed_ms:
+        slot += period_ms
+    return _EPOCH + timedelta(milliseconds=slot)

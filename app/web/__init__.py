@@ -1,0 +1,1 @@
+"""Page plumbing shared by every domain's pages: templates, fragments, layout."""

@@ -1,0 +1,124 @@
+"""Shared fixtures: every database test runs on PostgreSQL and on SQLite.
+
+PostgreSQL: TERMPULSE_TEST_DATABASE_URL names the server and a base database name; each test
+session creates its own database `<name>_<pid>` (so concurrent runs never collide), builds the
+schema through the Alembic migrations, and drops it at the end. Between tests every table is
+emptied, so each test starts from a fresh, migrated database.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import pytest
+from sqlalchemy import text
+from sqlalchemy.engine import make_url
+
+import app.models  # noqa: F401
+from app.db import Base, Database
+from app.migrate import migrate
+
+DEFAULT_PG = "postgresql+asyncpg://postgres@127.0.0.1:5432/termpulse_test"
+BACKENDS = ("postgresql", "sqlite")
+
+
+async def _admin_execute(server_url, statement: str) -> None:
+    import asyncpg
+
+    conn = await asyncpg.connect(
+        host=server_url.host, port=server_url.port or 5432, user=server_url.username or "postgres",
+        password=server_url.password, database="postgres", timeout=5,
+    )
+    try:
+        await conn.execute(statement)
+    finally:
+        await conn.close()
+
+
+@pytest.fixture(scope="session")
+async def pg_url(tmp_path_factory):
+    base = make_url(os.environ.get("TERMPULSE_TEST_DATABASE_URL", DEFAULT_PG))
+    name = f"{base.database}_{os.getpid()}"
+    try:
+        await _admin_execute(base, f'DROP DATABASE IF EXISTS "{name}"')
+        await _admin_execute(base, f'CREATE DATABASE "{name}"')
+    except Exception as exc:  # noqa: BLE001 - any failure means "no PostgreSQL"
+        message = f"PostgreSQL at {base.render_as_string(hide_password=True)} is not reachable: {exc!r}"
+        print("\n" + "!" * 78 + f"\n!! {message}\n" + "!" * 78, file=sys.stderr)
+        if os.environ.get("CI") == "true":
+            pytest.exit(f"CI=true and {message}", returncode=3)
+        pytest.skip(message)
+    url = base.set(database=name).render_as_string(hide_password=False)
+    yield url
+    await _admin_execute(base, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(scope="session")
+def sqlite_url(tmp_path_factory):
+    return f"sqlite+aiosqlite:///{tmp_path_factory.mktemp('sqlite') / 'termpulse.db'}"
+
+
+async def _migrated(url: str) -> Database:
+    database = Database(url)
+    await migrate(database.engine)
+    return database
+
+
+@pytest.fixture(scope="session")
+async def pg_database(pg_url):
+    database = await _migrated(pg_url)
+    yield database
+    await database.dispose()
+
+
+@pytest.fixture(scope="session")
+async def sqlite_database(sqlite_url):
+    database = await _migrated(sqlite_url)
+    yield database
+    await database.dispose()
+
+
+async def empty_all_tables(database: Database) -> None:
+    tables = [t.name for t in Base.metadata.sorted_tables]
+    async with database.engine.begin() as conn:
+        if database.dialect == "postgresql":
+            await conn.execute(text(f"TRUNCATE {', '.join(tables)} RESTART IDENTITY CASCADE"))
+        else:
+            for name in reversed(tables):
+                await conn.execute(text(f"DELETE FROM {name}"))
+
+
+@pytest.fixture(params=BACKENDS)
+async def db(request) -> Database:
+    """A migrated, empty database: once on PostgreSQL, once on SQLite."""
+    database = request.getfixturevalue(f"{'pg' if request.param == 'postgresql' else 'sqlite'}_database")
+    await empty_all_tables(database)
+    return database
+
+
+@pytest.fixture
+async def pg_db(pg_database) -> Database:
+    """PostgreSQL only (leases with SKIP LOCKED, several workers)."""
+    await empty_all_tables(pg_database)
+    return pg_database
+
+
+@pytest.fixture
+def settings(db, tmp_path):
+    from app.config import Settings
+
+    return Settings(database_url=db.url, secret_key="test-secret-key", allowed_networks=["127.0.0.0/8"])
+
+
+@pytest.fixture
+async def client(db, settings):
+    """An HTTP client talking to the app (ASGI, in process) over the test database."""
+    import httpx
+
+    from app.main import create_app
+
+    application = create_app(settings, database=db, run_worker=False)
+    transport = httpx.ASGITransport(app=application)
+    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as http:
+        yield http
