@@ -40,5 +40,5 @@ def configure_logging(level: str = "INFO", fmt: str = "text") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
-    for noisy in ("httpx", "apscheduler.executors.default", "aiosqlite", "asyncio"):
+    for noisy in ("httpx", "apscheduler.executors.default", "aiosqlite", "asyncio", "alembic"):
         logging.getLogger(noisy).setLevel(logging.WARNING)

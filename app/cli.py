@@ -1,0 +1,178 @@
+"""The `termpulse` command."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from pathlib import Path
+
+from app.config import PROJECT_ROOT, Settings, get_settings
+from app.logging import configure_logging
+
+SAMPLE_FLEET = PROJECT_ROOT / "app" / "inventory" / "fleet"
+DEMO_DATABASE = Path("termpulse-demo.db")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="termpulse", description="Connectivity dashboard for payment terminals.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    serve = sub.add_parser("serve", help="migrate the database, then serve the dashboard")
+    serve.add_argument("--host", default=None)
+    serve.add_argument("--port", type=int, default=None)
+    serve.add_argument("--no-worker", action="store_true", help="serve pages only, run no checks")
+    serve.add_argument("--demo", action="store_true", help="fresh SQLite demo database with a simulated fleet")
+
+    demo = sub.add_parser("demo", help="same as serve --demo")
+    demo.add_argument("--host", default=None)
+    demo.add_argument("--port", type=int, default=None)
+
+    sub.add_parser("migrate", help="upgrade the database schema to the newest version")
+    sub.add_parser("worker", help="run checks only (add more workers to share the fleet)")
+
+    imp = sub.add_parser("import", help="import stores and terminals from CSV (all or nothing)")
+    imp.add_argument("files", nargs="+", metavar="CSV", help="STORES.csv [TERMINALS.csv]")
+    imp.add_argument("--dry-run", action="store_true", help="validate and report, write nothing")
+
+    check = sub.add_parser("check", help="check one terminal now and explain the result")
+    check.add_argument("poiid")
+    check.add_argument("--json", action="store_true")
+
+    export = sub.add_parser("export", help="export uptime history as CSV or XLSX")
+    export.add_argument("--scope", choices=("terminal", "store", "region", "fleet"), default="fleet")
+    export.add_argument("--id", help="POIID, store code or region name")
+    export.add_argument("--from", dest="since", help="start date (YYYY-MM-DD)")
+    export.add_argument("--to", dest="until", help="end date (YYYY-MM-DD)")
+    export.add_argument("--format", choices=("csv", "xlsx"), default="csv")
+    export.add_argument("--output", "-o", help="file to write (default: standard output, CSV only)")
+
+    user = sub.add_parser("create-user", help="create a user (asks for the password)")
+    user.add_argument("username")
+    user.add_argument("--role", choices=("admin", "operator", "viewer"), default="admin")
+    user.add_argument("--password", help="take the password from here instead of asking")
+
+    sim = sub.add_parser("simulate", help="run the terminal, DNS and provider simulators on loopback")
+    sim.add_argument("--fleet", default=str(SAMPLE_FLEET / "terminals.csv"))
+    sim.add_argument("--dns-port", type=int, default=5353)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    settings = get_settings()
+    configure_logging(settings.log_level, settings.log_format)
+    handler = COMMANDS[args.command]
+    try:
+        return handler(args, settings) or 0
+    except KeyboardInterrupt:
+        return 130
+
+
+def _serve(args, settings: Settings) -> int:
+    if args.command == "demo" or args.demo:
+        from app.demo import run_demo
+
+        return run_demo(settings, host=args.host or settings.host, port=args.port or settings.port)
+    import uvicorn
+
+    from app.main import create_app
+
+    _migrate(args, settings)
+    app = create_app(settings, run_worker=not args.no_worker)
+    uvicorn.run(app, host=args.host or settings.host, port=args.port or settings.port,
+                log_config=None, access_log=False)
+    return 0
+
+
+def _migrate(args, settings: Settings) -> int:
+    from app.db import Database
+    from app.migrate import migrate
+
+    async def run() -> None:
+        database = Database(settings.database_url)
+        try:
+            await migrate(database.engine)
+        finally:
+            await database.dispose()
+
+    asyncio.run(run())
+    return 0
+
+
+def _import(args, settings: Settings) -> int:
+    from app.inventory.csvimport import ImportFailed, import_fleet
+
+    files = []
+    for name in args.files:
+        try:
+            files.append((name, Path(name).read_bytes()))
+        except OSError as exc:
+            print(f"{name}: cannot read: {exc.strerror}", file=sys.stderr)
+            return 2
+    _migrate(args, settings)
+
+    async def run() -> int:
+        from app.db import Database
+
+        database = Database(settings.database_url)
+        try:
+            async with database.sessionmaker() as session:
+                summary = await import_fleet(session, files, dry_run=args.dry_run)
+        except ImportFailed as failed:
+            for error in failed.errors:
+                print(error, file=sys.stderr)
+            rows = len({(e.file, e.line) for e in failed.errors})
+            print(f"import failed: {len(failed.errors)} error(s) in {rows} row(s); nothing was written",
+                  file=sys.stderr)
+            return 2
+        finally:
+            await database.dispose()
+        verb = "would be (dry run, nothing written)" if args.dry_run else "imported"
+        print(f"stores {verb}: {summary.stores}")
+        print(f"terminals {verb}: {summary.terminals}")
+        monitors = summary.monitors
+        print(f"monitors: {monitors['created']} created, {monitors['updated']} updated, {monitors['deleted']} removed")
+        return 0
+
+    return asyncio.run(run())
+
+
+def _worker(args, settings: Settings) -> int:
+    from app.monitoring.worker import run_worker
+
+    _migrate(args, settings)
+    return run_worker(settings)
+
+
+def _check(args, settings: Settings) -> int:
+    from app.checks.cli import check_command
+
+    return check_command(settings, args.poiid, as_json=args.json)
+
+
+def _export(args, settings: Settings) -> int:
+    from app.history.cli import export_command
+
+    return export_command(settings, args)
+
+
+def _create_user(args, settings: Settings) -> int:
+    from app.auth.cli import create_user_command
+
+    return create_user_command(settings, args)
+
+
+def _simulate(args, settings: Settings) -> int:
+    from app.simulator.cli import simulate_command
+
+    return simulate_command(settings, args)
+
+
+COMMANDS = {
+    "serve": _serve, "demo": _serve, "migrate": _migrate, "import": _import, "worker": _worker,
+    "check": _check, "export": _export, "create-user": _create_user, "simulate": _simulate,
+}
+
+if __name__ == "__main__":
+    sys.exit(main())
