@@ -5,12 +5,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from types import SimpleNamespace
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db import utcnow
 from app.inventory.models import Store, Terminal, TerminalEvent
-from app.inventory.schemas import StoreIn, TerminalIn
+from app.inventory.schemas import StoreIn, TerminalIn, normalise_poiid
 from app.monitoring.derive import sync_monitors
 
 STORE_FIELDS = tuple(f for f in StoreIn.model_fields)
@@ -145,3 +145,81 @@ async def _terminals_by_poiid(session: AsyncSession, poiids: list[str]) -> dict:
         rows = await session.execute(select(*cols).where(Terminal.poiid.in_(poiids[i : i + 5000])))
         found.update({r.poiid: r for r in rows})
     return found
+
+
+class Conflict(ValueError):
+    """The write would break a uniqueness or reference rule; the message says which."""
+
+    def __init__(self, field: str, message: str):
+        super().__init__(message)
+        self.field = field
+
+
+class NotFound(LookupError):
+    pass
+
+
+async def save_store(session: AsyncSession, data: StoreIn, *, current_code: str | None = None) -> Store:
+    """Create (current_code None) or edit a store, renaming its code if asked. Commits."""
+    taken = await session.scalar(select(Store.id).where(Store.code == data.code))
+    if current_code is None:
+        if taken:
+            raise Conflict("code", f"store {data.code} already exists")
+    else:
+        current = await session.scalar(select(Store).where(Store.code == current_code))
+        if current is None:
+            raise NotFound(f"no store {current_code}")
+        if data.code != current_code:
+            if taken:
+                raise Conflict("code", f"store {data.code} already exists")
+            current.code = data.code
+            await session.flush()
+    await upsert_inventory(session, [data], [], source="edit")
+    await session.commit()
+    return await session.scalar(select(Store).where(Store.code == data.code).execution_options(populate_existing=True))
+
+
+async def save_terminal(session: AsyncSession, data: TerminalIn, *, current_poiid: str | None = None) -> Terminal:
+    """Create or edit a terminal (a new store keeps its history, a new POIID too). Commits."""
+    taken = await session.scalar(select(Terminal.id).where(Terminal.poiid == data.poiid))
+    if current_poiid is None:
+        if taken:
+            raise Conflict("poiid", f"terminal {data.poiid} already exists")
+    else:
+        current_poiid = normalise_poiid(current_poiid)
+        current = await session.scalar(select(Terminal).where(Terminal.poiid == current_poiid))
+        if current is None:
+            raise NotFound(f"no terminal {current_poiid}")
+        if data.poiid != current_poiid:
+            if taken:
+                raise Conflict("poiid", f"terminal {data.poiid} already exists")
+            current.poiid = data.poiid
+            await session.flush()
+    try:
+        await upsert_inventory(session, [], [data], source="edit")
+    except UnknownStore:
+        await session.rollback()
+        raise Conflict("store_code", f"no store {data.store_code}")
+    await session.commit()
+    return await session.scalar(
+        select(Terminal).where(Terminal.poiid == data.poiid).execution_options(populate_existing=True)
+    )
+
+
+async def delete_store(session: AsyncSession, code: str) -> None:
+    store = await session.scalar(select(Store).where(Store.code == code))
+    if store is None:
+        raise NotFound(f"no store {code}")
+    count = await session.scalar(select(func.count()).where(Terminal.store_id == store.id))
+    if count:
+        raise Conflict("code", f"store {code} still has {count} terminal(s): move or delete them first")
+    await session.delete(store)
+    await session.commit()
+
+
+async def delete_terminal(session: AsyncSession, poiid: str) -> None:
+    terminal = await session.scalar(select(Terminal).where(Terminal.poiid == normalise_poiid(poiid)))
+    if terminal is None:
+        raise NotFound(f"no terminal {poiid}")
+    await session.delete(terminal)
+    await session.commit()

@@ -1,0 +1,165 @@
+"""JSON API for stores and terminals: paginated, filterable; 4xx with a reason, never 500."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from fastapi import APIRouter, Depends, HTTPException, Query, Response
+from pydantic import BaseModel, ConfigDict
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.deps import get_session
+from app.inventory import queries
+from app.inventory.schemas import StoreIn, TerminalIn
+from app.inventory.service import Conflict, NotFound, delete_store, delete_terminal, save_store, save_terminal
+
+router = APIRouter(tags=["inventory"])
+
+
+class StoreOut(StoreIn):
+    model_config = ConfigDict(from_attributes=True)
+    id: int
+    status: str
+    status_since: datetime | None
+
+
+class TerminalOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+    id: int
+    store_code: str
+    poiid: str
+    model: str
+    serial: str
+    label: str
+    provider: str
+    provider_terminal_id: str | None
+    integration: str
+    lan_host: str | None
+    lan_port: int | None
+    local_api: str | None
+    mac: str | None
+    cloud_enabled: bool
+    status: str
+    status_since: datetime | None
+    cloud_state: str
+    last_seen_at: datetime | None
+
+
+class StorePage(BaseModel):
+    items: list[StoreOut]
+    total: int
+    page: int
+    per_page: int
+
+
+class TerminalPage(BaseModel):
+    items: list[TerminalOut]
+    total: int
+    page: int
+    per_page: int
+
+
+def _fail(exc: Exception) -> HTTPException:
+    if isinstance(exc, NotFound):
+        return HTTPException(404, str(exc))
+    return HTTPException(409, {"field": exc.field, "reason": str(exc)})
+
+
+def _terminal_out(terminal, store_code: str) -> TerminalOut:
+    return TerminalOut.model_validate({**terminal.__dict__, "store_code": store_code})
+
+
+@router.get("/stores", response_model=StorePage)
+async def list_stores(
+    q: str | None = Query(None, description="code or name contains"),
+    region: str | None = None,
+    page: int = Query(1, ge=1),
+    per_page: int = Query(50, ge=1, le=500),
+    session: AsyncSession = Depends(get_session),
+):
+    result = await queries.paginate(session, queries.store_query(q=q, region=region), page, per_page)
+    return StorePage(items=result.items, total=result.total, page=page, per_page=per_page)
+
+
+@router.post("/stores", response_model=StoreOut, status_code=201)
+async def create_store(data: StoreIn, session: AsyncSession = Depends(get_session)):
+    try:
+        return await save_store(session, data)
+    except (Conflict, NotFound) as exc:
+        raise _fail(exc)
+
+
+@router.get("/stores/{code}", response_model=StoreOut)
+async def get_store(code: str, session: AsyncSession = Depends(get_session)):
+    store = await queries.store_by_code(session, code)
+    if store is None:
+        raise HTTPException(404, f"no store {code}")
+    return store
+
+
+@router.put("/stores/{code}", response_model=StoreOut)
+async def update_store(code: str, data: StoreIn, session: AsyncSession = Depends(get_session)):
+    try:
+        return await save_store(session, data, current_code=code)
+    except (Conflict, NotFound) as exc:
+        raise _fail(exc)
+
+
+@router.delete("/stores/{code}", status_code=204)
+async def remove_store(code: str, session: AsyncSession = Depends(get_session)):
+    try:
+        await delete_store(session, code)
+    except (Conflict, NotFound) as exc:
+        raise _fail(exc)
+    return Response(status_code=204)
+
+
+@router.get("/terminals", response_model=TerminalPage)
+async def list_terminals(
+    q: str | None = Query(None, description="POIID, serial, label or store code contains"),
+    store: str | None = Query(None, description="store code"),
+    provider: str | None = None,
+    status: str | None = None,
+    page: int = Query(1, ge=1),
+    per_page: int = Query(50, ge=1, le=500),
+    session: AsyncSession = Depends(get_session),
+):
+    query = queries.terminal_query(q=q, store=store, provider=provider, status=status)
+    result = await queries.paginate(session, query, page, per_page)
+    items = [_terminal_out(t, code) for t, code in result.items]
+    return TerminalPage(items=items, total=result.total, page=page, per_page=per_page)
+
+
+@router.post("/terminals", response_model=TerminalOut, status_code=201)
+async def create_terminal(data: TerminalIn, session: AsyncSession = Depends(get_session)):
+    try:
+        terminal = await save_terminal(session, data)
+    except (Conflict, NotFound) as exc:
+        raise _fail(exc)
+    return _terminal_out(terminal, data.store_code)
+
+
+@router.get("/terminals/{poiid}", response_model=TerminalOut)
+async def get_terminal(poiid: str, session: AsyncSession = Depends(get_session)):
+    row = await queries.terminal_with_store_code(session, poiid)
+    if row is None:
+        raise HTTPException(404, f"no terminal {poiid}")
+    return _terminal_out(*row)
+
+
+@router.put("/terminals/{poiid}", response_model=TerminalOut)
+async def update_terminal(poiid: str, data: TerminalIn, session: AsyncSession = Depends(get_session)):
+    try:
+        terminal = await save_terminal(session, data, current_poiid=poiid)
+    except (Conflict, NotFound) as exc:
+        raise _fail(exc)
+    return _terminal_out(terminal, data.store_code)
+
+
+@router.delete("/terminals/{poiid}", status_code=204)
+async def remove_terminal(poiid: str, session: AsyncSession = Depends(get_session)):
+    try:
+        await delete_terminal(session, poiid)
+    except (Conflict, NotFound) as exc:
+        raise _fail(exc)
+    return Response(status_code=204)
