@@ -41,7 +41,7 @@ def is_ip_literal(host: str) -> bool:
 
 
 class Resolver:
-    """A4 lookups with fixed nameservers (or the system's when none are configured)."""
+    """Address lookups with fixed nameservers (or the system's when none are configured)."""
 
     def __init__(self, nameservers: list[str] | None = None, port: int = 53):
         if nameservers:

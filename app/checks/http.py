@@ -1,0 +1,214 @@
+"""The https and paynt_epos probes: httpx, with per-phase timings from its trace hook.
+
+We resolve the name ourselves (our resolver, then the guard) and send the request to
+that address, keeping the name for the Host header, SNI and certificate check: httpx
+never resolves anything, so it can't reach an address the guard did not see.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+import time
+
+import httpx
+
+from app.checks import net
+from app.checks.probes import (
+    ProbeContext,
+    check_fingerprint,
+    describe_rejected,
+    resolve_and_guard,
+    split_host_port,
+)
+from app.checks.resolver import is_ip_literal
+from app.checks.result import ProbeFailure, ProbeResult, Run
+
+EPOS_BASE = "/payntpos/1.0.0"
+_MAX_BODY = 64 * 1024  # enough to see the answer; a check never downloads a page
+
+
+class _Phases:
+    """Collects httpx/httpcore trace events: when each phase started and ended."""
+
+    def __init__(self) -> None:
+        self.t: dict[str, float] = {}
+        self.current = "connect"  # the phase a failure happened in
+
+    async def __call__(self, event: str, info: dict) -> None:
+        name, _, state = event.rpartition(".")
+        self.t[event] = time.perf_counter()
+        if state == "started":
+            self.current = {
+                "connection.connect_tcp": "connect",
+                "connection.start_tls": "tls",
+            }.get(name, "http")
+
+    def ms(self, start: str, end: str) -> float | None:
+        a, b = self.t.get(start), self.t.get(end)
+        return (b - a) * 1000 if a is not None and b is not None else None
+
+
+def expected_statuses(spec) -> set[int]:
+    """[200, 204, "3xx"] -> a set of codes; default every 2xx and 3xx."""
+    codes: set[int] = set()
+    for item in spec or ["2xx", "3xx"]:
+        text = str(item).lower()
+        if text.endswith("xx") and text[0].isdigit():
+            codes.update(range(int(text[0]) * 100, int(text[0]) * 100 + 100))
+        else:
+            codes.add(int(text))
+    return codes
+
+
+def _describe(codes: set[int]) -> str:
+    classes = sorted({c // 100 for c in codes if set(range(c // 100 * 100, c // 100 * 100 + 100)) <= codes})
+    singles = sorted(c for c in codes if c // 100 not in classes)
+    return ", ".join([f"{c}xx" for c in classes] + [str(c) for c in singles])
+
+
+async def probe_https(run: Run, ctx: ProbeContext, target: str, params: dict) -> ProbeResult:
+    url = httpx.URL(target)
+    if url.scheme not in ("http", "https") or not url.host:
+        raise ProbeFailure("internal_error", f"not an http(s) URL: {target}", error="bad URL")
+    port = url.port or (443 if url.scheme == "https" else 80)
+    run.context.update(host=url.host, port=port, target=target)
+    return await _http_check(run, ctx, url, port, params, epos=False)
+
+
+async def probe_paynt_epos(run: Run, ctx: ProbeContext, target: str, params: dict) -> ProbeResult:
+    host, port = split_host_port(target)
+    path = params.get("path", EPOS_BASE)
+    url = httpx.URL(scheme="https", host=host.strip("[]"), port=port, path=path)
+    run.context.update(host=host, port=port, target=str(url))
+    params = {"accept_self_signed": True, **params}  # terminals present self-signed certs
+    headers = dict(params.get("headers") or {})
+    if params.get("token"):
+        headers["Authorization"] = str(params["token"])
+    return await _http_check(run, ctx, url, port, {**params, "headers": headers}, epos=True)
+
+
+async def _http_check(run, ctx, url: httpx.URL, port: int, params: dict, epos: bool):
+    source = params.get("source")
+    address = await resolve_and_guard(run, ctx, url.host, source)
+    tls = url.scheme == "https"
+    sslctx = ctx.ssl_for(params) if tls else ctx.insecure_ssl  # unused for plain http
+    phases = _Phases()
+    response, cert = await _send(run, url, address, port, params, sslctx, phases, source)
+    _record_phases(run, phases, tls)
+    if tls and cert is not None:
+        run.context.update(subject=cert.subject, issuer=cert.issuer, not_after=cert.not_after)
+        check_fingerprint(run, cert, params.get("fingerprint"))
+    return _judge(run, response, phases, params, epos)
+
+
+async def _send(run, url, address, port, params, sslctx, phases, source):
+    """One request to the resolved address; returns (response with body read, cert info)."""
+    request_url = url.copy_with(host=address) if not is_ip_literal(url.host) else url
+    headers = {"Host": url.netloc.decode("ascii"), **(params.get("headers") or {})}
+    extensions = {"trace": phases}
+    if not is_ip_literal(url.host):
+        extensions["sni_hostname"] = url.host  # and the certificate is checked against it
+    transport = httpx.AsyncHTTPTransport(
+        verify=sslctx, retries=0, local_address=source
+    )
+    timeout = httpx.Timeout(run.remaining())
+    async with httpx.AsyncClient(transport=transport, trust_env=False, timeout=timeout) as client:
+        try:
+            async with asyncio.timeout(run.remaining()):
+                request = client.build_request(
+                    params.get("method", "GET"), request_url, headers=headers, extensions=extensions
+                )
+                response = await client.send(request, stream=True)
+                cert = _peer_cert(response)
+                body = b""
+                async for chunk in response.aiter_raw():
+                    body += chunk
+                    if len(body) >= _MAX_BODY:
+                        break
+                await response.aclose()
+        except ProbeFailure:
+            raise
+        except (httpx.HTTPError, TimeoutError, OSError, ssl.SSLError) as exc:
+            raise await _classify(run, exc, phases, address, port, url, source) from None
+    response._probe_body = body  # type: ignore[attr-defined]
+    return response, cert
+
+
+def _peer_cert(response: httpx.Response) -> net.CertInfo | None:
+    stream = response.extensions.get("network_stream")
+    ssl_obj = stream.get_extra_info("ssl_object") if stream is not None else None
+    der = ssl_obj.getpeercert(binary_form=True) if ssl_obj is not None else None
+    return net.CertInfo.from_der(der) if der else None
+
+
+def _chain(exc: BaseException):
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        yield exc
+        exc = exc.__cause__ or exc.__context__
+
+
+async def _classify(run, exc, phases: _Phases, address, port, url, source) -> ProbeFailure:
+    """Name an httpx failure from the phase it happened in and the OS/SSL error under it."""
+    phase = phases.current
+    run.begin(phase)  # the failed step, timed from its trace start when known
+    start = phases.t.get({"connect": "connection.connect_tcp.started",
+                          "tls": "connection.start_tls.started"}.get(phase, ""))
+    if start is not None:
+        run._step_t = start
+    errors = list(_chain(exc))
+    timed_out = any(isinstance(e, (httpx.TimeoutException, TimeoutError)) for e in errors)
+    verify = next((e for e in errors if isinstance(e, ssl.SSLCertVerificationError)), None)
+    oserr = next((e for e in errors if isinstance(e, OSError) and e.errno), None)
+    text = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+    if verify is not None:
+        code = net.verify_diagnosis(verify.verify_code)
+        failure = ProbeFailure(code, f"certificate rejected: {verify.verify_message}")
+        sni = None if is_ip_literal(url.host) else url.host
+        await describe_rejected(run, failure, address, port, sni, source)
+        return failure
+    if phase == "connect":
+        if timed_out:
+            return ProbeFailure("tcp_timeout", f"connect to {address}:{port} timed out")
+        return ProbeFailure(net.classify_errno(oserr.errno if oserr else None), text, error=text)
+    if any(isinstance(e, (ConnectionResetError, BrokenPipeError)) for e in errors):
+        return ProbeFailure("tcp_reset", f"connection reset during {phase}: {text}")
+    if timed_out:
+        return ProbeFailure("stalled", f"no answer during {phase} before the timeout")
+    if phase == "tls":
+        return ProbeFailure("tls_handshake_failed", text, error=text)
+    if isinstance(exc, httpx.RemoteProtocolError):
+        # Closed without an answer: the peer dropped us, the nearest named cause is a reset.
+        return ProbeFailure("tcp_reset", f"closed without an HTTP answer: {text}")
+    return ProbeFailure("internal_error", text, error=text)
+
+
+def _record_phases(run: Run, phases: _Phases, tls: bool) -> None:
+    spans = [
+        ("connect", "connection.connect_tcp.started", "connection.connect_tcp.complete"),
+        ("tls", "connection.start_tls.started", "connection.start_tls.complete"),
+        ("first_byte", "http11.send_request_headers.started", "http11.receive_response_headers.complete"),
+    ]
+    for step, start, end in spans:
+        ms = phases.ms(start, end)
+        if ms is not None and (tls or step != "tls"):
+            run.add(step, True, ms)
+
+
+def _judge(run: Run, response: httpx.Response, phases: _Phases, params: dict, epos: bool):
+    status = response.status_code
+    expected = expected_statuses(params.get("expect_status"))
+    run.context.update(status=status, expected=_describe(expected))
+    detail = f"HTTP {status} {response.reason_phrase}"
+    ttfb = phases.ms("http11.send_request_headers.started", "http11.receive_response_headers.complete")
+    if status in expected:
+        run.add("http", True, 0.0, detail)
+        return run.ok(ttfb if ttfb is not None else run.elapsed_ms(), detail)
+    run.add("http", False, 0.0, detail)
+    if status == 401 and epos:
+        raise ProbeFailure("http_401", detail)
+    if status >= 500:
+        raise ProbeFailure("http_5xx", detail)
+    raise ProbeFailure("http_status", detail)

@@ -1,0 +1,206 @@
+"""TCP connect and TLS handshake on asyncio, with every failure named.
+
+These are the building blocks of the tcp, tls, https and paynt_epos probes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import hashlib
+import socket
+import ssl
+from dataclasses import dataclass
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+
+from app.checks.result import ProbeFailure, Run
+
+# errno of a failed connect -> diagnosis. Anything not listed is treated as ours.
+_CONNECT_ERRNO = {
+    errno.ECONNREFUSED: "tcp_refused",
+    errno.ETIMEDOUT: "tcp_timeout",
+    errno.EHOSTUNREACH: "host_unreachable",
+    errno.ENETUNREACH: "host_unreachable",
+    errno.EHOSTDOWN: "host_unreachable",
+    errno.ENETDOWN: "host_unreachable",
+    errno.ECONNRESET: "tcp_reset",
+    errno.ECONNABORTED: "tcp_reset",
+    errno.EPIPE: "tcp_reset",
+}
+
+
+def classify_errno(err: int | None) -> str:
+    """Diagnosis for an OS error while connecting; internal_error when it is ours
+    (out of file descriptors, no local port, permission ...)."""
+    return _CONNECT_ERRNO.get(err or 0, "internal_error")
+
+
+async def tcp_connect(
+    run: Run, address: str, port: int, source: str | None = None
+) -> socket.socket:
+    """Connect a non-blocking socket within the run's deadline; records the 'connect' step."""
+    family = socket.AF_INET6 if ":" in address else socket.AF_INET
+    try:
+        sock = socket.socket(family, socket.SOCK_STREAM)
+    except OSError as exc:  # EMFILE: the checker is out of descriptors
+        raise ProbeFailure("internal_error", f"socket(): {exc}", error=str(exc)) from None
+    sock.setblocking(False)
+    run.begin("connect")
+    try:
+        if source:
+            sock.bind((source, 0))
+        await asyncio.wait_for(
+            asyncio.get_running_loop().sock_connect(sock, (address, port)), run.remaining()
+        )
+    except TimeoutError:
+        sock.close()
+        raise ProbeFailure(
+            "tcp_timeout", f"no answer to connect to {address}:{port} within the timeout"
+        ) from None
+    except OSError as exc:
+        sock.close()
+        raise ProbeFailure(classify_errno(exc.errno), f"connect: {exc}", error=str(exc)) from None
+    run.end(True, f"connected to {address}:{port}")
+    return sock
+
+
+async def watch_for_reset(run: Run, sock: socket.socket, settle_s: float) -> str:
+    """Wait briefly after connecting: a peer that accepts and resets does it at once.
+
+    Returns what was seen; raises tcp_reset on a reset."""
+    if settle_s <= 0:
+        return "connected"
+    loop = asyncio.get_running_loop()
+    try:
+        data = await asyncio.wait_for(loop.sock_recv(sock, 256), min(settle_s, run.remaining()))
+    except TimeoutError:
+        return "connected; connection held open"
+    except (ConnectionResetError, ConnectionAbortedError) as exc:
+        raise ProbeFailure("tcp_reset", f"reset right after connect: {exc}") from None
+    except OSError as exc:
+        raise ProbeFailure(classify_errno(exc.errno), f"after connect: {exc}") from None
+    return f"connected; peer sent {len(data)} bytes" if data else "connected; peer closed"
+
+
+# --- TLS -----------------------------------------------------------------------------
+
+
+def make_verify_context(extra_ca_pem: str | None = None) -> ssl.SSLContext:
+    """System CAs (plus e.g. the simulator's CA), hostname checked."""
+    ctx = ssl.create_default_context()
+    if extra_ca_pem:
+        ctx.load_verify_locations(cadata=extra_ca_pem)
+    return ctx
+
+
+def make_insecure_context() -> ssl.SSLContext:
+    """No chain or name check: self-signed terminals, and reading a rejected certificate."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    return ctx
+
+
+@dataclass
+class CertInfo:
+    subject: str
+    issuer: str
+    not_after: str  # ISO 8601, UTC
+    fingerprint: str  # SHA-256, lower-case hex without colons
+    self_signed: bool
+
+    @classmethod
+    def from_der(cls, der: bytes) -> "CertInfo":
+        cert = x509.load_der_x509_certificate(der)
+        return cls(
+            subject=cert.subject.rfc4514_string(),
+            issuer=cert.issuer.rfc4514_string(),
+            not_after=cert.not_valid_after_utc.isoformat(),
+            fingerprint=hashlib.sha256(cert.public_bytes(serialization.Encoding.DER)).hexdigest(),
+            self_signed=cert.subject == cert.issuer,
+        )
+
+
+def normalise_fingerprint(value: str) -> str:
+    return value.replace(":", "").replace(" ", "").lower()
+
+
+# OpenSSL verify codes that name the reason better than "untrusted".
+_VERIFY_CODES = {
+    9: "tls_expired",  # not yet valid: a date problem too
+    10: "tls_expired",
+    62: "tls_wrong_host",  # hostname mismatch
+    64: "tls_wrong_host",  # IP address mismatch
+}
+
+
+def verify_diagnosis(verify_code: int) -> str:
+    """Diagnosis for an OpenSSL verification failure; unknown chains are 'untrusted'."""
+    return _VERIFY_CODES.get(verify_code, "tls_untrusted")
+
+
+async def tls_handshake(
+    run: Run,
+    sock: socket.socket,
+    ctx: ssl.SSLContext,
+    server_hostname: str | None,
+) -> tuple[asyncio.StreamReader, asyncio.StreamWriter, CertInfo | None]:
+    """TLS over a connected socket; records the 'tls' step. Failures are named:
+    verification -> tls_*, no answer -> stalled, reset -> tcp_reset, else handshake failed."""
+    run.begin("tls")
+    timeout = run.remaining()
+    try:
+        reader, writer = await asyncio.wait_for(
+            asyncio.open_connection(
+                sock=sock,
+                ssl=ctx,
+                server_hostname=server_hostname,
+                # Ours must fire first so a silent peer reads as 'stalled', not an abort.
+                ssl_handshake_timeout=timeout + 5,
+            ),
+            timeout,
+        )
+    except ssl.SSLCertVerificationError as exc:
+        sock.close()
+        code = verify_diagnosis(exc.verify_code)
+        raise ProbeFailure(code, f"certificate rejected: {exc.verify_message}") from None
+    except TimeoutError:
+        sock.close()
+        raise ProbeFailure("stalled", "no TLS answer before the timeout") from None
+    except (ConnectionResetError, BrokenPipeError) as exc:
+        sock.close()
+        raise ProbeFailure("tcp_reset", f"reset during the TLS handshake: {exc}") from None
+    except (ssl.SSLError, ConnectionError, OSError) as exc:
+        sock.close()
+        text = getattr(exc, "reason", None) or str(exc) or type(exc).__name__
+        raise ProbeFailure("tls_handshake_failed", f"TLS: {text}", error=text) from None
+    ssl_obj = writer.get_extra_info("ssl_object")
+    der = ssl_obj.getpeercert(binary_form=True) if ssl_obj else None
+    info = CertInfo.from_der(der) if der else None
+    detail = f"{ssl_obj.version()} {ssl_obj.cipher()[0]}" if ssl_obj else "TLS"
+    if info:
+        detail += f"; subject {info.subject}; issuer {info.issuer}; expires {info.not_after}"
+    run.end(True, detail)
+    return reader, writer, info
+
+
+async def close_writer(writer: asyncio.StreamWriter) -> None:
+    """Close without waiting on a peer that may never answer the TLS close_notify."""
+    writer.transport.abort()
+
+
+async def fetch_cert(
+    address: str, port: int, server_hostname: str | None, source: str | None, timeout: float
+) -> CertInfo | None:
+    """Second pass after a rejected certificate: read it without verifying, to name the
+    issuer (e.g. a TLS-inspecting proxy), the subject or the expiry date. Best effort."""
+    scratch = Run(timeout)
+    try:
+        sock = await tcp_connect(scratch, address, port, source)
+        _, writer, info = await tls_handshake(scratch, sock, make_insecure_context(), server_hostname)
+    except ProbeFailure:
+        return None
+    await close_writer(writer)
+    return info

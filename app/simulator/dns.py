@@ -1,0 +1,165 @@
+"""A small authoritative DNS server on loopback (UDP and TCP) for tests and the demo.
+
+    dns = SimDNS({"prodssl.protectedtransactions.com": ["127.3.0.1"]}, port=0)
+    await dns.start();  dns.port  # the port it got
+    dns.set_mode("prodssl.protectedtransactions.com", "servfail")
+
+Modes per name, switchable while running:
+    answer    the A records (AAAA and other types: an empty NOERROR answer)
+    nxdomain  the name does not exist
+    servfail  / refused   the server fails / refuses the query
+    drop      no answer at all (the client times out)
+    no_a      the name exists but has no A record (empty NOERROR)
+
+Split horizon: `set_view(source, name, ...)` changes the answer for queries *from* one
+local address only, so one simulated store network (queries from its own 127.x source)
+can resolve a name differently from the rest of the fleet.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import struct
+from collections import Counter
+from dataclasses import dataclass
+
+import dns.flags
+import dns.message
+import dns.rcode
+import dns.rdatatype
+import dns.rrset
+
+log = logging.getLogger(__name__)
+
+DNS_MODES = ("answer", "nxdomain", "servfail", "refused", "drop", "no_a")
+TTL = 30
+
+
+def _key(name: str) -> str:
+    return name.strip().rstrip(".").lower()
+
+
+@dataclass
+class _Entry:
+    mode: str = "answer"
+    addresses: tuple[str, ...] = ()
+
+
+class SimDNS:
+    def __init__(self, records: dict[str, list[str]] | None = None, host: str = "127.0.0.1", port: int = 0):
+        self.host = host
+        self.port = port
+        self._names: dict[str, _Entry] = {}
+        self._views: dict[tuple[str, str], _Entry] = {}
+        self.queries: Counter[str] = Counter()  # per name, for tests and the demo log
+        self._udp: asyncio.DatagramTransport | None = None
+        self._tcp: asyncio.Server | None = None
+        for name, addresses in (records or {}).items():
+            self.set_record(name, addresses)
+
+    # --- configuration (safe to call while running) ----------------------------------
+
+    def set_record(self, name: str, addresses: list[str], mode: str = "answer") -> None:
+        self._names[_key(name)] = _Entry(self._check(mode), tuple(addresses))
+
+    def set_mode(self, name: str, mode: str) -> None:
+        entry = self._names.setdefault(_key(name), _Entry())
+        entry.mode = self._check(mode)
+
+    def set_view(self, source: str, name: str, *, mode: str = "answer", addresses: list[str] | None = None) -> None:
+        """Answer queries for `name` coming from `source` differently."""
+        base = self._names.get(_key(name), _Entry())
+        self._views[(source, _key(name))] = _Entry(
+            self._check(mode), tuple(addresses) if addresses is not None else base.addresses
+        )
+
+    def clear_view(self, source: str, name: str) -> None:
+        self._views.pop((source, _key(name)), None)
+
+    def mode(self, name: str) -> str:
+        return self._names.get(_key(name), _Entry("nxdomain")).mode
+
+    @staticmethod
+    def _check(mode: str) -> str:
+        if mode not in DNS_MODES:
+            raise ValueError(f"unknown DNS mode {mode!r}; one of {', '.join(DNS_MODES)}")
+        return mode
+
+    # --- serving ---------------------------------------------------------------------
+
+    async def start(self) -> "SimDNS":
+        loop = asyncio.get_running_loop()
+        # TCP first: with port 0 it picks the port, and UDP then takes the same number.
+        self._tcp = await asyncio.start_server(self._serve_tcp, self.host, self.port)
+        self.port = self._tcp.sockets[0].getsockname()[1]
+        self._udp, _ = await loop.create_datagram_endpoint(
+            lambda: _UdpProtocol(self), local_addr=(self.host, self.port)
+        )
+        return self
+
+    async def stop(self) -> None:
+        if self._udp is not None:
+            self._udp.close()
+        if self._tcp is not None:
+            self._tcp.close()
+            await self._tcp.wait_closed()
+
+    def answer(self, wire: bytes, source: str) -> bytes | None:
+        """The response to one query (None: stay silent)."""
+        try:
+            query = dns.message.from_wire(wire)
+        except Exception:  # not DNS: a real server would ignore it too
+            return None
+        if not query.question:
+            return None
+        question = query.question[0]
+        name = _key(question.name.to_text())
+        self.queries[name] += 1
+        entry = self._views.get((source, name)) or self._names.get(name)
+        response = dns.message.make_response(query)
+        response.flags |= dns.flags.AA
+        if entry is None or entry.mode == "nxdomain":
+            response.set_rcode(dns.rcode.NXDOMAIN)
+        elif entry.mode == "drop":
+            return None
+        elif entry.mode in ("servfail", "refused"):
+            response.set_rcode(dns.rcode.SERVFAIL if entry.mode == "servfail" else dns.rcode.REFUSED)
+        elif entry.mode == "answer" and question.rdtype == dns.rdatatype.A and entry.addresses:
+            response.answer.append(
+                dns.rrset.from_text_list(question.name, TTL, "IN", "A", list(entry.addresses))
+            )
+        # otherwise (no_a, AAAA, other types): NOERROR with an empty answer
+        return response.to_wire()
+
+    async def _serve_tcp(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        source = writer.get_extra_info("peername")[0]
+        try:
+            while True:
+                (length,) = struct.unpack("!H", await reader.readexactly(2))
+                reply = self.answer(await reader.readexactly(length), source)
+                if reply is None:
+                    continue  # 'drop': keep the connection silent
+                writer.write(struct.pack("!H", len(reply)) + reply)
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+
+class _UdpProtocol(asyncio.DatagramProtocol):
+    def __init__(self, server: SimDNS):
+        self.server = server
+        self.transport: asyncio.DatagramTransport | None = None
+
+    def connection_made(self, transport) -> None:
+        self.transport = transport
+
+    def datagram_received(self, data: bytes, addr) -> None:
+        reply = self.server.answer(data, addr[0])
+        if reply is not None and self.transport is not None:
+            self.transport.sendto(reply, addr)
+
+    def error_received(self, exc: Exception) -> None:
+        log.debug("simulated DNS: %s", exc)
