@@ -125,10 +125,13 @@ class Endpoint:
             await self._apply(name)
 
     async def _flapping(self, period_s: float) -> None:
+        # Flips on a fixed grid from the start (no drift): healthy first, then refusing.
+        loop = asyncio.get_running_loop()
+        start, flips = loop.time(), 0
         while True:
-            for state in ("healthy", "refusing"):
-                await self._apply(state)
-                await asyncio.sleep(period_s)
+            await self._apply("healthy" if flips % 2 == 0 else "refusing")
+            flips += 1
+            await asyncio.sleep(max(start + flips * period_s - loop.time(), 0))
 
     async def _apply(self, name: str) -> None:
         async with self._lock:
