@@ -1,0 +1,80 @@
+"""Writing provider accounts. The API key is encrypted before it reaches the session."""
+
+from __future__ import annotations
+
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.db import utcnow
+from app.providers.crypto import encrypt_api_key, key_hint
+from app.providers.models import ProviderAccount
+from app.providers.schemas import AccountFields, AccountIn, AccountUpdate
+
+_FIELDS = tuple(AccountFields.model_fields)
+
+
+class NameTaken(ValueError):
+    field = "name"
+
+
+async def list_accounts(session: AsyncSession) -> list[ProviderAccount]:
+    return list((await session.execute(select(ProviderAccount).order_by(ProviderAccount.name))).scalars())
+
+
+async def get_account(session: AsyncSession, account_id: int) -> ProviderAccount | None:
+    return await session.get(ProviderAccount, account_id)
+
+
+async def _name_taken(session: AsyncSession, name: str, exclude_id: int | None) -> bool:
+    query = select(func.count()).select_from(ProviderAccount).where(func.lower(ProviderAccount.name) == name.lower())
+    if exclude_id is not None:
+        query = query.where(ProviderAccount.id != exclude_id)
+    return bool(await session.scalar(query))
+
+
+def _set_key(account: ProviderAccount, secret_key: str, api_key: str) -> None:
+    account.api_key_encrypted = encrypt_api_key(secret_key, api_key)
+    account.api_key_hint = key_hint(api_key)
+    account.last_error = None
+
+
+async def create_account(session: AsyncSession, secret_key: str, data: AccountIn) -> ProviderAccount:
+    if await _name_taken(session, data.name, None):
+        raise NameTaken(f"an account named {data.name!r} already exists")
+    account = ProviderAccount(**data.model_dump(include=set(_FIELDS)))
+    _set_key(account, secret_key, data.api_key)
+    session.add(account)
+    await session.commit()
+    return account
+
+
+async def update_account(
+    session: AsyncSession, secret_key: str, account: ProviderAccount, data: AccountUpdate
+) -> ProviderAccount:
+    if await _name_taken(session, data.name, account.id):
+        raise NameTaken(f"an account named {data.name!r} already exists")
+    for name in _FIELDS:
+        setattr(account, name, getattr(data, name))
+    if data.api_key:
+        _set_key(account, secret_key, data.api_key)
+    account.updated_at = utcnow()
+    await session.commit()
+    return account
+
+
+async def replace_key(session: AsyncSession, secret_key: str, account: ProviderAccount, api_key: str) -> None:
+    """A new key alone: nothing else about the account is re-entered."""
+    _set_key(account, secret_key, api_key)
+    account.updated_at = utcnow()
+    await session.commit()
+
+
+async def delete_account(session: AsyncSession, account: ProviderAccount) -> None:
+    await session.delete(account)
+    await session.commit()
+
+
+def account_out(account: ProviderAccount) -> dict:
+    data = {name: getattr(account, name) for name in (*_FIELDS, "id", "api_key_hint", "last_error")}
+    data["has_api_key"] = bool(account.api_key_encrypted)
+    return data
