@@ -114,6 +114,7 @@ class CloudPoller:
         self._accounts: dict[int, _Account] = {}
         self._defaults: dict[str, int] = {}
         self._accounts_loaded = 0.0
+        self._housekept = 0.0
         self._inflight: set[asyncio.Task] = set()
         self._sem = asyncio.Semaphore(concurrency)
         # SQLite has one writer: queue the stores' transactions instead of fighting for the lock.
@@ -136,6 +137,7 @@ class CloudPoller:
             if room <= 0:
                 return 0
             await self._load_accounts()
+            await self._housekeeping()
             claimed = await self._claim(utcnow(), min(room, self.claim_stores))
             groups: dict[tuple[int | None, int], list[_Row]] = defaultdict(list)
             for row in claimed:
@@ -212,6 +214,22 @@ class CloudPoller:
         if account_id is not None and account_id in self._accounts:
             return account_id
         return self._defaults.get(provider)
+
+    async def _housekeeping(self, every_s: float = 30.0) -> None:
+        """Terminals without a cloud monitor show the minus sign (cloud_state not_enabled)."""
+        if time.monotonic() - self._housekept < every_s:
+            return
+        self._housekept = time.monotonic()
+        from app.monitoring.status import refresh_status
+
+        has_cloud = select(Monitor.terminal_id).where(Monitor.kind == "cloud", Monitor.enabled.is_(True))
+        async with self._write_sem, self.database.sessionmaker() as session:
+            ids = (await session.execute(
+                select(Terminal.id).where(Terminal.cloud_state != "not_enabled", Terminal.id.not_in(has_cloud))
+            )).scalars().all()
+            if ids:
+                await refresh_status(session, utcnow(), terminal_ids=ids)
+                await session.commit()
 
     # ---- claiming -----------------------------------------------------------------------
     async def _claim(self, now: datetime, max_stores: int) -> list[_Row]:
