@@ -33,7 +33,7 @@ class _Entry:
 
 
 # Placeholders: {host} {port} {target} (host:port or URL) {name} (DNS name) {status}
-# {expected} {issuer} {subject} {not_after} {timeout_s} {address} {networks} {error}.
+# {expected} {answer} {issuer} {subject} {not_after} {timeout_s} {address} {networks} {error}.
 CATALOGUE: dict[str, _Entry] = {
     # --- DNS -------------------------------------------------------------------------
     "dns_nxdomain": _Entry(
@@ -124,7 +124,7 @@ CATALOGUE: dict[str, _Entry] = {
     # --- HTTP ------------------------------------------------------------------------
     "http_status": _Entry(
         "Unexpected HTTP status",
-        "{target} answered HTTP {status} (expected {expected}).",
+        "{target} answered {answer} (expected {expected}).",
         "The service at {target} is up but answers unexpectedly: check the URL and the "
         "service configuration.",
     ),
@@ -204,6 +204,7 @@ _FALLBACKS = {
     "name": "the name",
     "status": "?",
     "expected": "2xx/3xx",
+    "answer": "an unexpected HTTP status",
     "issuer": "an unknown issuer",
     "subject": "another name",
     "not_after": "an earlier date",

@@ -153,9 +153,10 @@ def _chain(exc: BaseException):
 async def _classify(run, exc, phases: _Phases, address, port, url, source) -> ProbeFailure:
     """Name an httpx failure from the phase it happened in and the OS/SSL error under it."""
     phase = phases.current
-    run.begin(phase)  # the failed step, timed from its trace start when known
+    _record_phases(run, phases, tls=True)  # the phases that did complete
+    run.begin("first_byte" if phase == "http" else phase)  # the failed one, from its start
     start = phases.t.get({"connect": "connection.connect_tcp.started",
-                          "tls": "connection.start_tls.started"}.get(phase, ""))
+                          "tls": "connection.start_tls.started"}.get(phase, "http11.send_request_headers.started"))
     if start is not None:
         run._step_t = start
     errors = list(_chain(exc))
@@ -179,9 +180,11 @@ async def _classify(run, exc, phases: _Phases, address, port, url, source) -> Pr
         return ProbeFailure("stalled", f"no answer during {phase} before the timeout")
     if phase == "tls":
         return ProbeFailure("tls_handshake_failed", text, error=text)
-    if isinstance(exc, httpx.RemoteProtocolError):
+    if isinstance(exc, httpx.RemoteProtocolError) and "disconnected" in str(exc):
         # Closed without an answer: the peer dropped us, the nearest named cause is a reset.
         return ProbeFailure("tcp_reset", f"closed without an HTTP answer: {text}")
+    if isinstance(exc, (httpx.RemoteProtocolError, httpx.DecodingError)):
+        return ProbeFailure("http_status", f"not a valid HTTP answer: {text}", answer="something that is not HTTP")
     return ProbeFailure("internal_error", text, error=text)
 
 
@@ -200,7 +203,7 @@ def _record_phases(run: Run, phases: _Phases, tls: bool) -> None:
 def _judge(run: Run, response: httpx.Response, phases: _Phases, params: dict, epos: bool):
     status = response.status_code
     expected = expected_statuses(params.get("expect_status"))
-    run.context.update(status=status, expected=_describe(expected))
+    run.context.update(status=status, answer=f"HTTP {status}", expected=_describe(expected))
     detail = f"HTTP {status} {response.reason_phrase}"
     ttfb = phases.ms("http11.send_request_headers.started", "http11.receive_response_headers.complete")
     if status in expected:

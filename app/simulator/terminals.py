@@ -12,6 +12,7 @@ Behaviours (any endpoint, any time):
                      connects time out, as behind a firewall that drops the port
     reset            accept, then RST (SO_LINGER 0)
     stalled          accept, never answer (no TLS handshake, no HTTP answer)
+    hung             accept and finish TLS, then never answer the request
     tls_self_signed / tls_expired / tls_wrong_host / tls_inspected
                      speak TLS with that certificate (inspected: signed by an unknown
                      "inspection" CA, as a TLS-inspecting firewall does)
@@ -44,7 +45,7 @@ from app.simulator.certs import CertAuthority, authority
 log = logging.getLogger(__name__)
 
 BEHAVIOURS = (
-    "healthy", "refusing", "filtered", "reset", "stalled",
+    "healthy", "refusing", "filtered", "reset", "stalled", "hung",
     "tls_self_signed", "tls_expired", "tls_wrong_host", "tls_inspected",
     "unpaired", "terminal_error", "flapping",
 )
@@ -261,6 +262,8 @@ class _Connection(asyncio.Protocol):
             return
         ctx = ep.tls_context()
         self.mode = "http" if ep.spec.api in ("paynt_epos", "adyen_local", "https") else "echo"
+        if ep.effective == "hung":
+            self.mode = "silent"
         if ctx is not None:
             # Hold the ClientHello in the socket until start_tls takes the transport over.
             transport.pause_reading()
