@@ -20,3 +20,15 @@ def first_due_at(now: datetime, interval_s: int, phase: int) -> datetime:
     if slot < elapsed_ms:
         slot += period_ms
     return _EPOCH + timedelta(milliseconds=slot)
+
+
+def next_due_at(due: datetime, interval_s: int, phase: int, now: datetime) -> datetime:
+    """The next due time after a run that was due at `due` (not after "now": no drift).
+
+    Normally due + interval. A monitor that fell behind by more than an interval (worker
+    down, overload) skips forward to its first slot after now, on its own phase, so a
+    backlog never turns into a burst."""
+    nxt = due + timedelta(seconds=interval_s)
+    if nxt > now:
+        return nxt
+    return first_due_at(now + timedelta(milliseconds=1), interval_s, phase % (interval_s * 1000))

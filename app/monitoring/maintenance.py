@@ -1,0 +1,230 @@
+"""Periodic jobs next to the checks: stale results -> unknown, retention, rollups."""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from datetime import datetime, timedelta, timezone
+
+from sqlalchemy import and_, case, delete, func, or_, select, update, bindparam
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.db import Database, utcnow
+from app.monitoring.models import CheckResult, Monitor, Rollup, StateChange
+from app.monitoring.state import STALE_INTERVALS
+from app.monitoring.writer import Transition, lock_monitors, record_transitions
+
+log = logging.getLogger(__name__)
+
+STALE_DIAGNOSIS = "result_stale"  # on the state change: no result for STALE_INTERVALS intervals
+HOUR = timedelta(hours=1)
+
+
+# --- stale -> unknown ----------------------------------------------------------------
+
+
+def _is_stale(last_checked_at: datetime | None, state_since: datetime | None, interval_s: int,
+              now: datetime) -> bool:
+    reference = last_checked_at or state_since
+    return reference is None or now - reference > timedelta(seconds=STALE_INTERVALS * interval_s)
+
+
+async def mark_stale(session: AsyncSession, now: datetime | None = None) -> int:
+    """Monitors up or down whose last result is older than 3 intervals become unknown."""
+    now = now or utcnow()
+    shortest = await session.scalar(select(func.min(Monitor.interval_s)).where(Monitor.enabled.is_(True)))
+    if shortest is None:
+        return 0
+    cutoff = now - timedelta(seconds=STALE_INTERVALS * shortest)
+    rows = await session.execute(
+        select(Monitor.id, Monitor.last_checked_at, Monitor.state_since, Monitor.interval_s).where(
+            Monitor.enabled.is_(True), Monitor.state.in_(("up", "down")),
+            or_(Monitor.last_checked_at.is_(None), Monitor.last_checked_at < cutoff),
+        )
+    )
+    candidates = [r.id for r in rows if _is_stale(r.last_checked_at, r.state_since, r.interval_s, now)]
+    if not candidates:
+        return 0
+    # Lock and look again: a result may have landed in between.
+    locked = await lock_monitors(session, candidates)
+    current = await session.execute(
+        select(Monitor.id, Monitor.last_checked_at).where(Monitor.id.in_(list(locked)))
+    )
+    last_checked = dict(current.all())
+    transitions, updates = [], []
+    for mid, m in locked.items():
+        if m.state not in ("up", "down") or not _is_stale(last_checked.get(mid), m.state_since, m.interval_s, now):
+            continue
+        transitions.append(Transition(mid, m.store_id, m.terminal_id, m.kind, now, m.state, "unknown",
+                                      STALE_DIAGNOSIS))
+        updates.append({"b_id": mid})
+    if updates:
+        table = Monitor.__table__
+        await session.execute(
+            update(table).where(table.c.id == bindparam("b_id"))
+            .values(state="unknown", state_since=now).execution_options(synchronize_session=False),
+            updates,
+        )
+        await record_transitions(session, transitions, now)
+        log.info("%d monitors have no result for %d intervals: state unknown", len(updates), STALE_INTERVALS)
+    return len(updates)
+
+
+# --- retention -------------------------------------------------------------------------
+
+
+async def purge_results(database: Database, older_than: datetime, batch: int = 10000) -> int:
+    """Delete raw check results older than the retention, a batch per transaction."""
+    total = 0
+    table = CheckResult.__table__
+    while True:
+        victims = select(table.c.id).where(table.c.checked_at < older_than).limit(batch).scalar_subquery()
+        async with database.engine.begin() as conn:
+            deleted = (await conn.execute(delete(table).where(table.c.id.in_(victims)))).rowcount or 0
+        total += deleted
+        if deleted < batch:
+            return total
+
+
+# --- rollups ---------------------------------------------------------------------------
+
+
+def hour_floor(at: datetime) -> datetime:
+    return at.astimezone(timezone.utc).replace(minute=0, second=0, microsecond=0)
+
+
+def seconds_by_state(initial: str, changes: list[tuple[datetime, str]], start: datetime,
+                     end: datetime) -> dict[str, float]:
+    """Seconds spent in each state within [start, end), from the state at `start` and the
+    changes (at, to_state) in order."""
+    spent: dict[str, float] = defaultdict(float)
+    state, t = initial, start
+    for at, to_state in changes:
+        if at >= end:
+            break
+        at = max(at, start)
+        spent[state] += (at - t).total_seconds()
+        state, t = to_state, at
+    spent[state] += (end - t).total_seconds()
+    return spent
+
+
+async def rollup_hour(session: AsyncSession, start: datetime) -> int:
+    """Compute the hour rollups of every monitor for [start, start + 1 h); idempotent."""
+    end = start + HOUR
+    cr = CheckResult.__table__
+    stats = {
+        r.monitor_id: r
+        for r in await session.execute(
+            select(
+                cr.c.monitor_id, func.count().label("count"),
+                func.sum(case((cr.c.outcome == "ok", 1), else_=0)).label("ok_count"),
+                func.sum(cr.c.latency_ms).label("lat_sum"), func.min(cr.c.latency_ms).label("lat_min"),
+                func.max(cr.c.latency_ms).label("lat_max"),
+            )
+            .where(cr.c.checked_at >= start, cr.c.checked_at < end, cr.c.manual.is_(False))
+            .group_by(cr.c.monitor_id)
+        )
+    }
+    # Every change from the hour's start on: the first one after it also tells the state
+    # at the start (its from_state); a monitor without any is in its current state.
+    changes: dict[int, list] = defaultdict(list)
+    sc = StateChange.__table__
+    for mid, at, from_state, to_state in await session.execute(
+        select(sc.c.monitor_id, sc.c.at, sc.c.from_state, sc.c.to_state)
+        .where(sc.c.at >= start).order_by(sc.c.monitor_id, sc.c.at, sc.c.id)
+    ):
+        changes[mid].append((at, from_state, to_state))
+    rows = []
+    for mid, state, state_since in await session.execute(select(Monitor.id, Monitor.state, Monitor.state_since)):
+        mine = changes.get(mid)
+        if mine:
+            initial = mine[0][1]
+            begin = start
+        else:
+            initial = state
+            # A monitor created during the hour is counted from its creation only.
+            begin = max(start, state_since) if state_since and state_since < end else start
+        if begin >= end:
+            continue
+        spent = seconds_by_state(initial, [(at, to) for at, _f, to in mine or ()], begin, end)
+        s = stats.get(mid)
+        rows.append({
+            "monitor_id": mid, "period": "hour", "bucket_start": start,
+            "count": s.count if s else 0, "ok_count": int(s.ok_count or 0) if s else 0,
+            "latency_sum_ms": float(s.lat_sum or 0.0) if s else 0.0,
+            "latency_min_ms": s.lat_min if s else None, "latency_max_ms": s.lat_max if s else None,
+            "seconds_down": round(spent.get("down", 0.0), 3),
+            "seconds_unknown": round(spent.get("unknown", 0.0), 3),
+        })
+    await _upsert_rollups(session, rows)
+    return len(rows)
+
+
+async def rollup_day(session: AsyncSession, day_start: datetime) -> int:
+    """The day rollups (UTC day) from that day's hour rollups."""
+    r = Rollup.__table__
+    rows = [
+        {"monitor_id": row.monitor_id, "period": "day", "bucket_start": day_start, "count": row.count,
+         "ok_count": row.ok_count, "latency_sum_ms": row.lat_sum or 0.0, "latency_min_ms": row.lat_min,
+         "latency_max_ms": row.lat_max, "seconds_down": row.down or 0.0, "seconds_unknown": row.unknown or 0.0}
+        for row in await session.execute(
+            select(
+                r.c.monitor_id, func.sum(r.c.count).label("count"), func.sum(r.c.ok_count).label("ok_count"),
+                func.sum(r.c.latency_sum_ms).label("lat_sum"), func.min(r.c.latency_min_ms).label("lat_min"),
+                func.max(r.c.latency_max_ms).label("lat_max"), func.sum(r.c.seconds_down).label("down"),
+                func.sum(r.c.seconds_unknown).label("unknown"),
+            )
+            .where(r.c.period == "hour", r.c.bucket_start >= day_start,
+                   r.c.bucket_start < day_start + timedelta(days=1))
+            .group_by(r.c.monitor_id)
+        )
+    ]
+    await _upsert_rollups(session, rows)
+    return len(rows)
+
+
+async def _upsert_rollups(session: AsyncSession, rows: list[dict]) -> None:
+    if not rows:
+        return
+    insert = pg_insert if session.bind.dialect.name == "postgresql" else sqlite_insert
+    stmt = insert(Rollup.__table__)
+    stmt = stmt.on_conflict_do_update(
+        index_elements=["monitor_id", "period", "bucket_start"],
+        set_={c: stmt.excluded[c] for c in ("count", "ok_count", "latency_sum_ms", "latency_min_ms",
+                                             "latency_max_ms", "seconds_down", "seconds_unknown")},
+    )
+    for i in range(0, len(rows), 2000):
+        await session.execute(stmt, rows[i : i + 2000])
+
+
+async def rollup_pending(database: Database, now: datetime | None = None, max_hours: int = 48) -> int:
+    """Roll up every complete hour not rolled up yet (at most `max_hours` back), then the
+    days those hours belong to. Returns the number of hours done."""
+    now = now or utcnow()
+    current = hour_floor(now)
+    async with database.sessionmaker() as session:
+        last = await session.scalar(select(func.max(Rollup.bucket_start)).where(Rollup.period == "hour"))
+        first_result = await session.scalar(select(func.min(CheckResult.checked_at)))
+    if last is not None:
+        start = last + HOUR
+    elif first_result is not None:
+        start = hour_floor(first_result)
+    else:
+        return 0
+    start = max(start, current - max_hours * HOUR)
+    done, days = 0, set()
+    while start < current:
+        async with database.sessionmaker() as session:
+            await rollup_hour(session, start)
+            await session.commit()
+        days.add(start.replace(hour=0))
+        done += 1
+        start += HOUR
+    for day in sorted(days):
+        async with database.sessionmaker() as session:
+            await rollup_day(session, day)
+            await session.commit()
+    return done

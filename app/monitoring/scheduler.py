@@ -1,0 +1,252 @@
+"""Claiming due monitors with a lease, and running them on time under a concurrency limit.
+
+Every second the worker's sweep claims the monitors due within a short horizon:
+
+    UPDATE monitors SET lease_owner = :me, lease_expires_at = now() + :lease
+     WHERE id IN (SELECT id FROM monitors
+                   WHERE enabled AND next_due_at <= now() + :horizon
+                     AND (lease_expires_at IS NULL OR lease_expires_at < now())
+                     AND kind <> 'cloud'
+                   ORDER BY next_due_at LIMIT :n FOR UPDATE SKIP LOCKED)
+    RETURNING id, kind, target, params, timeout_s, next_due_at
+
+(SQLite has no SKIP LOCKED and a single worker: the same statement without it.) Each
+claimed monitor then waits for its own due time (the horizon only lets the sweep claim a
+little ahead, so a check starts within milliseconds of its due time instead of up to a
+second late), runs under the semaphore, and its outcome goes to the ResultWriter, which
+writes it, moves the due time on and releases the lease, fenced by (lease owner, due
+time). A worker that dies leaves leases that expire: another worker claims those
+monitors for the same due time, so nothing is lost and nothing is stored twice.
+
+Cloud monitors are not swept here: the provider poller checks them per store and
+applies the outcomes with `app.monitoring.writer.apply_outcomes`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import bindparam, func, or_, select, update
+
+from app.db import Database, UTCDateTime, utcnow
+from app.monitoring.models import Monitor
+from app.monitoring.writer import Outcome, ResultWriter
+
+log = logging.getLogger(__name__)
+
+# Diagnoses that mean "the target did not answer in time": if our event loop was too busy
+# to even notice the deadline on time, the silence may be ours, not the terminal's.
+_TIMEOUT_DIAGNOSES = {"tcp_timeout", "dns_timeout", "stalled"}
+
+ProbeFn = Callable[[str, str, dict, float, object], Awaitable[object]]
+
+
+@dataclass(slots=True)
+class Claimed:
+    id: int
+    kind: str
+    target: str
+    params: dict
+    timeout_s: float
+    due_at: datetime
+
+
+_mt = Monitor.__table__
+
+
+async def claim_due(
+    database: Database, owner: str, limit: int, lease_s: float, horizon_s: float
+) -> list[Claimed]:
+    """Lease up to `limit` monitors due within `horizon_s`, earliest first."""
+    if limit <= 0:
+        return []
+    if database.dialect == "postgresql":
+        # The database's clock, so workers on several hosts agree on due times and leases.
+        now = func.now()
+        horizon = now + timedelta(seconds=horizon_s)
+        lease_until = now + timedelta(seconds=lease_s)
+    else:
+        current = utcnow()
+        now = bindparam("now", current, type_=UTCDateTime())
+        horizon = bindparam("horizon", current + timedelta(seconds=horizon_s), type_=UTCDateTime())
+        lease_until = bindparam("lease_until", current + timedelta(seconds=lease_s), type_=UTCDateTime())
+    due = (
+        select(_mt.c.id)
+        .where(
+            _mt.c.enabled.is_(True),
+            _mt.c.next_due_at <= horizon,
+            or_(_mt.c.lease_expires_at.is_(None), _mt.c.lease_expires_at < now),
+            _mt.c.kind != "cloud",
+        )
+        .order_by(_mt.c.next_due_at)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    )
+    stmt = (
+        update(_mt)
+        .where(_mt.c.id.in_(due.scalar_subquery()))
+        .values(lease_owner=owner, lease_expires_at=lease_until)
+        .returning(_mt.c.id, _mt.c.kind, _mt.c.target, _mt.c.params, _mt.c.timeout_s, _mt.c.next_due_at)
+    )
+    async with database.engine.begin() as conn:
+        rows = (await conn.execute(stmt)).all()
+    claimed = [Claimed(r[0], r[1], r[2], r[3] or {}, r[4], r[5]) for r in rows]
+    claimed.sort(key=lambda c: c.due_at)
+    return claimed
+
+
+async def release_leases(database: Database, owner: str) -> int:
+    """Give back every lease this worker holds (on a clean stop), so others run them now."""
+    async with database.engine.begin() as conn:
+        result = await conn.execute(
+            update(_mt).where(_mt.c.lease_owner == owner).values(lease_owner=None, lease_expires_at=None)
+        )
+    return result.rowcount or 0
+
+
+@dataclass
+class DispatchStats:
+    claimed: int = 0
+    started: int = 0
+    finished: int = 0
+    sweeps: int = 0
+    overloaded: int = 0
+    lag_s: list[float] | None = None  # start minus due, per check (kept only when asked)
+
+
+class Dispatcher:
+    """Claims due monitors and runs each at its due time under a concurrency limit."""
+
+    def __init__(
+        self,
+        database: Database,
+        owner: str,
+        writer: ResultWriter,
+        probe: ProbeFn,
+        probe_context: object,
+        *,
+        concurrency: int = 500,
+        claim_batch: int = 500,
+        lease_s: float = 30,
+        horizon_s: float = 1.5,
+        max_claimed: int | None = None,
+        keep_lag: bool = False,
+    ):
+        self.database = database
+        self.owner = owner
+        self.writer = writer
+        self.probe = probe
+        self.probe_context = probe_context
+        self.claim_batch = claim_batch
+        self.lease_s = lease_s
+        self.horizon_s = horizon_s
+        # Claimed but not yet handed to the writer: bounded, so a slow worker does not sit
+        # on leases it cannot run in time (it leaves them to the other workers).
+        self.max_claimed = max_claimed or max(concurrency * 8, claim_batch * 2)
+        self.semaphore = asyncio.Semaphore(concurrency)
+        self.stats = DispatchStats(lag_s=[] if keep_lag else None)
+        self._inflight = 0
+        self._handles: dict[int, asyncio.TimerHandle] = {}
+        self._tasks: set[asyncio.Task] = set()
+        self._stopping = False
+
+    @property
+    def inflight(self) -> int:
+        return self._inflight
+
+    async def sweep(self) -> int:
+        """One sweep: claim batches until nothing more is due or the claim budget is used."""
+        if self._stopping:
+            return 0
+        self.stats.sweeps += 1
+        total = 0
+        loop = asyncio.get_running_loop()
+        while not self._stopping:
+            room = min(self.claim_batch, self.max_claimed - self._inflight)
+            if room <= 0:
+                break
+            claimed = await claim_due(self.database, self.owner, room, self.lease_s, self.horizon_s)
+            if self._stopping:  # stopped while claiming: give them back at once
+                await release_leases(self.database, self.owner)
+                break
+            total += len(claimed)
+            self.stats.claimed += len(claimed)
+            self._inflight += len(claimed)
+            wall, mono = time.time(), loop.time()
+            for c in claimed:
+                delay = c.due_at.timestamp() - wall
+                if delay <= 0:
+                    self._start(c)
+                else:
+                    self._handles[c.id] = loop.call_at(mono + delay, self._start, c)
+            if len(claimed) < room:
+                break
+        return total
+
+    def _start(self, c: Claimed) -> None:
+        self._handles.pop(c.id, None)
+        task = asyncio.get_running_loop().create_task(self._run(c))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _run(self, c: Claimed) -> None:
+        try:
+            async with self.semaphore:
+                started = utcnow()
+                t0 = time.perf_counter()
+                self.stats.started += 1
+                if self.stats.lag_s is not None:
+                    self.stats.lag_s.append((started - c.due_at).total_seconds())
+                outcome = await self._probe(c, started, t0)
+            self.writer.submit(outcome)
+        finally:
+            self._inflight -= 1
+            self.stats.finished += 1
+
+    async def _probe(self, c: Claimed, started: datetime, t0: float) -> Outcome:
+        try:
+            result = await asyncio.wait_for(
+                self.probe(c.kind, c.target, c.params, c.timeout_s, self.probe_context), c.timeout_s + 5
+            )
+            outcome, latency, steps = result.outcome, result.latency_ms, result.steps
+            diagnosis, detail = result.diagnosis, result.detail
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # the probe contract says it never raises; be safe anyway
+            log.exception("check of monitor %s (%s %s) failed", c.id, c.kind, c.target)
+            outcome, latency, steps = "error", None, []
+            diagnosis, detail = "internal_error", f"{type(exc).__name__}: {exc}"
+        wall = time.perf_counter() - t0
+        if outcome == "fail" and diagnosis in _TIMEOUT_DIAGNOSES and wall > c.timeout_s * 1.5 + 0.5:
+            # The deadline fired far too late: our loop was overloaded, the silence may be ours.
+            self.stats.overloaded += 1
+            outcome = "error"
+            detail = (f"checker overloaded: a {c.timeout_s:g} s check took {wall:.1f} s, so the timeout "
+                      f"({diagnosis}) may be ours; state unknown")
+            diagnosis = "internal_error"
+        return Outcome(
+            monitor_id=c.id, outcome=outcome, checked_at=started, latency_ms=latency, steps=steps,
+            diagnosis=diagnosis, detail=detail, due_at=c.due_at,
+        )
+
+    async def stop(self, grace_s: float = 10.0) -> None:
+        """Stop claiming, drop checks not started yet, let running ones finish (bounded)."""
+        self._stopping = True
+        not_started = len(self._handles)
+        for handle in self._handles.values():
+            handle.cancel()
+        self._handles.clear()
+        self._inflight -= not_started
+        tasks = list(self._tasks)
+        if tasks:
+            done, pending = await asyncio.wait(tasks, timeout=grace_s)
+            for task in pending:
+                task.cancel()
+            if pending:
+                await asyncio.wait(pending, timeout=2)
+        log.debug("dispatcher stopped (%d checks not started)", not_started)

@@ -1,0 +1,189 @@
+"""Derived status of terminals and stores, kept on their rows so pages never aggregate.
+
+* A terminal's status combines its own monitors (cloud, LAN) and its store's network
+  monitors (DNS/TCP to the processor: a store that cannot reach it leaves its terminals
+  unable to pay): ``maintenance`` if any is in maintenance, else ``down`` if any is down,
+  else ``up`` if all are up, else ``unknown``; ``paused`` when every monitor is paused or
+  disabled; ``unknown`` when it has none.
+* ``cloud_state`` comes from the terminal's cloud monitor: up -> ``connected``, down ->
+  ``disconnected`` (``not_enabled`` when the provider said WebSockets are not enabled),
+  otherwise ``unknown``; a terminal without a cloud monitor (cloud not enabled, or a
+  local-only terminal) is ``not_enabled``.
+* A store's status combines its network monitors and its terminals' statuses with the
+  same rule, so any down terminal or network check puts the store on the "down" list.
+
+Everything is set-based: the caller passes the ids touched by a batch, a few queries
+read their monitors, and only rows whose derived values changed are written (one
+executemany each), in id order so concurrent writers lock rows in the same order.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable
+from datetime import datetime
+
+from sqlalchemy import bindparam, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.inventory.models import Store, Terminal
+from app.monitoring.models import Monitor
+
+_CHUNK = 5000
+
+
+def combine(states: Iterable[str]) -> str:
+    states = list(states)
+    if not states:
+        return "unknown"
+    active = [s for s in states if s != "paused"]
+    if not active:
+        return "paused"
+    if "maintenance" in active:
+        return "maintenance"
+    if "down" in active:
+        return "down"
+    if all(s == "up" for s in active):
+        return "up"
+    return "unknown"
+
+
+def cloud_state_of(state: str | None, diagnosis: str | None) -> str:
+    if state is None:
+        return "not_enabled"
+    if state == "up":
+        return "connected"
+    if state == "down":
+        return "not_enabled" if diagnosis == "cloud_not_enabled" else "disconnected"
+    return "unknown"
+
+
+def _chunks(ids: list[int]):
+    for i in range(0, len(ids), _CHUNK):
+        yield ids[i : i + _CHUNK]
+
+
+def _monitor_state(enabled: bool, state: str) -> str:
+    return state if enabled else "paused"
+
+
+async def _network_states(session: AsyncSession, store_ids: list[int]) -> dict[int, list[str]]:
+    found: dict[int, list[str]] = defaultdict(list)
+    for chunk in _chunks(store_ids):
+        rows = await session.execute(
+            select(Monitor.store_id, Monitor.state, Monitor.enabled).where(
+                Monitor.store_id.in_(chunk), Monitor.terminal_id.is_(None)
+            )
+        )
+        for store_id, state, enabled in rows:
+            found[store_id].append(_monitor_state(enabled, state))
+    return found
+
+
+async def refresh_status(
+    session: AsyncSession,
+    now: datetime,
+    *,
+    terminal_ids: Iterable[int] = (),
+    store_ids: Iterable[int] = (),
+    network_changed_store_ids: Iterable[int] = (),
+) -> dict[str, int]:
+    """Recompute the derived status of these terminals and stores.
+
+    `network_changed_store_ids`: stores whose *network* monitors changed; all their
+    terminals are refreshed too. Stores of refreshed terminals are refreshed after them.
+    Returns how many terminal and store rows changed."""
+    terminal_ids = set(terminal_ids)
+    net_stores = sorted(set(network_changed_store_ids))
+    store_ids = set(store_ids) | set(net_stores)
+
+    # The terminals to refresh: those named, plus every terminal of a store whose network changed.
+    terminals: dict[int, tuple] = {}
+    cols = (Terminal.id, Terminal.store_id, Terminal.status, Terminal.cloud_state)
+    for chunk in _chunks(sorted(terminal_ids)):
+        for row in await session.execute(select(*cols).where(Terminal.id.in_(chunk))):
+            terminals[row.id] = row
+    for chunk in _chunks(net_stores):
+        for row in await session.execute(select(*cols).where(Terminal.store_id.in_(chunk))):
+            terminals[row.id] = row
+
+    changed_terminals = 0
+    if terminals:
+        own: dict[int, list[str]] = defaultdict(list)
+        cloud: dict[int, tuple[str, str | None]] = {}
+        for chunk in _chunks(sorted(terminals)):
+            rows = await session.execute(
+                select(
+                    Monitor.terminal_id, Monitor.kind, Monitor.state, Monitor.enabled, Monitor.last_diagnosis
+                ).where(Monitor.terminal_id.in_(chunk))
+            )
+            for terminal_id, kind, state, enabled, diagnosis in rows:
+                own[terminal_id].append(_monitor_state(enabled, state))
+                if kind == "cloud" and enabled:
+                    cloud[terminal_id] = (state, diagnosis)
+        network = await _network_states(session, sorted({t.store_id for t in terminals.values()}))
+        updates = []
+        for tid in sorted(terminals):
+            t = terminals[tid]
+            status = combine(own[tid] + network.get(t.store_id, []))
+            cstate = cloud_state_of(*cloud.get(tid, (None, None)))
+            if status != t.status or cstate != t.cloud_state:
+                row = {"b_id": tid, "status": status, "cloud_state": cstate,
+                       "status_since": now if status != t.status else None}
+                updates.append(row)
+            if status != t.status:
+                store_ids.add(t.store_id)
+        if updates:
+            await _update_terminals(session, updates)
+        changed_terminals = len(updates)
+
+    changed_stores = await _refresh_stores(session, sorted(store_ids), now)
+    return {"terminals": changed_terminals, "stores": changed_stores}
+
+
+async def _update_terminals(session: AsyncSession, updates: list[dict]) -> None:
+    table = Terminal.__table__
+    with_since = [u for u in updates if u["status_since"] is not None]
+    cloud_only = [{"b_id": u["b_id"], "cloud_state": u["cloud_state"]} for u in updates if u["status_since"] is None]
+    if with_since:
+        await session.execute(
+            update(table).where(table.c.id == bindparam("b_id")).values(
+                status=bindparam("status"), cloud_state=bindparam("cloud_state"),
+                status_since=bindparam("status_since"),
+            ).execution_options(synchronize_session=False),
+            with_since,
+        )
+    if cloud_only:
+        await session.execute(
+            update(table).where(table.c.id == bindparam("b_id")).values(cloud_state=bindparam("cloud_state"))
+            .execution_options(synchronize_session=False),
+            cloud_only,
+        )
+
+
+async def _refresh_stores(session: AsyncSession, store_ids: list[int], now: datetime) -> int:
+    if not store_ids:
+        return 0
+    current: dict[int, str] = {}
+    terminal_states: dict[int, list[str]] = defaultdict(list)
+    for chunk in _chunks(store_ids):
+        for sid, status in await session.execute(select(Store.id, Store.status).where(Store.id.in_(chunk))):
+            current[sid] = status
+        rows = await session.execute(select(Terminal.store_id, Terminal.status).where(Terminal.store_id.in_(chunk)))
+        for sid, status in rows:
+            terminal_states[sid].append(status)
+    network = await _network_states(session, store_ids)
+    updates = []
+    for sid in sorted(current):
+        status = combine(network.get(sid, []) + terminal_states.get(sid, []))
+        if status != current[sid]:
+            updates.append({"b_id": sid, "status": status, "status_since": now})
+    if updates:
+        table = Store.__table__
+        await session.execute(
+            update(table).where(table.c.id == bindparam("b_id")).values(
+                status=bindparam("status"), status_since=bindparam("status_since"),
+            ).execution_options(synchronize_session=False),
+            updates,
+        )
+    return len(updates)

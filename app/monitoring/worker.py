@@ -1,0 +1,285 @@
+"""The checking worker: `termpulse worker`, and the one embedded in `termpulse serve`.
+
+An APScheduler 3.11 AsyncIOScheduler runs, on the worker's event loop:
+
+* the sweep, every second: claim due monitors with a lease and run them
+  (app.monitoring.scheduler), results written in batches (app.monitoring.writer);
+* stale -> unknown, every 15 s; retention, hourly; rollups of completed hours, every
+  5 minutes (app.monitoring.maintenance). On PostgreSQL these run in one worker at a time
+  (a transaction-level advisory lock), however many workers share the fleet.
+
+PostgreSQL: run as many workers as you like, on as many hosts. SQLite: one worker only.
+A second one (another `termpulse worker`, or a `serve` next to a worker) is refused with
+an error saying so; the lock is an flock() on `<database>.worker.lock`, released by the
+kernel when the process dies, so a crashed worker never blocks the next.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fcntl
+import json
+import logging
+import os
+import secrets
+import signal
+import socket
+from contextlib import asynccontextmanager
+from datetime import timedelta
+from pathlib import Path
+
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+from sqlalchemy import text
+from sqlalchemy.engine import make_url
+
+from app.config import Settings
+from app.db import Database, utcnow
+from app.monitoring.maintenance import mark_stale, purge_results, rollup_pending
+from app.monitoring.scheduler import Dispatcher, release_leases
+from app.monitoring.writer import ResultWriter
+
+log = logging.getLogger(__name__)
+
+# Advisory lock keys for the maintenance jobs (one worker at a time runs each).
+_LOCK_KEYS = {"stale": 0x7E57_0001, "retention": 0x7E57_0002, "rollups": 0x7E57_0003}
+
+
+class SecondWorkerRefused(RuntimeError):
+    """SQLite already has a worker."""
+
+
+def new_worker_id() -> str:
+    return f"{socket.gethostname()[:40]}:{os.getpid()}:{secrets.token_hex(3)}"
+
+
+class SqliteWorkerLock:
+    """At most one worker per SQLite database file (an flock on a file next to it)."""
+
+    def __init__(self, database_url: str, worker_id: str):
+        name = make_url(database_url).database
+        self.path = None if not name or name == ":memory:" else Path(name + ".worker.lock")
+        self.worker_id = worker_id
+        self._fd: int | None = None
+
+    def acquire(self) -> None:
+        if self.path is None:
+            return
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            try:
+                holder = json.loads(os.pread(fd, 4096, 0) or b"{}")
+            except ValueError:
+                holder = {}
+            os.close(fd)
+            who = (f"worker {holder.get('worker')} (pid {holder.get('pid')}, started {holder.get('started')})"
+                   if holder else "another worker")
+            raise SecondWorkerRefused(
+                f"refusing to start a second worker on the SQLite database {self.path.with_suffix('')}: "
+                f"{who} is already checking it. SQLite supports one worker only: stop the other one "
+                f"(or run `termpulse serve --no-worker` next to it), or move to PostgreSQL to run "
+                f"several workers."
+            ) from None
+        info = {"worker": self.worker_id, "pid": os.getpid(), "started": utcnow().isoformat(timespec="seconds")}
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, json.dumps(info).encode(), 0)
+        self._fd = fd
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.ftruncate(self._fd, 0)
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+            os.close(self._fd)
+            self._fd = None
+
+
+def _default_probe():
+    from app.checks.probes import ProbeContext, run_probe
+
+    return run_probe, ProbeContext
+
+
+class Worker:
+    """One checking worker on the running event loop. `await start()`, `await stop()`."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        database: Database,
+        *,
+        worker_id: str | None = None,
+        probe=None,
+        probe_context=None,
+        sweep_interval_s: float = 1.0,
+        horizon_s: float | None = None,
+        write_batch: int | None = None,
+        write_delay_s: float = 0.25,
+        maintenance: bool = True,
+        stale_every_s: float = 15.0,
+        keep_lag: bool = False,
+    ):
+        self.settings = settings
+        self.database = database
+        self.worker_id = worker_id or new_worker_id()
+        if probe is None:
+            run_probe, context_cls = _default_probe()
+            probe = run_probe
+            probe_context = probe_context or context_cls.from_settings(settings)
+        self.probe, self.probe_context = probe, probe_context
+        self.sweep_interval_s = sweep_interval_s
+        self.maintenance = maintenance
+        self.stale_every_s = stale_every_s
+        self.writer = ResultWriter(
+            database, self.worker_id, max_batch=write_batch or max(settings.claim_batch, 100),
+            max_delay_s=write_delay_s,
+        )
+        self.dispatcher = Dispatcher(
+            database, self.worker_id, self.writer, probe, probe_context,
+            concurrency=settings.worker_concurrency, claim_batch=settings.claim_batch,
+            lease_s=settings.lease_s, horizon_s=horizon_s if horizon_s is not None else sweep_interval_s * 1.5,
+            keep_lag=keep_lag,
+        )
+        self.scheduler: AsyncIOScheduler | None = None
+        self._sqlite_lock = SqliteWorkerLock(database.url, self.worker_id) if database.dialect == "sqlite" else None
+        self.running = False
+
+    async def start(self) -> "Worker":
+        if self._sqlite_lock is not None:
+            self._sqlite_lock.acquire()  # raises SecondWorkerRefused
+        self.writer.start()
+        sched = AsyncIOScheduler(timezone="UTC")
+        opts = {"max_instances": 1, "coalesce": True, "misfire_grace_time": 30}
+        sched.add_job(self._sweep, "interval", seconds=self.sweep_interval_s, id="sweep",
+                      next_run_time=utcnow(), **opts)
+        if self.maintenance:
+            now = utcnow()
+            sched.add_job(self._job, "interval", args=["stale"], seconds=self.stale_every_s, id="stale",
+                          next_run_time=now + timedelta(seconds=self.stale_every_s), **opts)
+            sched.add_job(self._job, "interval", args=["retention"], hours=1, id="retention",
+                          next_run_time=now + timedelta(seconds=60), **opts)
+            sched.add_job(self._job, "interval", args=["rollups"], minutes=5, id="rollups",
+                          next_run_time=now + timedelta(seconds=20), **opts)
+        logging.getLogger("apscheduler.scheduler").setLevel(logging.WARNING)
+        logging.getLogger("apscheduler.executors.default").setLevel(logging.WARNING)
+        sched.start()
+        self.scheduler = sched
+        self.running = True
+        log.info("worker %s started (%s, concurrency %d, batch %d, lease %ss)", self.worker_id,
+                 self.database.dialect, self.settings.worker_concurrency, self.settings.claim_batch,
+                 self.settings.lease_s)
+        return self
+
+    async def _sweep(self) -> None:
+        try:
+            await self.dispatcher.sweep()
+        except Exception:
+            log.exception("sweep failed (retrying in %ss)", self.sweep_interval_s)
+
+    async def _job(self, name: str) -> None:
+        try:
+            await self.run_maintenance(name)
+        except Exception:
+            log.exception("%s job failed", name)
+
+    async def run_maintenance(self, name: str) -> None:
+        now = utcnow()
+        async with self._exclusive(name) as mine:
+            if not mine:
+                return
+            if name == "retention":
+                cutoff = now - timedelta(days=self.settings.result_retention_days)
+                deleted = await purge_results(self.database, cutoff)
+                if deleted:
+                    log.info("retention: %d check results older than %s deleted", deleted, cutoff)
+            elif name == "rollups":
+                await rollup_pending(self.database, now)
+            elif name == "stale":
+                async with self.database.sessionmaker() as session:
+                    await mark_stale(session, now)
+                    await session.commit()
+
+    @asynccontextmanager
+    async def _exclusive(self, name: str):
+        """On PostgreSQL one worker at a time runs each maintenance job: a session advisory
+        lock held on its own connection for the job's duration (released by the server if
+        the worker dies). SQLite has a single worker anyway."""
+        if self.database.dialect != "postgresql":
+            yield True
+            return
+        key = _LOCK_KEYS[name]
+        async with self.database.engine.connect() as conn:
+            got = await conn.scalar(text("SELECT pg_try_advisory_lock(:k)"), {"k": key})
+            await conn.commit()
+            try:
+                yield bool(got)
+            finally:
+                if got:
+                    await conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": key})
+                    await conn.commit()
+
+    async def stop(self) -> None:
+        if not self.running:
+            return
+        self.running = False
+        if self.scheduler is not None:
+            self.scheduler.shutdown(wait=False)
+            self.scheduler = None
+        await self.dispatcher.stop()
+        await self.writer.close()
+        try:
+            released = await release_leases(self.database, self.worker_id)
+            if released:
+                log.info("released %d leases of checks not started", released)
+        except Exception:
+            log.exception("could not release leases (they expire by themselves)")
+        if self._sqlite_lock is not None:
+            self._sqlite_lock.release()
+        log.info("worker %s stopped", self.worker_id)
+
+
+class _NoWorker:
+    async def stop(self) -> None:
+        return None
+
+
+async def start_embedded_worker(settings: Settings, database: Database):
+    """The worker inside `termpulse serve`; on SQLite with a worker already running, the
+    pages are served without one (said in the log)."""
+    try:
+        return await Worker(settings, database).start()
+    except SecondWorkerRefused as exc:
+        log.error("%s The dashboard runs without an embedded worker.", exc)
+        return _NoWorker()
+
+
+def run_worker(settings: Settings) -> int:
+    """`termpulse worker`: run until SIGINT/SIGTERM. 0 on a clean stop, 1 when refused."""
+    try:
+        import uvloop
+
+        runner = uvloop.run
+    except ImportError:  # pragma: no cover - uvloop is a dependency
+        runner = asyncio.run
+    return runner(_worker_main(settings))
+
+
+async def _worker_main(settings: Settings) -> int:
+    database = Database(settings.database_url)
+    worker = Worker(settings, database)
+    try:
+        await worker.start()
+    except SecondWorkerRefused as exc:
+        log.error("%s", exc)
+        await database.dispose()
+        return 1
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        await worker.stop()
+        await database.dispose()
+    return 0
