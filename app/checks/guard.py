@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Iterable
+from functools import lru_cache
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -24,6 +25,11 @@ class TargetGuard:
         return cls(settings.allowed_networks)
 
     def allows(self, address: str) -> bool:
+        # Cached: a fleet has a bounded set of addresses and parsing shows in profiles.
+        return self._allows(address)
+
+    @lru_cache(maxsize=65536)  # noqa: B019 - one guard per process, kept for its lifetime
+    def _allows(self, address: str) -> bool:
         try:
             ip = ipaddress.ip_address(address.split("%", 1)[0])  # drop an IPv6 zone id
         except ValueError:

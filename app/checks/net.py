@@ -51,9 +51,9 @@ async def tcp_connect(
     try:
         if source:
             sock.bind((source, 0))
-        await asyncio.wait_for(
-            asyncio.get_running_loop().sock_connect(sock, (address, port)), run.remaining()
-        )
+        # asyncio.timeout, not wait_for: no extra task per check (it shows at 10k checks/s).
+        async with asyncio.timeout(run.remaining()):
+            await asyncio.get_running_loop().sock_connect(sock, (address, port))
     except TimeoutError:
         sock.close()
         raise ProbeFailure(
@@ -74,7 +74,8 @@ async def watch_for_reset(run: Run, sock: socket.socket, settle_s: float) -> str
         return "connected"
     loop = asyncio.get_running_loop()
     try:
-        data = await asyncio.wait_for(loop.sock_recv(sock, 256), min(settle_s, run.remaining()))
+        async with asyncio.timeout(min(settle_s, run.remaining())):
+            data = await loop.sock_recv(sock, 256)
     except TimeoutError:
         return "connected; connection held open"
     except (ConnectionResetError, ConnectionAbortedError) as exc:

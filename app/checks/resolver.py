@@ -51,6 +51,9 @@ class Resolver:
         else:
             self._resolver = dns.asyncresolver.Resolver()  # /etc/resolv.conf
         self._resolver.cache = None  # a check must see the DNS as it is now
+        # Per try; each query's `lifetime` bounds the total. Short, so a dead first server
+        # leaves time to ask the next one (resolvers shared by many probes: set once here).
+        self._resolver.timeout = 1.0
         self.nameservers = [str(n) for n in self._resolver.nameservers]
         self.port = port
 
@@ -67,8 +70,6 @@ class Resolver:
         host = name.strip("[]")
         if is_ip_literal(host):
             return Resolution(name=name, addresses=[host], literal=True)
-        # Per-server timeout below the lifetime so a dead first server leaves time for the next.
-        self._resolver.timeout = max(timeout / max(len(self.nameservers), 1), 0.05)
         try:
             answer = await self._resolver.resolve(
                 host, rdtype, lifetime=timeout, search=False, source=source

@@ -89,14 +89,27 @@ class SimDNS:
     # --- serving ---------------------------------------------------------------------
 
     async def start(self) -> "SimDNS":
-        loop = asyncio.get_running_loop()
-        # TCP first: with port 0 it picks the port, and UDP then takes the same number.
-        self._tcp = await asyncio.start_server(self._serve_tcp, self.host, self.port)
-        self.port = self._tcp.sockets[0].getsockname()[1]
-        self._udp, _ = await loop.create_datagram_endpoint(
-            lambda: _UdpProtocol(self), local_addr=(self.host, self.port)
-        )
+        # TCP first: with port 0 it picks the port, and UDP then takes the same number
+        # (which may be taken for UDP: then try another).
+        for attempt in range(20):
+            try:
+                await self._bind(self.port)
+                return self
+            except OSError:
+                await self.stop()
+                self._tcp = self._udp = None
+                if self.port != 0 or attempt == 19:  # a fixed port: nothing else to try
+                    raise
         return self
+
+    async def _bind(self, port: int) -> None:
+        loop = asyncio.get_running_loop()
+        self._tcp = await asyncio.start_server(self._serve_tcp, self.host, port)
+        bound = self._tcp.sockets[0].getsockname()[1]
+        self._udp, _ = await loop.create_datagram_endpoint(
+            lambda: _UdpProtocol(self), local_addr=(self.host, bound)
+        )
+        self.port = bound
 
     async def stop(self) -> None:
         if self._udp is not None:
