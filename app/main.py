@@ -52,4 +52,8 @@ def create_app(
     app.include_router(ops_router)
     app.include_router(inventory_api, prefix="/api/v1")
     app.include_router(inventory_pages)
+    from app.providers.api import router as providers_api
+    from app.providers.pages import router as providers_pages
+    app.include_router(providers_api, prefix="/api/v1")  # provider accounts (issue 4)
+    app.include_router(providers_pages)
     return app
