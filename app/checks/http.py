@@ -95,11 +95,14 @@ async def _http_check(run, ctx, url: httpx.URL, port: int, params: dict, epos: b
     sslctx = ctx.ssl_for(params) if tls else ctx.insecure_ssl  # unused for plain http
     phases = _Phases()
     response, cert = await _send(run, url, address, port, params, sslctx, phases, source)
-    _record_phases(run, phases, tls)
+    details = {"connect": f"connected to {address}:{port}"}
+    if cert is not None:
+        details["tls"] = f"{cert.protocol}; subject {cert.subject}; issuer {cert.issuer}; expires {cert.not_after}"
+    _record_phases(run, phases, tls, details)
     if tls and cert is not None:
         run.context.update(subject=cert.subject, issuer=cert.issuer, not_after=cert.not_after)
         check_fingerprint(run, cert, params.get("fingerprint"))
-    return _judge(run, response, phases, params, epos)
+    return _judge(run, response, params, epos)
 
 
 async def _send(run, url, address, port, params, sslctx, phases, source):
@@ -139,7 +142,10 @@ def _peer_cert(response: httpx.Response) -> net.CertInfo | None:
     stream = response.extensions.get("network_stream")
     ssl_obj = stream.get_extra_info("ssl_object") if stream is not None else None
     der = ssl_obj.getpeercert(binary_form=True) if ssl_obj is not None else None
-    return net.CertInfo.from_der(der) if der else None
+    info = net.CertInfo.from_der(der) if der else None
+    if info is not None:
+        info.protocol = ssl_obj.version()
+    return info
 
 
 def _chain(exc: BaseException):
@@ -188,7 +194,7 @@ async def _classify(run, exc, phases: _Phases, address, port, url, source) -> Pr
     return ProbeFailure("internal_error", text, error=text)
 
 
-def _record_phases(run: Run, phases: _Phases, tls: bool) -> None:
+def _record_phases(run: Run, phases: _Phases, tls: bool, details: dict | None = None) -> None:
     spans = [
         ("connect", "connection.connect_tcp.started", "connection.connect_tcp.complete"),
         ("tls", "connection.start_tls.started", "connection.start_tls.complete"),
@@ -197,18 +203,17 @@ def _record_phases(run: Run, phases: _Phases, tls: bool) -> None:
     for step, start, end in spans:
         ms = phases.ms(start, end)
         if ms is not None and (tls or step != "tls"):
-            run.add(step, True, ms)
+            run.add(step, True, ms, (details or {}).get(step, ""))
 
 
-def _judge(run: Run, response: httpx.Response, phases: _Phases, params: dict, epos: bool):
+def _judge(run: Run, response: httpx.Response, params: dict, epos: bool):
     status = response.status_code
     expected = expected_statuses(params.get("expect_status"))
     run.context.update(status=status, answer=f"HTTP {status}", expected=_describe(expected))
     detail = f"HTTP {status} {response.reason_phrase}"
-    ttfb = phases.ms("http11.send_request_headers.started", "http11.receive_response_headers.complete")
     if status in expected:
         run.add("http", True, 0.0, detail)
-        return run.ok(ttfb if ttfb is not None else run.elapsed_ms(), detail)
+        return run.ok(run.elapsed_ms(), detail)
     run.add("http", False, 0.0, detail)
     if status == 401 and epos:
         raise ProbeFailure("http_401", detail)

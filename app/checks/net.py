@@ -111,6 +111,7 @@ class CertInfo:
     not_after: str  # ISO 8601, UTC
     fingerprint: str  # SHA-256, lower-case hex without colons
     self_signed: bool
+    protocol: str = ""  # TLSv1.3 ...: filled in by whoever holds the connection
 
     @classmethod
     def from_der(cls, der: bytes) -> "CertInfo":

@@ -33,7 +33,6 @@ import asyncio
 import logging
 import ssl
 from dataclasses import dataclass, field
-from typing import Any
 
 from app.checks import net
 from app.checks.guard import TargetGuard
