@@ -6,6 +6,7 @@ from __future__ import annotations
 from datetime import datetime
 from urllib.parse import quote
 
+from app.inventory.schemas import normalise_poiid
 from app.providers.base import DeviceState, RemoteTerminal, StorePoll, match_key
 from app.providers.http import ProviderError, ProviderHTTP, json_body
 
@@ -119,9 +120,9 @@ def _remote(item: dict) -> RemoteTerminal:
             extra["last_activity"] = datetime.fromisoformat(str(item["lastActivityAt"]).replace("Z", "+00:00"))
         except ValueError:
             pass
-    terminal_id = str(item.get("id") or "")
+    terminal_id = normalise_poiid(str(item.get("id") or ""))
     return RemoteTerminal(
         provider="adyen", store_ref=(item.get("assignment") or {}).get("storeId"), poiid=terminal_id,
         model=str(item.get("model") or ""), serial=str(item.get("serialNumber") or ""),
-        provider_terminal_id=terminal_id or None, lan_host=host, mac=mac, extra=extra,
+        provider_terminal_id=None, lan_host=host, mac=mac, extra=extra,
     )

@@ -160,6 +160,7 @@ async def build_preview(session: AsyncSession, account, remote: list[RemoteTermi
 
 async def apply_preview(session: AsyncSession, account, preview: SyncPreview) -> UpsertSummary:
     """Write what the preview showed (all or nothing) and link the terminals to the account."""
+    _previews.pop(preview.token, None)  # a preview is applied once
     items = [r.item for r in preview.rows if r.action in ("create", "update") and r.item is not None]
     summary = await upsert_inventory(session, [], items, source=f"sync:{account.name}")
     poiids = [r.poiid for r in preview.rows if r.action != "skip"]
