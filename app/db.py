@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator
 from datetime import datetime, timezone
 
-from sqlalchemy import JSON, BigInteger, DateTime, Integer, MetaData, event
-from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy import JSON, BigInteger, DateTime, Integer, MetaData, any_, bindparam, event
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 from sqlalchemy.orm import DeclarativeBase
 from sqlalchemy.types import TypeDecorator
@@ -91,3 +92,67 @@ class Database:
 
     async def dispose(self) -> None:
         await self.engine.dispose()
+
+
+async def select_where_in(session, query, column, values, *, scalars: bool = False) -> list:
+    """Rows of `query` whose `column` is one of `values`, for lists of any size.
+
+    PostgreSQL gets one array parameter (`= ANY($1)`): one plan, hashed lookups. A long
+    `IN ($1..$5000)` can be cached as a generic plan made while the table was empty, which
+    then compares every row with every parameter. SQLite gets IN lists in chunks.
+    """
+    values = list(values)
+    if not values:
+        return []
+    if session.bind.dialect.name == "postgresql":
+        array = bindparam("values", values, type_=ARRAY(column.type))
+        chunks = [query.where(column == any_(array))]
+    else:
+        chunks = [query.where(column.in_(values[i : i + 5000])) for i in range(0, len(values), 5000)]
+    rows = []
+    for statement in chunks:
+        result = await session.execute(statement)
+        rows += result.scalars().all() if scalars else result.all()
+    return rows
+
+
+async def insert_returning(session, model, rows: list[dict], *columns, chunk: int = 1000) -> list:
+    """Bulk INSERT ... RETURNING in chunks: one huge executemany with RETURNING makes
+    SQLAlchemy splice every page's rows into the result again (quadratic)."""
+    from sqlalchemy import insert
+
+    returned = []
+    for i in range(0, len(rows), chunk):
+        result = await session.execute(insert(model).returning(*columns), rows[i : i + chunk])
+        returned += result.all()
+    return returned
+
+
+async def bulk_insert(session, table, rows: list[dict]) -> None:
+    """INSERT many rows without RETURNING. PostgreSQL: COPY (several times faster than
+    executemany for tens of thousands of rows); SQLite: executemany."""
+    if not rows:
+        return
+    connection = await session.connection()
+    if connection.dialect.name != "postgresql" or len(rows) < 500:
+        await session.execute(table.insert(), rows)
+        return
+    rows = _with_defaults(table, rows)  # COPY skips the Python-side column defaults
+    columns = list(rows[0])
+    json_columns = {c.name for c in table.columns if isinstance(c.type, (JSON, JSONB)) or
+                    isinstance(getattr(c.type, "impl", None), JSON)}
+    records = [
+        tuple(json.dumps(row[c]) if c in json_columns else row[c] for c in columns) for row in rows
+    ]
+    raw = await connection.get_raw_connection()
+    await raw.driver_connection.copy_records_to_table(table.name, records=records, columns=columns)
+
+
+def _with_defaults(table, rows: list[dict]) -> list[dict]:
+    defaults = {}
+    for column in table.columns:
+        if column.name in rows[0] or column.default is None or column.primary_key:
+            continue
+        arg = column.default.arg
+        defaults[column.name] = arg(None) if callable(arg) else arg
+    return [{**defaults, **row} for row in rows] if defaults else rows

@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from sqlalchemy import select
 
+from app.db import select_where_in
 from app.inventory.models import Store
 from app.inventory.schemas import StoreIn, TerminalIn, field_errors
 from app.inventory.service import UnknownStore, UpsertSummary, upsert_inventory
@@ -114,10 +115,7 @@ def parse_file(name: str, data: bytes, fleet: ParsedFleet) -> None:
 
 async def _check_store_references(session: AsyncSession, fleet: ParsedFleet) -> None:
     referenced = {t.store_code for t in fleet.terminals} - {s.code for s in fleet.stores}
-    known = set()
-    codes = sorted(referenced)
-    for i in range(0, len(codes), 5000):
-        known |= set((await session.scalars(select(Store.code).where(Store.code.in_(codes[i : i + 5000])))).all())
+    known = set(await select_where_in(session, select(Store.code), Store.code, referenced, scalars=True))
     for t in fleet.terminals:
         if t.store_code in referenced - known:
             name, line = fleet.terminal_lines[t.poiid]

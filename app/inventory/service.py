@@ -8,7 +8,7 @@ from types import SimpleNamespace
 from sqlalchemy import func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.db import utcnow
+from app.db import insert_returning, select_where_in, utcnow
 from app.inventory.models import Store, Terminal, TerminalEvent
 from app.inventory.schemas import StoreIn, TerminalIn, normalise_poiid
 from app.monitoring.derive import sync_monitors
@@ -69,7 +69,7 @@ async def _upsert_stores(session: AsyncSession, stores: list[StoreIn], counts: C
         else:
             counts.unchanged += 1
     if new:
-        result = await session.execute(insert(Store).returning(Store.id, Store.network_profile), new)
+        result = await insert_returning(session, Store, new, Store.id, Store.network_profile)
         touched += [SimpleNamespace(id=r.id, network_profile=r.network_profile) for r in result]
     if changed:
         await session.execute(update(Store), changed)
@@ -104,8 +104,7 @@ async def _upsert_terminals(
         if any(k in _MONITOR_INPUTS for k in diff):
             touched.append(SimpleNamespace(**{**row._asdict(), **diff}))
     if new:
-        result = await session.execute(insert(Terminal).returning(Terminal.id, Terminal.poiid), new)
-        ids = {r.poiid: r.id for r in result}
+        ids = {r.poiid: r.id for r in await insert_returning(session, Terminal, new, Terminal.id, Terminal.poiid)}
         touched += [SimpleNamespace(**n, id=ids[n["poiid"]]) for n in new]
     if changed:
         await session.execute(update(Terminal), changed)
@@ -131,20 +130,12 @@ def _events_for(row, diff: dict, source: str) -> list[dict]:
 
 async def _stores_by_code(session: AsyncSession, codes: list[str]) -> dict:
     cols = [Store.id, *(getattr(Store, f) for f in STORE_FIELDS)]
-    found = {}
-    for i in range(0, len(codes), 5000):
-        rows = await session.execute(select(*cols).where(Store.code.in_(codes[i : i + 5000])))
-        found.update({r.code: r for r in rows})
-    return found
+    return {r.code: r for r in await select_where_in(session, select(*cols), Store.code, codes)}
 
 
 async def _terminals_by_poiid(session: AsyncSession, poiids: list[str]) -> dict:
     cols = [Terminal.id, Terminal.store_id, *(getattr(Terminal, f) for f in TERMINAL_FIELDS)]
-    found = {}
-    for i in range(0, len(poiids), 5000):
-        rows = await session.execute(select(*cols).where(Terminal.poiid.in_(poiids[i : i + 5000])))
-        found.update({r.poiid: r for r in rows})
-    return found
+    return {r.poiid: r for r in await select_where_in(session, select(*cols), Terminal.poiid, poiids)}
 
 
 class Conflict(ValueError):

@@ -9,7 +9,7 @@ from sqlalchemy import delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.config import get_settings
-from app.db import utcnow
+from app.db import bulk_insert, select_where_in, utcnow
 from app.inventory.models import Store, Terminal
 from app.inventory.profiles import NETWORK_PROFILES
 from app.monitoring.models import Monitor
@@ -79,7 +79,7 @@ async def sync_monitors(
     obsolete = [m.id for key, m in existing.items() if key not in wanted]
 
     if new_rows:
-        await session.execute(Monitor.__table__.insert(), new_rows)
+        await bulk_insert(session, Monitor.__table__, new_rows)
     if changed:
         await session.execute(update(Monitor), changed)
     if obsolete:
@@ -88,19 +88,7 @@ async def sync_monitors(
 
 
 async def _existing(session: AsyncSession, store_ids: list[int], terminal_ids: list[int]) -> dict:
-    cols = (Monitor.id, Monitor.key, Monitor.store_id, Monitor.target, Monitor.params)
-    found = {}
-    for chunk in _chunks(terminal_ids):
-        rows = await session.execute(select(*cols).where(Monitor.terminal_id.in_(chunk)))
-        found.update({r.key: r for r in rows})
-    for chunk in _chunks(store_ids):
-        rows = await session.execute(
-            select(*cols).where(Monitor.store_id.in_(chunk), Monitor.terminal_id.is_(None))
-        )
-        found.update({r.key: r for r in rows})
-    return found
-
-
-def _chunks(ids: list[int], size: int = 5000):
-    for i in range(0, len(ids), size):
-        yield ids[i : i + size]
+    cols = select(Monitor.id, Monitor.key, Monitor.store_id, Monitor.target, Monitor.params)
+    rows = await select_where_in(session, cols, Monitor.terminal_id, terminal_ids)
+    rows += await select_where_in(session, cols.where(Monitor.terminal_id.is_(None)), Monitor.store_id, store_ids)
+    return {r.key: r for r in rows}

@@ -1,0 +1,73 @@
+"""Import benchmark: 5,000 stores and 50,000 terminals into PostgreSQL, first run and unchanged re-run.
+
+Targets: first import < 10 s, unchanged re-import < 5 s. Run: .venv/bin/python bench/import.py
+Database: TERMPULSE_BENCH_DATABASE_URL (default: a fresh termpulse_bench_import on the local server).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from sqlalchemy import func, select, text  # noqa: E402
+from sqlalchemy.engine import make_url  # noqa: E402
+
+from app.db import Database  # noqa: E402
+from app.inventory.csvimport import import_fleet  # noqa: E402
+from app.migrate import migrate  # noqa: E402
+from app.monitoring.models import Monitor  # noqa: E402
+from bench.fleetgen import generate  # noqa: E402
+from bench.machine import describe  # noqa: E402
+
+STORES, PER_STORE = 5_000, 10
+DEFAULT_URL = "postgresql+asyncpg://postgres@127.0.0.1:5432/termpulse_bench_import"
+
+
+async def fresh_database(url: str) -> Database:
+    import asyncpg
+
+    parsed = make_url(url)
+    admin = await asyncpg.connect(host=parsed.host, port=parsed.port or 5432, user=parsed.username or "postgres",
+                                  database="postgres")
+    await admin.execute(f'DROP DATABASE IF EXISTS "{parsed.database}" WITH (FORCE)')
+    await admin.execute(f'CREATE DATABASE "{parsed.database}"')
+    await admin.close()
+    database = Database(url)
+    await migrate(database.engine)
+    return database
+
+
+async def timed_import(database: Database, files) -> tuple[float, object]:
+    async with database.sessionmaker() as session:
+        started = time.perf_counter()
+        summary = await import_fleet(session, files)
+        return time.perf_counter() - started, summary
+
+
+async def main() -> None:
+    url = os.environ.get("TERMPULSE_BENCH_DATABASE_URL", DEFAULT_URL)
+    stores_csv, terminals_csv = generate(STORES, PER_STORE)
+    files = [("stores.csv", stores_csv), ("terminals.csv", terminals_csv)]
+    database = await fresh_database(url)
+    try:
+        first, summary = await timed_import(database, files)
+        again, unchanged = await timed_import(database, files)
+        async with database.sessionmaker() as session:
+            monitors = await session.scalar(select(func.count()).select_from(Monitor))
+            version = await session.scalar(text("SHOW server_version"))
+    finally:
+        await database.dispose()
+    print(f"fleet: {STORES:,} stores, {STORES * PER_STORE:,} terminals ({len(terminals_csv) / 2**20:.1f} MiB CSV), "
+          f"{monitors:,} monitors derived")
+    print(f"machine: {describe()}; PostgreSQL {version}")
+    print(f"first import:       {first:6.2f} s  ({summary.stores}; terminals {summary.terminals})  target < 10 s")
+    print(f"unchanged re-import:{again:6.2f} s  (terminals {unchanged.terminals})  target < 5 s")
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
