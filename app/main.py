@@ -56,4 +56,7 @@ def create_app(
     from app.providers.pages import router as providers_pages
     app.include_router(providers_api, prefix="/api/v1")  # provider accounts (issue 4)
     app.include_router(providers_pages)
+    from app.dashboard.routes import router as dashboard_router
+
+    app.include_router(dashboard_router)
     return app

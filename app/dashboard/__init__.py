@@ -1,0 +1,1 @@
+"""The dashboard: stores overview, terminals list, terminal detail, live updates."""

@@ -1,0 +1,636 @@
+"""The dashboard's reads. Every function is bounded by one page: it reads a page of rows and
+then the facts for exactly those rows, in one query per kind of fact (never one per row).
+
+The derived status kept on stores and terminals (written by the state machine) is what the
+lists read; monitors and state changes are only read for the rows on screen.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from sqlalchemy import Select, and_, case, func, or_, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.db import utcnow
+from app.inventory.models import PROVIDERS, Store, Terminal, TerminalEvent
+from app.monitoring.models import CheckResult, Monitor, Rollup, StateChange
+
+STATES = ("down", "unknown", "maintenance", "paused", "up")
+CLOUD_STATES = ("connected", "disconnected", "not_enabled", "unknown")
+SEVERITY = {"down": 0, "unknown": 1, "maintenance": 2, "paused": 3, "up": 4, "none": 5}
+PER_PAGE_CHOICES = (25, 50, 100, 200)
+LAN_KINDS = ("tcp", "tls", "https", "paynt_epos")
+DASHES = "\u2010\u2011\u2012\u2013\u2014\u2015\u2212\ufe58\ufe63\uff0d"
+
+
+def normalise_query(q: str | None) -> str:
+    """What people paste: stray spaces, non-breaking hyphens from a PDF or a chat."""
+    q = (q or "").strip()
+    for dash in DASHES:
+        q = q.replace(dash, "-")
+    return q[:100]
+
+
+def _like(q: str) -> str:
+    escaped = q.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return f"%{escaped.lower()}%"
+
+
+def worst(states) -> str:
+    states = list(states)
+    return min(states, key=lambda s: SEVERITY.get(s, 1)) if states else "none"
+
+
+# --- small caches for filter choices (distinct values change rarely) ------------------------
+
+_CACHE: dict[tuple, tuple[float, object]] = {}
+CACHE_TTL_S = 60.0
+
+
+async def _cached(key: tuple, loader):
+    hit = _CACHE.get(key)
+    if hit and time.monotonic() - hit[0] < CACHE_TTL_S:
+        return hit[1]
+    value = await loader()
+    _CACHE[key] = (time.monotonic(), value)
+    return value
+
+
+def clear_caches() -> None:
+    _CACHE.clear()
+
+
+async def regions(session: AsyncSession) -> list[str]:
+    async def load():
+        rows = await session.scalars(select(Store.region).where(Store.region != "").distinct().order_by(Store.region))
+        return list(rows)
+
+    return await _cached(("regions", id(session.bind)), load)
+
+
+async def models(session: AsyncSession) -> list[str]:
+    async def load():
+        rows = await session.scalars(select(Terminal.model).where(Terminal.model != "").distinct().order_by(Terminal.model))
+        return list(rows)
+
+    return await _cached(("models", id(session.bind)), load)
+
+
+# --- fleet summary ---------------------------------------------------------------------------
+
+
+@dataclass
+class Summary:
+    counts: dict[str, int]
+    terminals: int
+    stores: int
+    stores_affected: int
+    cloud_disconnected: int
+
+    @property
+    def other(self) -> int:
+        return self.counts.get("paused", 0) + self.counts.get("maintenance", 0)
+
+    def signature(self) -> str:
+        c = self.counts
+        return f"{c.get('up', 0)}.{c.get('down', 0)}.{c.get('unknown', 0)}.{self.other}.{self.stores_affected}.{self.cloud_disconnected}"
+
+
+async def fleet_summary(session: AsyncSession, *, region: str = "") -> Summary:
+    """Counts by state: index-only scans on (status, status_since) and (store_id, status)."""
+    by_status = select(Terminal.status, func.count()).group_by(Terminal.status)
+    stores_q = select(func.count()).select_from(Store)
+    affected = select(func.count(func.distinct(Terminal.store_id))).where(Terminal.status == "down")
+    cloud = select(func.count()).select_from(Terminal).where(Terminal.cloud_state == "disconnected")
+    store_down = select(func.count()).select_from(Store).where(
+        Store.status == "down", ~Store.id.in_(select(Terminal.store_id).where(Terminal.status == "down"))
+    )
+    if region:
+        in_region = select(Store.id).where(Store.region == region)
+        by_status = by_status.where(Terminal.store_id.in_(in_region))
+        stores_q = stores_q.where(Store.region == region)
+        affected = affected.where(Terminal.store_id.in_(in_region))
+        cloud = cloud.where(Terminal.store_id.in_(in_region))
+        store_down = store_down.where(Store.region == region)
+    counts = {status: n for status, n in (await session.execute(by_status)).all()}
+    return Summary(
+        counts=counts,
+        terminals=sum(counts.values()),
+        stores=await session.scalar(stores_q) or 0,
+        stores_affected=(await session.scalar(affected) or 0) + (await session.scalar(store_down) or 0),
+        cloud_disconnected=await session.scalar(cloud) or 0,
+    )
+
+
+# --- stores overview -------------------------------------------------------------------------
+
+
+@dataclass
+class StoreRow:
+    id: int
+    code: str
+    name: str
+    region: str
+    status: str
+    status_since: datetime | None
+    counts: dict[str, int] = field(default_factory=dict)
+    problem_since: datetime | None = None  # the oldest down terminal's status_since
+
+    @property
+    def total(self) -> int:
+        return sum(self.counts.values())
+
+    @property
+    def worst(self) -> str:
+        states = [s for s, n in self.counts.items() if n] + [self.status]
+        return worst(states)
+
+    @property
+    def since(self) -> datetime | None:
+        if self.worst == "down" and self.problem_since:
+            return self.problem_since
+        return self.status_since
+
+    def signature(self) -> str:
+        c = self.counts
+        since = int(self.since.timestamp()) if self.since else 0
+        return f"{self.status}.{c.get('up', 0)}.{c.get('down', 0)}.{c.get('unknown', 0)}.{c.get('paused', 0) + c.get('maintenance', 0)}.{since}"
+
+
+def _store_filters(stmt: Select, region: str, q: str) -> Select:
+    if region:
+        stmt = stmt.where(Store.region == region)
+    if q:
+        pattern = _like(q)
+        stmt = stmt.where(or_(func.lower(Store.code).like(pattern, escape="\\"),
+                              func.lower(Store.name).like(pattern, escape="\\")))
+    return stmt
+
+
+async def store_page(
+    session: AsyncSession, *, region: str = "", q: str = "", page: int = 1, per_page: int = 50
+) -> tuple[list[StoreRow], int]:
+    """Stores worst first: store network down, then most terminals down, then unknown."""
+    # Only unhealthy terminals are aggregated, so the cost follows the trouble, not the fleet.
+    bad = (
+        select(
+            Terminal.store_id.label("store_id"),
+            func.sum(case((Terminal.status == "down", 1), else_=0)).label("down"),
+            func.sum(case((Terminal.status == "unknown", 1), else_=0)).label("unknown"),
+            func.min(case((Terminal.status == "down", Terminal.status_since))).label("down_since"),
+        )
+        .where(Terminal.status.in_(("down", "unknown")))
+        .group_by(Terminal.store_id)
+        .subquery()
+    )
+    down = func.coalesce(bad.c.down, 0)
+    unknown = func.coalesce(bad.c.unknown, 0)
+    stmt = _store_filters(
+        select(Store.id, Store.code, Store.name, Store.region, Store.status, Store.status_since, bad.c.down_since)
+        .outerjoin(bad, bad.c.store_id == Store.id),
+        region, q,
+    )
+    total = await session.scalar(_store_filters(select(func.count()).select_from(Store), region, q)) or 0
+    stmt = stmt.order_by(
+        case((Store.status == "down", 0), (down > 0, 1), (unknown > 0, 2), else_=3),
+        down.desc(), unknown.desc(), bad.c.down_since, Store.code,
+    ).limit(per_page).offset((page - 1) * per_page)
+    rows = [
+        StoreRow(r.id, r.code, r.name, r.region, r.status, r.status_since, problem_since=r.down_since)
+        for r in (await session.execute(stmt)).all()
+    ]
+    counts = await store_counts(session, [r.id for r in rows])
+    for r in rows:
+        r.counts = counts.get(r.id, {})
+    return rows, total
+
+
+async def store_counts(session: AsyncSession, store_ids: list[int]) -> dict[int, dict[str, int]]:
+    """Terminals per state for these stores: one grouped query on (store_id, status)."""
+    if not store_ids:
+        return {}
+    out: dict[int, dict[str, int]] = {}
+    stmt = (
+        select(Terminal.store_id, Terminal.status, func.count())
+        .where(Terminal.store_id.in_(store_ids))
+        .group_by(Terminal.store_id, Terminal.status)
+    )
+    for store_id, status, n in (await session.execute(stmt)).all():
+        out.setdefault(store_id, {})[status] = n
+    return out
+
+
+async def store_rows(session: AsyncSession, store_ids: list[int]) -> dict[int, StoreRow]:
+    """The same rows as the overview, for stores already on screen (live updates)."""
+    if not store_ids:
+        return {}
+    down_since = (
+        select(Terminal.store_id, func.min(Terminal.status_since).label("down_since"))
+        .where(Terminal.store_id.in_(store_ids), Terminal.status == "down")
+        .group_by(Terminal.store_id)
+        .subquery()
+    )
+    stmt = (
+        select(Store.id, Store.code, Store.name, Store.region, Store.status, Store.status_since, down_since.c.down_since)
+        .outerjoin(down_since, down_since.c.store_id == Store.id)
+        .where(Store.id.in_(store_ids))
+    )
+    rows = {
+        r.id: StoreRow(r.id, r.code, r.name, r.region, r.status, r.status_since, problem_since=r.down_since)
+        for r in (await session.execute(stmt)).all()
+    }
+    counts = await store_counts(session, list(rows))
+    for r in rows.values():
+        r.counts = counts.get(r.id, {})
+    return rows
+
+
+# --- terminals -------------------------------------------------------------------------------
+
+SORTS = {
+    "status": (Terminal.status, Terminal.status_since, Terminal.id),
+    "poiid": (Terminal.poiid,),
+    "model": (Terminal.model, Terminal.poiid),
+    "store": (Store.code, Terminal.poiid),
+    "label": (Terminal.label, Terminal.poiid),
+    "ws": (Terminal.cloud_state, Terminal.poiid),
+    "last_seen": (Terminal.last_seen_at, Terminal.id),
+}
+
+
+@dataclass
+class TerminalFilters:
+    store: str = ""
+    region: str = ""
+    provider: str = ""
+    model: str = ""
+    status: str = ""
+    ws: str = ""
+    q: str = ""
+    sort: str = "status"
+    dir: str = "asc"
+    page: int = 1
+    per: int = 50
+
+    @classmethod
+    def from_params(cls, params) -> TerminalFilters:
+        def get(name: str) -> str:
+            return (params.get(name) or "").strip()[:100]
+
+        f = cls(store=get("store"), region=get("region"), provider=get("provider"), model=get("model"),
+                status=get("status"), ws=get("ws"), q=normalise_query(params.get("q")))
+        f.status = f.status if f.status in STATES else ""
+        f.ws = f.ws if f.ws in CLOUD_STATES else ""
+        f.provider = f.provider if f.provider in PROVIDERS else ""
+        f.sort = get("sort") if get("sort") in SORTS else "status"
+        f.dir = "desc" if get("dir") == "desc" else "asc"
+        f.page = _int(get("page"), 1, 1, 10**6)
+        per = _int(get("per"), 50, 1, 1000)
+        f.per = per if per in PER_PAGE_CHOICES else 50
+        return f
+
+    def params(self, **overrides) -> dict[str, str]:
+        """Non-default values only, so shared URLs stay short."""
+        values = {**self.__dict__, **overrides}
+        defaults = TerminalFilters().__dict__
+        return {k: str(v) for k, v in values.items() if v != defaults[k] and v != ""}
+
+    @property
+    def active(self) -> bool:
+        return any((self.store, self.region, self.provider, self.model, self.status, self.ws, self.q))
+
+
+def _int(value: str, default: int, lo: int, hi: int) -> int:
+    try:
+        return max(lo, min(hi, int(value)))
+    except (TypeError, ValueError):
+        return default
+
+
+@dataclass
+class TerminalRow:
+    id: int
+    poiid: str
+    model: str
+    serial: str
+    label: str
+    provider: str
+    integration: str
+    lan_host: str | None
+    lan_port: int | None
+    cloud_enabled: bool
+    status: str
+    status_since: datetime | None
+    cloud_state: str
+    last_seen_at: datetime | None
+    store_code: str
+    store_name: str
+    region: str
+    lan_state: str = "none"  # worst state of its LAN monitors; "none" without any
+    uptime_24h: float | None = None
+
+    @property
+    def ws(self) -> str:
+        return self.cloud_state if self.cloud_enabled or self.cloud_state != "unknown" else "not_enabled"
+
+    def signature(self) -> str:
+        since = int(self.status_since.timestamp()) if self.status_since else 0
+        seen = int(self.last_seen_at.timestamp()) // 60 if self.last_seen_at else 0
+        return f"{self.status}.{self.ws}.{self.lan_state}.{since}.{seen}"
+
+
+_TERMINAL_COLUMNS = (
+    Terminal.id, Terminal.poiid, Terminal.model, Terminal.serial, Terminal.label, Terminal.provider,
+    Terminal.integration, Terminal.lan_host, Terminal.lan_port, Terminal.cloud_enabled, Terminal.status,
+    Terminal.status_since, Terminal.cloud_state, Terminal.last_seen_at,
+    Store.code.label("store_code"), Store.name.label("store_name"), Store.region,
+)
+
+
+def _terminal_filters(stmt: Select, f: TerminalFilters) -> Select:
+    if f.store:
+        stmt = stmt.where(Store.code == f.store)
+    if f.region:
+        stmt = stmt.where(Store.region == f.region)
+    if f.provider:
+        stmt = stmt.where(Terminal.provider == f.provider)
+    if f.model:
+        stmt = stmt.where(Terminal.model == f.model)
+    if f.status:
+        stmt = stmt.where(Terminal.status == f.status)
+    if f.ws == "not_enabled":
+        stmt = stmt.where(or_(Terminal.cloud_state == "not_enabled",
+                              and_(Terminal.cloud_enabled.is_(False), Terminal.cloud_state == "unknown")))
+    elif f.ws == "unknown":
+        stmt = stmt.where(Terminal.cloud_state == "unknown", Terminal.cloud_enabled.is_(True))
+    elif f.ws:
+        stmt = stmt.where(Terminal.cloud_state == f.ws)
+    if f.q:
+        pattern = _like(f.q)
+        stmt = stmt.where(or_(
+            func.lower(Terminal.poiid).like(pattern, escape="\\"),
+            func.lower(Terminal.serial).like(pattern, escape="\\"),
+            func.lower(Terminal.label).like(pattern, escape="\\"),
+            func.lower(Store.code).like(pattern, escape="\\"),
+        ))
+    return stmt
+
+
+async def terminal_page(session: AsyncSession, f: TerminalFilters, now: datetime | None = None) -> tuple[list[TerminalRow], int]:
+    base = select(*_TERMINAL_COLUMNS).join(Store, Store.id == Terminal.store_id)
+    count_stmt = _terminal_filters(select(func.count()).select_from(Terminal).join(Store, Store.id == Terminal.store_id), f)
+    total = await session.scalar(count_stmt) or 0
+    pages = max(1, -(-total // f.per))
+    f.page = min(f.page, pages)
+    columns = SORTS[f.sort]
+    order = [c.desc() if f.dir == "desc" else c.asc() for c in columns]
+    stmt = _terminal_filters(base, f).order_by(*order).limit(f.per).offset((f.page - 1) * f.per)
+    rows = [TerminalRow(**r._mapping) for r in (await session.execute(stmt)).all()]
+    await decorate_terminals(session, rows, now=now)
+    return rows, total
+
+
+async def terminal_rows(session: AsyncSession, ids: list[int], *, uptime: bool = False) -> dict[int, TerminalRow]:
+    if not ids:
+        return {}
+    stmt = select(*_TERMINAL_COLUMNS).join(Store, Store.id == Terminal.store_id).where(Terminal.id.in_(ids))
+    rows = [TerminalRow(**r._mapping) for r in (await session.execute(stmt)).all()]
+    await decorate_terminals(session, rows, uptime=uptime)
+    return {r.id: r for r in rows}
+
+
+async def store_terminals(session: AsyncSession, store_id: int, limit: int = 500) -> list[TerminalRow]:
+    stmt = (
+        select(*_TERMINAL_COLUMNS).join(Store, Store.id == Terminal.store_id)
+        .where(Terminal.store_id == store_id)
+        .order_by(Terminal.status, Terminal.label, Terminal.poiid).limit(limit)
+    )
+    rows = [TerminalRow(**r._mapping) for r in (await session.execute(stmt)).all()]
+    await decorate_terminals(session, rows)
+    return rows
+
+
+async def decorate_terminals(
+    session: AsyncSession, rows: list[TerminalRow], *, uptime: bool = True, now: datetime | None = None
+) -> None:
+    """LAN state and 24 h uptime for the rows on screen: two queries whatever the page size."""
+    if not rows:
+        return
+    ids = [r.id for r in rows]
+    monitors = (await session.execute(
+        select(Monitor.id, Monitor.terminal_id, Monitor.kind, Monitor.state, Monitor.state_since)
+        .where(Monitor.terminal_id.in_(ids))
+    )).all()
+    by_terminal: dict[int, list] = {}
+    for m in monitors:
+        by_terminal.setdefault(m.terminal_id, []).append(m)
+    for r in rows:
+        lan = [m.state for m in by_terminal.get(r.id, ()) if m.kind in LAN_KINDS]
+        r.lan_state = worst(lan) if lan else "none"
+    if not uptime or not monitors:
+        return
+    now = now or utcnow()
+    start = now - timedelta(hours=24)
+    changes = (await session.execute(
+        select(StateChange.monitor_id, StateChange.at, StateChange.from_state, StateChange.to_state)
+        .where(StateChange.terminal_id.in_(ids), StateChange.at >= start)
+        .order_by(StateChange.at)
+    )).all()
+    by_monitor: dict[int, list] = {}
+    for c in changes:
+        by_monitor.setdefault(c.monitor_id, []).append(c)
+    for r in rows:
+        ms = by_terminal.get(r.id, ())
+        if ms:
+            segments = combine([monitor_intervals(m, by_monitor.get(m.id, ()), start, now) for m in ms], start, now)
+            r.uptime_24h = uptime_of(segments)
+
+
+# --- timelines: exact intervals from state changes ------------------------------------------
+
+
+@dataclass
+class Segment:
+    start: datetime
+    end: datetime
+    state: str
+
+    @property
+    def seconds(self) -> float:
+        return (self.end - self.start).total_seconds()
+
+
+def monitor_intervals(monitor, changes, start: datetime, end: datetime) -> list[Segment]:
+    """A monitor's states over [start, end]: the first change in the window says what the state
+    was before it; without one the current state held since state_since."""
+    segments: list[Segment] = []
+    if changes:
+        state, cursor = changes[0].from_state, start
+    else:
+        state = monitor.state
+        cursor = max(start, monitor.state_since) if monitor.state_since else start
+        if cursor > start:  # a state that began without a change: the monitor was new
+            segments.append(Segment(start, cursor, "none"))
+    for c in changes:
+        at = min(max(c.at, start), end)
+        if at > cursor:
+            segments.append(Segment(cursor, at, state))
+        state, cursor = c.to_state, max(cursor, at)
+    if end > cursor:
+        segments.append(Segment(cursor, end, state))
+    return segments
+
+
+def combine(per_monitor: list[list[Segment]], start: datetime, end: datetime) -> list[Segment]:
+    """A terminal's state at each moment: down if any monitor is down, else unknown if any is
+    unknown, else paused/maintenance, else up."""
+    points = sorted({start, end} | {s.start for ms in per_monitor for s in ms} | {s.end for ms in per_monitor for s in ms})
+    out: list[Segment] = []
+    idx = [0] * len(per_monitor)
+    for a, b in zip(points, points[1:]):
+        if b <= a:
+            continue
+        states = []
+        for i, ms in enumerate(per_monitor):
+            while idx[i] < len(ms) and ms[idx[i]].end <= a:
+                idx[i] += 1
+            if idx[i] < len(ms) and ms[idx[i]].start <= a:
+                states.append(ms[idx[i]].state)
+        known = [s for s in states if s != "none"]
+        state = worst(known) if known else "none"
+        if out and out[-1].state == state:
+            out[-1].end = b
+        else:
+            out.append(Segment(a, b, state))
+    return out
+
+
+def uptime_of(segments: list[Segment]) -> float | None:
+    """Up time over up + down time; unknown, paused and maintenance are not counted."""
+    up = sum(s.seconds for s in segments if s.state == "up")
+    down = sum(s.seconds for s in segments if s.state == "down")
+    return None if up + down <= 0 else up / (up + down)
+
+
+# --- detail pages ----------------------------------------------------------------------------
+
+
+async def any_store(session: AsyncSession) -> bool:
+    return await session.scalar(select(Store.id).limit(1)) is not None
+
+
+async def store_by_code(session: AsyncSession, code: str) -> Store | None:
+    return await session.scalar(select(Store).where(Store.code == code))
+
+
+async def store_network_monitors(session: AsyncSession, store_id: int) -> list[Monitor]:
+    return list(await session.scalars(
+        select(Monitor).where(Monitor.store_id == store_id, Monitor.terminal_id.is_(None))
+        .order_by(Monitor.target, Monitor.kind).limit(200)
+    ))
+
+
+@dataclass
+class TerminalDetail:
+    terminal: Terminal
+    store: Store
+    monitors: list[Monitor]
+    network: list[Monitor]
+    events: list[TerminalEvent]
+    changes: list[StateChange]
+    checks: list[CheckResult]
+    timeline_24h: list[Segment]
+    timeline_7d: list[Segment]
+    uptime_24h: float | None
+    uptime_7d: float | None
+    latency: list[tuple[datetime, float]]  # per bucket, for the chart
+    latency_label: str
+    monitor_names: dict[int, str]
+    has_provider_account: bool
+    row: TerminalRow | None = None
+
+    @property
+    def lan_state(self) -> str:
+        lan = [m.state for m in self.monitors if m.kind in LAN_KINDS]
+        return worst(lan) if lan else "none"
+
+
+async def terminal_detail(session: AsyncSession, poiid: str, now: datetime | None = None) -> TerminalDetail | None:
+    now = now or utcnow()
+    row = (await session.execute(
+        select(Terminal, Store).join(Store, Store.id == Terminal.store_id).where(Terminal.poiid == normalise_query(poiid))
+    )).first()
+    if row is None:
+        return None
+    terminal, store = row
+    monitors = list(await session.scalars(
+        select(Monitor).where(Monitor.terminal_id == terminal.id).order_by(Monitor.kind, Monitor.id)
+    ))
+    network = await store_network_monitors(session, store.id)
+    events = list(await session.scalars(
+        select(TerminalEvent).where(TerminalEvent.terminal_id == terminal.id)
+        .order_by(TerminalEvent.at.desc()).limit(20)
+    ))
+    week = now - timedelta(days=7)
+    changes_7d = list(await session.scalars(
+        select(StateChange).where(StateChange.terminal_id == terminal.id, StateChange.at >= week)
+        .order_by(StateChange.at).limit(5000)
+    ))
+    monitor_ids = [m.id for m in monitors]
+    checks: list[CheckResult] = []
+    if monitor_ids:
+        checks = list(await session.scalars(
+            select(CheckResult).where(CheckResult.monitor_id.in_(monitor_ids))
+            .order_by(CheckResult.checked_at.desc()).limit(20)
+        ))
+
+    def timeline(start: datetime) -> list[Segment]:
+        by_monitor: dict[int, list] = {}
+        for c in changes_7d:
+            if c.at >= start:
+                by_monitor.setdefault(c.monitor_id, []).append(c)
+        if not monitors:
+            return [Segment(start, now, "none")]
+        return combine([monitor_intervals(m, by_monitor.get(m.id, ()), start, now) for m in monitors], start, now)
+
+    t24, t7 = timeline(now - timedelta(hours=24)), timeline(week)
+    latency, label = await _latency(session, monitors, now)
+    has_account = True
+    if terminal.integration in ("cloud", "both") and terminal.cloud_enabled and terminal.provider in ("adyen", "stripe"):
+        has_account = terminal.provider_account_id is not None
+    names = {m.id: f"{m.kind} {m.target}" for m in monitors}
+    row = (await terminal_rows(session, [terminal.id], uptime=False))[terminal.id]
+    return TerminalDetail(
+        terminal, store, monitors, network, events, list(reversed(changes_7d))[:20], checks, t24, t7,
+        uptime_of(t24), uptime_of(t7), latency, label, names, has_account, row,
+    )
+
+
+async def _latency(session: AsyncSession, monitors: list[Monitor], now: datetime) -> tuple[list[tuple[datetime, float]], str]:
+    """Latency of the terminal's main reachability monitor over 24 h in 15-minute buckets
+    (raw results of one monitor), falling back to hourly rollups over 7 days."""
+    preferred = [m for m in monitors if m.kind in LAN_KINDS] or [m for m in monitors if m.kind == "cloud"]
+    if not preferred:
+        return [], ""
+    m = preferred[0]
+    start = now - timedelta(hours=24)
+    rows = (await session.execute(
+        select(CheckResult.checked_at, CheckResult.latency_ms)
+        .where(CheckResult.monitor_id == m.id, CheckResult.checked_at >= start, CheckResult.latency_ms.is_not(None))
+        .order_by(CheckResult.checked_at).limit(3000)
+    )).all()
+    label = f"{m.kind} {m.target}"
+    if rows:
+        buckets: dict[int, list[float]] = {}
+        for at, ms in rows:
+            buckets.setdefault(int((at - start).total_seconds() // 900), []).append(ms)
+        return [(start + timedelta(seconds=k * 900), sum(v) / len(v)) for k, v in sorted(buckets.items())], label
+    rollups = (await session.execute(
+        select(Rollup.bucket_start, Rollup.latency_sum_ms, Rollup.count)
+        .where(Rollup.monitor_id == m.id, Rollup.period == "hour", Rollup.bucket_start >= now - timedelta(days=7))
+        .order_by(Rollup.bucket_start)
+    )).all()
+    return [(b, s / n) for b, s, n in rollups if n], label

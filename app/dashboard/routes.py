@@ -1,0 +1,303 @@
+"""Dashboard pages: stores overview, store page, terminals list, terminal detail, the live
+polls that keep them current, and the Check connection action."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import time
+from datetime import datetime, timedelta, timezone
+from urllib.parse import urlencode
+
+from fastapi import APIRouter, Request
+from fastapi.responses import Response
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+
+from app.dashboard import checkview, queries
+from app.db import utcnow
+from app.inventory.models import PROVIDERS
+from app.web.templating import is_htmx, render, templates
+
+log = logging.getLogger(__name__)
+router = APIRouter(include_in_schema=False)
+
+def _since(value: datetime | None) -> str:
+    """How long a state has lasted: '12 min', '3 h 5 min', '4 d 2 h'."""
+    if value is None:
+        return "—"
+    seconds = max(int((datetime.now(timezone.utc) - value).total_seconds()), 0)
+    days, rest = divmod(seconds, 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes = rest // 60
+    if days:
+        return f"{days} d {hours} h"
+    if hours:
+        return f"{hours} h {minutes} min"
+    if minutes:
+        return f"{minutes} min"
+    return f"{seconds} s"
+
+
+def _diagnosis_title(code: str | None) -> str:
+    if not code:
+        return ""
+    try:
+        from app.checks.diagnoses import CATALOGUE
+
+        entry = CATALOGUE.get(code)
+        return entry.title if entry else code
+    except ImportError:
+        return code
+
+
+def latency_chart(points: list[tuple[datetime, float]], w: int = 900, h: int = 140) -> dict | None:
+    """An inline SVG line: points scaled into the box, three gridlines with labels."""
+    if not points:
+        return None
+    values = sorted(v for _, v in points)
+    top = max(values[-1] * 1.1, 1.0)
+    t0, t1 = points[0][0], points[-1][0]
+    span = max((t1 - t0).total_seconds(), 1.0)
+    left, bottom = 40, h - 16
+
+    def y(v: float) -> float:
+        return round(4 + (bottom - 4) * (1 - v / top), 1)
+
+    coords = " ".join(
+        f"{left + (w - left) * ((at - t0).total_seconds() / span):.1f},{y(v)}" for at, v in points
+    )
+    ticks = [{"y": y(top * f), "label": f"{top * f:.0f}"} for f in (0.0, 0.5, 1.0)]
+    hours = span / 3600
+    return {
+        "w": w, "h": h, "points": coords, "ticks": ticks,
+        "median": f"{values[len(values) // 2]:.0f}", "max": f"{values[-1]:.0f}",
+        "start": t0.strftime("%d %b %H:%M"), "end": t1.strftime("%d %b %H:%M"),
+        "span": f"{hours:.0f} hours" if hours < 48 else f"{hours / 24:.0f} days",
+    }
+
+
+templates.env.filters["since"] = _since
+templates.env.filters["diagnosis_title"] = _diagnosis_title
+templates.env.globals["latency_chart"] = latency_chart
+templates.env.globals["timedelta"] = timedelta
+templates.env.globals["KIND_NAMES"] = checkview.KIND_NAMES
+
+STORES_PER_PAGE = 50
+LIVE_MAX_IDS = 500
+DB_ERRORS = (DBAPIError, OperationalError, InterfaceError, OSError, ConnectionError, asyncio.TimeoutError)
+
+
+def _db_guard(handler):
+    """A database that cannot be reached gets a clear banner (503), not a stack trace."""
+
+    @functools.wraps(handler)
+    async def wrapper(request: Request, *args, **kwargs):
+        try:
+            return await handler(request, *args, **kwargs)
+        except DB_ERRORS as exc:
+            log.warning("dashboard: database unavailable: %r", exc)
+            reason = exc.__class__.__name__
+            if is_htmx(request):
+                # Keep what is on screen; only the banner slot changes.
+                response = render(request, "dashboard/db_down.html", {"reason": reason}, block="banner")
+                response.headers["HX-Reswap"] = "none"
+                return response
+            return render(request, "dashboard/db_down.html", {"reason": reason}, status_code=503)
+
+    return wrapper
+
+
+async def _session(request: Request):
+    return request.app.state.db.sessionmaker()
+
+
+def _ids(raw: str) -> list[tuple[int, str]]:
+    """`12:sig,13:sig` from a live poll: the rows on screen and what the client shows."""
+    out = []
+    for part in (raw or "").split(",")[:LIVE_MAX_IDS]:
+        ident, _, sig = part.partition(":")
+        if ident.isdigit():
+            out.append((int(ident), sig))
+    return out
+
+
+# --- stores overview -------------------------------------------------------------------------
+
+
+def _overview_params(request: Request) -> tuple[str, str, int]:
+    p = request.query_params
+    region = (p.get("region") or "").strip()[:100]
+    q = queries.normalise_query(p.get("q"))
+    try:
+        page = max(1, min(int(p.get("page") or 1), 10**6))
+    except ValueError:
+        page = 1
+    return region, q, page
+
+
+def _qs(region: str, q: str) -> str:
+    return urlencode({k: v for k, v in (("region", region), ("q", q)) if v})
+
+
+@router.get("/")
+@_db_guard
+async def overview(request: Request):
+    region, q, page = _overview_params(request)
+    async with await _session(request) as session:
+        summary = await queries.fleet_summary(session, region=region)
+        stores, total = await queries.store_page(session, region=region, q=q, page=page, per_page=STORES_PER_PAGE)
+        regions = await queries.regions(session)
+    pages = max(1, -(-total // STORES_PER_PAGE))
+    context = {
+        "summary": summary, "stores": stores, "total": total, "page": page, "pages": pages,
+        "region": region, "q": q, "regions": regions, "now": utcnow(),
+        "qs": _qs(region, q),
+    }
+    return render(request, "dashboard/overview.html", context, block="results")
+
+
+@router.get("/live/overview")
+@_db_guard
+async def overview_live(request: Request):
+    """Changes since what the client shows: the summary bar, rows whose counts changed, or the
+    page body when the worst-first order itself changed (a store went down)."""
+    region, q, page = _overview_params(request)
+    known = _ids(request.query_params.get("known", ""))
+    async with await _session(request) as session:
+        summary = await queries.fleet_summary(session, region=region)
+        stores, _ = await queries.store_page(session, region=region, q=q, page=page, per_page=STORES_PER_PAGE)
+    order_changed = [s.id for s in stores] != [i for i, _ in known]
+    sigs = dict(known)
+    changed = stores if order_changed else [s for s in stores if sigs.get(s.id) != s.signature()]
+    context = {
+        "summary": summary, "stores": stores, "changed": changed, "order_changed": order_changed,
+        "summary_changed": request.query_params.get("summary") != summary.signature(),
+        "region": region, "q": q, "page": page, "now": utcnow(), "qs": _qs(region, q),
+    }
+    return render(request, "dashboard/overview_live.html", context)
+
+
+# --- store page ------------------------------------------------------------------------------
+
+
+@router.get("/stores/{code}")
+@_db_guard
+async def store_page(request: Request, code: str):
+    async with await _session(request) as session:
+        store = await queries.store_by_code(session, code)
+        if store is None:
+            return render(request, "dashboard/not_found.html", {"what": "store", "key": code}, status_code=404)
+        row = (await queries.store_rows(session, [store.id]))[store.id]
+        terminals = await queries.store_terminals(session, store.id)
+        network = await queries.store_network_monitors(session, store.id)
+    context = {"store": store, "row": row, "terminals": terminals, "network": network, "now": utcnow()}
+    return render(request, "dashboard/store.html", context, block="results")
+
+
+# --- terminals list --------------------------------------------------------------------------
+
+
+@router.get("/terminals")
+@_db_guard
+async def terminals(request: Request):
+    f = queries.TerminalFilters.from_params(request.query_params)
+    async with await _session(request) as session:
+        rows, total = await queries.terminal_page(session, f)
+        regions = await queries.regions(session)
+        models = await queries.models(session)
+        no_stores = total == 0 and not f.active and not await queries.any_store(session)
+    pages = max(1, -(-total // f.per))
+    context = {
+        "rows": rows, "total": total, "f": f, "pages": pages, "regions": regions, "models": models,
+        "providers": PROVIDERS, "states": queries.STATES, "cloud_states": queries.CLOUD_STATES,
+        "per_choices": queries.PER_PAGE_CHOICES, "no_stores": no_stores, "now": utcnow(),
+        "url": lambda **kw: "/terminals" + ("?" + urlencode(f.params(**kw)) if f.params(**kw) else ""),
+    }
+    return render(request, "dashboard/terminals.html", context, block="results")
+
+
+@router.get("/terminals/live")
+@_db_guard
+async def terminals_live(request: Request):
+    """Rows on screen whose state differs from what the client shows (by primary key: the cost
+    is the page size, never the fleet)."""
+    known = _ids(request.query_params.get("known", ""))
+    async with await _session(request) as session:
+        rows = await queries.terminal_rows(session, [i for i, _ in known])
+    sigs = dict(known)
+    changed = [rows[i] for i, _ in known if i in rows and rows[i].signature() != sigs[i]]
+    context = {"changed": changed, "rows": [rows[i] for i, _ in known if i in rows], "now": utcnow(),
+               "context_view": request.query_params.get("view", "list")}
+    return render(request, "dashboard/terminals_live.html", context)
+
+
+# --- terminal detail -------------------------------------------------------------------------
+
+
+@router.get("/terminals/{poiid}")
+@_db_guard
+async def terminal_page(request: Request, poiid: str):
+    async with await _session(request) as session:
+        detail = await queries.terminal_detail(session, poiid)
+    if detail is None:
+        return render(request, "dashboard/not_found.html", {"what": "terminal", "key": poiid}, status_code=404)
+    return render(request, "dashboard/terminal.html", {"d": detail, "t": detail.terminal, "now": utcnow()},
+                  block="results")
+
+
+@router.get("/terminals/{poiid}/status")
+@_db_guard
+async def terminal_status(request: Request, poiid: str):
+    """The badges at the top of the detail page; 204 (nothing to swap) while unchanged."""
+    async with await _session(request) as session:
+        detail = await queries.terminal_rows(session, await _terminal_ids(session, [poiid]), uptime=False)
+    if not detail:
+        return Response(status_code=204)
+    row = next(iter(detail.values()))
+    if request.query_params.get("sig") == row.signature():
+        return Response(status_code=204)
+    return render(request, "dashboard/terminal_status.html", {"row": row, "now": utcnow()})
+
+
+async def _terminal_ids(session, poiids: list[str]) -> list[int]:
+    from sqlalchemy import select
+
+    from app.inventory.models import Terminal
+
+    return list(await session.scalars(select(Terminal.id).where(Terminal.poiid.in_(poiids))))
+
+
+@router.post("/terminals/{poiid}/check")
+@_db_guard
+async def check_connection(request: Request, poiid: str):
+    """Run every check of this terminal now and show the verdict, steps and diagnosis."""
+    started = time.perf_counter()
+    async with await _session(request) as session:
+        ids = await _terminal_ids(session, [queries.normalise_query(poiid)])
+        store = ""
+        if ids:
+            row = (await queries.terminal_rows(session, ids, uptime=False))[ids[0]]
+            store = row.store_code
+    if not ids:
+        return render(request, "dashboard/not_found.html", {"what": "terminal", "key": poiid}, status_code=404)
+    try:
+        from app.checks.runner import check_terminal_now
+    except ImportError:
+        view = checkview.could_not_check(poiid, "the checking engine is not available in this installation",
+                                         store, started)
+    else:
+        try:
+            report = await check_terminal_now(request.app.state.db, request.app.state.settings, row.poiid)
+            view = checkview.from_report(report, row.poiid, store)
+            if view.total_ms is None:
+                view.total_ms = (time.perf_counter() - started) * 1000
+        except DB_ERRORS:
+            raise
+        except Exception as exc:  # noqa: BLE001 - the agent gets a reason, the log the trace
+            log.exception("manual check of %s failed", poiid)
+            view = checkview.could_not_check(poiid, f"TermPulse failed while checking ({exc.__class__.__name__}: {exc})",
+                                             store, started)
+    async with await _session(request) as session:
+        fresh = (await queries.terminal_rows(session, ids, uptime=False))[ids[0]]
+    return render(request, "dashboard/check_result.html", {"v": view, "row": fresh, "now": utcnow()})

@@ -1,0 +1,94 @@
+// TermPulse dashboard: small progressive enhancements on top of htmx. No build step.
+(function () {
+  "use strict";
+
+  // Relative times ("12 min ago", "since 3 h 5 min") stay true between live updates.
+  function ago(seconds) {
+    if (seconds >= 86400) return Math.floor(seconds / 86400) + " d ago";
+    if (seconds >= 3600) return Math.floor(seconds / 3600) + " h ago";
+    if (seconds >= 60) return Math.floor(seconds / 60) + " min ago";
+    return Math.max(seconds, 0) + " s ago";
+  }
+  function lasted(seconds) {
+    seconds = Math.max(seconds, 0);
+    var d = Math.floor(seconds / 86400), h = Math.floor((seconds % 86400) / 3600), m = Math.floor((seconds % 3600) / 60);
+    if (d) return d + " d " + h + " h";
+    if (h) return h + " h " + m + " min";
+    if (m) return m + " min";
+    return seconds + " s";
+  }
+  function refreshTimes() {
+    if (document.hidden) return;
+    var now = Date.now();
+    document.querySelectorAll("time[data-rel]").forEach(function (el) {
+      var t = Date.parse(el.getAttribute("datetime"));
+      if (isNaN(t)) return;
+      var s = Math.floor((now - t) / 1000);
+      el.textContent = el.dataset.rel === "since" ? lasted(s) : ago(s);
+    });
+  }
+  setInterval(refreshTimes, 15000);
+
+  // Copy report: clipboard API where allowed, a selection copy otherwise.
+  document.addEventListener("click", function (event) {
+    var button = event.target.closest("button[data-copy]");
+    if (!button) return;
+    var source = document.querySelector(button.dataset.copy);
+    var status = button.parentElement.querySelector(".copied");
+    if (!source) return;
+    var text = source.textContent;
+    function done(ok) {
+      if (status) status.textContent = ok ? "Copied to the clipboard." : "Select the text and copy it (Ctrl+C).";
+      button.dataset.copied = ok ? "yes" : "no";
+    }
+    if (navigator.clipboard && window.isSecureContext) {
+      navigator.clipboard.writeText(text).then(function () { done(true); }, function () { fallback(); });
+    } else {
+      fallback();
+    }
+    function fallback() {
+      var range = document.createRange();
+      range.selectNodeContents(source);
+      var selection = window.getSelection();
+      selection.removeAllRanges();
+      selection.addRange(range);
+      var ok = false;
+      try { ok = document.execCommand("copy"); } catch (e) { ok = false; }
+      done(ok);
+    }
+  });
+
+  // "/" focuses the search box, as in most consoles (not while typing in a field).
+  document.addEventListener("keydown", function (event) {
+    if (event.key !== "/" || event.ctrlKey || event.metaKey || event.altKey) return;
+    var tag = (event.target.tagName || "").toLowerCase();
+    if (tag === "input" || tag === "textarea" || tag === "select" || event.target.isContentEditable) return;
+    var box = document.getElementById("f-q") || document.getElementById("q") || document.getElementById("quick-q");
+    if (box) { event.preventDefault(); box.focus(); box.select(); }
+  });
+
+  // Live pollers: say so when the server cannot be reached, and when the tab is paused.
+  function liveElements() { return document.querySelectorAll(".live"); }
+  document.addEventListener("htmx:sendError", function (event) {
+    if (!event.target.classList || !event.target.classList.contains("live")) return;
+    event.target.classList.add("offline");
+    var banner = document.getElementById("banner");
+    if (banner && !banner.dataset.offline) {
+      banner.dataset.offline = "yes";
+      banner.innerHTML = '<div class="banner error" role="alert"><strong>TermPulse cannot be reached.</strong> ' +
+        "What is on screen may be out of date; it updates again as soon as the server answers.</div>";
+    }
+  });
+  document.addEventListener("visibilitychange", function () {
+    liveElements().forEach(function (el) { el.classList.toggle("paused", document.hidden); });
+    if (!document.hidden) refreshTimes();
+  });
+  // Flash rows that a live update replaced, so a change catches the eye on a wall screen.
+  document.addEventListener("htmx:oobAfterSwap", function (event) {
+    var el = event.detail && event.detail.target;
+    if (el && el.tagName === "TR") {
+      el.classList.add("changed");
+      setTimeout(function () { el.classList.remove("changed"); }, 4000);
+    }
+  });
+})();
