@@ -118,6 +118,7 @@ class Worker:
         maintenance: bool = True,
         stale_every_s: float = 15.0,
         keep_lag: bool = False,
+        cloud: bool = True,
     ):
         self.settings = settings
         self.database = database
@@ -143,6 +144,8 @@ class Worker:
         self.scheduler: AsyncIOScheduler | None = None
         self._sqlite_lock = SqliteWorkerLock(database.url, self.worker_id) if database.dialect == "sqlite" else None
         self.running = False
+        self.cloud = cloud  # the provider poller (issue 4), see start()
+        self.cloud_poller = None
 
     async def start(self) -> "Worker":
         if self._sqlite_lock is not None:
@@ -160,6 +163,13 @@ class Worker:
                           next_run_time=now + timedelta(seconds=60), **opts)
             sched.add_job(self._job, "interval", args=["rollups"], minutes=5, id="rollups",
                           next_run_time=now + timedelta(seconds=20), **opts)
+        # --- cloud liveness (issue 4): one provider call per (account, store), app.providers.poller ---
+        if self.cloud:
+            from app.providers.poller import CloudPoller
+
+            self.cloud_poller = CloudPoller(self.database, self.settings, owner=f"{self.worker_id}:cloud")
+            self.cloud_poller.register(sched)
+        # --- end cloud liveness ---
         logging.getLogger("apscheduler.scheduler").setLevel(logging.WARNING)
         logging.getLogger("apscheduler.executors.default").setLevel(logging.WARNING)
         sched.start()
@@ -226,6 +236,8 @@ class Worker:
             self.scheduler.shutdown(wait=False)
             self.scheduler = None
         await self.dispatcher.stop()
+        if self.cloud_poller is not None:  # cloud liveness (issue 4)
+            await self.cloud_poller.close()
         await self.writer.close()
         try:
             released = await release_leases(self.database, self.worker_id)
