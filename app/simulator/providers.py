@@ -435,15 +435,53 @@ class ProviderSimulators:
              "api_key": self.stripe.api_key, "use_legacy_api": False},
         ]
 
+    def start_demo_story(self, store_ref: str | None = None, *, up_s: float = 120.0, down_s: float = 90.0,
+                         drift: bool = True) -> str | None:
+        """The demo's story on one Adyen store (default: the one with the most cloud terminals):
+        its terminals lose the cloud connection for `down_s`, come back for `up_s`, and so on.
+        With `drift`, a terminal here and there also drops and returns now and then."""
+        if store_ref is None:
+            counts = Counter(t.store_ref for t in self.adyen.terminals.values() if t.cloud_enabled)
+            store_ref = counts.most_common(1)[0][0] if counts else None
+        if store_ref is not None:
+            self.adyen.start_story(store_ref, up_s=up_s, down_s=down_s)
+        if drift:
+            self.adyen.start_drift(period_s=45.0, fraction=0.02, seed=4)
+        return store_ref
+
     async def stop(self) -> None:
         await self.adyen.stop()
         await self.stripe.stop()
+
+
+async def register_simulator_accounts(database, secret_key: str, sims: ProviderSimulators,
+                                      *, requests_per_second: float = 50.0, poll_interval_s: int = 60) -> list:
+    """Create (or point again at the simulators) one provider account per simulator. Idempotent by name."""
+    from sqlalchemy import select
+
+    from app.providers.models import ProviderAccount
+    from app.providers.schemas import AccountIn, AccountUpdate
+    from app.providers.service import create_account, update_account
+
+    accounts = []
+    async with database.sessionmaker() as session:
+        for spec in sims.account_specs():
+            spec = {**spec, "requests_per_second": requests_per_second, "poll_interval_s": poll_interval_s}
+            current = (await session.execute(
+                select(ProviderAccount).where(ProviderAccount.name == spec["name"]))).scalar_one_or_none()
+            if current is None:
+                accounts.append(await create_account(session, secret_key, AccountIn(**spec)))
+            else:
+                accounts.append(await update_account(session, secret_key, current, AccountUpdate(**spec)))
+    return accounts
 
 
 async def start_provider_simulators(
     terminal_rows, store_rows=None, *, host: str = "127.0.0.1", adyen_port: int = 0, stripe_port: int = 0,
 ) -> ProviderSimulators:
     """Both simulators for a fleet (rows as in the fleet CSVs), listening on loopback."""
+    if not host.startswith("127."):
+        raise ValueError("the provider simulators listen on loopback (127.0.0.0/8) only")
     adyen = await AdyenSim(sim_terminals(terminal_rows, store_rows, "adyen")).start(host, adyen_port)
     stripe = await StripeSim(sim_terminals(terminal_rows, store_rows, "stripe")).start(host, stripe_port)
     return ProviderSimulators(adyen, stripe)

@@ -1,0 +1,79 @@
+"""`termpulse simulate`: the whole simulated world on loopback, until Ctrl-C.
+
+* helper simulators of app.simulator.network: DNS on 127.0.0.1:--dns-port and every
+  terminal of the fleet with a LAN address (127.1.x.y), plus the network-profile endpoints;
+* the provider API simulators (app.simulator.providers): Adyen on 127.0.0.1:8701 and
+  Stripe on 127.0.0.1:8702 (TERMPULSE_SIM_ADYEN_PORT / TERMPULSE_SIM_STRIPE_PORT), with
+  the demo story (one store's terminals lose their cloud connection and come back).
+
+It prints what to configure in TermPulse to watch this world.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import json
+import logging
+import os
+import signal
+from pathlib import Path
+
+from app.config import Settings
+
+log = logging.getLogger(__name__)
+
+
+def _rows(path: Path) -> list[dict]:
+    if not path.exists():
+        return []
+    with path.open(newline="", encoding="utf-8") as f:
+        return list(csv.DictReader(f))
+
+
+async def _run(settings: Settings, fleet: Path, dns_port: int) -> int:
+    from app.simulator.providers import start_provider_simulators
+
+    terminals = _rows(fleet)
+    stores = _rows(fleet.with_name("stores.csv"))
+    network = None
+    try:
+        from app.simulator.network import start_demo_network
+    except ImportError:  # the terminal/DNS simulator is optional here
+        start_demo_network = None
+    if start_demo_network is not None:
+        from app.simulator.terminals import raise_fd_limit
+
+        raise_fd_limit()
+        network = await start_demo_network(terminals, dns_port=dns_port)
+    sims = await start_provider_simulators(
+        terminals, stores, adyen_port=int(os.environ.get("TERMPULSE_SIM_ADYEN_PORT", 8701)),
+        stripe_port=int(os.environ.get("TERMPULSE_SIM_STRIPE_PORT", 8702)),
+    )
+    story = sims.start_demo_story()
+    print(f"Simulating {len(terminals)} terminals of {len(stores) or '?'} stores on loopback.")
+    if network is not None:
+        print(f"  DNS: 127.0.0.1:{network.dns.port}  -> TERMPULSE_DNS_NAMESERVERS=127.0.0.1 "
+              f"TERMPULSE_DNS_PORT={network.dns.port} TERMPULSE_ALLOWED_NETWORKS=127.0.0.0/8")
+    print(f"  Adyen API: {sims.adyen.url} ({len(sims.adyen.terminals)} terminals); "
+          f"story: store {story} loses its cloud connection every few minutes")
+    print(f"  Stripe API: {sims.stripe.url} ({len(sims.stripe.terminals)} readers)")
+    print("Provider accounts to add (Providers page, or POST /api/v1/providers):")
+    for spec in sims.account_specs():
+        print("  " + json.dumps(spec))
+    print("Ctrl-C to stop.", flush=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        await sims.stop()
+        if network is not None:
+            await network.stop()
+    return 0
+
+
+def simulate_command(settings: Settings, args) -> int:
+    return asyncio.run(_run(settings, Path(args.fleet), args.dns_port))
