@@ -1,26 +1,32 @@
 """Fixtures for the checking engine: a simulated network on loopback addresses of its own.
 
-Tests use 127.77.x.y (terminals) and 127.78.0.x (named endpoints) so they never collide
-with a demo running on the fleet's 127.1.x.y / 127.3.0.x addresses on the same machine.
+Each test session takes two second octets of its own, picked from its PID: OCTET
+(127.OCTET.0.x terminals, 127.OCTET.250.x named endpoints, 127.OCTET.<store>.<till> the
+sample fleet) and OCTET2 (a second fleet). So they never collide with a demo on the
+fleet's 127.1.x.y / 127.3.0.x, nor with another test session on the same machine.
 """
 
 from __future__ import annotations
 
 import itertools
+import os
 
 import pytest
 
 from app.simulator.network import start_demo_network
 from app.simulator.terminals import TerminalSpec
 
+OCTET = 100 + os.getpid() % 50
+OCTET2 = OCTET + 50
+
 ENDPOINTS = {
-    "prodssl.protectedtransactions.com": ("127.78.0.1", [(443, "https")]),
-    "temterminalsnar01.icloud.ingenico.com": ("127.78.0.2", [(7003, "tcp")]),
-    "terminal-api-live.adyen.com": ("127.78.0.3", [(443, "https")]),
-    "terminal-api-test.adyen.com": ("127.78.0.4", [(443, "https")]),
+    "prodssl.protectedtransactions.com": (f"127.{OCTET}.250.1", [(443, "https")]),
+    "temterminalsnar01.icloud.ingenico.com": (f"127.{OCTET}.250.2", [(7003, "tcp")]),
+    "terminal-api-live.adyen.com": (f"127.{OCTET}.250.3", [(443, "https")]),
+    "terminal-api-test.adyen.com": (f"127.{OCTET}.250.4", [(443, "https")]),
 }
 
-_addresses = (f"127.77.{i // 250}.{i % 250 + 1}" for i in itertools.count())
+_addresses = (f"127.{OCTET}.0.{i + 1}" for i in itertools.count())  # 250 per session at most
 
 
 @pytest.fixture(scope="session")

@@ -10,6 +10,10 @@ import pytest
 from app.checks.probes import run_probe
 from app.simulator.network import start_demo_network
 from app.simulator.terminals import BEHAVIOURS, TerminalSimulator, TerminalSpec
+from tests.checks.conftest import OCTET, OCTET2
+
+# Store numbers of this session's own (store addresses derive from them; see conftest).
+S7, S8, S9, S10 = (f"S-{OCTET * 100 + n}" for n in (7, 8, 9, 10))
 
 FLEET = Path(__file__).resolve().parents[2] / "app" / "inventory" / "fleet" / "terminals.csv"
 for candidate in (Path("/work/shared/fleet/terminals.csv"),):
@@ -17,7 +21,7 @@ for candidate in (Path("/work/shared/fleet/terminals.csv"),):
         FLEET = candidate
 
 
-def fleet_rows(octet: str = "79"):
+def fleet_rows(octet: int = OCTET):
     """The sample fleet moved from 127.1.x.y to 127.<octet>.x.y: a demo may hold the real ones."""
     rows = list(csv.DictReader(FLEET.open()))
     for row in rows:
@@ -70,35 +74,35 @@ async def test_reset_is_seen_with_the_default_settle_time(ctx, terminal):
 async def test_port_7003_blocked_at_one_store_only(network, ctx):
     """The demo's 'store with port 7003 blocked': only checks from that store's source fail."""
     name, target = "temterminalsnar01.icloud.ingenico.com", "temterminalsnar01.icloud.ingenico.com:7003"
-    await network.block_port_for_store("S-0007", name, 7003)
+    await network.block_port_for_store(S7, name, 7003)
     try:
-        blocked = await run_probe("tcp", target, {"source": network.store_source("S-0007")}, 0.4, ctx)
-        other = await run_probe("tcp", target, {"source": network.store_source("S-0008")}, 0.4, ctx)
+        blocked = await run_probe("tcp", target, {"source": network.store_source(S7)}, 0.4, ctx)
+        other = await run_probe("tcp", target, {"source": network.store_source(S8)}, 0.4, ctx)
         central = await run_probe("tcp", target, {}, 0.4, ctx)
     finally:
-        await network.heal_store("S-0007")
+        await network.heal_store(S7)
     assert (blocked.outcome, blocked.diagnosis) == ("fail", "tcp_timeout"), blocked
     assert blocked.explain().cause.startswith(f"Port 7003 to {name} is filtered")
     assert other.outcome == "ok" and central.outcome == "ok"
-    healed = await run_probe("tcp", target, {"source": network.store_source("S-0007")}, 0.4, ctx)
+    healed = await run_probe("tcp", target, {"source": network.store_source(S7)}, 0.4, ctx)
     assert healed.outcome == "ok"
 
 
 async def test_dns_failing_at_one_store_only(network, ctx):
     name = "prodssl.protectedtransactions.com"
-    network.set_dns_for_store("S-0009", name, "servfail")
+    network.set_dns_for_store(S9, name, "servfail")
     try:
-        failing = await run_probe("https", f"https://{name}/AUTH", {"source": network.store_source("S-0009")}, 1.0, ctx)
-        fine = await run_probe("https", f"https://{name}/AUTH", {"source": network.store_source("S-0010")}, 1.0, ctx)
+        failing = await run_probe("https", f"https://{name}/AUTH", {"source": network.store_source(S9)}, 1.0, ctx)
+        fine = await run_probe("https", f"https://{name}/AUTH", {"source": network.store_source(S10)}, 1.0, ctx)
     finally:
-        await network.heal_store("S-0009")
+        await network.heal_store(S9)
     assert failing.diagnosis == "dns_servfail" and fine.outcome == "ok", (failing, fine)
 
 
 async def test_demo_network_on_the_real_fleet_addresses_and_ports():
     """start_demo_network as the demo calls it, with the fleet's own rows (moved octet)."""
-    net = await start_demo_network(fleet_rows("80"), dns_port=0, endpoints={
-        "prodssl.protectedtransactions.com": ("127.80.250.1", [(443, "https")]),
+    net = await start_demo_network(fleet_rows(OCTET2), dns_port=0, endpoints={
+        "prodssl.protectedtransactions.com": (f"127.{OCTET2}.250.1", [(443, "https")]),
     })
     try:
         ctx = net.probe_context()
