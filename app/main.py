@@ -11,6 +11,8 @@ from fastapi.staticfiles import StaticFiles
 from app import __version__
 from app.config import Settings, get_settings
 from app.db import Database
+from app.auth.routes import require_login
+from app.auth.routes import router as auth_router
 from app.ops.routes import record_request_metrics
 from app.ops.routes import router as ops_router
 
@@ -43,6 +45,7 @@ def create_app(
     )
     app.state.settings = settings
     app.state.db = database
+    app.middleware("http")(require_login)
     app.middleware("http")(record_request_metrics)
     app.mount("/static", StaticFiles(directory=str(settings.static_dir)), name="static")
 
@@ -50,6 +53,7 @@ def create_app(
     from app.inventory.pages import router as inventory_pages
 
     app.include_router(ops_router)
+    app.include_router(auth_router)
     app.include_router(inventory_api, prefix="/api/v1")
     app.include_router(inventory_pages)
     from app.providers.api import router as providers_api

@@ -1,12 +1,15 @@
-"""Run the Alembic migrations programmatically (serve, migrate, tests)."""
+"""Run the Alembic migrations programmatically (serve, worker, migrate, tests)."""
 
 from __future__ import annotations
 
 from alembic import command
 from alembic.config import Config
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.config import PROJECT_ROOT
+
+_MIGRATION_LOCK = 0x7E4D_9015  # app and workers may start together: one migrates, the others wait
 
 
 def alembic_config() -> Config:
@@ -22,4 +25,6 @@ async def migrate(engine: AsyncEngine) -> None:
         command.upgrade(cfg, "head")
 
     async with engine.begin() as conn:
+        if conn.dialect.name == "postgresql":
+            await conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _MIGRATION_LOCK})
         await conn.run_sync(_upgrade)

@@ -8,12 +8,14 @@ from fastapi import APIRouter, Depends, HTTPException, Query, Response
 from pydantic import BaseModel, ConfigDict
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.auth.sessions import require_admin
 from app.deps import get_session
 from app.inventory import queries
 from app.inventory.schemas import StoreIn, TerminalIn
 from app.inventory.service import Conflict, NotFound, delete_store, delete_terminal, save_store, save_terminal
 
 router = APIRouter(tags=["inventory"])
+ADMIN = [Depends(require_admin)]
 
 
 class StoreOut(StoreIn):
@@ -81,7 +83,7 @@ async def list_stores(
     return StorePage(items=result.items, total=result.total, page=page, per_page=per_page)
 
 
-@router.post("/stores", response_model=StoreOut, status_code=201)
+@router.post("/stores", response_model=StoreOut, status_code=201, dependencies=ADMIN)
 async def create_store(data: StoreIn, session: AsyncSession = Depends(get_session)):
     try:
         return await save_store(session, data)
@@ -97,7 +99,7 @@ async def get_store(code: str, session: AsyncSession = Depends(get_session)):
     return store
 
 
-@router.put("/stores/{code}", response_model=StoreOut)
+@router.put("/stores/{code}", response_model=StoreOut, dependencies=ADMIN)
 async def update_store(code: str, data: StoreIn, session: AsyncSession = Depends(get_session)):
     try:
         return await save_store(session, data, current_code=code)
@@ -105,7 +107,7 @@ async def update_store(code: str, data: StoreIn, session: AsyncSession = Depends
         raise _fail(exc)
 
 
-@router.delete("/stores/{code}", status_code=204)
+@router.delete("/stores/{code}", status_code=204, dependencies=ADMIN)
 async def remove_store(code: str, session: AsyncSession = Depends(get_session)):
     try:
         await delete_store(session, code)
@@ -130,7 +132,7 @@ async def list_terminals(
     return TerminalPage(items=items, total=result.total, page=page, per_page=per_page)
 
 
-@router.post("/terminals", response_model=TerminalOut, status_code=201)
+@router.post("/terminals", response_model=TerminalOut, status_code=201, dependencies=ADMIN)
 async def create_terminal(data: TerminalIn, session: AsyncSession = Depends(get_session)):
     try:
         terminal = await save_terminal(session, data)
@@ -147,7 +149,7 @@ async def get_terminal(poiid: str, session: AsyncSession = Depends(get_session))
     return _terminal_out(*row)
 
 
-@router.put("/terminals/{poiid}", response_model=TerminalOut)
+@router.put("/terminals/{poiid}", response_model=TerminalOut, dependencies=ADMIN)
 async def update_terminal(poiid: str, data: TerminalIn, session: AsyncSession = Depends(get_session)):
     try:
         terminal = await save_terminal(session, data, current_poiid=poiid)
@@ -156,7 +158,7 @@ async def update_terminal(poiid: str, data: TerminalIn, session: AsyncSession = 
     return _terminal_out(terminal, data.store_code)
 
 
-@router.delete("/terminals/{poiid}", status_code=204)
+@router.delete("/terminals/{poiid}", status_code=204, dependencies=ADMIN)
 async def remove_terminal(poiid: str, session: AsyncSession = Depends(get_session)):
     try:
         await delete_terminal(session, poiid)

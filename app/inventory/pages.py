@@ -13,6 +13,7 @@ from fastapi.responses import RedirectResponse, Response
 from pydantic import ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.auth.sessions import require_admin
 from app.deps import get_session
 from app.inventory import queries
 from app.inventory.csvimport import ImportFailed, import_fleet
@@ -22,7 +23,7 @@ from app.inventory.schemas import StoreIn, TerminalIn, field_errors
 from app.inventory.service import Conflict, NotFound, delete_store, delete_terminal, save_store, save_terminal
 from app.web.templating import is_htmx, render
 
-router = APIRouter(prefix="/admin", include_in_schema=False)
+router = APIRouter(prefix="/admin", include_in_schema=False, dependencies=[Depends(require_admin)])
 PER_PAGE = 50
 CHOICES = {"integrations": INTEGRATIONS, "local_apis": LOCAL_APIS, "providers": PROVIDERS,
            "profiles": tuple(NETWORK_PROFILES)}

@@ -1,0 +1,52 @@
+"""Open until the first user exists; then pages need a login and changes need an admin."""
+
+import base64
+
+from app.auth.models import User
+from app.auth.passwords import hash_password, verify_password
+
+
+async def add_user(db, name, role, password="correct horse"):
+    async with db.sessionmaker() as session:
+        session.add(User(username=name, role=role, password_hash=hash_password(password)))
+        await session.commit()
+
+
+def basic(name, password="correct horse"):
+    return {"Authorization": "Basic " + base64.b64encode(f"{name}:{password}".encode()).decode()}
+
+
+def test_password_hash_roundtrip():
+    stored = hash_password("s3cret-pass")
+    assert "s3cret" not in stored and verify_password("s3cret-pass", stored)
+    assert not verify_password("wrong", stored) and not verify_password("x", "garbage")
+
+
+async def test_open_until_first_user_then_login_required(db, client):
+    assert (await client.get("/admin/stores")).status_code == 200
+    await add_user(db, "ops", "viewer")
+    client._transport.app.state.user_count_cache = [0.0, 0]  # skip the 5 s cache in the test
+    page = await client.get("/admin/stores")
+    assert page.status_code == 303 and page.headers["location"] == "/login?next=/admin/stores"
+    assert (await client.get("/api/v1/stores")).status_code == 401
+    assert (await client.get("/healthz")).status_code == 200
+
+    assert (await client.get("/api/v1/stores", headers=basic("ops"))).status_code == 200
+    assert (await client.get("/api/v1/stores", headers=basic("ops", "wrong"))).status_code == 401
+    refused = await client.post("/api/v1/stores", json={"code": "S-1", "name": "x"}, headers=basic("ops"))
+    assert refused.status_code == 403
+
+
+async def test_login_with_cookie_and_admin_rights(db, client):
+    await add_user(db, "root", "admin")
+    client._transport.app.state.user_count_cache = [0.0, 0]
+    bad = await client.post("/login", data={"username": "root", "password": "nope", "next": "/"})
+    assert bad.status_code == 401 and "Wrong user name or password" in bad.text
+    good = await client.post("/login", data={"username": "root", "password": "correct horse", "next": "//evil.example"})
+    assert good.status_code == 303 and good.headers["location"] == "/"
+    client.cookies.set("termpulse_session", good.cookies["termpulse_session"])
+    assert (await client.get("/admin/stores")).status_code == 200
+    created = await client.post("/api/v1/stores", json={"code": "S-1", "name": "One"})
+    assert created.status_code == 201
+    client.cookies.set("termpulse_session", good.cookies["termpulse_session"][:-2] + "00")  # tampered
+    assert (await client.get("/admin/stores")).status_code == 303
