@@ -46,6 +46,9 @@ def create_app(
     app.state.settings = settings
     app.state.db = database
     app.middleware("http")(require_login)
+    from app.dashboard.routes import database_down_banner
+
+    app.middleware("http")(database_down_banner)  # outside the login: a down database gets a banner
     app.middleware("http")(record_request_metrics)
     app.mount("/static", StaticFiles(directory=str(settings.static_dir)), name="static")
 

@@ -329,6 +329,7 @@ class TerminalRow:
     store_code: str
     store_name: str
     region: str
+    created_at: datetime | None = None
     lan_state: str = "none"  # worst state of its LAN monitors; "none" without any
     uptime_24h: float | None = None
 
@@ -345,7 +346,7 @@ class TerminalRow:
 _TERMINAL_COLUMNS = (
     Terminal.id, Terminal.poiid, Terminal.model, Terminal.serial, Terminal.label, Terminal.provider,
     Terminal.integration, Terminal.lan_host, Terminal.lan_port, Terminal.cloud_enabled, Terminal.status,
-    Terminal.status_since, Terminal.cloud_state, Terminal.last_seen_at,
+    Terminal.status_since, Terminal.cloud_state, Terminal.last_seen_at, Terminal.created_at,
     Store.code.label("store_code"), Store.name.label("store_name"), Store.region,
 )
 
@@ -445,7 +446,8 @@ async def decorate_terminals(
     for r in rows:
         ms = by_terminal.get(r.id, ())
         if ms:
-            segments = combine([monitor_intervals(m, by_monitor.get(m.id, ()), start, now) for m in ms], start, now)
+            segments = combine([monitor_intervals(m, by_monitor.get(m.id, ()), start, now, r.created_at)
+                                for m in ms], start, now)
             r.uptime_24h = uptime_of(segments)
 
 
@@ -463,9 +465,16 @@ class Segment:
         return (self.end - self.start).total_seconds()
 
 
-def monitor_intervals(monitor, changes, start: datetime, end: datetime) -> list[Segment]:
+def monitor_intervals(monitor, changes, start: datetime, end: datetime,
+                      not_before: datetime | None = None) -> list[Segment]:
     """A monitor's states over [start, end]: the first change in the window says what the state
-    was before it; without one the current state held since state_since."""
+    was before it; without one the current state held since state_since. Nothing is known
+    before `not_before` (when the terminal was added): that time is "none"."""
+    if not_before and not_before > start:
+        head = [Segment(start, min(not_before, end), "none")] if not_before > start else []
+        if not_before >= end:
+            return head
+        return head + monitor_intervals(monitor, [c for c in changes if c.at >= not_before], not_before, end)
     segments: list[Segment] = []
     if changes:
         state, cursor = changes[0].from_state, start
@@ -594,7 +603,8 @@ async def terminal_detail(session: AsyncSession, poiid: str, now: datetime | Non
                 by_monitor.setdefault(c.monitor_id, []).append(c)
         if not monitors:
             return [Segment(start, now, "none")]
-        return combine([monitor_intervals(m, by_monitor.get(m.id, ()), start, now) for m in monitors], start, now)
+        return combine([monitor_intervals(m, by_monitor.get(m.id, ()), start, now, terminal.created_at)
+                        for m in monitors], start, now)
 
     t24, t7 = timeline(now - timedelta(hours=24)), timeline(week)
     latency, label = await _latency(session, monitors, now)

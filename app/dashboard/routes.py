@@ -64,16 +64,15 @@ def latency_chart(points: list[tuple[datetime, float]], w: int = 900, h: int = 1
     def y(v: float) -> float:
         return round(4 + (bottom - 4) * (1 - v / top), 1)
 
-    coords = " ".join(
-        f"{left + (w - left) * ((at - t0).total_seconds() / span):.1f},{y(v)}" for at, v in points
-    )
+    dots = [(round(left + (w - left) * ((at - t0).total_seconds() / span), 1), y(v)) for at, v in points]
+    coords = " ".join(f"{x},{yy}" for x, yy in dots)
     ticks = [{"y": y(top * f), "label": f"{top * f:.0f}"} for f in (0.0, 0.5, 1.0)]
     hours = span / 3600
     return {
-        "w": w, "h": h, "points": coords, "ticks": ticks,
+        "w": w, "h": h, "points": coords, "ticks": ticks, "dots": dots, "n": len(dots),
         "median": f"{values[len(values) // 2]:.0f}", "max": f"{values[-1]:.0f}",
         "start": t0.strftime("%d %b %H:%M"), "end": t1.strftime("%d %b %H:%M"),
-        "span": f"{hours:.0f} hours" if hours < 48 else f"{hours / 24:.0f} days",
+        "span": (f"{hours:.0f} hours" if hours >= 1 else f"{span / 60:.0f} min") if hours < 48 else f"{hours / 24:.0f} days",
     }
 
 
@@ -88,6 +87,17 @@ LIVE_MAX_IDS = 500
 DB_ERRORS = (DBAPIError, OperationalError, InterfaceError, OSError, ConnectionError, asyncio.TimeoutError)
 
 
+def db_down_response(request: Request, exc: BaseException):
+    log.warning("database unavailable for %s: %r", request.url.path, exc)
+    reason = exc.__class__.__name__
+    if is_htmx(request):
+        # Keep what is on screen; only the banner slot changes (out of band).
+        response = render(request, "dashboard/db_down.html", {"reason": reason}, block="banner")
+        response.headers["HX-Reswap"] = "none"
+        return response
+    return render(request, "dashboard/db_down.html", {"reason": reason}, status_code=503)
+
+
 def _db_guard(handler):
     """A database that cannot be reached gets a clear banner (503), not a stack trace."""
 
@@ -96,16 +106,21 @@ def _db_guard(handler):
         try:
             return await handler(request, *args, **kwargs)
         except DB_ERRORS as exc:
-            log.warning("dashboard: database unavailable: %r", exc)
-            reason = exc.__class__.__name__
-            if is_htmx(request):
-                # Keep what is on screen; only the banner slot changes.
-                response = render(request, "dashboard/db_down.html", {"reason": reason}, block="banner")
-                response.headers["HX-Reswap"] = "none"
-                return response
-            return render(request, "dashboard/db_down.html", {"reason": reason}, status_code=503)
+            return db_down_response(request, exc)
 
     return wrapper
+
+
+async def database_down_banner(request: Request, call_next):
+    """HTTP middleware: a page whose middleware (login) or handler cannot reach the database
+    gets the banner instead of a bare 500. The JSON API and static files are left alone."""
+    path = request.url.path
+    try:
+        return await call_next(request)
+    except DB_ERRORS as exc:
+        if path.startswith(("/api/", "/static/", "/metrics", "/healthz", "/readyz")):
+            raise
+        return db_down_response(request, exc)
 
 
 async def _session(request: Request):
@@ -154,7 +169,10 @@ async def overview(request: Request):
         "region": region, "q": q, "regions": regions, "now": utcnow(),
         "qs": _qs(region, q),
     }
-    return render(request, "dashboard/overview.html", context, block="results")
+    response = render(request, "dashboard/overview.html", context, block="results")
+    if is_htmx(request):
+        response.headers["HX-Push-Url"] = "/" + (f"?{context['qs']}" if context["qs"] else "")
+    return response
 
 
 @router.get("/live/overview")
@@ -214,7 +232,10 @@ async def terminals(request: Request):
         "per_choices": queries.PER_PAGE_CHOICES, "no_stores": no_stores, "now": utcnow(),
         "url": lambda **kw: "/terminals" + ("?" + urlencode(f.params(**kw)) if f.params(**kw) else ""),
     }
-    return render(request, "dashboard/terminals.html", context, block="results")
+    response = render(request, "dashboard/terminals.html", context, block="results")
+    if is_htmx(request):  # the address bar gets the canonical URL: no empty parameters
+        response.headers["HX-Push-Url"] = context["url"]()
+    return response
 
 
 @router.get("/terminals/live")

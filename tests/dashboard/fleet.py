@@ -58,6 +58,7 @@ async def seed_states(database: Database, *, down: int = 6, unknown: int = 4, no
                                                      last_latency_ms=12.0))
         await session.execute(update(Store).values(status="up", status_since=day_ago))
         for t in terminals:
+            t.created_at = now - timedelta(days=30)
             t.status, t.status_since, t.last_seen_at = "up", day_ago, now - timedelta(seconds=30)
             t.cloud_state = "connected" if t.cloud_enabled else "not_enabled"
         # A few hours of results for the latency chart, for every monitor of the first terminals.

@@ -10,6 +10,7 @@ from sqlalchemy import select, update
 
 from app.db import Database
 from app.inventory.models import Store, Terminal
+from app.monitoring.models import Monitor
 from tests.dashboard.fleet import import_sample, seed_states, set_terminal_state
 
 HX = {"HX-Request": "true"}
@@ -245,8 +246,17 @@ async def test_terminal_status_poll_is_204_until_it_changes(client, db, fleet):
 
 async def test_check_connection_reports_disconnected_with_diagnosis(client, db, fleet):
     # S-0002 has no network profile; its terminals listen on 127.1.2.x where nothing runs.
+    import socket
+
+    with socket.socket() as sock:  # a loopback port where nothing listens (the demo may hold 127.1.x.y)
+        sock.bind(("127.0.0.1", 0))
+        closed = sock.getsockname()[1]
     async with db.sessionmaker() as s:
-        poiid = await s.scalar(select(Terminal.poiid).join(Store).where(Store.code == "S-0002", Terminal.status == "up"))
+        t = (await s.execute(select(Terminal.id, Terminal.poiid).join(Store)
+                             .where(Store.code == "S-0002", Terminal.status == "up"))).first()
+        poiid = t.poiid
+        await s.execute(update(Monitor).where(Monitor.terminal_id == t.id).values(target=f"127.0.0.1:{closed}"))
+        await s.commit()
     r = await client.post(f"/terminals/{poiid}/check", headers=HX)
     assert r.status_code == 200
     assert "Terminal is disconnected" in r.text

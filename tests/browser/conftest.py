@@ -1,0 +1,135 @@
+"""Browser tests: Debian's Chromium driven by Playwright against a real uvicorn server on
+127.0.0.1 (a free port), with the embedded worker checking the simulated fleet on loopback.
+
+Everything runs on the test session's event loop: the simulator (terminals, DNS, profile
+endpoints), the server with its worker, and the Playwright client. No browser is downloaded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import io
+import os
+import socket
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select, update
+
+import app.models  # noqa: F401
+from app.db import Database, utcnow
+from app.inventory.models import Store
+from app.migrate import migrate
+from app.monitoring.models import Monitor
+from app.inventory.csvimport import import_fleet
+from tests.dashboard.fleet import FLEET
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync"]
+SCREENSHOTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "screenshots"
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        if "tests/browser/" in str(item.fspath):
+            item.add_marker(pytest.mark.browser)
+
+
+# The demo and other test runs may hold the fleet's own loopback addresses (127.1.x.y, 127.3.0.x):
+# this run moves its terminals and network endpoints to a loopback block of its own.
+OCTET = 150 + os.getpid() % 50
+
+
+def fleet_files() -> list[tuple[str, bytes]]:
+    terminals = (FLEET / "terminals.csv").read_text().replace(",127.1.", f",127.{OCTET}.")
+    return [("stores.csv", (FLEET / "stores.csv").read_bytes()), ("terminals.csv", terminals.encode())]
+
+
+@pytest.fixture(scope="session")
+async def sim():
+    from app.simulator.network import NETWORK_ENDPOINTS, start_demo_network
+
+    rows = list(csv.DictReader(io.StringIO(fleet_files()[1][1].decode())))
+    endpoints = {name: (f"127.{OCTET}.250.{i + 1}", ports)
+                 for i, (name, (_, ports)) in enumerate(NETWORK_ENDPOINTS.items())}
+    net = await start_demo_network(rows, dns_port=0, endpoints=endpoints)
+    yield net
+    await net.stop()
+
+
+@pytest.fixture(scope="session")
+async def live_server(tmp_path_factory, sim):
+    """The app with its worker on a free loopback port, over a fresh SQLite database holding
+    the sample fleet; the monitors of the first store are checked every 2 s."""
+    import uvicorn
+
+    from app.config import Settings
+    from app.main import create_app
+
+    path = tmp_path_factory.mktemp("browser") / "termpulse.db"
+    url = f"sqlite+aiosqlite:///{path}"
+    database = Database(url)
+    await migrate(database.engine)
+    async with database.sessionmaker() as session:
+        await import_fleet(session, fleet_files())
+    async with database.sessionmaker() as session:
+        now = utcnow()
+        await session.execute(update(Monitor).values(timeout_s=2.0, next_due_at=now + timedelta(seconds=1)))
+        first_store = select(Store.id).where(Store.code == "S-0001").scalar_subquery()
+        await session.execute(update(Monitor).where(Monitor.store_id == first_store)
+                              .values(interval_s=2, phase_ms=0, fail_threshold=2))
+        await session.commit()
+    settings = Settings(
+        database_url=url, secret_key="browser-test", allowed_networks=["127.0.0.0/8"],
+        dns_nameservers=["127.0.0.1"], dns_port=sim.dns.port, check_interval_s=2, check_timeout_s=2.0,
+    )
+    application = create_app(settings, database=database, run_worker=True)
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(application, log_config=None, access_log=False, lifespan="on"))
+    task = asyncio.create_task(server.serve(sockets=[sock]))
+    for _ in range(100):
+        if server.started:
+            break
+        await asyncio.sleep(0.05)
+    assert server.started, "uvicorn did not start"
+    yield {"url": f"http://127.0.0.1:{port}", "db": database, "settings": settings}
+    server.should_exit = True
+    await asyncio.wait_for(task, 15)
+    sock.close()
+    await database.dispose()
+
+
+@pytest.fixture(scope="session")
+async def browser():
+    if not os.path.exists(CHROMIUM):
+        pytest.skip(f"{CHROMIUM} is not installed (apt-get install -y chromium)")
+    from playwright.async_api import async_playwright
+
+    async with async_playwright() as pw:
+        b = await pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        yield b
+        await b.close()
+
+
+@pytest.fixture
+async def page(browser):
+    context = await browser.new_context(viewport={"width": 1440, "height": 900})
+    p = await context.new_page()
+    errors: list[str] = []
+    p.on("pageerror", lambda exc: errors.append(str(exc)))
+    yield p
+    await context.close()
+    assert not errors, f"JavaScript errors on the page: {errors}"
+
+
+async def shot(page, name: str, full_page: bool = True) -> Path:
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    out = SCREENSHOTS / f"{name}.png"
+    await page.screenshot(path=str(out), full_page=full_page)
+    return out
