@@ -33,6 +33,7 @@ class Settings(BaseSettings):
     allowed_networks: Annotated[list[str], NoDecode] = ["0.0.0.0/0", "::/0"]
     dns_nameservers: Annotated[list[str], NoDecode] = []
     dns_port: int = 53
+    trusted_ca_file: Path | None = None  # extra CA bundle for TLS/HTTPS checks (e.g. a corporate CA)
     check_interval_s: int = 60
     check_timeout_s: float = 5.0
     worker_concurrency: int = 500

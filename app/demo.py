@@ -1,52 +1,130 @@
-"""`termpulse demo`: a fresh SQLite database holding the sample fleet, served at once."""
+"""`termpulse demo`: a fresh SQLite database holding the sample fleet, the simulated world
+on loopback (terminals, DNS, provider APIs), the checker, and a scripted story so the
+dashboard shows each kind of failure within a minute of start:
+
+* the first Fullsteam/Ingenico store: port 7003 to temterminalsnar01.icloud.ingenico.com
+  blocked by the store's firewall;
+* the second one: the store's DNS fails (SERVFAIL) for prodssl.protectedtransactions.com;
+* one Paynt terminal is unpaired (its EPOS API answers 401), another one flaps;
+* one Adyen store's terminals lose their cloud WebSocket and come back (provider simulator).
+"""
 
 from __future__ import annotations
 
 import asyncio
+import csv
+import io
 import logging
+import tempfile
+from pathlib import Path
 
 import uvicorn
+from datetime import timedelta
+
+from sqlalchemy import select
 
 from app.config import Settings
-from app.db import Database
+from app.db import Database, utcnow
 from app.inventory.csvimport import import_fleet
+from app.inventory.models import Store, Terminal
 from app.migrate import migrate
+from app.monitoring.derive import sync_monitors
+from app.monitoring.models import Monitor
 
 log = logging.getLogger(__name__)
 
+DEMO_INTERVAL_S = 15  # checks every 15 s, so the story shows on the dashboard within a minute
+INGENICO_HOST, PROCESSOR_HOST = "temterminalsnar01.icloud.ingenico.com", "prodssl.protectedtransactions.com"
 
-async def _prepare(database: Database) -> None:
+
+def _fleet() -> tuple[list[tuple[str, bytes]], list[dict], list[dict]]:
     from app.cli import SAMPLE_FLEET
 
-    await migrate(database.engine)
     files = [(name, (SAMPLE_FLEET / name).read_bytes()) for name in ("stores.csv", "terminals.csv")]
+    stores, terminals = (list(csv.DictReader(io.StringIO(data.decode("utf-8-sig")))) for _, data in files)
+    return files, stores, terminals
+
+
+async def _load_fleet(database: Database, files) -> None:
+    await migrate(database.engine)
     async with database.sessionmaker() as session:
         summary = await import_fleet(session, files)
     log.info("demo fleet loaded: %s stores, %s terminals", summary.stores.created, summary.terminals.created)
 
 
-async def _serve_demo(settings: Settings, host: str, port: int) -> None:
-    from app.main import create_app
+async def _wire_to_simulator(database: Database) -> None:
+    """Demo only: the terminals' EPOS tokens as the simulator issues them; each store's
+    network checks sent from the store's own loopback source, so a fault can hit one store;
+    a short interval, first checks spread over the next 15 s."""
+    from app.simulator.network import store_source
+    from app.simulator.terminals import epos_token
 
+    async with database.sessionmaker() as session:
+        paynt = (await session.scalars(select(Terminal).where(Terminal.local_api == "paynt_epos"))).all()
+        for terminal in paynt:
+            terminal.epos_token = epos_token(terminal.poiid)
+        await session.flush()
+        await sync_monitors(session, terminals=paynt)
+        stores = dict((await session.execute(select(Store.id, Store.code))).all())
+        now = utcnow()
+        for monitor in (await session.scalars(select(Monitor))).all():
+            if monitor.terminal_id is None:
+                monitor.params = {**monitor.params, "source": store_source(stores[monitor.store_id])}
+            monitor.interval_s, monitor.phase_ms = DEMO_INTERVAL_S, monitor.phase_ms % (DEMO_INTERVAL_S * 1000)
+            monitor.next_due_at = now + timedelta(milliseconds=monitor.phase_ms)
+        await session.commit()
+
+
+async def _start_story(net, sims, stores: list[dict], terminals: list[dict]) -> None:
+    port_blocked, dns_failing = [s["code"] for s in stores if s["network_profile"] == "fullsteam-ingenico"][:2]
+    await net.block_port_for_store(port_blocked, INGENICO_HOST, 7003)
+    net.set_dns_for_store(dns_failing, PROCESSOR_HOST, "servfail")
+    paynt = [t["poiid"] for t in terminals if t["local_api"] == "paynt_epos"]
+    unpaired, flapping = paynt[0], paynt[-1]
+    await net.sim.set_behaviour(unpaired, "unpaired")
+    await net.sim.set_behaviour(flapping, "flapping", period_s=45)
+    cloud_store = sims.start_demo_story(up_s=20, down_s=60)
+    log.info("demo story: %s port 7003 blocked, %s DNS failing, %s unpaired, %s flapping, store %s cloud drops",
+             port_blocked, dns_failing, unpaired, flapping, cloud_store)
+
+
+async def _serve_demo(settings: Settings, database_path: Path, host: str, port: int) -> None:
+    from app.main import create_app
+    from app.simulator.network import start_demo_network
+    from app.simulator.providers import register_simulator_accounts, start_provider_simulators
+    from app.simulator.terminals import raise_fd_limit
+
+    files, store_rows, terminal_rows = _fleet()
+    raise_fd_limit()
+    net = await start_demo_network(terminal_rows, dns_port=0)
+    sims = await start_provider_simulators(terminal_rows, store_rows)
+    ca_file = Path(tempfile.mkdtemp(prefix="termpulse-demo-")) / "simulator-ca.pem"
+    ca_file.write_text(net.ca_pem)
+    settings = settings.model_copy(update={
+        "database_url": f"sqlite+aiosqlite:///{database_path}",
+        "allowed_networks": ["127.0.0.0/8"],  # the demo's world lives on loopback only
+        "dns_nameservers": [net.dns.host], "dns_port": net.dns.port, "trusted_ca_file": ca_file,
+    })
     database = Database(settings.database_url)
-    await _prepare(database)
-    app = create_app(settings, database=database, run_worker=False)
-    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_config=None, access_log=False))
-    log.info("TermPulse demo on http://%s:%s", host, port)
     try:
+        await _load_fleet(database, files)
+        await _wire_to_simulator(database)
+        await register_simulator_accounts(database, settings.secret_key, sims, poll_interval_s=DEMO_INTERVAL_S)
+        await _start_story(net, sims, store_rows, terminal_rows)
+        app = create_app(settings, database=database, run_worker=True)
+        server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_config=None, access_log=False))
+        log.info("TermPulse demo on http://%s:%s (Ctrl-C to stop)", host, port)
         await server.serve()
     finally:
+        await sims.stop()
+        await net.stop()
         await database.dispose()
 
 
 def run_demo(settings: Settings, *, host: str, port: int) -> int:
     from app.cli import DEMO_DATABASE
 
-    for suffix in ("", "-wal", "-shm"):
+    for suffix in ("", "-wal", "-shm", ".worker.lock"):
         DEMO_DATABASE.with_name(DEMO_DATABASE.name + suffix).unlink(missing_ok=True)
-    demo_settings = settings.model_copy(update={
-        "database_url": f"sqlite+aiosqlite:///{DEMO_DATABASE.resolve()}",
-        "allowed_networks": ["127.0.0.0/8"],  # the demo's simulated fleet lives on loopback only
-    })
-    asyncio.run(_serve_demo(demo_settings, host, port))
+    asyncio.run(_serve_demo(settings, DEMO_DATABASE.resolve(), host, port))
     return 0
