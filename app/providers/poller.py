@@ -87,6 +87,19 @@ class _Row:
 
 
 @dataclass
+class _Done:
+    """A polled store waiting to be written."""
+
+    acc: object
+    outcomes: list
+    monitor_ids: list[int]
+    next_due: datetime
+    extra_seen: dict
+    error_text: str | None
+    future: asyncio.Future | None = None
+
+
+@dataclass
 class PollStats:
     calls: Counter = field(default_factory=Counter)  # provider calls actually sent, per kind
     stores_polled: int = 0
@@ -115,6 +128,9 @@ class CloudPoller:
         self._defaults: dict[str, int] = {}
         self._accounts_loaded = 0.0
         self._housekept = 0.0
+        self._pending: list[_Done] = []
+        self._wake = asyncio.Event()
+        self._writer_task: asyncio.Task | None = None
         self._inflight: set[asyncio.Task] = set()
         self._sem = asyncio.Semaphore(concurrency)
         # SQLite has one writer: queue the stores' transactions instead of fighting for the lock.
@@ -128,7 +144,7 @@ class CloudPoller:
         scheduler.add_job(self.tick, "interval", seconds=seconds, id="cloud-poller", max_instances=1,
                           coalesce=True, misfire_grace_time=None, replace_existing=True)
 
-    async def tick(self) -> int:
+    async def tick(self, cutoff: datetime | None = None) -> int:
         """Claim the due stores and start polling them; returns how many stores were started."""
         if self._tick_lock.locked():
             return 0
@@ -138,7 +154,7 @@ class CloudPoller:
                 return 0
             await self._load_accounts()
             await self._housekeeping()
-            claimed = await self._claim(utcnow(), min(room, self.claim_stores))
+            claimed = await self._claim(utcnow(), min(room, self.claim_stores), cutoff)
             groups: dict[tuple[int | None, int], list[_Row]] = defaultdict(list)
             for row in claimed:
                 groups[(row.account_id, row.store_id)].append(row)
@@ -154,10 +170,10 @@ class CloudPoller:
             await asyncio.gather(*list(self._inflight), return_exceptions=True)
 
     async def sweep(self) -> int:
-        """Poll every store with a due cloud monitor now, until none is due (tests, bench)."""
-        started = 0
+        """Poll every store with a cloud monitor due now, then return (tests, bench)."""
+        started, cutoff = 0, utcnow()
         while True:
-            n = await self.tick()
+            n = await self.tick(cutoff)
             started += n
             if n == 0 and not self._inflight:
                 return started
@@ -232,12 +248,12 @@ class CloudPoller:
                 await session.commit()
 
     # ---- claiming -----------------------------------------------------------------------
-    async def _claim(self, now: datetime, max_stores: int) -> list[_Row]:
+    async def _claim(self, now: datetime, max_stores: int, cutoff: datetime | None = None) -> list[_Row]:
         free = or_(Monitor.lease_expires_at.is_(None), Monitor.lease_expires_at < now)
         cloud = (Monitor.kind == "cloud", Monitor.enabled.is_(True))
         async with self.database.sessionmaker() as session:
             stores = (await session.execute(
-                select(Monitor.store_id).where(*cloud, Monitor.next_due_at <= now, free)
+                select(Monitor.store_id).where(*cloud, Monitor.next_due_at <= (cutoff or now), free)
                 .group_by(Monitor.store_id).order_by(sa_func.min(Monitor.next_due_at)).limit(max_stores)
             )).scalars().all()
             if not stores:
@@ -356,9 +372,11 @@ class CloudPoller:
         self.stats.stores_polled += 1
         for o in outcomes:
             self.stats.outcomes[o.diagnosis or o.outcome] += 1
+        # The store's own phase within the interval spreads the polls evenly; "no sooner than
+        # half an interval" keeps the first move onto that phase from polling a store twice.
         phase = phase_ms(f"cloud:{store_id}", interval)
-        next_due = first_due_at(utcnow() + timedelta(milliseconds=1), interval, phase)
-        await self._write(acc, outcomes, rows, next_due, extra_seen, error_text)
+        next_due = first_due_at(utcnow() + timedelta(seconds=interval / 2), interval, phase)
+        await self._submit(_Done(acc, outcomes, [r.monitor_id for r in rows], next_due, extra_seen, error_text))
 
     async def _never_up(self, monitor_ids: list[int]) -> set[int]:
         async with self.database.sessionmaker() as session:
@@ -368,37 +386,76 @@ class CloudPoller:
             )).scalars())
         return set(monitor_ids) - seen_up
 
-    async def _write(self, acc, outcomes, rows, next_due, extra_seen, error_text) -> None:
+    async def _submit(self, done: "_Done") -> None:
+        """Queue a store's outcomes for the writer and wait until they are committed."""
+        done.future = asyncio.get_running_loop().create_future()
+        self._pending.append(done)
+        self._wake.set()
+        if self._writer_task is None or self._writer_task.done():
+            self._writer_task = asyncio.create_task(self._writer())
+        await done.future
+
+    async def _writer(self) -> None:
+        """Several stores per transaction (each store's terminals always together): far fewer
+        commits than one per store when thousands of polls finish within seconds."""
+        while self._pending:
+            await asyncio.sleep(0.02)  # let a few more polls finish
+            batch, size = [], 0
+            while self._pending and size < 5000:
+                done = self._pending.pop(0)
+                batch.append(done)
+                size += len(done.monitor_ids)
+            try:
+                await self._write_batch(batch)
+            except Exception as exc:  # noqa: BLE001 - the leases expire and the stores are polled again
+                log.exception("could not write the cloud results of %d stores", len(batch))
+                for done in batch:
+                    if not done.future.done():
+                        done.future.set_exception(exc)
+            else:
+                for done in batch:
+                    if not done.future.done():
+                        done.future.set_result(None)
+
+    async def _write_batch(self, batch: list["_Done"]) -> None:
         from app.monitoring.writer import apply_outcomes
 
-        ids = [r.monitor_id for r in rows]
+        mt, tt = Monitor.__table__, Terminal.__table__
+        outcomes = [o for d in batch for o in d.outcomes]
+        due_rows = sorted(({"b_id": mid, "due": d.next_due} for d in batch for mid in d.monitor_ids),
+                          key=lambda r: r["b_id"])
+        seen = {}
+        for d in batch:
+            seen.update(d.extra_seen)
+        errors = {}
+        for d in batch:
+            if d.acc is not None and d.error_text != d.acc.last_error_written:
+                errors[d.acc.snapshot.id] = (d.acc, d.error_text)
         for attempt in range(5):
             try:
                 async with self._write_sem, self.database.sessionmaker() as session:
                     await apply_outcomes(session, outcomes)
                     await session.execute(
-                        update(Monitor).where(Monitor.id.in_(ids), Monitor.lease_owner == self.owner)
-                        .values(next_due_at=next_due, lease_owner=None, lease_expires_at=None)
-                        .execution_options(synchronize_session=False)
+                        update(mt).where(mt.c.id == bindparam("b_id"), mt.c.lease_owner == self.owner)
+                        .values(next_due_at=bindparam("due"), lease_owner=None, lease_expires_at=None)
+                        .execution_options(synchronize_session=False), due_rows,
                     )
-                    if extra_seen:  # Stripe's own last_seen_at wins over "seen by us"
-                        t = Terminal.__table__
+                    if seen:  # Stripe's own last_seen_at wins over "seen by us"
                         await session.execute(
-                            update(t).where(t.c.id == bindparam("b_id"))
-                            .values(last_seen_at=bindparam("seen"), updated_at=t.c.updated_at)
+                            update(tt).where(tt.c.id == bindparam("b_id"))
+                            .values(last_seen_at=bindparam("seen"), updated_at=tt.c.updated_at)
                             .execution_options(synchronize_session=False),
-                            [{"b_id": k, "seen": v} for k, v in sorted(extra_seen.items())],
+                            [{"b_id": k, "seen": v} for k, v in sorted(seen.items())],
                         )
-                    if acc is not None and error_text != acc.last_error_written:
+                    for account_id, (_acc, text_) in sorted(errors.items()):
                         await session.execute(
-                            update(ProviderAccount).where(ProviderAccount.id == acc.snapshot.id)
-                            .values(last_error=(error_text or None) and error_text[:500],
-                                    updated_at=ProviderAccount.updated_at)
+                            update(ProviderAccount).where(ProviderAccount.id == account_id)
+                            .values(last_error=text_[:500] if text_ else None, updated_at=ProviderAccount.updated_at)
                             .execution_options(synchronize_session=False)
                         )
                     await session.commit()
-                if acc is not None:
-                    acc.last_error_written = error_text
+                for acc, text_ in errors.values():
+                    acc.last_error_written = text_
                 return
             except Exception as exc:  # noqa: BLE001
                 if attempt < 4 and ("database is locked" in str(exc) or "deadlock" in str(exc).lower()):

@@ -89,7 +89,7 @@ class ProviderSim:
         self._task: asyncio.Task | None = None
         self._drift: asyncio.Task | None = None
         self._stories: list[asyncio.Task] = []
-        self.app = Starlette(routes=self.routes())
+        self.app = Starlette(routes=self.routes() + self.control_routes())
 
     # ---- fleet and controls ---------------------------------------------------------------
     def add(self, terminal: SimTerminal) -> None:
@@ -166,6 +166,31 @@ class ProviderSim:
     # ---- HTTP plumbing --------------------------------------------------------------------
     def routes(self) -> list[Route]:
         raise NotImplementedError
+
+    def control_routes(self) -> list[Route]:
+        """/_sim/...: drive a simulator running in another process (bench, demo scripts)."""
+
+        async def control(request: Request) -> JSONResponse:
+            body = await request.json() if request.method == "POST" else {}
+            action = request.path_params["action"]
+            if action == "calls":
+                return JSONResponse(dict(self.calls))
+            if action == "set_connected":
+                for poiid in body["poiids"]:
+                    self.set_connected(poiid, bool(body.get("connected", False)))
+            elif action == "drop_store":
+                self.drop_store(body["store"])
+            elif action == "restore_store":
+                self.restore_store(body["store"])
+            elif action == "fail":
+                self.fail(int(body["status"]), int(body.get("times", 1)), body.get("retry_after"))
+            elif action == "slow":
+                self.set_slow(float(body.get("seconds", 0)))
+            else:
+                return JSONResponse({"error": f"unknown action {action}"}, status_code=404)
+            return JSONResponse({"ok": True})
+
+        return [Route("/_sim/{action}", control, methods=["GET", "POST"])]
 
     def authorised(self, request: Request) -> bool:
         raise NotImplementedError
