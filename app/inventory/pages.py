@@ -63,9 +63,15 @@ async def edit_store_form(request: Request, code: str, session: AsyncSession = D
 @router.post("/stores/new")
 @router.post("/stores/{code}/edit")
 async def submit_store(request: Request, code: str | None = None, session: AsyncSession = Depends(get_session)):
-    values = dict(await request.form())
+    return await _submit(request, session, StoreIn, save_store, current=code, template="inventory/store_form.html",
+                         done=lambda store: f"/admin/stores?q={store.code}")
+
+
+async def _submit(request: Request, session: AsyncSession, model, save, *, current, template, done, defaults=None):
+    """Validate a create/edit form and save it; on error, the form again with each message by its field."""
+    values = {**(defaults or {}), **dict(await request.form())}
     try:
-        await save_store(session, StoreIn.model_validate(values), current_code=code)
+        saved = await save(session, model.model_validate(values), current)
     except ValidationError as exc:
         errors = field_errors(exc)
     except Conflict as exc:
@@ -73,9 +79,9 @@ async def submit_store(request: Request, code: str | None = None, session: Async
     except NotFound as exc:
         return render(request, "inventory/not_found.html", {"what": str(exc)}, status_code=404)
     else:
-        return _go(request, f"/admin/stores?q={values.get('code', '')}")
-    context = {"values": values, "errors": errors, "current": code, **CHOICES}
-    return render(request, "inventory/store_form.html", context, block="form", status_code=422)
+        return _go(request, done(saved))
+    context = {"values": values, "errors": errors, "current": current, **CHOICES}
+    return render(request, template, context, block="form", status_code=422)
 
 
 @router.post("/stores/{code}/delete")
@@ -119,20 +125,9 @@ async def edit_terminal_form(request: Request, poiid: str, session: AsyncSession
 @router.post("/terminals/new")
 @router.post("/terminals/{poiid}/edit")
 async def submit_terminal(request: Request, poiid: str | None = None, session: AsyncSession = Depends(get_session)):
-    values = dict(await request.form())
-    values["cloud_enabled"] = values.get("cloud_enabled", "no")  # an unticked checkbox is absent
-    try:
-        saved = await save_terminal(session, TerminalIn.model_validate(values), current_poiid=poiid)
-    except ValidationError as exc:
-        errors = field_errors(exc)
-    except Conflict as exc:
-        errors = {exc.field: str(exc)}
-    except NotFound as exc:
-        return render(request, "inventory/not_found.html", {"what": str(exc)}, status_code=404)
-    else:
-        return _go(request, f"/admin/terminals?q={saved.poiid}")
-    context = {"values": values, "errors": errors, "current": poiid, **CHOICES}
-    return render(request, "inventory/terminal_form.html", context, block="form", status_code=422)
+    return await _submit(request, session, TerminalIn, save_terminal, current=poiid,
+                         template="inventory/terminal_form.html", done=lambda t: f"/admin/terminals?q={t.poiid}",
+                         defaults={"cloud_enabled": "no"})  # an unticked checkbox is absent from the form
 
 
 @router.post("/terminals/{poiid}/delete")

@@ -150,42 +150,35 @@ class NotFound(LookupError):
     pass
 
 
-async def save_store(session: AsyncSession, data: StoreIn, *, current_code: str | None = None) -> Store:
-    """Create (current_code None) or edit a store, renaming its code if asked. Commits."""
-    taken = await session.scalar(select(Store.id).where(Store.code == data.code))
-    if current_code is None:
+async def _claim_key(session: AsyncSession, model, column, new: str, current: str | None, what: str, field: str):
+    """Check that `new` is free, and rename the `current` row to it when they differ."""
+    taken = await session.scalar(select(model.id).where(column == new))
+    if current is None:
         if taken:
-            raise Conflict("code", f"store {data.code} already exists")
-    else:
-        current = await session.scalar(select(Store).where(Store.code == current_code))
-        if current is None:
-            raise NotFound(f"no store {current_code}")
-        if data.code != current_code:
-            if taken:
-                raise Conflict("code", f"store {data.code} already exists")
-            current.code = data.code
-            await session.flush()
+            raise Conflict(field, f"{what} {new} already exists")
+        return
+    row = await session.scalar(select(model).where(column == current))
+    if row is None:
+        raise NotFound(f"no {what} {current}")
+    if new != current:
+        if taken:
+            raise Conflict(field, f"{what} {new} already exists")
+        setattr(row, field, new)
+        await session.flush()
+
+
+async def save_store(session: AsyncSession, data: StoreIn, current_code: str | None = None) -> Store:
+    """Create (current_code None) or edit a store, renaming its code if asked. Commits."""
+    await _claim_key(session, Store, Store.code, data.code, current_code, "store", "code")
     await upsert_inventory(session, [data], [], source="edit")
     await session.commit()
     return await session.scalar(select(Store).where(Store.code == data.code).execution_options(populate_existing=True))
 
 
-async def save_terminal(session: AsyncSession, data: TerminalIn, *, current_poiid: str | None = None) -> Terminal:
+async def save_terminal(session: AsyncSession, data: TerminalIn, current_poiid: str | None = None) -> Terminal:
     """Create or edit a terminal (a new store keeps its history, a new POIID too). Commits."""
-    taken = await session.scalar(select(Terminal.id).where(Terminal.poiid == data.poiid))
-    if current_poiid is None:
-        if taken:
-            raise Conflict("poiid", f"terminal {data.poiid} already exists")
-    else:
-        current_poiid = normalise_poiid(current_poiid)
-        current = await session.scalar(select(Terminal).where(Terminal.poiid == current_poiid))
-        if current is None:
-            raise NotFound(f"no terminal {current_poiid}")
-        if data.poiid != current_poiid:
-            if taken:
-                raise Conflict("poiid", f"terminal {data.poiid} already exists")
-            current.poiid = data.poiid
-            await session.flush()
+    current = normalise_poiid(current_poiid) if current_poiid else None
+    await _claim_key(session, Terminal, Terminal.poiid, data.poiid, current, "terminal", "poiid")
     try:
         await upsert_inventory(session, [], [data], source="edit")
     except UnknownStore:
