@@ -233,6 +233,13 @@ class Worker:
             return
         self.running = False
         if self.scheduler is not None:
+            # Let the jobs that are running finish (a sweep in the middle of its claim, a poll)
+            # rather than cancel them half way; new runs are not started meanwhile.
+            self.scheduler.pause()
+            running = [f for f in getattr(self.scheduler._lookup_executor("default"), "_pending_futures", ())
+                       if not f.done()]
+            if running:
+                await asyncio.wait(running, timeout=10)
             self.scheduler.shutdown(wait=False)
             self.scheduler = None
         await self.dispatcher.stop()

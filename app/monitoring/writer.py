@@ -14,14 +14,16 @@ state changes, then the derived status of only the terminals and stores touched.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
+import time
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import bindparam, select, update
+from sqlalchemy import ARRAY, Integer, bindparam, func, select, text, update
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -107,14 +109,58 @@ def _chunks(ids: list[int]):
         yield ids[i : i + _CHUNK]
 
 
+def _is_pg(session: AsyncSession) -> bool:
+    return session.bind.dialect.name == "postgresql"
+
+
 async def lock_monitors(session: AsyncSession, ids: list[int]) -> dict[int, Any]:
     """Read (and on PostgreSQL lock, in id order) the monitors' scheduling and state columns."""
     rows: dict[int, Any] = {}
-    for chunk in _chunks(sorted(ids)):
+    ids = sorted(set(ids))
+    if _is_pg(session):
+        # One statement whatever the batch size (an IN list of n binds is a new statement
+        # to parse and plan for every n): the ids as one array parameter.
+        query = (select(*_MONITOR_COLS).where(Monitor.id == func.any(bindparam("ids", type_=ARRAY(Integer))))
+                 .order_by(Monitor.id).with_for_update())
+        for row in await session.execute(query, {"ids": ids}):
+            rows[row.id] = row
+        return rows
+    for chunk in _chunks(ids):
         query = select(*_MONITOR_COLS).where(Monitor.id.in_(chunk)).order_by(Monitor.id).with_for_update()
         for row in await session.execute(query):
             rows[row.id] = row
     return rows
+
+
+# PostgreSQL: a batch is one UPDATE and one INSERT, whatever its size, from array parameters.
+_PG_UPDATE_MONITORS = text("""
+UPDATE monitors AS m SET
+    state = v.state, state_since = v.state_since, consecutive_failures = v.failures,
+    consecutive_successes = v.successes, last_checked_at = v.checked_at, last_latency_ms = v.latency_ms,
+    last_diagnosis = v.diagnosis, last_detail = v.detail, next_due_at = v.next_due,
+    lease_owner = v.owner, lease_expires_at = v.lease_expires
+FROM unnest(
+    CAST(:b_id AS INTEGER[]), CAST(:state AS VARCHAR[]), CAST(:state_since AS TIMESTAMPTZ[]),
+    CAST(:failures AS INTEGER[]), CAST(:successes AS INTEGER[]), CAST(:checked_at AS TIMESTAMPTZ[]),
+    CAST(:latency_ms AS FLOAT8[]), CAST(:diagnosis AS VARCHAR[]), CAST(:detail AS TEXT[]),
+    CAST(:next_due AS TIMESTAMPTZ[]), CAST(:owner AS VARCHAR[]), CAST(:lease_expires AS TIMESTAMPTZ[])
+) AS v(id, state, state_since, failures, successes, checked_at, latency_ms, diagnosis, detail,
+       next_due, owner, lease_expires)
+WHERE m.id = v.id
+""")
+_PG_INSERT_RESULTS = text("""
+INSERT INTO check_results (monitor_id, due_at, checked_at, outcome, latency_ms, steps, diagnosis, detail, manual)
+SELECT monitor_id, due_at, checked_at, outcome, latency_ms, CAST(steps AS JSONB), diagnosis, detail, manual
+FROM unnest(
+    CAST(:monitor_id AS INTEGER[]), CAST(:due_at AS TIMESTAMPTZ[]), CAST(:checked_at AS TIMESTAMPTZ[]),
+    CAST(:outcome AS VARCHAR[]), CAST(:latency_ms AS FLOAT8[]), CAST(:steps AS TEXT[]),
+    CAST(:diagnosis AS VARCHAR[]), CAST(:detail AS TEXT[]), CAST(:manual AS BOOLEAN[])
+) AS v(monitor_id, due_at, checked_at, outcome, latency_ms, steps, diagnosis, detail, manual)
+""")
+
+
+def _columns(rows: list[dict]) -> dict[str, list]:
+    return {k: [r[k] for r in rows] for k in rows[0]}
 
 
 async def record_transitions(session: AsyncSession, transitions: list[Transition], now: datetime) -> None:
@@ -208,10 +254,18 @@ async def apply_outcomes(
             "detail": last.detail, "next_due": next_due, "owner": owner, "lease_expires": lease_expires,
         })
 
-    if monitor_rows:
-        await session.execute(_UPDATE_MONITOR.execution_options(synchronize_session=False), monitor_rows)
-    if results:
-        await session.execute(_INSERT_RESULT, results)
+    if _is_pg(session):
+        if monitor_rows:
+            await session.execute(_PG_UPDATE_MONITORS, _columns(monitor_rows))
+        if results:
+            for r in results:
+                r["steps"] = json.dumps(r["steps"])
+            await session.execute(_PG_INSERT_RESULTS, _columns(results))
+    else:
+        if monitor_rows:
+            await session.execute(_UPDATE_MONITOR.execution_options(synchronize_session=False), monitor_rows)
+        if results:
+            await session.execute(_INSERT_RESULT, results)
     report.written = len(results)
     await record_transitions(session, report.transitions, now)
     if seen_ok_terminals:
@@ -219,15 +273,27 @@ async def apply_outcomes(
     return report
 
 
+LAST_SEEN_GRANULARITY = timedelta(seconds=15)
+
+
 async def _touch_last_seen(session: AsyncSession, seen: dict[int, datetime]) -> None:
-    # One timestamp per batch (its newest): a batch spans well under a second.
-    at = max(seen.values())
+    """Terminal.last_seen_at, to within LAST_SEEN_GRANULARITY: a terminal checked every few
+    seconds is not rewritten at every check (one row write per terminal per 15 s at most)."""
+    at = max(seen.values())  # one timestamp per batch (its newest): a batch spans under a second
+    cut = at - LAST_SEEN_GRANULARITY
     table = Terminal.__table__
+    stale = (table.c.last_seen_at.is_(None)) | (table.c.last_seen_at < cut)
+    values = {"last_seen_at": at, "updated_at": table.c.updated_at}
+    if _is_pg(session):
+        await session.execute(
+            update(table).where(table.c.id == func.any(bindparam("ids", type_=ARRAY(Integer))), stale)
+            .values(**values).execution_options(synchronize_session=False),
+            {"ids": sorted(seen)},
+        )
+        return
     for chunk in _chunks(sorted(seen)):
         await session.execute(
-            update(table)
-            .where(table.c.id.in_(chunk), (table.c.last_seen_at.is_(None)) | (table.c.last_seen_at < at))
-            .values(last_seen_at=at, updated_at=table.c.updated_at)
+            update(table).where(table.c.id.in_(chunk), stale).values(**values)
             .execution_options(synchronize_session=False)
         )
 
@@ -270,6 +336,8 @@ class ResultWriter:
         self.written = 0
         self.dropped = 0
         self.failed_batches = 0
+        self.batches = 0
+        self.write_s = 0.0  # time spent in write transactions
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="termpulse-result-writer")
@@ -307,6 +375,14 @@ class ResultWriter:
             await self._write(batch)
 
     async def _write(self, batch: list[Outcome]) -> None:
+        t0 = time.perf_counter()
+        try:
+            await self._write_batch(batch)
+        finally:
+            self.batches += 1
+            self.write_s += time.perf_counter() - t0
+
+    async def _write_batch(self, batch: list[Outcome]) -> None:
         for attempt in range(5):
             try:
                 async with self.database.sessionmaker() as session:
