@@ -103,10 +103,14 @@ def _db_guard(handler):
 
     @functools.wraps(handler)
     async def wrapper(request: Request, *args, **kwargs):
+        started = time.perf_counter()
         try:
-            return await handler(request, *args, **kwargs)
+            response = await handler(request, *args, **kwargs)
         except DB_ERRORS as exc:
             return db_down_response(request, exc)
+        # Queries plus rendering, for the browser's network panel and bench/pages.py.
+        response.headers["Server-Timing"] = f"app;dur={(time.perf_counter() - started) * 1000:.1f}"
+        return response
 
     return wrapper
 
