@@ -93,13 +93,17 @@ async def _upsert_terminals(
         values["store_id"] = store_ids[item.store_code]
         row = existing.get(item.poiid)
         if row is None:
-            new.append({**item.model_dump(exclude={"store_code"}), "store_id": values["store_id"]})
+            new.append({**item.model_dump(exclude={"store_code"}), "store_id": values["store_id"],
+                        "cloud_state": _cloud_state(item.integration, item.cloud_enabled)})
             continue
         diff = {k: v for k, v in values.items() if getattr(row, k) != v}
         if not diff:
             summary.terminals.unchanged += 1
             continue
         changed.append({"id": row.id, **diff, "updated_at": utcnow()})
+        if {"integration", "cloud_enabled"} & diff.keys():
+            merged = {**row._asdict(), **diff}
+            changed[-1]["cloud_state"] = _cloud_state(merged["integration"], merged["cloud_enabled"])
         events += _events_for(row, diff, source)
         if any(k in _MONITOR_INPUTS for k in diff):
             touched.append(SimpleNamespace(**{**row._asdict(), **diff}))
@@ -113,6 +117,11 @@ async def _upsert_terminals(
     summary.terminals.created, summary.terminals.updated = len(new), len(changed)
     summary.events += len(events)
     return touched
+
+
+def _cloud_state(integration: str, cloud_enabled: bool) -> str:
+    """Until the provider answers: unknown if a cloud connection is expected, else the minus sign."""
+    return "unknown" if integration in ("cloud", "both") and cloud_enabled else "not_enabled"
 
 
 def _events_for(row, diff: dict, source: str) -> list[dict]:

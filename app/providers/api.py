@@ -6,6 +6,7 @@ from fastapi import APIRouter, Depends, HTTPException, Request, Response
 from pydantic import BaseModel
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.auth.sessions import require_admin
 from app.deps import get_session
 from app.providers import service
 from app.providers.check import try_account
@@ -14,7 +15,7 @@ from app.providers.http import ProviderError
 from app.providers.schemas import AccountIn, AccountOut, AccountUpdate, KeyIn
 from app.providers.sync import apply_preview, build_preview, fetch_remote, recall, remember
 
-router = APIRouter(prefix="/providers", tags=["providers"])
+router = APIRouter(prefix="/providers", tags=["providers"], dependencies=[Depends(require_admin)])
 
 
 class TestOut(BaseModel):

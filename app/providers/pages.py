@@ -8,6 +8,7 @@ from pydantic import ValidationError
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.auth.sessions import require_admin
 from app.deps import get_session
 from app.inventory.models import Terminal, TerminalEvent
 from app.inventory.schemas import field_errors
@@ -20,7 +21,7 @@ from app.providers.schemas import AccountIn, AccountUpdate, KeyIn
 from app.providers.sync import apply_preview, build_preview, fetch_remote, recall, remember
 from app.web.templating import is_htmx, render
 
-router = APIRouter(prefix="/admin/providers", include_in_schema=False)
+router = APIRouter(prefix="/admin/providers", include_in_schema=False, dependencies=[Depends(require_admin)])
 CHOICES = {"kinds": PROVIDER_KINDS, "environments": ENVIRONMENTS}
 _DEFAULTS = {"kind": "adyen", "environment": "test", "requests_per_second": 10, "poll_interval_s": 60}
 

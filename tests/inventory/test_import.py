@@ -116,3 +116,11 @@ async def test_monitors_follow_integration_and_profile(db):
     assert targets == {"prodssl.protectedtransactions.com", "prodssl.protectedtransactions.com:443",
                        "temterminalsnar01.icloud.ingenico.com", "temterminalsnar01.icloud.ingenico.com:7003"}
     assert len(phases) > 400  # spread over the interval, not all at second 0
+
+
+async def test_cloud_state_is_set_from_the_inventory(db):
+    await run_import(db, sample_files())
+    async with db.sessionmaker() as session:
+        rows = (await session.execute(select(Terminal.integration, Terminal.cloud_enabled, Terminal.cloud_state))).all()
+    for integration, enabled, state in rows:
+        assert state == ("unknown" if integration != "local" and enabled else "not_enabled")
