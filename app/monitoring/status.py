@@ -23,7 +23,7 @@ from collections import defaultdict
 from collections.abc import Iterable
 from datetime import datetime
 
-from sqlalchemy import bindparam, select, update
+from sqlalchemy import ARRAY, Integer, bindparam, func, literal, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.inventory.models import Store, Terminal
@@ -63,16 +63,27 @@ def _chunks(ids: list[int]):
         yield ids[i : i + _CHUNK]
 
 
+def _member(session: AsyncSession, column, ids: list[int]):
+    """`column IN ids`; on PostgreSQL `column = ANY(array)`: one statement for any size."""
+    if session.bind.dialect.name == "postgresql":
+        return column == func.any(literal(ids, ARRAY(Integer)))
+    return column.in_(ids)
+
+
+def _batches(session: AsyncSession, ids: list[int]):
+    return [ids] if session.bind.dialect.name == "postgresql" and ids else list(_chunks(ids))
+
+
 def _monitor_state(enabled: bool, state: str) -> str:
     return state if enabled else "paused"
 
 
 async def _network_states(session: AsyncSession, store_ids: list[int]) -> dict[int, list[str]]:
     found: dict[int, list[str]] = defaultdict(list)
-    for chunk in _chunks(store_ids):
+    for chunk in _batches(session, store_ids):
         rows = await session.execute(
             select(Monitor.store_id, Monitor.state, Monitor.enabled).where(
-                Monitor.store_id.in_(chunk), Monitor.terminal_id.is_(None)
+                _member(session, Monitor.store_id, chunk), Monitor.terminal_id.is_(None)
             )
         )
         for store_id, state, enabled in rows:
@@ -100,22 +111,22 @@ async def refresh_status(
     # The terminals to refresh: those named, plus every terminal of a store whose network changed.
     terminals: dict[int, tuple] = {}
     cols = (Terminal.id, Terminal.store_id, Terminal.status, Terminal.cloud_state)
-    for chunk in _chunks(sorted(terminal_ids)):
-        for row in await session.execute(select(*cols).where(Terminal.id.in_(chunk))):
+    for chunk in _batches(session, sorted(terminal_ids)):
+        for row in await session.execute(select(*cols).where(_member(session, Terminal.id, chunk))):
             terminals[row.id] = row
-    for chunk in _chunks(net_stores):
-        for row in await session.execute(select(*cols).where(Terminal.store_id.in_(chunk))):
+    for chunk in _batches(session, net_stores):
+        for row in await session.execute(select(*cols).where(_member(session, Terminal.store_id, chunk))):
             terminals[row.id] = row
 
     changed_terminals = 0
     if terminals:
         own: dict[int, list[str]] = defaultdict(list)
         cloud: dict[int, tuple[str, str | None]] = {}
-        for chunk in _chunks(sorted(terminals)):
+        for chunk in _batches(session, sorted(terminals)):
             rows = await session.execute(
                 select(
                     Monitor.terminal_id, Monitor.kind, Monitor.state, Monitor.enabled, Monitor.last_diagnosis
-                ).where(Monitor.terminal_id.in_(chunk))
+                ).where(_member(session, Monitor.terminal_id, chunk))
             )
             for terminal_id, kind, state, enabled, diagnosis in rows:
                 own[terminal_id].append(_monitor_state(enabled, state))
@@ -141,7 +152,19 @@ async def refresh_status(
     return {"terminals": changed_terminals, "stores": changed_stores}
 
 
+_PG_UPDATE_TERMINALS = text("""
+UPDATE terminals AS t SET status = v.status, cloud_state = v.cloud_state,
+    status_since = COALESCE(v.status_since, t.status_since)
+FROM unnest(CAST(:b_id AS INTEGER[]), CAST(:status AS VARCHAR[]), CAST(:cloud_state AS VARCHAR[]),
+            CAST(:status_since AS TIMESTAMPTZ[])) AS v(id, status, cloud_state, status_since)
+WHERE t.id = v.id
+""")
+
+
 async def _update_terminals(session: AsyncSession, updates: list[dict]) -> None:
+    if session.bind.dialect.name == "postgresql":
+        await session.execute(_PG_UPDATE_TERMINALS, {k: [u[k] for u in updates] for k in updates[0]})
+        return
     table = Terminal.__table__
     with_since = [u for u in updates if u["status_since"] is not None]
     cloud_only = [{"b_id": u["b_id"], "cloud_state": u["cloud_state"]} for u in updates if u["status_since"] is None]
@@ -166,10 +189,14 @@ async def _refresh_stores(session: AsyncSession, store_ids: list[int], now: date
         return 0
     current: dict[int, str] = {}
     terminal_states: dict[int, list[str]] = defaultdict(list)
-    for chunk in _chunks(store_ids):
-        for sid, status in await session.execute(select(Store.id, Store.status).where(Store.id.in_(chunk))):
+    for chunk in _batches(session, store_ids):
+        for sid, status in await session.execute(
+            select(Store.id, Store.status).where(_member(session, Store.id, chunk))
+        ):
             current[sid] = status
-        rows = await session.execute(select(Terminal.store_id, Terminal.status).where(Terminal.store_id.in_(chunk)))
+        rows = await session.execute(
+            select(Terminal.store_id, Terminal.status).where(_member(session, Terminal.store_id, chunk))
+        )
         for sid, status in rows:
             terminal_states[sid].append(status)
     network = await _network_states(session, store_ids)

@@ -159,6 +159,16 @@ FROM unnest(
 """)
 
 
+_PG_INSERT_CHANGES = text("""
+INSERT INTO state_changes (monitor_id, store_id, terminal_id, at, from_state, to_state, diagnosis)
+SELECT * FROM unnest(
+    CAST(:monitor_id AS INTEGER[]), CAST(:store_id AS INTEGER[]), CAST(:terminal_id AS INTEGER[]),
+    CAST(:at AS TIMESTAMPTZ[]), CAST(:from_state AS VARCHAR[]), CAST(:to_state AS VARCHAR[]),
+    CAST(:diagnosis AS VARCHAR[])
+)
+""")
+
+
 def _columns(rows: list[dict]) -> dict[str, list]:
     return {k: [r[k] for r in rows] for k in rows[0]}
 
@@ -167,11 +177,15 @@ async def record_transitions(session: AsyncSession, transitions: list[Transition
     """State change rows, then the derived status of the terminals and stores they touch."""
     if not transitions:
         return
-    await session.execute(_INSERT_CHANGE, [
+    rows = [
         {"monitor_id": t.monitor_id, "store_id": t.store_id, "terminal_id": t.terminal_id, "at": t.at,
          "from_state": t.from_state, "to_state": t.to_state, "diagnosis": t.diagnosis}
         for t in transitions
-    ])
+    ]
+    if _is_pg(session):
+        await session.execute(_PG_INSERT_CHANGES, _columns(rows))
+    else:
+        await session.execute(_INSERT_CHANGE, rows)
     await refresh_status(
         session, now,
         terminal_ids={t.terminal_id for t in transitions if t.terminal_id is not None},
