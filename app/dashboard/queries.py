@@ -48,14 +48,21 @@ def worst(states) -> str:
 
 _CACHE: dict[tuple, tuple[float, object]] = {}
 CACHE_TTL_S = 60.0
+# The summary bar and the worst-first page are the same for every wall screen polling at once:
+# computed at most once a second per process (well inside the 5 s a change may take to show).
+LIVE_CACHE_TTL_S = 1.0
 
 
-async def _cached(key: tuple, loader):
+async def _cached(key: tuple, loader, ttl: float | None = None):
+    ttl = CACHE_TTL_S if ttl is None else ttl
     hit = _CACHE.get(key)
-    if hit and time.monotonic() - hit[0] < CACHE_TTL_S:
+    if hit and time.monotonic() - hit[0] < ttl:
         return hit[1]
     value = await loader()
-    _CACHE[key] = (time.monotonic(), value)
+    if ttl > 0:
+        if len(_CACHE) > 2000:
+            _CACHE.clear()
+        _CACHE[key] = (time.monotonic(), value)
     return value
 
 
@@ -100,27 +107,29 @@ class Summary:
 
 
 async def fleet_summary(session: AsyncSession, *, region: str = "") -> Summary:
-    """Counts by state: index-only scans on (status, status_since) and (store_id, status)."""
+    return await _cached(("summary", id(session.bind), region), lambda: _fleet_summary(session, region),
+                         LIVE_CACHE_TTL_S)
+
+
+async def _fleet_summary(session: AsyncSession, region: str) -> Summary:
+    """Counts by state: index-only scans on (status, status_since), (cloud_state), (store_id, status)."""
     by_status = select(Terminal.status, func.count()).group_by(Terminal.status)
     stores_q = select(func.count()).select_from(Store)
-    affected = select(func.count(func.distinct(Terminal.store_id))).where(Terminal.status == "down")
+    # A store is down when any of its terminals or network checks is (app.monitoring.status).
+    affected = select(func.count()).select_from(Store).where(Store.status == "down")
     cloud = select(func.count()).select_from(Terminal).where(Terminal.cloud_state == "disconnected")
-    store_down = select(func.count()).select_from(Store).where(
-        Store.status == "down", ~Store.id.in_(select(Terminal.store_id).where(Terminal.status == "down"))
-    )
     if region:
         in_region = select(Store.id).where(Store.region == region)
         by_status = by_status.where(Terminal.store_id.in_(in_region))
         stores_q = stores_q.where(Store.region == region)
-        affected = affected.where(Terminal.store_id.in_(in_region))
+        affected = affected.where(Store.region == region)
         cloud = cloud.where(Terminal.store_id.in_(in_region))
-        store_down = store_down.where(Store.region == region)
     counts = {status: n for status, n in (await session.execute(by_status)).all()}
     return Summary(
         counts=counts,
         terminals=sum(counts.values()),
         stores=await session.scalar(stores_q) or 0,
-        stores_affected=(await session.scalar(affected) or 0) + (await session.scalar(store_down) or 0),
+        stores_affected=await session.scalar(affected) or 0,
         cloud_disconnected=await session.scalar(cloud) or 0,
     )
 
@@ -138,6 +147,7 @@ class StoreRow:
     status_since: datetime | None
     counts: dict[str, int] = field(default_factory=dict)
     problem_since: datetime | None = None  # the oldest down terminal's status_since
+    network_state: str = "none"  # worst of the store's network-profile checks
 
     @property
     def total(self) -> int:
@@ -157,7 +167,8 @@ class StoreRow:
     def signature(self) -> str:
         c = self.counts
         since = int(self.since.timestamp()) if self.since else 0
-        return f"{self.status}.{c.get('up', 0)}.{c.get('down', 0)}.{c.get('unknown', 0)}.{c.get('paused', 0) + c.get('maintenance', 0)}.{since}"
+        return (f"{self.status}.{self.network_state}.{c.get('up', 0)}.{c.get('down', 0)}.{c.get('unknown', 0)}."
+                f"{c.get('paused', 0) + c.get('maintenance', 0)}.{since}")
 
 
 def _store_filters(stmt: Select, region: str, q: str) -> Select:
@@ -173,6 +184,11 @@ def _store_filters(stmt: Select, region: str, q: str) -> Select:
 async def store_page(
     session: AsyncSession, *, region: str = "", q: str = "", page: int = 1, per_page: int = 50
 ) -> tuple[list[StoreRow], int]:
+    return await _cached(("stores", id(session.bind), region, q, page, per_page),
+                         lambda: _store_page(session, region, q, page, per_page), LIVE_CACHE_TTL_S)
+
+
+async def _store_page(session: AsyncSession, region: str, q: str, page: int, per_page: int) -> tuple[list[StoreRow], int]:
     """Stores worst first: store network down, then most terminals down, then unknown."""
     # Only unhealthy terminals are aggregated, so the cost follows the trouble, not the fleet.
     bad = (
@@ -202,9 +218,7 @@ async def store_page(
         StoreRow(r.id, r.code, r.name, r.region, r.status, r.status_since, problem_since=r.down_since)
         for r in (await session.execute(stmt)).all()
     ]
-    counts = await store_counts(session, [r.id for r in rows])
-    for r in rows:
-        r.counts = counts.get(r.id, {})
+    await _fill_store_facts(session, rows)
     return rows, total
 
 
@@ -242,10 +256,24 @@ async def store_rows(session: AsyncSession, store_ids: list[int]) -> dict[int, S
         r.id: StoreRow(r.id, r.code, r.name, r.region, r.status, r.status_since, problem_since=r.down_since)
         for r in (await session.execute(stmt)).all()
     }
-    counts = await store_counts(session, list(rows))
-    for r in rows.values():
-        r.counts = counts.get(r.id, {})
+    await _fill_store_facts(session, list(rows.values()))
     return rows
+
+
+async def _fill_store_facts(session: AsyncSession, rows: list[StoreRow]) -> None:
+    """Terminal counts and network-check state for these stores: two grouped queries."""
+    ids = [r.id for r in rows]
+    if not ids:
+        return
+    counts = await store_counts(session, ids)
+    network: dict[int, list[str]] = {}
+    for store_id, state in (await session.execute(
+        select(Monitor.store_id, Monitor.state).where(Monitor.store_id.in_(ids), Monitor.terminal_id.is_(None))
+    )).all():
+        network.setdefault(store_id, []).append(state)
+    for r in rows:
+        r.counts = counts.get(r.id, {})
+        r.network_state = worst(network[r.id]) if r.id in network else "none"
 
 
 # --- terminals -------------------------------------------------------------------------------
@@ -351,11 +379,14 @@ _TERMINAL_COLUMNS = (
 )
 
 
-def _terminal_filters(stmt: Select, f: TerminalFilters) -> Select:
+def _terminal_filters(stmt: Select, f: TerminalFilters, q_store_ids: list[int] = ()) -> Select:
+    """Filters on the terminals table alone (stores by subquery), so counting needs no join
+    and every condition can use an index: (store_id, status), (status, status_since),
+    (cloud_state), and on PostgreSQL trigram indexes for the search."""
     if f.store:
-        stmt = stmt.where(Store.code == f.store)
+        stmt = stmt.where(Terminal.store_id == select(Store.id).where(Store.code == f.store).scalar_subquery())
     if f.region:
-        stmt = stmt.where(Store.region == f.region)
+        stmt = stmt.where(Terminal.store_id.in_(select(Store.id).where(Store.region == f.region)))
     if f.provider:
         stmt = stmt.where(Terminal.provider == f.provider)
     if f.model:
@@ -371,25 +402,52 @@ def _terminal_filters(stmt: Select, f: TerminalFilters) -> Select:
         stmt = stmt.where(Terminal.cloud_state == f.ws)
     if f.q:
         pattern = _like(f.q)
-        stmt = stmt.where(or_(
+        conditions = [
             func.lower(Terminal.poiid).like(pattern, escape="\\"),
             func.lower(Terminal.serial).like(pattern, escape="\\"),
             func.lower(Terminal.label).like(pattern, escape="\\"),
-            func.lower(Store.code).like(pattern, escape="\\"),
-        ))
+        ]
+        if q_store_ids:
+            conditions.append(Terminal.store_id.in_(list(q_store_ids)))
+        stmt = stmt.where(or_(*conditions))
     return stmt
+
+
+async def _stores_matching(session: AsyncSession, q: str) -> list[int]:
+    """Stores whose code contains the search text (the store code column of the search)."""
+    if not q:
+        return []
+    rows = await session.scalars(
+        select(Store.id).where(func.lower(Store.code).like(_like(q), escape="\\")).limit(200)
+    )
+    return list(rows)
 
 
 async def terminal_page(session: AsyncSession, f: TerminalFilters, now: datetime | None = None) -> tuple[list[TerminalRow], int]:
     base = select(*_TERMINAL_COLUMNS).join(Store, Store.id == Terminal.store_id)
-    count_stmt = _terminal_filters(select(func.count()).select_from(Terminal).join(Store, Store.id == Terminal.store_id), f)
-    total = await session.scalar(count_stmt) or 0
-    pages = max(1, -(-total // f.per))
-    f.page = min(f.page, pages)
+    q_stores = await _stores_matching(session, f.q)
+    count_stmt = _terminal_filters(select(func.count()).select_from(Terminal), f, q_stores)
     columns = SORTS[f.sort]
     order = [c.desc() if f.dir == "desc" else c.asc() for c in columns]
-    stmt = _terminal_filters(base, f).order_by(*order).limit(f.per).offset((f.page - 1) * f.per)
-    rows = [TerminalRow(**r._mapping) for r in (await session.execute(stmt)).all()]
+    if f.q:
+        # A substring search reads the whole table once: count in the same pass (window).
+        stmt = _terminal_filters(base.add_columns(func.count().over().label("total")), f, q_stores)
+        result = (await session.execute(stmt.order_by(*order).limit(f.per).offset((f.page - 1) * f.per))).all()
+        if result:
+            total = result[0].total
+        else:
+            total = await session.scalar(count_stmt) or 0
+        pages = max(1, -(-total // f.per))
+        if f.page > pages:
+            f.page = pages
+            result = (await session.execute(stmt.order_by(*order).limit(f.per).offset((f.page - 1) * f.per))).all()
+        rows = [TerminalRow(**{k: v for k, v in r._mapping.items() if k != "total"}) for r in result]
+    else:
+        total = await session.scalar(count_stmt) or 0
+        pages = max(1, -(-total // f.per))
+        f.page = min(f.page, pages)
+        stmt = _terminal_filters(base, f, q_stores).order_by(*order).limit(f.per).offset((f.page - 1) * f.per)
+        rows = [TerminalRow(**r._mapping) for r in (await session.execute(stmt)).all()]
     await decorate_terminals(session, rows, now=now)
     return rows, total
 

@@ -17,7 +17,8 @@ def settings(db, tmp_path):
 
 
 @pytest.fixture(autouse=True)
-def _fresh_caches():
+def _fresh_caches(monkeypatch):
+    monkeypatch.setattr(queries, "LIVE_CACHE_TTL_S", 0.0)  # tests look right after each change
     queries.clear_caches()
     yield
     queries.clear_caches()

@@ -44,6 +44,12 @@ async def set_terminal_state(
         if cloud_state:
             values["cloud_state"] = cloud_state
         await session.execute(update(Terminal).where(Terminal.id == t.id).values(**values))
+        # The store is down while any of its terminals is (as app.monitoring.status derives it).
+        any_down = await session.scalar(select(Terminal.id).where(Terminal.store_id == t.store_id,
+                                                                  Terminal.status == "down").limit(1))
+        store_status = "down" if any_down else "up"
+        await session.execute(update(Store).where(Store.id == t.store_id, Store.status != store_status)
+                              .values(status=store_status, status_since=at))
         await session.commit()
 
 
