@@ -585,6 +585,21 @@ def uptime_of(segments: list[Segment]) -> float | None:
 # --- detail pages ----------------------------------------------------------------------------
 
 
+async def missing_provider_account(session: AsyncSession) -> bool:
+    """Cloud terminals of a provider with an API (Adyen, Stripe) but no provider account at all:
+    their Websocket column can only say unknown until an account is added."""
+    from app.providers.models import ProviderAccount
+
+    async def load():
+        if await session.scalar(select(ProviderAccount.id).limit(1)) is not None:
+            return False
+        needs = await session.scalar(select(Terminal.id).where(
+            Terminal.cloud_enabled.is_(True), Terminal.provider.in_(("adyen", "stripe"))).limit(1))
+        return needs is not None
+
+    return await _cached(("no_account", id(session.bind)), load, LIVE_CACHE_TTL_S * 30)
+
+
 async def any_store(session: AsyncSession) -> bool:
     return await session.scalar(select(Store.id).limit(1)) is not None
 

@@ -81,6 +81,7 @@ templates.env.filters["diagnosis_title"] = _diagnosis_title
 templates.env.globals["latency_chart"] = latency_chart
 templates.env.globals["timedelta"] = timedelta
 templates.env.globals["KIND_NAMES"] = checkview.KIND_NAMES
+templates.env.globals["worst_state"] = queries.worst
 
 STORES_PER_PAGE = 50
 LIVE_MAX_IDS = 500
@@ -167,10 +168,11 @@ async def overview(request: Request):
         summary = await queries.fleet_summary(session, region=region)
         stores, total = await queries.store_page(session, region=region, q=q, page=page, per_page=STORES_PER_PAGE)
         regions = await queries.regions(session)
+        no_account = await queries.missing_provider_account(session)
     pages = max(1, -(-total // STORES_PER_PAGE))
     context = {
         "summary": summary, "stores": stores, "total": total, "page": page, "pages": pages,
-        "region": region, "q": q, "regions": regions, "now": utcnow(),
+        "region": region, "q": q, "regions": regions, "now": utcnow(), "no_account": no_account,
         "qs": _qs(region, q),
     }
     response = render(request, "dashboard/overview.html", context, block="results")

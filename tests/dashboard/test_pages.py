@@ -58,6 +58,19 @@ async def test_overview_full_page_and_fragment(client, fleet):
     assert 'id="summary"' in f.text and "<header" not in f.text
 
 
+async def test_overview_asks_for_a_provider_account_when_cloud_terminals_need_one(client, db, fleet):
+    async with db.sessionmaker() as s:
+        await s.execute(update(Terminal).values(cloud_enabled=False))
+        await s.commit()
+    assert "Add a provider account" not in (await client.get("/")).text
+    async with db.sessionmaker() as s:
+        await s.execute(update(Terminal).where(Terminal.poiid == fleet["all"][0])
+                        .values(provider="adyen", cloud_enabled=True, integration="cloud"))
+        await s.commit()
+    r = await client.get("/")
+    assert 'href="/admin/providers">Add a provider account' in r.text
+
+
 async def test_overview_filters_by_region_and_search(client, fleet):
     r = await client.get("/", params={"region": "West"})
     regions = re.findall(r'</a></th>\s*<td>(\w+)</td>', r.text)
