@@ -36,6 +36,7 @@ from app.inventory.models import Store, Terminal
 from app.inventory.schemas import normalise_poiid
 from app.monitoring.models import Monitor
 from app.monitoring.writer import Outcome, apply_outcomes
+from app.providers.check import cloud_status_for_terminal
 
 HEADLINES = {
     "connected": "Terminal is connected",
@@ -149,16 +150,16 @@ async def check_terminal_now(
 
     async def one(m: Monitor):
         at = utcnow()
-        result = await run_probe(m.kind, m.target, m.params or {}, m.timeout_s, ctx)
-        return at, result
+        if m.kind == "cloud":  # the provider, asked now; None when no account covers the terminal
+            return at, await cloud_status_for_terminal(database, settings.secret_key, terminal_id)
+        return at, await run_probe(m.kind, m.target, m.params or {}, m.timeout_s, ctx)
 
-    live = [m for m in monitors if m.kind != "cloud"]
-    results = await asyncio.gather(*(one(m) for m in live))
+    results = dict(zip((m.id for m in monitors), await asyncio.gather(*(one(m) for m in monitors))))
     duration_ms = (time.perf_counter() - started) * 1000
 
     outcomes = [
         Outcome(m.id, r.outcome, at, r.latency_ms, r.steps, r.diagnosis, r.detail, manual=True)
-        for m, (at, r) in zip(live, results)
+        for m in monitors for at, r in [results[m.id]] if r is not None
     ]
     states: dict[int, str] = {}
     status, cloud_state = "unknown", "unknown"
@@ -172,13 +173,12 @@ async def check_terminal_now(
         await session.commit()
 
     checks: list[MonitorCheck] = []
-    by_id = {m.id: (at, r) for m, (at, r) in zip(live, results)}
     for m in monitors:
         scope = "terminal" if m.terminal_id is not None else "store network"
-        if m.kind == "cloud":
+        at, r = results[m.id]
+        if r is None:
             checks.append(_cloud_from_last_poll(m, scope, checked_at))
             continue
-        at, r = by_id[m.id]
         checks.append(MonitorCheck(
             monitor_id=m.id, kind=m.kind, target=m.target, scope=scope, outcome=r.outcome,
             latency_ms=round(r.latency_ms, 3) if r.latency_ms is not None else None, steps=r.steps,

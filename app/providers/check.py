@@ -71,3 +71,22 @@ async def cloud_status_now(secret_key: str, account, terminal, *,
         return ProbeResult("ok", ms, step(True, "connected"), None, "Terminal is connected", ctx)
     return ProbeResult("fail", ms, step(False, "not connected"), "cloud_disconnected",
                        explain("cloud_disconnected", **ctx).cause, ctx)
+
+
+async def cloud_status_for_terminal(database, secret_key: str, terminal_id: int) -> ProbeResult | None:
+    """Ask the terminal's provider now (Check connection). None when no provider account
+    covers it: the caller then reports the last poll."""
+    from sqlalchemy import select
+
+    from app.inventory.models import Terminal
+    from app.providers.models import ProviderAccount
+
+    async with database.sessionmaker() as session:
+        terminal = await session.get(Terminal, terminal_id)
+        query = select(ProviderAccount).where(ProviderAccount.kind == terminal.provider)
+        if terminal.provider_account_id is not None:
+            query = select(ProviderAccount).where(ProviderAccount.id == terminal.provider_account_id)
+        account = (await session.scalars(query.order_by(ProviderAccount.id).limit(1))).first()
+    if account is None:
+        return None
+    return await cloud_status_now(secret_key, account, terminal)
