@@ -300,3 +300,46 @@ async def test_database_down_shows_a_banner(settings):
         assert poll.status_code == 200 and poll.headers["HX-Reswap"] == "none"
         assert 'id="banner" hx-swap-oob="true"' in poll.text
     await dead.dispose()
+
+
+async def test_check_connection_could_not_check_says_why(client, db, fleet):
+    # A terminal with nothing to check (no LAN address, no cloud, store without network profile).
+    async with db.sessionmaker() as s:
+        t = (await s.execute(select(Terminal.id, Terminal.poiid).join(Store)
+                             .where(Store.code == "S-0002").order_by(Terminal.id))).first()
+        await s.execute(Monitor.__table__.delete().where(Monitor.terminal_id == t.id))
+        await s.commit()
+    r = await client.post(f"/terminals/{t.poiid}/check", headers=HX)
+    assert r.status_code == 200
+    assert 'data-verdict="unknown"' in r.text and "Could not check" in r.text
+    assert "why:" in r.text
+
+
+def test_report_text_is_plain_evidence():
+    from datetime import datetime, timezone
+
+    from app.dashboard.checkview import from_report
+
+    report = {
+        "poiid": "A920-1", "store_code": "S-0007", "verdict": "disconnected", "duration_ms": 5012.3,
+        "checked_at": datetime(2026, 1, 2, 3, 4, 5, tzinfo=timezone.utc),
+        "checks": [
+            {"kind": "dns", "target": "temterminalsnar01.icloud.ingenico.com", "scope": "store network",
+             "outcome": "ok", "latency_ms": 2.1, "steps": [{"step": "resolve", "ok": True, "ms": 2.1, "detail": "A 10.0.0.1"}]},
+            {"kind": "tcp", "target": "temterminalsnar01.icloud.ingenico.com:7003", "scope": "store network",
+             "outcome": "fail", "latency_ms": None, "detail": "timed out",
+             "steps": [{"step": "connect", "ok": False, "ms": 5000.0, "detail": "timed out"}],
+             "diagnosis": {"code": "tcp_timeout", "title": "Connection timed out (filtered)",
+                           "cause": "Port 7003 is filtered.", "fix": "Allow outbound TCP 7003."}},
+        ],
+        "diagnosis": {"code": "tcp_timeout", "title": "Connection timed out (filtered)",
+                      "cause": "Port 7003 is filtered.", "fix": "Allow outbound TCP 7003."},
+    }
+    view = from_report(report, "A920-1")
+    text = view.report_text()
+    assert view.headline == "Terminal is disconnected" and view.state == "down"
+    assert "Time: 2026-01-02 03:04:05 UTC" in text and "Store: S-0007" in text
+    assert "TCP temterminalsnar01.icloud.ingenico.com:7003 [store network]: FAILED" in text
+    assert "connect" in text and "5000.0 ms" in text
+    assert text.rstrip().endswith("What to do: Allow outbound TCP 7003.")
+    assert "<" not in text  # plain text, pasteable into any ticket
