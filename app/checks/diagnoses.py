@@ -161,6 +161,19 @@ CATALOGUE: dict[str, _Entry] = {
         "look at the TermPulse logs.",
         ours=True,
     ),
+    "checker_overloaded": _Entry(
+        "Checker overloaded",
+        "TermPulse was too busy to time the check of {target} correctly, so the silence may be ours.",
+        "Nothing to do at the store. An administrator should add a worker or lower the check rate.",
+        ours=True,
+    ),
+    "result_stale": _Entry(
+        "No recent result",
+        "TermPulse has had no result for {target} for three check intervals: its checkers are "
+        "stopped or behind.",
+        "Nothing to do at the store. An administrator should check that a TermPulse worker is running.",
+        ours=True,
+    ),
     # --- cloud / provider (produced by the provider polls) ---------------------------
     "cloud_disconnected": _Entry(
         "Cloud connection down",

@@ -237,7 +237,7 @@ class Dispatcher:
             outcome = "error"
             detail = (f"checker overloaded: a {c.timeout_s:g} s check took {wall:.1f} s, so the timeout "
                       f"({diagnosis}) may be ours; state unknown")
-            diagnosis = "internal_error"
+            diagnosis = "checker_overloaded"
         return Outcome(
             monitor_id=c.id, outcome=outcome, checked_at=started, latency_ms=latency, steps=steps,
             diagnosis=diagnosis, detail=detail, due_at=c.due_at,

@@ -9,7 +9,8 @@ REQUIRED = {
     "target_refused", "internal_error", "cloud_disconnected", "cloud_not_enabled",
     "provider_auth_rejected", "provider_rate_limited", "provider_unavailable",
 }
-OURS = {"target_refused", "internal_error", "provider_auth_rejected", "provider_rate_limited",
+OURS = {"target_refused", "internal_error", "checker_overloaded", "result_stale", "provider_auth_rejected",
+        "provider_rate_limited",
         "provider_unavailable"}
 
 
