@@ -14,30 +14,13 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 
-from app.dashboard import checkview, queries
+from app.dashboard import checkview, queries, ui
 from app.db import utcnow
 from app.inventory.models import PROVIDERS
 from app.web.templating import is_htmx, render, templates
 
 log = logging.getLogger(__name__)
 router = APIRouter(include_in_schema=False)
-
-def _since(value: datetime | None) -> str:
-    """How long a state has lasted: '12 min', '3 h 5 min', '4 d 2 h'."""
-    if value is None:
-        return "—"
-    seconds = max(int((datetime.now(timezone.utc) - value).total_seconds()), 0)
-    days, rest = divmod(seconds, 86400)
-    hours, rest = divmod(rest, 3600)
-    minutes = rest // 60
-    if days:
-        return f"{days} d {hours} h"
-    if hours:
-        return f"{hours} h {minutes} min"
-    if minutes:
-        return f"{minutes} min"
-    return f"{seconds} s"
-
 
 def _diagnosis_title(code: str | None) -> str:
     if not code:
@@ -76,12 +59,13 @@ def latency_chart(points: list[tuple[datetime, float]], w: int = 900, h: int = 1
     }
 
 
-templates.env.filters["since"] = _since
+templates.env.filters["since"] = ui.lasted
 templates.env.filters["diagnosis_title"] = _diagnosis_title
 templates.env.globals["latency_chart"] = latency_chart
 templates.env.globals["timedelta"] = timedelta
 templates.env.globals["KIND_NAMES"] = checkview.KIND_NAMES
 templates.env.globals["worst_state"] = queries.worst
+templates.env.globals["ui"] = ui
 
 STORES_PER_PAGE = 50
 LIVE_MAX_IDS = 500
