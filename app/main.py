@@ -66,4 +66,7 @@ def create_app(
     from app.dashboard.routes import router as dashboard_router
 
     app.include_router(dashboard_router)
+    from app.history.routes import router as history_router
+
+    app.include_router(history_router)  # /history, its exports, /api/v1/uptime
     return app
