@@ -115,7 +115,7 @@ async def history_page(request: Request):
                "periods": PERIOD_WORDS, "scopes": SCOPE_WORDS, "row_units": ROW_UNITS}
         if isinstance(resolved, dict):
             ctx["errors"] = resolved
-            return render(request, "history/page.html", ctx, block="results", status_code=422)
+            return render(request, "history/page.html", ctx, block="history", status_code=422)
         scope, key, title, period = resolved
         rep = await report(session, scope, key, period, title=title)
     query = {k: v for k, v in form.items() if v and not (k in ("from", "to") and form["period"] != "custom")}
@@ -123,7 +123,7 @@ async def history_page(request: Request):
     ctx.update(report=rep, bars=day_bars(rep.days), groups=groups, query=urlencode(query),
                child_scope={"fleet": "region", "region": "store", "store": "terminal"}.get(scope),
                period_query=urlencode({k: query[k] for k in ("period", "from", "to") if k in query}))
-    return render(request, "history/page.html", ctx, block="results")
+    return render(request, "history/page.html", ctx, block="history")
 
 
 async def _export_inputs(request: Request):
