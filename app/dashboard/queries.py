@@ -358,6 +358,8 @@ class TerminalRow:
     store_name: str
     region: str
     created_at: datetime | None = None
+    store_id: int = 0
+    tz: str = "UTC"
     lan_state: str = "none"  # worst state of its LAN monitors; "none" without any
     uptime_24h: float | None = None
 
@@ -376,6 +378,7 @@ _TERMINAL_COLUMNS = (
     Terminal.integration, Terminal.lan_host, Terminal.lan_port, Terminal.cloud_enabled, Terminal.status,
     Terminal.status_since, Terminal.cloud_state, Terminal.last_seen_at, Terminal.created_at,
     Store.code.label("store_code"), Store.name.label("store_name"), Store.region,
+    Terminal.store_id, Store.timezone.label("tz"),
 )
 
 
@@ -489,24 +492,23 @@ async def decorate_terminals(
     for r in rows:
         lan = [m.state for m in by_terminal.get(r.id, ()) if m.kind in LAN_KINDS]
         r.lan_state = worst(lan) if lan else "none"
-    if not uptime or not monitors:
-        return
+    if uptime:
+        figures = await uptime_24h(session, rows, now)
+        for r in rows:
+            r.uptime_24h = figures.get(r.id)
+
+
+async def uptime_24h(session: AsyncSession, rows: list, now: datetime | None = None,
+                     hours: float = 24) -> dict[int, float | None]:
+    """Exact uptime over the last `hours` from the history module (the same figures as the
+    History page and the exports): own and store-network monitors, unknown not counted."""
+    from app.history.uptime import Period, TerminalInfo, uptime_for_terminals
+
     now = now or utcnow()
-    start = now - timedelta(hours=24)
-    changes = (await session.execute(
-        select(StateChange.monitor_id, StateChange.at, StateChange.from_state, StateChange.to_state)
-        .where(StateChange.terminal_id.in_(ids), StateChange.at >= start)
-        .order_by(StateChange.at)
-    )).all()
-    by_monitor: dict[int, list] = {}
-    for c in changes:
-        by_monitor.setdefault(c.monitor_id, []).append(c)
-    for r in rows:
-        ms = by_terminal.get(r.id, ())
-        if ms:
-            segments = combine([monitor_intervals(m, by_monitor.get(m.id, ()), start, now, r.created_at)
-                                for m in ms], start, now)
-            r.uptime_24h = uptime_of(segments)
+    infos = [TerminalInfo(r.id, r.poiid, r.label, r.store_id, r.store_code, r.store_name, r.region, r.tz,
+                          r.created_at) for r in rows]
+    result = await uptime_for_terminals(session, infos, Period.last_hours(hours, now), per_day=False, now=now)
+    return {u.terminal.id: u.total.uptime for u in result}
 
 
 # --- timelines: exact intervals from state changes ------------------------------------------
@@ -573,13 +575,6 @@ def combine(per_monitor: list[list[Segment]], start: datetime, end: datetime) ->
         else:
             out.append(Segment(a, b, state))
     return out
-
-
-def uptime_of(segments: list[Segment]) -> float | None:
-    """Up time over up + down time; unknown, paused and maintenance are not counted."""
-    up = sum(s.seconds for s in segments if s.state == "up")
-    down = sum(s.seconds for s in segments if s.state == "down")
-    return None if up + down <= 0 else up / (up + down)
 
 
 # --- detail pages ----------------------------------------------------------------------------
@@ -669,15 +664,25 @@ async def terminal_detail(session: AsyncSession, poiid: str, now: datetime | Non
             .order_by(CheckResult.checked_at.desc()).limit(20)
         ))
 
+    network_changes = []
+    if network:
+        network_changes = list(await session.scalars(
+            select(StateChange).where(StateChange.monitor_id.in_([m.id for m in network]), StateChange.at >= week)
+            .order_by(StateChange.at).limit(5000)
+        ))
+
     def timeline(start: datetime) -> list[Segment]:
+        # The terminal's state combines its own monitors and its store's network (as its status).
         by_monitor: dict[int, list] = {}
-        for c in changes_7d:
+        for c in changes_7d + network_changes:
             if c.at >= start:
                 by_monitor.setdefault(c.monitor_id, []).append(c)
-        if not monitors:
+        for changes in by_monitor.values():
+            changes.sort(key=lambda c: c.at)
+        if not monitors and not network:
             return [Segment(start, now, "none")]
         return combine([monitor_intervals(m, by_monitor.get(m.id, ()), start, now, terminal.created_at)
-                        for m in monitors], start, now)
+                        for m in monitors + network], start, now)
 
     t24, t7 = timeline(now - timedelta(hours=24)), timeline(week)
     latency, label = await _latency(session, monitors, now)
@@ -686,9 +691,11 @@ async def terminal_detail(session: AsyncSession, poiid: str, now: datetime | Non
         has_account = terminal.provider_account_id is not None
     names = {m.id: f"{m.kind} {m.target}" for m in monitors}
     row = (await terminal_rows(session, [terminal.id], uptime=False))[terminal.id]
+    up24 = (await uptime_24h(session, [row], now, 24)).get(terminal.id)
+    up7d = (await uptime_24h(session, [row], now, 24 * 7)).get(terminal.id)
     return TerminalDetail(
         terminal, store, monitors, network, events, list(reversed(changes_7d))[:20], checks, t24, t7,
-        uptime_of(t24), uptime_of(t7), latency, label, names, has_account, row,
+        up24, up7d, latency, label, names, has_account, row,
     )
 
 

@@ -236,8 +236,12 @@ async def terminals_live(request: Request):
     known = _ids(request.query_params.get("known", ""))
     async with await _session(request) as session:
         rows = await queries.terminal_rows(session, [i for i, _ in known])
-    sigs = dict(known)
-    changed = [rows[i] for i, _ in known if i in rows and rows[i].signature() != sigs[i]]
+        sigs = dict(known)
+        changed = [rows[i] for i, _ in known if i in rows and rows[i].signature() != sigs[i]]
+        if changed:  # only the rows sent again need their uptime
+            figures = await queries.uptime_24h(session, changed)
+            for r in changed:
+                r.uptime_24h = figures.get(r.id)
     context = {"changed": changed, "rows": [rows[i] for i, _ in known if i in rows], "now": utcnow(),
                "context_view": request.query_params.get("view", "list")}
     return render(request, "dashboard/terminals_live.html", context)

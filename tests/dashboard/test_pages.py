@@ -215,6 +215,7 @@ async def test_terminals_live_returns_changed_rows_only(client, db, fleet):
     r = await client.get(poll, headers=HX)
     rows = re.findall(r'<tr id="t-(\d+)" hx-swap-oob="true"[^>]*class="row-(\w+)"', r.text)
     assert rows == [(target, "down")]
+    assert re.search(r'<span class="uptime( low)?">\d+\.\d\d %</span>', r.text)  # the uptime came along
     # The new poller carries the new signature: asking again finds nothing new.
     again = re.search(r'hx-get="(/terminals/live[^"]+)"', r.text).group(1).replace("&amp;", "&")
     assert not re.search(r'hx-swap-oob="true"[^>]*class="row-', (await client.get(again, headers=HX)).text)
