@@ -44,6 +44,8 @@ def _parser() -> argparse.ArgumentParser:
     export.add_argument("--id", help="POIID, store code or region name")
     export.add_argument("--from", dest="since", help="start date (YYYY-MM-DD)")
     export.add_argument("--to", dest="until", help="end date (YYYY-MM-DD)")
+    export.add_argument("--by", choices=("terminal", "store", "region"), default=None,
+                        help="one row per terminal (default), store or region")
     export.add_argument("--format", choices=("csv", "xlsx"), default="csv")
     export.add_argument("--output", "-o", help="file to write (default: standard output, CSV only)")
 
