@@ -314,5 +314,7 @@ async def check_connection(request: Request, poiid: str):
             view = checkview.could_not_check(poiid, f"TermPulse failed while checking ({exc.__class__.__name__}: {exc})",
                                              store, started)
     async with await _session(request) as session:
-        fresh = (await queries.terminal_rows(session, ids, uptime=False))[ids[0]]
-    return render(request, "dashboard/check_result.html", {"v": view, "row": fresh, "now": utcnow()})
+        detail = await queries.terminal_detail(session, row.poiid)
+    # The verdict, and out of band: the badges, recent checks, state changes, what is checked.
+    return render(request, "dashboard/check_result.html",
+                  {"v": view, "row": detail.row if detail else row, "d": detail, "now": utcnow()})

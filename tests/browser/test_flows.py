@@ -70,6 +70,7 @@ async def test_support_flow_search_open_check(page, live_server, sim):
     await page.wait_for_function("document.querySelector('.copied').textContent.length > 0")
     # The badges at the top followed the check (the state machine applied the manual result).
     await page.wait_for_selector("#tstatus [data-state=down], #tstatus [data-state=unknown], #tstatus [data-state=up]")
+    assert await page.locator("#sec-checks .note", has_text="manual").count() >= 1  # recent checks refreshed
     await shot(page, "04-check-disconnected")
     await sim.sim.set_behaviour(SUPPORT_POIID, "healthy")
 

@@ -279,6 +279,9 @@ async def test_check_connection_reports_disconnected_with_diagnosis(client, db, 
     report = re.search(r'<pre id="report-text"[^>]*>(.*?)</pre>', r.text, re.S).group(1)
     assert poiid in report and "FAILED" in report and "What to do" in report
     assert 'id="tstatus" class="head-badges" hx-swap-oob="true"' in r.text
+    # The page's recent checks follow: the manual result is listed, marked as manual.
+    assert '<section id="sec-checks" class="panel" hx-swap-oob="true"' in r.text
+    assert '<span class="note">manual</span>' in r.text
 
 
 async def test_check_connection_unknown_terminal(client, fleet):
