@@ -50,3 +50,14 @@ async def test_login_with_cookie_and_admin_rights(db, client):
     assert created.status_code == 201
     client.cookies.set("termpulse_session", good.cookies["termpulse_session"][:-2] + "00")  # tampered
     assert (await client.get("/admin/stores")).status_code == 303
+
+
+async def test_signed_in_user_can_log_out(db, client):
+    await add_user(db, "root", "admin")
+    client._transport.app.state.user_count_cache = [0.0, 0]
+    good = await client.post("/login", data={"username": "root", "password": "correct horse", "next": "/admin/stores"})
+    client.cookies.set("termpulse_session", good.cookies["termpulse_session"])
+    page = await client.get("/admin/stores")
+    assert "root (admin)" in page.text and 'action="/logout"' in page.text
+    out = await client.post("/logout")
+    assert out.status_code == 303 and out.headers["location"] == "/login"
