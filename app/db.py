@@ -156,3 +156,18 @@ def _with_defaults(table, rows: list[dict]) -> list[dict]:
         arg = column.default.arg
         defaults[column.name] = arg(None) if callable(arg) else arg
     return [{**defaults, **row} for row in rows] if defaults else rows
+
+
+async def server_execute(url, statement: str) -> None:
+    """Run one statement (CREATE/DROP DATABASE) on the maintenance database of the
+    PostgreSQL server that `url` (a string or URL) points at. For tests and benchmarks."""
+    import asyncpg
+    from sqlalchemy.engine import make_url
+
+    u = make_url(url) if isinstance(url, str) else url
+    conn = await asyncpg.connect(host=u.host, port=u.port or 5432, user=u.username or "postgres",
+                                 password=u.password, database="postgres", timeout=10)
+    try:
+        await conn.execute(statement)
+    finally:
+        await conn.close()

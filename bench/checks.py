@@ -24,9 +24,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import platform
 import resource
-import statistics
 import subprocess
 import sys
 import time
@@ -38,6 +36,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import psutil  # noqa: E402
 from sqlalchemy import func, select, text  # noqa: E402
 from sqlalchemy.engine import make_url  # noqa: E402
+
+from app.db import server_execute  # noqa: E402
+from bench.machine import describe  # noqa: E402
 
 BENCH_DB = "termpulse_bench_checks"
 PORT = 2000
@@ -68,19 +69,6 @@ def run_simulator(n: int) -> None:
 # --- helpers ---------------------------------------------------------------------------------
 
 
-def machine() -> str:
-    model = "?"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    ram = psutil.virtual_memory().total / 2**30
-    return f"{os.cpu_count()} cores, {ram:.1f} GiB RAM, {model}, Python {platform.python_version()}"
-
-
 def pct(values: list[float], p: float) -> float:
     if not values:
         return float("nan")
@@ -104,16 +92,6 @@ def cpu_seconds(procs: list[psutil.Process]) -> float:
             pass
     return total
 
-
-async def admin(url, statement: str) -> None:
-    import asyncpg
-
-    conn = await asyncpg.connect(host=url.host, port=url.port or 5432, user=url.username or "postgres",
-                                 password=url.password, database="postgres")
-    try:
-        await conn.execute(statement)
-    finally:
-        await conn.close()
 
 
 # --- the fleet ---------------------------------------------------------------------------------
@@ -174,7 +152,6 @@ async def scenario(name: str, db, settings, sim_proc: psutil.Process, n: int, in
     worker = Worker(settings, db, keep_lag=True, maintenance=False)
     me = psutil.Process()
     await worker.start()
-    t_start = time.monotonic()
     try:
         if all_due_now:
             # Backlog: time from the first claim to the last result persisted.
@@ -246,8 +223,8 @@ async def main(args) -> int:
 
     limit = raise_fd_limit()
     base = make_url(os.environ.get("TERMPULSE_TEST_DATABASE_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/x"))
-    await admin(base, f'DROP DATABASE IF EXISTS "{BENCH_DB}" WITH (FORCE)')
-    await admin(base, f'CREATE DATABASE "{BENCH_DB}"')
+    await server_execute(base, f'DROP DATABASE IF EXISTS "{BENCH_DB}" WITH (FORCE)')
+    await server_execute(base, f'CREATE DATABASE "{BENCH_DB}"')
     url = base.set(database=BENCH_DB).render_as_string(hide_password=False)
     settings = Settings(database_url=url, allowed_networks=["127.0.0.0/8"], worker_concurrency=args.concurrency,
                         claim_batch=args.batch, lease_s=30)
@@ -261,7 +238,7 @@ async def main(args) -> int:
         if line.strip() != "ready":
             print("simulator failed to start", file=sys.stderr)
             return 1
-        print(f"machine:  {machine()}")
+        print(f"machine:  {describe()}")
         print(f"fleet:    {args.terminals} simulated TCP terminals on 127.81.x.y:{PORT} (separate process), "
               f"{args.terminals // 10 + 1} stores; RLIMIT_NOFILE {limit}")
         print(f"worker:   concurrency {args.concurrency}, claim batch {args.batch}, uvloop, PostgreSQL "
@@ -295,7 +272,7 @@ async def main(args) -> int:
             sim.kill()
         await db.dispose()
         if not args.keep:
-            await admin(base, f'DROP DATABASE IF EXISTS "{BENCH_DB}" WITH (FORCE)')
+            await server_execute(base, f'DROP DATABASE IF EXISTS "{BENCH_DB}" WITH (FORCE)')
 
 
 if __name__ == "__main__":

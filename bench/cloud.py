@@ -21,7 +21,6 @@ import argparse
 import asyncio
 import multiprocessing
 import os
-import platform
 import random
 import statistics
 import sys
@@ -33,6 +32,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import httpx  # noqa: E402
 from sqlalchemy import func, insert, select, text, update  # noqa: E402
 from sqlalchemy.engine import make_url  # noqa: E402
+
+from app.db import server_execute  # noqa: E402
+from bench.machine import describe  # noqa: E402
 
 DEFAULT_URL = "postgresql+asyncpg://postgres@127.0.0.1:5432/termpulse_bench_cloud"
 
@@ -54,16 +56,6 @@ def _sim_process(stores: int, per_store: int, port_queue) -> None:
     except ImportError:
         asyncio.run(main())
 
-
-async def _admin(url, sql: str) -> None:
-    import asyncpg
-
-    conn = await asyncpg.connect(host=url.host, port=url.port or 5432, user=url.username or "postgres",
-                                 password=url.password, database="postgres")
-    try:
-        await conn.execute(sql)
-    finally:
-        await conn.close()
 
 
 async def _load(db, stores: int, per_store: int) -> None:
@@ -111,7 +103,7 @@ async def main() -> None:
     base = make_url(os.environ.get("TERMPULSE_BENCH_DATABASE_URL", DEFAULT_URL))
     name = f"{base.database}_{os.getpid()}"
     url = base.set(database=name)
-    await _admin(base, f'CREATE DATABASE "{name}"')
+    await server_execute(base, f'CREATE DATABASE "{name}"')
     os.environ["TERMPULSE_SECRET_KEY"] = "bench-secret"
     queue = multiprocessing.get_context("spawn").Queue()
     sim_proc = multiprocessing.get_context("spawn").Process(
@@ -138,7 +130,7 @@ async def main() -> None:
         from app.simulator.providers import ADYEN_TEST_KEY, MERCHANT_ACCOUNT
 
         async with database.sessionmaker() as session:
-            account = await create_account(session, settings.secret_key, AccountIn(
+            await create_account(session, settings.secret_key, AccountIn(
                 name="Adyen bench", kind="adyen", merchant_account=MERCHANT_ACCOUNT, api_base_url=f"{sim_url}/v1",
                 api_key=ADYEN_TEST_KEY, requests_per_second=1000, poll_interval_s=60))
         control = httpx.AsyncClient(base_url=sim_url)
@@ -204,16 +196,11 @@ async def main() -> None:
         await poller.close()
         await control.aclose()
 
-        cpu = platform.processor() or platform.machine()
-        try:
-            cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
-        except (OSError, StopIteration):
-            pass
         async with database.engine.connect() as conn:
             pg = (await conn.execute(text("SHOW server_version"))).scalar()
         print(f"fleet: {args.stores} stores x {args.per_store} terminals = {terminals} cloud terminals "
               f"(one Adyen account, simulator in its own process on 127.0.0.1)")
-        print(f"machine: {os.cpu_count()} CPU ({cpu}), Python {platform.python_version()}, PostgreSQL {pg}")
+        print(f"machine: {describe()}, PostgreSQL {pg}")
         print(f"load: {load_s:.1f} s")
         print(f"full sweep (all stores due at once, budget unthrottled, 100 concurrent): {sweep_s:.1f} s, "
               f"{sweep_calls} provider calls for {polled} stores, {up}/{terminals} monitors up, "
@@ -230,7 +217,7 @@ async def main() -> None:
     finally:
         sim_proc.terminate()
         await database.dispose()
-        await _admin(base, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await server_execute(base, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 if __name__ == "__main__":

@@ -36,7 +36,7 @@ from sqlalchemy import text  # noqa: E402
 from sqlalchemy.engine import make_url  # noqa: E402
 
 import app.models  # noqa: E402,F401
-from app.db import Database  # noqa: E402
+from app.db import Database, server_execute  # noqa: E402
 from app.migrate import migrate  # noqa: E402
 from bench.machine import describe  # noqa: E402
 
@@ -45,17 +45,6 @@ ZONES = ("Europe/London", "Europe/Paris", "America/New_York", "Asia/Kolkata", "U
 REGIONS = ("North", "South", "East", "West", "Central", "Coast", "Alps", "Islands")
 BATCH = 4000  # monitors generated and copied at a time
 
-
-async def admin(url: str, statement: str) -> None:
-    import asyncpg
-
-    u = make_url(url)
-    conn = await asyncpg.connect(host=u.host, port=u.port or 5432, user=u.username or "postgres",
-                                 password=u.password, database="postgres")
-    try:
-        await conn.execute(statement)
-    finally:
-        await conn.close()
 
 
 def outages_for(rng: random.Random, begin: float, end: float, n: int) -> list[tuple[float, float, str]]:
@@ -89,8 +78,8 @@ def bucket_seconds(spells, step: int, lo: float, hi: float) -> dict[float, list[
 
 async def fill(url: str, stores: int, per_store: int, days: int, now: datetime) -> None:
     name = make_url(url).database
-    await admin(url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    await admin(url, f'CREATE DATABASE "{name}"')
+    await server_execute(url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    await server_execute(url, f'CREATE DATABASE "{name}"')
     database = Database(url)
     await migrate(database.engine)
     rng = random.Random(7)
@@ -266,7 +255,7 @@ async def run(args) -> None:
     finally:
         await database.dispose()
         if not args.keep:
-            await admin(url, f'DROP DATABASE IF EXISTS "{make_url(url).database}" WITH (FORCE)')
+            await server_execute(url, f'DROP DATABASE IF EXISTS "{make_url(url).database}" WITH (FORCE)')
 
 
 def main() -> None:

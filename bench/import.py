@@ -17,7 +17,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from sqlalchemy import func, select, text  # noqa: E402
 from sqlalchemy.engine import make_url  # noqa: E402
 
-from app.db import Database  # noqa: E402
+from app.db import Database, server_execute  # noqa: E402
 from app.inventory.csvimport import import_fleet  # noqa: E402
 from app.migrate import migrate  # noqa: E402
 from app.monitoring.models import Monitor  # noqa: E402
@@ -29,14 +29,9 @@ DEFAULT_URL = "postgresql+asyncpg://postgres@127.0.0.1:5432/termpulse_bench_impo
 
 
 async def fresh_database(url: str) -> Database:
-    import asyncpg
-
-    parsed = make_url(url)
-    admin = await asyncpg.connect(host=parsed.host, port=parsed.port or 5432, user=parsed.username or "postgres",
-                                  database="postgres")
-    await admin.execute(f'DROP DATABASE IF EXISTS "{parsed.database}" WITH (FORCE)')
-    await admin.execute(f'CREATE DATABASE "{parsed.database}"')
-    await admin.close()
+    name = make_url(url).database
+    await server_execute(url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    await server_execute(url, f'CREATE DATABASE "{name}"')
     database = Database(url)
     await migrate(database.engine)
     return database

@@ -24,7 +24,6 @@ import asyncio
 import os
 import re
 import socket
-import statistics
 import subprocess
 import sys
 import time
@@ -38,7 +37,7 @@ from sqlalchemy import event, text  # noqa: E402
 from sqlalchemy.engine import make_url  # noqa: E402
 
 import app.models  # noqa: E402,F401
-from app.db import Database  # noqa: E402
+from app.db import Database, server_execute  # noqa: E402
 from app.migrate import migrate  # noqa: E402
 from bench.machine import describe  # noqa: E402
 
@@ -132,17 +131,6 @@ FROM terminals WHERE id % 10 = 0"""),
 ]
 
 
-async def admin(url, statement: str) -> None:
-    import asyncpg
-
-    u = make_url(url)
-    conn = await asyncpg.connect(host=u.host, port=u.port or 5432, user=u.username or "postgres",
-                                 password=u.password, database="postgres")
-    try:
-        await conn.execute(statement)
-    finally:
-        await conn.close()
-
 
 async def prepare(url: str, stores: int, per_store: int, reuse: bool) -> None:
     name = make_url(url).database
@@ -157,8 +145,8 @@ async def prepare(url: str, stores: int, per_store: int, reuse: bool) -> None:
                 return
         except Exception:  # noqa: BLE001 - no database yet: build it
             pass
-    await admin(url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    await admin(url, f'CREATE DATABASE "{name}"')
+    await server_execute(url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    await server_execute(url, f'CREATE DATABASE "{name}"')
     database = Database(url)
     await migrate(database.engine)
     started = time.perf_counter()
@@ -402,7 +390,7 @@ async def main() -> None:
         proc.wait(10)
     await explain(url, targets)
     if not args.keep and not args.reuse:
-        await admin(url, f'DROP DATABASE IF EXISTS "{make_url(url).database}" WITH (FORCE)')
+        await server_execute(url, f'DROP DATABASE IF EXISTS "{make_url(url).database}" WITH (FORCE)')
 
 
 if __name__ == "__main__":

@@ -16,24 +16,12 @@ from sqlalchemy import text
 from sqlalchemy.engine import make_url
 
 import app.models  # noqa: F401
-from app.db import Base, Database
+from app.db import Base, Database, server_execute
 from app.migrate import migrate
 
 DEFAULT_PG = "postgresql+asyncpg://postgres@127.0.0.1:5432/termpulse_test"
 BACKENDS = ("postgresql", "sqlite")
 
-
-async def _admin_execute(server_url, statement: str) -> None:
-    import asyncpg
-
-    conn = await asyncpg.connect(
-        host=server_url.host, port=server_url.port or 5432, user=server_url.username or "postgres",
-        password=server_url.password, database="postgres", timeout=5,
-    )
-    try:
-        await conn.execute(statement)
-    finally:
-        await conn.close()
 
 
 @pytest.fixture(scope="session")
@@ -41,8 +29,8 @@ async def pg_url(tmp_path_factory):
     base = make_url(os.environ.get("TERMPULSE_TEST_DATABASE_URL", DEFAULT_PG))
     name = f"{base.database}_{os.getpid()}"
     try:
-        await _admin_execute(base, f'DROP DATABASE IF EXISTS "{name}"')
-        await _admin_execute(base, f'CREATE DATABASE "{name}"')
+        await server_execute(base, f'DROP DATABASE IF EXISTS "{name}"')
+        await server_execute(base, f'CREATE DATABASE "{name}"')
     except Exception as exc:  # noqa: BLE001 - any failure means "no PostgreSQL"
         message = f"PostgreSQL at {base.render_as_string(hide_password=True)} is not reachable: {exc!r}"
         print("\n" + "!" * 78 + f"\n!! {message}\n" + "!" * 78, file=sys.stderr)
@@ -51,7 +39,7 @@ async def pg_url(tmp_path_factory):
         pytest.skip(message)
     url = base.set(database=name).render_as_string(hide_password=False)
     yield url
-    await _admin_execute(base, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    await server_execute(base, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 @pytest.fixture(scope="session")

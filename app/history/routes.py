@@ -13,7 +13,7 @@ from sqlalchemy import select
 from starlette.background import BackgroundTask
 
 from app.history.export import ROW_UNITS, csv_chunks, write_xlsx
-from app.history.params import PRESETS, InputError, parse_period, resolve_scope
+from app.history.params import InputError, parse_period, resolve_scope
 from app.history.uptime import Figures, Period, report
 from app.inventory.models import Store
 from app.web.templating import render, templates

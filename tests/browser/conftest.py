@@ -24,6 +24,7 @@ from app.inventory.models import Store
 from app.migrate import migrate
 from app.monitoring.models import Monitor
 from app.inventory.csvimport import import_fleet
+from tests import loopback
 from tests.dashboard.fleet import FLEET
 
 CHROMIUM = "/usr/bin/chromium"
@@ -40,7 +41,7 @@ def pytest_collection_modifyitems(items):
 
 # The demo and other test runs may hold the fleet's own loopback addresses (127.1.x.y, 127.3.0.x):
 # this run moves its terminals and network endpoints to a loopback block of its own.
-OCTET = 150 + os.getpid() % 50
+OCTET = loopback.BROWSER
 
 
 def fleet_files() -> list[tuple[str, bytes]]:

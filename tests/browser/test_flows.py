@@ -7,11 +7,9 @@ import re
 import time
 
 import pytest
-from sqlalchemy import select, update
+from sqlalchemy import select
 
-from app.db import utcnow
-from app.inventory.models import Store, Terminal
-from app.monitoring.models import Monitor
+from app.inventory.models import Terminal
 from tests.browser.conftest import shot
 
 pytestmark = pytest.mark.browser

@@ -1,6 +1,6 @@
 """Fixtures for the checking engine: a simulated network on loopback addresses of its own.
 
-Each test session takes two second octets of its own, picked from its PID: OCTET
+Each test session takes two second octets of its own (tests/loopback.py): OCTET
 (127.OCTET.0.x terminals, 127.OCTET.250.x named endpoints, 127.OCTET.<store>.<till> the
 sample fleet) and OCTET2 (a second fleet). So they never collide with a demo on the
 fleet's 127.1.x.y / 127.3.0.x, nor with another test session on the same machine.
@@ -9,15 +9,15 @@ fleet's 127.1.x.y / 127.3.0.x, nor with another test session on the same machine
 from __future__ import annotations
 
 import itertools
-import os
 
 import pytest
 
 from app.simulator.network import start_demo_network
 from app.simulator.terminals import TerminalSpec
+from tests import loopback
 
-OCTET = 100 + os.getpid() % 50
-OCTET2 = OCTET + 50
+OCTET = loopback.CHECKS
+OCTET2 = loopback.CHECKS_SECOND_FLEET
 
 ENDPOINTS = {
     "prodssl.protectedtransactions.com": (f"127.{OCTET}.250.1", [(443, "https")]),

@@ -3,7 +3,7 @@ give exactly the figures computed from the state changes alone, at every bucket 
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 
 import pytest
 

@@ -7,7 +7,7 @@ from datetime import date, timedelta
 import pytest
 
 from app.history.uptime import Period, combined_segments, report, tally, terminal_uptimes, uptime_for_terminals
-from tests.history.helpers import LONG_AGO, T0, at, monitor, store, terminal, terminal_info
+from tests.history.helpers import at, monitor, store, terminal, terminal_info
 
 
 async def figures(db, tid, start, end, *, per_day=False):

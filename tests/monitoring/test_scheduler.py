@@ -9,7 +9,7 @@ import sys
 from datetime import datetime, timedelta, timezone
 
 import pytest
-from sqlalchemy import select, update
+from sqlalchemy import select
 
 from app.db import Database, utcnow
 from app.monitoring.maintenance import STALE_DIAGNOSIS, mark_stale
