@@ -9,7 +9,6 @@ emptied, so each test starts from a fresh, migrated database.
 from __future__ import annotations
 
 import os
-import sys
 
 import pytest
 from sqlalchemy import text
@@ -24,6 +23,16 @@ BACKENDS = ("postgresql", "sqlite")
 
 
 
+_pg_problem: list[str] = []  # set when PostgreSQL was not reachable, for the closing summary
+
+
+def pytest_terminal_summary(terminalreporter):
+    if _pg_problem:
+        terminalreporter.write_sep("!", "PostgreSQL NOT TESTED", red=True, bold=True)
+        terminalreporter.write_line(f"{_pg_problem[0]}: every PostgreSQL test was skipped.", red=True, bold=True)
+        terminalreporter.write_line("Start PostgreSQL or set TERMPULSE_TEST_DATABASE_URL (under CI=true this fails).")
+
+
 @pytest.fixture(scope="session")
 async def pg_url(tmp_path_factory):
     base = make_url(os.environ.get("TERMPULSE_TEST_DATABASE_URL", DEFAULT_PG))
@@ -33,7 +42,7 @@ async def pg_url(tmp_path_factory):
         await server_execute(base, f'CREATE DATABASE "{name}"')
     except Exception as exc:  # noqa: BLE001 - any failure means "no PostgreSQL"
         message = f"PostgreSQL at {base.render_as_string(hide_password=True)} is not reachable: {exc!r}"
-        print("\n" + "!" * 78 + f"\n!! {message}\n" + "!" * 78, file=sys.stderr)
+        _pg_problem.append(message)
         if os.environ.get("CI") == "true":
             pytest.exit(f"CI=true and {message}", returncode=3)
         pytest.skip(message)
