@@ -44,6 +44,8 @@ class ParsedFleet:
     errors: list[RowError] = field(default_factory=list)
     store_lines: dict[str, tuple[str, int]] = field(default_factory=dict)
     terminal_lines: dict[str, tuple[str, int]] = field(default_factory=dict)
+    # Rows that failed validation still get their store code checked: (file, line, code).
+    unchecked_store_refs: list[tuple[str, int, str]] = field(default_factory=list)
 
 
 class ImportFailed(Exception):
@@ -102,7 +104,10 @@ def parse_file(name: str, data: bytes, fleet: ParsedFleet) -> None:
         try:
             item = model.model_validate(row)
         except ValidationError as exc:
-            fleet.errors += [RowError(name, line, col, reason) for col, reason in field_errors(exc).items()]
+            problems = field_errors(exc, row, model)
+            fleet.errors += [RowError(name, line, col, reason) for col, reason in problems.items()]
+            if kind == "terminals" and "store_code" not in problems:
+                fleet.unchecked_store_refs.append((name, line, row["store_code"].strip()))
             continue
         ident = getattr(item, key)
         if ident in lines:
@@ -114,12 +119,12 @@ def parse_file(name: str, data: bytes, fleet: ParsedFleet) -> None:
 
 
 async def _check_store_references(session: AsyncSession, fleet: ParsedFleet) -> None:
-    referenced = {t.store_code for t in fleet.terminals} - {s.code for s in fleet.stores}
+    refs = [(*fleet.terminal_lines[t.poiid], t.store_code) for t in fleet.terminals] + fleet.unchecked_store_refs
+    referenced = {code for _, _, code in refs} - {s.code for s in fleet.stores}
     known = set(await select_where_in(session, select(Store.code), Store.code, referenced, scalars=True))
-    for t in fleet.terminals:
-        if t.store_code in referenced - known:
-            name, line = fleet.terminal_lines[t.poiid]
-            fleet.errors.append(RowError(name, line, "store_code", f"no store {t.store_code!r} in this import or the database"))
+    for name, line, code in refs:
+        if code in referenced - known:
+            fleet.errors.append(RowError(name, line, "store_code", f"no store {code!r} in this import or the database"))
 
 
 async def import_fleet(

@@ -73,7 +73,7 @@ async def _submit(request: Request, session: AsyncSession, model, save, *, curre
     try:
         saved = await save(session, model.model_validate(values), current)
     except ValidationError as exc:
-        errors = field_errors(exc)
+        errors = field_errors(exc, values, model)
     except Conflict as exc:
         errors = {exc.field: str(exc)}
     except NotFound as exc:

@@ -197,16 +197,34 @@ class TerminalIn(_Input):
     def _lan_needed(self) -> TerminalIn:
         if self.local_api == "adyen_local" and self.lan_port is None:
             self.lan_port = 8443  # Adyen's local Terminal API port
-        if self.local_api and not (self.lan_host and self.lan_port):
-            missing = "lan_host" if not self.lan_host else "lan_port"
-            raise ValueError(f"{missing}: required when local_api is {self.local_api}")
-        if self.integration == "cloud" and self.local_api:
-            raise ValueError(f"integration: is cloud but local_api is {self.local_api}; use both")
+        for column, reason in _connection_problems(self.integration, self.local_api, self.lan_host,
+                                                   self.lan_port).items():
+            raise ValueError(f"{column}: {reason}")
         return self
 
+    @classmethod
+    def cross_field_problems(cls, raw: dict) -> dict[str, str]:
+        """The same checks on raw input, so a row with other errors reports these too."""
+        text = {k: str(raw.get(k) or "").strip() for k in ("integration", "local_api", "lan_host", "lan_port")}
+        local_api = text["local_api"].lower() or None
+        port = text["lan_port"] or ("8443" if local_api == "adyen_local" else None)
+        return _connection_problems(text["integration"].lower(), local_api, text["lan_host"] or None, port)
 
-def field_errors(exc: ValidationError) -> dict[str, str]:
-    """{column: reason} from a ValidationError, for forms, the API and import reports."""
+
+def _connection_problems(integration: str, local_api: str | None, lan_host, lan_port) -> dict[str, str]:
+    problems = {}
+    if local_api and not lan_host:
+        problems["lan_host"] = f"required when local_api is {local_api}"
+    if local_api and not lan_port:
+        problems["lan_port"] = f"required when local_api is {local_api}"
+    if integration == "cloud" and local_api:
+        problems["integration"] = f"is cloud but local_api is {local_api}; use both"
+    return problems
+
+
+def field_errors(exc: ValidationError, raw: dict | None = None, model=None) -> dict[str, str]:
+    """{column: reason} from a ValidationError, for forms, the API and import reports. With the
+    raw input and the model, the cross-field checks the failed validation skipped are added."""
     errors: dict[str, str] = {}
     for err in exc.errors():
         message = err["msg"].removeprefix("Value error, ")
@@ -214,4 +232,7 @@ def field_errors(exc: ValidationError) -> dict[str, str]:
         if not column and ": " in message:  # model-level checks name their column first
             column, message = message.split(": ", 1)
         errors.setdefault(column or "row", message)
+    if raw is not None and hasattr(model, "cross_field_problems"):
+        for column, reason in model.cross_field_problems(raw).items():
+            errors.setdefault(column, reason)
     return errors

@@ -32,6 +32,11 @@ async def test_form_errors_are_shown_next_to_fields(db, client):
         "store_code": "S-0001", "poiid": "New-1", "integration": "local", "local_api": "tcp",
         "lan_host": "300.1.1.1", "lan_port": "abc", "provider": "ingenico"})
     assert 'id="e-lan_host"' in response.text and 'id="e-lan_port"' in response.text
+    response = await client.post("/admin/terminals/new", headers=HX, data={
+        "store_code": "S-0001", "poiid": "bad id", "integration": "local", "local_api": "tcp", "lan_port": "70000",
+        "provider": "ingenico"})
+    # the missing address is named in the same answer as the field errors, not after they are fixed
+    assert 'id="e-poiid"' in response.text and "required when local_api is tcp" in response.text
 
 
 async def test_create_edit_delete_through_pages(db, client):
