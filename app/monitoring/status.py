@@ -23,14 +23,12 @@ from collections import defaultdict
 from collections.abc import Iterable
 from datetime import datetime
 
-from sqlalchemy import ARRAY, Integer, bindparam, func, literal, select, text, update
+from sqlalchemy import bindparam, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.db import select_where_in
 from app.inventory.models import Store, Terminal
 from app.monitoring.models import Monitor
-
-_CHUNK = 5000
-
 
 def combine(states: Iterable[str]) -> str:
     states = list(states)
@@ -47,7 +45,6 @@ def combine(states: Iterable[str]) -> str:
         return "up"
     return "unknown"
 
-
 def cloud_state_of(state: str | None, diagnosis: str | None) -> str:
     if state is None:
         return "not_enabled"
@@ -57,39 +54,15 @@ def cloud_state_of(state: str | None, diagnosis: str | None) -> str:
         return "not_enabled" if diagnosis == "cloud_not_enabled" else "disconnected"
     return "unknown"
 
-
-def _chunks(ids: list[int]):
-    for i in range(0, len(ids), _CHUNK):
-        yield ids[i : i + _CHUNK]
-
-
-def _member(session: AsyncSession, column, ids: list[int]):
-    """`column IN ids`; on PostgreSQL `column = ANY(array)`: one statement for any size."""
-    if session.bind.dialect.name == "postgresql":
-        return column == func.any(literal(ids, ARRAY(Integer)))
-    return column.in_(ids)
-
-
-def _batches(session: AsyncSession, ids: list[int]):
-    return [ids] if session.bind.dialect.name == "postgresql" and ids else list(_chunks(ids))
-
-
 def _monitor_state(enabled: bool, state: str) -> str:
     return state if enabled else "paused"
 
-
 async def _network_states(session: AsyncSession, store_ids: list[int]) -> dict[int, list[str]]:
     found: dict[int, list[str]] = defaultdict(list)
-    for chunk in _batches(session, store_ids):
-        rows = await session.execute(
-            select(Monitor.store_id, Monitor.state, Monitor.enabled).where(
-                _member(session, Monitor.store_id, chunk), Monitor.terminal_id.is_(None)
-            )
-        )
-        for store_id, state, enabled in rows:
-            found[store_id].append(_monitor_state(enabled, state))
+    query = select(Monitor.store_id, Monitor.state, Monitor.enabled).where(Monitor.terminal_id.is_(None))
+    for store_id, state, enabled in await select_where_in(session, query, Monitor.store_id, store_ids):
+        found[store_id].append(_monitor_state(enabled, state))
     return found
-
 
 async def refresh_status(
     session: AsyncSession,
@@ -111,27 +84,22 @@ async def refresh_status(
     # The terminals to refresh: those named, plus every terminal of a store whose network changed.
     terminals: dict[int, tuple] = {}
     cols = (Terminal.id, Terminal.store_id, Terminal.status, Terminal.cloud_state)
-    for chunk in _batches(session, sorted(terminal_ids)):
-        for row in await session.execute(select(*cols).where(_member(session, Terminal.id, chunk))):
-            terminals[row.id] = row
-    for chunk in _batches(session, net_stores):
-        for row in await session.execute(select(*cols).where(_member(session, Terminal.store_id, chunk))):
-            terminals[row.id] = row
+    for row in await select_where_in(session, select(*cols), Terminal.id, sorted(terminal_ids)):
+        terminals[row.id] = row
+    for row in await select_where_in(session, select(*cols), Terminal.store_id, net_stores):
+        terminals[row.id] = row
 
     changed_terminals = 0
     if terminals:
         own: dict[int, list[str]] = defaultdict(list)
         cloud: dict[int, tuple[str, str | None]] = {}
-        for chunk in _batches(session, sorted(terminals)):
-            rows = await session.execute(
-                select(
-                    Monitor.terminal_id, Monitor.kind, Monitor.state, Monitor.enabled, Monitor.last_diagnosis
-                ).where(_member(session, Monitor.terminal_id, chunk))
-            )
-            for terminal_id, kind, state, enabled, diagnosis in rows:
-                own[terminal_id].append(_monitor_state(enabled, state))
-                if kind == "cloud" and enabled:
-                    cloud[terminal_id] = (state, diagnosis)
+        query = select(Monitor.terminal_id, Monitor.kind, Monitor.state, Monitor.enabled, Monitor.last_diagnosis)
+        for terminal_id, kind, state, enabled, diagnosis in await select_where_in(
+            session, query, Monitor.terminal_id, sorted(terminals)
+        ):
+            own[terminal_id].append(_monitor_state(enabled, state))
+            if kind == "cloud" and enabled:
+                cloud[terminal_id] = (state, diagnosis)
         network = await _network_states(session, sorted({t.store_id for t in terminals.values()}))
         updates = []
         for tid in sorted(terminals):
@@ -151,7 +119,6 @@ async def refresh_status(
     changed_stores = await _refresh_stores(session, sorted(store_ids), now)
     return {"terminals": changed_terminals, "stores": changed_stores}
 
-
 _PG_UPDATE_TERMINALS = text("""
 UPDATE terminals AS t SET status = v.status, cloud_state = v.cloud_state,
     status_since = COALESCE(v.status_since, t.status_since)
@@ -159,7 +126,6 @@ FROM unnest(CAST(:b_id AS INTEGER[]), CAST(:status AS VARCHAR[]), CAST(:cloud_st
             CAST(:status_since AS TIMESTAMPTZ[])) AS v(id, status, cloud_state, status_since)
 WHERE t.id = v.id
 """)
-
 
 async def _update_terminals(session: AsyncSession, updates: list[dict]) -> None:
     if session.bind.dialect.name == "postgresql":
@@ -183,22 +149,16 @@ async def _update_terminals(session: AsyncSession, updates: list[dict]) -> None:
             cloud_only,
         )
 
-
 async def _refresh_stores(session: AsyncSession, store_ids: list[int], now: datetime) -> int:
     if not store_ids:
         return 0
     current: dict[int, str] = {}
     terminal_states: dict[int, list[str]] = defaultdict(list)
-    for chunk in _batches(session, store_ids):
-        for sid, status in await session.execute(
-            select(Store.id, Store.status).where(_member(session, Store.id, chunk))
-        ):
-            current[sid] = status
-        rows = await session.execute(
-            select(Terminal.store_id, Terminal.status).where(_member(session, Terminal.store_id, chunk))
-        )
-        for sid, status in rows:
-            terminal_states[sid].append(status)
+    for sid, status in await select_where_in(session, select(Store.id, Store.status), Store.id, store_ids):
+        current[sid] = status
+    query = select(Terminal.store_id, Terminal.status)
+    for sid, status in await select_where_in(session, query, Terminal.store_id, store_ids):
+        terminal_states[sid].append(status)
     network = await _network_states(session, store_ids)
     updates = []
     for sid in sorted(current):

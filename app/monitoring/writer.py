@@ -27,7 +27,7 @@ from sqlalchemy import ARRAY, Integer, bindparam, func, select, text, update
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.db import Database, utcnow
+from app.db import Database, select_where_in, utcnow
 from app.inventory.models import Terminal
 from app.monitoring.models import CheckResult, Monitor, StateChange
 from app.monitoring.state import MonitorState, step
@@ -115,21 +115,8 @@ def _is_pg(session: AsyncSession) -> bool:
 
 async def lock_monitors(session: AsyncSession, ids: list[int]) -> dict[int, Any]:
     """Read (and on PostgreSQL lock, in id order) the monitors' scheduling and state columns."""
-    rows: dict[int, Any] = {}
-    ids = sorted(set(ids))
-    if _is_pg(session):
-        # One statement whatever the batch size (an IN list of n binds is a new statement
-        # to parse and plan for every n): the ids as one array parameter.
-        query = (select(*_MONITOR_COLS).where(Monitor.id == func.any(bindparam("ids", type_=ARRAY(Integer))))
-                 .order_by(Monitor.id).with_for_update())
-        for row in await session.execute(query, {"ids": ids}):
-            rows[row.id] = row
-        return rows
-    for chunk in _chunks(ids):
-        query = select(*_MONITOR_COLS).where(Monitor.id.in_(chunk)).order_by(Monitor.id).with_for_update()
-        for row in await session.execute(query):
-            rows[row.id] = row
-    return rows
+    query = select(*_MONITOR_COLS).order_by(Monitor.id).with_for_update()
+    return {row.id: row for row in await select_where_in(session, query, Monitor.id, sorted(set(ids)))}
 
 
 # PostgreSQL: a batch is one UPDATE and one INSERT, whatever its size, from array parameters.
