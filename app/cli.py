@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import errno
 import sys
 from pathlib import Path
 
@@ -69,6 +70,12 @@ def main(argv: list[str] | None = None) -> int:
         return handler(args, settings) or 0
     except KeyboardInterrupt:
         return 130
+    except OSError as exc:
+        if exc.errno != errno.EADDRINUSE:
+            raise
+        print(f"termpulse {args.command}: {exc.strerror}. Another TermPulse (a demo or a simulator) may be "
+              "running: stop it, or choose another --port.", file=sys.stderr)
+        return 2
 
 
 def _serve(args, settings: Settings) -> int:

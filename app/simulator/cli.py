@@ -32,29 +32,22 @@ def _rows(path: Path) -> list[dict]:
 
 
 async def _run(settings: Settings, fleet: Path, dns_port: int) -> int:
+    from app.simulator.network import start_demo_network
     from app.simulator.providers import start_provider_simulators
+    from app.simulator.terminals import raise_fd_limit
 
     terminals = _rows(fleet)
     stores = _rows(fleet.with_name("stores.csv"))
-    network = None
-    try:
-        from app.simulator.network import start_demo_network
-    except ImportError:  # the terminal/DNS simulator is optional here
-        start_demo_network = None
-    if start_demo_network is not None:
-        from app.simulator.terminals import raise_fd_limit
-
-        raise_fd_limit()
-        network = await start_demo_network(terminals, dns_port=dns_port)
+    raise_fd_limit()
+    network = await start_demo_network(terminals, dns_port=dns_port)
     sims = await start_provider_simulators(
         terminals, stores, adyen_port=int(os.environ.get("TERMPULSE_SIM_ADYEN_PORT", 8701)),
         stripe_port=int(os.environ.get("TERMPULSE_SIM_STRIPE_PORT", 8702)),
     )
     story = sims.start_demo_story()
     print(f"Simulating {len(terminals)} terminals of {len(stores) or '?'} stores on loopback.")
-    if network is not None:
-        print(f"  DNS: 127.0.0.1:{network.dns.port}  -> TERMPULSE_DNS_NAMESERVERS=127.0.0.1 "
-              f"TERMPULSE_DNS_PORT={network.dns.port} TERMPULSE_ALLOWED_NETWORKS=127.0.0.0/8")
+    print(f"  DNS: 127.0.0.1:{network.dns.port}  -> TERMPULSE_DNS_NAMESERVERS=127.0.0.1 "
+          f"TERMPULSE_DNS_PORT={network.dns.port} TERMPULSE_ALLOWED_NETWORKS=127.0.0.0/8")
     print(f"  Adyen API: {sims.adyen.url} ({len(sims.adyen.terminals)} terminals); "
           f"story: store {story} loses its cloud connection every few minutes")
     print(f"  Stripe API: {sims.stripe.url} ({len(sims.stripe.terminals)} readers)")
@@ -70,8 +63,7 @@ async def _run(settings: Settings, fleet: Path, dns_port: int) -> int:
         await stop.wait()
     finally:
         await sims.stop()
-        if network is not None:
-            await network.stop()
+        await network.stop()
     return 0
 
 
