@@ -367,6 +367,11 @@ class TerminalRow:
     def ws(self) -> str:
         return self.cloud_state if self.cloud_enabled or self.cloud_state != "unknown" else "not_enabled"
 
+    @property
+    def store_network_blamed(self) -> bool:
+        """Down although its own LAN and cloud checks are not: its store's network is the cause."""
+        return self.status == "down" and self.lan_state != "down" and self.ws != "disconnected"
+
     def signature(self) -> str:
         since = int(self.status_since.timestamp()) if self.status_since else 0
         seen = int(self.last_seen_at.timestamp()) // 60 if self.last_seen_at else 0

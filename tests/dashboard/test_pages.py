@@ -347,3 +347,16 @@ def test_report_text_is_plain_evidence():
     assert "connect" in text and "5000.0 ms" in text
     assert text.rstrip().endswith("What to do: Allow outbound TCP 7003.")
     assert "<" not in text  # plain text, pasteable into any ticket
+
+
+async def test_a_terminal_down_because_of_its_store_network_says_so(client, db, fleet):
+    # S-0001's terminals: their own LAN checks up, the store's port 7003 check down.
+    async with db.sessionmaker() as s:
+        store_id = await s.scalar(select(Store.id).where(Store.code == "S-0001"))
+        await s.execute(update(Monitor).where(Monitor.store_id == store_id).values(state="up"))
+        await s.execute(update(Monitor).where(Monitor.store_id == store_id, Monitor.terminal_id.is_(None),
+                                              Monitor.target.like("%:7003")).values(state="down"))
+        await s.execute(update(Terminal).where(Terminal.store_id == store_id).values(status="down"))
+        await s.commit()
+    r = await client.get("/terminals", params={"store": "S-0001"}, headers=HX)
+    assert r.text.count(">store network</span>") == 4
