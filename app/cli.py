@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import errno
+import os
 import sys
 from pathlib import Path
 
@@ -70,6 +71,9 @@ def main(argv: list[str] | None = None) -> int:
         return handler(args, settings) or 0
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # `termpulse export ... | head`: the reader has what it wanted
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except OSError as exc:
         if exc.errno != errno.EADDRINUSE:
             raise
