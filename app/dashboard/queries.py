@@ -15,6 +15,7 @@ from sqlalchemy import Select, and_, case, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db import utcnow
+from app.history.uptime import Period, TerminalInfo, terminal_timeline, uptime_for_terminals
 from app.inventory.models import PROVIDERS, Store, Terminal, TerminalEvent
 from app.monitoring.models import CheckResult, Monitor, Rollup, StateChange
 
@@ -507,16 +508,17 @@ async def uptime_24h(session: AsyncSession, rows: list, now: datetime | None = N
                      hours: float = 24) -> dict[int, float | None]:
     """Exact uptime over the last `hours` from the history module (the same figures as the
     History page and the exports): own and store-network monitors, unknown not counted."""
-    from app.history.uptime import Period, TerminalInfo, uptime_for_terminals
-
     now = now or utcnow()
-    infos = [TerminalInfo(r.id, r.poiid, r.label, r.store_id, r.store_code, r.store_name, r.region, r.tz,
-                          r.created_at) for r in rows]
+    infos = [_terminal_info(r) for r in rows]
     result = await uptime_for_terminals(session, infos, Period.last_hours(hours, now), per_day=False, now=now)
     return {u.terminal.id: u.total.uptime for u in result}
 
 
-# --- timelines: exact intervals from state changes ------------------------------------------
+def _terminal_info(r: TerminalRow) -> TerminalInfo:
+    return TerminalInfo(r.id, r.poiid, r.label, r.store_id, r.store_code, r.store_name, r.region, r.tz, r.created_at)
+
+
+# --- timelines: exact intervals from state changes (app.history.uptime) ---------------------
 
 
 @dataclass
@@ -528,58 +530,6 @@ class Segment:
     @property
     def seconds(self) -> float:
         return (self.end - self.start).total_seconds()
-
-
-def monitor_intervals(monitor, changes, start: datetime, end: datetime,
-                      not_before: datetime | None = None) -> list[Segment]:
-    """A monitor's states over [start, end]: the first change in the window says what the state
-    was before it; without one the current state held since state_since. Nothing is known
-    before `not_before` (when the terminal was added): that time is "none"."""
-    if not_before and not_before > start:
-        head = [Segment(start, min(not_before, end), "none")] if not_before > start else []
-        if not_before >= end:
-            return head
-        return head + monitor_intervals(monitor, [c for c in changes if c.at >= not_before], not_before, end)
-    segments: list[Segment] = []
-    if changes:
-        state, cursor = changes[0].from_state, start
-    else:
-        state = monitor.state
-        cursor = max(start, monitor.state_since) if monitor.state_since else start
-        if cursor > start:  # a state that began without a change: the monitor was new
-            segments.append(Segment(start, cursor, "none"))
-    for c in changes:
-        at = min(max(c.at, start), end)
-        if at > cursor:
-            segments.append(Segment(cursor, at, state))
-        state, cursor = c.to_state, max(cursor, at)
-    if end > cursor:
-        segments.append(Segment(cursor, end, state))
-    return segments
-
-
-def combine(per_monitor: list[list[Segment]], start: datetime, end: datetime) -> list[Segment]:
-    """A terminal's state at each moment: down if any monitor is down, else unknown if any is
-    unknown, else paused/maintenance, else up."""
-    points = sorted({start, end} | {s.start for ms in per_monitor for s in ms} | {s.end for ms in per_monitor for s in ms})
-    out: list[Segment] = []
-    idx = [0] * len(per_monitor)
-    for a, b in zip(points, points[1:]):
-        if b <= a:
-            continue
-        states = []
-        for i, ms in enumerate(per_monitor):
-            while idx[i] < len(ms) and ms[idx[i]].end <= a:
-                idx[i] += 1
-            if idx[i] < len(ms) and ms[idx[i]].start <= a:
-                states.append(ms[idx[i]].state)
-        known = [s for s in states if s != "none"]
-        state = worst(known) if known else "none"
-        if out and out[-1].state == state:
-            out[-1].end = b
-        else:
-            out.append(Segment(a, b, state))
-    return out
 
 
 # --- detail pages ----------------------------------------------------------------------------
@@ -657,9 +607,9 @@ async def terminal_detail(session: AsyncSession, poiid: str, now: datetime | Non
         .order_by(TerminalEvent.at.desc()).limit(20)
     ))
     week = now - timedelta(days=7)
-    changes_7d = list(await session.scalars(
+    recent_changes = list(await session.scalars(
         select(StateChange).where(StateChange.terminal_id == terminal.id, StateChange.at >= week)
-        .order_by(StateChange.at).limit(5000)
+        .order_by(StateChange.at.desc()).limit(20)
     ))
     monitor_ids = [m.id for m in monitors]
     checks: list[CheckResult] = []
@@ -669,37 +619,19 @@ async def terminal_detail(session: AsyncSession, poiid: str, now: datetime | Non
             .order_by(CheckResult.checked_at.desc()).limit(20)
         ))
 
-    network_changes = []
-    if network:
-        network_changes = list(await session.scalars(
-            select(StateChange).where(StateChange.monitor_id.in_([m.id for m in network]), StateChange.at >= week)
-            .order_by(StateChange.at).limit(5000)
-        ))
-
-    def timeline(start: datetime) -> list[Segment]:
-        # The terminal's state combines its own monitors and its store's network (as its status).
-        by_monitor: dict[int, list] = {}
-        for c in changes_7d + network_changes:
-            if c.at >= start:
-                by_monitor.setdefault(c.monitor_id, []).append(c)
-        for changes in by_monitor.values():
-            changes.sort(key=lambda c: c.at)
-        if not monitors and not network:
-            return [Segment(start, now, "none")]
-        return combine([monitor_intervals(m, by_monitor.get(m.id, ()), start, now, terminal.created_at)
-                        for m in monitors + network], start, now)
-
-    t24, t7 = timeline(now - timedelta(hours=24)), timeline(week)
+    row = (await terminal_rows(session, [terminal.id], uptime=False))[terminal.id]
+    info = _terminal_info(row)
+    t24 = [Segment(*seg) for seg in await terminal_timeline(session, info, now - timedelta(hours=24), now)]
+    t7 = [Segment(*seg) for seg in await terminal_timeline(session, info, week, now)]
     latency, label = await _latency(session, monitors, now)
     has_account = True
     if terminal.integration in ("cloud", "both") and terminal.cloud_enabled and terminal.provider in ("adyen", "stripe"):
         has_account = terminal.provider_account_id is not None
     names = {m.id: f"{m.kind} {m.target}" for m in monitors}
-    row = (await terminal_rows(session, [terminal.id], uptime=False))[terminal.id]
     up24 = (await uptime_24h(session, [row], now, 24)).get(terminal.id)
     up7d = (await uptime_24h(session, [row], now, 24 * 7)).get(terminal.id)
     return TerminalDetail(
-        terminal, store, monitors, network, events, list(reversed(changes_7d))[:20], checks, t24, t7,
+        terminal, store, monitors, network, events, recent_changes, checks, t24, t7,
         up24, up7d, latency, label, names, has_account, row,
     )
 

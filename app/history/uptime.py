@@ -466,6 +466,25 @@ async def report(session: AsyncSession, scope: str, key, period: Period, *, titl
 # --- for the dashboard: the 24 h column and the terminal page --------------------------------------
 
 
+async def terminal_timeline(session: AsyncSession, t: TerminalInfo, start: datetime, end: datetime
+                            ) -> list[tuple[datetime, datetime, str]]:
+    """The terminal's combined state over [start, end) as (from, to, state) segments, by the
+    same rules as its uptime; "none" before it existed (the detail page's timelines)."""
+    own, network = await _monitors(session, [t], start)
+    monitors = own.get(t.id, []) + network.get(t.store_id, [])
+    changes = await _changes(session, [m.id for m in monitors], start, end) if monitors else {}
+    begin = max(start, t.created_at) if t.created_at else start
+    segments = [(start, begin, NONE)] if begin > start else []
+    if begin >= end:
+        return [(start, end, NONE)]
+    if not monitors:
+        return segments + [(begin, end, NONE)]
+    timelines = [_timeline(m, changes.get(m.id, ()), begin.timestamp()) for m in monitors]
+    for a, b, state in combined_segments(timelines, begin.timestamp(), end.timestamp()):
+        segments.append((datetime.fromtimestamp(a, timezone.utc), datetime.fromtimestamp(b, timezone.utc), state))
+    return segments
+
+
 async def terminal_uptimes(session: AsyncSession, terminal_ids: list[int], start: datetime, end: datetime
                            ) -> dict[int, Figures]:
     """Exact figures of a page of terminals over [start, end) (the dashboard's "uptime 24 h")."""

@@ -6,7 +6,8 @@ from datetime import date, timedelta
 
 import pytest
 
-from app.history.uptime import Period, combined_segments, report, tally, terminal_uptimes, uptime_for_terminals
+from app.history.uptime import (Period, combined_segments, report, tally, terminal_timeline, terminal_uptimes,
+                                uptime_for_terminals)
 from tests.history.helpers import at, monitor, store, terminal, terminal_info
 
 
@@ -175,3 +176,16 @@ async def test_region_and_fleet_are_terminal_weighted(db):
     assert fleet.total.uptime == pytest.approx(1 - 6 / 96)  # not the mean of the regions (0.875)
     assert {k: round(f.uptime, 4) for k, _l, f in fleet.groups} == {"North": 1.0, "South": 0.75}
     assert region.total.terminals == 1 and region.total.down == 6 * 3600
+
+
+async def test_timeline_follows_the_same_rules_as_the_uptime(db):
+    # The detail page's timeline and its uptime figure come from one computation.
+    s = await store(db)
+    t = await terminal(db, s)
+    await monitor(db, s, t, [(at(-1), "up")])
+    await monitor(db, s, None, [(at(-1), "up"), (at(1), "down"), (at(2), "up")], kind="dns")  # store network
+    t_info = await terminal_info(db, t)
+    async with db.sessionmaker() as ses:
+        segments = await terminal_timeline(ses, t_info, at(0), at(4))
+    assert segments == [(at(0), at(1), "up"), (at(1), at(2), "down"), (at(2), at(4), "up")]
+    assert (await figures(db, t, at(0), at(4))).total.down == 3600
