@@ -49,7 +49,8 @@ def latency_chart(points: list[tuple[datetime, float]], w: int = 900, h: int = 1
 
     dots = [(round(left + (w - left) * ((at - t0).total_seconds() / span), 1), y(v)) for at, v in points]
     coords = " ".join(f"{x},{yy}" for x, yy in dots)
-    ticks = [{"y": y(top * f), "label": f"{top * f:.0f}"} for f in (0.0, 0.5, 1.0)]
+    digits = 0 if top >= 10 else 1  # sub-10 ms loopback answers: 0, 0.6, 1.1 rather than 0, 1, 1
+    ticks = [{"y": y(top * f), "label": f"{top * f:.{digits}f}"} for f in (0.0, 0.5, 1.0)]
     hours = span / 3600
     return {
         "w": w, "h": h, "points": coords, "ticks": ticks, "dots": dots, "n": len(dots),
