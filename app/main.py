@@ -9,12 +9,20 @@ from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 
 from app import __version__
-from app.config import Settings, get_settings
-from app.db import Database
 from app.auth.routes import require_login
 from app.auth.routes import router as auth_router
+from app.checks.api import router as checks_api
+from app.config import Settings, get_settings
+from app.dashboard.routes import database_down_banner
+from app.dashboard.routes import router as dashboard_pages
+from app.db import Database
+from app.history.routes import router as history_routes  # /history, its exports, /api/v1/uptime
+from app.inventory.api import router as inventory_api
+from app.inventory.pages import router as inventory_pages
 from app.ops.routes import record_request_metrics
-from app.ops.routes import router as ops_router
+from app.ops.routes import router as ops_routes
+from app.providers.api import router as providers_api
+from app.providers.pages import router as providers_pages
 
 log = logging.getLogger(__name__)
 
@@ -46,27 +54,12 @@ def create_app(
     app.state.settings = settings
     app.state.db = database
     app.middleware("http")(require_login)
-    from app.dashboard.routes import database_down_banner
-
     app.middleware("http")(database_down_banner)  # outside the login: a down database gets a banner
     app.middleware("http")(record_request_metrics)
     app.mount("/static", StaticFiles(directory=str(settings.static_dir)), name="static")
 
-    from app.inventory.api import router as inventory_api
-    from app.inventory.pages import router as inventory_pages
-
-    app.include_router(ops_router)
-    app.include_router(auth_router)
-    app.include_router(inventory_api, prefix="/api/v1")
-    app.include_router(inventory_pages)
-    from app.providers.api import router as providers_api
-    from app.providers.pages import router as providers_pages
-    app.include_router(providers_api, prefix="/api/v1")  # provider accounts (issue 4)
-    app.include_router(providers_pages)
-    from app.dashboard.routes import router as dashboard_router
-
-    app.include_router(dashboard_router)
-    from app.history.routes import router as history_router
-
-    app.include_router(history_router)  # /history, its exports, /api/v1/uptime
+    for router in (ops_routes, auth_router, inventory_pages, providers_pages, dashboard_pages, history_routes):
+        app.include_router(router)
+    for router in (inventory_api, checks_api, providers_api):
+        app.include_router(router, prefix="/api/v1")
     return app

@@ -27,3 +27,15 @@ async def test_check_connection_asks_the_provider_now(db, adyen_sim):
     adyen_sim.fail(500, times=5)
     failing = await check_terminal_now(db, settings, poiid)
     assert failing.verdict == "could_not_check" and failing.diagnosis.ours
+
+
+async def test_check_api_answers_the_report(db, adyen_sim, client):
+    stores, terminals = adyen_sim.fleet
+    await load_fleet(db, stores, terminals)
+    await make_account(db, adyen_sim)
+    answer = await client.post(f"/api/v1/terminals/{terminals[1].poiid}/check")
+    assert answer.status_code == 200, answer.text
+    report = answer.json()
+    assert report["verdict"] == "connected" and report["checks"][0]["steps"][0]["step"] == "provider API"
+    missing = await client.post("/api/v1/terminals/Nope-1/check")
+    assert missing.status_code == 404 and "Nope-1" in missing.json()["detail"]
