@@ -56,6 +56,18 @@ def parse_bool(value: object) -> bool:
     raise ValueError("expected yes or no")
 
 
+def choice(options: tuple[str, ...], default: str = ""):
+    """A before-validator: the value, trimmed and lower-cased (blank = `default`), one of `options`."""
+
+    def check(value: object) -> str:
+        value = str(value or default).strip().lower()
+        if value not in options:
+            raise ValueError(f"must be one of: {', '.join(options)}")
+        return value
+
+    return check
+
+
 def _blank_to_none(value: object) -> object:
     if isinstance(value, str):
         value = value.strip()
@@ -140,21 +152,8 @@ class TerminalIn(_Input):
             raise ValueError("must not be empty or contain spaces")
         return value
 
-    @field_validator("provider", mode="before")
-    @classmethod
-    def _provider(cls, value: object) -> str:
-        value = str(value or "generic").strip().lower()
-        if value not in PROVIDERS:
-            raise ValueError(f"unknown provider (one of: {', '.join(PROVIDERS)})")
-        return value
-
-    @field_validator("integration", mode="before")
-    @classmethod
-    def _integration(cls, value: object) -> str:
-        value = str(value or "").strip().lower()
-        if value not in INTEGRATIONS:
-            raise ValueError(f"must be one of: {', '.join(INTEGRATIONS)}")
-        return value
+    _provider = field_validator("provider", mode="before")(choice(PROVIDERS, "generic"))
+    _integration = field_validator("integration", mode="before")(choice(INTEGRATIONS))
 
     @field_validator("local_api")
     @classmethod

@@ -22,7 +22,6 @@ import json
 import logging
 import os
 import secrets
-import signal
 import socket
 from contextlib import asynccontextmanager
 from datetime import timedelta
@@ -37,6 +36,7 @@ from app.db import Database, utcnow
 from app.monitoring.maintenance import mark_stale, purge_results, rollup_pending
 from app.monitoring.scheduler import Dispatcher, release_leases
 from app.monitoring.writer import ResultWriter
+from app.shutdown import until_terminated
 
 log = logging.getLogger(__name__)
 
@@ -292,12 +292,8 @@ async def _worker_main(settings: Settings) -> int:
         log.error("%s", exc)
         await database.dispose()
         return 1
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
     try:
-        await stop.wait()
+        await until_terminated()
     finally:
         await worker.stop()
         await database.dispose()

@@ -6,6 +6,7 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from app.inventory.schemas import choice, parse_bool
 from app.providers.models import ENVIRONMENTS, PROVIDER_KINDS
 
 
@@ -39,28 +40,9 @@ class AccountFields(BaseModel):
 
     _urls = field_validator("api_base_url", "management_base_url", mode="before")(_url)
 
-    @field_validator("kind", mode="before")
-    @classmethod
-    def _kind(cls, value: object) -> str:
-        value = str(value or "").strip().lower()
-        if value not in PROVIDER_KINDS:
-            raise ValueError(f"must be one of: {', '.join(PROVIDER_KINDS)}")
-        return value
-
-    @field_validator("environment", mode="before")
-    @classmethod
-    def _environment(cls, value: object) -> str:
-        value = str(value or "test").strip().lower()
-        if value not in ENVIRONMENTS:
-            raise ValueError(f"must be one of: {', '.join(ENVIRONMENTS)}")
-        return value
-
-    @field_validator("use_legacy_api", mode="before")
-    @classmethod
-    def _bool(cls, value: object) -> bool:
-        if isinstance(value, bool):
-            return value
-        return str(value or "").strip().lower() in ("1", "true", "yes", "on")
+    _kind = field_validator("kind", mode="before")(choice(PROVIDER_KINDS))
+    _environment = field_validator("environment", mode="before")(choice(ENVIRONMENTS, "test"))
+    _legacy = field_validator("use_legacy_api", mode="before")(parse_bool)
 
     @model_validator(mode="after")
     def _adyen_needs_merchant(self) -> "AccountFields":

@@ -16,10 +16,10 @@ import csv
 import json
 import logging
 import os
-import signal
 from pathlib import Path
 
 from app.config import Settings
+from app.shutdown import until_terminated
 
 log = logging.getLogger(__name__)
 
@@ -55,12 +55,8 @@ async def _run(settings: Settings, fleet: Path, dns_port: int) -> int:
     for spec in sims.account_specs():
         print("  " + json.dumps(spec))
     print("Ctrl-C to stop.", flush=True)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
     try:
-        await stop.wait()
+        await until_terminated()
     finally:
         await sims.stop()
         await network.stop()
