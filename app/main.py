@@ -17,6 +17,7 @@ from app.dashboard.routes import database_down_banner
 from app.dashboard.routes import router as dashboard_pages
 from app.db import Database
 from app.history.routes import router as history_routes  # /history, its exports, /api/v1/uptime
+from app.inventory.api import add_error_handlers as add_inventory_error_handlers
 from app.inventory.api import router as inventory_api
 from app.inventory.pages import router as inventory_pages
 from app.ops.routes import record_request_metrics
@@ -62,4 +63,5 @@ def create_app(
         app.include_router(router)
     for router in (inventory_api, checks_api, providers_api):
         app.include_router(router, prefix="/api/v1")
+    add_inventory_error_handlers(app)
     return app

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Response
+from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -61,10 +62,11 @@ class TerminalPage(BaseModel):
     per_page: int
 
 
-def _fail(exc: Exception) -> HTTPException:
-    if isinstance(exc, NotFound):
-        return HTTPException(404, str(exc))
-    return HTTPException(409, {"field": exc.field, "reason": str(exc)})
+def add_error_handlers(app) -> None:
+    """The inventory's own refusals as 404 and 409 with their reason, for every API route."""
+    app.add_exception_handler(NotFound, lambda _request, exc: JSONResponse({"detail": str(exc)}, 404))
+    app.add_exception_handler(Conflict, lambda _request, exc: JSONResponse(
+        {"detail": {"field": exc.field, "reason": str(exc)}}, 409))
 
 
 def _terminal_out(terminal, store_code: str) -> TerminalOut:
@@ -85,10 +87,7 @@ async def list_stores(
 
 @router.post("/stores", response_model=StoreOut, status_code=201, dependencies=ADMIN)
 async def create_store(data: StoreIn, session: AsyncSession = Depends(get_session)):
-    try:
-        return await save_store(session, data)
-    except (Conflict, NotFound) as exc:
-        raise _fail(exc)
+    return await save_store(session, data)
 
 
 @router.get("/stores/{code}", response_model=StoreOut)
@@ -101,18 +100,12 @@ async def get_store(code: str, session: AsyncSession = Depends(get_session)):
 
 @router.put("/stores/{code}", response_model=StoreOut, dependencies=ADMIN)
 async def update_store(code: str, data: StoreIn, session: AsyncSession = Depends(get_session)):
-    try:
-        return await save_store(session, data, current_code=code)
-    except (Conflict, NotFound) as exc:
-        raise _fail(exc)
+    return await save_store(session, data, current_code=code)
 
 
 @router.delete("/stores/{code}", status_code=204, dependencies=ADMIN)
 async def remove_store(code: str, session: AsyncSession = Depends(get_session)):
-    try:
-        await delete_store(session, code)
-    except (Conflict, NotFound) as exc:
-        raise _fail(exc)
+    await delete_store(session, code)
     return Response(status_code=204)
 
 
@@ -134,10 +127,7 @@ async def list_terminals(
 
 @router.post("/terminals", response_model=TerminalOut, status_code=201, dependencies=ADMIN)
 async def create_terminal(data: TerminalIn, session: AsyncSession = Depends(get_session)):
-    try:
-        terminal = await save_terminal(session, data)
-    except (Conflict, NotFound) as exc:
-        raise _fail(exc)
+    terminal = await save_terminal(session, data)
     return _terminal_out(terminal, data.store_code)
 
 
@@ -151,17 +141,11 @@ async def get_terminal(poiid: str, session: AsyncSession = Depends(get_session))
 
 @router.put("/terminals/{poiid}", response_model=TerminalOut, dependencies=ADMIN)
 async def update_terminal(poiid: str, data: TerminalIn, session: AsyncSession = Depends(get_session)):
-    try:
-        terminal = await save_terminal(session, data, current_poiid=poiid)
-    except (Conflict, NotFound) as exc:
-        raise _fail(exc)
+    terminal = await save_terminal(session, data, current_poiid=poiid)
     return _terminal_out(terminal, data.store_code)
 
 
 @router.delete("/terminals/{poiid}", status_code=204, dependencies=ADMIN)
 async def remove_terminal(poiid: str, session: AsyncSession = Depends(get_session)):
-    try:
-        await delete_terminal(session, poiid)
-    except (Conflict, NotFound) as exc:
-        raise _fail(exc)
+    await delete_terminal(session, poiid)
     return Response(status_code=204)

@@ -86,12 +86,17 @@ async def _submit(request: Request, session: AsyncSession, model, save, *, curre
 
 @router.post("/stores/{code}/delete")
 async def remove_store(request: Request, code: str, session: AsyncSession = Depends(get_session)):
+    return await _delete(request, delete_store(session, code), "/admin/stores")
+
+
+async def _delete(request: Request, deleting, done: str):
+    """Run a delete; a refusal (still has terminals, already gone) is shown where the button was."""
     try:
-        await delete_store(session, code)
+        await deleting
     except (Conflict, NotFound) as exc:
         return render(request, "inventory/message.html", {"level": "error", "message": str(exc)},
                       block="message", status_code=409)
-    return _go(request, "/admin/stores")
+    return _go(request, done)
 
 
 # ---- terminals ----------------------------------------------------------------------------
@@ -132,12 +137,7 @@ async def submit_terminal(request: Request, poiid: str | None = None, session: A
 
 @router.post("/terminals/{poiid}/delete")
 async def remove_terminal(request: Request, poiid: str, session: AsyncSession = Depends(get_session)):
-    try:
-        await delete_terminal(session, poiid)
-    except (Conflict, NotFound) as exc:
-        return render(request, "inventory/message.html", {"level": "error", "message": str(exc)},
-                      block="message", status_code=409)
-    return _go(request, "/admin/terminals")
+    return await _delete(request, delete_terminal(session, poiid), "/admin/terminals")
 
 
 # ---- import -------------------------------------------------------------------------------
