@@ -17,14 +17,18 @@ DEMO_DATABASE = Path("termpulse-demo.db")
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="termpulse", description="Connectivity dashboard for payment terminals.")
+    parser = argparse.ArgumentParser(
+        prog="termpulse", description="Connectivity dashboard for payment terminals."
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     serve = sub.add_parser("serve", help="migrate the database, then serve the dashboard")
     serve.add_argument("--host", default=None)
     serve.add_argument("--port", type=int, default=None)
     serve.add_argument("--no-worker", action="store_true", help="serve pages only, run no checks")
-    serve.add_argument("--demo", action="store_true", help="fresh SQLite demo database with a simulated fleet")
+    serve.add_argument(
+        "--demo", action="store_true", help="fresh SQLite demo database with a simulated fleet"
+    )
 
     demo = sub.add_parser("demo", help="same as serve --demo")
     demo.add_argument("--host", default=None)
@@ -46,8 +50,12 @@ def _parser() -> argparse.ArgumentParser:
     export.add_argument("--id", help="POIID, store code or region name")
     export.add_argument("--from", dest="since", help="start date (YYYY-MM-DD)")
     export.add_argument("--to", dest="until", help="end date (YYYY-MM-DD)")
-    export.add_argument("--by", choices=("terminal", "store", "region"), default=None,
-                        help="one row per terminal (default), store or region")
+    export.add_argument(
+        "--by",
+        choices=("terminal", "store", "region"),
+        default=None,
+        help="one row per terminal (default), store or region",
+    )
     export.add_argument("--format", choices=("csv", "xlsx"), default="csv")
     export.add_argument("--output", "-o", help="file to write (default: standard output, CSV only)")
 
@@ -77,8 +85,11 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as exc:
         if exc.errno != errno.EADDRINUSE:
             raise
-        print(f"termpulse {args.command}: {exc.strerror}. Another TermPulse (a demo or a simulator) may be "
-              "running: stop it, or choose another --port.", file=sys.stderr)
+        print(
+            f"termpulse {args.command}: {exc.strerror}. Another TermPulse (a demo or a simulator) may be "
+            "running: stop it, or choose another --port.",
+            file=sys.stderr,
+        )
         return 2
 
 
@@ -93,8 +104,13 @@ def _serve(args, settings: Settings) -> int:
 
     _migrate(args, settings)
     app = create_app(settings, run_worker=not args.no_worker)
-    uvicorn.run(app, host=args.host or settings.host, port=args.port or settings.port,
-                log_config=None, access_log=False)
+    uvicorn.run(
+        app,
+        host=args.host or settings.host,
+        port=args.port or settings.port,
+        log_config=None,
+        access_log=False,
+    )
     return 0
 
 
@@ -136,8 +152,10 @@ def _import(args, settings: Settings) -> int:
             for error in failed.errors:
                 print(error, file=sys.stderr)
             rows = len({(e.file, e.line) for e in failed.errors})
-            print(f"import failed: {len(failed.errors)} error(s) in {rows} row(s); nothing was written",
-                  file=sys.stderr)
+            print(
+                f"import failed: {len(failed.errors)} error(s) in {rows} row(s); nothing was written",
+                file=sys.stderr,
+            )
             return 2
         finally:
             await database.dispose()
@@ -145,7 +163,9 @@ def _import(args, settings: Settings) -> int:
         print(f"stores {verb}: {summary.stores}")
         print(f"terminals {verb}: {summary.terminals}")
         monitors = summary.monitors
-        print(f"monitors: {monitors['created']} created, {monitors['updated']} updated, {monitors['deleted']} removed")
+        print(
+            f"monitors: {monitors['created']} created, {monitors['updated']} updated, {monitors['deleted']} removed"
+        )
         return 0
 
     return asyncio.run(run())
@@ -183,8 +203,15 @@ def _simulate(args, settings: Settings) -> int:
 
 
 COMMANDS = {
-    "serve": _serve, "demo": _serve, "migrate": _migrate, "import": _import, "worker": _worker,
-    "check": _check, "export": _export, "create-user": _create_user, "simulate": _simulate,
+    "serve": _serve,
+    "demo": _serve,
+    "migrate": _migrate,
+    "import": _import,
+    "worker": _worker,
+    "check": _check,
+    "export": _export,
+    "create-user": _create_user,
+    "simulate": _simulate,
 }
 
 if __name__ == "__main__":

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from sqlalchemy import JSON, BigInteger, DateTime, Integer, MetaData, any_, bindparam, event
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB
@@ -41,19 +41,19 @@ class UTCDateTime(TypeDecorator):
         if value is not None:
             if value.tzinfo is None:
                 raise ValueError("naive datetime; use utcnow()")
-            value = value.astimezone(timezone.utc)
+            value = value.astimezone(UTC)
             if dialect.name == "sqlite":
                 value = value.replace(tzinfo=None)
         return value
 
     def process_result_value(self, value, dialect):
         if value is not None and value.tzinfo is None:
-            value = value.replace(tzinfo=timezone.utc)
+            value = value.replace(tzinfo=UTC)
         return value
 
 
 def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 def make_engine(url: str, **kwargs) -> AsyncEngine:
@@ -139,11 +139,12 @@ async def bulk_insert(session, table, rows: list[dict]) -> None:
         return
     rows = _with_defaults(table, rows)  # COPY skips the Python-side column defaults
     columns = list(rows[0])
-    json_columns = {c.name for c in table.columns if isinstance(c.type, (JSON, JSONB)) or
-                    isinstance(getattr(c.type, "impl", None), JSON)}
-    records = [
-        tuple(json.dumps(row[c]) if c in json_columns else row[c] for c in columns) for row in rows
-    ]
+    json_columns = {
+        c.name
+        for c in table.columns
+        if isinstance(c.type, (JSON, JSONB)) or isinstance(getattr(c.type, "impl", None), JSON)
+    }
+    records = [tuple(json.dumps(row[c]) if c in json_columns else row[c] for c in columns) for row in rows]
     raw = await connection.get_raw_connection()
     await raw.driver_connection.copy_records_to_table(table.name, records=records, columns=columns)
 
@@ -165,8 +166,14 @@ async def server_execute(url, statement: str) -> None:
     from sqlalchemy.engine import make_url
 
     u = make_url(url) if isinstance(url, str) else url
-    conn = await asyncpg.connect(host=u.host, port=u.port or 5432, user=u.username or "postgres",
-                                 password=u.password, database="postgres", timeout=10)
+    conn = await asyncpg.connect(
+        host=u.host,
+        port=u.port or 5432,
+        user=u.username or "postgres",
+        password=u.password,
+        database="postgres",
+        timeout=10,
+    )
     try:
         await conn.execute(statement)
     finally:

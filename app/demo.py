@@ -16,11 +16,10 @@ import csv
 import io
 import logging
 import tempfile
+from datetime import timedelta
 from pathlib import Path
 
 import uvicorn
-from datetime import timedelta
-
 from sqlalchemy import select
 
 from app.config import Settings
@@ -70,13 +69,18 @@ async def _wire_to_simulator(database: Database) -> None:
         for monitor in (await session.scalars(select(Monitor))).all():
             if monitor.terminal_id is None:
                 monitor.params = {**monitor.params, "source": store_source(stores[monitor.store_id])}
-            monitor.interval_s, monitor.phase_ms = DEMO_INTERVAL_S, monitor.phase_ms % (DEMO_INTERVAL_S * 1000)
+            monitor.interval_s, monitor.phase_ms = (
+                DEMO_INTERVAL_S,
+                monitor.phase_ms % (DEMO_INTERVAL_S * 1000),
+            )
             monitor.next_due_at = now + timedelta(milliseconds=monitor.phase_ms)
         await session.commit()
 
 
 async def _start_story(net, sims, stores: list[dict], terminals: list[dict]) -> None:
-    port_blocked, dns_failing = [s["code"] for s in stores if s["network_profile"] == "fullsteam-ingenico"][:2]
+    port_blocked, dns_failing = [s["code"] for s in stores if s["network_profile"] == "fullsteam-ingenico"][
+        :2
+    ]
     await net.block_port_for_store(port_blocked, INGENICO_HOST, 7003)
     net.set_dns_for_store(dns_failing, PROCESSOR_HOST, "servfail")
     paynt = [t["poiid"] for t in terminals if t["local_api"] == "paynt_epos"]
@@ -84,8 +88,14 @@ async def _start_story(net, sims, stores: list[dict], terminals: list[dict]) -> 
     await net.sim.set_behaviour(unpaired, "unpaired")
     await net.sim.set_behaviour(flapping, "flapping", period_s=45)
     cloud_store = sims.start_demo_story(up_s=20, down_s=60)
-    log.info("demo story: %s port 7003 blocked, %s DNS failing, %s unpaired, %s flapping, store %s cloud drops",
-             port_blocked, dns_failing, unpaired, flapping, cloud_store)
+    log.info(
+        "demo story: %s port 7003 blocked, %s DNS failing, %s unpaired, %s flapping, store %s cloud drops",
+        port_blocked,
+        dns_failing,
+        unpaired,
+        flapping,
+        cloud_store,
+    )
 
 
 async def _serve_demo(settings: Settings, database_path: Path, host: str, port: int) -> None:
@@ -100,16 +110,22 @@ async def _serve_demo(settings: Settings, database_path: Path, host: str, port: 
     sims = await start_provider_simulators(terminal_rows, store_rows)
     ca_file = Path(tempfile.mkdtemp(prefix="termpulse-demo-")) / "simulator-ca.pem"
     ca_file.write_text(net.ca_pem)
-    settings = settings.model_copy(update={
-        "database_url": f"sqlite+aiosqlite:///{database_path}",
-        "allowed_networks": ["127.0.0.0/8"],  # the demo's world lives on loopback only
-        "dns_nameservers": [net.dns.host], "dns_port": net.dns.port, "trusted_ca_file": ca_file,
-    })
+    settings = settings.model_copy(
+        update={
+            "database_url": f"sqlite+aiosqlite:///{database_path}",
+            "allowed_networks": ["127.0.0.0/8"],  # the demo's world lives on loopback only
+            "dns_nameservers": [net.dns.host],
+            "dns_port": net.dns.port,
+            "trusted_ca_file": ca_file,
+        }
+    )
     database = Database(settings.database_url)
     try:
         await _load_fleet(database, files)
         await _wire_to_simulator(database)
-        await register_simulator_accounts(database, settings.secret_key, sims, poll_interval_s=DEMO_INTERVAL_S)
+        await register_simulator_accounts(
+            database, settings.secret_key, sims, poll_interval_s=DEMO_INTERVAL_S
+        )
         await _start_story(net, sims, store_rows, terminal_rows)
         app = create_app(settings, database=database, run_worker=True)
         server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_config=None, access_log=False))

@@ -49,7 +49,9 @@ def create_app(
             await database.dispose()
 
     app = FastAPI(
-        title="TermPulse", version=__version__, lifespan=lifespan,
+        title="TermPulse",
+        version=__version__,
+        lifespan=lifespan,
         description="Connectivity of payment-terminal fleets: stores, terminals, checks and history.",
     )
     app.state.settings = settings
@@ -59,7 +61,14 @@ def create_app(
     app.middleware("http")(record_request_metrics)
     app.mount("/static", StaticFiles(directory=str(settings.static_dir)), name="static")
 
-    for router in (ops_routes, auth_router, inventory_pages, providers_pages, dashboard_pages, history_routes):
+    for router in (
+        ops_routes,
+        auth_router,
+        inventory_pages,
+        providers_pages,
+        dashboard_pages,
+        history_routes,
+    ):
         app.include_router(router)
     for router in (inventory_api, checks_api, providers_api):
         app.include_router(router, prefix="/api/v1")

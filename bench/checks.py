@@ -33,12 +33,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import psutil  # noqa: E402
-from sqlalchemy import func, select, text  # noqa: E402
-from sqlalchemy.engine import make_url  # noqa: E402
+import psutil
+from sqlalchemy import func, select, text
+from sqlalchemy.engine import make_url
 
-from app.db import server_execute  # noqa: E402
-from bench.machine import describe  # noqa: E402
+from app.db import server_execute
+from bench.machine import describe
 
 BENCH_DB = "termpulse_bench_checks"
 PORT = 2000
@@ -93,21 +93,36 @@ def cpu_seconds(procs: list[psutil.Process]) -> float:
     return total
 
 
-
 # --- the fleet ---------------------------------------------------------------------------------
 
 
 async def build_fleet(db, n: int) -> None:
     from app.inventory.models import Store, Terminal
 
-    stores = [{"code": f"B-{s:05d}", "name": f"Bench store {s}", "status": "unknown"} for s in range(n // 10 + 1)]
+    stores = [
+        {"code": f"B-{s:05d}", "name": f"Bench store {s}", "status": "unknown"} for s in range(n // 10 + 1)
+    ]
     async with db.engine.begin() as conn:
         await conn.execute(Store.__table__.insert(), stores)
         ids = dict((await conn.execute(select(Store.code, Store.id))).all())
-        await conn.execute(Terminal.__table__.insert(), [
-            {"store_id": ids[f"B-{i // 10:05d}"], "poiid": f"BENCH-{i}", "model": "P400", "serial": str(i),
-             "integration": "local", "lan_host": address(i), "lan_port": PORT, "local_api": "tcp",
-             "status": "unknown", "cloud_state": "not_enabled"} for i in range(n)])
+        await conn.execute(
+            Terminal.__table__.insert(),
+            [
+                {
+                    "store_id": ids[f"B-{i // 10:05d}"],
+                    "poiid": f"BENCH-{i}",
+                    "model": "P400",
+                    "serial": str(i),
+                    "integration": "local",
+                    "lan_host": address(i),
+                    "lan_port": PORT,
+                    "local_api": "tcp",
+                    "status": "unknown",
+                    "cloud_state": "not_enabled",
+                }
+                for i in range(n)
+            ],
+        )
 
 
 async def reset_monitors(db, n: int, interval: int, all_due_now: bool) -> None:
@@ -126,12 +141,22 @@ async def reset_monitors(db, n: int, interval: int, all_due_now: bool) -> None:
         for tid, sid, host in terminals:
             key = f"t{tid}:tcp"
             phase = phase_ms(key, interval)
-            rows.append({
-                "key": key, "store_id": sid, "terminal_id": tid, "kind": "tcp", "target": f"{host}:{PORT}",
-                "params": {}, "interval_s": interval, "timeout_s": 5.0, "phase_ms": phase,
-                "next_due_at": start if all_due_now else first_due_at(start, interval, phase),
-                "state": "unknown", "state_since": utcnow(),
-            })
+            rows.append(
+                {
+                    "key": key,
+                    "store_id": sid,
+                    "terminal_id": tid,
+                    "kind": "tcp",
+                    "target": f"{host}:{PORT}",
+                    "params": {},
+                    "interval_s": interval,
+                    "timeout_s": 5.0,
+                    "phase_ms": phase,
+                    "next_due_at": start if all_due_now else first_due_at(start, interval, phase),
+                    "state": "unknown",
+                    "state_since": utcnow(),
+                }
+            )
         for i in range(0, len(rows), 5000):
             await conn.execute(Monitor.__table__.insert(), rows[i : i + 5000])
     async with db.engine.connect() as conn:
@@ -142,8 +167,18 @@ async def reset_monitors(db, n: int, interval: int, all_due_now: bool) -> None:
 # --- a scenario --------------------------------------------------------------------------------
 
 
-async def scenario(name: str, db, settings, sim_proc: psutil.Process, n: int, interval: int,
-                   all_due_now: bool, warmup: float, duration: float, profile: bool) -> dict:
+async def scenario(
+    name: str,
+    db,
+    settings,
+    sim_proc: psutil.Process,
+    n: int,
+    interval: int,
+    all_due_now: bool,
+    warmup: float,
+    duration: float,
+    profile: bool,
+) -> dict:
     from app.db import utcnow
     from app.monitoring.models import CheckResult
     from app.monitoring.worker import Worker
@@ -168,8 +203,12 @@ async def scenario(name: str, db, settings, sim_proc: psutil.Process, n: int, in
             t0, w0 = time.monotonic(), utcnow()
             cpu0, sim0, sys0 = cpu_seconds([me]), cpu_seconds([sim_proc]), busy_seconds()
             st0 = (worker.dispatcher.stats.claimed, worker.dispatcher.stats.started, worker.writer.written)
-            db0 = (worker.dispatcher.stats.claims, worker.dispatcher.stats.claim_s, worker.writer.batches,
-                   worker.writer.write_s)
+            db0 = (
+                worker.dispatcher.stats.claims,
+                worker.dispatcher.stats.claim_s,
+                worker.writer.batches,
+                worker.writer.write_s,
+            )
             lag_from = len(worker.dispatcher.stats.lag_s)
             if profile:
                 import cProfile
@@ -190,20 +229,39 @@ async def scenario(name: str, db, settings, sim_proc: psutil.Process, n: int, in
     finally:
         await worker.stop()
     async with db.sessionmaker() as s:
-        persisted = await s.scalar(select(func.count()).select_from(CheckResult)
-                                   .where(CheckResult.checked_at >= w0, CheckResult.checked_at < w1))
-        doubles = await s.scalar(text(
-            "SELECT count(*) FROM (SELECT monitor_id, due_at FROM check_results GROUP BY 1, 2 HAVING count(*) > 1) d"))
+        persisted = await s.scalar(
+            select(func.count())
+            .select_from(CheckResult)
+            .where(CheckResult.checked_at >= w0, CheckResult.checked_at < w1)
+        )
+        doubles = await s.scalar(
+            text(
+                "SELECT count(*) FROM (SELECT monitor_id, due_at FROM check_results GROUP BY 1, 2 HAVING count(*) > 1) d"
+            )
+        )
     wall = t1 - t0
     out = {
-        "name": name, "wall": wall,
-        "claimed": (st1[0] - st0[0]) / wall, "run": (st1[1] - st0[1]) / wall, "written": (st1[2] - st0[2]) / wall,
-        "persisted": persisted / wall, "lag_p50": pct(lags, 50), "lag_p99": pct(lags, 99), "lag_max": max(lags or [0]),
-        "cpu": 100 * (cpu1 - cpu0) / wall, "sim_cpu": 100 * (sim1 - sim0) / wall, "machine": 100 * (sys1 - sys0) / wall / os.cpu_count(),
-        "failed_batches": worker.writer.failed_batches, "dropped": worker.writer.dropped, "doubles": doubles,
-        "overloaded": stats.overloaded, "samples": len(lags),
-        "claims": db1[0] - db0[0], "claim_busy": (db1[1] - db0[1]) / wall,
-        "batches": db1[2] - db0[2], "write_busy": (db1[3] - db0[3]) / wall,
+        "name": name,
+        "wall": wall,
+        "claimed": (st1[0] - st0[0]) / wall,
+        "run": (st1[1] - st0[1]) / wall,
+        "written": (st1[2] - st0[2]) / wall,
+        "persisted": persisted / wall,
+        "lag_p50": pct(lags, 50),
+        "lag_p99": pct(lags, 99),
+        "lag_max": max(lags or [0]),
+        "cpu": 100 * (cpu1 - cpu0) / wall,
+        "sim_cpu": 100 * (sim1 - sim0) / wall,
+        "machine": 100 * (sys1 - sys0) / wall / os.cpu_count(),
+        "failed_batches": worker.writer.failed_batches,
+        "dropped": worker.writer.dropped,
+        "doubles": doubles,
+        "overloaded": stats.overloaded,
+        "samples": len(lags),
+        "claims": db1[0] - db0[0],
+        "claim_busy": (db1[1] - db0[1]) / wall,
+        "batches": db1[2] - db0[2],
+        "write_busy": (db1[3] - db0[3]) / wall,
     }
     if not all_due_now and profile:
         import pstats
@@ -222,15 +280,26 @@ async def main(args) -> int:
     from app.simulator.terminals import raise_fd_limit
 
     limit = raise_fd_limit()
-    base = make_url(os.environ.get("TERMPULSE_TEST_DATABASE_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/x"))
+    base = make_url(
+        os.environ.get("TERMPULSE_TEST_DATABASE_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/x")
+    )
     await server_execute(base, f'DROP DATABASE IF EXISTS "{BENCH_DB}" WITH (FORCE)')
     await server_execute(base, f'CREATE DATABASE "{BENCH_DB}"')
     url = base.set(database=BENCH_DB).render_as_string(hide_password=False)
-    settings = Settings(database_url=url, allowed_networks=["127.0.0.0/8"], worker_concurrency=args.concurrency,
-                        claim_batch=args.batch, lease_s=30)
+    settings = Settings(
+        database_url=url,
+        allowed_networks=["127.0.0.0/8"],
+        worker_concurrency=args.concurrency,
+        claim_batch=args.batch,
+        lease_s=30,
+    )
     db = Database(url, pool_size=5, max_overflow=5)
-    sim = subprocess.Popen([sys.executable, __file__, "--simulator", str(args.terminals)],
-                           stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    sim = subprocess.Popen(
+        [sys.executable, __file__, "--simulator", str(args.terminals)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         await migrate(db.engine)
         await build_fleet(db, args.terminals)
@@ -239,28 +308,48 @@ async def main(args) -> int:
             print("simulator failed to start", file=sys.stderr)
             return 1
         print(f"machine:  {describe()}")
-        print(f"fleet:    {args.terminals} simulated TCP terminals on 127.81.x.y:{PORT} (separate process), "
-              f"{args.terminals // 10 + 1} stores; RLIMIT_NOFILE {limit}")
-        print(f"worker:   concurrency {args.concurrency}, claim batch {args.batch}, uvloop, PostgreSQL "
-              f"{base.host}:{base.port or 5432}/{BENCH_DB}\n")
+        print(
+            f"fleet:    {args.terminals} simulated TCP terminals on 127.81.x.y:{PORT} (separate process), "
+            f"{args.terminals // 10 + 1} stores; RLIMIT_NOFILE {limit}"
+        )
+        print(
+            f"worker:   concurrency {args.concurrency}, claim batch {args.batch}, uvloop, PostgreSQL "
+            f"{base.host}:{base.port or 5432}/{BENCH_DB}\n"
+        )
         sim_proc = psutil.Process(sim.pid)
         results = []
         plan = [("steady-10s", 10, False), ("steady-5s", 5, False), ("backlog", 60, True)]
         if args.only:
             plan = [p for p in plan if p[0] == args.only]
         for name, interval, backlog in plan:
-            r = await scenario(name, db, settings, sim_proc, args.terminals, interval, backlog,
-                               args.warmup, args.duration, args.profile and name == "steady-5s")
+            r = await scenario(
+                name,
+                db,
+                settings,
+                sim_proc,
+                args.terminals,
+                interval,
+                backlog,
+                args.warmup,
+                args.duration,
+                args.profile and name == "steady-5s",
+            )
             results.append(r)
-            print(f"{name:<11} {r['wall']:5.1f} s: checks/s claimed {r['claimed']:7.0f}  run {r['run']:7.0f}  "
-                  f"written {r['written']:7.0f}  persisted (db) {r['persisted']:7.0f} | lag p50 "
-                  f"{r['lag_p50'] * 1000:6.1f} ms  p99 {r['lag_p99'] * 1000:6.1f} ms  max {r['lag_max'] * 1000:6.0f} ms"
-                  f" | CPU worker {r['cpu']:4.0f}%  simulator {r['sim_cpu']:4.0f}%  machine {r['machine']:3.0f}% busy"
-                  f" | doubles {r['doubles']} dropped {r['dropped']} failed batches {r['failed_batches']}"
-                  f" overloaded {r['overloaded']}", flush=True)
-            print(f"{'':<11} claims {r['claims']} ({100 * r['claim_busy']:.0f}% of the time in claim transactions), "
-                  f"write batches {r['batches']} (avg {r['written'] * r['wall'] / max(r['batches'], 1):.0f} results, "
-                  f"{100 * r['write_busy']:.0f}% of the time in write transactions)", flush=True)
+            print(
+                f"{name:<11} {r['wall']:5.1f} s: checks/s claimed {r['claimed']:7.0f}  run {r['run']:7.0f}  "
+                f"written {r['written']:7.0f}  persisted (db) {r['persisted']:7.0f} | lag p50 "
+                f"{r['lag_p50'] * 1000:6.1f} ms  p99 {r['lag_p99'] * 1000:6.1f} ms  max {r['lag_max'] * 1000:6.0f} ms"
+                f" | CPU worker {r['cpu']:4.0f}%  simulator {r['sim_cpu']:4.0f}%  machine {r['machine']:3.0f}% busy"
+                f" | doubles {r['doubles']} dropped {r['dropped']} failed batches {r['failed_batches']}"
+                f" overloaded {r['overloaded']}",
+                flush=True,
+            )
+            print(
+                f"{'':<11} claims {r['claims']} ({100 * r['claim_busy']:.0f}% of the time in claim transactions), "
+                f"write batches {r['batches']} (avg {r['written'] * r['wall'] / max(r['batches'], 1):.0f} results, "
+                f"{100 * r['write_busy']:.0f}% of the time in write transactions)",
+                flush=True,
+            )
         rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         print(f"\npeak RSS of the worker process: {rss:.0f} MiB")
         return 0
@@ -276,7 +365,9 @@ async def main(args) -> int:
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--terminals", type=int, default=10_000)
     parser.add_argument("--duration", type=float, default=30.0, help="measured seconds per steady scenario")
     parser.add_argument("--warmup", type=float, default=15.0)

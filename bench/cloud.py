@@ -29,12 +29,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import httpx  # noqa: E402
-from sqlalchemy import func, insert, select, text, update  # noqa: E402
-from sqlalchemy.engine import make_url  # noqa: E402
+import httpx
+from sqlalchemy import func, insert, select, text, update
+from sqlalchemy.engine import make_url
 
-from app.db import server_execute  # noqa: E402
-from bench.machine import describe  # noqa: E402
+from app.db import server_execute
+from bench.machine import describe
 
 DEFAULT_URL = "postgresql+asyncpg://postgres@127.0.0.1:5432/termpulse_bench_cloud"
 
@@ -43,8 +43,13 @@ def _sim_process(stores: int, per_store: int, port_queue) -> None:
     from app.simulator.providers import AdyenSim, SimTerminal
 
     async def main() -> None:
-        terminals = [SimTerminal(poiid=f"V400m-{s:05d}{t:02d}", store_ref=f"ST{s:05d}", model="V400m",
-                                 serial=f"{s:05d}{t:02d}") for s in range(stores) for t in range(per_store)]
+        terminals = [
+            SimTerminal(
+                poiid=f"V400m-{s:05d}{t:02d}", store_ref=f"ST{s:05d}", model="V400m", serial=f"{s:05d}{t:02d}"
+            )
+            for s in range(stores)
+            for t in range(per_store)
+        ]
         sim = await AdyenSim(terminals).start()
         port_queue.put(sim.url)
         await asyncio.Event().wait()
@@ -57,7 +62,6 @@ def _sim_process(stores: int, per_store: int, port_queue) -> None:
         asyncio.run(main())
 
 
-
 async def _load(db, stores: int, per_store: int) -> None:
     """The fleet, inserted in bulk (the CSV import path is benchmarked elsewhere)."""
     from app.config import get_settings
@@ -68,14 +72,38 @@ async def _load(db, stores: int, per_store: int) -> None:
 
     now, interval = utcnow(), get_settings().check_interval_s
     async with db.sessionmaker() as session:
-        await session.execute(insert(Store), [
-            {"code": f"S-{s:05d}", "name": f"Store {s}", "region": "", "timezone": "UTC",
-             "adyen_store_id": f"ST{s:05d}", "tags": "", "status": "unknown"} for s in range(stores)])
+        await session.execute(
+            insert(Store),
+            [
+                {
+                    "code": f"S-{s:05d}",
+                    "name": f"Store {s}",
+                    "region": "",
+                    "timezone": "UTC",
+                    "adyen_store_id": f"ST{s:05d}",
+                    "tags": "",
+                    "status": "unknown",
+                }
+                for s in range(stores)
+            ],
+        )
         ids = dict((await session.execute(select(Store.code, Store.id))).all())
-        rows = [{"store_id": ids[f"S-{s:05d}"], "poiid": f"V400m-{s:05d}{t:02d}", "model": "V400m",
-                 "serial": f"{s:05d}{t:02d}", "label": f"Till {t + 1}", "provider": "adyen", "integration": "cloud",
-                 "cloud_enabled": True, "status": "unknown", "cloud_state": "unknown"}
-                for s in range(stores) for t in range(per_store)]
+        rows = [
+            {
+                "store_id": ids[f"S-{s:05d}"],
+                "poiid": f"V400m-{s:05d}{t:02d}",
+                "model": "V400m",
+                "serial": f"{s:05d}{t:02d}",
+                "label": f"Till {t + 1}",
+                "provider": "adyen",
+                "integration": "cloud",
+                "cloud_enabled": True,
+                "status": "unknown",
+                "cloud_state": "unknown",
+            }
+            for s in range(stores)
+            for t in range(per_store)
+        ]
         for i in range(0, len(rows), 10000):
             await session.execute(insert(Terminal), rows[i : i + 10000])
         terminals = (await session.execute(select(Terminal.id, Terminal.store_id, Terminal.poiid))).all()
@@ -83,10 +111,22 @@ async def _load(db, stores: int, per_store: int) -> None:
         for tid, sid, poiid in terminals:
             key = f"t{tid}:cloud"
             phase = phase_ms(key, interval)
-            monitors.append({"key": key, "store_id": sid, "terminal_id": tid, "kind": "cloud", "target": poiid,
-                             "params": {"provider": "adyen"}, "interval_s": interval, "timeout_s": 5.0,
-                             "phase_ms": phase, "next_due_at": first_due_at(now, interval, phase),
-                             "state": "unknown", "state_since": now})
+            monitors.append(
+                {
+                    "key": key,
+                    "store_id": sid,
+                    "terminal_id": tid,
+                    "kind": "cloud",
+                    "target": poiid,
+                    "params": {"provider": "adyen"},
+                    "interval_s": interval,
+                    "timeout_s": 5.0,
+                    "phase_ms": phase,
+                    "next_due_at": first_due_at(now, interval, phase),
+                    "state": "unknown",
+                    "state_since": now,
+                }
+            )
         for i in range(0, len(monitors), 10000):
             await session.execute(insert(Monitor), monitors[i : i + 10000])
         await session.commit()
@@ -107,7 +147,8 @@ async def main() -> None:
     os.environ["TERMPULSE_SECRET_KEY"] = "bench-secret"
     queue = multiprocessing.get_context("spawn").Queue()
     sim_proc = multiprocessing.get_context("spawn").Process(
-        target=_sim_process, args=(args.stores, args.per_store, queue), daemon=True)
+        target=_sim_process, args=(args.stores, args.per_store, queue), daemon=True
+    )
     sim_proc.start()
 
     from app.config import Settings
@@ -130,9 +171,19 @@ async def main() -> None:
         from app.simulator.providers import ADYEN_TEST_KEY, MERCHANT_ACCOUNT
 
         async with database.sessionmaker() as session:
-            await create_account(session, settings.secret_key, AccountIn(
-                name="Adyen bench", kind="adyen", merchant_account=MERCHANT_ACCOUNT, api_base_url=f"{sim_url}/v1",
-                api_key=ADYEN_TEST_KEY, requests_per_second=1000, poll_interval_s=60))
+            await create_account(
+                session,
+                settings.secret_key,
+                AccountIn(
+                    name="Adyen bench",
+                    kind="adyen",
+                    merchant_account=MERCHANT_ACCOUNT,
+                    api_base_url=f"{sim_url}/v1",
+                    api_key=ADYEN_TEST_KEY,
+                    requests_per_second=1000,
+                    poll_interval_s=60,
+                ),
+            )
         control = httpx.AsyncClient(base_url=sim_url)
         terminals = args.stores * args.per_store
 
@@ -171,8 +222,10 @@ async def main() -> None:
         # measure once every store is there, i.e. in the steady state.
         await asyncio.sleep(95)
         rng = random.Random(7)
-        dropped = [f"V400m-{rng.randrange(args.stores):05d}{rng.randrange(args.per_store):02d}"
-                   for _ in range(args.drops)]
+        dropped = [
+            f"V400m-{rng.randrange(args.stores):05d}{rng.randrange(args.per_store):02d}"
+            for _ in range(args.drops)
+        ]
         calls_before = (await control.get("/_sim/calls")).json().get("connectedDevices", 0)
         window_start = time.perf_counter()
         await control.post("/_sim/set_connected", json={"poiids": dropped, "connected": False})
@@ -182,8 +235,15 @@ async def main() -> None:
         while len(delays) < len(dropped) and time.perf_counter() - dropped_at < 200:
             await asyncio.sleep(0.25)
             async with database.sessionmaker() as session:
-                down = (await session.execute(select(Monitor.target).where(
-                    Monitor.target.in_(dropped), Monitor.state == "down"))).scalars().all()
+                down = (
+                    (
+                        await session.execute(
+                            select(Monitor.target).where(Monitor.target.in_(dropped), Monitor.state == "down")
+                        )
+                    )
+                    .scalars()
+                    .all()
+                )
             for poiid in down:
                 delays.setdefault(poiid, time.perf_counter() - dropped_at)
             if interval_calls is None and time.perf_counter() - window_start >= 60:
@@ -198,19 +258,27 @@ async def main() -> None:
 
         async with database.engine.connect() as conn:
             pg = (await conn.execute(text("SHOW server_version"))).scalar()
-        print(f"fleet: {args.stores} stores x {args.per_store} terminals = {terminals} cloud terminals "
-              f"(one Adyen account, simulator in its own process on 127.0.0.1)")
+        print(
+            f"fleet: {args.stores} stores x {args.per_store} terminals = {terminals} cloud terminals "
+            f"(one Adyen account, simulator in its own process on 127.0.0.1)"
+        )
         print(f"machine: {describe()}, PostgreSQL {pg}")
         print(f"load: {load_s:.1f} s")
-        print(f"full sweep (all stores due at once, budget unthrottled, 100 concurrent): {sweep_s:.1f} s, "
-              f"{sweep_calls} provider calls for {polled} stores, {up}/{terminals} monitors up, "
-              f"{sweep_calls / sweep_s:.0f} stores/s")
-        print(f"steady state (interval 60 s, budget {args.budget:g} req/s): {interval_calls} provider calls in one "
-              f"60 s interval (stores: {args.stores})")
+        print(
+            f"full sweep (all stores due at once, budget unthrottled, 100 concurrent): {sweep_s:.1f} s, "
+            f"{sweep_calls} provider calls for {polled} stores, {up}/{terminals} monitors up, "
+            f"{sweep_calls / sweep_s:.0f} stores/s"
+        )
+        print(
+            f"steady state (interval 60 s, budget {args.budget:g} req/s): {interval_calls} provider calls in one "
+            f"60 s interval (stores: {args.stores})"
+        )
         if delays:
             values = sorted(delays.values())
-            print(f"drop -> down in the database ({len(values)}/{len(dropped)} terminals, fail threshold 2): "
-                  f"min {values[0]:.1f} s, median {statistics.median(values):.1f} s, max {values[-1]:.1f} s")
+            print(
+                f"drop -> down in the database ({len(values)}/{len(dropped)} terminals, fail threshold 2): "
+                f"min {values[0]:.1f} s, median {statistics.median(values):.1f} s, max {values[-1]:.1f} s"
+            )
         missing = set(dropped) - set(delays)
         if missing:
             print(f"not down after 200 s: {sorted(missing)}")

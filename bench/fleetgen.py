@@ -30,9 +30,34 @@ def generate(stores: int, terminals_per_store: int, seed: int = 42) -> tuple[byt
     regions, zones = _sample_regions_and_zones()
     store_out, term_out = io.StringIO(), io.StringIO()
     sw, tw = csv.writer(store_out), csv.writer(term_out)
-    sw.writerow(["code", "name", "region", "timezone", "adyen_store_id", "stripe_location_id", "network_profile", "tags"])
-    tw.writerow(["store_code", "poiid", "model", "serial", "label", "provider", "integration", "lan_host",
-                 "lan_port", "local_api", "mac", "cloud_enabled"])
+    sw.writerow(
+        [
+            "code",
+            "name",
+            "region",
+            "timezone",
+            "adyen_store_id",
+            "stripe_location_id",
+            "network_profile",
+            "tags",
+        ]
+    )
+    tw.writerow(
+        [
+            "store_code",
+            "poiid",
+            "model",
+            "serial",
+            "label",
+            "provider",
+            "integration",
+            "lan_host",
+            "lan_port",
+            "local_api",
+            "mac",
+            "cloud_enabled",
+        ]
+    )
     profiles = list(PROFILE_PROVIDERS)
     for n in range(1, stores + 1):
         code, profile = f"S-{n:05d}", rng.choice(profiles)
@@ -44,6 +69,20 @@ def generate(stores: int, terminals_per_store: int, seed: int = 42) -> tuple[byt
             serial = f"{n:05d}{till:03d}{rng.randrange(1000):03d}"
             host = f"127.{1 + n // 250}.{n % 250}.{till}" if local_api else ""
             mac = f"02:00:{n // 256 % 256:02x}:{n % 256:02x}:{till:02x}:{rng.randrange(256):02x}"
-            tw.writerow([code, f"{model}-{serial}", model, serial, f"Till {till}", provider, integration, host,
-                         port or "", local_api, mac, "yes" if integration != "local" else "no"])
+            tw.writerow(
+                [
+                    code,
+                    f"{model}-{serial}",
+                    model,
+                    serial,
+                    f"Till {till}",
+                    provider,
+                    integration,
+                    host,
+                    port or "",
+                    local_api,
+                    mac,
+                    "yes" if integration != "local" else "no",
+                ]
+            )
     return store_out.getvalue().encode(), term_out.getvalue().encode()

@@ -26,7 +26,7 @@ import random
 import sys
 import tempfile
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -44,7 +44,6 @@ DEFAULT_URL = "postgresql+asyncpg://postgres@127.0.0.1:5432/termpulse_bench_hist
 ZONES = ("Europe/London", "Europe/Paris", "America/New_York", "Asia/Kolkata", "UTC")
 REGIONS = ("North", "South", "East", "West", "Central", "Coast", "Alps", "Islands")
 BATCH = 4000  # monitors generated and copied at a time
-
 
 
 def outages_for(rng: random.Random, begin: float, end: float, n: int) -> list[tuple[float, float, str]]:
@@ -88,24 +87,86 @@ async def fill(url: str, stores: int, per_store: int, days: int, now: datetime) 
     long_ago = now - timedelta(days=400)
     day0 = (t_end // 86400 - days - 2) * 86400  # daily rollups from here
     first_day = (t_end - days * 86400) // 86400 * 86400  # the day the rolling window starts in
-    hour_lo, hour_hi = [(first_day - 86400, first_day + 86400), (t_end // 86400 * 86400 - 86400, t_end // 3600 * 3600)]
+    hour_lo, hour_hi = [
+        (first_day - 86400, first_day + 86400),
+        (t_end // 86400 * 86400 - 86400, t_end // 3600 * 3600),
+    ]
 
     started = time.perf_counter()
     async with database.engine.begin() as conn:
         raw = (await conn.get_raw_connection()).driver_connection
-        store_rows = [(i, f"S-{i:05d}", f"Store #{i}", REGIONS[i % len(REGIONS)], ZONES[i % len(ZONES)], "", "up",
-                       long_ago, long_ago, long_ago) for i in range(1, stores + 1)]
-        await raw.copy_records_to_table("stores", records=store_rows, columns=[
-            "id", "code", "name", "region", "timezone", "tags", "status", "status_since", "created_at", "updated_at"])
+        store_rows = [
+            (
+                i,
+                f"S-{i:05d}",
+                f"Store #{i}",
+                REGIONS[i % len(REGIONS)],
+                ZONES[i % len(ZONES)],
+                "",
+                "up",
+                long_ago,
+                long_ago,
+                long_ago,
+            )
+            for i in range(1, stores + 1)
+        ]
+        await raw.copy_records_to_table(
+            "stores",
+            records=store_rows,
+            columns=[
+                "id",
+                "code",
+                "name",
+                "region",
+                "timezone",
+                "tags",
+                "status",
+                "status_since",
+                "created_at",
+                "updated_at",
+            ],
+        )
         term_rows = []
         for i in range(1, stores * per_store + 1):
             sid = 1 + (i - 1) // per_store
-            term_rows.append((i, sid, f"P400-{100000000 + i}", "P400", str(100000000 + i), f"Till {1 + (i - 1) % per_store}",
-                              "adyen", ("cloud", "local", "both")[i % 3], i % 3 != 1, "up", long_ago, "connected",
-                              long_ago, long_ago))
-        await raw.copy_records_to_table("terminals", records=term_rows, columns=[
-            "id", "store_id", "poiid", "model", "serial", "label", "provider", "integration", "cloud_enabled", "status",
-            "status_since", "cloud_state", "created_at", "updated_at"])
+            term_rows.append(
+                (
+                    i,
+                    sid,
+                    f"P400-{100000000 + i}",
+                    "P400",
+                    str(100000000 + i),
+                    f"Till {1 + (i - 1) % per_store}",
+                    "adyen",
+                    ("cloud", "local", "both")[i % 3],
+                    i % 3 != 1,
+                    "up",
+                    long_ago,
+                    "connected",
+                    long_ago,
+                    long_ago,
+                )
+            )
+        await raw.copy_records_to_table(
+            "terminals",
+            records=term_rows,
+            columns=[
+                "id",
+                "store_id",
+                "poiid",
+                "model",
+                "serial",
+                "label",
+                "provider",
+                "integration",
+                "cloud_enabled",
+                "status",
+                "status_since",
+                "cloud_state",
+                "created_at",
+                "updated_at",
+            ],
+        )
         # monitors: (id, store_id, terminal_id, kind)
         monitors = []
         for t in term_rows:
@@ -117,10 +178,17 @@ async def fill(url: str, stores: int, per_store: int, days: int, now: datetime) 
         for sid in range(1, stores + 1):
             for k in range(2 + sid % 3):
                 monitors.append((len(monitors) + 1, sid, None, ("dns", "tcp")[k % 2]))
-        counts = {"stores": stores, "terminals": len(term_rows), "monitors": len(monitors),
-                  "state_changes": 0, "rollups": 0}
+        counts = {
+            "stores": stores,
+            "terminals": len(term_rows),
+            "monitors": len(monitors),
+            "state_changes": 0,
+            "rollups": 0,
+        }
         # the store-wide network outages: one store in 50
-        store_outage = {sid: outages_for(rng, t_begin, t_end, 1) for sid in range(1, stores + 1) if sid % 50 == 0}
+        store_outage = {
+            sid: outages_for(rng, t_begin, t_end, 1) for sid in range(1, stores + 1) if sid % 50 == 0
+        }
         for i in range(0, len(monitors), BATCH):
             batch = monitors[i : i + BATCH]
             mon_rows, changes, rollups = [], [], []
@@ -130,45 +198,141 @@ async def fill(url: str, stores: int, per_store: int, days: int, now: datetime) 
                 else:
                     spells = outages_for(rng, t_begin, t_end, rng.choice((1, 2, 3, 4, 6)))
                 state, at = "up", t_begin
-                changes.append((mid, sid, tid, datetime.fromtimestamp(t_begin, timezone.utc), "unknown", "up", None))
+                changes.append(
+                    (mid, sid, tid, datetime.fromtimestamp(t_begin, UTC), "unknown", "up", None)
+                )
                 for s, e, st in spells:
-                    changes.append((mid, sid, tid, datetime.fromtimestamp(s, timezone.utc), "up", st,
-                                    "tcp_timeout" if st == "down" else "provider_unavailable"))
+                    changes.append(
+                        (
+                            mid,
+                            sid,
+                            tid,
+                            datetime.fromtimestamp(s, UTC),
+                            "up",
+                            st,
+                            "tcp_timeout" if st == "down" else "provider_unavailable",
+                        )
+                    )
                     if e < t_end:
-                        changes.append((mid, sid, tid, datetime.fromtimestamp(e, timezone.utc), st, "up", None))
+                        changes.append(
+                            (mid, sid, tid, datetime.fromtimestamp(e, UTC), st, "up", None)
+                        )
                         state, at = "up", e
                     else:
                         state, at = st, s
-                mon_rows.append((mid, f"b{mid}", sid, tid, kind, "127.0.0.1:1", "{}", 60, 5.0, 2, 1, True, mid % 60000,
-                                 now, state, datetime.fromtimestamp(at, timezone.utc), 0, 0))
-                for step, period, lo, hi in ((86400, "day", day0, t_end // 86400 * 86400),
-                                             (3600, "hour", *hour_lo), (3600, "hour", *hour_hi)):
+                mon_rows.append(
+                    (
+                        mid,
+                        f"b{mid}",
+                        sid,
+                        tid,
+                        kind,
+                        "127.0.0.1:1",
+                        "{}",
+                        60,
+                        5.0,
+                        2,
+                        1,
+                        True,
+                        mid % 60000,
+                        now,
+                        state,
+                        datetime.fromtimestamp(at, UTC),
+                        0,
+                        0,
+                    )
+                )
+                for step, period, lo, hi in (
+                    (86400, "day", day0, t_end // 86400 * 86400),
+                    (3600, "hour", *hour_lo),
+                    (3600, "hour", *hour_hi),
+                ):
                     secs = bucket_seconds(spells, step, lo, hi)
                     b = lo
                     while b < hi:
                         d, u = secs.get(b, (0.0, 0.0))
                         n = step // 60
-                        rollups.append((mid, period, datetime.fromtimestamp(b, timezone.utc), n, n - int(d // 60),
-                                        8.0 * n, 3.0, 90.0, round(d, 3), round(u, 3)))
+                        rollups.append(
+                            (
+                                mid,
+                                period,
+                                datetime.fromtimestamp(b, UTC),
+                                n,
+                                n - int(d // 60),
+                                8.0 * n,
+                                3.0,
+                                90.0,
+                                round(d, 3),
+                                round(u, 3),
+                            )
+                        )
                         b += step
-            await raw.copy_records_to_table("monitors", records=mon_rows, columns=[
-                "id", "key", "store_id", "terminal_id", "kind", "target", "params", "interval_s", "timeout_s",
-                "fail_threshold", "success_threshold", "enabled", "phase_ms", "next_due_at", "state", "state_since",
-                "consecutive_failures", "consecutive_successes"])
-            await raw.copy_records_to_table("state_changes", records=changes, columns=[
-                "monitor_id", "store_id", "terminal_id", "at", "from_state", "to_state", "diagnosis"])
-            await raw.copy_records_to_table("rollups", records=rollups, columns=[
-                "monitor_id", "period", "bucket_start", "count", "ok_count", "latency_sum_ms", "latency_min_ms",
-                "latency_max_ms", "seconds_down", "seconds_unknown"])
+            await raw.copy_records_to_table(
+                "monitors",
+                records=mon_rows,
+                columns=[
+                    "id",
+                    "key",
+                    "store_id",
+                    "terminal_id",
+                    "kind",
+                    "target",
+                    "params",
+                    "interval_s",
+                    "timeout_s",
+                    "fail_threshold",
+                    "success_threshold",
+                    "enabled",
+                    "phase_ms",
+                    "next_due_at",
+                    "state",
+                    "state_since",
+                    "consecutive_failures",
+                    "consecutive_successes",
+                ],
+            )
+            await raw.copy_records_to_table(
+                "state_changes",
+                records=changes,
+                columns=[
+                    "monitor_id",
+                    "store_id",
+                    "terminal_id",
+                    "at",
+                    "from_state",
+                    "to_state",
+                    "diagnosis",
+                ],
+            )
+            await raw.copy_records_to_table(
+                "rollups",
+                records=rollups,
+                columns=[
+                    "monitor_id",
+                    "period",
+                    "bucket_start",
+                    "count",
+                    "ok_count",
+                    "latency_sum_ms",
+                    "latency_min_ms",
+                    "latency_max_ms",
+                    "seconds_down",
+                    "seconds_unknown",
+                ],
+            )
             counts["state_changes"] += len(changes)
             counts["rollups"] += len(rollups)
         for table in ("stores", "terminals", "monitors"):
-            await conn.execute(text(f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), (SELECT max(id) FROM {table}))"))
+            await conn.execute(
+                text(f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), (SELECT max(id) FROM {table}))")
+            )
     async with database.engine.connect() as conn:
         await conn.execution_options(isolation_level="AUTOCOMMIT")
         await conn.execute(text("VACUUM ANALYZE"))
-    print(f"  filled by COPY and analysed in {time.perf_counter() - started:.0f} s: "
-          + ", ".join(f"{k} {v:,}" for k, v in counts.items()))
+    print(
+        f"  filled by COPY and analysed in {time.perf_counter() - started:.0f} s: "
+        + ", ".join(f"{k} {v:,}" for k, v in counts.items())
+    )
     await database.dispose()
 
 
@@ -177,15 +341,17 @@ async def run(args) -> None:
     from app.history.uptime import Period, report, rollup_totals, terminal_chunks
 
     url = os.environ.get("TERMPULSE_BENCH_DATABASE_URL", DEFAULT_URL)
-    now = datetime.now(timezone.utc).replace(second=0, microsecond=0)
+    now = datetime.now(UTC).replace(second=0, microsecond=0)
     reuse = False
     if args.reuse:
         try:
             db = Database(url)
             async with db.engine.connect() as conn:
-                reuse = await conn.scalar(text("SELECT count(*) FROM terminals")) == args.stores * args.per_store
+                reuse = (
+                    await conn.scalar(text("SELECT count(*) FROM terminals")) == args.stores * args.per_store
+                )
             await db.dispose()
-        except Exception:  # noqa: BLE001 - no database yet
+        except Exception:
             reuse = False
     if reuse:
         print("  reusing the filled database")
@@ -195,8 +361,10 @@ async def run(args) -> None:
     database = Database(url)
     try:
         async with database.engine.connect() as conn:
-            sizes = {t: await conn.scalar(text(f"SELECT count(*) FROM {t}"))
-                     for t in ("stores", "terminals", "monitors", "state_changes", "rollups")}
+            sizes = {
+                t: await conn.scalar(text(f"SELECT count(*) FROM {t}"))
+                for t in ("stores", "terminals", "monitors", "state_changes", "rollups")
+            }
         print("fleet: " + ", ".join(f"{k} {v:,}" for k, v in sizes.items()))
         print(f"machine: {describe()}")
         today = now.date()
@@ -207,9 +375,11 @@ async def run(args) -> None:
             rep = await report(s, "fleet", None, period, title="Fleet")
         t_report = time.perf_counter() - t0
         f = rep.total
-        print(f"fleet report, {args.days} local days ({period.label()}), exact from state changes, with per day "
-              f"and per region: {t_report:.2f} s — {f.terminals:,} terminals, uptime {f.uptime_pct} %, "
-              f"{f.outages:,} outages, unknown {f.unknown / 3600:,.0f} h")
+        print(
+            f"fleet report, {args.days} local days ({period.label()}), exact from state changes, with per day "
+            f"and per region: {t_report:.2f} s — {f.terminals:,} terminals, uptime {f.uptime_pct} %, "
+            f"{f.outages:,} outages, unknown {f.unknown / 3600:,.0f} h"
+        )
 
         start, end = now - timedelta(days=args.days), now
         t0 = time.perf_counter()
@@ -223,9 +393,11 @@ async def run(args) -> None:
                 total_up += sum(x.up for x in figures.values())
                 total_down += sum(x.down for x in figures.values())
         t_rollups = time.perf_counter() - t0
-        print(f"fleet totals, last {args.days} x 24 h, rollups + edges: {t_rollups:.2f} s — uptime "
-              f"{100 * total_up / (total_up + total_down):.3f} %, {fell_back:,} of {n:,} terminals needed their "
-              "state changes (faults of several monitors in one day)")
+        print(
+            f"fleet totals, last {args.days} x 24 h, rollups + edges: {t_rollups:.2f} s — uptime "
+            f"{100 * total_up / (total_up + total_down):.3f} %, {fell_back:,} of {n:,} terminals needed their "
+            "state changes (faults of several monitors in one day)"
+        )
 
         t0 = time.perf_counter()
         async with database.sessionmaker() as s:
@@ -233,13 +405,17 @@ async def run(args) -> None:
 
             exact_up = exact_down = 0.0
             async for chunk in terminal_chunks(s, "fleet"):
-                for u in await uptime_for_terminals(s, chunk, Period.rolling(start, end), per_day=False, now=now):
+                for u in await uptime_for_terminals(
+                    s, chunk, Period.rolling(start, end), per_day=False, now=now
+                ):
                     exact_up += u.total.up
                     exact_down += u.total.down
         t_exact = time.perf_counter() - t0
-        print(f"fleet totals, last {args.days} x 24 h, exact from state changes: {t_exact:.2f} s — uptime "
-              f"{100 * exact_up / (exact_up + exact_down):.3f} % (rollups agree: "
-              f"{abs(exact_up - total_up) < 1 and abs(exact_down - total_down) < 1})")
+        print(
+            f"fleet totals, last {args.days} x 24 h, exact from state changes: {t_exact:.2f} s — uptime "
+            f"{100 * exact_up / (exact_up + exact_down):.3f} % (rollups agree: "
+            f"{abs(exact_up - total_up) < 1 and abs(exact_down - total_down) < 1})"
+        )
 
         with tempfile.NamedTemporaryFile("w", suffix=".csv", encoding="utf-8", newline="") as out:
             t0 = time.perf_counter()
@@ -250,8 +426,10 @@ async def run(args) -> None:
             size = os.path.getsize(out.name)
             with open(out.name, encoding="utf-8") as f_in:
                 lines = sum(1 for _ in f_in)
-        print(f"full CSV export, fleet by terminal, {args.days} days: {t_csv:.2f} s — {lines:,} lines "
-              f"({f.terminals:,} terminal rows + per terminal and day), {size / 2**20:.0f} MiB")
+        print(
+            f"full CSV export, fleet by terminal, {args.days} days: {t_csv:.2f} s — {lines:,} lines "
+            f"({f.terminals:,} terminal rows + per terminal and day), {size / 2**20:.0f} MiB"
+        )
     finally:
         await database.dispose()
         if not args.keep:

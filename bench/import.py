@@ -14,15 +14,15 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from sqlalchemy import func, select, text  # noqa: E402
-from sqlalchemy.engine import make_url  # noqa: E402
+from sqlalchemy import func, select, text
+from sqlalchemy.engine import make_url
 
-from app.db import Database, server_execute  # noqa: E402
-from app.inventory.csvimport import import_fleet  # noqa: E402
-from app.migrate import migrate  # noqa: E402
-from app.monitoring.models import Monitor  # noqa: E402
-from bench.fleetgen import generate  # noqa: E402
-from bench.machine import describe  # noqa: E402
+from app.db import Database, server_execute
+from app.inventory.csvimport import import_fleet
+from app.migrate import migrate
+from app.monitoring.models import Monitor
+from bench.fleetgen import generate
+from bench.machine import describe
 
 STORES, PER_STORE = 5_000, 10
 DEFAULT_URL = "postgresql+asyncpg://postgres@127.0.0.1:5432/termpulse_bench_import"
@@ -57,10 +57,14 @@ async def main() -> None:
             version = await session.scalar(text("SHOW server_version"))
     finally:
         await database.dispose()
-    print(f"fleet: {STORES:,} stores, {STORES * PER_STORE:,} terminals ({len(terminals_csv) / 2**20:.1f} MiB CSV), "
-          f"{monitors:,} monitors derived")
+    print(
+        f"fleet: {STORES:,} stores, {STORES * PER_STORE:,} terminals ({len(terminals_csv) / 2**20:.1f} MiB CSV), "
+        f"{monitors:,} monitors derived"
+    )
     print(f"machine: {describe()}; PostgreSQL {version}")
-    print(f"first import:       {first:6.2f} s  ({summary.stores}; terminals {summary.terminals})  target < 10 s")
+    print(
+        f"first import:       {first:6.2f} s  ({summary.stores}; terminals {summary.terminals})  target < 10 s"
+    )
     print(f"unchanged re-import:{again:6.2f} s  (terminals {unchanged.terminals})  target < 5 s")
 
 

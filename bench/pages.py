@@ -48,15 +48,20 @@ BIG_TABLES = ("terminals", "monitors", "state_changes", "check_results", "rollup
 # --- data ------------------------------------------------------------------------------------
 
 FILL = [
-    ("stores", """
+    (
+        "stores",
+        """
 INSERT INTO stores (id, code, name, region, timezone, network_profile, tags, status, status_since, created_at, updated_at)
 SELECT i, 'S-' || lpad(i::text, 5, '0'), (ARRAY['York','Hull','Bath','Kent','Derby','Leeds','Bristol','Essex'])[1 + i % 8] || ' #' || i,
        (ARRAY['North','South','East','West','Central','Coast','Alps','Islands'])[1 + i % 8], 'Europe/London',
        (ARRAY['fullsteam-ingenico','adyen-cloud','paynt-local','mixed'])[1 + i % 4], '',
        CASE WHEN i % 401 = 0 THEN 'down' ELSE 'up' END,
        now() - make_interval(mins => i % 5000), now() - interval '90 days', now()
-FROM generate_series(1, :stores) AS i"""),
-    ("terminals", """
+FROM generate_series(1, :stores) AS i""",
+    ),
+    (
+        "terminals",
+        """
 INSERT INTO terminals (id, store_id, poiid, model, serial, label, provider, integration, lan_host, lan_port,
                        local_api, mac, cloud_enabled, status, status_since, cloud_state, last_seen_at, created_at, updated_at)
 SELECT i, 1 + (i - 1) / :per_store, m || '-' || (100000000 + (i::bigint * 7919) % 899999999), m,
@@ -69,8 +74,11 @@ SELECT i, 1 + (i - 1) / :per_store, m || '-' || (100000000 + (i::bigint * 7919) 
        CASE WHEN i % 3 = 1 OR i % 7 = 0 THEN 'not_enabled' WHEN i % 50 = 0 THEN 'disconnected' ELSE 'connected' END,
        now() - make_interval(secs => i % 120), now() - interval '60 days', now()
 FROM (SELECT i, (ARRAY['A920','A77','V400m','AMS1','Move5000','Lane3000','S1F2'])[1 + i % 7] AS m
-      FROM generate_series(1, :stores * :per_store) AS i) AS g"""),
-    ("monitors (terminals)", """
+      FROM generate_series(1, :stores * :per_store) AS i) AS g""",
+    ),
+    (
+        "monitors (terminals)",
+        """
 INSERT INTO monitors (key, store_id, terminal_id, kind, target, params, interval_s, timeout_s, fail_threshold,
                       success_threshold, enabled, phase_ms, next_due_at, state, state_since, consecutive_failures,
                       consecutive_successes, last_checked_at, last_latency_ms, last_diagnosis)
@@ -80,8 +88,11 @@ SELECT 't' || t.id || ':' || k.kind, t.store_id, t.id, k.kind,
        3 + t.id % 40, CASE WHEN t.status = 'down' THEN 'tcp_timeout' END
 FROM terminals t
 JOIN (VALUES ('tcp'), ('cloud')) AS k(kind)
-  ON (k.kind = 'tcp' AND t.integration IN ('local', 'both')) OR (k.kind = 'cloud' AND t.cloud_enabled)"""),
-    ("monitors (store networks)", """
+  ON (k.kind = 'tcp' AND t.integration IN ('local', 'both')) OR (k.kind = 'cloud' AND t.cloud_enabled)""",
+    ),
+    (
+        "monitors (store networks)",
+        """
 INSERT INTO monitors (key, store_id, terminal_id, kind, target, params, interval_s, timeout_s, fail_threshold,
                       success_threshold, enabled, phase_ms, next_due_at, state, state_since, consecutive_failures,
                       consecutive_successes, last_checked_at, last_latency_ms)
@@ -97,39 +108,57 @@ JOIN (VALUES ('fullsteam-ingenico', 'dns', 'prodssl.protectedtransactions.com'),
              ('mixed', 'dns', 'prodssl.protectedtransactions.com'),
              ('mixed', 'tcp', 'temterminalsnar01.icloud.ingenico.com:7003'),
              ('mixed', 'tcp', 'terminal-api-live.adyen.com:443')) AS d(profile, kind, target)
-  ON d.profile = s.network_profile"""),
-    ("state changes (30 days)", """
+  ON d.profile = s.network_profile""",
+    ),
+    (
+        "state changes (30 days)",
+        """
 INSERT INTO state_changes (monitor_id, store_id, terminal_id, at, from_state, to_state, diagnosis)
 SELECT m.id, m.store_id, m.terminal_id,
        now() - make_interval(days => 2 + 7 * j) - make_interval(secs => (m.id * 7919) % 86400) + make_interval(mins => e * (10 + m.id % 80)),
        CASE WHEN e = 0 THEN 'up' ELSE 'down' END, CASE WHEN e = 0 THEN 'down' ELSE 'up' END,
        CASE WHEN e = 0 THEN 'tcp_timeout' END
-FROM monitors m, generate_series(0, m.id % 4) AS j, generate_series(0, 1) AS e"""),
-    ("state changes (current outages)", """
+FROM monitors m, generate_series(0, m.id % 4) AS j, generate_series(0, 1) AS e""",
+    ),
+    (
+        "state changes (current outages)",
+        """
 INSERT INTO state_changes (monitor_id, store_id, terminal_id, at, from_state, to_state, diagnosis)
-SELECT id, store_id, terminal_id, state_since, 'up', state, 'tcp_timeout' FROM monitors WHERE state IN ('down', 'unknown')"""),
-    ("check results (24 h, every 15 min)", """
+SELECT id, store_id, terminal_id, state_since, 'up', state, 'tcp_timeout' FROM monitors WHERE state IN ('down', 'unknown')""",
+    ),
+    (
+        "check results (24 h, every 15 min)",
+        """
 INSERT INTO check_results (monitor_id, due_at, checked_at, outcome, latency_ms, steps, diagnosis, manual)
 SELECT m.id, ts, ts, CASE WHEN m.state = 'down' AND ts > m.state_since THEN 'fail' ELSE 'ok' END,
        3 + (m.id % 40) + (extract(epoch FROM ts)::bigint % 17), '[]'::jsonb,
        CASE WHEN m.state = 'down' AND ts > m.state_since THEN 'tcp_timeout' END, false
 FROM monitors m, generate_series(date_trunc('minute', now()) - interval '24 hours', now(), interval '15 minutes') AS ts
-WHERE m.terminal_id IS NOT NULL"""),
-    ("rollups (hourly, 48 h)", """
+WHERE m.terminal_id IS NOT NULL""",
+    ),
+    (
+        "rollups (hourly, 48 h)",
+        """
 INSERT INTO rollups (monitor_id, period, bucket_start, count, ok_count, latency_sum_ms, latency_min_ms, latency_max_ms, seconds_down, seconds_unknown)
 SELECT m.id, 'hour', b, 60, 60, 60 * (3 + m.id % 40), 3, 50, 0, 0
-FROM monitors m, generate_series(date_trunc('hour', now()) - interval '48 hours', date_trunc('hour', now()), interval '1 hour') AS b"""),
-    ("rollups (daily, 30 days)", """
+FROM monitors m, generate_series(date_trunc('hour', now()) - interval '48 hours', date_trunc('hour', now()), interval '1 hour') AS b""",
+    ),
+    (
+        "rollups (daily, 30 days)",
+        """
 INSERT INTO rollups (monitor_id, period, bucket_start, count, ok_count, latency_sum_ms, latency_min_ms, latency_max_ms, seconds_down, seconds_unknown)
 SELECT m.id, 'day', b, 1440, 1430, 1440 * (3 + m.id % 40), 3, 80, 600, 0
-FROM monitors m, generate_series(date_trunc('day', now()) - interval '30 days', date_trunc('day', now()), interval '1 day') AS b"""),
-    ("address changes", """
+FROM monitors m, generate_series(date_trunc('day', now()) - interval '30 days', date_trunc('day', now()), interval '1 day') AS b""",
+    ),
+    (
+        "address changes",
+        """
 INSERT INTO terminal_events (terminal_id, at, kind, detail, source)
 SELECT id, now() - make_interval(days => id % 30), 'address_changed',
        jsonb_build_object('old', '10.9.' || id % 256 || '.1:8443', 'new', lan_host || ':' || lan_port), 'bench'
-FROM terminals WHERE id % 10 = 0"""),
+FROM terminals WHERE id % 10 = 0""",
+    ),
 ]
-
 
 
 async def prepare(url: str, stores: int, per_store: int, reuse: bool) -> None:
@@ -143,7 +172,7 @@ async def prepare(url: str, stores: int, per_store: int, reuse: bool) -> None:
             if n == stores * per_store:
                 print(f"reusing {name}: {n:,} terminals already there")
                 return
-        except Exception:  # noqa: BLE001 - no database yet: build it
+        except Exception:
             pass
     await server_execute(url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
     await server_execute(url, f'CREATE DATABASE "{name}"')
@@ -157,7 +186,9 @@ async def prepare(url: str, stores: int, per_store: int, reuse: bool) -> None:
             result = await conn.execute(text(sql))
             print(f"  {label:<36} {result.rowcount:>11,} rows  {time.perf_counter() - t0:6.1f} s", flush=True)
         for table in ("stores", "terminals"):
-            await conn.execute(text(f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), (SELECT max(id) FROM {table}))"))
+            await conn.execute(
+                text(f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), (SELECT max(id) FROM {table}))")
+            )
     async with database.engine.connect() as conn:
         await conn.execution_options(isolation_level="AUTOCOMMIT")
         await conn.execute(text("VACUUM ANALYZE"))
@@ -169,7 +200,15 @@ async def sizes(url: str) -> dict[str, int]:
     database = Database(url)
     out = {}
     async with database.engine.connect() as conn:
-        for table in ("stores", "terminals", "monitors", "state_changes", "check_results", "rollups", "terminal_events"):
+        for table in (
+            "stores",
+            "terminals",
+            "monitors",
+            "state_changes",
+            "check_results",
+            "rollups",
+            "terminal_events",
+        ):
             out[table] = await conn.scalar(text(f"SELECT count(*) FROM {table}"))
     await database.dispose()
     return out
@@ -178,9 +217,15 @@ async def sizes(url: str) -> dict[str, int]:
 async def sample_targets(url: str) -> dict[str, str]:
     database = Database(url)
     async with database.engine.connect() as conn:
-        down = await conn.scalar(text("SELECT poiid FROM terminals WHERE status = 'down' ORDER BY id LIMIT 1 OFFSET 300"))
+        down = await conn.scalar(
+            text("SELECT poiid FROM terminals WHERE status = 'down' ORDER BY id LIMIT 1 OFFSET 300")
+        )
         store = await conn.scalar(text("SELECT code FROM stores ORDER BY id LIMIT 1 OFFSET 2500"))
-        ids = (await conn.execute(text("SELECT id FROM terminals ORDER BY id LIMIT 50 OFFSET 20000"))).scalars().all()
+        ids = (
+            (await conn.execute(text("SELECT id FROM terminals ORDER BY id LIMIT 50 OFFSET 20000")))
+            .scalars()
+            .all()
+        )
         serial = await conn.scalar(text("SELECT serial FROM terminals ORDER BY id LIMIT 1 OFFSET 31337"))
     await database.dispose()
     return {"down": down, "store": store, "known": ",".join(f"{i}:x" for i in ids), "serial": serial}
@@ -198,8 +243,22 @@ def free_port() -> int:
 def start_server(url: str, workers: int) -> tuple[subprocess.Popen, str]:
     port = free_port()
     env = {**os.environ, "TERMPULSE_DATABASE_URL": url, "TERMPULSE_LOG_LEVEL": "WARNING"}
-    cmd = [sys.executable, "-m", "uvicorn", "--factory", "app.main:create_app", "--host", "127.0.0.1",
-           "--port", str(port), "--no-access-log", "--log-level", "warning", "--workers", str(workers)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "uvicorn",
+        "--factory",
+        "app.main:create_app",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--no-access-log",
+        "--log-level",
+        "warning",
+        "--workers",
+        str(workers),
+    ]
     try:
         import uvloop  # noqa: F401
 
@@ -234,7 +293,9 @@ def server_ms(response: httpx.Response) -> float:
 
 async def sequential(client: httpx.AsyncClient, pages: dict[str, str], n: int) -> None:
     print(f"\nSequential, {n} requests per page (after 5 warm-up requests):")
-    print(f"  {'page':<34} {'server p50':>10} {'p95':>8} {'round trip p50':>15} {'p95':>8} {'bytes':>9}  target p95 < 150 ms")
+    print(
+        f"  {'page':<34} {'server p50':>10} {'p95':>8} {'round trip p50':>15} {'p95':>8} {'bytes':>9}  target p95 < 150 ms"
+    )
     for name, path in pages.items():
         for _ in range(5):
             r = await client.get(path)
@@ -246,8 +307,10 @@ async def sequential(client: httpx.AsyncClient, pages: dict[str, str], n: int) -
             wall.append((time.perf_counter() - t0) * 1000)
             server.append(server_ms(r))
         ok = "ok" if pct(server, 0.95) < 150 else "SLOW"
-        print(f"  {name:<34} {pct(server, .5):8.1f} ms {pct(server, .95):6.1f} ms {pct(wall, .5):13.1f} ms "
-              f"{pct(wall, .95):6.1f} ms {len(r.content):9,}  {ok}")
+        print(
+            f"  {name:<34} {pct(server, 0.5):8.1f} ms {pct(server, 0.95):6.1f} ms {pct(wall, 0.5):13.1f} ms "
+            f"{pct(wall, 0.95):6.1f} ms {len(r.content):9,}  {ok}"
+        )
 
 
 async def concurrent(base: str, pages: dict[str, str], clients: int, seconds: float) -> None:
@@ -257,6 +320,7 @@ async def concurrent(base: str, pages: dict[str, str], clients: int, seconds: fl
     deadline = time.perf_counter() + seconds
     limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
     async with httpx.AsyncClient(base_url=base, timeout=30, limits=limits) as client:
+
         async def one(k: int) -> None:
             nonlocal errors
             i = k
@@ -271,8 +335,10 @@ async def concurrent(base: str, pages: dict[str, str], clients: int, seconds: fl
         await asyncio.gather(*(one(k) for k in range(clients)))
         elapsed = time.perf_counter() - started
     print(f"\n{clients} concurrent clients, {seconds:.0f} s, pages in rotation ({len(paths)} kinds):")
-    print(f"  {len(latencies) / elapsed:,.0f} requests/s, round trip p50 {pct(latencies, .5):.0f} ms, "
-          f"p95 {pct(latencies, .95):.0f} ms, {errors} errors, {len(latencies):,} requests")
+    print(
+        f"  {len(latencies) / elapsed:,.0f} requests/s, round trip p50 {pct(latencies, 0.5):.0f} ms, "
+        f"p95 {pct(latencies, 0.95):.0f} ms, {errors} errors, {len(latencies):,} requests"
+    )
 
 
 async def explain(url: str, targets: dict[str, str]) -> None:
@@ -299,16 +365,29 @@ async def explain(url: str, targets: dict[str, str]) -> None:
 
     plans = [
         await run("overview", lambda s: _overview(queries, s)),
-        await run("list page 1", lambda s: queries.terminal_page(s, queries.TerminalFilters.from_params(P()))),
-        await run("list filtered", lambda s: queries.terminal_page(
-            s, queries.TerminalFilters.from_params(P(status="down", region="North")))),
-        await run("list page 500", lambda s: queries.terminal_page(s, queries.TerminalFilters.from_params(P(page="500")))),
-        await run("list search serial", lambda s: queries.terminal_page(
-            s, queries.TerminalFilters.from_params(P(q=targets["serial"])))),
+        await run(
+            "list page 1", lambda s: queries.terminal_page(s, queries.TerminalFilters.from_params(P()))
+        ),
+        await run(
+            "list filtered",
+            lambda s: queries.terminal_page(
+                s, queries.TerminalFilters.from_params(P(status="down", region="North"))
+            ),
+        ),
+        await run(
+            "list page 500",
+            lambda s: queries.terminal_page(s, queries.TerminalFilters.from_params(P(page="500"))),
+        ),
+        await run(
+            "list search serial",
+            lambda s: queries.terminal_page(s, queries.TerminalFilters.from_params(P(q=targets["serial"]))),
+        ),
         await run("store page", lambda s: _store(queries, s, targets["store"])),
         await run("terminal detail", lambda s: queries.terminal_detail(s, targets["down"])),
     ]
-    print("\nEXPLAIN ANALYZE of every query a page runs (time, and any sequential scan of a table that grows with the fleet):")
+    print(
+        "\nEXPLAIN ANALYZE of every query a page runs (time, and any sequential scan of a table that grows with the fleet):"
+    )
     raw = await database.engine.raw_connection()
     try:
         conn = raw.driver_connection

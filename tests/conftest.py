@@ -22,15 +22,18 @@ DEFAULT_PG = "postgresql+asyncpg://postgres@127.0.0.1:5432/termpulse_test"
 BACKENDS = ("postgresql", "sqlite")
 
 
-
 _pg_problem: list[str] = []  # set when PostgreSQL was not reachable, for the closing summary
 
 
 def pytest_terminal_summary(terminalreporter):
     if _pg_problem:
         terminalreporter.write_sep("!", "PostgreSQL NOT TESTED", red=True, bold=True)
-        terminalreporter.write_line(f"{_pg_problem[0]}: every PostgreSQL test was skipped.", red=True, bold=True)
-        terminalreporter.write_line("Start PostgreSQL or set TERMPULSE_TEST_DATABASE_URL (under CI=true this fails).")
+        terminalreporter.write_line(
+            f"{_pg_problem[0]}: every PostgreSQL test was skipped.", red=True, bold=True
+        )
+        terminalreporter.write_line(
+            "Start PostgreSQL or set TERMPULSE_TEST_DATABASE_URL (under CI=true this fails)."
+        )
 
 
 @pytest.fixture(scope="session")
@@ -40,7 +43,7 @@ async def pg_url(tmp_path_factory):
     try:
         await server_execute(base, f'DROP DATABASE IF EXISTS "{name}"')
         await server_execute(base, f'CREATE DATABASE "{name}"')
-    except Exception as exc:  # noqa: BLE001 - any failure means "no PostgreSQL"
+    except Exception as exc:
         message = f"PostgreSQL at {base.render_as_string(hide_password=True)} is not reachable: {exc!r}"
         _pg_problem.append(message)
         if os.environ.get("CI") == "true":

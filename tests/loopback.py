@@ -9,6 +9,6 @@ import os
 
 _BASE = 100 + (os.getpid() % 25) * 4  # 100..199
 
-CHECKS = _BASE          # tests/checks: terminals and named endpoints
+CHECKS = _BASE  # tests/checks: terminals and named endpoints
 CHECKS_SECOND_FLEET = _BASE + 1
-BROWSER = _BASE + 2     # tests/browser: the live server's fleet
+BROWSER = _BASE + 2  # tests/browser: the live server's fleet

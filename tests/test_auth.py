@@ -42,7 +42,9 @@ async def test_login_with_cookie_and_admin_rights(db, client):
     client._transport.app.state.user_count_cache = [0.0, 0]
     bad = await client.post("/login", data={"username": "root", "password": "nope", "next": "/"})
     assert bad.status_code == 401 and "Wrong user name or password" in bad.text
-    good = await client.post("/login", data={"username": "root", "password": "correct horse", "next": "//evil.example"})
+    good = await client.post(
+        "/login", data={"username": "root", "password": "correct horse", "next": "//evil.example"}
+    )
     assert good.status_code == 303 and good.headers["location"] == "/"
     client.cookies.set("termpulse_session", good.cookies["termpulse_session"])
     assert (await client.get("/admin/stores")).status_code == 200
@@ -55,7 +57,9 @@ async def test_login_with_cookie_and_admin_rights(db, client):
 async def test_signed_in_user_can_log_out(db, client):
     await add_user(db, "root", "admin")
     client._transport.app.state.user_count_cache = [0.0, 0]
-    good = await client.post("/login", data={"username": "root", "password": "correct horse", "next": "/admin/stores"})
+    good = await client.post(
+        "/login", data={"username": "root", "password": "correct horse", "next": "/admin/stores"}
+    )
     client.cookies.set("termpulse_session", good.cookies["termpulse_session"])
     page = await client.get("/admin/stores")
     assert "root (admin)" in page.text and 'action="/logout"' in page.text

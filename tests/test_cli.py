@@ -11,8 +11,14 @@ STORES, TERMINALS = str(SAMPLE_FLEET / "stores.csv"), str(SAMPLE_FLEET / "termin
 
 def termpulse(db, *args, stdin=None):
     env = {**os.environ, "TERMPULSE_DATABASE_URL": db.url}
-    return subprocess.run([sys.executable, "-m", "app.cli", *args], capture_output=True, text=True, env=env,
-                          input=stdin, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "app.cli", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        input=stdin,
+        timeout=120,
+    )
 
 
 async def test_import_twice_then_bad_file(db, tmp_path):
@@ -24,7 +30,9 @@ async def test_import_twice_then_bad_file(db, tmp_path):
     assert "0 created, 0 updated, 246 unchanged" in again.stdout
 
     bad = tmp_path / "terminals.csv"
-    bad.write_text("store_code,poiid,integration,lan_port\nS-0001,NEW-1,cloud,\nS-0001,NEW-2,rocket,\nS-0404,NEW-3,local,99999\n")
+    bad.write_text(
+        "store_code,poiid,integration,lan_port\nS-0001,NEW-1,cloud,\nS-0001,NEW-2,rocket,\nS-0404,NEW-3,local,99999\n"
+    )
     failed = termpulse(db, "import", str(bad))
     assert failed.returncode == 2
     lines = failed.stderr.strip().splitlines()

@@ -23,8 +23,11 @@ async def require_login(request: Request, call_next):
     identity = await identify(request)
     if identity is None:
         if path.startswith("/api/"):
-            return JSONResponse({"detail": "log in first (HTTP Basic or a session)"}, 401,
-                                headers={"WWW-Authenticate": 'Basic realm="TermPulse"'})
+            return JSONResponse(
+                {"detail": "log in first (HTTP Basic or a session)"},
+                401,
+                headers={"WWW-Authenticate": 'Basic realm="TermPulse"'},
+            )
         target = path + (f"?{request.url.query}" if request.url.query else "")
         return RedirectResponse(f"/login?next={quote(target)}", status_code=303)
     request.state.identity = identity
@@ -51,8 +54,13 @@ async def login(request: Request):
         context = {"next": target, "error": "Wrong user name or password.", "username": username}
         return render(request, "auth/login.html", context, status_code=401)
     response = RedirectResponse(target, status_code=303)
-    response.set_cookie(COOKIE, session_cookie(request.app.state.settings.secret_key, user.id),
-                        max_age=SESSION_TTL_S, httponly=True, samesite="lax")
+    response.set_cookie(
+        COOKIE,
+        session_cookie(request.app.state.settings.secret_key, user.id),
+        max_age=SESSION_TTL_S,
+        httponly=True,
+        samesite="lax",
+    )
     return response
 
 

@@ -53,7 +53,10 @@ def _cookie_user_id(secret: str, value: str) -> int | None:
         user_id, expires, signature = value.split(":")
     except ValueError:
         return None
-    if not hmac.compare_digest(signature, _sign(secret, f"{user_id}:{expires}")) or int(expires) < time.time():
+    if (
+        not hmac.compare_digest(signature, _sign(secret, f"{user_id}:{expires}"))
+        or int(expires) < time.time()
+    ):
         return None
     return int(user_id)
 

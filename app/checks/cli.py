@@ -13,7 +13,6 @@ import sys
 from app.config import Settings
 
 
-
 def check_command(settings: Settings, poiid: str, as_json: bool = False) -> int:
     try:
         import uvloop

@@ -64,8 +64,7 @@ CATALOGUE: dict[str, _Entry] = {
     # --- TCP -------------------------------------------------------------------------
     "tcp_refused": _Entry(
         "Connection refused",
-        "{host} refused the connection on port {port}: the port is closed or the "
-        "service is not running.",
+        "{host} refused the connection on port {port}: the port is closed or the service is not running.",
         "Check that the device at {host} is the terminal (its DHCP address may have "
         "changed) and that its integration service is running on port {port}; restart "
         "the terminal.",
@@ -100,8 +99,7 @@ CATALOGUE: dict[str, _Entry] = {
         "Certificate not trusted",
         "The certificate presented for {host} is not trusted (issued by {issuer}): "
         "a TLS-inspecting proxy or an unknown CA.",
-        "Ask the store's IT to exclude {host} from TLS/HTTPS inspection on their "
-        "firewall or proxy.",
+        "Ask the store's IT to exclude {host} from TLS/HTTPS inspection on their firewall or proxy.",
     ),
     "tls_expired": _Entry(
         "Certificate expired",
@@ -130,8 +128,7 @@ CATALOGUE: dict[str, _Entry] = {
     ),
     "http_401": _Entry(
         "Not paired (HTTP 401)",
-        "The terminal at {target} rejected the token (HTTP 401): not paired or the token "
-        "is invalid.",
+        "The terminal at {target} rejected the token (HTTP 401): not paired or the token is invalid.",
         "Re-pair the terminal with the register (pairing issues a new token).",
     ),
     "http_5xx": _Entry(
@@ -150,8 +147,7 @@ CATALOGUE: dict[str, _Entry] = {
         "Target outside allowed networks",
         "TermPulse did not check {target}: its address {address} is outside the allowed "
         "networks (TERMPULSE_ALLOWED_NETWORKS).",
-        "Nothing to do at the store: an administrator must fix the monitor's target or "
-        "the allowed networks.",
+        "Nothing to do at the store: an administrator must fix the monitor's target or the allowed networks.",
         ours=True,
     ),
     "internal_error": _Entry(
@@ -190,8 +186,7 @@ CATALOGUE: dict[str, _Entry] = {
     "provider_auth_rejected": _Entry(
         "Provider credentials rejected",
         "The provider API rejected TermPulse's credentials ({target}).",
-        "Nothing to do at the store: an administrator must renew the API key of the "
-        "provider account.",
+        "Nothing to do at the store: an administrator must renew the API key of the provider account.",
         ours=True,
     ),
     "provider_rate_limited": _Entry(
@@ -203,8 +198,7 @@ CATALOGUE: dict[str, _Entry] = {
     "provider_unavailable": _Entry(
         "Provider API unavailable",
         "The provider API did not answer properly ({target}: {error}); the state is unknown.",
-        "Nothing to do at the store: TermPulse retries later; check the provider's "
-        "status page if it lasts.",
+        "Nothing to do at the store: TermPulse retries later; check the provider's status page if it lasts.",
         ours=True,
     ),
 }

@@ -21,7 +21,7 @@ class TargetGuard:
         ]
 
     @classmethod
-    def from_settings(cls, settings) -> "TargetGuard":
+    def from_settings(cls, settings) -> TargetGuard:
         return cls(settings.allowed_networks)
 
     def allows(self, address: str) -> bool:

@@ -97,7 +97,9 @@ async def _http_check(run, ctx, url: httpx.URL, port: int, params: dict, epos: b
     response, cert = await _send(run, url, address, port, params, sslctx, phases, source)
     details = {"connect": f"connected to {address}:{port}"}
     if cert is not None:
-        details["tls"] = f"{cert.protocol}; subject {cert.subject}; issuer {cert.issuer}; expires {cert.not_after}"
+        details["tls"] = (
+            f"{cert.protocol}; subject {cert.subject}; issuer {cert.issuer}; expires {cert.not_after}"
+        )
     _record_phases(run, phases, tls, details)
     if tls and cert is not None:
         run.context.update(subject=cert.subject, issuer=cert.issuer, not_after=cert.not_after)
@@ -112,9 +114,7 @@ async def _send(run, url, address, port, params, sslctx, phases, source):
     extensions = {"trace": phases}
     if not is_ip_literal(url.host):
         extensions["sni_hostname"] = url.host  # and the certificate is checked against it
-    transport = httpx.AsyncHTTPTransport(
-        verify=sslctx, retries=0, local_address=source
-    )
+    transport = httpx.AsyncHTTPTransport(verify=sslctx, retries=0, local_address=source)
     timeout = httpx.Timeout(run.remaining())
     async with httpx.AsyncClient(transport=transport, trust_env=False, timeout=timeout) as client:
         try:
@@ -161,8 +161,11 @@ async def _classify(run, exc, phases: _Phases, address, port, url, source) -> Pr
     phase = phases.current
     _record_phases(run, phases, tls=True)  # the phases that did complete
     run.begin("first_byte" if phase == "http" else phase)  # the failed one, from its start
-    start = phases.t.get({"connect": "connection.connect_tcp.started",
-                          "tls": "connection.start_tls.started"}.get(phase, "http11.send_request_headers.started"))
+    start = phases.t.get(
+        {"connect": "connection.connect_tcp.started", "tls": "connection.start_tls.started"}.get(
+            phase, "http11.send_request_headers.started"
+        )
+    )
     if start is not None:
         run._step_t = start
     errors = list(_chain(exc))
@@ -190,7 +193,9 @@ async def _classify(run, exc, phases: _Phases, address, port, url, source) -> Pr
         # Closed without an answer: the peer dropped us, the nearest named cause is a reset.
         return ProbeFailure("tcp_reset", f"closed without an HTTP answer: {text}")
     if isinstance(exc, (httpx.RemoteProtocolError, httpx.DecodingError)):
-        return ProbeFailure("http_status", f"not a valid HTTP answer: {text}", answer="something that is not HTTP")
+        return ProbeFailure(
+            "http_status", f"not a valid HTTP answer: {text}", answer="something that is not HTTP"
+        )
     return ProbeFailure("internal_error", text, error=text)
 
 

@@ -37,9 +37,7 @@ def classify_errno(err: int | None) -> str:
     return _CONNECT_ERRNO.get(err or 0, "internal_error")
 
 
-async def tcp_connect(
-    run: Run, address: str, port: int, source: str | None = None
-) -> socket.socket:
+async def tcp_connect(run: Run, address: str, port: int, source: str | None = None) -> socket.socket:
     """Connect a non-blocking socket within the run's deadline; records the 'connect' step."""
     family = socket.AF_INET6 if ":" in address else socket.AF_INET
     try:
@@ -114,7 +112,7 @@ class CertInfo:
     protocol: str = ""  # TLSv1.3 ...: filled in by whoever holds the connection
 
     @classmethod
-    def from_der(cls, der: bytes) -> "CertInfo":
+    def from_der(cls, der: bytes) -> CertInfo:
         cert = x509.load_der_x509_certificate(der)
         return cls(
             subject=cert.subject.rfc4514_string(),

@@ -60,7 +60,7 @@ class ProbeContext:
         self.insecure_ssl = net.make_insecure_context()
 
     @classmethod
-    def from_settings(cls, settings, extra_ca_pem: str | None = None) -> "ProbeContext":
+    def from_settings(cls, settings, extra_ca_pem: str | None = None) -> ProbeContext:
         if extra_ca_pem is None and settings.trusted_ca_file:
             extra_ca_pem = settings.trusted_ca_file.read_text()
         return cls(Resolver.from_settings(settings), TargetGuard.from_settings(settings), extra_ca_pem)

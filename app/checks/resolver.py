@@ -58,7 +58,7 @@ class Resolver:
         self.port = port
 
     @classmethod
-    def from_settings(cls, settings) -> "Resolver":
+    def from_settings(cls, settings) -> Resolver:
         return cls(settings.dns_nameservers, settings.dns_port)
 
     def describe(self) -> str:
@@ -71,9 +71,7 @@ class Resolver:
         if is_ip_literal(host):
             return Resolution(name=name, addresses=[host], literal=True)
         try:
-            answer = await self._resolver.resolve(
-                host, rdtype, lifetime=timeout, search=False, source=source
-            )
+            answer = await self._resolver.resolve(host, rdtype, lifetime=timeout, search=False, source=source)
         except dns.resolver.NXDOMAIN:
             raise DnsFailure("dns_nxdomain", f"{host}: NXDOMAIN") from None
         except dns.resolver.NoAnswer:

@@ -102,7 +102,9 @@ class TerminalCheckReport:
         return d
 
 
-def _diagnosis(code: str | None, context: dict | None = None, target: str | None = None) -> DiagnosisText | None:
+def _diagnosis(
+    code: str | None, context: dict | None = None, target: str | None = None
+) -> DiagnosisText | None:
     if not code:
         return None
     ctx = dict(context or {})
@@ -129,20 +131,31 @@ async def check_terminal_now(
     ctx = probe_context or ProbeContext.from_settings(settings)
     key = normalise_poiid(poiid)
     async with database.sessionmaker() as session:
-        row = (await session.execute(
-            select(Terminal.id, Terminal.poiid, Terminal.store_id, Store.code)
-            .join(Store, Store.id == Terminal.store_id).where(Terminal.poiid == key)
-        )).first()
+        row = (
+            await session.execute(
+                select(Terminal.id, Terminal.poiid, Terminal.store_id, Store.code)
+                .join(Store, Store.id == Terminal.store_id)
+                .where(Terminal.poiid == key)
+            )
+        ).first()
         if row is None:
             raise TerminalNotFound(f"no terminal with POIID {poiid!r}")
         terminal_id, poiid, store_id, store_code = row
-        monitors = (await session.execute(
-            select(Monitor).where(
-                Monitor.enabled.is_(True),
-                or_(Monitor.terminal_id == terminal_id,
-                    (Monitor.store_id == store_id) & Monitor.terminal_id.is_(None)),
+        monitors = (
+            (
+                await session.execute(
+                    select(Monitor).where(
+                        Monitor.enabled.is_(True),
+                        or_(
+                            Monitor.terminal_id == terminal_id,
+                            (Monitor.store_id == store_id) & Monitor.terminal_id.is_(None),
+                        ),
+                    )
+                )
             )
-        )).scalars().all()
+            .scalars()
+            .all()
+        )
     monitors = sorted(monitors, key=lambda m: (m.terminal_id is not None, _KIND_ORDER.get(m.kind, 9), m.id))
 
     started = time.perf_counter()
@@ -159,7 +172,9 @@ async def check_terminal_now(
 
     outcomes = [
         Outcome(m.id, r.outcome, at, r.latency_ms, r.steps, r.diagnosis, r.detail, manual=True)
-        for m in monitors for at, r in [results[m.id]] if r is not None
+        for m in monitors
+        for at, r in [results[m.id]]
+        if r is not None
     ]
     states: dict[int, str] = {}
     status, cloud_state = "unknown", "unknown"
@@ -167,9 +182,11 @@ async def check_terminal_now(
         if persist and outcomes:
             report = await apply_outcomes(session, outcomes)
             states = report.states
-        status, cloud_state = (await session.execute(
-            select(Terminal.status, Terminal.cloud_state).where(Terminal.id == terminal_id)
-        )).one()
+        status, cloud_state = (
+            await session.execute(
+                select(Terminal.status, Terminal.cloud_state).where(Terminal.id == terminal_id)
+            )
+        ).one()
         await session.commit()
 
     checks: list[MonitorCheck] = []
@@ -179,27 +196,48 @@ async def check_terminal_now(
         if r is None:
             checks.append(_cloud_from_last_poll(m, scope, checked_at))
             continue
-        checks.append(MonitorCheck(
-            monitor_id=m.id, kind=m.kind, target=m.target, scope=scope, outcome=r.outcome,
-            latency_ms=round(r.latency_ms, 3) if r.latency_ms is not None else None, steps=r.steps,
-            detail=r.detail, diagnosis=_diagnosis(r.diagnosis, r.context, m.target),
-            state=states.get(m.id, m.state), checked_at=at,
-        ))
+        checks.append(
+            MonitorCheck(
+                monitor_id=m.id,
+                kind=m.kind,
+                target=m.target,
+                scope=scope,
+                outcome=r.outcome,
+                latency_ms=round(r.latency_ms, 3) if r.latency_ms is not None else None,
+                steps=r.steps,
+                detail=r.detail,
+                diagnosis=_diagnosis(r.diagnosis, r.context, m.target),
+                state=states.get(m.id, m.state),
+                checked_at=at,
+            )
+        )
 
     verdict = verdict_of([c.outcome for c in checks])
     first_bad = next((c for c in checks if c.outcome == "fail"), None) or next(
-        (c for c in checks if c.outcome == "error"), None)
+        (c for c in checks if c.outcome == "error"), None
+    )
     diagnosis = first_bad.diagnosis if first_bad else None
     if not checks:
         diagnosis = DiagnosisText(
-            "no_monitors", "Nothing to check",
+            "no_monitors",
+            "Nothing to check",
             f"The terminal {poiid} has no LAN address, no enabled cloud connection and its store "
             "no network profile, so TermPulse has nothing to check.",
-            "Add the terminal's LAN address or enable its cloud connection in the inventory.", True)
+            "Add the terminal's LAN address or enable its cloud connection in the inventory.",
+            True,
+        )
     return TerminalCheckReport(
-        poiid=poiid, terminal_id=terminal_id, store_code=store_code, verdict=verdict,
-        headline=HEADLINES[verdict], checked_at=checked_at, duration_ms=round(duration_ms, 3),
-        checks=checks, diagnosis=diagnosis, status=status, cloud_state=cloud_state,
+        poiid=poiid,
+        terminal_id=terminal_id,
+        store_code=store_code,
+        verdict=verdict,
+        headline=HEADLINES[verdict],
+        checked_at=checked_at,
+        duration_ms=round(duration_ms, 3),
+        checks=checks,
+        diagnosis=diagnosis,
+        status=status,
+        cloud_state=cloud_state,
     )
 
 
@@ -207,15 +245,43 @@ def _cloud_from_last_poll(m: Monitor, scope: str, now: datetime) -> MonitorCheck
     if m.last_checked_at is None:
         outcome, detail = "error", "the provider has not been polled for this terminal yet"
         step = {"step": "provider API", "ok": False, "ms": 0.0, "detail": detail}
-        return MonitorCheck(m.id, m.kind, m.target, scope, outcome, None, [step], detail,
-                            _diagnosis("provider_unavailable", {"error": "not polled yet"}, m.target),
-                            m.state, live=False, checked_at=None)
+        return MonitorCheck(
+            m.id,
+            m.kind,
+            m.target,
+            scope,
+            outcome,
+            None,
+            [step],
+            detail,
+            _diagnosis("provider_unavailable", {"error": "not polled yet"}, m.target),
+            m.state,
+            live=False,
+            checked_at=None,
+        )
     age = (now - m.last_checked_at).total_seconds()
     outcome = {"up": "ok", "down": "fail"}.get(m.state, "error")
     detail = f"last provider poll {age:.0f} s ago: {m.last_detail or m.state}"
-    step = {"step": "provider API", "ok": outcome == "ok", "ms": round(m.last_latency_ms or 0.0, 3), "detail": detail}
+    step = {
+        "step": "provider API",
+        "ok": outcome == "ok",
+        "ms": round(m.last_latency_ms or 0.0, 3),
+        "detail": detail,
+    }
     code = m.last_diagnosis if outcome != "ok" else None
     if outcome == "error" and not code:
         code = "provider_unavailable"
-    return MonitorCheck(m.id, m.kind, m.target, scope, outcome, m.last_latency_ms, [step], detail,
-                        _diagnosis(code, None, m.target), m.state, live=False, checked_at=m.last_checked_at)
+    return MonitorCheck(
+        m.id,
+        m.kind,
+        m.target,
+        scope,
+        outcome,
+        m.last_latency_ms,
+        [step],
+        detail,
+        _diagnosis(code, None, m.target),
+        m.state,
+        live=False,
+        checked_at=m.last_checked_at,
+    )

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 VERDICT_TEXT = {
@@ -55,7 +55,14 @@ class CheckGroup:
         return {"ok": "up", "fail": "down"}.get(self.outcome, "unknown")
 
 
-KIND_NAMES = {"dns": "DNS", "tcp": "TCP", "tls": "TLS", "https": "HTTPS", "paynt_epos": "EPOS API", "cloud": "Cloud"}
+KIND_NAMES = {
+    "dns": "DNS",
+    "tcp": "TCP",
+    "tls": "TLS",
+    "https": "HTTPS",
+    "paynt_epos": "EPOS API",
+    "cloud": "Cloud",
+}
 
 
 @dataclass
@@ -68,7 +75,7 @@ class CheckView:
     title: str = ""
     cause: str = ""
     fix: str = ""
-    started_at: datetime = field(default_factory=lambda: datetime.now(timezone.utc))
+    started_at: datetime = field(default_factory=lambda: datetime.now(UTC))
     total_ms: float | None = None
     store: str = ""
     status: str | None = None
@@ -89,7 +96,7 @@ class CheckView:
         lines = [
             f"TermPulse connection check: {self.headline}",
             f"Terminal: {self.poiid}" + (f"   Store: {self.store}" if self.store else ""),
-            f"Time: {self.started_at.astimezone(timezone.utc):%Y-%m-%d %H:%M:%S} UTC"
+            f"Time: {self.started_at.astimezone(UTC):%Y-%m-%d %H:%M:%S} UTC"
             + (f"   Duration: {self.total_ms:.0f} ms" if self.total_ms is not None else ""),
         ]
         if self.why and self.verdict == "unknown":
@@ -98,7 +105,9 @@ class CheckView:
             result = {"ok": "OK", "fail": "FAILED", "error": "NOT CHECKED"}.get(c.outcome, c.outcome)
             latency = f" {c.latency_ms:.1f} ms" if c.latency_ms is not None else ""
             source = "" if c.live else " (last provider poll)"
-            lines.append(f"- {KIND_NAMES.get(c.kind, c.kind)} {c.target} [{c.scope}]: {result}{latency}{source}")
+            lines.append(
+                f"- {KIND_NAMES.get(c.kind, c.kind)} {c.target} [{c.scope}]: {result}{latency}{source}"
+            )
             for s in c.steps:
                 mark = "ok" if s.ok else ("FAILED" if s.ok is False else "-")
                 ms = f"{s.ms:7.1f} ms" if s.ms is not None else "       - "
@@ -127,11 +136,14 @@ def _float(value: Any) -> float | None:
 
 def from_report(report: Any, poiid: str, store: str = "") -> CheckView:
     """From app.checks.runner.TerminalCheckReport (read by attribute or key)."""
-    view = CheckView(poiid=str(_get(report, "poiid", default=poiid)), store=str(_get(report, "store_code", default=store)),
-                     verdict=_verdict(_get(report, "verdict", "outcome")))
+    view = CheckView(
+        poiid=str(_get(report, "poiid", default=poiid)),
+        store=str(_get(report, "store_code", default=store)),
+        verdict=_verdict(_get(report, "verdict", "outcome")),
+    )
     started = _get(report, "checked_at", "started_at")
     if isinstance(started, datetime):
-        view.started_at = started if started.tzinfo else started.replace(tzinfo=timezone.utc)
+        view.started_at = started if started.tzinfo else started.replace(tzinfo=UTC)
     view.total_ms = _float(_get(report, "duration_ms", "total_ms"))
     view.status = _get(report, "status")
     for c in _get(report, "checks", default=()) or ():
@@ -139,16 +151,27 @@ def from_report(report: Any, poiid: str, store: str = "") -> CheckView:
         finding = ""
         if d is not None:
             finding = str(_get(d, "cause", default="") or _get(d, "title", default="") or "")
-        view.checks.append(CheckGroup(
-            kind=str(_get(c, "kind", default="")), target=str(_get(c, "target", default="")),
-            scope=str(_get(c, "scope", default="terminal")), outcome=str(_get(c, "outcome", default="error")),
-            latency_ms=_float(_get(c, "latency_ms")), detail=str(_get(c, "detail", default="") or ""),
-            finding=finding, live=bool(_get(c, "live", default=True)),
-            steps=[StepView(str(_get(s, "step", "name", default="step")),
-                            None if _get(s, "ok") is None else bool(_get(s, "ok")),
-                            _float(_get(s, "ms")), str(_get(s, "detail", default="") or ""))
-                   for s in (_get(c, "steps", default=()) or ())],
-        ))
+        view.checks.append(
+            CheckGroup(
+                kind=str(_get(c, "kind", default="")),
+                target=str(_get(c, "target", default="")),
+                scope=str(_get(c, "scope", default="terminal")),
+                outcome=str(_get(c, "outcome", default="error")),
+                latency_ms=_float(_get(c, "latency_ms")),
+                detail=str(_get(c, "detail", default="") or ""),
+                finding=finding,
+                live=bool(_get(c, "live", default=True)),
+                steps=[
+                    StepView(
+                        str(_get(s, "step", "name", default="step")),
+                        None if _get(s, "ok") is None else bool(_get(s, "ok")),
+                        _float(_get(s, "ms")),
+                        str(_get(s, "detail", default="") or ""),
+                    )
+                    for s in (_get(c, "steps", default=()) or ())
+                ],
+            )
+        )
     d = _get(report, "diagnosis")
     if d is not None:
         view.code = _get(d, "code")

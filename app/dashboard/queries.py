@@ -73,7 +73,9 @@ def clear_caches() -> None:
 
 async def regions(session: AsyncSession) -> list[str]:
     async def load():
-        rows = await session.scalars(select(Store.region).where(Store.region != "").distinct().order_by(Store.region))
+        rows = await session.scalars(
+            select(Store.region).where(Store.region != "").distinct().order_by(Store.region)
+        )
         return list(rows)
 
     return await _cached(("regions", id(session.bind)), load)
@@ -81,7 +83,9 @@ async def regions(session: AsyncSession) -> list[str]:
 
 async def models(session: AsyncSession) -> list[str]:
     async def load():
-        rows = await session.scalars(select(Terminal.model).where(Terminal.model != "").distinct().order_by(Terminal.model))
+        rows = await session.scalars(
+            select(Terminal.model).where(Terminal.model != "").distinct().order_by(Terminal.model)
+        )
         return list(rows)
 
     return await _cached(("models", id(session.bind)), load)
@@ -108,8 +112,9 @@ class Summary:
 
 
 async def fleet_summary(session: AsyncSession, *, region: str = "") -> Summary:
-    return await _cached(("summary", id(session.bind), region), lambda: _fleet_summary(session, region),
-                         LIVE_CACHE_TTL_S)
+    return await _cached(
+        ("summary", id(session.bind), region), lambda: _fleet_summary(session, region), LIVE_CACHE_TTL_S
+    )
 
 
 async def _fleet_summary(session: AsyncSession, region: str) -> Summary:
@@ -168,8 +173,10 @@ class StoreRow:
     def signature(self) -> str:
         c = self.counts
         since = int(self.since.timestamp()) if self.since else 0
-        return (f"{self.status}.{self.network_state}.{c.get('up', 0)}.{c.get('down', 0)}.{c.get('unknown', 0)}."
-                f"{c.get('paused', 0) + c.get('maintenance', 0)}.{since}")
+        return (
+            f"{self.status}.{self.network_state}.{c.get('up', 0)}.{c.get('down', 0)}.{c.get('unknown', 0)}."
+            f"{c.get('paused', 0) + c.get('maintenance', 0)}.{since}"
+        )
 
 
 def _store_filters(stmt: Select, region: str, q: str) -> Select:
@@ -177,19 +184,28 @@ def _store_filters(stmt: Select, region: str, q: str) -> Select:
         stmt = stmt.where(Store.region == region)
     if q:
         pattern = _like(q)
-        stmt = stmt.where(or_(func.lower(Store.code).like(pattern, escape="\\"),
-                              func.lower(Store.name).like(pattern, escape="\\")))
+        stmt = stmt.where(
+            or_(
+                func.lower(Store.code).like(pattern, escape="\\"),
+                func.lower(Store.name).like(pattern, escape="\\"),
+            )
+        )
     return stmt
 
 
 async def store_page(
     session: AsyncSession, *, region: str = "", q: str = "", page: int = 1, per_page: int = 50
 ) -> tuple[list[StoreRow], int]:
-    return await _cached(("stores", id(session.bind), region, q, page, per_page),
-                         lambda: _store_page(session, region, q, page, per_page), LIVE_CACHE_TTL_S)
+    return await _cached(
+        ("stores", id(session.bind), region, q, page, per_page),
+        lambda: _store_page(session, region, q, page, per_page),
+        LIVE_CACHE_TTL_S,
+    )
 
 
-async def _store_page(session: AsyncSession, region: str, q: str, page: int, per_page: int) -> tuple[list[StoreRow], int]:
+async def _store_page(
+    session: AsyncSession, region: str, q: str, page: int, per_page: int
+) -> tuple[list[StoreRow], int]:
     """Stores worst first: store network down, then most terminals down, then unknown."""
     # Only unhealthy terminals are aggregated, so the cost follows the trouble, not the fleet.
     bad = (
@@ -206,15 +222,24 @@ async def _store_page(session: AsyncSession, region: str, q: str, page: int, per
     down = func.coalesce(bad.c.down, 0)
     unknown = func.coalesce(bad.c.unknown, 0)
     stmt = _store_filters(
-        select(Store.id, Store.code, Store.name, Store.region, Store.status, Store.status_since, bad.c.down_since)
-        .outerjoin(bad, bad.c.store_id == Store.id),
-        region, q,
+        select(
+            Store.id, Store.code, Store.name, Store.region, Store.status, Store.status_since, bad.c.down_since
+        ).outerjoin(bad, bad.c.store_id == Store.id),
+        region,
+        q,
     )
     total = await session.scalar(_store_filters(select(func.count()).select_from(Store), region, q)) or 0
-    stmt = stmt.order_by(
-        case((Store.status == "down", 0), (down > 0, 1), (unknown > 0, 2), else_=3),
-        down.desc(), unknown.desc(), bad.c.down_since, Store.code,
-    ).limit(per_page).offset((page - 1) * per_page)
+    stmt = (
+        stmt.order_by(
+            case((Store.status == "down", 0), (down > 0, 1), (unknown > 0, 2), else_=3),
+            down.desc(),
+            unknown.desc(),
+            bad.c.down_since,
+            Store.code,
+        )
+        .limit(per_page)
+        .offset((page - 1) * per_page)
+    )
     rows = [
         StoreRow(r.id, r.code, r.name, r.region, r.status, r.status_since, problem_since=r.down_since)
         for r in (await session.execute(stmt)).all()
@@ -249,7 +274,15 @@ async def store_rows(session: AsyncSession, store_ids: list[int]) -> dict[int, S
         .subquery()
     )
     stmt = (
-        select(Store.id, Store.code, Store.name, Store.region, Store.status, Store.status_since, down_since.c.down_since)
+        select(
+            Store.id,
+            Store.code,
+            Store.name,
+            Store.region,
+            Store.status,
+            Store.status_since,
+            down_since.c.down_since,
+        )
         .outerjoin(down_since, down_since.c.store_id == Store.id)
         .where(Store.id.in_(store_ids))
     )
@@ -268,9 +301,13 @@ async def _fill_store_facts(session: AsyncSession, rows: list[StoreRow]) -> None
         return
     counts = await store_counts(session, ids)
     network: dict[int, list[str]] = {}
-    for store_id, state in (await session.execute(
-        select(Monitor.store_id, Monitor.state).where(Monitor.store_id.in_(ids), Monitor.terminal_id.is_(None))
-    )).all():
+    for store_id, state in (
+        await session.execute(
+            select(Monitor.store_id, Monitor.state).where(
+                Monitor.store_id.in_(ids), Monitor.terminal_id.is_(None)
+            )
+        )
+    ).all():
         network.setdefault(store_id, []).append(state)
     for r in rows:
         r.counts = counts.get(r.id, {})
@@ -309,8 +346,15 @@ class TerminalFilters:
         def get(name: str) -> str:
             return (params.get(name) or "").strip()[:100]
 
-        f = cls(store=get("store"), region=get("region"), provider=get("provider"), model=get("model"),
-                status=get("status"), ws=get("ws"), q=normalise_query(params.get("q")))
+        f = cls(
+            store=get("store"),
+            region=get("region"),
+            provider=get("provider"),
+            model=get("model"),
+            status=get("status"),
+            ws=get("ws"),
+            q=normalise_query(params.get("q")),
+        )
         f.status = f.status if f.status in STATES else ""
         f.ws = f.ws if f.ws in CLOUD_STATES else ""
         f.provider = f.provider if f.provider in PROVIDERS else ""
@@ -380,11 +424,26 @@ class TerminalRow:
 
 
 _TERMINAL_COLUMNS = (
-    Terminal.id, Terminal.poiid, Terminal.model, Terminal.serial, Terminal.label, Terminal.provider,
-    Terminal.integration, Terminal.lan_host, Terminal.lan_port, Terminal.cloud_enabled, Terminal.status,
-    Terminal.status_since, Terminal.cloud_state, Terminal.last_seen_at, Terminal.created_at,
-    Store.code.label("store_code"), Store.name.label("store_name"), Store.region,
-    Terminal.store_id, Store.timezone.label("tz"),
+    Terminal.id,
+    Terminal.poiid,
+    Terminal.model,
+    Terminal.serial,
+    Terminal.label,
+    Terminal.provider,
+    Terminal.integration,
+    Terminal.lan_host,
+    Terminal.lan_port,
+    Terminal.cloud_enabled,
+    Terminal.status,
+    Terminal.status_since,
+    Terminal.cloud_state,
+    Terminal.last_seen_at,
+    Terminal.created_at,
+    Store.code.label("store_code"),
+    Store.name.label("store_name"),
+    Store.region,
+    Terminal.store_id,
+    Store.timezone.label("tz"),
 )
 
 
@@ -393,7 +452,9 @@ def _terminal_filters(stmt: Select, f: TerminalFilters, q_store_ids: list[int] =
     and every condition can use an index: (store_id, status), (status, status_since),
     (cloud_state), and on PostgreSQL trigram indexes for the search."""
     if f.store:
-        stmt = stmt.where(Terminal.store_id == select(Store.id).where(Store.code == f.store).scalar_subquery())
+        stmt = stmt.where(
+            Terminal.store_id == select(Store.id).where(Store.code == f.store).scalar_subquery()
+        )
     if f.region:
         stmt = stmt.where(Terminal.store_id.in_(select(Store.id).where(Store.region == f.region)))
     if f.provider:
@@ -403,8 +464,12 @@ def _terminal_filters(stmt: Select, f: TerminalFilters, q_store_ids: list[int] =
     if f.status:
         stmt = stmt.where(Terminal.status == f.status)
     if f.ws == "not_enabled":
-        stmt = stmt.where(or_(Terminal.cloud_state == "not_enabled",
-                              and_(Terminal.cloud_enabled.is_(False), Terminal.cloud_state == "unknown")))
+        stmt = stmt.where(
+            or_(
+                Terminal.cloud_state == "not_enabled",
+                and_(Terminal.cloud_enabled.is_(False), Terminal.cloud_state == "unknown"),
+            )
+        )
     elif f.ws == "unknown":
         stmt = stmt.where(Terminal.cloud_state == "unknown", Terminal.cloud_enabled.is_(True))
     elif f.ws:
@@ -432,7 +497,9 @@ async def _stores_matching(session: AsyncSession, q: str) -> list[int]:
     return list(rows)
 
 
-async def terminal_page(session: AsyncSession, f: TerminalFilters, now: datetime | None = None) -> tuple[list[TerminalRow], int]:
+async def terminal_page(
+    session: AsyncSession, f: TerminalFilters, now: datetime | None = None
+) -> tuple[list[TerminalRow], int]:
     base = select(*_TERMINAL_COLUMNS).join(Store, Store.id == Terminal.store_id)
     q_stores = await _stores_matching(session, f.q)
     count_stmt = _terminal_filters(select(func.count()).select_from(Terminal), f, q_stores)
@@ -441,7 +508,9 @@ async def terminal_page(session: AsyncSession, f: TerminalFilters, now: datetime
     if f.q:
         # A substring search reads the whole table once: count in the same pass (window).
         stmt = _terminal_filters(base.add_columns(func.count().over().label("total")), f, q_stores)
-        result = (await session.execute(stmt.order_by(*order).limit(f.per).offset((f.page - 1) * f.per))).all()
+        result = (
+            await session.execute(stmt.order_by(*order).limit(f.per).offset((f.page - 1) * f.per))
+        ).all()
         if result:
             total = result[0].total
         else:
@@ -449,7 +518,9 @@ async def terminal_page(session: AsyncSession, f: TerminalFilters, now: datetime
         pages = max(1, -(-total // f.per))
         if f.page > pages:
             f.page = pages
-            result = (await session.execute(stmt.order_by(*order).limit(f.per).offset((f.page - 1) * f.per))).all()
+            result = (
+                await session.execute(stmt.order_by(*order).limit(f.per).offset((f.page - 1) * f.per))
+            ).all()
         rows = [TerminalRow(**{k: v for k, v in r._mapping.items() if k != "total"}) for r in result]
     else:
         total = await session.scalar(count_stmt) or 0
@@ -461,7 +532,9 @@ async def terminal_page(session: AsyncSession, f: TerminalFilters, now: datetime
     return rows, total
 
 
-async def terminal_rows(session: AsyncSession, ids: list[int], *, uptime: bool = False) -> dict[int, TerminalRow]:
+async def terminal_rows(
+    session: AsyncSession, ids: list[int], *, uptime: bool = False
+) -> dict[int, TerminalRow]:
     if not ids:
         return {}
     stmt = select(*_TERMINAL_COLUMNS).join(Store, Store.id == Terminal.store_id).where(Terminal.id.in_(ids))
@@ -472,9 +545,11 @@ async def terminal_rows(session: AsyncSession, ids: list[int], *, uptime: bool =
 
 async def store_terminals(session: AsyncSession, store_id: int, limit: int = 500) -> list[TerminalRow]:
     stmt = (
-        select(*_TERMINAL_COLUMNS).join(Store, Store.id == Terminal.store_id)
+        select(*_TERMINAL_COLUMNS)
+        .join(Store, Store.id == Terminal.store_id)
         .where(Terminal.store_id == store_id)
-        .order_by(Terminal.status, Terminal.label, Terminal.poiid).limit(limit)
+        .order_by(Terminal.status, Terminal.label, Terminal.poiid)
+        .limit(limit)
     )
     rows = [TerminalRow(**r._mapping) for r in (await session.execute(stmt)).all()]
     await decorate_terminals(session, rows)
@@ -488,10 +563,13 @@ async def decorate_terminals(
     if not rows:
         return
     ids = [r.id for r in rows]
-    monitors = (await session.execute(
-        select(Monitor.id, Monitor.terminal_id, Monitor.kind, Monitor.state, Monitor.state_since)
-        .where(Monitor.terminal_id.in_(ids))
-    )).all()
+    monitors = (
+        await session.execute(
+            select(Monitor.id, Monitor.terminal_id, Monitor.kind, Monitor.state, Monitor.state_since).where(
+                Monitor.terminal_id.in_(ids)
+            )
+        )
+    ).all()
     by_terminal: dict[int, list] = {}
     for m in monitors:
         by_terminal.setdefault(m.terminal_id, []).append(m)
@@ -504,8 +582,9 @@ async def decorate_terminals(
             r.uptime_24h = figures.get(r.id)
 
 
-async def uptime_24h(session: AsyncSession, rows: list, now: datetime | None = None,
-                     hours: float = 24) -> dict[int, float | None]:
+async def uptime_24h(
+    session: AsyncSession, rows: list, now: datetime | None = None, hours: float = 24
+) -> dict[int, float | None]:
     """Exact uptime over the last `hours` from the history module (the same figures as the
     History page and the exports): own and store-network monitors, unknown not counted."""
     now = now or utcnow()
@@ -515,7 +594,9 @@ async def uptime_24h(session: AsyncSession, rows: list, now: datetime | None = N
 
 
 def _terminal_info(r: TerminalRow) -> TerminalInfo:
-    return TerminalInfo(r.id, r.poiid, r.label, r.store_id, r.store_code, r.store_name, r.region, r.tz, r.created_at)
+    return TerminalInfo(
+        r.id, r.poiid, r.label, r.store_id, r.store_code, r.store_name, r.region, r.tz, r.created_at
+    )
 
 
 # --- timelines: exact intervals from state changes (app.history.uptime) ---------------------
@@ -543,8 +624,11 @@ async def missing_provider_account(session: AsyncSession) -> bool:
     async def load():
         if await session.scalar(select(ProviderAccount.id).limit(1)) is not None:
             return False
-        needs = await session.scalar(select(Terminal.id).where(
-            Terminal.cloud_enabled.is_(True), Terminal.provider.in_(("adyen", "stripe"))).limit(1))
+        needs = await session.scalar(
+            select(Terminal.id)
+            .where(Terminal.cloud_enabled.is_(True), Terminal.provider.in_(("adyen", "stripe")))
+            .limit(1)
+        )
         return needs is not None
 
     return await _cached(("no_account", id(session.bind)), load, LIVE_CACHE_TTL_S * 30)
@@ -559,10 +643,14 @@ async def store_by_code(session: AsyncSession, code: str) -> Store | None:
 
 
 async def store_network_monitors(session: AsyncSession, store_id: int) -> list[Monitor]:
-    return list(await session.scalars(
-        select(Monitor).where(Monitor.store_id == store_id, Monitor.terminal_id.is_(None))
-        .order_by(Monitor.target, Monitor.kind).limit(200)
-    ))
+    return list(
+        await session.scalars(
+            select(Monitor)
+            .where(Monitor.store_id == store_id, Monitor.terminal_id.is_(None))
+            .order_by(Monitor.target, Monitor.kind)
+            .limit(200)
+        )
+    )
 
 
 @dataclass
@@ -590,34 +678,54 @@ class TerminalDetail:
         return worst(lan) if lan else "none"
 
 
-async def terminal_detail(session: AsyncSession, poiid: str, now: datetime | None = None) -> TerminalDetail | None:
+async def terminal_detail(
+    session: AsyncSession, poiid: str, now: datetime | None = None
+) -> TerminalDetail | None:
     now = now or utcnow()
-    row = (await session.execute(
-        select(Terminal, Store).join(Store, Store.id == Terminal.store_id).where(Terminal.poiid == normalise_query(poiid))
-    )).first()
+    row = (
+        await session.execute(
+            select(Terminal, Store)
+            .join(Store, Store.id == Terminal.store_id)
+            .where(Terminal.poiid == normalise_query(poiid))
+        )
+    ).first()
     if row is None:
         return None
     terminal, store = row
-    monitors = list(await session.scalars(
-        select(Monitor).where(Monitor.terminal_id == terminal.id).order_by(Monitor.kind, Monitor.id)
-    ))
+    monitors = list(
+        await session.scalars(
+            select(Monitor).where(Monitor.terminal_id == terminal.id).order_by(Monitor.kind, Monitor.id)
+        )
+    )
     network = await store_network_monitors(session, store.id)
-    events = list(await session.scalars(
-        select(TerminalEvent).where(TerminalEvent.terminal_id == terminal.id)
-        .order_by(TerminalEvent.at.desc()).limit(20)
-    ))
+    events = list(
+        await session.scalars(
+            select(TerminalEvent)
+            .where(TerminalEvent.terminal_id == terminal.id)
+            .order_by(TerminalEvent.at.desc())
+            .limit(20)
+        )
+    )
     week = now - timedelta(days=7)
-    recent_changes = list(await session.scalars(
-        select(StateChange).where(StateChange.terminal_id == terminal.id, StateChange.at >= week)
-        .order_by(StateChange.at.desc()).limit(20)
-    ))
+    recent_changes = list(
+        await session.scalars(
+            select(StateChange)
+            .where(StateChange.terminal_id == terminal.id, StateChange.at >= week)
+            .order_by(StateChange.at.desc())
+            .limit(20)
+        )
+    )
     monitor_ids = [m.id for m in monitors]
     checks: list[CheckResult] = []
     if monitor_ids:
-        checks = list(await session.scalars(
-            select(CheckResult).where(CheckResult.monitor_id.in_(monitor_ids))
-            .order_by(CheckResult.checked_at.desc()).limit(20)
-        ))
+        checks = list(
+            await session.scalars(
+                select(CheckResult)
+                .where(CheckResult.monitor_id.in_(monitor_ids))
+                .order_by(CheckResult.checked_at.desc())
+                .limit(20)
+            )
+        )
 
     row = (await terminal_rows(session, [terminal.id], uptime=False))[terminal.id]
     info = _terminal_info(row)
@@ -625,18 +733,38 @@ async def terminal_detail(session: AsyncSession, poiid: str, now: datetime | Non
     t7 = [Segment(*seg) for seg in await terminal_timeline(session, info, week, now)]
     latency, label = await _latency(session, monitors, now)
     has_account = True
-    if terminal.integration in ("cloud", "both") and terminal.cloud_enabled and terminal.provider in ("adyen", "stripe"):
+    if (
+        terminal.integration in ("cloud", "both")
+        and terminal.cloud_enabled
+        and terminal.provider in ("adyen", "stripe")
+    ):
         has_account = terminal.provider_account_id is not None
     names = {m.id: f"{m.kind} {m.target}" for m in monitors}
     up24 = (await uptime_24h(session, [row], now, 24)).get(terminal.id)
     up7d = (await uptime_24h(session, [row], now, 24 * 7)).get(terminal.id)
     return TerminalDetail(
-        terminal, store, monitors, network, events, recent_changes, checks, t24, t7,
-        up24, up7d, latency, label, names, has_account, row,
+        terminal,
+        store,
+        monitors,
+        network,
+        events,
+        recent_changes,
+        checks,
+        t24,
+        t7,
+        up24,
+        up7d,
+        latency,
+        label,
+        names,
+        has_account,
+        row,
     )
 
 
-async def _latency(session: AsyncSession, monitors: list[Monitor], now: datetime) -> tuple[list[tuple[datetime, float]], str]:
+async def _latency(
+    session: AsyncSession, monitors: list[Monitor], now: datetime
+) -> tuple[list[tuple[datetime, float]], str]:
     """Latency of the terminal's main reachability monitor over 24 h in 15-minute buckets
     (raw results of one monitor), falling back to hourly rollups over 7 days."""
     preferred = [m for m in monitors if m.kind in LAN_KINDS] or [m for m in monitors if m.kind == "cloud"]
@@ -644,20 +772,35 @@ async def _latency(session: AsyncSession, monitors: list[Monitor], now: datetime
         return [], ""
     m = preferred[0]
     start = now - timedelta(hours=24)
-    rows = (await session.execute(
-        select(CheckResult.checked_at, CheckResult.latency_ms)
-        .where(CheckResult.monitor_id == m.id, CheckResult.checked_at >= start, CheckResult.latency_ms.is_not(None))
-        .order_by(CheckResult.checked_at).limit(3000)
-    )).all()
+    rows = (
+        await session.execute(
+            select(CheckResult.checked_at, CheckResult.latency_ms)
+            .where(
+                CheckResult.monitor_id == m.id,
+                CheckResult.checked_at >= start,
+                CheckResult.latency_ms.is_not(None),
+            )
+            .order_by(CheckResult.checked_at)
+            .limit(3000)
+        )
+    ).all()
     label = f"{m.kind} {m.target}"
     if rows:
         buckets: dict[int, list[float]] = {}
         for at, ms in rows:
             buckets.setdefault(int((at - start).total_seconds() // 900), []).append(ms)
-        return [(start + timedelta(seconds=k * 900), sum(v) / len(v)) for k, v in sorted(buckets.items())], label
-    rollups = (await session.execute(
-        select(Rollup.bucket_start, Rollup.latency_sum_ms, Rollup.count)
-        .where(Rollup.monitor_id == m.id, Rollup.period == "hour", Rollup.bucket_start >= now - timedelta(days=7))
-        .order_by(Rollup.bucket_start)
-    )).all()
+        return [
+            (start + timedelta(seconds=k * 900), sum(v) / len(v)) for k, v in sorted(buckets.items())
+        ], label
+    rollups = (
+        await session.execute(
+            select(Rollup.bucket_start, Rollup.latency_sum_ms, Rollup.count)
+            .where(
+                Rollup.monitor_id == m.id,
+                Rollup.period == "hour",
+                Rollup.bucket_start >= now - timedelta(days=7),
+            )
+            .order_by(Rollup.bucket_start)
+        )
+    ).all()
     return [(b, s / n) for b, s, n in rollups if n], label

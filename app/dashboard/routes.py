@@ -22,6 +22,7 @@ from app.web.templating import is_htmx, render, templates
 log = logging.getLogger(__name__)
 router = APIRouter(include_in_schema=False)
 
+
 def _diagnosis_title(code: str | None) -> str:
     if not code:
         return ""
@@ -53,10 +54,19 @@ def latency_chart(points: list[tuple[datetime, float]], w: int = 900, h: int = 1
     ticks = [{"y": y(top * f), "label": f"{top * f:.{digits}f}"} for f in (0.0, 0.5, 1.0)]
     hours = span / 3600
     return {
-        "w": w, "h": h, "points": coords, "ticks": ticks, "dots": dots, "n": len(dots),
-        "median": f"{values[len(values) // 2]:.0f}", "max": f"{values[-1]:.0f}",
-        "start": t0.strftime("%d %b %H:%M"), "end": t1.strftime("%d %b %H:%M"),
-        "span": (f"{hours:.0f} hours" if hours >= 1 else f"{span / 60:.0f} min") if hours < 48 else f"{hours / 24:.0f} days",
+        "w": w,
+        "h": h,
+        "points": coords,
+        "ticks": ticks,
+        "dots": dots,
+        "n": len(dots),
+        "median": f"{values[len(values) // 2]:.0f}",
+        "max": f"{values[-1]:.0f}",
+        "start": t0.strftime("%d %b %H:%M"),
+        "end": t1.strftime("%d %b %H:%M"),
+        "span": (f"{hours:.0f} hours" if hours >= 1 else f"{span / 60:.0f} min")
+        if hours < 48
+        else f"{hours / 24:.0f} days",
     }
 
 
@@ -151,13 +161,23 @@ async def overview(request: Request):
     region, q, page = _overview_params(request)
     async with await _session(request) as session:
         summary = await queries.fleet_summary(session, region=region)
-        stores, total = await queries.store_page(session, region=region, q=q, page=page, per_page=STORES_PER_PAGE)
+        stores, total = await queries.store_page(
+            session, region=region, q=q, page=page, per_page=STORES_PER_PAGE
+        )
         regions = await queries.regions(session)
         no_account = await queries.missing_provider_account(session)
     pages = max(1, -(-total // STORES_PER_PAGE))
     context = {
-        "summary": summary, "stores": stores, "total": total, "page": page, "pages": pages,
-        "region": region, "q": q, "regions": regions, "now": utcnow(), "no_account": no_account,
+        "summary": summary,
+        "stores": stores,
+        "total": total,
+        "page": page,
+        "pages": pages,
+        "region": region,
+        "q": q,
+        "regions": regions,
+        "now": utcnow(),
+        "no_account": no_account,
         "qs": _qs(region, q),
     }
     response = render(request, "dashboard/overview.html", context, block="results")
@@ -180,9 +200,16 @@ async def overview_live(request: Request):
     sigs = dict(known)
     changed = stores if order_changed else [s for s in stores if sigs.get(s.id) != s.signature()]
     context = {
-        "summary": summary, "stores": stores, "changed": changed, "order_changed": order_changed,
+        "summary": summary,
+        "stores": stores,
+        "changed": changed,
+        "order_changed": order_changed,
         "summary_changed": request.query_params.get("summary") != summary.signature(),
-        "region": region, "q": q, "page": page, "now": utcnow(), "qs": _qs(region, q),
+        "region": region,
+        "q": q,
+        "page": page,
+        "now": utcnow(),
+        "qs": _qs(region, q),
     }
     return render(request, "dashboard/overview_live.html", context)
 
@@ -196,7 +223,9 @@ async def store_page(request: Request, code: str):
     async with await _session(request) as session:
         store = await queries.store_by_code(session, code)
         if store is None:
-            return render(request, "dashboard/not_found.html", {"what": "store", "key": code}, status_code=404)
+            return render(
+                request, "dashboard/not_found.html", {"what": "store", "key": code}, status_code=404
+            )
         row = (await queries.store_rows(session, [store.id]))[store.id]
         terminals = await queries.store_terminals(session, store.id)
         network = await queries.store_network_monitors(session, store.id)
@@ -218,9 +247,18 @@ async def terminals(request: Request):
         no_stores = total == 0 and not f.active and not await queries.any_store(session)
     pages = max(1, -(-total // f.per))
     context = {
-        "rows": rows, "total": total, "f": f, "pages": pages, "regions": regions, "models": models,
-        "providers": PROVIDERS, "states": queries.STATES, "cloud_states": queries.CLOUD_STATES,
-        "per_choices": queries.PER_PAGE_CHOICES, "no_stores": no_stores, "now": utcnow(),
+        "rows": rows,
+        "total": total,
+        "f": f,
+        "pages": pages,
+        "regions": regions,
+        "models": models,
+        "providers": PROVIDERS,
+        "states": queries.STATES,
+        "cloud_states": queries.CLOUD_STATES,
+        "per_choices": queries.PER_PAGE_CHOICES,
+        "no_stores": no_stores,
+        "now": utcnow(),
         "url": lambda **kw: "/terminals" + ("?" + urlencode(f.params(**kw)) if f.params(**kw) else ""),
     }
     response = render(request, "dashboard/terminals.html", context, block="results")
@@ -243,8 +281,12 @@ async def terminals_live(request: Request):
             figures = await queries.uptime_24h(session, changed)
             for r in changed:
                 r.uptime_24h = figures.get(r.id)
-    context = {"changed": changed, "rows": [rows[i] for i, _ in known if i in rows], "now": utcnow(),
-               "context_view": request.query_params.get("view", "list")}
+    context = {
+        "changed": changed,
+        "rows": [rows[i] for i, _ in known if i in rows],
+        "now": utcnow(),
+        "context_view": request.query_params.get("view", "list"),
+    }
     return render(request, "dashboard/terminals_live.html", context)
 
 
@@ -257,9 +299,15 @@ async def terminal_page(request: Request, poiid: str):
     async with await _session(request) as session:
         detail = await queries.terminal_detail(session, poiid)
     if detail is None:
-        return render(request, "dashboard/not_found.html", {"what": "terminal", "key": poiid}, status_code=404)
-    return render(request, "dashboard/terminal.html", {"d": detail, "t": detail.terminal, "now": utcnow()},
-                  block="results")
+        return render(
+            request, "dashboard/not_found.html", {"what": "terminal", "key": poiid}, status_code=404
+        )
+    return render(
+        request,
+        "dashboard/terminal.html",
+        {"d": detail, "t": detail.terminal, "now": utcnow()},
+        block="results",
+    )
 
 
 @router.get("/terminals/{poiid}/status")
@@ -296,12 +344,15 @@ async def check_connection(request: Request, poiid: str):
             row = (await queries.terminal_rows(session, ids, uptime=False))[ids[0]]
             store = row.store_code
     if not ids:
-        return render(request, "dashboard/not_found.html", {"what": "terminal", "key": poiid}, status_code=404)
+        return render(
+            request, "dashboard/not_found.html", {"what": "terminal", "key": poiid}, status_code=404
+        )
     try:
         from app.checks.runner import check_terminal_now
     except ImportError:
-        view = checkview.could_not_check(poiid, "the checking engine is not available in this installation",
-                                         store, started)
+        view = checkview.could_not_check(
+            poiid, "the checking engine is not available in this installation", store, started
+        )
     else:
         try:
             report = await check_terminal_now(request.app.state.db, request.app.state.settings, row.poiid)
@@ -310,12 +361,16 @@ async def check_connection(request: Request, poiid: str):
                 view.total_ms = (time.perf_counter() - started) * 1000
         except DB_ERRORS:
             raise
-        except Exception as exc:  # noqa: BLE001 - the agent gets a reason, the log the trace
+        except Exception as exc:
             log.exception("manual check of %s failed", poiid)
-            view = checkview.could_not_check(poiid, f"TermPulse failed while checking ({exc.__class__.__name__}: {exc})",
-                                             store, started)
+            view = checkview.could_not_check(
+                poiid, f"TermPulse failed while checking ({exc.__class__.__name__}: {exc})", store, started
+            )
     async with await _session(request) as session:
         detail = await queries.terminal_detail(session, row.poiid)
     # The verdict, and out of band: the badges, recent checks, state changes, what is checked.
-    return render(request, "dashboard/check_result.html",
-                  {"v": view, "row": detail.row if detail else row, "d": detail, "now": utcnow()})
+    return render(
+        request,
+        "dashboard/check_result.html",
+        {"v": view, "row": detail.row if detail else row, "d": detail, "now": utcnow()},
+    )

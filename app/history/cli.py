@@ -29,7 +29,9 @@ def export_command(settings: Settings, args) -> int:
     if fmt == "xlsx" and not output:
         return _bad("XLSX is a binary file: give -o FILE.xlsx")
     if not getattr(args, "since", None) or not getattr(args, "until", None):
-        return _bad("give the period with --from YYYY-MM-DD --to YYYY-MM-DD (inclusive, each store's local days)")
+        return _bad(
+            "give the period with --from YYYY-MM-DD --to YYYY-MM-DD (inclusive, each store's local days)"
+        )
     if output and not Path(output).resolve().parent.is_dir():
         return _bad(f"-o {output}: the directory does not exist")
     try:

@@ -23,8 +23,16 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.history.uptime import Figures, Period, TerminalUptime, iter_uptime
 
 ROW_UNITS = ("terminal", "store", "region")
-FIGURE_HEADER = ["up_s", "down_s", "unknown_s", "paused_maintenance_s", "uptime_pct", "outages",
-                 "longest_outage_s", "terminals"]
+FIGURE_HEADER = [
+    "up_s",
+    "down_s",
+    "unknown_s",
+    "paused_maintenance_s",
+    "uptime_pct",
+    "outages",
+    "longest_outage_s",
+    "terminals",
+]
 ID_HEADER = {
     "terminal": ["poiid", "label", "store_code", "store_name", "region", "timezone"],
     "store": ["store_code", "store_name", "region", "timezone"],
@@ -46,8 +54,16 @@ def safe_text(value):
 
 def figure_cells(f: Figures) -> list:
     pct = f.uptime_pct
-    return [round(f.up, 3), round(f.down, 3), round(f.unknown, 3), round(f.paused, 3),
-            "" if pct is None else pct, f.outages, round(f.longest_outage, 3), f.terminals]
+    return [
+        round(f.up, 3),
+        round(f.down, 3),
+        round(f.unknown, 3),
+        round(f.paused, 3),
+        "" if pct is None else pct,
+        f.outages,
+        round(f.longest_outage, 3),
+        f.terminals,
+    ]
 
 
 def _period_cells(period: Period, row: TerminalUptime | None) -> list:
@@ -115,8 +131,16 @@ class RowBuilder:
         return self._flush_all()
 
 
-async def export_rows(session: AsyncSession, scope: str, key, period: Period, *, by: str = "terminal",
-                      now: datetime | None = None, chunk: int = 2000) -> AsyncIterator[tuple[list, list]]:
+async def export_rows(
+    session: AsyncSession,
+    scope: str,
+    key,
+    period: Period,
+    *,
+    by: str = "terminal",
+    now: datetime | None = None,
+    chunk: int = 2000,
+) -> AsyncIterator[tuple[list, list]]:
     builder = RowBuilder(by, period)
     async for row in iter_uptime(session, scope, key, period, now=now, chunk=chunk):
         summary, days = builder.feed(row)
@@ -136,8 +160,16 @@ def _csv_text(rows: list[list]) -> str:
     return buf.getvalue()
 
 
-async def csv_chunks(session: AsyncSession, scope: str, key, period: Period, *, by: str = "terminal",
-                     title: str = "", now: datetime | None = None) -> AsyncIterator[str]:
+async def csv_chunks(
+    session: AsyncSession,
+    scope: str,
+    key,
+    period: Period,
+    *,
+    by: str = "terminal",
+    title: str = "",
+    now: datetime | None = None,
+) -> AsyncIterator[str]:
     """The CSV text, piece by piece: a summary table, an empty line, then the per-day table
     (each with its own header). The per-day rows wait in a temporary file meanwhile."""
     yield _csv_text([header(by, per_day=False)])
@@ -160,8 +192,17 @@ async def write_csv(session: AsyncSession, out: IO[str], scope: str, key, period
 # --- XLSX ---------------------------------------------------------------------------------------
 
 
-async def write_xlsx(session: AsyncSession, target, scope: str, key, period: Period, *, by: str = "terminal",
-                     title: str = "", now: datetime | None = None) -> None:
+async def write_xlsx(
+    session: AsyncSession,
+    target,
+    scope: str,
+    key,
+    period: Period,
+    *,
+    by: str = "terminal",
+    title: str = "",
+    now: datetime | None = None,
+) -> None:
     """A workbook (write-only, rows streamed to disk): sheet "Summary" with one row per unit,
     sheet "Per day" (continued on "Per day 2", ... past Excel's row limit), sheet "About"."""
     from openpyxl import Workbook
@@ -199,7 +240,10 @@ async def write_xlsx(session: AsyncSession, target, scope: str, key, period: Per
             day_rows += 1
     about = wb.create_sheet("About")
     for row in (
-        ("Report", title or scope), ("Scope", scope), ("Period", period.label()), ("Rows per", by),
+        ("Report", title or scope),
+        ("Scope", scope),
+        ("Period", period.label()),
+        ("Rows per", by),
         ("Uptime", "up / (up + down); unknown and paused/maintenance time are not downtime"),
         ("Days", "midnight in each store's timezone"),
     ):

@@ -37,7 +37,9 @@ def _bad(value: str):
     raise ValueError(value)
 
 
-def parse_period(preset: str | None, since: str | None, until: str | None, now: datetime | None = None) -> Period:
+def parse_period(
+    preset: str | None, since: str | None, until: str | None, now: datetime | None = None
+) -> Period:
     """`preset` 24h/7d/30d (rolling, up to now) or custom dates `since`..`until` (inclusive,
     local to each store). Dates given without a preset mean custom."""
     now = now or utcnow()
@@ -45,7 +47,9 @@ def parse_period(preset: str | None, since: str | None, until: str | None, now: 
     if preset in PRESETS:
         return Period.last_hours(PRESETS[preset], now)
     if preset != "custom":
-        raise InputError("period", f"Unknown period {preset[:20]!r}: choose last 24 h, 7 days, 30 days or dates.")
+        raise InputError(
+            "period", f"Unknown period {preset[:20]!r}: choose last 24 h, 7 days, 30 days or dates."
+        )
     first = _date(since, "from", "start")
     last = _date(until, "to", "end")
     if last < first:
@@ -64,7 +68,9 @@ def normalise_id(value: str | None) -> str:
     return value[:200]
 
 
-async def resolve_scope(session: AsyncSession, scope: str | None, ident: str | None) -> tuple[str, object, str]:
+async def resolve_scope(
+    session: AsyncSession, scope: str | None, ident: str | None
+) -> tuple[str, object, str]:
     """(scope, key for the queries, title) — key: terminal id, store id, region name, None."""
     scope = (scope or "fleet").strip()
     if scope not in SCOPES:
@@ -76,20 +82,32 @@ async def resolve_scope(session: AsyncSession, scope: str | None, ident: str | N
         what = {"terminal": "a POIID", "store": "a store code", "region": "a region"}[scope]
         raise InputError("id", f"Enter {what}.")
     if scope == "terminal":
-        row = (await session.execute(select(Terminal.id, Terminal.poiid).where(Terminal.poiid == ident))).first()
+        row = (
+            await session.execute(select(Terminal.id, Terminal.poiid).where(Terminal.poiid == ident))
+        ).first()
         if row is None:
-            row = (await session.execute(
-                select(Terminal.id, Terminal.poiid).where(func.upper(Terminal.poiid) == ident.upper()).limit(1)
-            )).first()
+            row = (
+                await session.execute(
+                    select(Terminal.id, Terminal.poiid)
+                    .where(func.upper(Terminal.poiid) == ident.upper())
+                    .limit(1)
+                )
+            ).first()
         if row is None:
             raise InputError("id", f"No terminal with POIID {ident!r}.")
         return scope, row.id, row.poiid
     if scope == "store":
-        row = (await session.execute(select(Store.id, Store.code, Store.name).where(Store.code == ident))).first()
+        row = (
+            await session.execute(select(Store.id, Store.code, Store.name).where(Store.code == ident))
+        ).first()
         if row is None:
-            row = (await session.execute(
-                select(Store.id, Store.code, Store.name).where(func.upper(Store.code) == ident.upper()).limit(1)
-            )).first()
+            row = (
+                await session.execute(
+                    select(Store.id, Store.code, Store.name)
+                    .where(func.upper(Store.code) == ident.upper())
+                    .limit(1)
+                )
+            ).first()
         if row is None:
             raise InputError("id", f"No store with code {ident!r}.")
         return scope, row.id, f"{row.code} {row.name}"

@@ -108,11 +108,22 @@ def day_bars(days: list[tuple[date, Figures]], w: int = 900, h: int = 120) -> di
 async def history_page(request: Request):
     form = _form(request)
     async with request.app.state.db.sessionmaker() as session:
-        regions = list(await session.scalars(select(Store.region).where(Store.region != "").distinct()
-                                             .order_by(Store.region).limit(500)))
+        regions = list(
+            await session.scalars(
+                select(Store.region).where(Store.region != "").distinct().order_by(Store.region).limit(500)
+            )
+        )
         resolved = await _resolve(session, form)
-        ctx = {"form": form, "regions": regions, "errors": {}, "report": None, "bars": None,
-               "periods": PERIOD_WORDS, "scopes": SCOPE_WORDS, "row_units": ROW_UNITS}
+        ctx = {
+            "form": form,
+            "regions": regions,
+            "errors": {},
+            "report": None,
+            "bars": None,
+            "periods": PERIOD_WORDS,
+            "scopes": SCOPE_WORDS,
+            "row_units": ROW_UNITS,
+        }
         if isinstance(resolved, dict):
             ctx["errors"] = resolved
             return render(request, "history/page.html", ctx, block="history", status_code=422)
@@ -120,9 +131,14 @@ async def history_page(request: Request):
         rep = await report(session, scope, key, period, title=title)
     query = {k: v for k, v in form.items() if v and not (k in ("from", "to") and form["period"] != "custom")}
     groups = sorted(rep.groups, key=lambda g: (g[2].uptime if g[2].uptime is not None else 2.0, g[0]))
-    ctx.update(report=rep, bars=day_bars(rep.days), groups=groups, query=urlencode(query),
-               child_scope={"fleet": "region", "region": "store", "store": "terminal"}.get(scope),
-               period_query=urlencode({k: query[k] for k in ("period", "from", "to") if k in query}))
+    ctx.update(
+        report=rep,
+        bars=day_bars(rep.days),
+        groups=groups,
+        query=urlencode(query),
+        child_scope={"fleet": "region", "region": "store", "store": "terminal"}.get(scope),
+        period_query=urlencode({k: query[k] for k in ("period", "from", "to") if k in query}),
+    )
     return render(request, "history/page.html", ctx, block="history")
 
 
@@ -134,18 +150,34 @@ async def _export_inputs(request: Request):
 
 
 def _filename(scope: str, title: str, period: Period, ext: str) -> str:
-    what = "fleet" if scope == "fleet" else "".join(c if c.isalnum() or c in "-_" else "_" for c in title)[:60]
-    when = (f"{period.first}_{period.last}" if period.is_dates
-            else f"{period.start:%Y%m%dT%H%M}_{period.end:%Y%m%dT%H%M}")
+    what = (
+        "fleet" if scope == "fleet" else "".join(c if c.isalnum() or c in "-_" else "_" for c in title)[:60]
+    )
+    when = (
+        f"{period.first}_{period.last}"
+        if period.is_dates
+        else f"{period.start:%Y%m%dT%H%M}_{period.end:%Y%m%dT%H%M}"
+    )
     return f"uptime_{what}_{when}.{ext}"
 
 
 async def _export_error(request: Request, form: dict, errors: dict):
     async with request.app.state.db.sessionmaker() as session:
-        regions = list(await session.scalars(select(Store.region).where(Store.region != "").distinct()
-                                             .order_by(Store.region).limit(500)))
-    ctx = {"form": form, "regions": regions, "errors": errors, "report": None, "bars": None,
-           "periods": PERIOD_WORDS, "scopes": SCOPE_WORDS, "row_units": ROW_UNITS}
+        regions = list(
+            await session.scalars(
+                select(Store.region).where(Store.region != "").distinct().order_by(Store.region).limit(500)
+            )
+        )
+    ctx = {
+        "form": form,
+        "regions": regions,
+        "errors": errors,
+        "report": None,
+        "bars": None,
+        "periods": PERIOD_WORDS,
+        "scopes": SCOPE_WORDS,
+        "row_units": ROW_UNITS,
+    }
     return render(request, "history/page.html", ctx, status_code=422)
 
 
@@ -163,8 +195,11 @@ async def export_csv(request: Request):
                 yield text.encode("utf-8")
 
     name = _filename(scope, title, period, "csv")
-    return StreamingResponse(body(), media_type="text/csv; charset=utf-8",
-                             headers={"Content-Disposition": f'attachment; filename="{name}"'})
+    return StreamingResponse(
+        body(),
+        media_type="text/csv; charset=utf-8",
+        headers={"Content-Disposition": f'attachment; filename="{name}"'},
+    )
 
 
 @router.get("/history/export.xlsx", include_in_schema=False)
@@ -182,29 +217,43 @@ async def export_xlsx(request: Request):
         os.unlink(path)
         raise
     return FileResponse(
-        path, filename=_filename(scope, title, period, "xlsx"),
+        path,
+        filename=_filename(scope, title, period, "xlsx"),
         media_type="application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
         background=BackgroundTask(os.unlink, path),
     )
 
 
 @router.get("/api/v1/uptime", tags=["history"])
-async def uptime_api(request: Request, scope: str = "fleet", id: str | None = None, period: str | None = None,
-                     from_: str | None = None, to: str | None = None):
+async def uptime_api(
+    request: Request,
+    scope: str = "fleet",
+    id: str | None = None,
+    period: str | None = None,
+    from_: str | None = None,
+    to: str | None = None,
+):
     """Uptime of a terminal (POIID), store (code), region or the fleet: seconds up, down,
     unknown and paused/maintenance, uptime % = up / (up + down), outages and the longest,
     per local day, and one level of breakdown. `from`/`to` are inclusive dates (YYYY-MM-DD,
     each store's local days); or `period` = 24h, 7d, 30d. Bad input: 422 with the field."""
     q = request.query_params
-    form = {"scope": scope, "id": id or "", "period": period or "", "from": q.get("from") or from_ or "",
-            "to": to or "", "by": ""}
+    form = {
+        "scope": scope,
+        "id": id or "",
+        "period": period or "",
+        "from": q.get("from") or from_ or "",
+        "to": to or "",
+        "by": "",
+    }
     if not form["period"]:
         form["period"] = "custom" if (form["from"] or form["to"]) else "24h"
     async with request.app.state.db.sessionmaker() as session:
         resolved = await _resolve(session, form)
         if isinstance(resolved, dict):
-            return JSONResponse({"detail": [{"field": f, "message": m} for f, m in resolved.items()]},
-                                status_code=422)
+            return JSONResponse(
+                {"detail": [{"field": f, "message": m} for f, m in resolved.items()]}, status_code=422
+            )
         scope_, key, title, per = resolved
         rep = await report(session, scope_, key, per, title=title)
     return rep.as_dict()

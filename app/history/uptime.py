@@ -28,7 +28,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass, field
-from datetime import date, datetime, time, timedelta, timezone
+from datetime import UTC, date, datetime, time, timedelta
 from functools import lru_cache
 from operator import itemgetter
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -85,9 +85,14 @@ class Figures:
 
     def as_dict(self) -> dict:
         return {
-            "up_s": round(self.up, 3), "down_s": round(self.down, 3), "unknown_s": round(self.unknown, 3),
-            "paused_s": round(self.paused, 3), "uptime_pct": self.uptime_pct, "outages": self.outages,
-            "longest_outage_s": round(self.longest_outage, 3), "terminals": self.terminals,
+            "up_s": round(self.up, 3),
+            "down_s": round(self.down, 3),
+            "unknown_s": round(self.unknown, 3),
+            "paused_s": round(self.paused, 3),
+            "uptime_pct": self.uptime_pct,
+            "outages": self.outages,
+            "longest_outage_s": round(self.longest_outage, 3),
+            "terminals": self.terminals,
         }
 
 
@@ -115,8 +120,9 @@ def terminal_state(states: tuple[str, ...]) -> str:
     return "paused" if state == "maintenance" else state
 
 
-def combined_segments(timelines: list[tuple[str, list[tuple[float, str]]]], begin: float,
-                      end: float) -> list[tuple[float, float, str]]:
+def combined_segments(
+    timelines: list[tuple[str, list[tuple[float, str]]]], begin: float, end: float
+) -> list[tuple[float, float, str]]:
     """Segments (start, end, state) of a terminal over [begin, end), adjacent equal states merged.
 
     `timelines`: per monitor its state at `begin` (or earlier) and its changes (t, to_state) in
@@ -146,8 +152,9 @@ def combined_segments(timelines: list[tuple[str, list[tuple[float, str]]]], begi
     return [tuple(seg) for seg in out]
 
 
-def tally(segments: Iterable[tuple[float, float, str]], cuts: list[float] | None = None
-          ) -> tuple[Figures, list[Figures]]:
+def tally(
+    segments: Iterable[tuple[float, float, str]], cuts: list[float] | None = None
+) -> tuple[Figures, list[Figures]]:
     """Totals of the segments, and per day when `cuts` (the day boundaries, ascending: day i
     is [cuts[i], cuts[i+1])) are given. An outage crossing midnight counts once in the total
     and once in each day it touches (with the part inside that day as its length there)."""
@@ -208,7 +215,7 @@ class Period:
 
     @classmethod
     def rolling(cls, start: datetime, end: datetime) -> Period:
-        return cls(start=start.astimezone(timezone.utc), end=end.astimezone(timezone.utc))
+        return cls(start=start.astimezone(UTC), end=end.astimezone(UTC))
 
     @classmethod
     def last_hours(cls, hours: float, now: datetime | None = None) -> Period:
@@ -222,8 +229,10 @@ class Period:
     def window(self, tz: str | None) -> tuple[datetime, datetime]:
         if self.is_dates:
             z = zone(tz)
-            return (datetime.combine(self.first, time(), z).astimezone(timezone.utc),
-                    datetime.combine(self.last + timedelta(days=1), time(), z).astimezone(timezone.utc))
+            return (
+                datetime.combine(self.first, time(), z).astimezone(UTC),
+                datetime.combine(self.last + timedelta(days=1), time(), z).astimezone(UTC),
+            )
         return self.start, self.end
 
     def label(self) -> str:
@@ -275,8 +284,15 @@ class TerminalUptime:
 
 
 _TERMINAL_COLS = (
-    Terminal.id, Terminal.poiid, Terminal.label, Terminal.store_id, Store.code, Store.name, Store.region,
-    Store.timezone, Terminal.created_at,
+    Terminal.id,
+    Terminal.poiid,
+    Terminal.label,
+    Terminal.store_id,
+    Store.code,
+    Store.name,
+    Store.region,
+    Store.timezone,
+    Terminal.created_at,
 )
 
 
@@ -290,13 +306,16 @@ def _scope_filter(stmt, scope: str, key):
     return stmt
 
 
-async def terminal_chunks(session: AsyncSession, scope: str, key=None, chunk: int = CHUNK
-                          ) -> AsyncIterator[list[TerminalInfo]]:
+async def terminal_chunks(
+    session: AsyncSession, scope: str, key=None, chunk: int = CHUNK
+) -> AsyncIterator[list[TerminalInfo]]:
     """The terminals of a scope, `chunk` at a time, by store then id (keyset paging)."""
     after = (-1, -1)
     while True:
         stmt = _scope_filter(select(*_TERMINAL_COLS).join(Store, Store.id == Terminal.store_id), scope, key)
-        stmt = stmt.where((Terminal.store_id > after[0]) | ((Terminal.store_id == after[0]) & (Terminal.id > after[1])))
+        stmt = stmt.where(
+            (Terminal.store_id > after[0]) | ((Terminal.store_id == after[0]) & (Terminal.id > after[1]))
+        )
         rows = (await session.execute(stmt.order_by(Terminal.store_id, Terminal.id).limit(chunk))).all()
         if not rows:
             return
@@ -316,33 +335,48 @@ class _MonitorRow:
     before: str | None  # to_state of the last change before the window
 
 
-async def _monitors(session: AsyncSession, terminals: list[TerminalInfo], before: datetime
-                    ) -> tuple[dict[int, list[_MonitorRow]], dict[int, list[_MonitorRow]]]:
+async def _monitors(
+    session: AsyncSession, terminals: list[TerminalInfo], before: datetime
+) -> tuple[dict[int, list[_MonitorRow]], dict[int, list[_MonitorRow]]]:
     """Monitors of these terminals and their stores' network monitors, each with its state
     just before `before` (the last change's to_state: one index probe per monitor)."""
     sc = StateChange.__table__
     last = (
-        select(sc.c.to_state).where(sc.c.monitor_id == Monitor.id, sc.c.at < before)
-        .order_by(sc.c.at.desc(), sc.c.id.desc()).limit(1).correlate(Monitor).scalar_subquery()
+        select(sc.c.to_state)
+        .where(sc.c.monitor_id == Monitor.id, sc.c.at < before)
+        .order_by(sc.c.at.desc(), sc.c.id.desc())
+        .limit(1)
+        .correlate(Monitor)
+        .scalar_subquery()
     )
-    cols = select(Monitor.id, Monitor.store_id, Monitor.terminal_id, Monitor.state, Monitor.state_since,
-                  last.label("before"))
+    cols = select(
+        Monitor.id,
+        Monitor.store_id,
+        Monitor.terminal_id,
+        Monitor.state,
+        Monitor.state_since,
+        last.label("before"),
+    )
     own: dict[int, list[_MonitorRow]] = defaultdict(list)
     network: dict[int, list[_MonitorRow]] = defaultdict(list)
     for r in await select_where_in(session, cols, Monitor.terminal_id, [t.id for t in terminals]):
         own[r.terminal_id].append(_MonitorRow(*r))
     stores = sorted({t.store_id for t in terminals})
-    for r in await select_where_in(session, cols.where(Monitor.terminal_id.is_(None)), Monitor.store_id, stores):
+    for r in await select_where_in(
+        session, cols.where(Monitor.terminal_id.is_(None)), Monitor.store_id, stores
+    ):
         network[r.store_id].append(_MonitorRow(*r))
     return own, network
 
 
-async def _changes(session: AsyncSession, monitor_ids: list[int], start: datetime, end: datetime
-                   ) -> dict[int, list[tuple[float, str, str]]]:
+async def _changes(
+    session: AsyncSession, monitor_ids: list[int], start: datetime, end: datetime
+) -> dict[int, list[tuple[float, str, str]]]:
     """Changes (t, from_state, to_state) in [start, end) per monitor, in order."""
     sc = StateChange.__table__
     q = select(sc.c.monitor_id, sc.c.at, sc.c.from_state, sc.c.to_state, sc.c.id).where(
-        sc.c.at >= start, sc.c.at < end)
+        sc.c.at >= start, sc.c.at < end
+    )
     out: dict[int, list] = defaultdict(list)
     rows = await select_where_in(session, q, sc.c.monitor_id, monitor_ids)
     rows.sort(key=lambda r: (r[0], r[1], r[4]))
@@ -351,8 +385,9 @@ async def _changes(session: AsyncSession, monitor_ids: list[int], start: datetim
     return out
 
 
-def _timeline(m: _MonitorRow, changes: list[tuple[float, str, str]], begin: float
-              ) -> tuple[str, list[tuple[float, str]]]:
+def _timeline(
+    m: _MonitorRow, changes: list[tuple[float, str, str]], begin: float
+) -> tuple[str, list[tuple[float, str]]]:
     """A monitor's state at `begin` and its changes after, from what was read."""
     events = [(t, to) for t, _f, to in changes]
     if m.before is not None:
@@ -365,8 +400,15 @@ def _timeline(m: _MonitorRow, changes: list[tuple[float, str, str]], begin: floa
     return m.state, []
 
 
-def terminal_uptime(t: TerminalInfo, monitors: list[_MonitorRow], changes: dict[int, list],
-                    start: datetime, end: datetime, *, per_day: bool = True) -> TerminalUptime:
+def terminal_uptime(
+    t: TerminalInfo,
+    monitors: list[_MonitorRow],
+    changes: dict[int, list],
+    start: datetime,
+    end: datetime,
+    *,
+    per_day: bool = True,
+) -> TerminalUptime:
     begin_dt = max(start, t.created_at) if t.created_at else start
     end_dt = max(end, begin_dt)
     begin, stop = begin_dt.timestamp(), end_dt.timestamp()
@@ -380,8 +422,14 @@ def terminal_uptime(t: TerminalInfo, monitors: list[_MonitorRow], changes: dict[
     return TerminalUptime(t, begin_dt, end_dt, total)
 
 
-async def uptime_for_terminals(session: AsyncSession, terminals: list[TerminalInfo], period: Period, *,
-                               per_day: bool = True, now: datetime | None = None) -> list[TerminalUptime]:
+async def uptime_for_terminals(
+    session: AsyncSession,
+    terminals: list[TerminalInfo],
+    period: Period,
+    *,
+    per_day: bool = True,
+    now: datetime | None = None,
+) -> list[TerminalUptime]:
     """Exact figures of these terminals (one chunk) over the period, capped at `now`."""
     if not terminals:
         return []
@@ -398,13 +446,24 @@ async def uptime_for_terminals(session: AsyncSession, terminals: list[TerminalIn
     out = []
     for t in terminals:
         s, e = windows[t.id]
-        out.append(terminal_uptime(t, own.get(t.id, []) + network.get(t.store_id, []), changes, s, e,
-                                   per_day=per_day))
+        out.append(
+            terminal_uptime(
+                t, own.get(t.id, []) + network.get(t.store_id, []), changes, s, e, per_day=per_day
+            )
+        )
     return out
 
 
-async def iter_uptime(session: AsyncSession, scope: str, key, period: Period, *, per_day: bool = True,
-                      now: datetime | None = None, chunk: int = CHUNK) -> AsyncIterator[TerminalUptime]:
+async def iter_uptime(
+    session: AsyncSession,
+    scope: str,
+    key,
+    period: Period,
+    *,
+    per_day: bool = True,
+    now: datetime | None = None,
+    chunk: int = CHUNK,
+) -> AsyncIterator[TerminalUptime]:
     """Every terminal of a scope with its figures, read and computed a chunk at a time."""
     now = now or utcnow()
     async for terminals in terminal_chunks(session, scope, key, chunk):
@@ -423,11 +482,15 @@ class Report:
     period: Period
     total: Figures
     days: list[tuple[date, Figures]]
-    groups: list[tuple[str, str, Figures]]  # (key, label, figures): stores of a region, terminals of a store...
+    groups: list[
+        tuple[str, str, Figures]
+    ]  # (key, label, figures): stores of a region, terminals of a store...
 
     def as_dict(self) -> dict:
         return {
-            "scope": self.scope, "id": self.title, "period": self.period.label(),
+            "scope": self.scope,
+            "id": self.title,
+            "period": self.period.label(),
             "total": self.total.as_dict(),
             "days": [{"date": d.isoformat(), **f.as_dict()} for d, f in self.days],
             "groups": [{"id": k, "label": lbl, **f.as_dict()} for k, lbl, f in self.groups],
@@ -437,8 +500,16 @@ class Report:
 GROUP_BY = {"terminal": None, "store": "terminal", "region": "store", "fleet": "region"}
 
 
-async def report(session: AsyncSession, scope: str, key, period: Period, *, title: str = "",
-                 now: datetime | None = None, max_groups: int = 500) -> Report:
+async def report(
+    session: AsyncSession,
+    scope: str,
+    key,
+    period: Period,
+    *,
+    title: str = "",
+    now: datetime | None = None,
+    max_groups: int = 500,
+) -> Report:
     """Totals, per-day and one level of breakdown (a fleet by region, a region by store, a
     store by terminal) for a scope, terminal-weighted."""
     total = Figures()
@@ -452,22 +523,33 @@ async def report(session: AsyncSession, scope: str, key, period: Period, *, titl
         if by is None:
             continue
         t = row.terminal
-        gkey, glabel = {"terminal": (t.poiid, t.label or t.poiid), "store": (t.store_code, t.store_name),
-                        "region": (t.region or "(no region)", t.region or "(no region)")}[by]
+        gkey, glabel = {
+            "terminal": (t.poiid, t.label or t.poiid),
+            "store": (t.store_code, t.store_name),
+            "region": (t.region or "(no region)", t.region or "(no region)"),
+        }[by]
         if gkey not in groups:
             if len(groups) >= max_groups:
                 continue
             groups[gkey] = [glabel, Figures()]
         groups[gkey][1].add(row.total)
-    return Report(scope, key, title or str(key or "fleet"), period, total, sorted(days.items()),
-                  [(k, v[0], v[1]) for k, v in groups.items()])
+    return Report(
+        scope,
+        key,
+        title or str(key or "fleet"),
+        period,
+        total,
+        sorted(days.items()),
+        [(k, v[0], v[1]) for k, v in groups.items()],
+    )
 
 
 # --- for the dashboard: the 24 h column and the terminal page --------------------------------------
 
 
-async def terminal_timeline(session: AsyncSession, t: TerminalInfo, start: datetime, end: datetime
-                            ) -> list[tuple[datetime, datetime, str]]:
+async def terminal_timeline(
+    session: AsyncSession, t: TerminalInfo, start: datetime, end: datetime
+) -> list[tuple[datetime, datetime, str]]:
     """The terminal's combined state over [start, end) as (from, to, state) segments, by the
     same rules as its uptime; "none" before it existed (the detail page's timelines)."""
     own, network = await _monitors(session, [t], start)
@@ -481,15 +563,19 @@ async def terminal_timeline(session: AsyncSession, t: TerminalInfo, start: datet
         return segments + [(begin, end, NONE)]
     timelines = [_timeline(m, changes.get(m.id, ()), begin.timestamp()) for m in monitors]
     for a, b, state in combined_segments(timelines, begin.timestamp(), end.timestamp()):
-        segments.append((datetime.fromtimestamp(a, timezone.utc), datetime.fromtimestamp(b, timezone.utc), state))
+        segments.append(
+            (datetime.fromtimestamp(a, UTC), datetime.fromtimestamp(b, UTC), state)
+        )
     return segments
 
 
-async def terminal_uptimes(session: AsyncSession, terminal_ids: list[int], start: datetime, end: datetime
-                           ) -> dict[int, Figures]:
+async def terminal_uptimes(
+    session: AsyncSession, terminal_ids: list[int], start: datetime, end: datetime
+) -> dict[int, Figures]:
     """Exact figures of a page of terminals over [start, end) (the dashboard's "uptime 24 h")."""
-    rows = await select_where_in(session, select(*_TERMINAL_COLS).join(Store, Store.id == Terminal.store_id),
-                                 Terminal.id, terminal_ids)
+    rows = await select_where_in(
+        session, select(*_TERMINAL_COLS).join(Store, Store.id == Terminal.store_id), Terminal.id, terminal_ids
+    )
     terminals = [TerminalInfo(*r) for r in rows]
     found = await uptime_for_terminals(session, terminals, Period.rolling(start, end), per_day=False, now=end)
     return {u.terminal.id: u.total for u in found}
@@ -519,16 +605,26 @@ def rollup_buckets(begin: float, end: float) -> tuple[float, float, list[tuple[s
     d0, d1 = _ceil(h0, DAY_S), _floor(h1, DAY_S)
     if d1 <= d0:
         return h0, h1, [("hour", t, HOUR_S) for t in range(int(h0), int(h1), HOUR_S)]
-    return h0, h1, ([("hour", t, HOUR_S) for t in range(int(h0), int(d0), HOUR_S)]
-                    + [("day", t, DAY_S) for t in range(int(d0), int(d1), DAY_S)]
-                    + [("hour", t, HOUR_S) for t in range(int(d1), int(h1), HOUR_S)])
+    return (
+        h0,
+        h1,
+        (
+            [("hour", t, HOUR_S) for t in range(int(h0), int(d0), HOUR_S)]
+            + [("day", t, DAY_S) for t in range(int(d0), int(d1), DAY_S)]
+            + [("hour", t, HOUR_S) for t in range(int(d1), int(h1), HOUR_S)]
+        ),
+    )
 
 
 async def _states_before(session: AsyncSession, monitor_ids: list[int], at: datetime) -> dict[int, str]:
     sc = StateChange.__table__
     last = (
-        select(sc.c.to_state).where(sc.c.monitor_id == Monitor.id, sc.c.at < at)
-        .order_by(sc.c.at.desc(), sc.c.id.desc()).limit(1).correlate(Monitor).scalar_subquery()
+        select(sc.c.to_state)
+        .where(sc.c.monitor_id == Monitor.id, sc.c.at < at)
+        .order_by(sc.c.at.desc(), sc.c.id.desc())
+        .limit(1)
+        .correlate(Monitor)
+        .scalar_subquery()
     )
     rows = await select_where_in(session, select(Monitor.id, last), Monitor.id, monitor_ids)
     return {mid: state for mid, state in rows if state is not None}
@@ -549,8 +645,14 @@ def _bucket_figures(faults: list[tuple[float, float]], length: float) -> tuple[f
     return None
 
 
-async def rollup_totals(session: AsyncSession, terminals: list[TerminalInfo], start: datetime,
-                        end: datetime, *, now: datetime | None = None) -> tuple[dict[int, Figures], int]:
+async def rollup_totals(
+    session: AsyncSession,
+    terminals: list[TerminalInfo],
+    start: datetime,
+    end: datetime,
+    *,
+    now: datetime | None = None,
+) -> tuple[dict[int, Figures], int]:
     """Seconds up/down/unknown/paused of these terminals over [start, end) read from the hourly
     and daily rollups for the whole buckets and from the state changes for the partial edges.
 
@@ -566,37 +668,57 @@ async def rollup_totals(session: AsyncSession, terminals: list[TerminalInfo], st
     result: dict[int, Figures] = {}
     if not terminals or end <= start:
         return result, 0
-    last_hour = await session.scalar(select(Rollup.bucket_start).where(Rollup.period == "hour")
-                                     .order_by(Rollup.bucket_start.desc()).limit(1))
+    last_hour = await session.scalar(
+        select(Rollup.bucket_start)
+        .where(Rollup.period == "hour")
+        .order_by(Rollup.bucket_start.desc())
+        .limit(1)
+    )
     covered = (last_hour + timedelta(hours=1)).timestamp() if last_hour else start.timestamp()
     h0, h1, buckets = rollup_buckets(start.timestamp(), min(end.timestamp(), covered))
     if not buckets:
-        exact = await uptime_for_terminals(session, terminals, Period.rolling(start, end), per_day=False, now=now)
+        exact = await uptime_for_terminals(
+            session, terminals, Period.rolling(start, end), per_day=False, now=now
+        )
         return {u.terminal.id: u.total for u in exact}, len(terminals)
-    h0_dt, h1_dt = datetime.fromtimestamp(h0, timezone.utc), datetime.fromtimestamp(h1, timezone.utc)
+    h0_dt, h1_dt = datetime.fromtimestamp(h0, UTC), datetime.fromtimestamp(h1, UTC)
 
     own, network = await _monitors(session, terminals, start)
     mons = {t.id: own.get(t.id, []) + network.get(t.store_id, []) for t in terminals}
     ids = sorted({m.id for ms in mons.values() for m in ms})
-    fallback = {t.id for t in terminals
-                if not mons[t.id] or (t.created_at and t.created_at > start)
-                or any(m.before is None and m.state_since and m.state_since > start for m in mons[t.id])}
+    fallback = {
+        t.id
+        for t in terminals
+        if not mons[t.id]
+        or (t.created_at and t.created_at > start)
+        or any(m.before is None and m.state_since and m.state_since > start for m in mons[t.id])
+    }
 
     # The edges, exactly: [start, h0) from the state before start, [h1, end) from the state before h1.
     head_changes = await _changes(session, ids, start, h0_dt)
     tail_changes = await _changes(session, ids, h1_dt, end)
     at_h1 = await _states_before(session, ids, h1_dt)
     sc = StateChange.__table__
-    manual = {r[0] for r in await select_where_in(
-        session, select(sc.c.monitor_id).where(sc.c.at >= h0_dt, sc.c.at < h1_dt,
-                                              sc.c.to_state.in_(("paused", "maintenance"))).distinct(),
-        sc.c.monitor_id, ids)}
+    manual = {
+        r[0]
+        for r in await select_where_in(
+            session,
+            select(sc.c.monitor_id)
+            .where(sc.c.at >= h0_dt, sc.c.at < h1_dt, sc.c.to_state.in_(("paused", "maintenance")))
+            .distinct(),
+            sc.c.monitor_id,
+            ids,
+        )
+    }
     faults: dict[tuple[int, str, float], tuple[float, float]] = {}
     r = Rollup.__table__
     periods = {p for p, _t, _l in buckets}
     q = select(r.c.monitor_id, r.c.period, r.c.bucket_start, r.c.seconds_down, r.c.seconds_unknown).where(
-        r.c.period.in_(periods), r.c.bucket_start >= h0_dt, r.c.bucket_start < h1_dt,
-        (r.c.seconds_down > 0) | (r.c.seconds_unknown > 0))
+        r.c.period.in_(periods),
+        r.c.bucket_start >= h0_dt,
+        r.c.bucket_start < h1_dt,
+        (r.c.seconds_down > 0) | (r.c.seconds_unknown > 0),
+    )
     for mid, period, bucket_start, down, unknown in await select_where_in(session, q, r.c.monitor_id, ids):
         faults[(mid, period, bucket_start.timestamp())] = (down or 0.0, unknown or 0.0)
     by_monitor_bucket: dict[int, list] = defaultdict(list)
@@ -629,8 +751,14 @@ async def rollup_totals(session: AsyncSession, terminals: list[TerminalInfo], st
             fig.up += length - got[0] - got[1]
         else:
             total_head, _ = tally(head_segments)
-            tail_tl = [_timeline(_MonitorRow(m.id, m.store_id, m.terminal_id, m.state, m.state_since,
-                                             at_h1.get(m.id)), tail_changes.get(m.id, ()), h1) for m in ms]
+            tail_tl = [
+                _timeline(
+                    _MonitorRow(m.id, m.store_id, m.terminal_id, m.state, m.state_since, at_h1.get(m.id)),
+                    tail_changes.get(m.id, ()),
+                    h1,
+                )
+                for m in ms
+            ]
             total_tail, _ = tally(combined_segments(tail_tl, h1, end.timestamp()))
             for part in (total_head, total_tail):
                 fig.up += part.up
@@ -641,8 +769,13 @@ async def rollup_totals(session: AsyncSession, terminals: list[TerminalInfo], st
             continue
         fallback.add(t.id)
     if fallback:
-        exact = await uptime_for_terminals(session, [t for t in terminals if t.id in fallback],
-                                           Period.rolling(start, end), per_day=False, now=now)
+        exact = await uptime_for_terminals(
+            session,
+            [t for t in terminals if t.id in fallback],
+            Period.rolling(start, end),
+            per_day=False,
+            now=now,
+        )
         for u in exact:
             u.total.outages, u.total.longest_outage = 0, 0.0
             result[u.terminal.id] = u.total

@@ -65,8 +65,10 @@ class TerminalPage(BaseModel):
 def add_error_handlers(app) -> None:
     """The inventory's own refusals as 404 and 409 with their reason, for every API route."""
     app.add_exception_handler(NotFound, lambda _request, exc: JSONResponse({"detail": str(exc)}, 404))
-    app.add_exception_handler(Conflict, lambda _request, exc: JSONResponse(
-        {"detail": {"field": exc.field, "reason": str(exc)}}, 409))
+    app.add_exception_handler(
+        Conflict,
+        lambda _request, exc: JSONResponse({"detail": {"field": exc.field, "reason": str(exc)}}, 409),
+    )
 
 
 def _terminal_out(terminal, store_code: str) -> TerminalOut:

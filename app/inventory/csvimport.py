@@ -12,9 +12,8 @@ import io
 from dataclasses import dataclass, field
 
 from pydantic import ValidationError
-from sqlalchemy.ext.asyncio import AsyncSession
-
 from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db import select_where_in
 from app.inventory.models import Store
@@ -89,16 +88,22 @@ def parse_file(name: str, data: bytes, fleet: ParsedFleet) -> None:
     elif "code" in header:
         kind, model, required, key = "stores", StoreIn, STORE_REQUIRED, "code"
     else:
-        fleet.errors.append(RowError(name, 1, "", "header has neither 'code' (stores) nor 'poiid' (terminals)"))
+        fleet.errors.append(
+            RowError(name, 1, "", "header has neither 'code' (stores) nor 'poiid' (terminals)")
+        )
         return
     missing = [c for c in required if c not in header]
     if missing:
         fleet.errors.append(RowError(name, 1, ", ".join(missing), "required column missing from the header"))
         return
-    target, lines = (fleet.terminals, fleet.terminal_lines) if kind == "terminals" else (fleet.stores, fleet.store_lines)
+    target, lines = (
+        (fleet.terminals, fleet.terminal_lines) if kind == "terminals" else (fleet.stores, fleet.store_lines)
+    )
     for line, cells in records:
         if len(cells) > len(header):
-            fleet.errors.append(RowError(name, line, "", f"{len(cells)} fields but the header has {len(header)}"))
+            fleet.errors.append(
+                RowError(name, line, "", f"{len(cells)} fields but the header has {len(header)}")
+            )
             continue
         row = dict(zip(header, cells))
         try:
@@ -112,19 +117,25 @@ def parse_file(name: str, data: bytes, fleet: ParsedFleet) -> None:
         ident = getattr(item, key)
         if ident in lines:
             first = lines[ident]
-            fleet.errors.append(RowError(name, line, key, f"{ident} already appears at {first[0]}:{first[1]}"))
+            fleet.errors.append(
+                RowError(name, line, key, f"{ident} already appears at {first[0]}:{first[1]}")
+            )
             continue
         lines[ident] = (name, line)
         target.append(item)
 
 
 async def _check_store_references(session: AsyncSession, fleet: ParsedFleet) -> None:
-    refs = [(*fleet.terminal_lines[t.poiid], t.store_code) for t in fleet.terminals] + fleet.unchecked_store_refs
+    refs = [
+        (*fleet.terminal_lines[t.poiid], t.store_code) for t in fleet.terminals
+    ] + fleet.unchecked_store_refs
     referenced = {code for _, _, code in refs} - {s.code for s in fleet.stores}
     known = set(await select_where_in(session, select(Store.code), Store.code, referenced, scalars=True))
     for name, line, code in refs:
         if code in referenced - known:
-            fleet.errors.append(RowError(name, line, "store_code", f"no store {code!r} in this import or the database"))
+            fleet.errors.append(
+                RowError(name, line, "store_code", f"no store {code!r} in this import or the database")
+            )
 
 
 async def import_fleet(

@@ -8,10 +8,10 @@ import time
 from pathlib import Path
 
 from fastapi import APIRouter, Depends, Request
-from starlette.datastructures import UploadFile
 from fastapi.responses import RedirectResponse, Response
 from pydantic import ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession
+from starlette.datastructures import UploadFile
 
 from app.auth.sessions import require_admin
 from app.deps import get_session
@@ -25,8 +25,12 @@ from app.web.templating import is_htmx, render
 
 router = APIRouter(prefix="/admin", include_in_schema=False, dependencies=[Depends(require_admin)])
 PER_PAGE = 50
-CHOICES = {"integrations": INTEGRATIONS, "local_apis": LOCAL_APIS, "providers": PROVIDERS,
-           "profiles": tuple(NETWORK_PROFILES)}
+CHOICES = {
+    "integrations": INTEGRATIONS,
+    "local_apis": LOCAL_APIS,
+    "providers": PROVIDERS,
+    "profiles": tuple(NETWORK_PROFILES),
+}
 
 
 def _go(request: Request, url: str) -> Response:
@@ -38,9 +42,15 @@ def _go(request: Request, url: str) -> Response:
 
 # ---- stores -------------------------------------------------------------------------------
 
+
 @router.get("/stores")
-async def stores_page(request: Request, q: str = "", region: str = "", page: int = 1,
-                      session: AsyncSession = Depends(get_session)):
+async def stores_page(
+    request: Request,
+    q: str = "",
+    region: str = "",
+    page: int = 1,
+    session: AsyncSession = Depends(get_session),
+):
     result = await queries.paginate(session, queries.store_query(q=q, region=region), max(page, 1), PER_PAGE)
     context = {"page": result, "q": q, "region": region, "regions": await queries.regions(session)}
     return render(request, "inventory/stores.html", context, block="results")
@@ -48,7 +58,9 @@ async def stores_page(request: Request, q: str = "", region: str = "", page: int
 
 @router.get("/stores/new")
 async def new_store_form(request: Request):
-    return render(request, "inventory/store_form.html", {"values": {"timezone": "UTC"}, "errors": {}, **CHOICES})
+    return render(
+        request, "inventory/store_form.html", {"values": {"timezone": "UTC"}, "errors": {}, **CHOICES}
+    )
 
 
 @router.get("/stores/{code}/edit")
@@ -57,17 +69,30 @@ async def edit_store_form(request: Request, code: str, session: AsyncSession = D
     if store is None:
         return render(request, "inventory/not_found.html", {"what": f"store {code}"}, status_code=404)
     values = {f: getattr(store, f) for f in StoreIn.model_fields}
-    return render(request, "inventory/store_form.html", {"values": values, "errors": {}, "current": code, **CHOICES})
+    return render(
+        request, "inventory/store_form.html", {"values": values, "errors": {}, "current": code, **CHOICES}
+    )
 
 
 @router.post("/stores/new")
 @router.post("/stores/{code}/edit")
-async def submit_store(request: Request, code: str | None = None, session: AsyncSession = Depends(get_session)):
-    return await _submit(request, session, StoreIn, save_store, current=code, template="inventory/store_form.html",
-                         done=lambda store: f"/admin/stores?q={store.code}")
+async def submit_store(
+    request: Request, code: str | None = None, session: AsyncSession = Depends(get_session)
+):
+    return await _submit(
+        request,
+        session,
+        StoreIn,
+        save_store,
+        current=code,
+        template="inventory/store_form.html",
+        done=lambda store: f"/admin/stores?q={store.code}",
+    )
 
 
-async def _submit(request: Request, session: AsyncSession, model, save, *, current, template, done, defaults=None):
+async def _submit(
+    request: Request, session: AsyncSession, model, save, *, current, template, done, defaults=None
+):
     """Validate a create/edit form and save it; on error, the form again with each message by its field."""
     values = {**(defaults or {}), **dict(await request.form())}
     try:
@@ -94,19 +119,32 @@ async def _delete(request: Request, deleting, done: str):
     try:
         await deleting
     except (Conflict, NotFound) as exc:
-        return render(request, "inventory/message.html", {"level": "error", "message": str(exc)},
-                      block="message", status_code=409)
+        return render(
+            request,
+            "inventory/message.html",
+            {"level": "error", "message": str(exc)},
+            block="message",
+            status_code=409,
+        )
     return _go(request, done)
 
 
 # ---- terminals ----------------------------------------------------------------------------
 
+
 @router.get("/terminals")
-async def terminals_page(request: Request, q: str = "", store: str = "", page: int = 1,
-                         session: AsyncSession = Depends(get_session)):
+async def terminals_page(
+    request: Request,
+    q: str = "",
+    store: str = "",
+    page: int = 1,
+    session: AsyncSession = Depends(get_session),
+):
     query = queries.terminal_query(q=q, store=store)
     result = await queries.paginate(session, query, max(page, 1), PER_PAGE)
-    return render(request, "inventory/terminals.html", {"page": result, "q": q, "store": store}, block="results")
+    return render(
+        request, "inventory/terminals.html", {"page": result, "q": q, "store": store}, block="results"
+    )
 
 
 @router.get("/terminals/new")
@@ -129,10 +167,19 @@ async def edit_terminal_form(request: Request, poiid: str, session: AsyncSession
 
 @router.post("/terminals/new")
 @router.post("/terminals/{poiid}/edit")
-async def submit_terminal(request: Request, poiid: str | None = None, session: AsyncSession = Depends(get_session)):
-    return await _submit(request, session, TerminalIn, save_terminal, current=poiid,
-                         template="inventory/terminal_form.html", done=lambda t: f"/admin/terminals?q={t.poiid}",
-                         defaults={"cloud_enabled": "no"})  # an unticked checkbox is absent from the form
+async def submit_terminal(
+    request: Request, poiid: str | None = None, session: AsyncSession = Depends(get_session)
+):
+    return await _submit(
+        request,
+        session,
+        TerminalIn,
+        save_terminal,
+        current=poiid,
+        template="inventory/terminal_form.html",
+        done=lambda t: f"/admin/terminals?q={t.poiid}",
+        defaults={"cloud_enabled": "no"},
+    )  # an unticked checkbox is absent from the form
 
 
 @router.post("/terminals/{poiid}/delete")
@@ -182,8 +229,13 @@ async def import_preview(request: Request, session: AsyncSession = Depends(get_s
     form = await request.form()
     uploads = [f for f in form.getlist("files") if isinstance(f, UploadFile) and f.filename]
     if not uploads:
-        return render(request, "inventory/import.html", {"problem": "Choose one or two CSV files first."},
-                      block="result", status_code=422)
+        return render(
+            request,
+            "inventory/import.html",
+            {"problem": "Choose one or two CSV files first."},
+            block="result",
+            status_code=422,
+        )
     files = [(f.filename, await f.read()) for f in uploads]
     return await _run_import(request, session, files, dry_run=True)
 
@@ -193,8 +245,13 @@ async def import_commit(request: Request, session: AsyncSession = Depends(get_se
     token = str((await request.form()).get("token", ""))
     files = _unstash(token)
     if files is None:
-        return render(request, "inventory/import.html",
-                      {"problem": "This preview has expired: choose the files again."}, block="result", status_code=422)
+        return render(
+            request,
+            "inventory/import.html",
+            {"problem": "This preview has expired: choose the files again."},
+            block="result",
+            status_code=422,
+        )
     return await _run_import(request, session, files, dry_run=False)
 
 
@@ -205,6 +262,10 @@ async def _run_import(request: Request, session: AsyncSession, files, *, dry_run
     except ImportFailed as failed:
         context = {"errors": failed.errors, "names": names}
         return render(request, "inventory/import.html", context, block="result", status_code=422)
-    context = {"summary": summary, "names": names, "dry_run": dry_run,
-               "token": _stash(files) if dry_run else None}
+    context = {
+        "summary": summary,
+        "names": names,
+        "dry_run": dry_run,
+        "token": _stash(files) if dry_run else None,
+    }
     return render(request, "inventory/import.html", context, block="result")

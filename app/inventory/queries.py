@@ -26,7 +26,9 @@ class Page:
 async def paginate(session: AsyncSession, query: Select, page: int, per_page: int) -> Page:
     total = await session.scalar(select(func.count()).select_from(query.order_by(None).subquery()))
     rows = await session.execute(query.limit(per_page).offset((page - 1) * per_page))
-    return Page(list(rows.scalars() if len(query.column_descriptions) == 1 else rows), total or 0, page, per_page)
+    return Page(
+        list(rows.scalars() if len(query.column_descriptions) == 1 else rows), total or 0, page, per_page
+    )
 
 
 def _like(text: str) -> str:
@@ -38,7 +40,9 @@ def store_query(*, q: str | None = None, region: str | None = None) -> Select:
     if region:
         query = query.where(Store.region == region)
     if q:
-        query = query.where(or_(Store.code.ilike(_like(q), escape="\\"), Store.name.ilike(_like(q), escape="\\")))
+        query = query.where(
+            or_(Store.code.ilike(_like(q), escape="\\"), Store.name.ilike(_like(q), escape="\\"))
+        )
     return query
 
 
@@ -54,8 +58,14 @@ def terminal_query(
         query = query.where(Terminal.status == status)
     if q:
         pattern = _like(q)
-        query = query.where(or_(*(c.ilike(pattern, escape="\\") for c in
-                                  (Terminal.poiid, Terminal.serial, Terminal.label, Store.code))))
+        query = query.where(
+            or_(
+                *(
+                    c.ilike(pattern, escape="\\")
+                    for c in (Terminal.poiid, Terminal.serial, Terminal.label, Store.code)
+                )
+            )
+        )
     return query
 
 
@@ -69,7 +79,11 @@ async def terminal_with_store_code(session: AsyncSession, poiid: str) -> tuple[T
 
 
 async def regions(session: AsyncSession) -> list[str]:
-    return list(await session.scalars(select(Store.region).distinct().where(Store.region != "").order_by(Store.region)))
+    return list(
+        await session.scalars(
+            select(Store.region).distinct().where(Store.region != "").order_by(Store.region)
+        )
+    )
 
 
 async def terminal_count(session: AsyncSession, store_id: int) -> int:

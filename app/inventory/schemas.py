@@ -196,15 +196,18 @@ class TerminalIn(_Input):
     def _lan_needed(self) -> TerminalIn:
         if self.local_api == "adyen_local" and self.lan_port is None:
             self.lan_port = 8443  # Adyen's local Terminal API port
-        for column, reason in _connection_problems(self.integration, self.local_api, self.lan_host,
-                                                   self.lan_port).items():
+        for column, reason in _connection_problems(
+            self.integration, self.local_api, self.lan_host, self.lan_port
+        ).items():
             raise ValueError(f"{column}: {reason}")
         return self
 
     @classmethod
     def cross_field_problems(cls, raw: dict) -> dict[str, str]:
         """The same checks on raw input, so a row with other errors reports these too."""
-        text = {k: str(raw.get(k) or "").strip() for k in ("integration", "local_api", "lan_host", "lan_port")}
+        text = {
+            k: str(raw.get(k) or "").strip() for k in ("integration", "local_api", "lan_host", "lan_port")
+        }
         local_api = text["local_api"].lower() or None
         port = text["lan_port"] or ("8443" if local_api == "adyen_local" else None)
         return _connection_problems(text["integration"].lower(), local_api, text["lan_host"] or None, port)

@@ -16,8 +16,17 @@ from app.monitoring.derive import sync_monitors
 STORE_FIELDS = tuple(f for f in StoreIn.model_fields)
 TERMINAL_FIELDS = tuple(f for f in TerminalIn.model_fields if f != "store_code")
 # Columns the monitors are derived from: a change re-derives the terminal's monitors.
-_MONITOR_INPUTS = ("store_id", "poiid", "provider", "integration", "lan_host", "lan_port", "local_api",
-                   "cloud_enabled", "epos_token")
+_MONITOR_INPUTS = (
+    "store_id",
+    "poiid",
+    "provider",
+    "integration",
+    "lan_host",
+    "lan_port",
+    "local_api",
+    "cloud_enabled",
+    "epos_token",
+)
 
 
 @dataclass
@@ -93,8 +102,13 @@ async def _upsert_terminals(
         values["store_id"] = store_ids[item.store_code]
         row = existing.get(item.poiid)
         if row is None:
-            new.append({**item.model_dump(exclude={"store_code"}), "store_id": values["store_id"],
-                        "cloud_state": _cloud_state(item.integration, item.cloud_enabled)})
+            new.append(
+                {
+                    **item.model_dump(exclude={"store_code"}),
+                    "store_id": values["store_id"],
+                    "cloud_state": _cloud_state(item.integration, item.cloud_enabled),
+                }
+            )
             continue
         diff = {k: v for k, v in values.items() if getattr(row, k) != v}
         if not diff:
@@ -108,7 +122,9 @@ async def _upsert_terminals(
         if any(k in _MONITOR_INPUTS for k in diff):
             touched.append(SimpleNamespace(**{**row._asdict(), **diff}))
     if new:
-        ids = {r.poiid: r.id for r in await insert_returning(session, Terminal, new, Terminal.id, Terminal.poiid)}
+        ids = {
+            r.poiid: r.id for r in await insert_returning(session, Terminal, new, Terminal.id, Terminal.poiid)
+        }
         touched += [SimpleNamespace(**n, id=ids[n["poiid"]]) for n in new]
     if changed:
         await session.execute(update(Terminal), changed)
@@ -128,12 +144,22 @@ def _events_for(row, diff: dict, source: str) -> list[dict]:
     """A move keeps the terminal's history; an address change is a classic cause of trouble."""
     now, events = utcnow(), []
     if "store_id" in diff:
-        events.append({"terminal_id": row.id, "at": now, "kind": "moved_store", "source": source,
-                       "detail": {"from_store_id": row.store_id, "to_store_id": diff["store_id"]}})
-    moved = {k: {"from": getattr(row, k), "to": diff[k]} for k in ("lan_host", "lan_port", "mac") if k in diff}
+        events.append(
+            {
+                "terminal_id": row.id,
+                "at": now,
+                "kind": "moved_store",
+                "source": source,
+                "detail": {"from_store_id": row.store_id, "to_store_id": diff["store_id"]},
+            }
+        )
+    moved = {
+        k: {"from": getattr(row, k), "to": diff[k]} for k in ("lan_host", "lan_port", "mac") if k in diff
+    }
     if moved:
-        events.append({"terminal_id": row.id, "at": now, "kind": "address_changed", "source": source,
-                       "detail": moved})
+        events.append(
+            {"terminal_id": row.id, "at": now, "kind": "address_changed", "source": source, "detail": moved}
+        )
     return events
 
 
@@ -159,7 +185,9 @@ class NotFound(LookupError):
     pass
 
 
-async def _claim_key(session: AsyncSession, model, column, new: str, current: str | None, what: str, field: str):
+async def _claim_key(
+    session: AsyncSession, model, column, new: str, current: str | None, what: str, field: str
+):
     """Check that `new` is free, and rename the `current` row to it when they differ."""
     taken = await session.scalar(select(model.id).where(column == new))
     if current is None:
@@ -181,10 +209,14 @@ async def save_store(session: AsyncSession, data: StoreIn, current_code: str | N
     await _claim_key(session, Store, Store.code, data.code, current_code, "store", "code")
     await upsert_inventory(session, [data], [], source="edit")
     await session.commit()
-    return await session.scalar(select(Store).where(Store.code == data.code).execution_options(populate_existing=True))
+    return await session.scalar(
+        select(Store).where(Store.code == data.code).execution_options(populate_existing=True)
+    )
 
 
-async def save_terminal(session: AsyncSession, data: TerminalIn, current_poiid: str | None = None) -> Terminal:
+async def save_terminal(
+    session: AsyncSession, data: TerminalIn, current_poiid: str | None = None
+) -> Terminal:
     """Create or edit a terminal (a new store keeps its history, a new POIID too). Commits."""
     current = normalise_poiid(current_poiid) if current_poiid else None
     await _claim_key(session, Terminal, Terminal.poiid, data.poiid, current, "terminal", "poiid")

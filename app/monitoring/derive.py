@@ -67,15 +67,26 @@ async def sync_monitors(
         if current is None:
             interval = settings.check_interval_s
             phase = phase_ms(key, interval)
-            new_rows.append({
-                "key": key, "store_id": spec.store_id, "terminal_id": spec.terminal_id, "kind": spec.kind,
-                "target": spec.target, "params": spec.params, "interval_s": interval,
-                "timeout_s": settings.check_timeout_s, "phase_ms": phase,
-                "next_due_at": first_due_at(now, interval, phase), "state": "unknown", "state_since": now,
-            })
+            new_rows.append(
+                {
+                    "key": key,
+                    "store_id": spec.store_id,
+                    "terminal_id": spec.terminal_id,
+                    "kind": spec.kind,
+                    "target": spec.target,
+                    "params": spec.params,
+                    "interval_s": interval,
+                    "timeout_s": settings.check_timeout_s,
+                    "phase_ms": phase,
+                    "next_due_at": first_due_at(now, interval, phase),
+                    "state": "unknown",
+                    "state_since": now,
+                }
+            )
         elif (current.store_id, current.target, current.params) != (spec.store_id, spec.target, spec.params):
-            changed.append({"id": current.id, "store_id": spec.store_id, "target": spec.target,
-                            "params": spec.params})
+            changed.append(
+                {"id": current.id, "store_id": spec.store_id, "target": spec.target, "params": spec.params}
+            )
     obsolete = [m.id for key, m in existing.items() if key not in wanted]
 
     if new_rows:
@@ -90,5 +101,7 @@ async def sync_monitors(
 async def _existing(session: AsyncSession, store_ids: list[int], terminal_ids: list[int]) -> dict:
     cols = select(Monitor.id, Monitor.key, Monitor.store_id, Monitor.target, Monitor.params)
     rows = await select_where_in(session, cols, Monitor.terminal_id, terminal_ids)
-    rows += await select_where_in(session, cols.where(Monitor.terminal_id.is_(None)), Monitor.store_id, store_ids)
+    rows += await select_where_in(
+        session, cols.where(Monitor.terminal_id.is_(None)), Monitor.store_id, store_ids
+    )
     return {r.key: r for r in rows}

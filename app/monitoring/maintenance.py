@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections import defaultdict
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import bindparam, case, delete, func, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -25,8 +25,9 @@ HOUR = timedelta(hours=1)
 # --- stale -> unknown ----------------------------------------------------------------
 
 
-def _is_stale(last_checked_at: datetime | None, state_since: datetime | None, interval_s: int,
-              now: datetime) -> bool:
+def _is_stale(
+    last_checked_at: datetime | None, state_since: datetime | None, interval_s: int, now: datetime
+) -> bool:
     reference = last_checked_at or state_since
     return reference is None or now - reference > timedelta(seconds=STALE_INTERVALS * interval_s)
 
@@ -40,7 +41,8 @@ async def mark_stale(session: AsyncSession, now: datetime | None = None) -> int:
     cutoff = now - timedelta(seconds=STALE_INTERVALS * shortest)
     rows = await session.execute(
         select(Monitor.id, Monitor.last_checked_at, Monitor.state_since, Monitor.interval_s).where(
-            Monitor.enabled.is_(True), Monitor.state.in_(("up", "down")),
+            Monitor.enabled.is_(True),
+            Monitor.state.in_(("up", "down")),
             or_(Monitor.last_checked_at.is_(None), Monitor.last_checked_at < cutoff),
         )
     )
@@ -55,16 +57,21 @@ async def mark_stale(session: AsyncSession, now: datetime | None = None) -> int:
     last_checked = dict(current.all())
     transitions, updates = [], []
     for mid, m in locked.items():
-        if m.state not in ("up", "down") or not _is_stale(last_checked.get(mid), m.state_since, m.interval_s, now):
+        if m.state not in ("up", "down") or not _is_stale(
+            last_checked.get(mid), m.state_since, m.interval_s, now
+        ):
             continue
-        transitions.append(Transition(mid, m.store_id, m.terminal_id, m.kind, now, m.state, "unknown",
-                                      STALE_DIAGNOSIS))
+        transitions.append(
+            Transition(mid, m.store_id, m.terminal_id, m.kind, now, m.state, "unknown", STALE_DIAGNOSIS)
+        )
         updates.append({"b_id": mid})
     if updates:
         table = Monitor.__table__
         await session.execute(
-            update(table).where(table.c.id == bindparam("b_id"))
-            .values(state="unknown", state_since=now).execution_options(synchronize_session=False),
+            update(table)
+            .where(table.c.id == bindparam("b_id"))
+            .values(state="unknown", state_since=now)
+            .execution_options(synchronize_session=False),
             updates,
         )
         await record_transitions(session, transitions, now)
@@ -92,11 +99,12 @@ async def purge_results(database: Database, older_than: datetime, batch: int = 1
 
 
 def hour_floor(at: datetime) -> datetime:
-    return at.astimezone(timezone.utc).replace(minute=0, second=0, microsecond=0)
+    return at.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
 
 
-def seconds_by_state(initial: str, changes: list[tuple[datetime, str]], start: datetime,
-                     end: datetime) -> dict[str, float]:
+def seconds_by_state(
+    initial: str, changes: list[tuple[datetime, str]], start: datetime, end: datetime
+) -> dict[str, float]:
     """Seconds spent in each state within [start, end), from the state at `start` and the
     changes (at, to_state) in order."""
     spent: dict[str, float] = defaultdict(float)
@@ -119,9 +127,11 @@ async def rollup_hour(session: AsyncSession, start: datetime) -> int:
         r.monitor_id: r
         for r in await session.execute(
             select(
-                cr.c.monitor_id, func.count().label("count"),
+                cr.c.monitor_id,
+                func.count().label("count"),
                 func.sum(case((cr.c.outcome == "ok", 1), else_=0)).label("ok_count"),
-                func.sum(cr.c.latency_ms).label("lat_sum"), func.min(cr.c.latency_ms).label("lat_min"),
+                func.sum(cr.c.latency_ms).label("lat_sum"),
+                func.min(cr.c.latency_ms).label("lat_min"),
                 func.max(cr.c.latency_ms).label("lat_max"),
             )
             .where(cr.c.checked_at >= start, cr.c.checked_at < end, cr.c.manual.is_(False))
@@ -134,11 +144,14 @@ async def rollup_hour(session: AsyncSession, start: datetime) -> int:
     sc = StateChange.__table__
     for mid, at, from_state, to_state in await session.execute(
         select(sc.c.monitor_id, sc.c.at, sc.c.from_state, sc.c.to_state)
-        .where(sc.c.at >= start).order_by(sc.c.monitor_id, sc.c.at, sc.c.id)
+        .where(sc.c.at >= start)
+        .order_by(sc.c.monitor_id, sc.c.at, sc.c.id)
     ):
         changes[mid].append((at, from_state, to_state))
     rows = []
-    for mid, state, state_since in await session.execute(select(Monitor.id, Monitor.state, Monitor.state_since)):
+    for mid, state, state_since in await session.execute(
+        select(Monitor.id, Monitor.state, Monitor.state_since)
+    ):
         mine = changes.get(mid)
         if mine:
             initial = mine[0][1]
@@ -151,14 +164,20 @@ async def rollup_hour(session: AsyncSession, start: datetime) -> int:
             continue
         spent = seconds_by_state(initial, [(at, to) for at, _f, to in mine or ()], begin, end)
         s = stats.get(mid)
-        rows.append({
-            "monitor_id": mid, "period": "hour", "bucket_start": start,
-            "count": s.count if s else 0, "ok_count": int(s.ok_count or 0) if s else 0,
-            "latency_sum_ms": float(s.lat_sum or 0.0) if s else 0.0,
-            "latency_min_ms": s.lat_min if s else None, "latency_max_ms": s.lat_max if s else None,
-            "seconds_down": round(spent.get("down", 0.0), 3),
-            "seconds_unknown": round(spent.get("unknown", 0.0), 3),
-        })
+        rows.append(
+            {
+                "monitor_id": mid,
+                "period": "hour",
+                "bucket_start": start,
+                "count": s.count if s else 0,
+                "ok_count": int(s.ok_count or 0) if s else 0,
+                "latency_sum_ms": float(s.lat_sum or 0.0) if s else 0.0,
+                "latency_min_ms": s.lat_min if s else None,
+                "latency_max_ms": s.lat_max if s else None,
+                "seconds_down": round(spent.get("down", 0.0), 3),
+                "seconds_unknown": round(spent.get("unknown", 0.0), 3),
+            }
+        )
     await _upsert_rollups(session, rows)
     return len(rows)
 
@@ -167,18 +186,34 @@ async def rollup_day(session: AsyncSession, day_start: datetime) -> int:
     """The day rollups (UTC day) from that day's hour rollups."""
     r = Rollup.__table__
     rows = [
-        {"monitor_id": row.monitor_id, "period": "day", "bucket_start": day_start, "count": row.count,
-         "ok_count": row.ok_count, "latency_sum_ms": row.lat_sum or 0.0, "latency_min_ms": row.lat_min,
-         "latency_max_ms": row.lat_max, "seconds_down": row.down or 0.0, "seconds_unknown": row.unknown or 0.0}
+        {
+            "monitor_id": row.monitor_id,
+            "period": "day",
+            "bucket_start": day_start,
+            "count": row.count,
+            "ok_count": row.ok_count,
+            "latency_sum_ms": row.lat_sum or 0.0,
+            "latency_min_ms": row.lat_min,
+            "latency_max_ms": row.lat_max,
+            "seconds_down": row.down or 0.0,
+            "seconds_unknown": row.unknown or 0.0,
+        }
         for row in await session.execute(
             select(
-                r.c.monitor_id, func.sum(r.c.count).label("count"), func.sum(r.c.ok_count).label("ok_count"),
-                func.sum(r.c.latency_sum_ms).label("lat_sum"), func.min(r.c.latency_min_ms).label("lat_min"),
-                func.max(r.c.latency_max_ms).label("lat_max"), func.sum(r.c.seconds_down).label("down"),
+                r.c.monitor_id,
+                func.sum(r.c.count).label("count"),
+                func.sum(r.c.ok_count).label("ok_count"),
+                func.sum(r.c.latency_sum_ms).label("lat_sum"),
+                func.min(r.c.latency_min_ms).label("lat_min"),
+                func.max(r.c.latency_max_ms).label("lat_max"),
+                func.sum(r.c.seconds_down).label("down"),
                 func.sum(r.c.seconds_unknown).label("unknown"),
             )
-            .where(r.c.period == "hour", r.c.bucket_start >= day_start,
-                   r.c.bucket_start < day_start + timedelta(days=1))
+            .where(
+                r.c.period == "hour",
+                r.c.bucket_start >= day_start,
+                r.c.bucket_start < day_start + timedelta(days=1),
+            )
             .group_by(r.c.monitor_id)
         )
     ]
@@ -193,8 +228,18 @@ async def _upsert_rollups(session: AsyncSession, rows: list[dict]) -> None:
     stmt = insert(Rollup.__table__)
     stmt = stmt.on_conflict_do_update(
         index_elements=["monitor_id", "period", "bucket_start"],
-        set_={c: stmt.excluded[c] for c in ("count", "ok_count", "latency_sum_ms", "latency_min_ms",
-                                             "latency_max_ms", "seconds_down", "seconds_unknown")},
+        set_={
+            c: stmt.excluded[c]
+            for c in (
+                "count",
+                "ok_count",
+                "latency_sum_ms",
+                "latency_min_ms",
+                "latency_max_ms",
+                "seconds_down",
+                "seconds_unknown",
+            )
+        },
     )
     for i in range(0, len(rows), 2000):
         await session.execute(stmt, rows[i : i + 2000])

@@ -235,12 +235,20 @@ class Dispatcher:
             # The deadline fired far too late: our loop was overloaded, the silence may be ours.
             self.stats.overloaded += 1
             outcome = "error"
-            detail = (f"checker overloaded: a {c.timeout_s:g} s check took {wall:.1f} s, so the timeout "
-                      f"({diagnosis}) may be ours; state unknown")
+            detail = (
+                f"checker overloaded: a {c.timeout_s:g} s check took {wall:.1f} s, so the timeout "
+                f"({diagnosis}) may be ours; state unknown"
+            )
             diagnosis = "checker_overloaded"
         return Outcome(
-            monitor_id=c.id, outcome=outcome, checked_at=started, latency_ms=latency, steps=steps,
-            diagnosis=diagnosis, detail=detail, due_at=c.due_at,
+            monitor_id=c.id,
+            outcome=outcome,
+            checked_at=started,
+            latency_ms=latency,
+            steps=steps,
+            diagnosis=diagnosis,
+            detail=detail,
+            due_at=c.due_at,
         )
 
     async def stop(self, grace_s: float = 10.0) -> None:

@@ -30,6 +30,7 @@ from app.db import select_where_in
 from app.inventory.models import Store, Terminal
 from app.monitoring.models import Monitor
 
+
 def combine(states: Iterable[str]) -> str:
     states = list(states)
     if not states:
@@ -45,6 +46,7 @@ def combine(states: Iterable[str]) -> str:
         return "up"
     return "unknown"
 
+
 def cloud_state_of(state: str | None, diagnosis: str | None) -> str:
     if state is None:
         return "not_enabled"
@@ -54,8 +56,10 @@ def cloud_state_of(state: str | None, diagnosis: str | None) -> str:
         return "not_enabled" if diagnosis == "cloud_not_enabled" else "disconnected"
     return "unknown"
 
+
 def _monitor_state(enabled: bool, state: str) -> str:
     return state if enabled else "paused"
+
 
 async def _network_states(session: AsyncSession, store_ids: list[int]) -> dict[int, list[str]]:
     found: dict[int, list[str]] = defaultdict(list)
@@ -63,6 +67,7 @@ async def _network_states(session: AsyncSession, store_ids: list[int]) -> dict[i
     for store_id, state, enabled in await select_where_in(session, query, Monitor.store_id, store_ids):
         found[store_id].append(_monitor_state(enabled, state))
     return found
+
 
 async def refresh_status(
     session: AsyncSession,
@@ -93,7 +98,9 @@ async def refresh_status(
     if terminals:
         own: dict[int, list[str]] = defaultdict(list)
         cloud: dict[int, tuple[str, str | None]] = {}
-        query = select(Monitor.terminal_id, Monitor.kind, Monitor.state, Monitor.enabled, Monitor.last_diagnosis)
+        query = select(
+            Monitor.terminal_id, Monitor.kind, Monitor.state, Monitor.enabled, Monitor.last_diagnosis
+        )
         for terminal_id, kind, state, enabled, diagnosis in await select_where_in(
             session, query, Monitor.terminal_id, sorted(terminals)
         ):
@@ -107,8 +114,12 @@ async def refresh_status(
             status = combine(own[tid] + network.get(t.store_id, []))
             cstate = cloud_state_of(*cloud.get(tid, (None, None)))
             if status != t.status or cstate != t.cloud_state:
-                row = {"b_id": tid, "status": status, "cloud_state": cstate,
-                       "status_since": now if status != t.status else None}
+                row = {
+                    "b_id": tid,
+                    "status": status,
+                    "cloud_state": cstate,
+                    "status_since": now if status != t.status else None,
+                }
                 updates.append(row)
             if status != t.status:
                 store_ids.add(t.store_id)
@@ -119,6 +130,7 @@ async def refresh_status(
     changed_stores = await _refresh_stores(session, sorted(store_ids), now)
     return {"terminals": changed_terminals, "stores": changed_stores}
 
+
 _PG_UPDATE_TERMINALS = text("""
 UPDATE terminals AS t SET status = v.status, cloud_state = v.cloud_state,
     status_since = COALESCE(v.status_since, t.status_since)
@@ -127,27 +139,37 @@ FROM unnest(CAST(:b_id AS INTEGER[]), CAST(:status AS VARCHAR[]), CAST(:cloud_st
 WHERE t.id = v.id
 """)
 
+
 async def _update_terminals(session: AsyncSession, updates: list[dict]) -> None:
     if session.bind.dialect.name == "postgresql":
         await session.execute(_PG_UPDATE_TERMINALS, {k: [u[k] for u in updates] for k in updates[0]})
         return
     table = Terminal.__table__
     with_since = [u for u in updates if u["status_since"] is not None]
-    cloud_only = [{"b_id": u["b_id"], "cloud_state": u["cloud_state"]} for u in updates if u["status_since"] is None]
+    cloud_only = [
+        {"b_id": u["b_id"], "cloud_state": u["cloud_state"]} for u in updates if u["status_since"] is None
+    ]
     if with_since:
         await session.execute(
-            update(table).where(table.c.id == bindparam("b_id")).values(
-                status=bindparam("status"), cloud_state=bindparam("cloud_state"),
+            update(table)
+            .where(table.c.id == bindparam("b_id"))
+            .values(
+                status=bindparam("status"),
+                cloud_state=bindparam("cloud_state"),
                 status_since=bindparam("status_since"),
-            ).execution_options(synchronize_session=False),
+            )
+            .execution_options(synchronize_session=False),
             with_since,
         )
     if cloud_only:
         await session.execute(
-            update(table).where(table.c.id == bindparam("b_id")).values(cloud_state=bindparam("cloud_state"))
+            update(table)
+            .where(table.c.id == bindparam("b_id"))
+            .values(cloud_state=bindparam("cloud_state"))
             .execution_options(synchronize_session=False),
             cloud_only,
         )
+
 
 async def _refresh_stores(session: AsyncSession, store_ids: list[int], now: datetime) -> int:
     if not store_ids:
@@ -168,9 +190,13 @@ async def _refresh_stores(session: AsyncSession, store_ids: list[int], now: date
     if updates:
         table = Store.__table__
         await session.execute(
-            update(table).where(table.c.id == bindparam("b_id")).values(
-                status=bindparam("status"), status_since=bindparam("status_since"),
-            ).execution_options(synchronize_session=False),
+            update(table)
+            .where(table.c.id == bindparam("b_id"))
+            .values(
+                status=bindparam("status"),
+                status_since=bindparam("status_since"),
+            )
+            .execution_options(synchronize_session=False),
             updates,
         )
     return len(updates)

@@ -73,15 +73,22 @@ class SqliteWorkerLock:
             except ValueError:
                 holder = {}
             os.close(fd)
-            who = (f"worker {holder.get('worker')} (pid {holder.get('pid')}, started {holder.get('started')})"
-                   if holder else "another worker")
+            who = (
+                f"worker {holder.get('worker')} (pid {holder.get('pid')}, started {holder.get('started')})"
+                if holder
+                else "another worker"
+            )
             raise SecondWorkerRefused(
                 f"refusing to start a second worker on the SQLite database {self.path.with_suffix('')}: "
                 f"{who} is already checking it. SQLite supports one worker only: stop the other one "
                 f"(or run `termpulse serve --no-worker` next to it), or move to PostgreSQL to run "
                 f"several workers."
             ) from None
-        info = {"worker": self.worker_id, "pid": os.getpid(), "started": utcnow().isoformat(timespec="seconds")}
+        info = {
+            "worker": self.worker_id,
+            "pid": os.getpid(),
+            "started": utcnow().isoformat(timespec="seconds"),
+        }
         os.ftruncate(fd, 0)
         os.pwrite(fd, json.dumps(info).encode(), 0)
         self._fd = fd
@@ -132,37 +139,69 @@ class Worker:
         self.maintenance = maintenance
         self.stale_every_s = stale_every_s
         self.writer = ResultWriter(
-            database, self.worker_id, max_batch=write_batch or max(settings.claim_batch, 100),
+            database,
+            self.worker_id,
+            max_batch=write_batch or max(settings.claim_batch, 100),
             max_delay_s=write_delay_s,
         )
         self.dispatcher = Dispatcher(
-            database, self.worker_id, self.writer, probe, probe_context,
-            concurrency=settings.worker_concurrency, claim_batch=settings.claim_batch,
-            lease_s=settings.lease_s, horizon_s=horizon_s if horizon_s is not None else sweep_interval_s * 1.5,
+            database,
+            self.worker_id,
+            self.writer,
+            probe,
+            probe_context,
+            concurrency=settings.worker_concurrency,
+            claim_batch=settings.claim_batch,
+            lease_s=settings.lease_s,
+            horizon_s=horizon_s if horizon_s is not None else sweep_interval_s * 1.5,
             keep_lag=keep_lag,
         )
         self.scheduler: AsyncIOScheduler | None = None
-        self._sqlite_lock = SqliteWorkerLock(database.url, self.worker_id) if database.dialect == "sqlite" else None
+        self._sqlite_lock = (
+            SqliteWorkerLock(database.url, self.worker_id) if database.dialect == "sqlite" else None
+        )
         self.running = False
         self.cloud = cloud  # the provider poller (issue 4), see start()
         self.cloud_poller = None
 
-    async def start(self) -> "Worker":
+    async def start(self) -> Worker:
         if self._sqlite_lock is not None:
             self._sqlite_lock.acquire()  # raises SecondWorkerRefused
         self.writer.start()
         sched = AsyncIOScheduler(timezone="UTC")
         opts = {"max_instances": 1, "coalesce": True, "misfire_grace_time": 30}
-        sched.add_job(self._sweep, "interval", seconds=self.sweep_interval_s, id="sweep",
-                      next_run_time=utcnow(), **opts)
+        sched.add_job(
+            self._sweep, "interval", seconds=self.sweep_interval_s, id="sweep", next_run_time=utcnow(), **opts
+        )
         if self.maintenance:
             now = utcnow()
-            sched.add_job(self._job, "interval", args=["stale"], seconds=self.stale_every_s, id="stale",
-                          next_run_time=now + timedelta(seconds=self.stale_every_s), **opts)
-            sched.add_job(self._job, "interval", args=["retention"], hours=1, id="retention",
-                          next_run_time=now + timedelta(seconds=60), **opts)
-            sched.add_job(self._job, "interval", args=["rollups"], minutes=5, id="rollups",
-                          next_run_time=now + timedelta(seconds=20), **opts)
+            sched.add_job(
+                self._job,
+                "interval",
+                args=["stale"],
+                seconds=self.stale_every_s,
+                id="stale",
+                next_run_time=now + timedelta(seconds=self.stale_every_s),
+                **opts,
+            )
+            sched.add_job(
+                self._job,
+                "interval",
+                args=["retention"],
+                hours=1,
+                id="retention",
+                next_run_time=now + timedelta(seconds=60),
+                **opts,
+            )
+            sched.add_job(
+                self._job,
+                "interval",
+                args=["rollups"],
+                minutes=5,
+                id="rollups",
+                next_run_time=now + timedelta(seconds=20),
+                **opts,
+            )
         # --- cloud liveness (issue 4): one provider call per (account, store), app.providers.poller ---
         if self.cloud:
             from app.providers.poller import CloudPoller
@@ -175,9 +214,14 @@ class Worker:
         sched.start()
         self.scheduler = sched
         self.running = True
-        log.info("worker %s started (%s, concurrency %d, batch %d, lease %ss)", self.worker_id,
-                 self.database.dialect, self.settings.worker_concurrency, self.settings.claim_batch,
-                 self.settings.lease_s)
+        log.info(
+            "worker %s started (%s, concurrency %d, batch %d, lease %ss)",
+            self.worker_id,
+            self.database.dialect,
+            self.settings.worker_concurrency,
+            self.settings.claim_batch,
+            self.settings.lease_s,
+        )
         return self
 
     async def _sweep(self) -> None:
@@ -236,8 +280,11 @@ class Worker:
             # Let the jobs that are running finish (a sweep in the middle of its claim, a poll)
             # rather than cancel them half way; new runs are not started meanwhile.
             self.scheduler.pause()
-            running = [f for f in getattr(self.scheduler._lookup_executor("default"), "_pending_futures", ())
-                       if not f.done()]
+            running = [
+                f
+                for f in getattr(self.scheduler._lookup_executor("default"), "_pending_futures", ())
+                if not f.done()
+            ]
             if running:
                 await asyncio.wait(running, timeout=10)
             self.scheduler.shutdown(wait=False)

@@ -81,10 +81,21 @@ class ApplyReport:
 
 
 _MONITOR_COLS = (
-    Monitor.id, Monitor.store_id, Monitor.terminal_id, Monitor.kind, Monitor.state, Monitor.state_since,
-    Monitor.consecutive_failures, Monitor.consecutive_successes, Monitor.fail_threshold,
-    Monitor.success_threshold, Monitor.interval_s, Monitor.phase_ms, Monitor.next_due_at,
-    Monitor.lease_owner, Monitor.lease_expires_at,
+    Monitor.id,
+    Monitor.store_id,
+    Monitor.terminal_id,
+    Monitor.kind,
+    Monitor.state,
+    Monitor.state_since,
+    Monitor.consecutive_failures,
+    Monitor.consecutive_successes,
+    Monitor.fail_threshold,
+    Monitor.success_threshold,
+    Monitor.interval_s,
+    Monitor.phase_ms,
+    Monitor.next_due_at,
+    Monitor.lease_owner,
+    Monitor.lease_expires_at,
 )
 
 _mt = Monitor.__table__
@@ -92,11 +103,16 @@ _UPDATE_MONITOR = (
     update(_mt)
     .where(_mt.c.id == bindparam("b_id"))
     .values(
-        state=bindparam("state"), state_since=bindparam("state_since"),
-        consecutive_failures=bindparam("failures"), consecutive_successes=bindparam("successes"),
-        last_checked_at=bindparam("checked_at"), last_latency_ms=bindparam("latency_ms"),
-        last_diagnosis=bindparam("diagnosis"), last_detail=bindparam("detail"),
-        next_due_at=bindparam("next_due"), lease_owner=bindparam("owner"),
+        state=bindparam("state"),
+        state_since=bindparam("state_since"),
+        consecutive_failures=bindparam("failures"),
+        consecutive_successes=bindparam("successes"),
+        last_checked_at=bindparam("checked_at"),
+        last_latency_ms=bindparam("latency_ms"),
+        last_diagnosis=bindparam("diagnosis"),
+        last_detail=bindparam("detail"),
+        next_due_at=bindparam("next_due"),
+        lease_owner=bindparam("owner"),
         lease_expires_at=bindparam("lease_expires"),
     )
 )
@@ -165,8 +181,15 @@ async def record_transitions(session: AsyncSession, transitions: list[Transition
     if not transitions:
         return
     rows = [
-        {"monitor_id": t.monitor_id, "store_id": t.store_id, "terminal_id": t.terminal_id, "at": t.at,
-         "from_state": t.from_state, "to_state": t.to_state, "diagnosis": t.diagnosis}
+        {
+            "monitor_id": t.monitor_id,
+            "store_id": t.store_id,
+            "terminal_id": t.terminal_id,
+            "at": t.at,
+            "from_state": t.from_state,
+            "to_state": t.to_state,
+            "diagnosis": t.diagnosis,
+        }
         for t in transitions
     ]
     if _is_pg(session):
@@ -174,7 +197,8 @@ async def record_transitions(session: AsyncSession, transitions: list[Transition
     else:
         await session.execute(_INSERT_CHANGE, rows)
     await refresh_status(
-        session, now,
+        session,
+        now,
         terminal_ids={t.terminal_id for t in transitions if t.terminal_id is not None},
         network_changed_store_ids={t.store_id for t in transitions if t.terminal_id is None},
     )
@@ -217,8 +241,9 @@ async def apply_outcomes(
         if m is None:
             report.missing += len(by_monitor[mid])
             continue
-        sm = MonitorState(m.state, m.consecutive_failures, m.consecutive_successes,
-                          m.fail_threshold, m.success_threshold)
+        sm = MonitorState(
+            m.state, m.consecutive_failures, m.consecutive_successes, m.fail_threshold, m.success_threshold
+        )
         state_since = m.state_since
         next_due, owner, lease_expires = m.next_due_at, m.lease_owner, m.lease_expires_at
         last: Outcome | None = None
@@ -233,13 +258,24 @@ async def apply_outcomes(
             changed = step(sm, o.outcome)
             if changed:
                 state_since = o.checked_at
-                report.transitions.append(Transition(
-                    mid, m.store_id, m.terminal_id, m.kind, o.checked_at, before, changed, o.diagnosis))
-            results.append({
-                "monitor_id": mid, "due_at": o.due_at, "checked_at": o.checked_at, "outcome": o.outcome,
-                "latency_ms": o.latency_ms, "steps": o.steps, "diagnosis": o.diagnosis,
-                "detail": o.detail, "manual": o.manual,
-            })
+                report.transitions.append(
+                    Transition(
+                        mid, m.store_id, m.terminal_id, m.kind, o.checked_at, before, changed, o.diagnosis
+                    )
+                )
+            results.append(
+                {
+                    "monitor_id": mid,
+                    "due_at": o.due_at,
+                    "checked_at": o.checked_at,
+                    "outcome": o.outcome,
+                    "latency_ms": o.latency_ms,
+                    "steps": o.steps,
+                    "diagnosis": o.diagnosis,
+                    "detail": o.detail,
+                    "manual": o.manual,
+                }
+            )
             if o.outcome == "ok" and m.terminal_id is not None:
                 seen = seen_ok_terminals.get(m.terminal_id)
                 if seen is None or seen < o.checked_at:
@@ -248,12 +284,22 @@ async def apply_outcomes(
         if last is None:
             continue
         report.states[mid] = sm.state
-        monitor_rows.append({
-            "b_id": mid, "state": sm.state, "state_since": state_since,
-            "failures": sm.consecutive_failures, "successes": sm.consecutive_successes,
-            "checked_at": last.checked_at, "latency_ms": last.latency_ms, "diagnosis": last.diagnosis,
-            "detail": last.detail, "next_due": next_due, "owner": owner, "lease_expires": lease_expires,
-        })
+        monitor_rows.append(
+            {
+                "b_id": mid,
+                "state": sm.state,
+                "state_since": state_since,
+                "failures": sm.consecutive_failures,
+                "successes": sm.consecutive_successes,
+                "checked_at": last.checked_at,
+                "latency_ms": last.latency_ms,
+                "diagnosis": last.diagnosis,
+                "detail": last.detail,
+                "next_due": next_due,
+                "owner": owner,
+                "lease_expires": lease_expires,
+            }
+        )
 
     if _is_pg(session):
         if monitor_rows:
@@ -287,14 +333,18 @@ async def _touch_last_seen(session: AsyncSession, seen: dict[int, datetime]) -> 
     values = {"last_seen_at": at, "updated_at": table.c.updated_at}
     if _is_pg(session):
         await session.execute(
-            update(table).where(table.c.id == func.any(bindparam("ids", type_=ARRAY(Integer))), stale)
-            .values(**values).execution_options(synchronize_session=False),
+            update(table)
+            .where(table.c.id == func.any(bindparam("ids", type_=ARRAY(Integer))), stale)
+            .values(**values)
+            .execution_options(synchronize_session=False),
             {"ids": sorted(seen)},
         )
         return
     for chunk in _chunks(sorted(seen)):
         await session.execute(
-            update(table).where(table.c.id.in_(chunk), stale).values(**values)
+            update(table)
+            .where(table.c.id.in_(chunk), stale)
+            .values(**values)
             .execution_options(synchronize_session=False)
         )
 
@@ -394,8 +444,11 @@ class ResultWriter:
                     await asyncio.sleep(0.05 * 2**attempt)
                     continue
                 self.failed_batches += 1
-                log.error("could not write %d check results (their monitors run again when the lease "
-                          "expires): %s", len(batch), exc)
+                log.error(
+                    "could not write %d check results (their monitors run again when the lease expires): %s",
+                    len(batch),
+                    exc,
+                )
                 return
             except Exception:
                 self.failed_batches += 1
@@ -404,8 +457,10 @@ class ResultWriter:
             self.written += report.written
             self.dropped += report.dropped
             if report.dropped:
-                log.warning("%d results dropped: their lease had expired and another worker owns the run",
-                            report.dropped)
+                log.warning(
+                    "%d results dropped: their lease had expired and another worker owns the run",
+                    report.dropped,
+                )
             if self.on_written is not None:
                 self.on_written(batch, report)
             return

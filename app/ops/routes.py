@@ -13,7 +13,9 @@ HTTP_REQUESTS = Counter(
     "termpulse_http_requests_total", "HTTP requests served", ["method", "route", "status"]
 )
 HTTP_LATENCY = Histogram(
-    "termpulse_http_request_seconds", "Server time per request", ["route"],
+    "termpulse_http_request_seconds",
+    "Server time per request",
+    ["route"],
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.15, 0.25, 0.5, 1, 2.5),
 )
 
@@ -38,7 +40,7 @@ async def readyz(request: Request) -> JSONResponse:
     try:
         async with request.app.state.db.engine.connect() as conn:
             await conn.execute(text("SELECT 1"))
-    except Exception as exc:  # noqa: BLE001 - any failure means not ready
+    except Exception as exc:
         return JSONResponse({"status": "unavailable", "reason": f"database: {exc.__class__.__name__}"}, 503)
     return JSONResponse({"status": "ok"})
 

@@ -53,16 +53,22 @@ class AdyenAdapter:
             if store_ref:
                 payload["store"] = store_ref
             response = await self.http.request(
-                "POST", f"{device_api_base(self.account)}/connectedTerminals", what=what,
-                headers=self._headers, json=payload,
+                "POST",
+                f"{device_api_base(self.account)}/connectedTerminals",
+                what=what,
+                headers=self._headers,
+                json=payload,
             )
             ids = self._ids(json_body(response, what), "uniqueTerminalIds", what)
         else:
             what = "connectedDevices"
             params = {"store": store_ref} if store_ref else None
             response = await self.http.request(
-                "GET", f"{device_api_base(self.account)}/merchants/{quote(self.merchant, safe='')}/connectedDevices",
-                what=what, headers=self._headers, params=params,
+                "GET",
+                f"{device_api_base(self.account)}/merchants/{quote(self.merchant, safe='')}/connectedDevices",
+                what=what,
+                headers=self._headers,
+                params=params,
             )
             ids = self._ids(json_body(response, what), "uniqueDeviceIds", what)
         return StorePoll({match_key(i): DeviceState(True) for i in ids}, empty_means_unknown=True)
@@ -72,14 +78,19 @@ class AdyenAdapter:
         if self.account.use_legacy_api:
             what = "connectedTerminals"
             response = await self.http.request(
-                "POST", f"{device_api_base(self.account)}/connectedTerminals", what=what,
-                headers=self._headers, json={"merchantAccount": self.merchant, "uniqueTerminalId": poiid},
+                "POST",
+                f"{device_api_base(self.account)}/connectedTerminals",
+                what=what,
+                headers=self._headers,
+                json={"merchantAccount": self.merchant, "uniqueTerminalId": poiid},
             )
             ids = self._ids(json_body(response, what), "uniqueTerminalIds", what)
             return match_key(poiid) in {match_key(i) for i in ids}
         what = "device status"
-        url = (f"{device_api_base(self.account)}/merchants/{quote(self.merchant, safe='')}"
-               f"/devices/{quote(poiid, safe='')}/status")
+        url = (
+            f"{device_api_base(self.account)}/merchants/{quote(self.merchant, safe='')}"
+            f"/devices/{quote(poiid, safe='')}/status"
+        )
         body = json_body(await self.http.request("GET", url, what=what, headers=self._headers), what)
         status = str(body.get("status", "")).upper()
         if status not in ("ONLINE", "OFFLINE"):
@@ -95,7 +106,10 @@ class AdyenAdapter:
             while page <= pages:
                 what = "management terminals"
                 response = await self.http.request(
-                    "GET", f"{management_base(self.account)}/v3/terminals", what=what, headers=self._headers,
+                    "GET",
+                    f"{management_base(self.account)}/v3/terminals",
+                    what=what,
+                    headers=self._headers,
                     params={"storeIds": ",".join(chunk), "pageNumber": page, "pageSize": 100},
                 )
                 body = json_body(response, what)
@@ -117,12 +131,20 @@ def _remote(item: dict) -> RemoteTerminal:
         extra["firmware"] = item["firmwareVersion"]
     if item.get("lastActivityAt"):
         try:
-            extra["last_activity"] = datetime.fromisoformat(str(item["lastActivityAt"]).replace("Z", "+00:00"))
+            extra["last_activity"] = datetime.fromisoformat(
+                str(item["lastActivityAt"]).replace("Z", "+00:00")
+            )
         except ValueError:
             pass
     terminal_id = normalise_poiid(str(item.get("id") or ""))
     return RemoteTerminal(
-        provider="adyen", store_ref=(item.get("assignment") or {}).get("storeId"), poiid=terminal_id,
-        model=str(item.get("model") or ""), serial=str(item.get("serialNumber") or ""),
-        provider_terminal_id=None, lan_host=host, mac=mac, extra=extra,
+        provider="adyen",
+        store_ref=(item.get("assignment") or {}).get("storeId"),
+        poiid=terminal_id,
+        model=str(item.get("model") or ""),
+        serial=str(item.get("serialNumber") or ""),
+        provider_terminal_id=None,
+        lan_host=host,
+        mac=mac,
+        extra=extra,
     )

@@ -69,10 +69,14 @@ async def get(account_id: int, session: AsyncSession = Depends(get_session)):
     return service.account_out(await _account(session, account_id))
 
 
-@router.put("/{account_id}", response_model=AccountOut,
-            summary="Replace an account's settings (omit api_key to keep the stored key)")
-async def replace(account_id: int, data: AccountUpdate, request: Request,
-                  session: AsyncSession = Depends(get_session)):
+@router.put(
+    "/{account_id}",
+    response_model=AccountOut,
+    summary="Replace an account's settings (omit api_key to keep the stored key)",
+)
+async def replace(
+    account_id: int, data: AccountUpdate, request: Request, session: AsyncSession = Depends(get_session)
+):
     account = await _account(session, account_id)
     try:
         await service.update_account(session, _secret(request), account, data)
@@ -82,7 +86,9 @@ async def replace(account_id: int, data: AccountUpdate, request: Request,
 
 
 @router.put("/{account_id}/key", status_code=204, summary="Replace the API key alone")
-async def replace_key(account_id: int, data: KeyIn, request: Request, session: AsyncSession = Depends(get_session)):
+async def replace_key(
+    account_id: int, data: KeyIn, request: Request, session: AsyncSession = Depends(get_session)
+):
     await service.replace_key(session, _secret(request), await _account(session, account_id), data.api_key)
     return Response(status_code=204)
 
@@ -100,17 +106,39 @@ async def test(account_id: int, request: Request, session: AsyncSession = Depend
 
 
 def _sync_out(preview, applied: bool) -> dict:
-    return {"token": None if applied else preview.token, "applied": applied, "counts": preview.counts,
-            "rows": [{"action": r.action, "poiid": r.poiid, "store_code": r.store_code,
-                      "changes": {k: [str(a) if a is not None else None, str(b) if b is not None else None]
-                                  for k, (a, b) in r.changes.items()},
-                      "address_changed": r.address_changed, "reason": r.reason} for r in preview.rows]}
+    return {
+        "token": None if applied else preview.token,
+        "applied": applied,
+        "counts": preview.counts,
+        "rows": [
+            {
+                "action": r.action,
+                "poiid": r.poiid,
+                "store_code": r.store_code,
+                "changes": {
+                    k: [str(a) if a is not None else None, str(b) if b is not None else None]
+                    for k, (a, b) in r.changes.items()
+                },
+                "address_changed": r.address_changed,
+                "reason": r.reason,
+            }
+            for r in preview.rows
+        ],
+    }
 
 
-@router.post("/{account_id}/sync", response_model=SyncOut,
-             summary="Sync terminals from the provider: preview (default), or apply a preview's token")
-async def sync(account_id: int, request: Request, apply: bool = False, token: str | None = None,
-               session: AsyncSession = Depends(get_session)):
+@router.post(
+    "/{account_id}/sync",
+    response_model=SyncOut,
+    summary="Sync terminals from the provider: preview (default), or apply a preview's token",
+)
+async def sync(
+    account_id: int,
+    request: Request,
+    apply: bool = False,
+    token: str | None = None,
+    session: AsyncSession = Depends(get_session),
+):
     account = await _account(session, account_id)
     preview = recall(token, account.id) if token else None
     if token and preview is None:

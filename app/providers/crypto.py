@@ -20,9 +20,7 @@ class KeyUnavailable(Exception):
 
 
 def _fernet(secret_key: str) -> Fernet:
-    derived = HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=_INFO).derive(
-        secret_key.encode()
-    )
+    derived = HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=_INFO).derive(secret_key.encode())
     return Fernet(base64.urlsafe_b64encode(derived))
 
 

@@ -13,7 +13,7 @@ import email.utils
 import logging
 import random
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import httpx
 
@@ -24,7 +24,9 @@ MAX_RETRY_AFTER_S = 3600.0
 
 
 class ProviderError(Exception):
-    def __init__(self, code: str, detail: str, *, status: int | None = None, retry_after: float | None = None):
+    def __init__(
+        self, code: str, detail: str, *, status: int | None = None, retry_after: float | None = None
+    ):
         super().__init__(detail)
         self.code = code
         self.detail = detail
@@ -75,8 +77,8 @@ def parse_retry_after(value: str | None) -> float | None:
         except (TypeError, ValueError):
             return None
         if when.tzinfo is None:
-            when = when.replace(tzinfo=timezone.utc)
-        seconds = (when - datetime.now(timezone.utc)).total_seconds()
+            when = when.replace(tzinfo=UTC)
+        seconds = (when - datetime.now(UTC)).total_seconds()
     return min(max(seconds, 0.0), MAX_RETRY_AFTER_S)
 
 
@@ -84,8 +86,14 @@ class ProviderHTTP:
     """One provider account's calls: budgeted, retried, classified. Never logs credentials."""
 
     def __init__(
-        self, client: httpx.AsyncClient, bucket: TokenBucket | None = None, *, retries: int = 2,
-        backoff_s: float = 0.5, timeout_s: float = 10.0, counter=None,
+        self,
+        client: httpx.AsyncClient,
+        bucket: TokenBucket | None = None,
+        *,
+        retries: int = 2,
+        backoff_s: float = 0.5,
+        timeout_s: float = 10.0,
+        counter=None,
     ):
         self.client = client
         self.bucket = bucket
@@ -105,7 +113,9 @@ class ProviderHTTP:
             try:
                 response = await self.client.request(method, url, timeout=self.timeout_s, **kwargs)
             except httpx.TimeoutException:
-                error = ProviderError("provider_unavailable", f"{what}: no answer within {self.timeout_s:g} s")
+                error = ProviderError(
+                    "provider_unavailable", f"{what}: no answer within {self.timeout_s:g} s"
+                )
             except httpx.HTTPError as exc:
                 error = ProviderError("provider_unavailable", f"{what}: {type(exc).__name__}")
             else:
@@ -121,7 +131,9 @@ class ProviderHTTP:
                 if status == 429:
                     retry_after = parse_retry_after(response.headers.get("Retry-After"))
                     raise ProviderError(
-                        "provider_rate_limited", f"{what}: HTTP 429 rate-limited", status=status,
+                        "provider_rate_limited",
+                        f"{what}: HTTP 429 rate-limited",
+                        status=status,
                         retry_after=retry_after if retry_after is not None else DEFAULT_RETRY_AFTER_S,
                     )
                 if status >= 500:
@@ -132,8 +144,10 @@ class ProviderHTTP:
                 raise error
             attempt += 1
             delay = self.backoff_s * (2 ** (attempt - 1)) * (1 + random.random() * 0.25)
-            log.info("provider call failed, retrying", extra={"call": what, "error": error.detail,
-                                                             "attempt": attempt, "delay_s": round(delay, 2)})
+            log.info(
+                "provider call failed, retrying",
+                extra={"call": what, "error": error.detail, "attempt": attempt, "delay_s": round(delay, 2)},
+            )
             await asyncio.sleep(delay)
 
 

@@ -26,7 +26,9 @@ class ProviderAccount(Base):
     management_base_url: Mapped[str | None] = mapped_column(String(300))
     use_legacy_api: Mapped[bool] = mapped_column(Boolean, default=False)
     api_key_encrypted: Mapped[bytes | None] = mapped_column(LargeBinary)  # Fernet token, never clear text
-    api_key_hint: Mapped[str] = mapped_column(String(16), default="")  # last 4 characters, for the masked view
+    api_key_hint: Mapped[str] = mapped_column(
+        String(16), default=""
+    )  # last 4 characters, for the masked view
     requests_per_second: Mapped[float] = mapped_column(Float, default=5.0)
     poll_interval_s: Mapped[int] = mapped_column(Integer, default=60)
     last_error: Mapped[str | None] = mapped_column(String(500))

@@ -58,14 +58,18 @@ async def accounts_page(request: Request, session: AsyncSession = Depends(get_se
 
 @router.get("/new")
 async def new_form(request: Request):
-    return render(request, "providers/form.html", {"values": dict(_DEFAULTS), "errors": {}, "account": None, **CHOICES})
+    return render(
+        request, "providers/form.html", {"values": dict(_DEFAULTS), "errors": {}, "account": None, **CHOICES}
+    )
 
 
 @router.post("/new")
 async def create(request: Request, session: AsyncSession = Depends(get_session)):
     form = await request.form()
     try:
-        account = await service.create_account(session, _secret(request), AccountIn.model_validate(dict(form)))
+        account = await service.create_account(
+            session, _secret(request), AccountIn.model_validate(dict(form))
+        )
     except ValidationError as exc:
         errors = _errors(exc)
     except service.NameTaken as exc:
@@ -82,7 +86,9 @@ async def edit_form(request: Request, account_id: int, session: AsyncSession = D
     if account is None:
         return render(request, "providers/missing.html", {"account_id": account_id}, status_code=404)
     values = service.account_out(account)
-    return render(request, "providers/form.html", {"values": values, "errors": {}, "account": account, **CHOICES})
+    return render(
+        request, "providers/form.html", {"values": values, "errors": {}, "account": account, **CHOICES}
+    )
 
 
 @router.post("/{account_id}")
@@ -92,7 +98,9 @@ async def update(request: Request, account_id: int, session: AsyncSession = Depe
         return render(request, "providers/missing.html", {"account_id": account_id}, status_code=404)
     form = await request.form()
     try:
-        await service.update_account(session, _secret(request), account, AccountUpdate.model_validate(dict(form)))
+        await service.update_account(
+            session, _secret(request), account, AccountUpdate.model_validate(dict(form))
+        )
     except ValidationError as exc:
         errors = _errors(exc)
     except service.NameTaken as exc:
@@ -111,11 +119,17 @@ async def new_key(request: Request, account_id: int, session: AsyncSession = Dep
     try:
         data = KeyIn.model_validate({"api_key": (await request.form()).get("api_key", "")})
     except ValidationError:
-        return await _page(request, session, message=(False, f"{account.name}: the new key looks too short; "
-                                                             "nothing was changed."))
+        return await _page(
+            request,
+            session,
+            message=(False, f"{account.name}: the new key looks too short; nothing was changed."),
+        )
     await service.replace_key(session, _secret(request), account, data.api_key)
-    return await _page(request, session, message=(True, f"{account.name}: the API key was replaced "
-                                                         f"(now {account.api_key_hint})."))
+    return await _page(
+        request,
+        session,
+        message=(True, f"{account.name}: the API key was replaced (now {account.api_key_hint})."),
+    )
 
 
 @router.post("/{account_id}/delete")
@@ -143,8 +157,12 @@ async def sync_preview(request: Request, account_id: int, session: AsyncSession 
     try:
         remote = await fetch_remote(session, _secret(request), account)
     except (ProviderError, KeyUnavailable) as exc:
-        return render(request, "providers/sync.html", {"account": account, "preview": None, "error": str(exc)},
-                      status_code=502)
+        return render(
+            request,
+            "providers/sync.html",
+            {"account": account, "preview": None, "error": str(exc)},
+            status_code=502,
+        )
     preview = await build_preview(session, account, remote)
     remember(preview)
     return render(request, "providers/sync.html", {"account": account, "preview": preview, "error": None})
@@ -157,18 +175,31 @@ async def sync_apply(request: Request, account_id: int, session: AsyncSession = 
         return render(request, "providers/missing.html", {"account_id": account_id}, status_code=404)
     preview = recall(str((await request.form()).get("token", "")), account.id)
     if preview is None:
-        return render(request, "providers/sync.html", {
-            "account": account, "preview": None,
-            "error": "This preview has expired or was already applied: preview again."}, status_code=409)
+        return render(
+            request,
+            "providers/sync.html",
+            {
+                "account": account,
+                "preview": None,
+                "error": "This preview has expired or was already applied: preview again.",
+            },
+            status_code=409,
+        )
     summary = await apply_preview(session, account, preview)
     changed = [r.poiid for r in preview.rows if r.address_changed]
     events = []
     if changed:
-        events = (await session.execute(
-            select(Terminal.poiid, TerminalEvent.at, TerminalEvent.detail)
-            .join(Terminal, Terminal.id == TerminalEvent.terminal_id)
-            .where(Terminal.poiid.in_(changed), TerminalEvent.kind == "address_changed")
-            .order_by(TerminalEvent.at.desc()).limit(200)
-        )).all()
-    return render(request, "providers/sync.html", {"account": account, "preview": preview, "applied": summary,
-                                                   "events": events, "error": None})
+        events = (
+            await session.execute(
+                select(Terminal.poiid, TerminalEvent.at, TerminalEvent.detail)
+                .join(Terminal, Terminal.id == TerminalEvent.terminal_id)
+                .where(Terminal.poiid.in_(changed), TerminalEvent.kind == "address_changed")
+                .order_by(TerminalEvent.at.desc())
+                .limit(200)
+            )
+        ).all()
+    return render(
+        request,
+        "providers/sync.html",
+        {"account": account, "preview": preview, "applied": summary, "events": events, "error": None},
+    )

@@ -109,13 +109,21 @@ class PollStats:
 
 class CloudPoller:
     def __init__(
-        self, database: Database, settings: Settings, *, client: httpx.AsyncClient | None = None,
-        owner: str | None = None, concurrency: int = 200, claim_stores: int = 500,
-        retries: int = 2, backoff_s: float = 0.5, timeout_s: float = 10.0,
+        self,
+        database: Database,
+        settings: Settings,
+        *,
+        client: httpx.AsyncClient | None = None,
+        owner: str | None = None,
+        concurrency: int = 200,
+        claim_stores: int = 500,
+        retries: int = 2,
+        backoff_s: float = 0.5,
+        timeout_s: float = 10.0,
     ):
         self.database = database
         self.settings = settings
-        self.owner = owner or f"cloud:{socket.gethostname()}:{os.getpid()}:{id(self) & 0xffff:x}"
+        self.owner = owner or f"cloud:{socket.gethostname()}:{os.getpid()}:{id(self) & 0xFFFF:x}"
         self._own_client = client is None
         self.client = client or httpx.AsyncClient(
             limits=httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency),
@@ -141,8 +149,16 @@ class CloudPoller:
     # ---- scheduling ---------------------------------------------------------------------
     def register(self, scheduler, *, seconds: float = 1.0) -> None:
         """Add the poll job to an APScheduler 3 AsyncIOScheduler (runs in its event loop)."""
-        scheduler.add_job(self.tick, "interval", seconds=seconds, id="cloud-poller", max_instances=1,
-                          coalesce=True, misfire_grace_time=None, replace_existing=True)
+        scheduler.add_job(
+            self.tick,
+            "interval",
+            seconds=seconds,
+            id="cloud-poller",
+            max_instances=1,
+            coalesce=True,
+            misfire_grace_time=None,
+            replace_existing=True,
+        )
 
     async def tick(self, cutoff: datetime | None = None) -> int:
         """Claim the due stores and start polling them; returns how many stores were started."""
@@ -190,7 +206,9 @@ class CloudPoller:
         if not force and time.monotonic() - self._accounts_loaded < 5:
             return
         async with self.database.sessionmaker() as session:
-            accounts = (await session.execute(select(ProviderAccount).order_by(ProviderAccount.id))).scalars().all()
+            accounts = (
+                (await session.execute(select(ProviderAccount).order_by(ProviderAccount.id))).scalars().all()
+            )
         seen, defaults = set(), {}
         for acc in accounts:
             seen.add(acc.id)
@@ -210,16 +228,21 @@ class CloudPoller:
     def _runtime(self, acc, version, previous: _Account | None) -> _Account:
         bucket = previous.bucket if previous else TokenBucket(acc.requests_per_second)
         bucket.reconfigure(acc.requests_per_second)
-        http = ProviderHTTP(self.client, bucket, retries=self.retries, backoff_s=self.backoff_s,
-                            timeout_s=self.timeout_s, counter=self._count)
+        http = ProviderHTTP(
+            self.client,
+            bucket,
+            retries=self.retries,
+            backoff_s=self.backoff_s,
+            timeout_s=self.timeout_s,
+            counter=self._count,
+        )
         try:
             key = decrypt_api_key(self.settings.secret_key, acc.api_key_encrypted)
             adapter, key_error = make_adapter(acc, key, http), None
         except (KeyUnavailable, ValueError) as exc:
             adapter, key_error = None, str(exc)
         # A changed account (new key, new URL) starts afresh: no pause carried over.
-        return _Account(acc, version, adapter, bucket, key_error=key_error,
-                        last_error_written=acc.last_error)
+        return _Account(acc, version, adapter, bucket, key_error=key_error, last_error_written=acc.last_error)
 
     def _count(self, what: str) -> None:
         self.stats.calls[what] += 1
@@ -240,9 +263,17 @@ class CloudPoller:
 
         has_cloud = select(Monitor.terminal_id).where(Monitor.kind == "cloud", Monitor.enabled.is_(True))
         async with self._write_sem, self.database.sessionmaker() as session:
-            ids = (await session.execute(
-                select(Terminal.id).where(Terminal.cloud_state != "not_enabled", Terminal.id.not_in(has_cloud))
-            )).scalars().all()
+            ids = (
+                (
+                    await session.execute(
+                        select(Terminal.id).where(
+                            Terminal.cloud_state != "not_enabled", Terminal.id.not_in(has_cloud)
+                        )
+                    )
+                )
+                .scalars()
+                .all()
+            )
             if ids:
                 await refresh_status(session, utcnow(), terminal_ids=ids)
                 await session.commit()
@@ -252,37 +283,81 @@ class CloudPoller:
         free = or_(Monitor.lease_expires_at.is_(None), Monitor.lease_expires_at < now)
         cloud = (Monitor.kind == "cloud", Monitor.enabled.is_(True))
         async with self.database.sessionmaker() as session:
-            stores = (await session.execute(
-                select(Monitor.store_id).where(*cloud, Monitor.next_due_at <= (cutoff or now), free)
-                .group_by(Monitor.store_id).order_by(sa_func.min(Monitor.next_due_at)).limit(max_stores)
-            )).scalars().all()
+            stores = (
+                (
+                    await session.execute(
+                        select(Monitor.store_id)
+                        .where(*cloud, Monitor.next_due_at <= (cutoff or now), free)
+                        .group_by(Monitor.store_id)
+                        .order_by(sa_func.min(Monitor.next_due_at))
+                        .limit(max_stores)
+                    )
+                )
+                .scalars()
+                .all()
+            )
             if not stores:
                 return []
             ids = select(Monitor.id).where(*cloud, Monitor.store_id.in_(stores), free)
             if self.database.dialect == "postgresql":
                 ids = ids.with_for_update(skip_locked=True)
-            leased = (await session.execute(
-                update(Monitor).where(Monitor.id.in_(ids.scalar_subquery()))
-                .values(lease_owner=self.owner, lease_expires_at=now + timedelta(seconds=LEASE_S))
-                .returning(Monitor.id).execution_options(synchronize_session=False)
-            )).scalars().all()
+            leased = (
+                (
+                    await session.execute(
+                        update(Monitor)
+                        .where(Monitor.id.in_(ids.scalar_subquery()))
+                        .values(lease_owner=self.owner, lease_expires_at=now + timedelta(seconds=LEASE_S))
+                        .returning(Monitor.id)
+                        .execution_options(synchronize_session=False)
+                    )
+                )
+                .scalars()
+                .all()
+            )
             await session.commit()
             rows = []
             for i in range(0, len(leased), 5000):
                 chunk = leased[i : i + 5000]
                 result = await session.execute(
-                    select(Monitor.id, Monitor.store_id, Monitor.terminal_id, Terminal.poiid, Terminal.serial,
-                           Terminal.provider, Terminal.provider_terminal_id, Terminal.provider_account_id,
-                           Store.adyen_store_id, Store.stripe_location_id)
-                    .join(Terminal, Terminal.id == Monitor.terminal_id).join(Store, Store.id == Monitor.store_id)
+                    select(
+                        Monitor.id,
+                        Monitor.store_id,
+                        Monitor.terminal_id,
+                        Terminal.poiid,
+                        Terminal.serial,
+                        Terminal.provider,
+                        Terminal.provider_terminal_id,
+                        Terminal.provider_account_id,
+                        Store.adyen_store_id,
+                        Store.stripe_location_id,
+                    )
+                    .join(Terminal, Terminal.id == Monitor.terminal_id)
+                    .join(Store, Store.id == Monitor.store_id)
                     .where(Monitor.id.in_(chunk))
                 )
                 for r in result:
                     account_id = self.account_for(r.provider, r.provider_account_id)
                     kind = self._accounts[account_id].snapshot.kind if account_id else r.provider
-                    ref = r.adyen_store_id if kind == "adyen" else r.stripe_location_id if kind == "stripe" else None
-                    rows.append(_Row(r.id, r.store_id, r.terminal_id, r.poiid, r.serial or "", r.provider,
-                                     r.provider_terminal_id, account_id, ref))
+                    ref = (
+                        r.adyen_store_id
+                        if kind == "adyen"
+                        else r.stripe_location_id
+                        if kind == "stripe"
+                        else None
+                    )
+                    rows.append(
+                        _Row(
+                            r.id,
+                            r.store_id,
+                            r.terminal_id,
+                            r.poiid,
+                            r.serial or "",
+                            r.provider,
+                            r.provider_terminal_id,
+                            account_id,
+                            ref,
+                        )
+                    )
             return rows
 
     # ---- one (account, store) -----------------------------------------------------------
@@ -290,7 +365,7 @@ class CloudPoller:
         try:
             async with self._sem:
                 await self._poll_group_inner(account_id, store_id, rows)
-        except Exception:  # noqa: BLE001 - a poller bug must not kill the job; the lease expires
+        except Exception:
             log.exception("cloud poll failed", extra={"store_id": store_id, "account_id": account_id})
 
     async def _poll_group_inner(self, account_id: int | None, store_id: int, rows: list[_Row]) -> None:
@@ -306,15 +381,20 @@ class CloudPoller:
 
         def every(outcome: str, code: str, detail: str, ms: float | None = None) -> None:
             checked = utcnow()
-            step = [{"step": "provider API", "ok": outcome == "ok", "ms": round(ms or 0.0, 3), "detail": detail}]
+            step = [
+                {"step": "provider API", "ok": outcome == "ok", "ms": round(ms or 0.0, 3), "detail": detail}
+            ]
             for r in rows:
                 outcomes.append(Outcome(r.monitor_id, outcome, checked, ms, step, code, detail))
 
         error_text = None  # for the account's last_error: None clears it
         if acc is None:
             provider = rows[0].provider
-            every("error", "provider_unavailable",
-                  f"no {provider} provider account is configured: add one under Providers")
+            every(
+                "error",
+                "provider_unavailable",
+                f"no {provider} provider account is configured: add one under Providers",
+            )
         elif acc.adapter is None:
             every("error", "provider_auth_rejected", f"{acc.snapshot.name}: {acc.key_error}")
             error_text = acc.key_error
@@ -356,8 +436,10 @@ class CloudPoller:
                         detail = f"{acc.snapshot.kind} reports the terminal offline ({where})"
                     elif r.monitor_id in never_up:
                         outcome, code = "fail", "cloud_not_enabled"
-                        detail = (f"no terminal of {where} is connected and this one never was: "
-                                  "its cloud connection (WebSockets) is probably not enabled")
+                        detail = (
+                            f"no terminal of {where} is connected and this one never was: "
+                            "its cloud connection (WebSockets) is probably not enabled"
+                        )
                     elif poll.empty_means_unknown:
                         outcome, code = "fail", "cloud_disconnected"
                         detail = f"not among the terminals connected to {acc.snapshot.kind} ({where})"
@@ -366,7 +448,9 @@ class CloudPoller:
                         detail = f"not found among the {acc.snapshot.kind} readers of {where}"
                     if state is not None and state.last_seen_at is not None:
                         extra_seen[r.terminal_id] = state.last_seen_at
-                    step = [{"step": "provider API", "ok": outcome == "ok", "ms": round(ms, 3), "detail": detail}]
+                    step = [
+                        {"step": "provider API", "ok": outcome == "ok", "ms": round(ms, 3), "detail": detail}
+                    ]
                     outcomes.append(Outcome(r.monitor_id, outcome, checked, ms, step, code, detail))
                 acc.pause_code = None
         self.stats.stores_polled += 1
@@ -376,17 +460,24 @@ class CloudPoller:
         # half an interval" keeps the first move onto that phase from polling a store twice.
         phase = phase_ms(f"cloud:{store_id}", interval)
         next_due = first_due_at(utcnow() + timedelta(seconds=interval / 2), interval, phase)
-        await self._submit(_Done(acc, outcomes, [r.monitor_id for r in rows], next_due, extra_seen, error_text))
+        await self._submit(
+            _Done(acc, outcomes, [r.monitor_id for r in rows], next_due, extra_seen, error_text)
+        )
 
     async def _never_up(self, monitor_ids: list[int]) -> set[int]:
         async with self.database.sessionmaker() as session:
-            seen_up = set((await session.execute(
-                select(StateChange.monitor_id).where(StateChange.monitor_id.in_(monitor_ids),
-                                                     StateChange.to_state == "up").distinct()
-            )).scalars())
+            seen_up = set(
+                (
+                    await session.execute(
+                        select(StateChange.monitor_id)
+                        .where(StateChange.monitor_id.in_(monitor_ids), StateChange.to_state == "up")
+                        .distinct()
+                    )
+                ).scalars()
+            )
         return set(monitor_ids) - seen_up
 
-    async def _submit(self, done: "_Done") -> None:
+    async def _submit(self, done: _Done) -> None:
         """Queue a store's outcomes for the writer and wait until they are committed."""
         done.future = asyncio.get_running_loop().create_future()
         self._pending.append(done)
@@ -407,7 +498,7 @@ class CloudPoller:
                 size += len(done.monitor_ids)
             try:
                 await self._write_batch(batch)
-            except Exception as exc:  # noqa: BLE001 - the leases expire and the stores are polled again
+            except Exception as exc:
                 log.exception("could not write the cloud results of %d stores", len(batch))
                 for done in batch:
                     if not done.future.done():
@@ -417,13 +508,15 @@ class CloudPoller:
                     if not done.future.done():
                         done.future.set_result(None)
 
-    async def _write_batch(self, batch: list["_Done"]) -> None:
+    async def _write_batch(self, batch: list[_Done]) -> None:
         from app.monitoring.writer import apply_outcomes
 
         mt, tt = Monitor.__table__, Terminal.__table__
         outcomes = [o for d in batch for o in d.outcomes]
-        due_rows = sorted(({"b_id": mid, "due": d.next_due} for d in batch for mid in d.monitor_ids),
-                          key=lambda r: r["b_id"])
+        due_rows = sorted(
+            ({"b_id": mid, "due": d.next_due} for d in batch for mid in d.monitor_ids),
+            key=lambda r: r["b_id"],
+        )
         seen = {}
         for d in batch:
             seen.update(d.extra_seen)
@@ -436,28 +529,35 @@ class CloudPoller:
                 async with self._write_sem, self.database.sessionmaker() as session:
                     await apply_outcomes(session, outcomes)
                     await session.execute(
-                        update(mt).where(mt.c.id == bindparam("b_id"), mt.c.lease_owner == self.owner)
+                        update(mt)
+                        .where(mt.c.id == bindparam("b_id"), mt.c.lease_owner == self.owner)
                         .values(next_due_at=bindparam("due"), lease_owner=None, lease_expires_at=None)
-                        .execution_options(synchronize_session=False), due_rows,
+                        .execution_options(synchronize_session=False),
+                        due_rows,
                     )
                     if seen:  # Stripe's own last_seen_at wins over "seen by us"
                         await session.execute(
-                            update(tt).where(tt.c.id == bindparam("b_id"))
+                            update(tt)
+                            .where(tt.c.id == bindparam("b_id"))
                             .values(last_seen_at=bindparam("seen"), updated_at=tt.c.updated_at)
                             .execution_options(synchronize_session=False),
                             [{"b_id": k, "seen": v} for k, v in sorted(seen.items())],
                         )
                     for account_id, (_acc, text_) in sorted(errors.items()):
                         await session.execute(
-                            update(ProviderAccount).where(ProviderAccount.id == account_id)
-                            .values(last_error=text_[:500] if text_ else None, updated_at=ProviderAccount.updated_at)
+                            update(ProviderAccount)
+                            .where(ProviderAccount.id == account_id)
+                            .values(
+                                last_error=text_[:500] if text_ else None,
+                                updated_at=ProviderAccount.updated_at,
+                            )
                             .execution_options(synchronize_session=False)
                         )
                     await session.commit()
                 for acc, text_ in errors.values():
                     acc.last_error_written = text_
                 return
-            except Exception as exc:  # noqa: BLE001
+            except Exception as exc:
                 if attempt < 4 and ("database is locked" in str(exc) or "deadlock" in str(exc).lower()):
                     await asyncio.sleep(0.05 * 2**attempt)
                     continue
@@ -466,7 +566,8 @@ class CloudPoller:
     async def _reschedule(self, rows: list[_Row], when: datetime) -> None:
         async with self._write_sem, self.database.sessionmaker() as session:
             await session.execute(
-                update(Monitor).where(Monitor.id.in_([r.monitor_id for r in rows]), Monitor.lease_owner == self.owner)
+                update(Monitor)
+                .where(Monitor.id.in_([r.monitor_id for r in rows]), Monitor.lease_owner == self.owner)
                 .values(next_due_at=when, lease_owner=None, lease_expires_at=None)
                 .execution_options(synchronize_session=False)
             )

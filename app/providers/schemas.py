@@ -45,9 +45,11 @@ class AccountFields(BaseModel):
     _legacy = field_validator("use_legacy_api", mode="before")(parse_bool)
 
     @model_validator(mode="after")
-    def _adyen_needs_merchant(self) -> "AccountFields":
+    def _adyen_needs_merchant(self) -> AccountFields:
         if self.kind == "adyen" and not self.merchant_account:
-            raise ValueError("merchant_account: required for Adyen (the merchant account the terminals belong to)")
+            raise ValueError(
+                "merchant_account: required for Adyen (the merchant account the terminals belong to)"
+            )
         if self.kind == "stripe" and self.use_legacy_api:
             self.use_legacy_api = False
         return self

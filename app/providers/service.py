@@ -26,7 +26,11 @@ async def get_account(session: AsyncSession, account_id: int) -> ProviderAccount
 
 
 async def _name_taken(session: AsyncSession, name: str, exclude_id: int | None) -> bool:
-    query = select(func.count()).select_from(ProviderAccount).where(func.lower(ProviderAccount.name) == name.lower())
+    query = (
+        select(func.count())
+        .select_from(ProviderAccount)
+        .where(func.lower(ProviderAccount.name) == name.lower())
+    )
     if exclude_id is not None:
         query = query.where(ProviderAccount.id != exclude_id)
     return bool(await session.scalar(query))

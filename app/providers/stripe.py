@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import httpx
 
@@ -18,7 +18,7 @@ def api_base(account) -> str:
 
 def _seen(ms: object) -> datetime | None:
     if isinstance(ms, (int, float)) and ms > 0:
-        return datetime.fromtimestamp(ms / 1000, timezone.utc)
+        return datetime.fromtimestamp(ms / 1000, UTC)
     return None
 
 
@@ -39,7 +39,11 @@ class StripeAdapter:
         while True:
             what = "terminal readers"
             response = await self.http.request(
-                "GET", f"{api_base(self.account)}/v1/terminal/readers", what=what, auth=self._auth, params=params,
+                "GET",
+                f"{api_base(self.account)}/v1/terminal/readers",
+                what=what,
+                auth=self._auth,
+                params=params,
             )
             body = json_body(response, what)
             page = body.get("data")
@@ -54,7 +58,8 @@ class StripeAdapter:
         poll = StorePoll()
         for reader in await self.readers(store_ref):
             state = DeviceState(
-                connected=reader.get("status") == "online", last_seen_at=_seen(reader.get("last_seen_at")),
+                connected=reader.get("status") == "online",
+                last_seen_at=_seen(reader.get("last_seen_at")),
             )
             for key in (reader.get("id"), reader.get("serial_number"), _poiid(reader)):
                 if key:
@@ -64,7 +69,10 @@ class StripeAdapter:
     async def device_connected(self, reader_id: str) -> tuple[bool, datetime | None]:
         what = "terminal reader"
         response = await self.http.request(
-            "GET", f"{api_base(self.account)}/v1/terminal/readers/{reader_id}", what=what, auth=self._auth,
+            "GET",
+            f"{api_base(self.account)}/v1/terminal/readers/{reader_id}",
+            what=what,
+            auth=self._auth,
         )
         body = json_body(response, what)
         return body.get("status") == "online", _seen(body.get("last_seen_at"))
@@ -82,9 +90,13 @@ def _poiid(reader: dict) -> str | None:
 
 def _remote(reader: dict) -> RemoteTerminal:
     return RemoteTerminal(
-        provider="stripe", store_ref=reader.get("location"), poiid=_poiid(reader) or str(reader.get("id")),
-        model=str(reader.get("device_type") or ""), serial=str(reader.get("serial_number") or ""),
-        label=str(reader.get("label") or ""), provider_terminal_id=reader.get("id"),
+        provider="stripe",
+        store_ref=reader.get("location"),
+        poiid=_poiid(reader) or str(reader.get("id")),
+        model=str(reader.get("device_type") or ""),
+        serial=str(reader.get("serial_number") or ""),
+        label=str(reader.get("label") or ""),
+        provider_terminal_id=reader.get("id"),
         lan_host=reader.get("ip_address") or None,
         extra={"last_seen": _seen(reader.get("last_seen_at"))} if reader.get("last_seen_at") else {},
     )

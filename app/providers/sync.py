@@ -60,7 +60,8 @@ class SyncPreview:
     @property
     def counts(self) -> dict[str, int]:
         return {a: self.count(a) for a in ("create", "update", "unchanged", "skip")} | {
-            "address_changed": sum(1 for r in self.rows if r.address_changed)}
+            "address_changed": sum(1 for r in self.rows if r.address_changed)
+        }
 
 
 _previews: dict[str, SyncPreview] = {}
@@ -75,13 +76,18 @@ def remember(preview: SyncPreview) -> None:
 
 def recall(token: str, account_id: int) -> SyncPreview | None:
     preview = _previews.get(token)
-    if preview is None or preview.account_id != account_id or time.monotonic() - preview.created_at > PREVIEW_TTL_S:
+    if (
+        preview is None
+        or preview.account_id != account_id
+        or time.monotonic() - preview.created_at > PREVIEW_TTL_S
+    ):
         return None
     return preview
 
 
-async def fetch_remote(session: AsyncSession, secret_key: str, account, *,
-                       client: httpx.AsyncClient | None = None) -> list[RemoteTerminal]:
+async def fetch_remote(
+    session: AsyncSession, secret_key: str, account, *, client: httpx.AsyncClient | None = None
+) -> list[RemoteTerminal]:
     """The provider's terminals (raises ProviderError, KeyUnavailable)."""
     api_key = decrypt_api_key(secret_key, account.api_key_encrypted)
     ref_col = Store.adyen_store_id if account.kind == "adyen" else Store.stripe_location_id
@@ -101,8 +107,14 @@ async def fetch_remote(session: AsyncSession, secret_key: str, account, *,
 
 async def build_preview(session: AsyncSession, account, remote: list[RemoteTerminal]) -> SyncPreview:
     ref_col = Store.adyen_store_id if account.kind == "adyen" else Store.stripe_location_id
-    stores = {r.ref: (r.id, r.code) for r in (await session.execute(
-        select(ref_col.label("ref"), Store.id, Store.code).where(ref_col.is_not(None))))}
+    stores = {
+        r.ref: (r.id, r.code)
+        for r in (
+            await session.execute(
+                select(ref_col.label("ref"), Store.id, Store.code).where(ref_col.is_not(None))
+            )
+        )
+    }
     codes = {sid: code for sid, code in stores.values()}
     cols = (Terminal.id, Terminal.poiid, *(getattr(Terminal, c) for c in _COMPARED))
     existing = list(await session.execute(select(*cols).where(Terminal.provider == account.kind)))
@@ -110,8 +122,15 @@ async def build_preview(session: AsyncSession, account, remote: list[RemoteTermi
     by_id = {r.provider_terminal_id: r for r in existing if r.provider_terminal_id}
     by_serial = {r.serial: r for r in existing if r.serial}
     if account.kind == "adyen":  # other providers' POIIDs may collide: look them up too
-        others = await session.execute(select(*cols).where(Terminal.poiid.in_(
-            [normalise_poiid(r.poiid) for r in remote if normalise_poiid(r.poiid) not in by_poiid][:5000])))
+        others = await session.execute(
+            select(*cols).where(
+                Terminal.poiid.in_(
+                    [normalise_poiid(r.poiid) for r in remote if normalise_poiid(r.poiid) not in by_poiid][
+                        :5000
+                    ]
+                )
+            )
+        )
         by_poiid.update({r.poiid: r for r in others})
 
     rows: list[SyncRow] = []
@@ -120,16 +139,30 @@ async def build_preview(session: AsyncSession, account, remote: list[RemoteTermi
         store = stores.get(rt.store_ref) if rt.store_ref else None
         if store is None:
             where = f"{'Adyen store' if account.kind == 'adyen' else 'Stripe location'} {rt.store_ref or '(none)'}"
-            rows.append(SyncRow("skip", poiid, None, rt, reason=f"{where} is not assigned to any TermPulse store"))
+            rows.append(
+                SyncRow("skip", poiid, None, rt, reason=f"{where} is not assigned to any TermPulse store")
+            )
             continue
-        current = (by_poiid.get(poiid) or (by_id.get(rt.provider_terminal_id) if rt.provider_terminal_id else None)
-                   or (by_serial.get(rt.serial) if rt.serial else None))
+        current = (
+            by_poiid.get(poiid)
+            or (by_id.get(rt.provider_terminal_id) if rt.provider_terminal_id else None)
+            or (by_serial.get(rt.serial) if rt.serial else None)
+        )
         if current is not None:
             poiid = current.poiid  # keep the identity (and history) TermPulse already has
-        values = {"store_code": store[1], "poiid": poiid, "provider": account.kind,
-                  "provider_terminal_id": rt.provider_terminal_id}
-        for name, value in (("model", rt.model), ("serial", rt.serial), ("label", rt.label),
-                            ("lan_host", rt.lan_host), ("mac", rt.mac)):
+        values = {
+            "store_code": store[1],
+            "poiid": poiid,
+            "provider": account.kind,
+            "provider_terminal_id": rt.provider_terminal_id,
+        }
+        for name, value in (
+            ("model", rt.model),
+            ("serial", rt.serial),
+            ("label", rt.label),
+            ("lan_host", rt.lan_host),
+            ("mac", rt.mac),
+        ):
             if value:
                 values[name] = value
         if current is None:
@@ -138,7 +171,9 @@ async def build_preview(session: AsyncSession, account, remote: list[RemoteTermi
             item = TerminalIn(**values)
         except ValidationError as exc:
             problems = "; ".join(f"{k}: {v}" for k, v in field_errors(exc).items())
-            rows.append(SyncRow("skip", poiid, store[1], rt, reason=f"invalid data from the provider ({problems})"))
+            rows.append(
+                SyncRow("skip", poiid, store[1], rt, reason=f"invalid data from the provider ({problems})")
+            )
             continue
         if current is None:
             rows.append(SyncRow("create", poiid, store[1], rt, item=item))
@@ -166,9 +201,13 @@ async def apply_preview(session: AsyncSession, account, preview: SyncPreview) ->
     poiids = [r.poiid for r in preview.rows if r.action != "skip"]
     for i in range(0, len(poiids), 5000):
         await session.execute(
-            update(Terminal).where(Terminal.poiid.in_(poiids[i : i + 5000]),
-                                   Terminal.provider_account_id.is_distinct_from(account.id))
-            .values(provider_account_id=account.id).execution_options(synchronize_session=False)
+            update(Terminal)
+            .where(
+                Terminal.poiid.in_(poiids[i : i + 5000]),
+                Terminal.provider_account_id.is_distinct_from(account.id),
+            )
+            .values(provider_account_id=account.id)
+            .execution_options(synchronize_session=False)
         )
     await session.commit()
     return summary

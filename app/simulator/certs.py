@@ -49,7 +49,7 @@ def _pem_key(key) -> bytes:
 
 class _Issuer:
     def __init__(self, cn: str, org: str):
-        now = dt.datetime.now(dt.timezone.utc)
+        now = dt.datetime.now(dt.UTC)
         self.key = ec.generate_private_key(ec.SECP256R1())
         self.name = _name(cn, org)
         self.cert = (
@@ -112,14 +112,16 @@ class CertAuthority:
         return ctx
 
     def _issue(self, host: str, mode: str):
-        now = dt.datetime.now(dt.timezone.utc)
+        now = dt.datetime.now(dt.UTC)
         key = ec.generate_private_key(ec.SECP256R1())
         subject_host = WRONG_HOST if mode == "wrong_host" else host
         issuer = {"self_signed": None, "inspected": self.inspection}.get(mode, self.root)
         not_before, not_after = now - dt.timedelta(days=1), now + dt.timedelta(days=365)
         if mode == "expired":
             not_before, not_after = now - dt.timedelta(days=400), now - dt.timedelta(days=35)
-        subject = _name(subject_host, "Simulated terminal" if mode == "self_signed" else "TermPulse Simulator")
+        subject = _name(
+            subject_host, "Simulated terminal" if mode == "self_signed" else "TermPulse Simulator"
+        )
         builder = (
             x509.CertificateBuilder()
             .subject_name(subject)

@@ -41,15 +41,21 @@ async def _run(settings: Settings, fleet: Path, dns_port: int) -> int:
     raise_fd_limit()
     network = await start_demo_network(terminals, dns_port=dns_port)
     sims = await start_provider_simulators(
-        terminals, stores, adyen_port=int(os.environ.get("TERMPULSE_SIM_ADYEN_PORT", 8701)),
+        terminals,
+        stores,
+        adyen_port=int(os.environ.get("TERMPULSE_SIM_ADYEN_PORT", 8701)),
         stripe_port=int(os.environ.get("TERMPULSE_SIM_STRIPE_PORT", 8702)),
     )
     story = sims.start_demo_story()
     print(f"Simulating {len(terminals)} terminals of {len(stores) or '?'} stores on loopback.")
-    print(f"  DNS: 127.0.0.1:{network.dns.port}  -> TERMPULSE_DNS_NAMESERVERS=127.0.0.1 "
-          f"TERMPULSE_DNS_PORT={network.dns.port} TERMPULSE_ALLOWED_NETWORKS=127.0.0.0/8")
-    print(f"  Adyen API: {sims.adyen.url} ({len(sims.adyen.terminals)} terminals); "
-          f"story: store {story} loses its cloud connection every few minutes")
+    print(
+        f"  DNS: 127.0.0.1:{network.dns.port}  -> TERMPULSE_DNS_NAMESERVERS=127.0.0.1 "
+        f"TERMPULSE_DNS_PORT={network.dns.port} TERMPULSE_ALLOWED_NETWORKS=127.0.0.0/8"
+    )
+    print(
+        f"  Adyen API: {sims.adyen.url} ({len(sims.adyen.terminals)} terminals); "
+        f"story: store {story} loses its cloud connection every few minutes"
+    )
     print(f"  Stripe API: {sims.stripe.url} ({len(sims.stripe.terminals)} readers)")
     print("Provider accounts to add (Providers page, or POST /api/v1/providers):")
     for spec in sims.account_specs():

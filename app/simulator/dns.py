@@ -67,7 +67,9 @@ class SimDNS:
         entry = self._names.setdefault(_key(name), _Entry())
         entry.mode = self._check(mode)
 
-    def set_view(self, source: str, name: str, *, mode: str = "answer", addresses: list[str] | None = None) -> None:
+    def set_view(
+        self, source: str, name: str, *, mode: str = "answer", addresses: list[str] | None = None
+    ) -> None:
         """Answer queries for `name` coming from `source` differently."""
         base = self._names.get(_key(name), _Entry())
         self._views[(source, _key(name))] = _Entry(
@@ -88,7 +90,7 @@ class SimDNS:
 
     # --- serving ---------------------------------------------------------------------
 
-    async def start(self) -> "SimDNS":
+    async def start(self) -> SimDNS:
         # TCP first: with port 0 it picks the port, and UDP then takes the same number
         # (which may be taken for UDP: then try another).
         for attempt in range(20):

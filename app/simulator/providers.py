@@ -25,7 +25,7 @@ import random
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import uvicorn
 from starlette.applications import Starlette
@@ -212,15 +212,26 @@ class ProviderSim:
             if failure.status in (401, 403):
                 return self.unauthorised(failure.status)
             headers = {"Retry-After": failure.retry_after} if failure.retry_after is not None else {}
-            return JSONResponse({"status": failure.status, "message": "simulated failure"},
-                                status_code=failure.status, headers=headers)
+            return JSONResponse(
+                {"status": failure.status, "message": "simulated failure"},
+                status_code=failure.status,
+                headers=headers,
+            )
         if not self.authorised(request):
             return self.unauthorised(401)
         return None
 
-    async def start(self, host: str = "127.0.0.1", port: int = 0) -> "ProviderSim":
-        config = uvicorn.Config(self.app, host=host, port=port, log_level="warning", access_log=False,
-                                lifespan="off", log_config=None, backlog=4096)
+    async def start(self, host: str = "127.0.0.1", port: int = 0) -> ProviderSim:
+        config = uvicorn.Config(
+            self.app,
+            host=host,
+            port=port,
+            log_level="warning",
+            access_log=False,
+            lifespan="off",
+            log_config=None,
+            backlog=4096,
+        )
         self._server = uvicorn.Server(config)
         self._task = asyncio.create_task(self._server.serve())
         while not self._server.started:
@@ -244,8 +255,12 @@ class ProviderSim:
 class AdyenSim(ProviderSim):
     kind = "adyen"
 
-    def __init__(self, terminals: list[SimTerminal], api_key: str = ADYEN_TEST_KEY,
-                 merchant_account: str = MERCHANT_ACCOUNT):
+    def __init__(
+        self,
+        terminals: list[SimTerminal],
+        api_key: str = ADYEN_TEST_KEY,
+        merchant_account: str = MERCHANT_ACCOUNT,
+    ):
         self.merchant_account = merchant_account
         super().__init__(terminals, api_key)
 
@@ -265,13 +280,27 @@ class AdyenSim(ProviderSim):
         return request.headers.get("x-api-key") == self.api_key
 
     def unauthorised(self, status: int) -> JSONResponse:
-        return JSONResponse({"status": status, "errorCode": "000", "errorType": "security",
-                             "message": "Unauthorized" if status == 401 else "Forbidden"}, status_code=status)
+        return JSONResponse(
+            {
+                "status": status,
+                "errorCode": "000",
+                "errorType": "security",
+                "message": "Unauthorized" if status == 401 else "Forbidden",
+            },
+            status_code=status,
+        )
 
     def _merchant_error(self, merchant: str) -> JSONResponse | None:
         if merchant != self.merchant_account:
-            return JSONResponse({"status": 403, "errorCode": "010", "errorType": "security",
-                                 "message": "Not allowed for this merchant account"}, status_code=403)
+            return JSONResponse(
+                {
+                    "status": 403,
+                    "errorCode": "010",
+                    "errorType": "security",
+                    "message": "Not allowed for this merchant account",
+                },
+                status_code=403,
+            )
         return None
 
     @staticmethod
@@ -297,8 +326,12 @@ class AdyenSim(ProviderSim):
         device = normalise_poiid(request.path_params["device"])
         t = self.terminals.get(device)
         if t is None:
-            return JSONResponse({"status": 422, "errorCode": "702", "message": "Unknown device"}, status_code=422)
-        return JSONResponse({"deviceId": self._printed(t.poiid), "status": "ONLINE" if t.online else "OFFLINE"})
+            return JSONResponse(
+                {"status": 422, "errorCode": "702", "message": "Unknown device"}, status_code=422
+            )
+        return JSONResponse(
+            {"deviceId": self._printed(t.poiid), "status": "ONLINE" if t.online else "OFFLINE"}
+        )
 
     async def connected_terminals(self, request: Request) -> JSONResponse:
         if error := await self.gate(request, "connectedTerminals"):
@@ -323,23 +356,46 @@ class AdyenSim(ProviderSim):
             page = max(int(q.get("pageNumber", 1)), 1)
             size = min(max(int(q.get("pageSize", 20)), 1), 100)
         except ValueError:
-            return JSONResponse({"status": 422, "message": "pageNumber and pageSize must be numbers"},
-                                status_code=422)
+            return JSONResponse(
+                {"status": 422, "message": "pageNumber and pageSize must be numbers"}, status_code=422
+            )
         stores = [s for s in q.get("storeIds", "").split(",") if s]
-        pool = [t for s in stores for t in self.by_store.get(s, [])] if stores else list(self.terminals.values())
+        pool = (
+            [t for s in stores for t in self.by_store.get(s, [])] if stores else list(self.terminals.values())
+        )
         pages = max((len(pool) + size - 1) // size, 1)
         chunk = pool[(page - 1) * size : page * size]
-        data = [{
-            "id": self._printed(t.poiid), "model": t.model, "serialNumber": t.serial,
-            "firmwareVersion": t.firmware,
-            "assignment": {"companyId": "SimCompany", "merchantId": self.merchant_account, "storeId": t.store_ref,
-                           "status": "boarded"},
-            "connectivity": {"ethernet": {"ipAddress": t.ip or "", "macAddress": t.mac or "",
-                                          "linkNegotiation": "auto"}},
-            "lastActivityAt": datetime.fromtimestamp(t.last_seen_ms / 1000, timezone.utc).isoformat(),
-        } for t in chunk]
-        return JSONResponse({"data": data, "itemsTotal": len(pool), "pagesTotal": pages,
-                             "_links": {"self": {"href": str(request.url)}}})
+        data = [
+            {
+                "id": self._printed(t.poiid),
+                "model": t.model,
+                "serialNumber": t.serial,
+                "firmwareVersion": t.firmware,
+                "assignment": {
+                    "companyId": "SimCompany",
+                    "merchantId": self.merchant_account,
+                    "storeId": t.store_ref,
+                    "status": "boarded",
+                },
+                "connectivity": {
+                    "ethernet": {
+                        "ipAddress": t.ip or "",
+                        "macAddress": t.mac or "",
+                        "linkNegotiation": "auto",
+                    }
+                },
+                "lastActivityAt": datetime.fromtimestamp(t.last_seen_ms / 1000, UTC).isoformat(),
+            }
+            for t in chunk
+        ]
+        return JSONResponse(
+            {
+                "data": data,
+                "itemsTotal": len(pool),
+                "pagesTotal": pages,
+                "_links": {"self": {"href": str(request.url)}},
+            }
+        )
 
 
 class StripeSim(ProviderSim):
@@ -376,17 +432,27 @@ class StripeSim(ProviderSim):
         return user == self.api_key
 
     def unauthorised(self, status: int) -> JSONResponse:
-        return JSONResponse({"error": {"type": "invalid_request_error",
-                                       "message": "Invalid API Key provided: sk_****"}}, status_code=status)
+        return JSONResponse(
+            {"error": {"type": "invalid_request_error", "message": "Invalid API Key provided: sk_****"}},
+            status_code=status,
+        )
 
     def _reader(self, t: SimTerminal) -> dict:
         if t.online:
             t.last_seen_ms = int(time.time() * 1000)
         return {
-            "id": t.reader_id, "object": "terminal.reader", "device_type": t.model, "serial_number": t.serial,
-            "label": t.label, "location": t.store_ref, "ip_address": t.ip, "livemode": False,
-            "status": "online" if t.online else "offline", "last_seen_at": t.last_seen_ms,
-            "device_sw_version": "2.30.1.0", "metadata": {},
+            "id": t.reader_id,
+            "object": "terminal.reader",
+            "device_type": t.model,
+            "serial_number": t.serial,
+            "label": t.label,
+            "location": t.store_ref,
+            "ip_address": t.ip,
+            "livemode": False,
+            "status": "online" if t.online else "offline",
+            "last_seen_at": t.last_seen_ms,
+            "device_sw_version": "2.30.1.0",
+            "metadata": {},
         }
 
     async def list_readers(self, request: Request) -> JSONResponse:
@@ -396,28 +462,45 @@ class StripeSim(ProviderSim):
         try:
             limit = min(max(int(q.get("limit", 10)), 1), 100)
         except ValueError:
-            return JSONResponse({"error": {"type": "invalid_request_error", "message": "Invalid integer: limit"}},
-                                status_code=400)
+            return JSONResponse(
+                {"error": {"type": "invalid_request_error", "message": "Invalid integer: limit"}},
+                status_code=400,
+            )
         location = q.get("location")
         pool = self.by_store.get(location, []) if location else list(self.terminals.values())
         after = q.get("starting_after")
         if after:
             ids = [t.reader_id for t in pool]
             if after not in ids:
-                return JSONResponse({"error": {"type": "invalid_request_error",
-                                               "message": f"No such terminal.reader: '{after}'"}}, status_code=400)
+                return JSONResponse(
+                    {
+                        "error": {
+                            "type": "invalid_request_error",
+                            "message": f"No such terminal.reader: '{after}'",
+                        }
+                    },
+                    status_code=400,
+                )
             pool = pool[ids.index(after) + 1 :]
         page = pool[:limit]
-        return JSONResponse({"object": "list", "url": "/v1/terminal/readers", "has_more": len(pool) > limit,
-                             "data": [self._reader(t) for t in page]})
+        return JSONResponse(
+            {
+                "object": "list",
+                "url": "/v1/terminal/readers",
+                "has_more": len(pool) > limit,
+                "data": [self._reader(t) for t in page],
+            }
+        )
 
     async def get_reader(self, request: Request) -> JSONResponse:
         if error := await self.gate(request, "reader"):
             return error
         t = self.by_reader.get(request.path_params["reader"])
         if t is None:
-            return JSONResponse({"error": {"type": "invalid_request_error", "message": "No such terminal.reader"}},
-                                status_code=404)
+            return JSONResponse(
+                {"error": {"type": "invalid_request_error", "message": "No such terminal.reader"}},
+                status_code=404,
+            )
         return JSONResponse(self._reader(t))
 
 
@@ -435,12 +518,19 @@ def sim_terminals(terminal_rows, store_rows=None, provider: str = "adyen") -> li
             continue
         store = stores.get(row["store_code"], {})
         ref = store.get(ref_field) or row["store_code"]
-        out.append(SimTerminal(
-            poiid=normalise_poiid(row["poiid"]), store_ref=ref, model=row.get("model", ""),
-            serial=row.get("serial", ""), label=row.get("label", ""),
-            cloud_enabled=_yes(row.get("cloud_enabled")), connected=True,
-            ip=row.get("lan_host") or None, mac=row.get("mac") or None,
-        ))
+        out.append(
+            SimTerminal(
+                poiid=normalise_poiid(row["poiid"]),
+                store_ref=ref,
+                model=row.get("model", ""),
+                serial=row.get("serial", ""),
+                label=row.get("label", ""),
+                cloud_enabled=_yes(row.get("cloud_enabled")),
+                connected=True,
+                ip=row.get("lan_host") or None,
+                mac=row.get("mac") or None,
+            )
+        )
     return out
 
 
@@ -452,16 +542,33 @@ class ProviderSimulators:
     def account_specs(self) -> list[dict]:
         """What to create as provider accounts so TermPulse polls these simulators."""
         return [
-            {"name": "Adyen (simulator)", "kind": "adyen", "environment": "test", "region": "",
-             "merchant_account": self.adyen.merchant_account, "api_base_url": self.adyen.device_api_url,
-             "management_base_url": self.adyen.url, "api_key": self.adyen.api_key, "use_legacy_api": False},
-            {"name": "Stripe (simulator)", "kind": "stripe", "environment": "test", "region": "",
-             "merchant_account": "", "api_base_url": self.stripe.url, "management_base_url": self.stripe.url,
-             "api_key": self.stripe.api_key, "use_legacy_api": False},
+            {
+                "name": "Adyen (simulator)",
+                "kind": "adyen",
+                "environment": "test",
+                "region": "",
+                "merchant_account": self.adyen.merchant_account,
+                "api_base_url": self.adyen.device_api_url,
+                "management_base_url": self.adyen.url,
+                "api_key": self.adyen.api_key,
+                "use_legacy_api": False,
+            },
+            {
+                "name": "Stripe (simulator)",
+                "kind": "stripe",
+                "environment": "test",
+                "region": "",
+                "merchant_account": "",
+                "api_base_url": self.stripe.url,
+                "management_base_url": self.stripe.url,
+                "api_key": self.stripe.api_key,
+                "use_legacy_api": False,
+            },
         ]
 
-    def start_demo_story(self, store_ref: str | None = None, *, up_s: float = 120.0, down_s: float = 90.0,
-                         drift: bool = True) -> str | None:
+    def start_demo_story(
+        self, store_ref: str | None = None, *, up_s: float = 120.0, down_s: float = 90.0, drift: bool = True
+    ) -> str | None:
         """The demo's story on one Adyen store (default: the one with the most cloud terminals):
         its terminals lose the cloud connection for `down_s`, come back for `up_s`, and so on.
         With `drift`, a terminal here and there also drops and returns now and then."""
@@ -479,8 +586,14 @@ class ProviderSimulators:
         await self.stripe.stop()
 
 
-async def register_simulator_accounts(database, secret_key: str, sims: ProviderSimulators,
-                                      *, requests_per_second: float = 50.0, poll_interval_s: int = 60) -> list:
+async def register_simulator_accounts(
+    database,
+    secret_key: str,
+    sims: ProviderSimulators,
+    *,
+    requests_per_second: float = 50.0,
+    poll_interval_s: int = 60,
+) -> list:
     """Create (or point again at the simulators) one provider account per simulator. Idempotent by name."""
     from sqlalchemy import select
 
@@ -492,8 +605,9 @@ async def register_simulator_accounts(database, secret_key: str, sims: ProviderS
     async with database.sessionmaker() as session:
         for spec in sims.account_specs():
             spec = {**spec, "requests_per_second": requests_per_second, "poll_interval_s": poll_interval_s}
-            current = (await session.execute(
-                select(ProviderAccount).where(ProviderAccount.name == spec["name"]))).scalar_one_or_none()
+            current = (
+                await session.execute(select(ProviderAccount).where(ProviderAccount.name == spec["name"]))
+            ).scalar_one_or_none()
             if current is None:
                 accounts.append(await create_account(session, secret_key, AccountIn(**spec)))
             else:
@@ -502,7 +616,12 @@ async def register_simulator_accounts(database, secret_key: str, sims: ProviderS
 
 
 async def start_provider_simulators(
-    terminal_rows, store_rows=None, *, host: str = "127.0.0.1", adyen_port: int = 0, stripe_port: int = 0,
+    terminal_rows,
+    store_rows=None,
+    *,
+    host: str = "127.0.0.1",
+    adyen_port: int = 0,
+    stripe_port: int = 0,
 ) -> ProviderSimulators:
     """Both simulators for a fleet (rows as in the fleet CSVs), listening on loopback."""
     if not host.startswith("127."):

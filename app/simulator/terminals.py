@@ -45,9 +45,19 @@ from app.simulator.certs import CertAuthority, authority
 log = logging.getLogger(__name__)
 
 BEHAVIOURS = (
-    "healthy", "refusing", "filtered", "reset", "stalled", "hung",
-    "tls_self_signed", "tls_expired", "tls_wrong_host", "tls_inspected",
-    "unpaired", "terminal_error", "flapping",
+    "healthy",
+    "refusing",
+    "filtered",
+    "reset",
+    "stalled",
+    "hung",
+    "tls_self_signed",
+    "tls_expired",
+    "tls_wrong_host",
+    "tls_inspected",
+    "unpaired",
+    "terminal_error",
+    "flapping",
 )
 TLS_APIS = ("paynt_epos", "adyen_local", "https", "tls")
 EPOS_BASE = "/payntpos/1.0.0"
@@ -77,7 +87,7 @@ class TerminalSpec:
     behaviour: str = "healthy"
 
     @classmethod
-    def from_row(cls, row: dict) -> "TerminalSpec | None":
+    def from_row(cls, row: dict) -> TerminalSpec | None:
         """A fleet CSV row (poiid, lan_host, lan_port, local_api); None without a LAN address."""
         if not row.get("lan_host") or not row.get("lan_port"):
             return None
@@ -273,7 +283,9 @@ class _Connection(asyncio.Protocol):
     async def _start_tls(self, ctx: ssl.SSLContext, mode: str) -> None:
         loop = asyncio.get_running_loop()
         try:
-            self.transport = await loop.start_tls(self.raw, self, ctx, server_side=True, ssl_handshake_timeout=10)
+            self.transport = await loop.start_tls(
+                self.raw, self, ctx, server_side=True, ssl_handshake_timeout=10
+            )
         except Exception:  # the client gave up or spoke something else: just hang up
             self.raw.abort()
             return
@@ -310,7 +322,8 @@ class _Connection(asyncio.Protocol):
         reason = {200: "OK", 401: "Unauthorized", 404: "Not Found", 500: "Internal Server Error"}
         self.transport.write(
             f"HTTP/1.1 {status} {reason.get(status, 'Status')}\r\nContent-Type: application/json\r\n"
-            f"Content-Length: {len(payload)}\r\nConnection: close\r\n\r\n".encode() + payload
+            f"Content-Length: {len(payload)}\r\nConnection: close\r\n\r\n".encode()
+            + payload
         )
         self.mode = "done"
         self.transport.close()
@@ -324,7 +337,7 @@ class TerminalSimulator:
     flap_period_s: float = 5.0
     endpoints: dict[str, Endpoint] = field(default_factory=dict)
 
-    async def start(self, specs: Iterable[TerminalSpec | None], chunk: int = 500) -> "TerminalSimulator":
+    async def start(self, specs: Iterable[TerminalSpec | None], chunk: int = 500) -> TerminalSimulator:
         raise_fd_limit()
         new = []
         for spec in specs:

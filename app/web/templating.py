@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from fastapi import Request
 from jinja2_fragments.fastapi import Jinja2Blocks
@@ -15,7 +15,7 @@ templates = Jinja2Blocks(directory=str(get_settings().templates_dir))
 def _ago(value: datetime | None) -> str:
     if value is None:
         return "never"
-    seconds = int((datetime.now(timezone.utc) - value).total_seconds())
+    seconds = int((datetime.now(UTC) - value).total_seconds())
     for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
         if seconds >= size:
             return f"{seconds // size} {unit} ago"

@@ -20,16 +20,22 @@ from sqlalchemy import select, update
 
 import app.models  # noqa: F401
 from app.db import Database, utcnow
+from app.inventory.csvimport import import_fleet
 from app.inventory.models import Store
 from app.migrate import migrate
 from app.monitoring.models import Monitor
-from app.inventory.csvimport import import_fleet
 from tests import loopback
 from tests.dashboard.fleet import FLEET
 
 CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync"]
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 SCREENSHOTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "screenshots"
 
 
@@ -54,8 +60,10 @@ async def sim():
     from app.simulator.network import NETWORK_ENDPOINTS, start_demo_network
 
     rows = list(csv.DictReader(io.StringIO(fleet_files()[1][1].decode())))
-    endpoints = {name: (f"127.{OCTET}.250.{i + 1}", ports)
-                 for i, (name, (_, ports)) in enumerate(NETWORK_ENDPOINTS.items())}
+    endpoints = {
+        name: (f"127.{OCTET}.250.{i + 1}", ports)
+        for i, (name, (_, ports)) in enumerate(NETWORK_ENDPOINTS.items())
+    }
     net = await start_demo_network(rows, dns_port=0, endpoints=endpoints)
     yield net
     await net.stop()
@@ -80,12 +88,20 @@ async def live_server(tmp_path_factory, sim):
         now = utcnow()
         await session.execute(update(Monitor).values(timeout_s=2.0, next_due_at=now + timedelta(seconds=1)))
         first_store = select(Store.id).where(Store.code == "S-0001").scalar_subquery()
-        await session.execute(update(Monitor).where(Monitor.store_id == first_store)
-                              .values(interval_s=2, phase_ms=0, fail_threshold=2))
+        await session.execute(
+            update(Monitor)
+            .where(Monitor.store_id == first_store)
+            .values(interval_s=2, phase_ms=0, fail_threshold=2)
+        )
         await session.commit()
     settings = Settings(
-        database_url=url, secret_key="browser-test", allowed_networks=["127.0.0.0/8"],
-        dns_nameservers=["127.0.0.1"], dns_port=sim.dns.port, check_interval_s=2, check_timeout_s=2.0,
+        database_url=url,
+        secret_key="browser-test",
+        allowed_networks=["127.0.0.0/8"],
+        dns_nameservers=["127.0.0.1"],
+        dns_port=sim.dns.port,
+        check_interval_s=2,
+        check_timeout_s=2.0,
     )
     application = create_app(settings, database=database, run_worker=True)
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)

@@ -10,9 +10,13 @@ from tests.browser.conftest import shot
 
 pytestmark = pytest.mark.browser
 
-STORES = "code;name;region;timezone;network_profile\r\nS-0900;Leeds Trinity;North;Europe/London;paynt-local\r\n"
-TERMINALS = ("store_code;poiid;model;serial;label;provider;integration;lan_host;lan_port;local_api;mac;cloud_enabled\r\n"
-             "S-0900;A920\u2011900001;A920;900001;Till 1;paynt;local;127.9.0.1;8080;paynt_epos;02:00:00:09:00:01;no\r\n")
+STORES = (
+    "code;name;region;timezone;network_profile\r\nS-0900;Leeds Trinity;North;Europe/London;paynt-local\r\n"
+)
+TERMINALS = (
+    "store_code;poiid;model;serial;label;provider;integration;lan_host;lan_port;local_api;mac;cloud_enabled\r\n"
+    "S-0900;A920\u2011900001;A920;900001;Till 1;paynt;local;127.9.0.1;8080;paynt_epos;02:00:00:09:00:01;no\r\n"
+)
 
 
 async def count(db, model) -> int:

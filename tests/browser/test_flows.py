@@ -51,7 +51,9 @@ async def test_support_flow_search_open_check(page, live_server, sim):
     verdict = page.locator(".verdict h3")
     await verdict.wait_for(timeout=15000)
     assert "Terminal is connected" in await verdict.inner_text()
-    assert await page.locator(".check-group").count() >= 3  # TCP to the terminal, DNS and TCP of the store's network
+    assert (
+        await page.locator(".check-group").count() >= 3
+    )  # TCP to the terminal, DNS and TCP of the store's network
     assert "ms" in await page.locator(".step-ms").first.inner_text()
     await shot(page, "03-check-connected")
 
@@ -67,7 +69,9 @@ async def test_support_flow_search_open_check(page, live_server, sim):
     await page.click("button[data-copy]")
     await page.wait_for_function("document.querySelector('.copied').textContent.length > 0")
     # The badges at the top followed the check (the state machine applied the manual result).
-    await page.wait_for_selector("#tstatus [data-state=down], #tstatus [data-state=unknown], #tstatus [data-state=up]")
+    await page.wait_for_selector(
+        "#tstatus [data-state=down], #tstatus [data-state=unknown], #tstatus [data-state=up]"
+    )
     assert await page.locator("#sec-checks .note", has_text="manual").count() >= 1  # recent checks refreshed
     await shot(page, "04-check-disconnected")
     await sim.sim.set_behaviour(SUPPORT_POIID, "healthy")
@@ -123,9 +127,12 @@ async def test_overview_goes_live_when_a_store_goes_down(page, live_server, sim)
     await sim.sim.set_behaviour(poiid, "refusing")
 
     async def store_down():
-        return await page.locator("#stores-body tr").first.locator("th").inner_text() != "" and \
-            "S-0001" in await page.locator("#stores-body tr").first.inner_text() and \
-            await page.locator("#stores-body tr").first.locator("[data-state=down]").count() == 1
+        return (
+            await page.locator("#stores-body tr").first.locator("th").inner_text() != ""
+            and "S-0001" in await page.locator("#stores-body tr").first.inner_text()
+            and await page.locator("#stores-body tr").first.locator("[data-state=down]").count() == 1
+        )
+
     assert await wait_until(store_down, timeout=30)
     assert await page.evaluate("window.__noReload") == 1
     await shot(page, "02-overview-live-down")

@@ -3,19 +3,44 @@
 from app.checks.diagnoses import CATALOGUE, explain, is_ours
 
 REQUIRED = {
-    "dns_nxdomain", "dns_servfail", "dns_timeout", "dns_no_answer", "tcp_refused", "tcp_timeout",
-    "host_unreachable", "tcp_reset", "tls_handshake_failed", "tls_untrusted", "tls_expired",
-    "tls_wrong_host", "tls_fingerprint_mismatch", "http_status", "http_401", "http_5xx", "stalled",
-    "target_refused", "internal_error", "cloud_disconnected", "cloud_not_enabled",
-    "provider_auth_rejected", "provider_rate_limited", "provider_unavailable",
+    "dns_nxdomain",
+    "dns_servfail",
+    "dns_timeout",
+    "dns_no_answer",
+    "tcp_refused",
+    "tcp_timeout",
+    "host_unreachable",
+    "tcp_reset",
+    "tls_handshake_failed",
+    "tls_untrusted",
+    "tls_expired",
+    "tls_wrong_host",
+    "tls_fingerprint_mismatch",
+    "http_status",
+    "http_401",
+    "http_5xx",
+    "stalled",
+    "target_refused",
+    "internal_error",
+    "cloud_disconnected",
+    "cloud_not_enabled",
+    "provider_auth_rejected",
+    "provider_rate_limited",
+    "provider_unavailable",
 }
-OURS = {"target_refused", "internal_error", "checker_overloaded", "result_stale", "provider_auth_rejected",
-        "provider_rate_limited",
-        "provider_unavailable"}
+OURS = {
+    "target_refused",
+    "internal_error",
+    "checker_overloaded",
+    "result_stale",
+    "provider_auth_rejected",
+    "provider_rate_limited",
+    "provider_unavailable",
+}
 
 
 def test_every_code_is_catalogued_with_texts():
-    assert REQUIRED <= set(CATALOGUE)
+    assert set(CATALOGUE) >= REQUIRED
     for code in CATALOGUE:
         d = explain(code, host="h.example", port=1, target="h.example:1", status=500)
         assert d.code == code and d.title and d.cause and d.fix
@@ -31,7 +56,10 @@ def test_texts_name_the_concrete_target():
     d = explain("tcp_timeout", host="temterminalsnar01.icloud.ingenico.com", port=7003)
     assert d.cause.startswith("Port 7003 to temterminalsnar01.icloud.ingenico.com is filtered")
     assert "allow outbound TCP 7003" in d.fix
-    assert "temterminalsnar01.icloud.ingenico.com" in explain("dns_nxdomain", name="temterminalsnar01.icloud.ingenico.com").cause
+    assert (
+        "temterminalsnar01.icloud.ingenico.com"
+        in explain("dns_nxdomain", name="temterminalsnar01.icloud.ingenico.com").cause
+    )
     assert "Re-pair" in explain("http_401", target="https://127.1.2.1:8080/payntpos/1.0.0").fix
     assert "Contoso" in explain("tls_untrusted", host="x", issuer="CN=Contoso SSL Inspection CA").cause
 

@@ -29,8 +29,12 @@ async def test_modes(server, tcp):
     assert r.rcode() == dns.rcode.NOERROR and [a.to_text() for a in r.answer[0]] == ["127.3.0.1"]
     assert (await ask(server, "unknown.example", tcp=tcp)).rcode() == dns.rcode.NXDOMAIN
     assert not (await ask(server, name, "AAAA", tcp=tcp)).answer  # no IPv6: empty NOERROR
-    for mode, rcode in [("nxdomain", dns.rcode.NXDOMAIN), ("servfail", dns.rcode.SERVFAIL),
-                        ("refused", dns.rcode.REFUSED), ("no_a", dns.rcode.NOERROR)]:
+    for mode, rcode in [
+        ("nxdomain", dns.rcode.NXDOMAIN),
+        ("servfail", dns.rcode.SERVFAIL),
+        ("refused", dns.rcode.REFUSED),
+        ("no_a", dns.rcode.NOERROR),
+    ]:
         server.set_mode(name, mode)
         r = await ask(server, name, tcp=tcp)
         assert r.rcode() == rcode and not r.answer, mode

@@ -30,8 +30,12 @@ def test_from_settings_reads_the_comma_separated_env(monkeypatch):
 async def test_a_name_resolving_outside_is_refused_before_connecting(network, ctx):
     # 192.0.2.1 (TEST-NET-1) is never contacted: the guard refuses first.
     network.dns.set_record("outside.sim.test", ["192.0.2.1"])
-    for kind, target in [("tcp", "outside.sim.test:443"), ("tls", "outside.sim.test:443"),
-                         ("https", "https://outside.sim.test/"), ("paynt_epos", "192.0.2.1:8080")]:
+    for kind, target in [
+        ("tcp", "outside.sim.test:443"),
+        ("tls", "outside.sim.test:443"),
+        ("https", "https://outside.sim.test/"),
+        ("paynt_epos", "192.0.2.1:8080"),
+    ]:
         r = await run_probe(kind, target, {}, 1.0, ctx)
         assert (r.outcome, r.diagnosis) == ("error", "target_refused"), (kind, r)
         assert not any(s["step"] == "connect" for s in r.steps)

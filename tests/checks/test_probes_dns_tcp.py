@@ -35,8 +35,13 @@ async def test_dns_ok_records_the_answers(ctx):
 
 @pytest.mark.parametrize(
     "mode, code",
-    [("nxdomain", "dns_nxdomain"), ("servfail", "dns_servfail"), ("refused", "dns_servfail"),
-     ("drop", "dns_timeout"), ("no_a", "dns_no_answer")],
+    [
+        ("nxdomain", "dns_nxdomain"),
+        ("servfail", "dns_servfail"),
+        ("refused", "dns_servfail"),
+        ("drop", "dns_timeout"),
+        ("no_a", "dns_no_answer"),
+    ],
 )
 async def test_dns_failures_are_told_apart(ctx, dns_mode, mode, code):
     dns_mode(NAME, mode)
@@ -86,7 +91,10 @@ async def test_tcp_filtered_really_times_out(ctx, terminal):
     r = await run_probe("tcp", f"{t.host}:7003", {}, 0.4, ctx)
     assert (r.outcome, r.diagnosis) == ("fail", "tcp_timeout"), r
     assert loop.time() - started >= 0.38
-    assert r.explain().cause == f"Port 7003 to {t.host} is filtered: the connection timed out, a firewall drops it."
+    assert (
+        r.explain().cause
+        == f"Port 7003 to {t.host} is filtered: the connection timed out, a firewall drops it."
+    )
 
 
 async def test_tcp_reset(ctx, terminal):
@@ -105,8 +113,12 @@ async def test_behaviour_switches_while_running(ctx, terminal, network):
     t = await terminal("tcp")
     target = f"{t.host}:{t.port}"
     assert (await run_probe("tcp", target, {}, 0.4, ctx)).outcome == "ok"
-    for behaviour, code in [("refusing", "tcp_refused"), ("filtered", "tcp_timeout"),
-                            ("reset", "tcp_reset"), ("healthy", None)]:
+    for behaviour, code in [
+        ("refusing", "tcp_refused"),
+        ("filtered", "tcp_timeout"),
+        ("reset", "tcp_reset"),
+        ("healthy", None),
+    ]:
         await network.sim.set_behaviour(t.key, behaviour)
         r = await run_probe("tcp", target, {"settle_ms": 300}, 0.4, ctx)
         assert r.diagnosis == code, (behaviour, r)
@@ -128,10 +140,15 @@ async def test_flapping_alternates(ctx, terminal, network):
 
 @pytest.mark.parametrize(
     "err, code",
-    [(errno.EHOSTUNREACH, "host_unreachable"), (errno.ENETUNREACH, "host_unreachable"),
-     (errno.ECONNREFUSED, "tcp_refused"), (errno.ECONNRESET, "tcp_reset"),
-     (errno.ETIMEDOUT, "tcp_timeout"), (errno.EMFILE, "internal_error"),
-     (errno.EADDRNOTAVAIL, "internal_error")],
+    [
+        (errno.EHOSTUNREACH, "host_unreachable"),
+        (errno.ENETUNREACH, "host_unreachable"),
+        (errno.ECONNREFUSED, "tcp_refused"),
+        (errno.ECONNRESET, "tcp_reset"),
+        (errno.ETIMEDOUT, "tcp_timeout"),
+        (errno.EMFILE, "internal_error"),
+        (errno.EADDRNOTAVAIL, "internal_error"),
+    ],
 )
 def test_connect_errno_mapping(err, code):
     assert net.classify_errno(err) == code

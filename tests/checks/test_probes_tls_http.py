@@ -67,9 +67,18 @@ async def test_tls_fingerprint_pin(ctx, terminal, network):
     t = await terminal("paynt_epos", port=8080)
     good = network.certs.fingerprint(t.host, "self_signed")
     pinned = ":".join(good[i : i + 2] for i in range(0, 64, 2)).upper()  # as browsers show it
-    r = await run_probe("tls", f"{t.host}:8080", {"accept_self_signed": True, "fingerprint": pinned}, 1.0, ctx)
-    assert r.outcome == "ok" and r.steps[-1] == {"step": "pin", "ok": True, "ms": 0.0, "detail": "fingerprint matches"}
-    r = await run_probe("tls", f"{t.host}:8080", {"accept_self_signed": True, "fingerprint": "00" * 32}, 1.0, ctx)
+    r = await run_probe(
+        "tls", f"{t.host}:8080", {"accept_self_signed": True, "fingerprint": pinned}, 1.0, ctx
+    )
+    assert r.outcome == "ok" and r.steps[-1] == {
+        "step": "pin",
+        "ok": True,
+        "ms": 0.0,
+        "detail": "fingerprint matches",
+    }
+    r = await run_probe(
+        "tls", f"{t.host}:8080", {"accept_self_signed": True, "fingerprint": "00" * 32}, 1.0, ctx
+    )
     assert (r.outcome, r.diagnosis) == ("fail", "tls_fingerprint_mismatch")
     assert good in r.steps[-1]["detail"]
 
@@ -121,8 +130,13 @@ async def test_https_server_error(ctx, endpoint_behaviour):
 
 @pytest.mark.parametrize(
     "behaviour, code",
-    [("tls_inspected", "tls_untrusted"), ("tls_expired", "tls_expired"),
-     ("tls_wrong_host", "tls_wrong_host"), ("refusing", "tcp_refused"), ("reset", "tcp_reset")],
+    [
+        ("tls_inspected", "tls_untrusted"),
+        ("tls_expired", "tls_expired"),
+        ("tls_wrong_host", "tls_wrong_host"),
+        ("refusing", "tcp_refused"),
+        ("reset", "tcp_reset"),
+    ],
 )
 async def test_https_names_network_and_certificate_failures(ctx, endpoint_behaviour, behaviour, code):
     await endpoint_behaviour(PROCESSOR, 443, behaviour)
@@ -144,7 +158,11 @@ async def test_https_stalled_after_the_handshake(ctx, terminal):
     t = await terminal("adyen_local", "hung", port=8443)
     r = await run_probe("https", f"https://{t.host}:8443/", {"accept_self_signed": True}, 0.4, ctx)
     assert (r.outcome, r.diagnosis) == ("fail", "stalled"), r
-    assert [(s["step"], s["ok"]) for s in r.steps] == [("connect", True), ("tls", True), ("first_byte", False)]
+    assert [(s["step"], s["ok"]) for s in r.steps] == [
+        ("connect", True),
+        ("tls", True),
+        ("first_byte", False),
+    ]
     assert r.steps[-1]["ms"] > 300
 
 
@@ -194,5 +212,7 @@ async def test_epos_stalled(ctx, terminal):
 
 async def test_epos_pin_mismatch(ctx, terminal):
     t = await terminal("paynt_epos", port=8080)
-    r = await run_probe("paynt_epos", f"{t.host}:8080", {"token": epos_token(t.key), "fingerprint": "ab" * 32}, 1.0, ctx)
+    r = await run_probe(
+        "paynt_epos", f"{t.host}:8080", {"token": epos_token(t.key), "fingerprint": "ab" * 32}, 1.0, ctx
+    )
     assert r.diagnosis == "tls_fingerprint_mismatch"

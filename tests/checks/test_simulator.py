@@ -45,8 +45,13 @@ async def test_the_sample_fleet_starts_quickly_and_answers(ctx):
         )
         assert all(r.outcome == "ok" for r in results)
         epos = next(r for r in lan if r["local_api"] == "paynt_epos")
-        r = await run_probe("paynt_epos", f"{epos['lan_host']}:{epos['lan_port']}",
-                            {"token": sim.token(epos["poiid"])}, 2.0, ctx)
+        r = await run_probe(
+            "paynt_epos",
+            f"{epos['lan_host']}:{epos['lan_port']}",
+            {"token": sim.token(epos["poiid"])},
+            2.0,
+            ctx,
+        )
         assert r.outcome == "ok", r
     finally:
         await sim.stop()
@@ -92,8 +97,12 @@ async def test_dns_failing_at_one_store_only(network, ctx):
     name = "prodssl.protectedtransactions.com"
     network.set_dns_for_store(S9, name, "servfail")
     try:
-        failing = await run_probe("https", f"https://{name}/AUTH", {"source": network.store_source(S9)}, 1.0, ctx)
-        fine = await run_probe("https", f"https://{name}/AUTH", {"source": network.store_source(S10)}, 1.0, ctx)
+        failing = await run_probe(
+            "https", f"https://{name}/AUTH", {"source": network.store_source(S9)}, 1.0, ctx
+        )
+        fine = await run_probe(
+            "https", f"https://{name}/AUTH", {"source": network.store_source(S10)}, 1.0, ctx
+        )
     finally:
         await network.heal_store(S9)
     assert failing.diagnosis == "dns_servfail" and fine.outcome == "ok", (failing, fine)
@@ -101,9 +110,13 @@ async def test_dns_failing_at_one_store_only(network, ctx):
 
 async def test_demo_network_on_the_real_fleet_addresses_and_ports():
     """start_demo_network as the demo calls it, with the fleet's own rows (moved octet)."""
-    net = await start_demo_network(fleet_rows(OCTET2), dns_port=0, endpoints={
-        "prodssl.protectedtransactions.com": (f"127.{OCTET2}.250.1", [(443, "https")]),
-    })
+    net = await start_demo_network(
+        fleet_rows(OCTET2),
+        dns_port=0,
+        endpoints={
+            "prodssl.protectedtransactions.com": (f"127.{OCTET2}.250.1", [(443, "https")]),
+        },
+    )
     try:
         ctx = net.probe_context()
         r = await run_probe("https", "https://prodssl.protectedtransactions.com/AUTH", {}, 1.0, ctx)

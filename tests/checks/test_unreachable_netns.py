@@ -43,12 +43,15 @@ def _can_unshare() -> bool:
 @pytest.mark.skipif(not _can_unshare(), reason="needs root and unshare -n")
 def test_host_unreachable_in_a_network_namespace():
     shell = (
-        "ip link set lo up && ip route add unreachable 192.0.2.0/24 && "
-        f"exec {sys.executable} -c \"$SCRIPT\""
+        f'ip link set lo up && ip route add unreachable 192.0.2.0/24 && exec {sys.executable} -c "$SCRIPT"'
     )
     done = subprocess.run(
-        ["unshare", "-n", "sh", "-c", shell], capture_output=True, text=True, timeout=30,
-        cwd=ROOT, env={**os.environ, "SCRIPT": SCRIPT, "PYTHONPATH": str(ROOT)},
+        ["unshare", "-n", "sh", "-c", shell],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        cwd=ROOT,
+        env={**os.environ, "SCRIPT": SCRIPT, "PYTHONPATH": str(ROOT)},
     )
     assert done.returncode == 0, done.stderr
     out = json.loads(done.stdout.strip().splitlines()[-1])

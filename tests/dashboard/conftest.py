@@ -12,8 +12,14 @@ from app.dashboard import queries
 def settings(db, tmp_path):
     from app.config import Settings
 
-    return Settings(database_url=db.url, secret_key="test-secret-key", allowed_networks=["127.0.0.0/8"],
-                    dns_nameservers=["127.0.0.1"], dns_port=9, check_timeout_s=1.0)
+    return Settings(
+        database_url=db.url,
+        secret_key="test-secret-key",
+        allowed_networks=["127.0.0.0/8"],
+        dns_nameservers=["127.0.0.1"],
+        dns_port=9,
+        check_timeout_s=1.0,
+    )
 
 
 @pytest.fixture(autouse=True)

@@ -24,8 +24,13 @@ async def import_sample(database: Database) -> None:
 
 
 async def set_terminal_state(
-    database: Database, poiid: str, status: str, *, cloud_state: str | None = None,
-    at: datetime | None = None, diagnosis: str | None = None,
+    database: Database,
+    poiid: str,
+    status: str,
+    *,
+    cloud_state: str | None = None,
+    at: datetime | None = None,
+    diagnosis: str | None = None,
 ) -> None:
     """What the state machine does on a transition: monitor state, change row, terminal row."""
     at = at or utcnow()
@@ -34,8 +39,17 @@ async def set_terminal_state(
         monitors = list(await session.scalars(select(Monitor).where(Monitor.terminal_id == t.id)))
         for m in monitors:
             if m.state != status:
-                session.add(StateChange(monitor_id=m.id, store_id=t.store_id, terminal_id=t.id, at=at,
-                                        from_state=m.state, to_state=status, diagnosis=diagnosis))
+                session.add(
+                    StateChange(
+                        monitor_id=m.id,
+                        store_id=t.store_id,
+                        terminal_id=t.id,
+                        at=at,
+                        from_state=m.state,
+                        to_state=status,
+                        diagnosis=diagnosis,
+                    )
+                )
                 m.state, m.state_since = status, at
                 m.last_diagnosis = diagnosis
         values = {"status": status, "status_since": at, "updated_at": at}
@@ -45,23 +59,30 @@ async def set_terminal_state(
             values["cloud_state"] = cloud_state
         await session.execute(update(Terminal).where(Terminal.id == t.id).values(**values))
         # The store is down while any of its terminals is (as app.monitoring.status derives it).
-        any_down = await session.scalar(select(Terminal.id).where(Terminal.store_id == t.store_id,
-                                                                  Terminal.status == "down").limit(1))
+        any_down = await session.scalar(
+            select(Terminal.id).where(Terminal.store_id == t.store_id, Terminal.status == "down").limit(1)
+        )
         store_status = "down" if any_down else "up"
-        await session.execute(update(Store).where(Store.id == t.store_id, Store.status != store_status)
-                              .values(status=store_status, status_since=at))
+        await session.execute(
+            update(Store)
+            .where(Store.id == t.store_id, Store.status != store_status)
+            .values(status=store_status, status_since=at)
+        )
         await session.commit()
 
 
-async def seed_states(database: Database, *, down: int = 6, unknown: int = 4, now: datetime | None = None) -> dict:
+async def seed_states(
+    database: Database, *, down: int = 6, unknown: int = 4, now: datetime | None = None
+) -> dict:
     """Everything up for a day with some history; then a few terminals down and unknown."""
     now = now or utcnow()
     day_ago = now - timedelta(hours=26)
     async with database.sessionmaker() as session:
         terminals = list(await session.scalars(select(Terminal).order_by(Terminal.id)))
         monitors = list(await session.scalars(select(Monitor)))
-        await session.execute(update(Monitor).values(state="up", state_since=day_ago, last_checked_at=now,
-                                                     last_latency_ms=12.0))
+        await session.execute(
+            update(Monitor).values(state="up", state_since=day_ago, last_checked_at=now, last_latency_ms=12.0)
+        )
         await session.execute(update(Store).values(status="up", status_since=day_ago))
         for t in terminals:
             t.created_at = now - timedelta(days=30)
@@ -74,21 +95,43 @@ async def seed_states(database: Database, *, down: int = 6, unknown: int = 4, no
             if m.terminal_id in first:
                 for i in range(0, 24 * 60, 10):
                     at = now - timedelta(minutes=i)
-                    rows.append({"monitor_id": m.id, "checked_at": at, "due_at": at, "outcome": "ok",
-                                 "latency_ms": 10.0 + (i % 70) / 3, "steps": [], "manual": False})
+                    rows.append(
+                        {
+                            "monitor_id": m.id,
+                            "checked_at": at,
+                            "due_at": at,
+                            "outcome": "ok",
+                            "latency_ms": 10.0 + (i % 70) / 3,
+                            "steps": [],
+                            "manual": False,
+                        }
+                    )
         if rows:
             await session.execute(CheckResult.__table__.insert(), rows)
         t0 = terminals[0]
-        session.add(TerminalEvent(terminal_id=t0.id, at=now - timedelta(days=2), kind="address_changed",
-                                  detail={"old": "127.1.1.9:2000", "new": f"{t0.lan_host}:{t0.lan_port}"},
-                                  source="lan scan"))
+        session.add(
+            TerminalEvent(
+                terminal_id=t0.id,
+                at=now - timedelta(days=2),
+                kind="address_changed",
+                detail={"old": "127.1.1.9:2000", "new": f"{t0.lan_host}:{t0.lan_port}"},
+                source="lan scan",
+            )
+        )
         await session.commit()
     down_poiids = [t.poiid for t in terminals[5 : 5 + down]]
     unknown_poiids = [t.poiid for t in terminals[40 : 40 + unknown]]
     for i, poiid in enumerate(down_poiids):
-        await set_terminal_state(database, poiid, "down", cloud_state=None, at=now - timedelta(minutes=5 + 7 * i),
-                                 diagnosis="tcp_timeout")
+        await set_terminal_state(
+            database,
+            poiid,
+            "down",
+            cloud_state=None,
+            at=now - timedelta(minutes=5 + 7 * i),
+            diagnosis="tcp_timeout",
+        )
     for poiid in unknown_poiids:
-        await set_terminal_state(database, poiid, "unknown", at=now - timedelta(minutes=3),
-                                 diagnosis="provider_unavailable")
+        await set_terminal_state(
+            database, poiid, "unknown", at=now - timedelta(minutes=3), diagnosis="provider_unavailable"
+        )
     return {"down": down_poiids, "unknown": unknown_poiids, "all": [t.poiid for t in terminals]}

@@ -4,6 +4,7 @@ databases; filters, sorting, paging, live polls and Check connection."""
 from __future__ import annotations
 
 import re
+from datetime import UTC
 
 import pytest
 from sqlalchemy import select, update
@@ -32,6 +33,7 @@ async def _id(db: Database, poiid: str) -> int:
 
 
 # --- overview --------------------------------------------------------------------------------
+
 
 async def test_overview_empty_points_to_import(client):
     r = await client.get("/")
@@ -64,8 +66,11 @@ async def test_overview_asks_for_a_provider_account_when_cloud_terminals_need_on
         await s.commit()
     assert "Add a provider account" not in (await client.get("/")).text
     async with db.sessionmaker() as s:
-        await s.execute(update(Terminal).where(Terminal.poiid == fleet["all"][0])
-                        .values(provider="adyen", cloud_enabled=True, integration="cloud"))
+        await s.execute(
+            update(Terminal)
+            .where(Terminal.poiid == fleet["all"][0])
+            .values(provider="adyen", cloud_enabled=True, integration="cloud")
+        )
         await s.commit()
     r = await client.get("/")
     assert 'href="/admin/providers">Add a provider account' in r.text
@@ -73,7 +78,7 @@ async def test_overview_asks_for_a_provider_account_when_cloud_terminals_need_on
 
 async def test_overview_filters_by_region_and_search(client, fleet):
     r = await client.get("/", params={"region": "West"})
-    regions = re.findall(r'</a></th>\s*<td>(\w+)</td>', r.text)
+    regions = re.findall(r"</a></th>\s*<td>(\w+)</td>", r.text)
     assert regions and set(regions) == {"West"}
     r = await client.get("/", params={"q": "s-0003"}, headers=HX)
     assert "S-0003" in r.text and "S-0004" not in r.text
@@ -87,15 +92,23 @@ async def test_overview_live_sends_only_changes(client, db, fleet):
     quiet = await client.get(poll, headers=HX)
     assert quiet.status_code == 200
     assert 'hx-swap-oob="true"' in quiet.text  # the banner slot is always cleared
-    assert not re.search(r'<tr id="s-\d+" hx-swap-oob', quiet.text) and 'id="summary" hx-swap-oob' not in quiet.text
+    assert (
+        not re.search(r'<tr id="s-\d+" hx-swap-oob', quiet.text)
+        and 'id="summary" hx-swap-oob' not in quiet.text
+    )
 
     # An up terminal of a store already down goes down too: counts change, order does not.
     async with db.sessionmaker() as s:
         store_id = await s.scalar(select(Terminal.store_id).where(Terminal.poiid == fleet["down"][0]))
-        other = await s.scalar(select(Terminal.poiid).where(Terminal.store_id == store_id, Terminal.status == "up"))
+        other = await s.scalar(
+            select(Terminal.poiid).where(Terminal.store_id == store_id, Terminal.status == "up")
+        )
     await set_terminal_state(db, other, "down", diagnosis="tcp_refused")
     changed = await client.get(poll, headers=HX)
-    assert f'<tr id="s-{store_id}" hx-swap-oob="true"' in changed.text or 'id="stores-body" hx-swap-oob' in changed.text
+    assert (
+        f'<tr id="s-{store_id}" hx-swap-oob="true"' in changed.text
+        or 'id="stores-body" hx-swap-oob' in changed.text
+    )
     assert 'id="summary" hx-swap-oob="true"' in changed.text
     assert re.search(r'<span class="n">7</span><span class="w">terminals down</span>', changed.text)
 
@@ -110,6 +123,7 @@ async def test_overview_live_reorders_when_a_store_goes_down(client, db, fleet):
 
 # --- store page ------------------------------------------------------------------------------
 
+
 async def test_store_page(client, fleet):
     r = await client.get("/stores/S-0001")
     assert r.status_code == 200 and is_full(r.text)
@@ -123,6 +137,7 @@ async def test_store_page(client, fleet):
 
 
 # --- terminals list --------------------------------------------------------------------------
+
 
 async def test_terminals_list_full_and_fragment(client, fleet):
     r = await client.get("/terminals")
@@ -143,9 +158,17 @@ async def test_terminals_websocket_column_icons_and_text(client, db, fleet):
     async with db.sessionmaker() as s:
         ids = list(await s.scalars(select(Terminal.id).order_by(Terminal.id).limit(3)))
         for i, state in zip(ids, ("connected", "disconnected", "not_enabled")):
-            await s.execute(update(Terminal).where(Terminal.id == i).values(cloud_state=state, cloud_enabled=state != "not_enabled"))
+            await s.execute(
+                update(Terminal)
+                .where(Terminal.id == i)
+                .values(cloud_state=state, cloud_enabled=state != "not_enabled")
+            )
         await s.commit()
-    for state, word in (("connected", "Connected"), ("disconnected", "Disconnected"), ("not_enabled", "Not enabled")):
+    for state, word in (
+        ("connected", "Connected"),
+        ("disconnected", "Disconnected"),
+        ("not_enabled", "Not enabled"),
+    ):
         r = await client.get("/terminals", params={"ws": state})
         assert f'data-ws="{state}"' in r.text
         assert f'aria-label="Websocket: {word}"' in r.text  # words for screen readers, a tooltip for the eye
@@ -154,19 +177,22 @@ async def test_terminals_websocket_column_icons_and_text(client, db, fleet):
     assert len(re.findall(r'<tr id="t-\d+"', r.text)) == 1
 
 
-@pytest.mark.parametrize("params, expect", [
-    ({"status": "down"}, 6),
-    ({"status": "unknown"}, 4),
-    ({"region": "West", "status": "down"}, None),
-    ({"store": "S-0001"}, 4),
-    ({"provider": "ingenico", "per": "200"}, None),
-    ({"model": "A920"}, None),
-    ({"q": "Move5000-203097992"}, 1),
-    ({"q": "move5000\u2011203097992"}, 1),  # a non-breaking hyphen pasted from a PDF
-    ({"q": "203097992"}, 1),  # serial
-    ({"q": "S-0001"}, 4),  # store code
-    ({"q": "zzz-nothing"}, 0),
-])
+@pytest.mark.parametrize(
+    "params, expect",
+    [
+        ({"status": "down"}, 6),
+        ({"status": "unknown"}, 4),
+        ({"region": "West", "status": "down"}, None),
+        ({"store": "S-0001"}, 4),
+        ({"provider": "ingenico", "per": "200"}, None),
+        ({"model": "A920"}, None),
+        ({"q": "Move5000-203097992"}, 1),
+        ({"q": "move5000\u2011203097992"}, 1),  # a non-breaking hyphen pasted from a PDF
+        ({"q": "203097992"}, 1),  # serial
+        ({"q": "S-0001"}, 4),  # store code
+        ({"q": "zzz-nothing"}, 0),
+    ],
+)
 async def test_terminals_filters(client, db, fleet, params, expect):
     r = await client.get("/terminals", params=params, headers=HX)
     assert r.status_code == 200
@@ -228,13 +254,23 @@ async def test_terminals_empty_fleet_points_to_import(client):
 
 # --- terminal detail -------------------------------------------------------------------------
 
+
 async def test_terminal_detail(client, fleet):
     poiid = fleet["all"][0]
     r = await client.get(f"/terminals/{poiid}")
     assert r.status_code == 200 and is_full(r.text)
-    for text in ("About this terminal", "Cloud connection", "Check connection", "Address changes",
-                 "127.1.1.9:2000", "Status, last 24 hours", "Status, last 7 days", "Recent checks",
-                 "State changes", '<polyline class="line"'):
+    for text in (
+        "About this terminal",
+        "Cloud connection",
+        "Check connection",
+        "Address changes",
+        "127.1.1.9:2000",
+        "Status, last 24 hours",
+        "Status, last 7 days",
+        "Recent checks",
+        "State changes",
+        '<polyline class="line"',
+    ):
         assert text in r.text, text
     f = await client.get(f"/terminals/{poiid}", headers=HX)
     assert f.status_code == 200 and not is_full(f.text) and "About this terminal" in f.text
@@ -266,10 +302,17 @@ async def test_check_connection_reports_disconnected_with_diagnosis(client, db, 
         sock.bind(("127.0.0.1", 0))
         closed = sock.getsockname()[1]
     async with db.sessionmaker() as s:
-        t = (await s.execute(select(Terminal.id, Terminal.poiid).join(Store)
-                             .where(Store.code == "S-0002", Terminal.status == "up"))).first()
+        t = (
+            await s.execute(
+                select(Terminal.id, Terminal.poiid)
+                .join(Store)
+                .where(Store.code == "S-0002", Terminal.status == "up")
+            )
+        ).first()
         poiid = t.poiid
-        await s.execute(update(Monitor).where(Monitor.terminal_id == t.id).values(target=f"127.0.0.1:{closed}"))
+        await s.execute(
+            update(Monitor).where(Monitor.terminal_id == t.id).values(target=f"127.0.0.1:{closed}")
+        )
         await s.commit()
     r = await client.post(f"/terminals/{poiid}/check", headers=HX)
     assert r.status_code == 200
@@ -290,6 +333,7 @@ async def test_check_connection_unknown_terminal(client, fleet):
 
 # --- database down ---------------------------------------------------------------------------
 
+
 async def test_database_down_shows_a_banner(settings):
     import httpx
 
@@ -309,8 +353,14 @@ async def test_database_down_shows_a_banner(settings):
 async def test_check_connection_could_not_check_says_why(client, db, fleet):
     # A terminal with nothing to check (no LAN address, no cloud, store without network profile).
     async with db.sessionmaker() as s:
-        t = (await s.execute(select(Terminal.id, Terminal.poiid).join(Store)
-                             .where(Store.code == "S-0002").order_by(Terminal.id))).first()
+        t = (
+            await s.execute(
+                select(Terminal.id, Terminal.poiid)
+                .join(Store)
+                .where(Store.code == "S-0002")
+                .order_by(Terminal.id)
+            )
+        ).first()
         await s.execute(Monitor.__table__.delete().where(Monitor.terminal_id == t.id))
         await s.commit()
     r = await client.post(f"/terminals/{t.poiid}/check", headers=HX)
@@ -320,24 +370,47 @@ async def test_check_connection_could_not_check_says_why(client, db, fleet):
 
 
 def test_report_text_is_plain_evidence():
-    from datetime import datetime, timezone
+    from datetime import datetime
 
     from app.dashboard.checkview import from_report
 
     report = {
-        "poiid": "A920-1", "store_code": "S-0007", "verdict": "disconnected", "duration_ms": 5012.3,
-        "checked_at": datetime(2026, 1, 2, 3, 4, 5, tzinfo=timezone.utc),
+        "poiid": "A920-1",
+        "store_code": "S-0007",
+        "verdict": "disconnected",
+        "duration_ms": 5012.3,
+        "checked_at": datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC),
         "checks": [
-            {"kind": "dns", "target": "temterminalsnar01.icloud.ingenico.com", "scope": "store network",
-             "outcome": "ok", "latency_ms": 2.1, "steps": [{"step": "resolve", "ok": True, "ms": 2.1, "detail": "A 10.0.0.1"}]},
-            {"kind": "tcp", "target": "temterminalsnar01.icloud.ingenico.com:7003", "scope": "store network",
-             "outcome": "fail", "latency_ms": None, "detail": "timed out",
-             "steps": [{"step": "connect", "ok": False, "ms": 5000.0, "detail": "timed out"}],
-             "diagnosis": {"code": "tcp_timeout", "title": "Connection timed out (filtered)",
-                           "cause": "Port 7003 is filtered.", "fix": "Allow outbound TCP 7003."}},
+            {
+                "kind": "dns",
+                "target": "temterminalsnar01.icloud.ingenico.com",
+                "scope": "store network",
+                "outcome": "ok",
+                "latency_ms": 2.1,
+                "steps": [{"step": "resolve", "ok": True, "ms": 2.1, "detail": "A 10.0.0.1"}],
+            },
+            {
+                "kind": "tcp",
+                "target": "temterminalsnar01.icloud.ingenico.com:7003",
+                "scope": "store network",
+                "outcome": "fail",
+                "latency_ms": None,
+                "detail": "timed out",
+                "steps": [{"step": "connect", "ok": False, "ms": 5000.0, "detail": "timed out"}],
+                "diagnosis": {
+                    "code": "tcp_timeout",
+                    "title": "Connection timed out (filtered)",
+                    "cause": "Port 7003 is filtered.",
+                    "fix": "Allow outbound TCP 7003.",
+                },
+            },
         ],
-        "diagnosis": {"code": "tcp_timeout", "title": "Connection timed out (filtered)",
-                      "cause": "Port 7003 is filtered.", "fix": "Allow outbound TCP 7003."},
+        "diagnosis": {
+            "code": "tcp_timeout",
+            "title": "Connection timed out (filtered)",
+            "cause": "Port 7003 is filtered.",
+            "fix": "Allow outbound TCP 7003.",
+        },
     }
     view = from_report(report, "A920-1")
     text = view.report_text()
@@ -354,8 +427,11 @@ async def test_a_terminal_down_because_of_its_store_network_says_so(client, db, 
     async with db.sessionmaker() as s:
         store_id = await s.scalar(select(Store.id).where(Store.code == "S-0001"))
         await s.execute(update(Monitor).where(Monitor.store_id == store_id).values(state="up"))
-        await s.execute(update(Monitor).where(Monitor.store_id == store_id, Monitor.terminal_id.is_(None),
-                                              Monitor.target.like("%:7003")).values(state="down"))
+        await s.execute(
+            update(Monitor)
+            .where(Monitor.store_id == store_id, Monitor.terminal_id.is_(None), Monitor.target.like("%:7003"))
+            .values(state="down")
+        )
         await s.execute(update(Terminal).where(Terminal.store_id == store_id).values(status="down"))
         await s.commit()
     r = await client.get("/terminals", params={"store": "S-0001"}, headers=HX)

@@ -18,8 +18,13 @@ POIID = "P400-111222333"
 
 def termpulse(db, *args):
     env = {**os.environ, "TERMPULSE_DATABASE_URL": db.url}
-    return subprocess.run([sys.executable, "-m", "app.cli", "export", *args], capture_output=True, text=True,
-                          env=env, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "app.cli", "export", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
 
 
 @pytest.fixture
@@ -43,14 +48,21 @@ def _sections(text: str) -> tuple[list[dict], list[dict]]:
 
 
 async def test_cli_csv_to_stdout(fleet):
-    done = termpulse(fleet, "--scope", "store", "--id", "S-7001", "--from", "2025-03-04", "--to", "2025-03-05")
+    done = termpulse(
+        fleet, "--scope", "store", "--id", "S-7001", "--from", "2025-03-04", "--to", "2025-03-05"
+    )
     assert done.returncode == 0, done.stderr
     summary, days = _sections(done.stdout)
     by_poiid = {r["poiid"]: r for r in summary}
     assert set(by_poiid) == {POIID, "P400-111222444"}
     r1 = by_poiid[POIID]
     assert (r1["from"], r1["to"], r1["down_s"], r1["outages"], r1["longest_outage_s"]) == (
-        "2025-03-04", "2025-03-05", "5400.0", "1", "5400.0")
+        "2025-03-04",
+        "2025-03-05",
+        "5400.0",
+        "1",
+        "5400.0",
+    )
     assert float(r1["up_s"]) == 2 * 86400 - 5400
     assert float(r1["uptime_pct"]) == pytest.approx(100 * (1 - 5400 / 172800), abs=1e-3)
     r2 = by_poiid["P400-111222444"]
@@ -65,8 +77,19 @@ async def test_cli_xlsx(fleet, tmp_path):
     from openpyxl import load_workbook
 
     out = tmp_path / "fleet.xlsx"
-    done = termpulse(fleet, "--scope", "fleet", "--from", "2025-03-04", "--to", "2025-03-04", "--format", "xlsx",
-                     "-o", str(out))
+    done = termpulse(
+        fleet,
+        "--scope",
+        "fleet",
+        "--from",
+        "2025-03-04",
+        "--to",
+        "2025-03-04",
+        "--format",
+        "xlsx",
+        "-o",
+        str(out),
+    )
     assert done.returncode == 0, done.stderr
     wb = load_workbook(out)
     assert wb.sheetnames == ["Summary", "Per day", "About"]
@@ -76,7 +99,12 @@ async def test_cli_xlsx(fleet, tmp_path):
     by_poiid = {r[0]: dict(zip(head, r)) for r in rows[1:]}
     assert len(by_poiid) == 3
     r1 = by_poiid[POIID]
-    assert (r1["down_s"], r1["outages"], r1["store_code"], r1["timezone"]) == (5400, 1, "S-7001", "Europe/Paris")
+    assert (r1["down_s"], r1["outages"], r1["store_code"], r1["timezone"]) == (
+        5400,
+        1,
+        "S-7001",
+        "Europe/Paris",
+    )
     assert r1["uptime_pct"] == pytest.approx(100 * (1 - 5400 / 86400), abs=1e-3)
     assert by_poiid["P400-999"]["store_code"] == "'=S-7002"  # not a formula
     days = list(wb["Per day"].iter_rows(values_only=True))
@@ -85,14 +113,26 @@ async def test_cli_xlsx(fleet, tmp_path):
 
 async def test_cli_bad_input_exit_2(fleet, tmp_path):
     cases = [
-        (("--scope", "store", "--id", "S-0404", "--from", "2025-03-04", "--to", "2025-03-05"), "No store with code"),
-        (("--scope", "terminal", "--id", "NOPE-1", "--from", "2025-03-04", "--to", "2025-03-05"), "No terminal"),
+        (
+            ("--scope", "store", "--id", "S-0404", "--from", "2025-03-04", "--to", "2025-03-05"),
+            "No store with code",
+        ),
+        (
+            ("--scope", "terminal", "--id", "NOPE-1", "--from", "2025-03-04", "--to", "2025-03-05"),
+            "No terminal",
+        ),
         (("--scope", "store", "--id", "S-7001", "--from", "2025-02-30", "--to", "2025-03-05"), "--from"),
-        (("--scope", "store", "--id", "S-7001", "--from", "2025-03-05", "--to", "2025-03-04"), "before the start"),
+        (
+            ("--scope", "store", "--id", "S-7001", "--from", "2025-03-05", "--to", "2025-03-04"),
+            "before the start",
+        ),
         (("--scope", "store", "--id", "S-7001", "--from", "2025-03-04"), "--to"),
         (("--scope", "store", "--from", "2025-03-04", "--to", "2025-03-05"), "Enter a store code"),
         (("--from", "2025-03-04", "--to", "2025-03-05", "--format", "xlsx"), "-o FILE"),
-        (("--from", "2025-03-04", "--to", "2025-03-05", "-o", str(tmp_path / "no" / "x.csv")), "does not exist"),
+        (
+            ("--from", "2025-03-04", "--to", "2025-03-05", "-o", str(tmp_path / "no" / "x.csv")),
+            "does not exist",
+        ),
     ]
     for args, message in cases:
         done = termpulse(fleet, *args)
@@ -102,25 +142,45 @@ async def test_cli_bad_input_exit_2(fleet, tmp_path):
 
 
 async def test_page_api_and_downloads(fleet, client):
-    page = await client.get("/history", params={"scope": "store", "id": "s-7001", "period": "custom",
-                                                "from": "2025-03-04", "to": "2025-03-04"})
+    page = await client.get(
+        "/history",
+        params={
+            "scope": "store",
+            "id": "s-7001",
+            "period": "custom",
+            "from": "2025-03-04",
+            "to": "2025-03-04",
+        },
+    )
     assert page.status_code == 200
-    assert "S-7001" in page.text and "Download CSV" in page.text and "<svg class=\"hist-bars\"" in page.text
+    assert "S-7001" in page.text and "Download CSV" in page.text and '<svg class="hist-bars"' in page.text
     assert POIID in page.text  # the breakdown lists the store's terminals
     fleet_page = await client.get("/history")  # last 24 h of the fleet: nothing observed then, still a page
     assert fleet_page.status_code == 200
 
-    api = await client.get("/api/v1/uptime", params={"scope": "terminal", "id": POIID, "from": "2025-03-04",
-                                                     "to": "2025-03-04"})
+    api = await client.get(
+        "/api/v1/uptime", params={"scope": "terminal", "id": POIID, "from": "2025-03-04", "to": "2025-03-04"}
+    )
     assert api.status_code == 200
     body = api.json()
     assert body["total"]["down_s"] == 5400 and body["total"]["outages"] == 1
     assert [d["date"] for d in body["days"]] == ["2025-03-04"]
-    region = (await client.get("/api/v1/uptime", params={"scope": "region", "id": "north", "from": "2025-03-04",
-                                                         "to": "2025-03-05"})).json()
+    region = (
+        await client.get(
+            "/api/v1/uptime",
+            params={"scope": "region", "id": "north", "from": "2025-03-04", "to": "2025-03-05"},
+        )
+    ).json()
     assert region["total"]["terminals"] == 2 and region["groups"][0]["id"] == "S-7001"
 
-    q = {"scope": "store", "id": "S-7001", "period": "custom", "from": "2025-03-04", "to": "2025-03-04", "by": "store"}
+    q = {
+        "scope": "store",
+        "id": "S-7001",
+        "period": "custom",
+        "from": "2025-03-04",
+        "to": "2025-03-04",
+        "by": "store",
+    }
     got = await client.get("/history/export.csv", params=q)
     assert got.status_code == 200 and got.headers["content-type"].startswith("text/csv")
     assert 'filename="uptime_S-7001' in got.headers["content-disposition"]
@@ -130,16 +190,19 @@ async def test_page_api_and_downloads(fleet, client):
     assert xlsx.status_code == 200 and xlsx.content[:2] == b"PK"
 
 
-@pytest.mark.parametrize("params, field, message", [
-    ({"scope": "store", "id": "S-0404"}, "id", "No store with code"),
-    ({"scope": "terminal", "id": "X-1"}, "id", "No terminal with POIID"),
-    ({"period": "custom", "from": "2025-13-01", "to": "2025-03-01"}, "from", "is not a date"),
-    ({"period": "custom", "from": "2025-03-05", "to": "2025-03-01"}, "to", "before the start"),
-    ({"period": "custom", "from": "", "to": ""}, "from", "Enter the start date"),
-    ({"period": "yesterday"}, "period", "Unknown period"),
-    ({"scope": "galaxy"}, "scope", "Unknown scope"),
-    ({"scope": "region", "id": "Atlantis"}, "id", "No store is in region"),
-])
+@pytest.mark.parametrize(
+    "params, field, message",
+    [
+        ({"scope": "store", "id": "S-0404"}, "id", "No store with code"),
+        ({"scope": "terminal", "id": "X-1"}, "id", "No terminal with POIID"),
+        ({"period": "custom", "from": "2025-13-01", "to": "2025-03-01"}, "from", "is not a date"),
+        ({"period": "custom", "from": "2025-03-05", "to": "2025-03-01"}, "to", "before the start"),
+        ({"period": "custom", "from": "", "to": ""}, "from", "Enter the start date"),
+        ({"period": "yesterday"}, "period", "Unknown period"),
+        ({"scope": "galaxy"}, "scope", "Unknown scope"),
+        ({"scope": "region", "id": "Atlantis"}, "id", "No store is in region"),
+    ],
+)
 async def test_bad_input_is_4xx_with_the_message_by_the_field(fleet, client, params, field, message):
     page = await client.get("/history", params=params)
     assert page.status_code == 422

@@ -6,15 +6,24 @@ from datetime import date, timedelta
 
 import pytest
 
-from app.history.uptime import (Period, combined_segments, report, tally, terminal_timeline, terminal_uptimes,
-                                uptime_for_terminals)
+from app.history.uptime import (
+    Period,
+    combined_segments,
+    report,
+    tally,
+    terminal_timeline,
+    terminal_uptimes,
+    uptime_for_terminals,
+)
 from tests.history.helpers import at, monitor, store, terminal, terminal_info
 
 
 async def figures(db, tid, start, end, *, per_day=False):
     t = await terminal_info(db, tid)
     async with db.sessionmaker() as s:
-        (u,) = await uptime_for_terminals(s, [t], Period.rolling(start, end), per_day=per_day, now=end + timedelta(days=1))
+        (u,) = await uptime_for_terminals(
+            s, [t], Period.rolling(start, end), per_day=per_day, now=end + timedelta(days=1)
+        )
     return u
 
 
@@ -26,11 +35,20 @@ def test_combined_segments_and_tally():
     assert segs == [(0.0, 10.0, "up"), (10.0, 20.0, "down"), (20.0, 30.0, "unknown"), (30.0, 40.0, "up")]
     total, days = tally(segs, [0.0, 15.0, 40.0])
     assert (total.up, total.down, total.unknown, total.outages, total.longest_outage) == (20, 10, 10, 1, 10)
-    assert (days[0].down, days[0].outages, days[1].down, days[1].outages, days[1].longest_outage) == (5, 1, 5, 1, 5)
+    assert (days[0].down, days[0].outages, days[1].down, days[1].outages, days[1].longest_outage) == (
+        5,
+        1,
+        5,
+        1,
+        5,
+    )
     # maintenance beats down (the live status rule), all paused is paused, nothing known is not counted
     segs = combined_segments([("maintenance", []), ("down", [])], 0.0, 5.0)
     assert segs == [(0.0, 5.0, "paused")]
-    assert combined_segments([("none", [(3.0, "down")])], 0.0, 5.0) == [(0.0, 3.0, "none"), (3.0, 5.0, "down")]
+    assert combined_segments([("none", [(3.0, "down")])], 0.0, 5.0) == [
+        (0.0, 3.0, "none"),
+        (3.0, 5.0, "down"),
+    ]
     assert tally([(0.0, 3.0, "none")])[0].observed == 0
 
 
@@ -38,9 +56,22 @@ async def test_exact_seconds_with_a_change_before_the_window(db):
     s = await store(db)
     t = await terminal(db, s)
     # down since long before the window, up 30 min into it, unknown 1 h-1 h 20, down 2 h-2 h 05, paused 3 h-3 h 30
-    await monitor(db, s, t, [(at(-5), "down"), (at(0, 30), "up"), (at(1), "unknown"), (at(1, 20), "up"),
-                             (at(2), "down"), (at(2, 5), "up"), (at(3), "paused"), (at(3, 30), "up"),
-                             (at(5), "down")])
+    await monitor(
+        db,
+        s,
+        t,
+        [
+            (at(-5), "down"),
+            (at(0, 30), "up"),
+            (at(1), "unknown"),
+            (at(1, 20), "up"),
+            (at(2), "down"),
+            (at(2, 5), "up"),
+            (at(3), "paused"),
+            (at(3, 30), "up"),
+            (at(5), "down"),
+        ],
+    )
     u = await figures(db, t, at(0), at(4))
     f = u.total
     assert f.down == 35 * 60  # 30 min (from before the window) + 5 min
@@ -72,8 +103,12 @@ async def test_unknown_is_reported_apart_and_never_down(db):
 async def test_paused_and_maintenance_are_excluded(db):
     s = await store(db)
     t = await terminal(db, s)
-    await monitor(db, s, t, [(at(-1), "up"), (at(1), "paused"), (at(2), "down"), (at(3), "maintenance"),
-                             (at(3, 30), "up")])
+    await monitor(
+        db,
+        s,
+        t,
+        [(at(-1), "up"), (at(1), "paused"), (at(2), "down"), (at(3), "maintenance"), (at(3, 30), "up")],
+    )
     f = (await figures(db, t, at(0), at(4))).total
     assert (f.up, f.down, f.paused) == (5400, 3600, 5400)
     assert f.uptime == pytest.approx(5400 / 9000)
@@ -99,8 +134,10 @@ async def test_store_network_down_counts_for_each_of_its_terminals(db):
         rep = await report(ses, "store", s, Period.rolling(at(0), at(4)), now=at(24))
         fleet = await report(ses, "fleet", None, Period.rolling(at(0), at(4)), now=at(24))
     assert rep.total.terminals == 2 and rep.total.down == 9000 and rep.total.outages == 2
-    assert {g[0]: g[2].down for g in rep.groups} == {(await terminal_info(db, t1)).poiid: 5400,
-                                                    (await terminal_info(db, t2)).poiid: 3600}
+    assert {g[0]: g[2].down for g in rep.groups} == {
+        (await terminal_info(db, t1)).poiid: 5400,
+        (await terminal_info(db, t2)).poiid: 3600,
+    }
     assert fleet.total.terminals == 3 and fleet.total.up == 3 * 4 * 3600 - 9000
     assert fleet.total.uptime == pytest.approx((3 * 4 * 3600 - 9000) / (3 * 4 * 3600))
 
@@ -158,7 +195,9 @@ async def test_daylight_saving_day_is_23_hours(db):
     t = await terminal(db, s)
     await monitor(db, s, t, [(at(-30), "up")])
     async with db.sessionmaker() as ses:
-        rep = await report(ses, "terminal", t, Period.dates(date(2025, 3, 29), date(2025, 3, 31)), now=at(24 * 40))
+        rep = await report(
+            ses, "terminal", t, Period.dates(date(2025, 3, 29), date(2025, 3, 31)), now=at(24 * 40)
+        )
     assert [f.observed for _d, f in rep.days] == [86400, 23 * 3600, 86400]
 
 

@@ -24,9 +24,18 @@ async def test_list_filter_and_paginate(db, client):
 
 async def test_terminal_crud_with_normalisation(db, client):
     await load_sample(db)
-    body = {"store_code": "S-0004", "poiid": "P400Plus\u2011999", "model": "P400Plus", "serial": "999",
-            "provider": "adyen", "integration": "both", "lan_host": "127.1.4.9", "local_api": "adyen_local",
-            "mac": "02-00-00-04-09-AA", "cloud_enabled": True}
+    body = {
+        "store_code": "S-0004",
+        "poiid": "P400Plus\u2011999",
+        "model": "P400Plus",
+        "serial": "999",
+        "provider": "adyen",
+        "integration": "both",
+        "lan_host": "127.1.4.9",
+        "local_api": "adyen_local",
+        "mac": "02-00-00-04-09-AA",
+        "cloud_enabled": True,
+    }
     created = await client.post("/api/v1/terminals", json=body)
     assert created.status_code == 201, created.text
     assert created.json()["poiid"] == "P400Plus-999" and created.json()["mac"] == "02:00:00:04:09:aa"
@@ -37,7 +46,9 @@ async def test_terminal_crud_with_normalisation(db, client):
 
     moved = await client.put("/api/v1/terminals/P400Plus-999", json={**body, "store_code": "S-0005"})
     assert moved.status_code == 200 and moved.json()["store_code"] == "S-0005"
-    assert (await client.put("/api/v1/terminals/P400Plus-999", json={**body, "store_code": "S-9999"})).status_code == 409
+    assert (
+        await client.put("/api/v1/terminals/P400Plus-999", json={**body, "store_code": "S-9999"})
+    ).status_code == 409
 
     assert (await client.get("/api/v1/terminals/P400Plus\u2013999")).status_code == 200  # any dash finds it
     assert (await client.delete("/api/v1/terminals/P400Plus-999")).status_code == 204
@@ -45,20 +56,35 @@ async def test_terminal_crud_with_normalisation(db, client):
 
 
 async def test_bad_input_is_4xx_with_reason(db, client):
-    bad = await client.post("/api/v1/terminals", json={"store_code": "S-1", "poiid": "x", "integration": "local",
-                                                        "local_api": "tcp", "lan_host": "127.0.0.1", "lan_port": 70000})
+    bad = await client.post(
+        "/api/v1/terminals",
+        json={
+            "store_code": "S-1",
+            "poiid": "x",
+            "integration": "local",
+            "local_api": "tcp",
+            "lan_host": "127.0.0.1",
+            "lan_port": 70000,
+        },
+    )
     assert bad.status_code == 422
     assert any(e["loc"][-1] == "lan_port" for e in bad.json()["detail"])
     assert (await client.get("/api/v1/stores", params={"per_page": 0})).status_code == 422
     assert (await client.get("/api/v1/stores/NOPE")).status_code == 404
-    assert (await client.post("/api/v1/stores", content=b"{not json", headers={"content-type": "application/json"})).status_code == 422
+    assert (
+        await client.post(
+            "/api/v1/stores", content=b"{not json", headers={"content-type": "application/json"}
+        )
+    ).status_code == 422
 
 
 async def test_store_delete_refused_while_it_has_terminals(db, client):
     await load_sample(db)
     refused = await client.delete("/api/v1/stores/S-0001")
     assert refused.status_code == 409 and "4 terminal(s)" in refused.json()["detail"]["reason"]
-    created = await client.post("/api/v1/stores", json={"code": "S-NEW", "name": "New", "network_profile": "adyen-cloud"})
+    created = await client.post(
+        "/api/v1/stores", json={"code": "S-NEW", "name": "New", "network_profile": "adyen-cloud"}
+    )
     assert created.status_code == 201
     renamed = await client.put("/api/v1/stores/S-NEW", json={"code": "S-NEWER", "name": "Newer"})
     assert renamed.json()["code"] == "S-NEWER"

@@ -43,20 +43,27 @@ async def test_every_bad_row_is_reported_and_nothing_written(db):
     stores = b"code,name,region,timezone,network_profile\nS-1,One,N,Europe/London,mixed\nS-2,,N,Nowhere/Land,\nS-1,Dup,N,UTC,\n"
     terminals = (
         "store_code,poiid,integration,lan_host,lan_port,local_api,mac,cloud_enabled\n"
-        "S-1,A\u20111,cloud,,,,,yes\n"          # fine (dash normalised)
-        "S-1,A-1,cloud,,,,,yes\n"               # duplicate of line 2 after normalisation
+        "S-1,A\u20111,cloud,,,,,yes\n"  # fine (dash normalised)
+        "S-1,A-1,cloud,,,,,yes\n"  # duplicate of line 2 after normalisation
         "S-9,B-1,local,127.0.0.1,99999,tcp,,no\n"  # bad port (and unknown store)
-        "S-9,C-1,cloud,,,,,no\n"                # unknown store
-        "S-1,D-1,local,,,tcp,zz,maybe\n"        # missing host, bad MAC, bad yes/no
+        "S-9,C-1,cloud,,,,,no\n"  # unknown store
+        "S-1,D-1,local,,,tcp,zz,maybe\n"  # missing host, bad MAC, bad yes/no
     ).encode()
     with pytest.raises(ImportFailed) as failed:
         await run_import(db, [("stores.csv", stores), ("terminals.csv", terminals)])
     found = {(e.file, e.line, e.column) for e in failed.value.errors}
     assert found == {
-        ("stores.csv", 3, "name"), ("stores.csv", 3, "timezone"), ("stores.csv", 4, "code"),
-        ("terminals.csv", 3, "poiid"), ("terminals.csv", 4, "lan_port"), ("terminals.csv", 4, "store_code"),
-        ("terminals.csv", 5, "store_code"), ("terminals.csv", 6, "mac"), ("terminals.csv", 6, "cloud_enabled"),
-        ("terminals.csv", 6, "lan_host"), ("terminals.csv", 6, "lan_port"),  # checked although the row had others
+        ("stores.csv", 3, "name"),
+        ("stores.csv", 3, "timezone"),
+        ("stores.csv", 4, "code"),
+        ("terminals.csv", 3, "poiid"),
+        ("terminals.csv", 4, "lan_port"),
+        ("terminals.csv", 4, "store_code"),
+        ("terminals.csv", 5, "store_code"),
+        ("terminals.csv", 6, "mac"),
+        ("terminals.csv", 6, "cloud_enabled"),
+        ("terminals.csv", 6, "lan_host"),
+        ("terminals.csv", 6, "lan_port"),  # checked although the row had others
     }
     assert "already appears at terminals.csv:2" in str(failed.value.errors[3])
     assert await count(db, Store) == 0 and await count(db, Terminal) == 0
@@ -80,8 +87,13 @@ async def test_spreadsheet_formats_bom_crlf_semicolons_quotes(db):
 
 async def test_not_utf8_and_missing_columns_are_named(db):
     with pytest.raises(ImportFailed) as failed:
-        await run_import(db, [("latin1.csv", "code,name\nS-1,Caf\xe9\n".encode("latin-1")),
-                              ("t.csv", b"poiid,model\nX-1,M\n")])
+        await run_import(
+            db,
+            [
+                ("latin1.csv", "code,name\nS-1,Caf\xe9\n".encode("latin-1")),
+                ("t.csv", b"poiid,model\nX-1,M\n"),
+            ],
+        )
     messages = [str(e) for e in failed.value.errors]
     assert messages[0].startswith("latin1.csv:2: file is not UTF-8")
     assert "store_code" in messages[1] and "required column missing" in messages[1]
@@ -109,19 +121,32 @@ async def test_monitors_follow_integration_and_profile(db):
     await run_import(db, sample_files())
     async with db.sessionmaker() as session:
         kinds = dict((await session.execute(select(Monitor.kind, func.count()).group_by(Monitor.kind))).all())
-        ingenico_store = await session.scalar(select(Store).where(Store.network_profile == "fullsteam-ingenico"))
-        targets = set(await session.scalars(select(Monitor.target).where(
-            Monitor.store_id == ingenico_store.id, Monitor.terminal_id.is_(None))))
+        ingenico_store = await session.scalar(
+            select(Store).where(Store.network_profile == "fullsteam-ingenico")
+        )
+        targets = set(
+            await session.scalars(
+                select(Monitor.target).where(
+                    Monitor.store_id == ingenico_store.id, Monitor.terminal_id.is_(None)
+                )
+            )
+        )
         phases = set(await session.scalars(select(Monitor.phase_ms)))
     assert set(kinds) == {"cloud", "dns", "tcp", "paynt_epos", "tls"}
-    assert targets == {"prodssl.protectedtransactions.com", "prodssl.protectedtransactions.com:443",
-                       "temterminalsnar01.icloud.ingenico.com", "temterminalsnar01.icloud.ingenico.com:7003"}
+    assert targets == {
+        "prodssl.protectedtransactions.com",
+        "prodssl.protectedtransactions.com:443",
+        "temterminalsnar01.icloud.ingenico.com",
+        "temterminalsnar01.icloud.ingenico.com:7003",
+    }
     assert len(phases) > 400  # spread over the interval, not all at second 0
 
 
 async def test_cloud_state_is_set_from_the_inventory(db):
     await run_import(db, sample_files())
     async with db.sessionmaker() as session:
-        rows = (await session.execute(select(Terminal.integration, Terminal.cloud_enabled, Terminal.cloud_state))).all()
+        rows = (
+            await session.execute(select(Terminal.integration, Terminal.cloud_enabled, Terminal.cloud_state))
+        ).all()
     for integration, enabled, state in rows:
         assert state == ("unknown" if integration != "local" and enabled else "not_enabled")

@@ -24,31 +24,68 @@ async def test_lists_are_pages_or_fragments(db, client):
 
 async def test_form_errors_are_shown_next_to_fields(db, client):
     await load_sample(db)
-    response = await client.post("/admin/terminals/new", headers=HX, data={
-        "store_code": "S-0001", "poiid": "Move5000-203097992", "integration": "local", "local_api": "tcp",
-        "lan_host": "127.1.1.1", "lan_port": "2000", "provider": "ingenico"})
-    assert response.status_code == 422 and 'id="e-poiid"' in response.text and "already exists" in response.text
-    response = await client.post("/admin/terminals/new", headers=HX, data={
-        "store_code": "S-0001", "poiid": "New-1", "integration": "local", "local_api": "tcp",
-        "lan_host": "300.1.1.1", "lan_port": "abc", "provider": "ingenico"})
+    response = await client.post(
+        "/admin/terminals/new",
+        headers=HX,
+        data={
+            "store_code": "S-0001",
+            "poiid": "Move5000-203097992",
+            "integration": "local",
+            "local_api": "tcp",
+            "lan_host": "127.1.1.1",
+            "lan_port": "2000",
+            "provider": "ingenico",
+        },
+    )
+    assert (
+        response.status_code == 422 and 'id="e-poiid"' in response.text and "already exists" in response.text
+    )
+    response = await client.post(
+        "/admin/terminals/new",
+        headers=HX,
+        data={
+            "store_code": "S-0001",
+            "poiid": "New-1",
+            "integration": "local",
+            "local_api": "tcp",
+            "lan_host": "300.1.1.1",
+            "lan_port": "abc",
+            "provider": "ingenico",
+        },
+    )
     assert 'id="e-lan_host"' in response.text and 'id="e-lan_port"' in response.text
-    response = await client.post("/admin/terminals/new", headers=HX, data={
-        "store_code": "S-0001", "poiid": "bad id", "integration": "local", "local_api": "tcp", "lan_port": "70000",
-        "provider": "ingenico"})
+    response = await client.post(
+        "/admin/terminals/new",
+        headers=HX,
+        data={
+            "store_code": "S-0001",
+            "poiid": "bad id",
+            "integration": "local",
+            "local_api": "tcp",
+            "lan_port": "70000",
+            "provider": "ingenico",
+        },
+    )
     # the missing address is named in the same answer as the field errors, not after they are fixed
     assert 'id="e-poiid"' in response.text and "required when local_api is tcp" in response.text
 
 
 async def test_create_edit_delete_through_pages(db, client):
     await load_sample(db)
-    created = await client.post("/admin/stores/new", headers=HX, data={"code": "S-0100", "name": "Leeds", "timezone": "Europe/London"})
+    created = await client.post(
+        "/admin/stores/new", headers=HX, data={"code": "S-0100", "name": "Leeds", "timezone": "Europe/London"}
+    )
     assert created.status_code == 204 and created.headers["HX-Redirect"].startswith("/admin/stores")
-    edited = await client.post("/admin/stores/S-0100/edit", data={"code": "S-0100", "name": "Leeds Central", "timezone": "UTC"})
+    edited = await client.post(
+        "/admin/stores/S-0100/edit", data={"code": "S-0100", "name": "Leeds Central", "timezone": "UTC"}
+    )
     assert edited.status_code == 303
     async with db.sessionmaker() as session:
         assert await session.scalar(select(Store.name).where(Store.code == "S-0100")) == "Leeds Central"
     refused = await client.post("/admin/stores/S-0001/delete", headers=HX)
-    assert refused.status_code == 409 and "still has 4 terminal" in refused.text and "<html" not in refused.text
+    assert (
+        refused.status_code == 409 and "still has 4 terminal" in refused.text and "<html" not in refused.text
+    )
     assert (await client.post("/admin/terminals/Move5000-203097992/delete", headers=HX)).status_code == 204
     assert (await client.post("/admin/stores/S-0100/delete", headers=HX)).status_code == 204
     assert (await client.get("/admin/terminals/Nope-1/edit")).status_code == 404
@@ -71,7 +108,9 @@ async def test_import_preview_then_commit(db, client):
 
 async def test_import_errors_listed_on_the_page(db, client):
     bad = b"code,name,timezone\nS-1,One,UTC\nS-2,,Mars/Base\n"
-    response = await client.post("/admin/import/preview", files=[("files", ("stores.csv", bad, "text/csv"))], headers=HX)
+    response = await client.post(
+        "/admin/import/preview", files=[("files", ("stores.csv", bad, "text/csv"))], headers=HX
+    )
     assert response.status_code == 422
     assert "Nothing was imported" in response.text and "Mars/Base" in response.text
     assert response.text.count("<tr><td>stores.csv</td>") == 2  # name and timezone, both on line 3

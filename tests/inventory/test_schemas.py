@@ -21,18 +21,30 @@ def _errors(model, **data) -> dict:
 
 
 def test_terminal_errors_name_their_column():
-    errors = _errors(TerminalIn, store_code="S-1", poiid="A-1", integration="local", local_api="tcp",
-                     lan_host="not a host", lan_port="99999", mac="xyz", cloud_enabled="maybe")
+    errors = _errors(
+        TerminalIn,
+        store_code="S-1",
+        poiid="A-1",
+        integration="local",
+        local_api="tcp",
+        lan_host="not a host",
+        lan_port="99999",
+        mac="xyz",
+        cloud_enabled="maybe",
+    )
     assert set(errors) == {"lan_host", "lan_port", "mac", "cloud_enabled"}
 
 
 def test_local_api_needs_an_address():
-    assert _errors(TerminalIn, store_code="S-1", poiid="A-1", integration="local", local_api="paynt_epos") == {
-        "lan_host": "required when local_api is paynt_epos"}
+    assert _errors(
+        TerminalIn, store_code="S-1", poiid="A-1", integration="local", local_api="paynt_epos"
+    ) == {"lan_host": "required when local_api is paynt_epos"}
 
 
 def test_adyen_local_defaults_to_port_8443():
-    t = TerminalIn(store_code="S-1", poiid="A-1", integration="both", local_api="adyen_local", lan_host="127.0.0.2")
+    t = TerminalIn(
+        store_code="S-1", poiid="A-1", integration="both", local_api="adyen_local", lan_host="127.0.0.2"
+    )
     assert t.lan_port == 8443
 
 

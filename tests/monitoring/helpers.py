@@ -10,8 +10,8 @@ from datetime import datetime, timedelta
 import pytest
 from sqlalchemy import func, select
 
-from app.checks.probes import ProbeContext
 from app.checks.guard import TargetGuard
+from app.checks.probes import ProbeContext
 from app.checks.resolver import Resolver
 from app.db import Database, utcnow
 from app.inventory.models import Store, Terminal
@@ -34,32 +34,61 @@ async def add_store(db: Database, code: str | None = None) -> int:
         return store.id
 
 
-async def add_terminals(db: Database, store_id: int, n: int, *, integration: str = "local",
-                        cloud_enabled: bool = False) -> list[int]:
+async def add_terminals(
+    db: Database, store_id: int, n: int, *, integration: str = "local", cloud_enabled: bool = False
+) -> list[int]:
     rows = [
-        {"store_id": store_id, "poiid": f"P400-{store_id:04d}{i:06d}", "model": "P400", "serial": f"{i}",
-         "integration": integration, "cloud_enabled": cloud_enabled, "status": "unknown",
-         "cloud_state": "unknown", "provider": "generic"}
+        {
+            "store_id": store_id,
+            "poiid": f"P400-{store_id:04d}{i:06d}",
+            "model": "P400",
+            "serial": f"{i}",
+            "integration": integration,
+            "cloud_enabled": cloud_enabled,
+            "status": "unknown",
+            "cloud_state": "unknown",
+            "provider": "generic",
+        }
         for i in range(n)
     ]
     async with db.engine.begin() as conn:
         await conn.execute(Terminal.__table__.insert(), rows)
     async with db.sessionmaker() as s:
-        ids = (await s.execute(select(Terminal.id).where(Terminal.store_id == store_id).order_by(Terminal.id))).scalars()
+        ids = (
+            await s.execute(select(Terminal.id).where(Terminal.store_id == store_id).order_by(Terminal.id))
+        ).scalars()
         return list(ids)
 
 
-async def add_monitors(db: Database, specs: list[dict], *, interval_s: int = 60, timeout_s: float = 1.0,
-                       due: datetime | None = None, **defaults) -> list[int]:
+async def add_monitors(
+    db: Database,
+    specs: list[dict],
+    *,
+    interval_s: int = 60,
+    timeout_s: float = 1.0,
+    due: datetime | None = None,
+    **defaults,
+) -> list[int]:
     """specs: dicts with at least store_id, kind, target (terminal_id, params ... optional)."""
     due = due or utcnow()
     rows = []
     for i, spec in enumerate(specs):
-        row = {"key": f"test:{spec['store_id']}:{spec.get('terminal_id')}:{spec['kind']}:{spec['target']}:{i}",
-               "terminal_id": None, "params": {}, "interval_s": interval_s, "timeout_s": timeout_s,
-               "fail_threshold": 2, "success_threshold": 1, "enabled": True, "phase_ms": 0,
-               "next_due_at": due, "state": "unknown", "state_since": utcnow(),
-               "consecutive_failures": 0, "consecutive_successes": 0}
+        row = {
+            "key": f"test:{spec['store_id']}:{spec.get('terminal_id')}:{spec['kind']}:{spec['target']}:{i}",
+            "terminal_id": None,
+            "params": {},
+            "interval_s": interval_s,
+            "timeout_s": timeout_s,
+            "fail_threshold": 2,
+            "success_threshold": 1,
+            "enabled": True,
+            "phase_ms": 0,
+            "next_due_at": due,
+            "state": "unknown",
+            "state_since": utcnow(),
+            "consecutive_failures": 0,
+            "consecutive_successes": 0,
+        }
         row.update(defaults)
         row.update(spec)
         rows.append(row)
@@ -67,7 +96,9 @@ async def add_monitors(db: Database, specs: list[dict], *, interval_s: int = 60,
         for i in range(0, len(rows), 1000):
             await conn.execute(Monitor.__table__.insert(), rows[i : i + 1000])
     async with db.sessionmaker() as s:
-        ids = await s.execute(select(Monitor.id).where(Monitor.key.in_([r["key"] for r in rows])).order_by(Monitor.id))
+        ids = await s.execute(
+            select(Monitor.id).where(Monitor.key.in_([r["key"] for r in rows])).order_by(Monitor.id)
+        )
         return list(ids.scalars())
 
 
@@ -85,7 +116,8 @@ async def state_changes(db: Database, monitor_id: int) -> list[tuple[str, str]]:
     async with db.sessionmaker() as s:
         rows = await s.execute(
             select(StateChange.from_state, StateChange.to_state)
-            .where(StateChange.monitor_id == monitor_id).order_by(StateChange.at, StateChange.id)
+            .where(StateChange.monitor_id == monitor_id)
+            .order_by(StateChange.at, StateChange.id)
         )
         return [tuple(r) for r in rows]
 

@@ -19,8 +19,10 @@ from tests.monitoring.helpers import add_monitors, add_store, add_terminals, clo
 async def terminal_with(db, *targets: str, store_dns: str | None = None) -> tuple[str, list[int]]:
     store = await add_store(db)
     [tid] = await add_terminals(db, store, 1)
-    specs = [{"store_id": store, "terminal_id": tid, "kind": "tcp", "target": t, "params": {"settle_ms": 0}}
-             for t in targets]
+    specs = [
+        {"store_id": store, "terminal_id": tid, "kind": "tcp", "target": t, "params": {"settle_ms": 0}}
+        for t in targets
+    ]
     if store_dns:
         specs.append({"store_id": store, "kind": "tcp", "target": store_dns})
     ids = await add_monitors(db, specs)
@@ -41,8 +43,11 @@ async def test_connected_terminal(db, settings, servers, ctx):
     async with db.sessionmaker() as s:
         [row] = (await s.execute(select(CheckResult.manual, CheckResult.due_at, CheckResult.outcome))).all()
         assert tuple(row) == (True, None, "ok")
-        m = (await s.execute(select(Monitor.state, Monitor.next_due_at, Monitor.lease_owner)
-                             .where(Monitor.id == mid))).one()
+        m = (
+            await s.execute(
+                select(Monitor.state, Monitor.next_due_at, Monitor.lease_owner).where(Monitor.id == mid)
+            )
+        ).one()
         assert m.state == "up" and m.lease_owner is None  # the schedule is left alone
     json.dumps(report.as_dict())
 
@@ -81,8 +86,14 @@ async def test_unknown_poiid(db, settings, ctx):
 async def termpulse_check(url: str, *args: str) -> tuple[int, str, str]:
     env = {**os.environ, "TERMPULSE_DATABASE_URL": url, "TERMPULSE_ALLOWED_NETWORKS": "127.0.0.0/8"}
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "app.cli", "check", *args, env=env,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        sys.executable,
+        "-m",
+        "app.cli",
+        "check",
+        *args,
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
     )
     out, err = await asyncio.wait_for(proc.communicate(), 60)
     return proc.returncode, out.decode(), err.decode()

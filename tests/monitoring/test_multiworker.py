@@ -35,25 +35,51 @@ async def fleet(db, servers) -> list[int]:
     for i, t in enumerate(terminals):
         phase = rng.randrange(INTERVAL * 1000)
         h, p = targets[i % len(targets)]
-        specs.append({"store_id": store, "terminal_id": t, "kind": "tcp", "target": f"{h}:{p}",
-                      "params": {"settle_ms": 0}, "phase_ms": phase,
-                      # all due at once at the start (a fleet just imported, or a restart) ...
-                      "next_due_at": now - timedelta(milliseconds=rng.randrange(500))
-                      if i % 2 else first_due_at(now, INTERVAL, phase)})  # ... or on their phase
+        specs.append(
+            {
+                "store_id": store,
+                "terminal_id": t,
+                "kind": "tcp",
+                "target": f"{h}:{p}",
+                "params": {"settle_ms": 0},
+                "phase_ms": phase,
+                # all due at once at the start (a fleet just imported, or a restart) ...
+                "next_due_at": now - timedelta(milliseconds=rng.randrange(500))
+                if i % 2
+                else first_due_at(now, INTERVAL, phase),
+            }
+        )  # ... or on their phase
     return await add_monitors(db, specs, interval_s=INTERVAL, timeout_s=2.0)
 
 
 def workers(pg_db, ctx, n=3) -> list[Worker]:
-    s = Settings(database_url=pg_db.url, allowed_networks=["127.0.0.0/8"], lease_s=LEASE, claim_batch=250,
-                 worker_concurrency=300)
+    s = Settings(
+        database_url=pg_db.url,
+        allowed_networks=["127.0.0.0/8"],
+        lease_s=LEASE,
+        claim_batch=250,
+        worker_concurrency=300,
+    )
     # Separate Database objects: separate engines and connection pools, as separate hosts have.
-    return [Worker(s, Database(pg_db.url), probe_context=ctx, sweep_interval_s=0.5, write_delay_s=0.1,
-                   maintenance=False, worker_id=f"w{i}") for i in range(n)]
+    return [
+        Worker(
+            s,
+            Database(pg_db.url),
+            probe_context=ctx,
+            sweep_interval_s=0.5,
+            write_delay_s=0.1,
+            maintenance=False,
+            worker_id=f"w{i}",
+        )
+        for i in range(n)
+    ]
 
 
 async def check_exactly_once(pg_db, ids) -> dict[int, list]:
     async with pg_db.sessionmaker() as s:
-        rows = (await s.execute(select(CheckResult.monitor_id, CheckResult.due_at, CheckResult.checked_at))).all()
+        rows = (
+            await s.execute(select(CheckResult.monitor_id, CheckResult.due_at, CheckResult.checked_at))
+        ).all()
         nexts = dict((await s.execute(select(Monitor.id, Monitor.next_due_at))).all())
     by_monitor: dict[int, list] = defaultdict(list)
     for r in rows:
@@ -65,8 +91,9 @@ async def check_exactly_once(pg_db, ids) -> dict[int, list]:
         dues = sorted(r.due_at for r in runs)
         # No miss: each run's next due time is the one that ran next, and the last one's is pending.
         for a, b in zip(dues, dues[1:]):
-            assert b - a == timedelta(seconds=INTERVAL) or b > a + timedelta(seconds=INTERVAL) and a == dues[0], \
-                f"monitor {mid}: gap between {a} and {b}"
+            assert (
+                b - a == timedelta(seconds=INTERVAL) or (b > a + timedelta(seconds=INTERVAL) and a == dues[0])
+            ), f"monitor {mid}: gap between {a} and {b}"
         assert nexts[mid] > dues[-1]
     return by_monitor
 
@@ -110,13 +137,18 @@ async def test_a_worker_killed_mid_batch_loses_nothing(pg_db, servers, ctx):
     # Kill it right after a sweep claimed a batch, before it wrote it.
     loop = asyncio.get_running_loop()
     deadline = loop.time() + 10
-    while victim.dispatcher.inflight == 0 or victim.writer.written > 0 and victim.dispatcher.inflight < 50:
+    while victim.dispatcher.inflight == 0 or (victim.writer.written > 0 and victim.dispatcher.inflight < 50):
         assert loop.time() < deadline
         await asyncio.sleep(0.005)
     killed_at = utcnow()
     async with pg_db.sessionmaker() as s:
-        held = dict((await s.execute(
-            select(Monitor.id, Monitor.next_due_at).where(Monitor.lease_owner == victim.worker_id))).all())
+        held = dict(
+            (
+                await s.execute(
+                    select(Monitor.id, Monitor.next_due_at).where(Monitor.lease_owner == victim.worker_id)
+                )
+            ).all()
+        )
     crash(victim)
     assert held, "the victim held no lease when it was killed"
     try:

@@ -6,7 +6,7 @@ import asyncio
 import os
 import subprocess
 import sys
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from sqlalchemy import select
@@ -18,13 +18,20 @@ from app.monitoring.scheduler import claim_due
 from app.monitoring.timing import first_due_at, next_due_at
 from app.monitoring.worker import SecondWorkerRefused, Worker
 from tests.monitoring.helpers import (
-    add_monitors, add_store, add_terminals, closed_port, results_by_due, state_changes, wait_for,
+    add_monitors,
+    add_store,
+    add_terminals,
+    closed_port,
+    results_by_due,
+    state_changes,
+    wait_for,
 )
 
 
 def make_worker(db: Database, settings, ctx, **kw) -> Worker:
-    s = settings.model_copy(update={"lease_s": kw.pop("lease_s", 3), "claim_batch": 200,
-                                    "worker_concurrency": 200})
+    s = settings.model_copy(
+        update={"lease_s": kw.pop("lease_s", 3), "claim_batch": 200, "worker_concurrency": 200}
+    )
     kw.setdefault("sweep_interval_s", 0.25)
     kw.setdefault("write_delay_s", 0.05)
     kw.setdefault("maintenance", False)
@@ -32,7 +39,7 @@ def make_worker(db: Database, settings, ctx, **kw) -> Worker:
 
 
 def test_next_due_from_the_due_time_and_skip_forward_on_phase():
-    due = datetime(2030, 1, 1, 12, 0, 0, 250000, tzinfo=timezone.utc)
+    due = datetime(2030, 1, 1, 12, 0, 0, 250000, tzinfo=UTC)
     # A late run does not move the schedule: next = due + interval.
     assert next_due_at(due, 10, 250, due + timedelta(seconds=3)) == due + timedelta(seconds=10)
     # Far behind (35 s): the first slot on the phase after now, not 3 catch-up runs.
@@ -41,7 +48,7 @@ def test_next_due_from_the_due_time_and_skip_forward_on_phase():
     assert nxt == due + timedelta(seconds=40)
     assert nxt > now and (nxt - due).total_seconds() % 10 == 0
     # Phases spread a fleet over the interval.
-    t = datetime(2030, 1, 1, tzinfo=timezone.utc)
+    t = datetime(2030, 1, 1, tzinfo=UTC)
     assert first_due_at(t, 60, 30_500) == t + timedelta(seconds=30.5)
 
 
@@ -50,11 +57,22 @@ async def test_runs_each_due_time_once_on_time_without_drift(db, settings, serve
     terminals = await add_terminals(db, store, 3)
     targets = [await servers.listen() for _ in terminals]
     start = first_due_at(utcnow() + timedelta(seconds=0.5), 1, 0)
-    ids = await add_monitors(db, [
-        {"store_id": store, "terminal_id": t, "kind": "tcp", "target": f"{h}:{p}", "params": {"settle_ms": 0},
-         "phase_ms": phase, "next_due_at": start + timedelta(milliseconds=phase)}
-        for t, (h, p), phase in zip(terminals, targets, (0, 330, 770))
-    ], interval_s=1)
+    ids = await add_monitors(
+        db,
+        [
+            {
+                "store_id": store,
+                "terminal_id": t,
+                "kind": "tcp",
+                "target": f"{h}:{p}",
+                "params": {"settle_ms": 0},
+                "phase_ms": phase,
+                "next_due_at": start + timedelta(milliseconds=phase),
+            }
+            for t, (h, p), phase in zip(terminals, targets, (0, 330, 770))
+        ],
+        interval_s=1,
+    )
     worker = make_worker(db, settings, ctx, keep_lag=True)
     await worker.start()
     try:
@@ -65,8 +83,13 @@ async def test_runs_each_due_time_once_on_time_without_drift(db, settings, serve
     counts = await results_by_due(db)
     assert set(counts.values()) == {1}, "a due time ran twice"
     async with db.sessionmaker() as s:
-        rows = (await s.execute(select(CheckResult.monitor_id, CheckResult.due_at, CheckResult.checked_at,
-                                       CheckResult.outcome))).all()
+        rows = (
+            await s.execute(
+                select(
+                    CheckResult.monitor_id, CheckResult.due_at, CheckResult.checked_at, CheckResult.outcome
+                )
+            )
+        ).all()
         nexts = dict((await s.execute(select(Monitor.id, Monitor.next_due_at))).all())
         leases = (await s.execute(select(Monitor.lease_owner).where(Monitor.lease_owner.is_not(None)))).all()
     assert not leases, "a stopped worker keeps no lease"
@@ -89,9 +112,20 @@ async def test_a_monitor_far_behind_runs_once_then_keeps_its_phase(db, settings,
     store = await add_store(db)
     h, p = await servers.listen()
     due = first_due_at(utcnow(), 1, 400) - timedelta(seconds=10)
-    [mid] = await add_monitors(db, [{"store_id": store, "kind": "tcp", "target": f"{h}:{p}",
-                                     "params": {"settle_ms": 0}, "phase_ms": 400, "next_due_at": due}],
-                               interval_s=1)
+    [mid] = await add_monitors(
+        db,
+        [
+            {
+                "store_id": store,
+                "kind": "tcp",
+                "target": f"{h}:{p}",
+                "params": {"settle_ms": 0},
+                "phase_ms": 400,
+                "next_due_at": due,
+            }
+        ],
+        interval_s=1,
+    )
     worker = make_worker(db, settings, ctx)
     await worker.start()
     try:
@@ -99,7 +133,9 @@ async def test_a_monitor_far_behind_runs_once_then_keeps_its_phase(db, settings,
     finally:
         await worker.stop()
     async with db.sessionmaker() as s:
-        dues = sorted((await s.execute(select(CheckResult.due_at).where(CheckResult.monitor_id == mid))).scalars())
+        dues = sorted(
+            (await s.execute(select(CheckResult.due_at).where(CheckResult.monitor_id == mid))).scalars()
+        )
     assert dues[0] == due  # the missed due time ran once ...
     assert 2 <= len(dues) <= 3  # ... with no burst of the ten it missed
     for d in dues[1:]:
@@ -115,17 +151,35 @@ async def test_our_failures_make_unknown_never_down(db, settings, ctx):
     host, port = closed_port()
     # The guard allows 127.79.0.0/16 only: 127.80.0.1 is refused before any packet is sent.
     guarded = ProbeContext(ctx.resolver, TargetGuard(["127.79.0.0/16"]))
-    ours, theirs = await add_monitors(db, [
-        {"store_id": store, "terminal_id": t_ours, "kind": "tcp", "target": "127.80.0.1:9", "state": "up"},
-        {"store_id": store, "terminal_id": t_theirs, "kind": "tcp", "target": f"{host}:{port}", "state": "up"},
-    ], interval_s=1)
+    ours, theirs = await add_monitors(
+        db,
+        [
+            {
+                "store_id": store,
+                "terminal_id": t_ours,
+                "kind": "tcp",
+                "target": "127.80.0.1:9",
+                "state": "up",
+            },
+            {
+                "store_id": store,
+                "terminal_id": t_theirs,
+                "kind": "tcp",
+                "target": f"{host}:{port}",
+                "state": "up",
+            },
+        ],
+        interval_s=1,
+    )
     worker = make_worker(db, settings, guarded)
     await worker.start()
     try:
+
         async def enough():
             async with db.sessionmaker() as s:
                 rows = (await s.execute(select(CheckResult.monitor_id))).scalars().all()
             return rows.count(ours) >= 3 and rows.count(theirs) >= 3
+
         await wait_for(enough, 10)
     finally:
         await worker.stop()
@@ -133,7 +187,9 @@ async def test_our_failures_make_unknown_never_down(db, settings, ctx):
     assert await state_changes(db, theirs) == [("up", "down")]
     async with db.sessionmaker() as s:
         diag = dict((await s.execute(select(Monitor.id, Monitor.last_diagnosis))).all())
-        outcomes = set((await s.execute(select(CheckResult.outcome).where(CheckResult.monitor_id == ours))).scalars())
+        outcomes = set(
+            (await s.execute(select(CheckResult.outcome).where(CheckResult.monitor_id == ours))).scalars()
+        )
     assert diag[ours] == "target_refused" and outcomes == {"error"}
     assert diag[theirs] == "tcp_refused"
 
@@ -142,14 +198,35 @@ async def test_stale_results_make_unknown(db):
     store = await add_store(db)
     [t] = await add_terminals(db, store, 1)
     now = utcnow()
-    stale, fresh, down_stale = await add_monitors(db, [
-        {"store_id": store, "terminal_id": t, "kind": "tcp", "target": "127.79.0.1:1", "state": "up",
-         "last_checked_at": now - timedelta(seconds=181)},
-        {"store_id": store, "kind": "tcp", "target": "127.79.0.2:1", "state": "up",
-         "last_checked_at": now - timedelta(seconds=100)},
-        {"store_id": store, "kind": "dns", "target": "x.example", "state": "down", "interval_s": 10,
-         "last_checked_at": now - timedelta(seconds=31)},
-    ], interval_s=60)
+    stale, fresh, down_stale = await add_monitors(
+        db,
+        [
+            {
+                "store_id": store,
+                "terminal_id": t,
+                "kind": "tcp",
+                "target": "127.79.0.1:1",
+                "state": "up",
+                "last_checked_at": now - timedelta(seconds=181),
+            },
+            {
+                "store_id": store,
+                "kind": "tcp",
+                "target": "127.79.0.2:1",
+                "state": "up",
+                "last_checked_at": now - timedelta(seconds=100),
+            },
+            {
+                "store_id": store,
+                "kind": "dns",
+                "target": "x.example",
+                "state": "down",
+                "interval_s": 10,
+                "last_checked_at": now - timedelta(seconds=31),
+            },
+        ],
+        interval_s=60,
+    )
     async with db.sessionmaker() as s:
         assert await mark_stale(s, now) == 2
         await s.commit()
@@ -166,9 +243,20 @@ async def test_expired_lease_of_a_dead_worker_is_run_by_another(db, settings, se
     store = await add_store(db)
     h, p = await servers.listen()
     due = utcnow() - timedelta(seconds=0.5)
-    ids = await add_monitors(db, [{"store_id": store, "kind": "tcp", "target": f"{h}:{p}",
-                                   "params": {"settle_ms": 0}, "next_due_at": due} for _ in range(20)],
-                             interval_s=60)
+    ids = await add_monitors(
+        db,
+        [
+            {
+                "store_id": store,
+                "kind": "tcp",
+                "target": f"{h}:{p}",
+                "params": {"settle_ms": 0},
+                "next_due_at": due,
+            }
+            for _ in range(20)
+        ],
+        interval_s=60,
+    )
     # A worker claims them and dies before writing anything.
     claimed = await claim_due(db, "dead-worker", 100, lease_s=1.5, horizon_s=0)
     assert {c.id for c in claimed} == set(ids)
@@ -176,9 +264,11 @@ async def test_expired_lease_of_a_dead_worker_is_run_by_another(db, settings, se
     worker = make_worker(db, settings, ctx)
     await worker.start()
     try:
+
         async def all_ran():
             counts = await results_by_due(db)
             return len(counts) == len(ids)
+
         await wait_for(all_ran, 8)
     finally:
         await worker.stop()
@@ -195,14 +285,17 @@ async def test_a_late_writer_cannot_store_a_run_another_worker_owns(db):
 
     store = await add_store(db)
     due = utcnow() - timedelta(seconds=1)
-    [mid] = await add_monitors(db, [{"store_id": store, "kind": "tcp", "target": "127.79.0.1:1",
-                                     "next_due_at": due}], interval_s=60)
+    [mid] = await add_monitors(
+        db, [{"store_id": store, "kind": "tcp", "target": "127.79.0.1:1", "next_due_at": due}], interval_s=60
+    )
     await claim_due(db, "slow", 10, lease_s=0.01, horizon_s=0)
     await asyncio.sleep(0.05)
     await claim_due(db, "fast", 10, lease_s=30, horizon_s=0)  # the lease expired: taken over
     for owner in ("fast", "slow"):
         async with db.sessionmaker() as s:
-            report = await apply_outcomes(s, [Outcome(mid, "ok", utcnow(), 1.0, due_at=due)], lease_owner=owner)
+            report = await apply_outcomes(
+                s, [Outcome(mid, "ok", utcnow(), 1.0, due_at=due)], lease_owner=owner
+            )
             await s.commit()
         assert report.dropped == (1 if owner == "slow" else 0)
     assert await results_by_due(db) == {(mid, due): 1}
@@ -211,8 +304,11 @@ async def test_a_late_writer_cannot_store_a_run_another_worker_owns(db):
 async def test_cloud_monitors_are_left_to_the_provider_poller(db):
     store = await add_store(db)
     [t] = await add_terminals(db, store, 1, integration="cloud", cloud_enabled=True)
-    await add_monitors(db, [{"store_id": store, "terminal_id": t, "kind": "cloud", "target": "P400-1"}],
-                       due=utcnow() - timedelta(seconds=5))
+    await add_monitors(
+        db,
+        [{"store_id": store, "terminal_id": t, "kind": "cloud", "target": "P400-1"}],
+        due=utcnow() - timedelta(seconds=5),
+    )
     assert await claim_due(db, "w", 100, lease_s=10, horizon_s=1) == []
 
 
@@ -237,8 +333,12 @@ async def test_sqlite_refuses_a_second_worker(sqlite_db, ctx):
         # Another process is refused too, with a clear message and exit status 1.
         env = {**os.environ, "TERMPULSE_DATABASE_URL": sqlite_db.url, "TERMPULSE_LOG_FORMAT": "text"}
         proc = await asyncio.to_thread(
-            subprocess.run, [sys.executable, "-m", "app.cli", "worker"], env=env, capture_output=True,
-            text=True, timeout=60,
+            subprocess.run,
+            [sys.executable, "-m", "app.cli", "worker"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
         )
         assert proc.returncode == 1, proc.stderr
         assert "SQLite supports one worker only" in proc.stderr + proc.stdout

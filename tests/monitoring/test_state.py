@@ -12,7 +12,6 @@ from app.inventory.models import Store, Terminal
 from app.monitoring.models import CheckResult, Monitor
 from app.monitoring.state import MonitorState, step
 from app.monitoring.writer import Outcome, apply_outcomes
-
 from tests.monitoring.helpers import add_monitors, add_store, add_terminals, state_changes
 
 
@@ -35,9 +34,21 @@ def expected_changes(outcomes: str, fail_threshold: int, success_threshold: int,
 
 
 @pytest.mark.parametrize("fail_threshold,success_threshold", [(1, 1), (2, 1), (3, 2), (2, 3)])
-@pytest.mark.parametrize("sequence", [
-    "oooo", "ffff", "ofofofof", "offoffo", "ooffffoo", "foooff", "ffeff", "oeoo", "ffofff", "ooeffoe",
-])
+@pytest.mark.parametrize(
+    "sequence",
+    [
+        "oooo",
+        "ffff",
+        "ofofofof",
+        "offoffo",
+        "ooffffoo",
+        "foooff",
+        "ffeff",
+        "oeoo",
+        "ffofff",
+        "ooeffoe",
+    ],
+)
 def test_pure_state_machine_matches_the_rules(sequence, fail_threshold, success_threshold):
     m = MonitorState("unknown", 0, 0, fail_threshold, success_threshold)
     changes = []
@@ -73,14 +84,24 @@ def test_paused_and_maintenance_stay():
 async def test_flapping_through_the_database_gives_exactly_the_implied_changes(db):
     store = await add_store(db)
     [terminal] = await add_terminals(db, store, 1)
-    [mid] = await add_monitors(db, [{"store_id": store, "terminal_id": terminal, "kind": "tcp",
-                                      "target": "127.79.0.1:1"}], fail_threshold=3, success_threshold=2)
+    [mid] = await add_monitors(
+        db,
+        [{"store_id": store, "terminal_id": terminal, "kind": "tcp", "target": "127.79.0.1:1"}],
+        fail_threshold=3,
+        success_threshold=2,
+    )
     sequence = "ooffoffffooofoooeffffoo"
     t0 = utcnow()
     # In batches of varying size: several outcomes of one monitor in one batch are applied in order.
-    outcomes = [Outcome(mid, {"o": "ok", "f": "fail", "e": "error"}[c], t0 + timedelta(seconds=i),
-                        diagnosis=None if c == "o" else ("internal_error" if c == "e" else "tcp_refused"))
-                for i, c in enumerate(sequence)]
+    outcomes = [
+        Outcome(
+            mid,
+            {"o": "ok", "f": "fail", "e": "error"}[c],
+            t0 + timedelta(seconds=i),
+            diagnosis=None if c == "o" else ("internal_error" if c == "e" else "tcp_refused"),
+        )
+        for i, c in enumerate(sequence)
+    ]
     for chunk in (outcomes[:1], outcomes[1:5], outcomes[5:6], outcomes[6:15], outcomes[15:]):
         async with db.sessionmaker() as s:
             await apply_outcomes(s, chunk)
@@ -95,13 +116,22 @@ async def test_flapping_through_the_database_gives_exactly_the_implied_changes(d
 async def test_terminal_and_store_status_follow_their_monitors(db):
     store = await add_store(db)
     t1, t2 = await add_terminals(db, store, 2)
-    lan1, lan2, net = await add_monitors(db, [
-        {"store_id": store, "terminal_id": t1, "kind": "tcp", "target": "127.79.0.1:1"},
-        {"store_id": store, "terminal_id": t2, "kind": "tcp", "target": "127.79.0.2:1"},
-        {"store_id": store, "kind": "dns", "target": "prodssl.protectedtransactions.com"},
-    ], fail_threshold=1)
-    cloud = (await add_monitors(db, [{"store_id": store, "terminal_id": t1, "kind": "cloud",
-                                      "target": "P400-1"}], fail_threshold=1))[0]
+    lan1, lan2, net = await add_monitors(
+        db,
+        [
+            {"store_id": store, "terminal_id": t1, "kind": "tcp", "target": "127.79.0.1:1"},
+            {"store_id": store, "terminal_id": t2, "kind": "tcp", "target": "127.79.0.2:1"},
+            {"store_id": store, "kind": "dns", "target": "prodssl.protectedtransactions.com"},
+        ],
+        fail_threshold=1,
+    )
+    cloud = (
+        await add_monitors(
+            db,
+            [{"store_id": store, "terminal_id": t1, "kind": "cloud", "target": "P400-1"}],
+            fail_threshold=1,
+        )
+    )[0]
 
     async def apply(*pairs):
         async with db.sessionmaker() as s:
@@ -113,16 +143,41 @@ async def test_terminal_and_store_status_follow_their_monitors(db):
             st = await s.scalar(select(Store.status).where(Store.id == store))
         return ts[t1], ts[t2], clouds[t1], clouds[t2], st
 
-    assert await apply((lan1, "ok", None), (lan2, "ok", None), (net, "ok", None), (cloud, "ok", None)) == \
-        ("up", "up", "connected", "not_enabled", "up")
-    assert await apply((cloud, "fail", "cloud_disconnected")) == \
-        ("down", "up", "disconnected", "not_enabled", "down")
-    assert await apply((cloud, "error", "provider_rate_limited")) == \
-        ("unknown", "up", "unknown", "not_enabled", "unknown")
-    assert await apply((cloud, "ok", None), (net, "fail", "dns_nxdomain")) == \
-        ("down", "down", "connected", "not_enabled", "down")  # the store's network fails them all
-    assert await apply((net, "ok", None), (cloud, "fail", "cloud_not_enabled")) == \
-        ("down", "up", "not_enabled", "not_enabled", "down")
+    assert await apply((lan1, "ok", None), (lan2, "ok", None), (net, "ok", None), (cloud, "ok", None)) == (
+        "up",
+        "up",
+        "connected",
+        "not_enabled",
+        "up",
+    )
+    assert await apply((cloud, "fail", "cloud_disconnected")) == (
+        "down",
+        "up",
+        "disconnected",
+        "not_enabled",
+        "down",
+    )
+    assert await apply((cloud, "error", "provider_rate_limited")) == (
+        "unknown",
+        "up",
+        "unknown",
+        "not_enabled",
+        "unknown",
+    )
+    assert await apply((cloud, "ok", None), (net, "fail", "dns_nxdomain")) == (
+        "down",
+        "down",
+        "connected",
+        "not_enabled",
+        "down",
+    )  # the store's network fails them all
+    assert await apply((net, "ok", None), (cloud, "fail", "cloud_not_enabled")) == (
+        "down",
+        "up",
+        "not_enabled",
+        "not_enabled",
+        "down",
+    )
     assert await apply((cloud, "ok", None)) == ("up", "up", "connected", "not_enabled", "up")
     async with db.sessionmaker() as s:
         since = await s.scalar(select(Terminal.status_since).where(Terminal.id == t1))

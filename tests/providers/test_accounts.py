@@ -12,8 +12,15 @@ KEY = "AQEyhmfxK4_super_secret_adyen_key_7Q2w"
 
 
 def _body(**extra):
-    return {"name": "Adyen EU", "kind": "adyen", "environment": "test", "merchant_account": "ShopPOS",
-            "api_base_url": "http://127.0.0.1:9/v1", "api_key": KEY, **extra}
+    return {
+        "name": "Adyen EU",
+        "kind": "adyen",
+        "environment": "test",
+        "merchant_account": "ShopPOS",
+        "api_base_url": "http://127.0.0.1:9/v1",
+        "api_key": KEY,
+        **extra,
+    }
 
 
 async def _raw_row(db) -> dict:
@@ -36,8 +43,12 @@ async def test_key_is_encrypted_at_rest_and_never_returned(db, client, settings,
         assert KEY.encode() not in blob and KEY[:-4].encode() not in blob
     assert decrypt_api_key(settings.secret_key, raw["api_key_encrypted"]) == KEY
 
-    for url in ("/api/v1/providers", f"/api/v1/providers/{created['id']}", "/admin/providers",
-                f"/admin/providers/{created['id']}"):
+    for url in (
+        "/api/v1/providers",
+        f"/api/v1/providers/{created['id']}",
+        "/admin/providers",
+        f"/admin/providers/{created['id']}",
+    ):
         page = await client.get(url)
         assert page.status_code == 200 and KEY not in page.text and KEY[:-4] not in page.text
     assert KEY not in caplog.text
@@ -50,20 +61,33 @@ async def test_replace_key_alone_and_edit_without_key(db, client, settings):
     assert response.status_code == 204
     after = (await client.get(url)).json()
     assert after["api_key_hint"] == "••••XYZ9" and after["merchant_account"] == "ShopPOS"
-    assert decrypt_api_key(settings.secret_key, (await _raw_row(db))["api_key_encrypted"]) == "AQE-brand-new-key-XYZ9"
+    assert (
+        decrypt_api_key(settings.secret_key, (await _raw_row(db))["api_key_encrypted"])
+        == "AQE-brand-new-key-XYZ9"
+    )
 
     body = _body(name="Adyen EU renamed")
     body.pop("api_key")
     assert (await client.put(url, json=body)).json()["name"] == "Adyen EU renamed"
-    assert decrypt_api_key(settings.secret_key, (await _raw_row(db))["api_key_encrypted"]) == "AQE-brand-new-key-XYZ9"
+    assert (
+        decrypt_api_key(settings.secret_key, (await _raw_row(db))["api_key_encrypted"])
+        == "AQE-brand-new-key-XYZ9"
+    )
 
     # The form: an empty key field keeps the stored key too.
     form = {k: str(v) for k, v in _body(name="Adyen EU form", api_key="").items()}
     response = await client.post(f"/admin/providers/{account['id']}", data=form)
     assert response.status_code == 303
-    assert decrypt_api_key(settings.secret_key, (await _raw_row(db))["api_key_encrypted"]) == "AQE-brand-new-key-XYZ9"
-    response = await client.post(f"/admin/providers/{account['id']}/key", data={"api_key": "AQE-third-key-ABCD"})
-    assert response.status_code == 200 and "••••ABCD" in response.text and "AQE-third-key" not in response.text
+    assert (
+        decrypt_api_key(settings.secret_key, (await _raw_row(db))["api_key_encrypted"])
+        == "AQE-brand-new-key-XYZ9"
+    )
+    response = await client.post(
+        f"/admin/providers/{account['id']}/key", data={"api_key": "AQE-third-key-ABCD"}
+    )
+    assert (
+        response.status_code == 200 and "••••ABCD" in response.text and "AQE-third-key" not in response.text
+    )
 
 
 async def test_validation_errors(client):
@@ -75,12 +99,20 @@ async def test_validation_errors(client):
     assert (await client.post("/api/v1/providers", json=_body())).status_code == 409
     form = {k: str(v) for k, v in _body(name="", api_key="short").items()}
     page = await client.post("/admin/providers/new", data=form)
-    assert page.status_code == 422 and 'aria-invalid="true"' in page.text and "short" not in page.text.split("api_key")[0][-5:]
+    assert (
+        page.status_code == 422
+        and 'aria-invalid="true"' in page.text
+        and "short" not in page.text.split("api_key")[0][-5:]
+    )
 
 
 async def test_account_test_reports_rejected_key(db, client, adyen_sim):
-    account = (await client.post("/api/v1/providers", json=_body(
-        api_base_url=adyen_sim.device_api_url, merchant_account=adyen_sim.merchant_account))).json()
+    account = (
+        await client.post(
+            "/api/v1/providers",
+            json=_body(api_base_url=adyen_sim.device_api_url, merchant_account=adyen_sim.merchant_account),
+        )
+    ).json()
     result = (await client.post(f"/api/v1/providers/{account['id']}/test")).json()
     assert result["ok"] is False and "rejected" in result["message"].lower()
     await client.put(f"/api/v1/providers/{account['id']}/key", json={"api_key": adyen_sim.api_key})

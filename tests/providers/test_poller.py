@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import UTC
+
 from sqlalchemy import select
 
 from app.inventory.models import Terminal
@@ -127,8 +129,12 @@ async def test_rate_limited_backs_off_honouring_retry_after(db, adyen_sim):
         assert len(limited) == 4 and all(s == "up" for p, (s, _) in states.items() if p not in limited)
         async with db.sessionmaker() as session:
             from app.monitoring.models import Monitor
-            due = (await session.execute(select(Monitor.next_due_at).where(Monitor.target.not_in(limited)))).scalars()
+
+            due = (
+                await session.execute(select(Monitor.next_due_at).where(Monitor.target.not_in(limited)))
+            ).scalars()
             from app.db import utcnow
+
             assert all((d - utcnow()).total_seconds() > 20 for d in due)  # rescheduled after Retry-After
         assert "429" in await _account_error(db)
     finally:
@@ -214,14 +220,23 @@ async def test_legacy_connected_terminals(db, adyen_sim):
 
 
 async def test_stripe_readers_paged_with_last_seen(db, stripe_sim):
-    from datetime import datetime, timezone
+    from datetime import datetime
 
     from app.inventory.schemas import StoreIn, TerminalIn
     from app.simulator.providers import SimTerminal
 
     stores = [StoreIn(code="S-100", name="Big store", stripe_location_id="tml_100")]
-    terminals = [TerminalIn(store_code="S-100", poiid=f"bbpos_wisepos_e-{i:05d}", model="bbpos_wisepos_e",
-                            serial=f"{i:05d}", provider="stripe", cloud_enabled=True) for i in range(230)]
+    terminals = [
+        TerminalIn(
+            store_code="S-100",
+            poiid=f"bbpos_wisepos_e-{i:05d}",
+            model="bbpos_wisepos_e",
+            serial=f"{i:05d}",
+            provider="stripe",
+            cloud_enabled=True,
+        )
+        for i in range(230)
+    ]
     for t in terminals:
         stripe_sim.add(SimTerminal(poiid=t.poiid, store_ref="tml_100", model=t.model, serial=t.serial))
     stripe_sim.add(SimTerminal(poiid="stripe_s700-1", store_ref="tml_other", model="stripe_s700", serial="1"))
@@ -239,17 +254,30 @@ async def test_stripe_readers_paged_with_last_seen(db, stripe_sim):
     assert states[terminals[7].poiid] == ("down", "cloud_disconnected")
     assert sum(1 for s, _ in states.values() if s == "up") == 229
     async with db.sessionmaker() as session:
-        seen = (await session.execute(select(Terminal.last_seen_at).where(Terminal.poiid == terminals[7].poiid))).scalar()
-    assert seen == datetime.fromtimestamp(1_700_000_000, timezone.utc)
+        seen = (
+            await session.execute(select(Terminal.last_seen_at).where(Terminal.poiid == terminals[7].poiid))
+        ).scalar()
+    assert seen == datetime.fromtimestamp(1_700_000_000, UTC)
 
 
 async def test_stripe_key_rejected(db, stripe_sim):
     from app.inventory.schemas import StoreIn, TerminalIn
     from app.simulator.providers import SimTerminal
 
-    await load_fleet(db, [StoreIn(code="S-1", name="One", stripe_location_id="tml_1")],
-                     [TerminalIn(store_code="S-1", poiid="stripe_s700-9", model="stripe_s700", serial="9",
-                                 provider="stripe", cloud_enabled=True)])
+    await load_fleet(
+        db,
+        [StoreIn(code="S-1", name="One", stripe_location_id="tml_1")],
+        [
+            TerminalIn(
+                store_code="S-1",
+                poiid="stripe_s700-9",
+                model="stripe_s700",
+                serial="9",
+                provider="stripe",
+                cloud_enabled=True,
+            )
+        ],
+    )
     stripe_sim.add(SimTerminal(poiid="stripe_s700-9", store_ref="tml_1", model="stripe_s700", serial="9"))
     await make_account(db, stripe_sim, kind="stripe", key="sk_test_not_the_right_one")
     poller = CloudPoller(db, _settings(db), backoff_s=0.01)

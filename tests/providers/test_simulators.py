@@ -34,9 +34,15 @@ async def test_sample_fleet_story_drop_and_return(db):
 
         async def cloud_of(store_ref: str) -> set[str]:
             async with db.sessionmaker() as session:
-                return set((await session.execute(
-                    select(Terminal.cloud_state).join(Store).where(Store.adyen_store_id == store_ref,
-                                                                   Terminal.cloud_enabled.is_(True)))).scalars())
+                return set(
+                    (
+                        await session.execute(
+                            select(Terminal.cloud_state)
+                            .join(Store)
+                            .where(Store.adyen_store_id == store_ref, Terminal.cloud_enabled.is_(True))
+                        )
+                    ).scalars()
+                )
 
         async def sweep(times: int) -> None:
             for _ in range(times):
@@ -53,8 +59,10 @@ async def test_sample_fleet_story_drop_and_return(db):
             sims.adyen.restore_store(store)
             await sweep(1)
             assert await cloud_of(store) == {"connected"}
-            stores_with_cloud = len({t.store_ref for t in sims.adyen.terminals.values() if t.cloud_enabled}
-                                    | {t.store_ref for t in sims.stripe.terminals.values() if t.cloud_enabled})
+            stores_with_cloud = len(
+                {t.store_ref for t in sims.adyen.terminals.values() if t.cloud_enabled}
+                | {t.store_ref for t in sims.stripe.terminals.values() if t.cloud_enabled}
+            )
             assert poller.stats.calls["total"] <= 4 * stores_with_cloud + 4
         finally:
             await poller.close()

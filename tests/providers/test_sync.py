@@ -17,15 +17,44 @@ async def _count(db, model) -> int:
 
 async def test_adyen_sync_preview_then_apply(db, client):
     stores = [StoreIn(code=f"S-{i}", name=f"Store {i}", adyen_store_id=f"ST{i}") for i in range(3)]
-    sim_terminals = [SimTerminal(poiid=f"S1F2-{i}{j:04d}", store_ref=f"ST{i}", model="S1F2", serial=f"{i}{j:04d}",
-                                 ip=f"10.0.{i}.{j + 10}", mac=f"02:00:00:00:{i:02x}:{j:02x}")
-                     for i in range(3) for j in range(90)]  # 270 terminals: 3 pages of 100
+    sim_terminals = [
+        SimTerminal(
+            poiid=f"S1F2-{i}{j:04d}",
+            store_ref=f"ST{i}",
+            model="S1F2",
+            serial=f"{i}{j:04d}",
+            ip=f"10.0.{i}.{j + 10}",
+            mac=f"02:00:00:00:{i:02x}:{j:02x}",
+        )
+        for i in range(3)
+        for j in range(90)
+    ]  # 270 terminals: 3 pages of 100
     sim_terminals.append(SimTerminal(poiid="S1F2-999", store_ref="ST-unknown", model="S1F2", serial="999"))
-    existing = [TerminalIn(store_code="S-0", poiid="S1F2-00000", model="S1F2", serial="00000", provider="adyen",
-                           lan_host="10.0.0.10", mac="02:00:00:00:00:00", integration="both", lan_port=8443,
-                           local_api="adyen_local", cloud_enabled=True),
-                TerminalIn(store_code="S-0", poiid="S1F2-00001", model="S1F2", serial="00001", provider="adyen",
-                           lan_host="10.0.0.99", mac="02:00:00:00:00:01", cloud_enabled=True)]
+    existing = [
+        TerminalIn(
+            store_code="S-0",
+            poiid="S1F2-00000",
+            model="S1F2",
+            serial="00000",
+            provider="adyen",
+            lan_host="10.0.0.10",
+            mac="02:00:00:00:00:00",
+            integration="both",
+            lan_port=8443,
+            local_api="adyen_local",
+            cloud_enabled=True,
+        ),
+        TerminalIn(
+            store_code="S-0",
+            poiid="S1F2-00001",
+            model="S1F2",
+            serial="00001",
+            provider="adyen",
+            lan_host="10.0.0.99",
+            mac="02:00:00:00:00:01",
+            cloud_enabled=True,
+        ),
+    ]
     await load_fleet(db, stores, existing)
     sim = await AdyenSim(sim_terminals).start()
     try:
@@ -34,26 +63,40 @@ async def test_adyen_sync_preview_then_apply(db, client):
         response = await client.post(f"/api/v1/providers/{account.id}/sync")
         assert response.status_code == 200, response.text
         preview = response.json()
-        assert preview["counts"] == {"create": 268, "update": 1, "unchanged": 1, "skip": 0, "address_changed": 1}
+        assert preview["counts"] == {
+            "create": 268,
+            "update": 1,
+            "unchanged": 1,
+            "skip": 0,
+            "address_changed": 1,
+        }
         assert await _count(db, Terminal) == before  # a preview writes nothing
         assert sim.calls["managementTerminals"] == 3  # storeIds of the 3 stores, pages 1..3
         changed = [r for r in preview["rows"] if r["action"] == "update"][0]
-        assert changed["poiid"] == "S1F2-00001" and changed["changes"]["lan_host"] == ["10.0.0.99", "10.0.0.11"]
+        assert changed["poiid"] == "S1F2-00001" and changed["changes"]["lan_host"] == [
+            "10.0.0.99",
+            "10.0.0.11",
+        ]
 
         page = await client.get(f"/admin/providers/{account.id}/sync")
         assert page.status_code == 200 and "Address changed" in page.text and "would be created" in page.text
 
-        applied = await client.post(f"/api/v1/providers/{account.id}/sync",
-                                    params={"apply": "true", "token": preview["token"]})
+        applied = await client.post(
+            f"/api/v1/providers/{account.id}/sync", params={"apply": "true", "token": preview["token"]}
+        )
         assert applied.status_code == 200 and applied.json()["applied"]
         assert await _count(db, Terminal) == before + 268
         async with db.sessionmaker() as session:
             events = (await session.execute(select(TerminalEvent))).scalars().all()
-            moved = (await session.execute(select(Terminal).where(Terminal.poiid == "S1F2-00001"))).scalar_one()
-            linked = await session.scalar(select(func.count()).select_from(Terminal)
-                                          .where(Terminal.provider_account_id == account.id))
+            moved = (
+                await session.execute(select(Terminal).where(Terminal.poiid == "S1F2-00001"))
+            ).scalar_one()
+            linked = await session.scalar(
+                select(func.count()).select_from(Terminal).where(Terminal.provider_account_id == account.id)
+            )
         assert [(e.kind, e.detail) for e in events] == [
-            ("address_changed", {"lan_host": {"from": "10.0.0.99", "to": "10.0.0.11"}})]
+            ("address_changed", {"lan_host": {"from": "10.0.0.99", "to": "10.0.0.11"}})
+        ]
         assert events[0].source == f"sync:{account.name}"
         assert moved.lan_host == "10.0.0.11" and linked == 270
 
@@ -62,7 +105,9 @@ async def test_adyen_sync_preview_then_apply(db, client):
         page = await client.get(f"/admin/providers/{account.id}/sync")
         token = page.text.split('name="token" value="')[1].split('"')[0]
         done = await client.post(f"/admin/providers/{account.id}/sync", data={"token": token})
-        assert done.status_code == 200 and "Address changes recorded" in done.text and "10.0.1.200" in done.text
+        assert (
+            done.status_code == 200 and "Address changes recorded" in done.text and "10.0.1.200" in done.text
+        )
         again = await client.post(f"/admin/providers/{account.id}/sync", data={"token": token})
         assert again.status_code == 409  # a preview is applied once
     finally:
@@ -70,23 +115,42 @@ async def test_adyen_sync_preview_then_apply(db, client):
 
 
 async def test_stripe_sync_places_readers_by_location(db, client):
-    stores = [StoreIn(code="S-1", name="One", stripe_location_id="tml_1"),
-              StoreIn(code="S-2", name="Two", stripe_location_id="tml_2")]
+    stores = [
+        StoreIn(code="S-1", name="One", stripe_location_id="tml_1"),
+        StoreIn(code="S-2", name="Two", stripe_location_id="tml_2"),
+    ]
     await load_fleet(db, stores, [])
-    sim = await StripeSim([
-        SimTerminal(poiid=f"stripe_s700-{i}", store_ref="tml_1" if i % 2 else "tml_2", model="stripe_s700",
-                    serial=str(i), label=f"Till {i}", ip=f"192.168.1.{i}") for i in range(1, 151)
-    ] + [SimTerminal(poiid="stripe_s700-999", store_ref="tml_elsewhere", model="stripe_s700", serial="999")]).start()
+    sim = await StripeSim(
+        [
+            SimTerminal(
+                poiid=f"stripe_s700-{i}",
+                store_ref="tml_1" if i % 2 else "tml_2",
+                model="stripe_s700",
+                serial=str(i),
+                label=f"Till {i}",
+                ip=f"192.168.1.{i}",
+            )
+            for i in range(1, 151)
+        ]
+        + [SimTerminal(poiid="stripe_s700-999", store_ref="tml_elsewhere", model="stripe_s700", serial="999")]
+    ).start()
     try:
         account = await make_account(db, sim, kind="stripe")
         preview = (await client.post(f"/api/v1/providers/{account.id}/sync")).json()
         assert preview["counts"]["create"] == 150 and preview["counts"]["skip"] == 1
         assert sim.calls["readers"] == 2  # 151 readers, 100 a page
-        await client.post(f"/api/v1/providers/{account.id}/sync", params={"apply": "true", "token": preview["token"]})
+        await client.post(
+            f"/api/v1/providers/{account.id}/sync", params={"apply": "true", "token": preview["token"]}
+        )
         async with db.sessionmaker() as session:
             t = (await session.execute(select(Terminal).where(Terminal.serial == "3"))).scalar_one()
         assert (t.poiid, t.provider, t.provider_terminal_id, t.label, t.lan_host) == (
-            "stripe_s700-3", "stripe", "tmr_3", "Till 3", "192.168.1.3")
+            "stripe_s700-3",
+            "stripe",
+            "tmr_3",
+            "Till 3",
+            "192.168.1.3",
+        )
     finally:
         await sim.stop()
 
