@@ -25,10 +25,9 @@ from sqlalchemy import select
 from app.config import Settings
 from app.db import Database, utcnow
 from app.inventory.csvimport import import_fleet
-from app.inventory.models import Store, Terminal
+from app.inventory.models import Monitor, Store, Terminal
+from app.inventory.monitors import sync_monitors
 from app.migrate import migrate
-from app.monitoring.derive import sync_monitors
-from app.monitoring.models import Monitor
 
 log = logging.getLogger(__name__)
 

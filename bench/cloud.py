@@ -66,9 +66,8 @@ async def _load(db, stores: int, per_store: int) -> None:
     """The fleet, inserted in bulk (the CSV import path is benchmarked elsewhere)."""
     from app.config import get_settings
     from app.db import utcnow
-    from app.inventory.models import Store, Terminal
-    from app.monitoring.models import Monitor
-    from app.monitoring.timing import first_due_at, phase_ms
+    from app.inventory.models import Monitor, Store, Terminal
+    from app.inventory.monitors import first_due_at, phase_ms
 
     now, interval = utcnow(), get_settings().check_interval_s
     async with db.sessionmaker() as session:
@@ -153,8 +152,8 @@ async def main() -> None:
 
     from app.config import Settings
     from app.db import Database, utcnow
+    from app.inventory.models import Monitor
     from app.migrate import migrate
-    from app.monitoring.models import Monitor
     from app.providers.models import ProviderAccount
     from app.providers.poller import CloudPoller
     from app.providers.schemas import AccountIn

@@ -198,9 +198,7 @@ async def fill(url: str, stores: int, per_store: int, days: int, now: datetime) 
                 else:
                     spells = outages_for(rng, t_begin, t_end, rng.choice((1, 2, 3, 4, 6)))
                 state, at = "up", t_begin
-                changes.append(
-                    (mid, sid, tid, datetime.fromtimestamp(t_begin, UTC), "unknown", "up", None)
-                )
+                changes.append((mid, sid, tid, datetime.fromtimestamp(t_begin, UTC), "unknown", "up", None))
                 for s, e, st in spells:
                     changes.append(
                         (
@@ -214,9 +212,7 @@ async def fill(url: str, stores: int, per_store: int, days: int, now: datetime) 
                         )
                     )
                     if e < t_end:
-                        changes.append(
-                            (mid, sid, tid, datetime.fromtimestamp(e, UTC), st, "up", None)
-                        )
+                        changes.append((mid, sid, tid, datetime.fromtimestamp(e, UTC), st, "up", None))
                         state, at = "up", e
                     else:
                         state, at = st, s

@@ -19,8 +19,8 @@ from sqlalchemy.engine import make_url
 
 from app.db import Database, server_execute
 from app.inventory.csvimport import import_fleet
+from app.inventory.models import Monitor
 from app.migrate import migrate
-from app.monitoring.models import Monitor
 from bench.fleetgen import generate
 from bench.machine import describe
 

@@ -32,9 +32,8 @@ from sqlalchemy import or_, select
 from app.checks.diagnoses import explain
 from app.config import Settings
 from app.db import Database, utcnow
-from app.inventory.models import Store, Terminal
+from app.inventory.models import Monitor, Store, Terminal
 from app.inventory.schemas import normalise_poiid
-from app.monitoring.models import Monitor
 from app.monitoring.writer import Outcome, apply_outcomes
 from app.providers.check import cloud_status_for_terminal
 

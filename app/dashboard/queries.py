@@ -16,8 +16,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db import utcnow
 from app.history.uptime import Period, TerminalInfo, terminal_timeline, uptime_for_terminals
-from app.inventory.models import PROVIDERS, Store, Terminal, TerminalEvent
-from app.monitoring.models import CheckResult, Monitor, Rollup, StateChange
+from app.inventory.models import PROVIDERS, Monitor, Store, Terminal, TerminalEvent
+from app.monitoring.models import CheckResult, Rollup, StateChange
 
 STATES = ("down", "unknown", "maintenance", "paused", "up")
 CLOUD_STATES = ("connected", "disconnected", "not_enabled", "unknown")

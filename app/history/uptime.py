@@ -37,8 +37,8 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db import select_where_in, utcnow
-from app.inventory.models import Store, Terminal
-from app.monitoring.models import Monitor, StateChange
+from app.inventory.models import Monitor, Store, Terminal
+from app.monitoring.models import StateChange
 from app.monitoring.status import combine
 
 NONE = "none"  # the monitor (or terminal) did not exist yet: not counted anywhere
@@ -563,9 +563,7 @@ async def terminal_timeline(
         return segments + [(begin, end, NONE)]
     timelines = [_timeline(m, changes.get(m.id, ()), begin.timestamp()) for m in monitors]
     for a, b, state in combined_segments(timelines, begin.timestamp(), end.timestamp()):
-        segments.append(
-            (datetime.fromtimestamp(a, UTC), datetime.fromtimestamp(b, UTC), state)
-        )
+        segments.append((datetime.fromtimestamp(a, UTC), datetime.fromtimestamp(b, UTC), state))
     return segments
 
 

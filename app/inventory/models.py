@@ -1,10 +1,13 @@
-"""Stores and terminals: what the fleet is made of."""
+"""Stores and terminals, what the fleet is made of, and the monitors derived from them.
+
+The rows also carry the current derived state (terminal and store status, a monitor's
+state and schedule), kept here so pages never aggregate; app.monitoring writes it."""
 
 from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import Boolean, ForeignKey, Index, Integer, String, Text
+from sqlalchemy import Boolean, Float, ForeignKey, Index, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from app.db import Base, BigId, JSONData, UTCDateTime, utcnow
@@ -91,3 +94,43 @@ class TerminalEvent(Base):
     kind: Mapped[str] = mapped_column(String(32))  # moved_store, address_changed
     detail: Mapped[dict] = mapped_column(JSONData, default=dict)
     source: Mapped[str] = mapped_column(Text, default="")
+
+
+class Monitor(Base):
+    """One thing checked on a schedule, for a terminal or for a store's network."""
+
+    __tablename__ = "monitors"
+    __table_args__ = (
+        # The scheduler's claim query: enabled monitors by due time.
+        Index("ix_monitors_due", "enabled", "next_due_at"),
+        Index("ix_monitors_terminal", "terminal_id"),
+        Index("ix_monitors_store", "store_id", "terminal_id"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    # Stable identity so re-deriving monitors from the inventory updates instead of duplicating.
+    key: Mapped[str] = mapped_column(String(300), unique=True)
+    store_id: Mapped[int] = mapped_column(ForeignKey("stores.id", ondelete="CASCADE"))
+    terminal_id: Mapped[int | None] = mapped_column(ForeignKey("terminals.id", ondelete="CASCADE"))
+    kind: Mapped[str] = mapped_column(String(16))
+    target: Mapped[str] = mapped_column(String(300))  # host:port, name, URL or POIID
+    params: Mapped[dict] = mapped_column(JSONData, default=dict)
+    interval_s: Mapped[int] = mapped_column(Integer, default=60)
+    timeout_s: Mapped[float] = mapped_column(Float, default=5.0)
+    fail_threshold: Mapped[int] = mapped_column(Integer, default=2)
+    success_threshold: Mapped[int] = mapped_column(Integer, default=1)
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    phase_ms: Mapped[int] = mapped_column(Integer, default=0)  # stable offset within the interval
+
+    next_due_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    lease_owner: Mapped[str | None] = mapped_column(String(64))
+    lease_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    state: Mapped[str] = mapped_column(String(16), default="unknown")
+    state_since: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    consecutive_failures: Mapped[int] = mapped_column(Integer, default=0)
+    consecutive_successes: Mapped[int] = mapped_column(Integer, default=0)
+    last_checked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    last_latency_ms: Mapped[float | None] = mapped_column(Float)
+    last_diagnosis: Mapped[str | None] = mapped_column(String(64))
+    last_detail: Mapped[str | None] = mapped_column(Text)

@@ -12,7 +12,8 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db import Database, utcnow
-from app.monitoring.models import CheckResult, Monitor, Rollup, StateChange
+from app.inventory.models import Monitor
+from app.monitoring.models import CheckResult, Rollup, StateChange
 from app.monitoring.state import STALE_INTERVALS
 from app.monitoring.writer import Transition, lock_monitors, record_transitions
 

@@ -1,4 +1,5 @@
-"""What is checked (monitors) and what the checks found (results, state changes, rollups)."""
+"""What the checks found: results, state changes, rollups (the monitors themselves are
+inventory: app.inventory.models.Monitor)."""
 
 from __future__ import annotations
 
@@ -8,49 +9,6 @@ from sqlalchemy import Boolean, Float, ForeignKey, Index, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.db import Base, BigId, JSONData, UTCDateTime
-
-MONITOR_KINDS = ("dns", "tcp", "tls", "https", "paynt_epos", "cloud")
-STATES = ("up", "down", "unknown", "paused", "maintenance")
-
-
-class Monitor(Base):
-    """One thing checked on a schedule, for a terminal or for a store's network."""
-
-    __tablename__ = "monitors"
-    __table_args__ = (
-        # The scheduler's claim query: enabled monitors by due time.
-        Index("ix_monitors_due", "enabled", "next_due_at"),
-        Index("ix_monitors_terminal", "terminal_id"),
-        Index("ix_monitors_store", "store_id", "terminal_id"),
-    )
-
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    # Stable identity so re-deriving monitors from the inventory updates instead of duplicating.
-    key: Mapped[str] = mapped_column(String(300), unique=True)
-    store_id: Mapped[int] = mapped_column(ForeignKey("stores.id", ondelete="CASCADE"))
-    terminal_id: Mapped[int | None] = mapped_column(ForeignKey("terminals.id", ondelete="CASCADE"))
-    kind: Mapped[str] = mapped_column(String(16))
-    target: Mapped[str] = mapped_column(String(300))  # host:port, name, URL or POIID
-    params: Mapped[dict] = mapped_column(JSONData, default=dict)
-    interval_s: Mapped[int] = mapped_column(Integer, default=60)
-    timeout_s: Mapped[float] = mapped_column(Float, default=5.0)
-    fail_threshold: Mapped[int] = mapped_column(Integer, default=2)
-    success_threshold: Mapped[int] = mapped_column(Integer, default=1)
-    enabled: Mapped[bool] = mapped_column(Boolean, default=True)
-    phase_ms: Mapped[int] = mapped_column(Integer, default=0)  # stable offset within the interval
-
-    next_due_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
-    lease_owner: Mapped[str | None] = mapped_column(String(64))
-    lease_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
-
-    state: Mapped[str] = mapped_column(String(16), default="unknown")
-    state_since: Mapped[datetime | None] = mapped_column(UTCDateTime)
-    consecutive_failures: Mapped[int] = mapped_column(Integer, default=0)
-    consecutive_successes: Mapped[int] = mapped_column(Integer, default=0)
-    last_checked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
-    last_latency_ms: Mapped[float | None] = mapped_column(Float)
-    last_diagnosis: Mapped[str | None] = mapped_column(String(64))
-    last_detail: Mapped[str | None] = mapped_column(Text)
 
 
 class CheckResult(Base):

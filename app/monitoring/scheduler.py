@@ -34,7 +34,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import bindparam, func, or_, select, update
 
 from app.db import Database, UTCDateTime, utcnow
-from app.monitoring.models import Monitor
+from app.inventory.models import Monitor
 from app.monitoring.writer import Outcome, ResultWriter
 
 log = logging.getLogger(__name__)

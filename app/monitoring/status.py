@@ -27,8 +27,7 @@ from sqlalchemy import bindparam, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db import select_where_in
-from app.inventory.models import Store, Terminal
-from app.monitoring.models import Monitor
+from app.inventory.models import Monitor, Store, Terminal
 
 
 def combine(states: Iterable[str]) -> str:

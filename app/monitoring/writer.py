@@ -28,11 +28,11 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db import Database, select_where_in, utcnow
-from app.inventory.models import Terminal
-from app.monitoring.models import CheckResult, Monitor, StateChange
+from app.inventory.models import Monitor, Terminal
+from app.inventory.monitors import next_due_at
+from app.monitoring.models import CheckResult, StateChange
 from app.monitoring.state import MonitorState, step
 from app.monitoring.status import refresh_status
-from app.monitoring.timing import next_due_at
 
 log = logging.getLogger(__name__)
 

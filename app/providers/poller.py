@@ -35,9 +35,9 @@ from sqlalchemy import func as sa_func
 
 from app.config import Settings
 from app.db import Database, utcnow
-from app.inventory.models import Store, Terminal
-from app.monitoring.models import Monitor, StateChange
-from app.monitoring.timing import first_due_at, phase_ms
+from app.inventory.models import Monitor, Store, Terminal
+from app.inventory.monitors import first_due_at, phase_ms
+from app.monitoring.models import StateChange
 from app.providers.adyen import AdyenAdapter
 from app.providers.crypto import KeyUnavailable, decrypt_api_key
 from app.providers.http import ProviderError, ProviderHTTP, TokenBucket

@@ -21,9 +21,8 @@ from sqlalchemy import select, update
 import app.models  # noqa: F401
 from app.db import Database, utcnow
 from app.inventory.csvimport import import_fleet
-from app.inventory.models import Store
+from app.inventory.models import Monitor, Store
 from app.migrate import migrate
-from app.monitoring.models import Monitor
 from tests import loopback
 from tests.dashboard.fleet import FLEET
 

@@ -11,8 +11,8 @@ from sqlalchemy import select, update
 import app.models  # noqa: F401
 from app.db import Database, utcnow
 from app.inventory.csvimport import import_fleet
-from app.inventory.models import Store, Terminal, TerminalEvent
-from app.monitoring.models import CheckResult, Monitor, StateChange
+from app.inventory.models import Monitor, Store, Terminal, TerminalEvent
+from app.monitoring.models import CheckResult, StateChange
 
 FLEET = Path(__file__).resolve().parents[2] / "app" / "inventory" / "fleet"
 

@@ -10,8 +10,7 @@ import pytest
 from sqlalchemy import select, update
 
 from app.db import Database
-from app.inventory.models import Store, Terminal
-from app.monitoring.models import Monitor
+from app.inventory.models import Monitor, Store, Terminal
 from tests.dashboard.fleet import import_sample, seed_states, set_terminal_state
 
 HX = {"HX-Request": "true"}

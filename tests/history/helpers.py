@@ -9,8 +9,8 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy import select
 
 from app.db import Database
-from app.inventory.models import Store, Terminal
-from app.monitoring.models import Monitor, StateChange
+from app.inventory.models import Monitor, Store, Terminal
+from app.monitoring.models import StateChange
 
 T0 = datetime(2025, 3, 4, 0, 0, tzinfo=UTC)  # a Tuesday, well in the past
 LONG_AGO = T0 - timedelta(days=400)

@@ -4,8 +4,7 @@ import pytest
 from sqlalchemy import func, select
 
 from app.inventory.csvimport import ImportFailed, import_fleet
-from app.inventory.models import Store, Terminal, TerminalEvent
-from app.monitoring.models import Monitor
+from app.inventory.models import Monitor, Store, Terminal, TerminalEvent
 from tests.fleet import sample_files
 
 

@@ -14,8 +14,8 @@ from app.checks.guard import TargetGuard
 from app.checks.probes import ProbeContext
 from app.checks.resolver import Resolver
 from app.db import Database, utcnow
-from app.inventory.models import Store, Terminal
-from app.monitoring.models import CheckResult, Monitor, StateChange
+from app.inventory.models import Monitor, Store, Terminal
+from app.monitoring.models import CheckResult, StateChange
 
 _store_seq = itertools.count(1)
 _addresses = (f"127.79.{i // 250}.{i % 250 + 1}" for i in itertools.count())

@@ -11,8 +11,8 @@ import pytest
 from sqlalchemy import select
 
 from app.checks.runner import TerminalNotFound, check_terminal_now
-from app.inventory.models import Terminal
-from app.monitoring.models import CheckResult, Monitor
+from app.inventory.models import Monitor, Terminal
+from app.monitoring.models import CheckResult
 from tests.monitoring.helpers import add_monitors, add_store, add_terminals, closed_port
 
 

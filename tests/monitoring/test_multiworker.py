@@ -13,8 +13,9 @@ from sqlalchemy import select
 
 from app.config import Settings
 from app.db import Database, utcnow
-from app.monitoring.models import CheckResult, Monitor
-from app.monitoring.timing import first_due_at
+from app.inventory.models import Monitor
+from app.inventory.monitors import first_due_at
+from app.monitoring.models import CheckResult
 from app.monitoring.worker import Worker
 from tests.monitoring.helpers import add_monitors, add_store, add_terminals
 
@@ -91,8 +92,8 @@ async def check_exactly_once(pg_db, ids) -> dict[int, list]:
         dues = sorted(r.due_at for r in runs)
         # No miss: each run's next due time is the one that ran next, and the last one's is pending.
         for a, b in zip(dues, dues[1:]):
-            assert (
-                b - a == timedelta(seconds=INTERVAL) or (b > a + timedelta(seconds=INTERVAL) and a == dues[0])
+            assert b - a == timedelta(seconds=INTERVAL) or (
+                b > a + timedelta(seconds=INTERVAL) and a == dues[0]
             ), f"monitor {mid}: gap between {a} and {b}"
         assert nexts[mid] > dues[-1]
     return by_monitor

@@ -8,8 +8,8 @@ import pytest
 from sqlalchemy import select
 
 from app.db import utcnow
-from app.inventory.models import Store, Terminal
-from app.monitoring.models import CheckResult, Monitor
+from app.inventory.models import Monitor, Store, Terminal
+from app.monitoring.models import CheckResult
 from app.monitoring.state import MonitorState, step
 from app.monitoring.writer import Outcome, apply_outcomes
 from tests.monitoring.helpers import add_monitors, add_store, add_terminals, state_changes

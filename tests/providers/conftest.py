@@ -6,9 +6,9 @@ import pytest
 from sqlalchemy import select, update
 
 from app.db import utcnow
+from app.inventory.models import Monitor
 from app.inventory.schemas import StoreIn, TerminalIn
 from app.inventory.service import upsert_inventory
-from app.monitoring.models import Monitor
 from app.providers.schemas import AccountIn
 from app.providers.service import create_account
 from app.simulator.providers import AdyenSim, SimTerminal, StripeSim

@@ -128,7 +128,7 @@ async def test_rate_limited_backs_off_honouring_retry_after(db, adyen_sim):
         limited = [p for p, v in states.items() if v == ("unknown", "provider_rate_limited")]
         assert len(limited) == 4 and all(s == "up" for p, (s, _) in states.items() if p not in limited)
         async with db.sessionmaker() as session:
-            from app.monitoring.models import Monitor
+            from app.inventory.models import Monitor
 
             due = (
                 await session.execute(select(Monitor.next_due_at).where(Monitor.target.not_in(limited)))
