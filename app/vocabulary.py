@@ -1,0 +1,174 @@
+"""The one state vocabulary: every state, outcome and verdict name, with the words people read.
+
+The values are the strings stored in the database and sent by the API; `StrEnum` members
+compare equal to them, so `monitor.state == State.DOWN` works on a plain column value.
+No other module spells these names out.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class State(StrEnum):
+    """A monitor's state, and the status derived for terminals and stores."""
+
+    UP = "up"
+    DOWN = "down"
+    UNKNOWN = "unknown"  # we could not tell (our side failed, or no recent result): never downtime
+    PAUSED = "paused"
+    MAINTENANCE = "maintenance"
+    NONE = "none"  # nothing checked here: no monitor of that kind, or before the monitor existed
+
+    @property
+    def word(self) -> str:
+        return _STATE_WORDS[self]
+
+    @property
+    def severity(self) -> int:
+        """Worst first: lists sort by this, `worst()` picks the smallest."""
+        return _SEVERITY[self]
+
+
+# The states a monitor can be in (NONE is only ever derived for display).
+MONITOR_STATES: tuple[State, ...] = (State.UP, State.DOWN, State.UNKNOWN, State.PAUSED, State.MAINTENANCE)
+# Set by people, not by results: results are recorded, the state stays.
+MANUAL_STATES: frozenset[State] = frozenset({State.PAUSED, State.MAINTENANCE})
+
+_STATE_WORDS = {
+    State.UP: "Up",
+    State.DOWN: "Down",
+    State.UNKNOWN: "Unknown",
+    State.PAUSED: "Paused",
+    State.MAINTENANCE: "Maintenance",
+    State.NONE: "Not checked",
+}
+_SEVERITY = {
+    State.DOWN: 0,
+    State.UNKNOWN: 1,
+    State.MAINTENANCE: 2,
+    State.PAUSED: 3,
+    State.UP: 4,
+    State.NONE: 5,
+}
+# Worst first, as filters and summaries list them.
+STATES_WORST_FIRST: tuple[State, ...] = tuple(sorted(MONITOR_STATES, key=lambda s: _SEVERITY[s]))
+
+
+def worst(states: list[str] | tuple[str, ...]) -> State:
+    """The most severe of these states; NONE when there are none."""
+    if not states:
+        return State.NONE
+    return min((State(s) for s in states), key=lambda s: _SEVERITY[s])
+
+
+class CloudState(StrEnum):
+    """A terminal's cloud connection (the Websocket column)."""
+
+    CONNECTED = "connected"
+    DISCONNECTED = "disconnected"
+    NOT_ENABLED = "not_enabled"
+    UNKNOWN = "unknown"
+
+    @property
+    def word(self) -> str:
+        return _CLOUD_WORDS[self]
+
+    @property
+    def tip(self) -> str:
+        return _CLOUD_TIPS[self]
+
+
+_CLOUD_WORDS = {
+    CloudState.CONNECTED: "Connected",
+    CloudState.DISCONNECTED: "Disconnected",
+    CloudState.NOT_ENABLED: "Not enabled",
+    CloudState.UNKNOWN: "Unknown",
+}
+_CLOUD_TIPS = {
+    CloudState.CONNECTED: "Cloud connection (WebSocket) is live",
+    CloudState.DISCONNECTED: "Cloud connection (WebSocket) is down",
+    CloudState.NOT_ENABLED: "Cloud connection (WebSocket) is not enabled for this terminal",
+    CloudState.UNKNOWN: "Cloud connection state is unknown: the provider could not be asked",
+}
+
+
+class Outcome(StrEnum):
+    """What one run of a check found."""
+
+    OK = "ok"
+    FAIL = "fail"  # the target's fault: counts towards down
+    ERROR = "error"  # ours (guard, internal error, provider API trouble): the state is unknown
+
+    @property
+    def word(self) -> str:
+        return _OUTCOME_WORDS[self]
+
+    @property
+    def state(self) -> State:
+        """The state one such run stands for (a manual check's row, a report line)."""
+        return {Outcome.OK: State.UP, Outcome.FAIL: State.DOWN}.get(self, State.UNKNOWN)
+
+
+_OUTCOME_WORDS = {Outcome.OK: "OK", Outcome.FAIL: "FAILED", Outcome.ERROR: "NOT CHECKED"}
+
+
+class Verdict(StrEnum):
+    """Check connection's answer for a terminal."""
+
+    CONNECTED = "connected"
+    DISCONNECTED = "disconnected"
+    COULD_NOT_CHECK = "could_not_check"
+
+    @property
+    def headline(self) -> str:
+        return _HEADLINES[self]
+
+    @property
+    def state(self) -> State:
+        return {Verdict.CONNECTED: State.UP, Verdict.DISCONNECTED: State.DOWN}.get(self, State.UNKNOWN)
+
+    @classmethod
+    def of(cls, outcomes: list[Outcome]) -> Verdict:
+        """Any failure -> disconnected; else anything we could not check (or nothing at all)
+        -> could not check; else connected."""
+        if Outcome.FAIL in outcomes:
+            return cls.DISCONNECTED
+        if not outcomes or Outcome.ERROR in outcomes:
+            return cls.COULD_NOT_CHECK
+        return cls.CONNECTED
+
+
+_HEADLINES = {
+    Verdict.CONNECTED: "Terminal is connected",
+    Verdict.DISCONNECTED: "Terminal is disconnected",
+    Verdict.COULD_NOT_CHECK: "Could not check the terminal",
+}
+
+
+class MonitorKind(StrEnum):
+    DNS = "dns"
+    TCP = "tcp"
+    TLS = "tls"
+    HTTPS = "https"
+    PAYNT_EPOS = "paynt_epos"
+    CLOUD = "cloud"
+
+    @property
+    def word(self) -> str:
+        return _KIND_WORDS[self]
+
+    @property
+    def order(self) -> int:
+        """The order steps are shown in: DNS -> TCP -> TLS -> HTTP -> provider API."""
+        return list(MonitorKind).index(self)
+
+
+_KIND_WORDS = {
+    MonitorKind.DNS: "DNS",
+    MonitorKind.TCP: "TCP",
+    MonitorKind.TLS: "TLS",
+    MonitorKind.HTTPS: "HTTPS",
+    MonitorKind.PAYNT_EPOS: "EPOS API",
+    MonitorKind.CLOUD: "Cloud",
+}
