@@ -33,8 +33,8 @@ from app.checks.diagnoses import explain
 from app.config import Settings
 from app.db import Database, utcnow
 from app.inventory.models import Monitor, Store, Terminal
-from app.inventory.schemas import normalise_poiid
 from app.monitoring.writer import Outcome, apply_outcomes
+from app.poiid import normalise_poiid
 from app.providers.check import cloud_status_for_terminal
 
 HEADLINES = {

@@ -8,7 +8,7 @@ from sqlalchemy import Select, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.inventory.models import Store, Terminal
-from app.inventory.schemas import normalise_poiid
+from app.poiid import normalise_poiid
 
 
 @dataclass

@@ -7,24 +7,18 @@ from __future__ import annotations
 
 import ipaddress
 import re
-import unicodedata
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from app.inventory.models import INTEGRATIONS, LOCAL_APIS, PROVIDERS
 from app.inventory.profiles import NETWORK_PROFILES
+from app.poiid import normalise_poiid
 
-# Unicode dashes people paste from provider consoles (Adyen prints POIIDs with U+2011).
-_DASHES = dict.fromkeys(map(ord, "\u2010\u2011\u2012\u2013\u2014\u2015\u2212\ufe58\ufe63\uff0d"), "-")
 _HOSTNAME = re.compile(r"^(?=.{1,253}$)(?!-)[a-z0-9-]{1,63}(?<!-)(\.(?!-)[a-z0-9-]{1,63}(?<!-))*\.?$", re.I)
 _CODE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$")
 _TRUE = {"yes", "y", "true", "1", "on"}
 _FALSE = {"no", "n", "false", "0", "off", ""}
-
-
-def normalise_poiid(value: str) -> str:
-    return unicodedata.normalize("NFKC", value).translate(_DASHES).strip()
 
 
 def normalise_mac(value: str) -> str:

@@ -11,7 +11,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.db import insert_returning, select_where_in, utcnow
 from app.inventory.models import Store, Terminal, TerminalEvent
 from app.inventory.monitors import sync_monitors
-from app.inventory.schemas import StoreIn, TerminalIn, normalise_poiid
+from app.inventory.schemas import StoreIn, TerminalIn
+from app.poiid import normalise_poiid
 
 STORE_FIELDS = tuple(f for f in StoreIn.model_fields)
 TERMINAL_FIELDS = tuple(f for f in TerminalIn.model_fields if f != "store_code")

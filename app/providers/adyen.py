@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import datetime
 from urllib.parse import quote
 
-from app.inventory.schemas import normalise_poiid
+from app.poiid import normalise_poiid
 from app.providers.base import DeviceState, RemoteTerminal, StorePoll, match_key
 from app.providers.http import ProviderError, ProviderHTTP, json_body
 

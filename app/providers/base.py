@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from app.inventory.schemas import normalise_poiid
+from app.poiid import normalise_poiid
 
 
 @dataclass

@@ -19,8 +19,9 @@ from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.inventory.models import Store, Terminal
-from app.inventory.schemas import TerminalIn, field_errors, normalise_poiid
+from app.inventory.schemas import TerminalIn, field_errors
 from app.inventory.service import UpsertSummary, upsert_inventory
+from app.poiid import normalise_poiid
 from app.providers.base import RemoteTerminal
 from app.providers.crypto import decrypt_api_key
 from app.providers.http import ProviderHTTP, TokenBucket

@@ -33,7 +33,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from app.inventory.schemas import normalise_poiid
+from app.poiid import normalise_poiid
 
 log = logging.getLogger(__name__)
 
