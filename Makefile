@@ -1,8 +1,9 @@
 # The two commands of the README: `make demo` starts the dashboard, `make test` runs the tests.
+# `make lint` is the tooling gate CI runs first: ruff, ruff format, mypy (app/), import contracts.
 VENV := .venv
 STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 
-.PHONY: demo test install bench
+.PHONY: demo test install bench lint
 
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
@@ -14,6 +15,15 @@ install: $(STAMP)
 
 demo: $(STAMP)
 	$(VENV)/bin/termpulse demo
+
+# Every tool runs even when an earlier one finds something; the target fails if any did.
+lint: $(STAMP)
+	@status=0; \
+	echo "== ruff check"; $(VENV)/bin/ruff check . || status=1; \
+	echo "== ruff format --check"; $(VENV)/bin/ruff format --check . || status=1; \
+	echo "== mypy"; $(VENV)/bin/mypy || status=1; \
+	echo "== lint-imports"; $(VENV)/bin/lint-imports --no-logo || status=1; \
+	exit $$status
 
 test: $(STAMP)
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
