@@ -9,7 +9,18 @@ from typing import Annotated
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
+PACKAGE_DIR = Path(__file__).resolve().parent
+PROJECT_ROOT = PACKAGE_DIR.parent  # the folder holding `app`: the source tree, or site-packages
+
+
+def bundled_dir(name: str) -> Path:
+    """The top-level folder `name` (migrations, templates, static), found through the package.
+
+    An installed wheel carries it inside the package as `app/_<name>` (see setup.py); a source
+    tree or an editable install keeps it beside the package. Never found from the working directory.
+    """
+    shipped = PACKAGE_DIR / f"_{name}"
+    return shipped if shipped.is_dir() else PROJECT_ROOT / name
 
 
 def _split_list(value: object) -> object:
@@ -40,8 +51,8 @@ class Settings(BaseSettings):
     lease_s: int = 30
     result_retention_days: int = 30
 
-    templates_dir: Path = PROJECT_ROOT / "templates"
-    static_dir: Path = PROJECT_ROOT / "static"
+    templates_dir: Path = bundled_dir("templates")
+    static_dir: Path = bundled_dir("static")
 
     _split = field_validator("allowed_networks", "dns_nameservers", mode="before")(_split_list)
 
