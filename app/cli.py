@@ -9,11 +9,20 @@ import os
 import sys
 from pathlib import Path
 
-from app.config import PROJECT_ROOT, Settings, get_settings
-from app.logging import configure_logging
+import uvicorn
 
-SAMPLE_FLEET = PROJECT_ROOT / "app" / "inventory" / "fleet"
-DEMO_DATABASE = Path("termpulse-demo.db")
+from app.auth.cli import create_user_command
+from app.config import Settings, get_settings
+from app.db import Database
+from app.demo import run_demo
+from app.history.cli import export_command
+from app.inventory.csvimport import SAMPLE_FLEET, ImportFailed, import_fleet
+from app.logging import configure_logging
+from app.main import create_app
+from app.migrate import migrate
+from app.monitoring.cli import check_command
+from app.monitoring.worker import run_worker
+from app.simulator.cli import simulate_command
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -93,15 +102,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
 
-def _serve(args, settings: Settings) -> int:
+def _serve(args: argparse.Namespace, settings: Settings) -> int:
     if args.command == "demo" or args.demo:
-        from app.demo import run_demo
-
         return run_demo(settings, host=args.host or settings.host, port=args.port or settings.port)
-    import uvicorn
-
-    from app.main import create_app
-
     _migrate(args, settings)
     app = create_app(settings, run_worker=not args.no_worker)
     uvicorn.run(
@@ -114,10 +117,7 @@ def _serve(args, settings: Settings) -> int:
     return 0
 
 
-def _migrate(args, settings: Settings) -> int:
-    from app.db import Database
-    from app.migrate import migrate
-
+def _migrate(args: argparse.Namespace, settings: Settings) -> int:
     async def run() -> None:
         database = Database(settings.database_url)
         try:
@@ -129,9 +129,7 @@ def _migrate(args, settings: Settings) -> int:
     return 0
 
 
-def _import(args, settings: Settings) -> int:
-    from app.inventory.csvimport import ImportFailed, import_fleet
-
+def _import(args: argparse.Namespace, settings: Settings) -> int:
     files = []
     for name in args.files:
         try:
@@ -142,8 +140,6 @@ def _import(args, settings: Settings) -> int:
     _migrate(args, settings)
 
     async def run() -> int:
-        from app.db import Database
-
         database = Database(settings.database_url)
         try:
             async with database.sessionmaker() as session:
@@ -164,41 +160,32 @@ def _import(args, settings: Settings) -> int:
         print(f"terminals {verb}: {summary.terminals}")
         monitors = summary.monitors
         print(
-            f"monitors: {monitors['created']} created, {monitors['updated']} updated, {monitors['deleted']} removed"
+            f"monitors: {monitors['created']} created, {monitors['updated']} updated, "
+            f"{monitors['deleted']} removed"
         )
         return 0
 
     return asyncio.run(run())
 
 
-def _worker(args, settings: Settings) -> int:
-    from app.monitoring.worker import run_worker
-
+def _worker(args: argparse.Namespace, settings: Settings) -> int:
     _migrate(args, settings)
     return run_worker(settings)
 
 
-def _check(args, settings: Settings) -> int:
-    from app.checks.cli import check_command
-
+def _check(args: argparse.Namespace, settings: Settings) -> int:
     return check_command(settings, args.poiid, as_json=args.json)
 
 
-def _export(args, settings: Settings) -> int:
-    from app.history.cli import export_command
-
+def _export(args: argparse.Namespace, settings: Settings) -> int:
     return export_command(settings, args)
 
 
-def _create_user(args, settings: Settings) -> int:
-    from app.auth.cli import create_user_command
-
+def _create_user(args: argparse.Namespace, settings: Settings) -> int:
     return create_user_command(settings, args)
 
 
-def _simulate(args, settings: Settings) -> int:
-    from app.simulator.cli import simulate_command
-
+def _simulate(args: argparse.Namespace, settings: Settings) -> int:
     return simulate_command(settings, args)
 
 

@@ -2,15 +2,39 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
-from collections.abc import AsyncIterator
+from collections.abc import Awaitable, Callable, Iterable
 from datetime import UTC, datetime
+from typing import Any, Literal, TypeVar, TypeVarTuple, cast, overload
 
-from sqlalchemy import JSON, BigInteger, DateTime, Integer, MetaData, any_, bindparam, event
+from sqlalchemy import (
+    JSON,
+    URL,
+    BigInteger,
+    ColumnElement,
+    DateTime,
+    Dialect,
+    Integer,
+    MetaData,
+    Row,
+    Select,
+    Table,
+    any_,
+    bindparam,
+    event,
+)
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB
+from sqlalchemy.engine.interfaces import DBAPIConnection
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
-from sqlalchemy.orm import DeclarativeBase
+from sqlalchemy.orm import DeclarativeBase, QueryableAttribute
+from sqlalchemy.pool import ConnectionPoolEntry
+from sqlalchemy.schema import ColumnDefault
 from sqlalchemy.types import TypeDecorator
+
+_T = TypeVar("_T")
+_Ts = TypeVarTuple("_Ts")
 
 # Deterministic constraint names so Alembic migrations are the same on both databases.
 NAMING = {
@@ -31,13 +55,13 @@ BigId = BigInteger().with_variant(Integer, "sqlite")
 JSONData = JSON().with_variant(JSONB(), "postgresql")
 
 
-class UTCDateTime(TypeDecorator):
+class UTCDateTime(TypeDecorator[datetime]):
     """Timezone-aware UTC datetimes on both databases (SQLite drops the offset)."""
 
     impl = DateTime(timezone=True)
     cache_ok = True
 
-    def process_bind_param(self, value, dialect):
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
         if value is not None:
             if value.tzinfo is None:
                 raise ValueError("naive datetime; use utcnow()")
@@ -46,7 +70,7 @@ class UTCDateTime(TypeDecorator):
                 value = value.replace(tzinfo=None)
         return value
 
-    def process_result_value(self, value, dialect):
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
         if value is not None and value.tzinfo is None:
             value = value.replace(tzinfo=UTC)
         return value
@@ -56,12 +80,13 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
-def make_engine(url: str, **kwargs) -> AsyncEngine:
+def make_engine(url: str, **kwargs: Any) -> AsyncEngine:
     if url.startswith("sqlite"):
         engine = create_async_engine(url, connect_args={"timeout": 30}, **kwargs)
 
         @event.listens_for(engine.sync_engine, "connect")
-        def _sqlite_pragmas(dbapi_conn, _record):  # WAL lets pages read while the worker writes
+        # WAL lets pages read while the worker writes.
+        def _sqlite_pragmas(dbapi_conn: DBAPIConnection, _record: ConnectionPoolEntry) -> None:
             cur = dbapi_conn.cursor()
             cur.execute("PRAGMA journal_mode=WAL")
             cur.execute("PRAGMA foreign_keys=ON")
@@ -77,7 +102,7 @@ def make_engine(url: str, **kwargs) -> AsyncEngine:
 class Database:
     """One engine and session factory per process (the app and the CLI each hold one)."""
 
-    def __init__(self, url: str, **engine_kwargs):
+    def __init__(self, url: str, **engine_kwargs: Any) -> None:
         self.url = url
         self.engine = make_engine(url, **engine_kwargs)
         self.sessionmaker = async_sessionmaker(self.engine, expire_on_commit=False)
@@ -86,15 +111,39 @@ class Database:
     def dialect(self) -> str:
         return self.engine.dialect.name
 
-    async def session(self) -> AsyncIterator[AsyncSession]:
-        async with self.sessionmaker() as session:
-            yield session
-
     async def dispose(self) -> None:
         await self.engine.dispose()
 
 
-async def select_where_in(session, query, column, values, *, scalars: bool = False) -> list:
+ColumnLike = ColumnElement[Any] | QueryableAttribute[Any]
+
+
+@overload
+async def select_where_in(
+    session: AsyncSession,
+    query: Select[*_Ts],
+    column: ColumnLike,
+    values: Iterable[Any],
+    *,
+    scalars: Literal[False] = False,
+) -> list[Row[*_Ts]]: ...
+@overload
+async def select_where_in(
+    session: AsyncSession,
+    query: Select[_T],
+    column: ColumnLike,
+    values: Iterable[Any],
+    *,
+    scalars: Literal[True],
+) -> list[_T]: ...
+async def select_where_in(
+    session: AsyncSession,
+    query: Select[*tuple[Any, ...]],
+    column: ColumnLike,
+    values: Iterable[Any],
+    *,
+    scalars: bool = False,
+) -> list[Any]:
     """Rows of `query` whose `column` is one of `values`, for lists of any size.
 
     PostgreSQL gets one array parameter (`= ANY($1)`): one plan, hashed lookups. A long
@@ -104,31 +153,37 @@ async def select_where_in(session, query, column, values, *, scalars: bool = Fal
     values = list(values)
     if not values:
         return []
-    if session.bind.dialect.name == "postgresql":
+    if session.get_bind().dialect.name == "postgresql":
         array = bindparam("values", values, type_=ARRAY(column.type))
         chunks = [query.where(column == any_(array))]
     else:
         chunks = [query.where(column.in_(values[i : i + 5000])) for i in range(0, len(values), 5000)]
-    rows = []
+    rows: list[Any] = []
     for statement in chunks:
         result = await session.execute(statement)
         rows += result.scalars().all() if scalars else result.all()
     return rows
 
 
-async def insert_returning(session, model, rows: list[dict], *columns, chunk: int = 1000) -> list:
+async def insert_returning(
+    session: AsyncSession,
+    model: type[Base],
+    rows: list[dict[str, Any]],
+    *columns: QueryableAttribute[Any],
+    chunk: int = 1000,
+) -> list[Row[Any]]:
     """Bulk INSERT ... RETURNING in chunks: one huge executemany with RETURNING makes
     SQLAlchemy splice every page's rows into the result again (quadratic)."""
     from sqlalchemy import insert
 
-    returned = []
+    returned: list[Row[Any]] = []
     for i in range(0, len(rows), chunk):
         result = await session.execute(insert(model).returning(*columns), rows[i : i + chunk])
         returned += result.all()
     return returned
 
 
-async def bulk_insert(session, table, rows: list[dict]) -> None:
+async def bulk_insert(session: AsyncSession, table: Table, rows: list[dict[str, Any]]) -> None:
     """INSERT many rows without RETURNING. PostgreSQL: COPY (several times faster than
     executemany for tens of thousands of rows); SQLite: executemany."""
     if not rows:
@@ -146,20 +201,22 @@ async def bulk_insert(session, table, rows: list[dict]) -> None:
     }
     records = [tuple(json.dumps(row[c]) if c in json_columns else row[c] for c in columns) for row in rows]
     raw = await connection.get_raw_connection()
+    assert raw.driver_connection is not None  # asyncpg's connection, open while the session is
     await raw.driver_connection.copy_records_to_table(table.name, records=records, columns=columns)
 
 
-def _with_defaults(table, rows: list[dict]) -> list[dict]:
-    defaults = {}
+def _with_defaults(table: Table, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    defaults: dict[str, Any] = {}
     for column in table.columns:
         if column.name in rows[0] or column.default is None or column.primary_key:
             continue
+        assert isinstance(column.default, ColumnDefault)  # the models' defaults: values or callables
         arg = column.default.arg
         defaults[column.name] = arg(None) if callable(arg) else arg
     return [{**defaults, **row} for row in rows] if defaults else rows
 
 
-async def server_execute(url, statement: str) -> None:
+async def server_execute(url: str | URL, statement: str) -> None:
     """Run one statement (CREATE/DROP DATABASE) on the maintenance database of the
     PostgreSQL server that `url` (a string or URL) points at. For tests and benchmarks."""
     import asyncpg
@@ -178,3 +235,52 @@ async def server_execute(url, statement: str) -> None:
         await conn.execute(statement)
     finally:
         await conn.close()
+
+
+# SQLSTATEs worth retrying on PostgreSQL: deadlock detected, serialization failure.
+_TRANSIENT_SQLSTATES = frozenset({"40P01", "40001"})
+_SQLITE_BUSY, _SQLITE_LOCKED = 5, 6
+
+
+def is_transient(exc: BaseException) -> bool:
+    """A failure that the same transaction may not meet again: a deadlock, a serialization
+    failure, SQLite busy or locked, a connection the pool has just invalidated."""
+    if isinstance(exc, DBAPIError) and exc.connection_invalidated:
+        return True
+    orig = getattr(exc, "orig", None)
+    sqlstate = getattr(orig, "sqlstate", None) or getattr(getattr(orig, "__cause__", None), "sqlstate", None)
+    if sqlstate in _TRANSIENT_SQLSTATES:
+        return True
+    sqlite_code = getattr(orig, "sqlite_errorcode", None) or getattr(
+        getattr(orig, "__cause__", None), "sqlite_errorcode", None
+    )
+    return sqlite_code is not None and sqlite_code & 0xFF in (_SQLITE_BUSY, _SQLITE_LOCKED)
+
+
+async def in_transaction(
+    database: Database, work: Callable[[AsyncSession], Awaitable[_T]], *, attempts: int = 5
+) -> _T:
+    """Run `work` in a new session and commit, retrying transient failures with backoff.
+
+    The one retry rule of every writer; anything else (or the last attempt) raises."""
+    for attempt in range(attempts):
+        try:
+            async with database.sessionmaker() as session:
+                result = await work(session)
+                await session.commit()
+                return result
+        except DBAPIError as exc:
+            if attempt + 1 < attempts and is_transient(exc):
+                await asyncio.sleep(0.05 * 2**attempt)
+                continue
+            raise
+    raise AssertionError("unreachable")
+
+
+def table_of(model: type[Base]) -> Table:
+    """A model's Table, typed as one (core statements on it skip the ORM's per-row work)."""
+    return cast(Table, model.__table__)
+
+
+def dialect_of(session: AsyncSession) -> str:
+    return session.get_bind().dialect.name

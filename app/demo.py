@@ -24,26 +24,29 @@ from sqlalchemy import select
 
 from app.config import Settings
 from app.db import Database, utcnow
-from app.inventory.csvimport import import_fleet
+from app.inventory.csvimport import SAMPLE_FLEET, import_fleet
 from app.inventory.models import Monitor, Store, Terminal
 from app.inventory.monitors import sync_monitors
+from app.main import create_app
 from app.migrate import migrate
+from app.simulator.network import DemoNetwork, start_demo_network, store_source
+from app.simulator.providers import ProviderSimulators, register_simulator_accounts, start_provider_simulators
+from app.simulator.terminals import epos_token, raise_fd_limit
 
 log = logging.getLogger(__name__)
 
+DEMO_DATABASE = Path("termpulse-demo.db")  # in the working directory, made afresh at each start
 DEMO_INTERVAL_S = 15  # checks every 15 s, so the story shows on the dashboard within a minute
 INGENICO_HOST, PROCESSOR_HOST = "temterminalsnar01.icloud.ingenico.com", "prodssl.protectedtransactions.com"
 
 
-def _fleet() -> tuple[list[tuple[str, bytes]], list[dict], list[dict]]:
-    from app.cli import SAMPLE_FLEET
-
+def _fleet() -> tuple[list[tuple[str, bytes]], list[dict[str, str]], list[dict[str, str]]]:
     files = [(name, (SAMPLE_FLEET / name).read_bytes()) for name in ("stores.csv", "terminals.csv")]
     stores, terminals = (list(csv.DictReader(io.StringIO(data.decode("utf-8-sig")))) for _, data in files)
     return files, stores, terminals
 
 
-async def _load_fleet(database: Database, files) -> None:
+async def _load_fleet(database: Database, files: list[tuple[str, bytes]]) -> None:
     await migrate(database.engine)
     async with database.sessionmaker() as session:
         summary = await import_fleet(session, files)
@@ -54,8 +57,6 @@ async def _wire_to_simulator(database: Database) -> None:
     """Demo only: the terminals' EPOS tokens as the simulator issues them; each store's
     network checks sent from the store's own loopback source, so a fault can hit one store;
     a short interval, first checks spread over the next 15 s."""
-    from app.simulator.network import store_source
-    from app.simulator.terminals import epos_token
 
     async with database.sessionmaker() as session:
         paynt = (await session.scalars(select(Terminal).where(Terminal.local_api == "paynt_epos"))).all()
@@ -76,7 +77,9 @@ async def _wire_to_simulator(database: Database) -> None:
         await session.commit()
 
 
-async def _start_story(net, sims, stores: list[dict], terminals: list[dict]) -> None:
+async def _start_story(
+    net: DemoNetwork, sims: ProviderSimulators, stores: list[dict[str, str]], terminals: list[dict[str, str]]
+) -> None:
     port_blocked, dns_failing = [s["code"] for s in stores if s["network_profile"] == "fullsteam-ingenico"][
         :2
     ]
@@ -98,10 +101,6 @@ async def _start_story(net, sims, stores: list[dict], terminals: list[dict]) -> 
 
 
 async def _serve_demo(settings: Settings, database_path: Path, host: str, port: int) -> None:
-    from app.main import create_app
-    from app.simulator.network import start_demo_network
-    from app.simulator.providers import register_simulator_accounts, start_provider_simulators
-    from app.simulator.terminals import raise_fd_limit
 
     files, store_rows, terminal_rows = _fleet()
     raise_fd_limit()
@@ -137,8 +136,6 @@ async def _serve_demo(settings: Settings, database_path: Path, host: str, port: 
 
 
 def run_demo(settings: Settings, *, host: str, port: int) -> int:
-    from app.cli import DEMO_DATABASE
-
     for suffix in ("", "-wal", "-shm", ".worker.lock"):
         DEMO_DATABASE.with_name(DEMO_DATABASE.name + suffix).unlink(missing_ok=True)
     asyncio.run(_serve_demo(settings, DEMO_DATABASE.resolve(), host, port))

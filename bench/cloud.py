@@ -155,7 +155,7 @@ async def main() -> None:
     from app.inventory.models import Monitor
     from app.migrate import migrate
     from app.providers.models import ProviderAccount
-    from app.providers.poller import CloudPoller
+    from app.monitoring.cloud import CloudPoller
     from app.providers.schemas import AccountIn
     from app.providers.service import create_account
 

@@ -9,7 +9,7 @@ import csv
 import io
 import random
 
-from app.cli import SAMPLE_FLEET
+from app.inventory.csvimport import SAMPLE_FLEET
 
 PROFILE_PROVIDERS = {
     "fullsteam-ingenico": ("ingenico", "local", "tcp", 2000),

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from app.cli import SAMPLE_FLEET
+from app.inventory.csvimport import SAMPLE_FLEET
 
 
 def sample_files() -> list[tuple[str, bytes]]:

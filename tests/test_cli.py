@@ -1,31 +1,26 @@
-"""The `termpulse` command as a user runs it, against both databases."""
+"""The `termpulse` command as a user runs it, against both databases: in process (tests/cli.py),
+and once as a real `python -m app.cli` subprocess (the smoke test at the end)."""
 
 import os
 import subprocess
 import sys
 
-from app.cli import SAMPLE_FLEET
+from app.inventory.csvimport import SAMPLE_FLEET
+from tests.cli import termpulse as termpulse_sync
+from tests.cli import termpulse_async
 
 STORES, TERMINALS = str(SAMPLE_FLEET / "stores.csv"), str(SAMPLE_FLEET / "terminals.csv")
 
 
-def termpulse(db, *args, stdin=None):
-    env = {**os.environ, "TERMPULSE_DATABASE_URL": db.url}
-    return subprocess.run(
-        [sys.executable, "-m", "app.cli", *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        input=stdin,
-        timeout=120,
-    )
+async def termpulse(db, *args, stdin=""):
+    return await termpulse_async(*args, env={"TERMPULSE_DATABASE_URL": db.url}, stdin=stdin)
 
 
 async def test_import_twice_then_bad_file(db, tmp_path):
-    first = termpulse(db, "import", STORES, TERMINALS)
+    first = await termpulse(db, "import", STORES, TERMINALS)
     assert first.returncode == 0, first.stderr
     assert "stores imported: 60 created" in first.stdout and "terminals imported: 246 created" in first.stdout
-    again = termpulse(db, "import", STORES, TERMINALS)
+    again = await termpulse(db, "import", STORES, TERMINALS)
     assert "0 created, 0 updated, 60 unchanged" in again.stdout
     assert "0 created, 0 updated, 246 unchanged" in again.stdout
 
@@ -33,23 +28,43 @@ async def test_import_twice_then_bad_file(db, tmp_path):
     bad.write_text(
         "store_code,poiid,integration,lan_port\nS-0001,NEW-1,cloud,\nS-0001,NEW-2,rocket,\nS-0404,NEW-3,local,99999\n"
     )
-    failed = termpulse(db, "import", str(bad))
+    failed = await termpulse(db, "import", str(bad))
     assert failed.returncode == 2
     lines = failed.stderr.strip().splitlines()
     assert any(":3: integration:" in line for line in lines)
     assert any(":4: lan_port:" in line for line in lines)
     assert "nothing was written" in lines[-1]
-    listed = termpulse(db, "import", "--dry-run", str(bad).replace("terminals", "missing"))
+    listed = await termpulse(db, "import", "--dry-run", str(bad).replace("terminals", "missing"))
     assert listed.returncode == 2 and "cannot read" in listed.stderr
 
 
 async def test_dry_run_and_create_user(db):
-    dry = termpulse(db, "import", "--dry-run", STORES, TERMINALS)
+    dry = await termpulse(db, "import", "--dry-run", STORES, TERMINALS)
     assert dry.returncode == 0 and "dry run, nothing written" in dry.stdout
-    assert "60 created" in termpulse(db, "import", STORES).stdout  # nothing was written by the dry run
+    assert "60 created" in (await termpulse(db, "import", STORES)).stdout  # the dry run wrote nothing
 
-    short = termpulse(db, "create-user", "alice", stdin="short\n")
+    short = await termpulse(db, "create-user", "alice", stdin="short\n")
     assert short.returncode == 2 and "too short" in short.stderr
-    made = termpulse(db, "create-user", "alice", "--role", "operator", stdin="long enough password\n")
+    made = await termpulse(db, "create-user", "alice", "--role", "operator", stdin="long enough password\n")
     assert made.returncode == 0 and "created operator alice" in made.stdout
-    assert termpulse(db, "create-user", "alice", stdin="long enough password\n").returncode == 2
+    assert (await termpulse(db, "create-user", "alice", stdin="long enough password\n")).returncode == 2
+
+
+def test_a_bad_command_line_exits_2_with_usage():
+    done = termpulse_sync("no-such-command")
+    assert done.returncode == 2 and "usage: termpulse" in done.stderr and done.stdout == ""
+
+
+def test_smoke_the_real_command_in_a_subprocess(tmp_path):
+    """The one subprocess: `python -m app.cli` starts, migrates a new SQLite file, imports the
+    sample fleet, prints its summary and exits 0."""
+    env = {**os.environ, "TERMPULSE_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'smoke.db'}"}
+    done = subprocess.run(
+        [sys.executable, "-m", "app.cli", "import", STORES, TERMINALS],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=180,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "stores imported: 60 created" in done.stdout and "terminals imported: 246 created" in done.stdout

@@ -252,4 +252,4 @@ def explain(code: str, **ctx: object) -> Diagnosis:
 
 def is_ours(code: str | None) -> bool:
     """True when a failure with this code is TermPulse's own (state unknown, not down)."""
-    return bool(code) and CATALOGUE.get(code, CATALOGUE["internal_error"]).ours
+    return code is not None and CATALOGUE.get(code, CATALOGUE["internal_error"]).ours

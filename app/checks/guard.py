@@ -10,6 +10,8 @@ import ipaddress
 from collections.abc import Iterable
 from functools import lru_cache
 
+from app.config import Settings
+
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
@@ -21,7 +23,7 @@ class TargetGuard:
         ]
 
     @classmethod
-    def from_settings(cls, settings) -> TargetGuard:
+    def from_settings(cls, settings: Settings) -> TargetGuard:
         return cls(settings.allowed_networks)
 
     def allows(self, address: str) -> bool:

@@ -10,19 +10,16 @@ from __future__ import annotations
 import asyncio
 import ssl
 import time
+from collections.abc import Iterator
+from typing import Any
 
 import httpx
 
 from app.checks import net
-from app.checks.probes import (
-    ProbeContext,
-    check_fingerprint,
-    describe_rejected,
-    resolve_and_guard,
-    split_host_port,
-)
+from app.checks.context import ProbeContext, resolve_and_guard, split_host_port
 from app.checks.resolver import is_ip_literal
 from app.checks.result import ProbeFailure, ProbeResult, Run
+from app.checks.transport import check_fingerprint, describe_rejected
 
 EPOS_BASE = "/payntpos/1.0.0"
 _MAX_BODY = 64 * 1024  # enough to see the answer; a check never downloads a page
@@ -49,7 +46,7 @@ class _Phases:
         return (b - a) * 1000 if a is not None and b is not None else None
 
 
-def expected_statuses(spec) -> set[int]:
+def expected_statuses(spec: list[int | str] | None) -> set[int]:
     """[200, 204, "3xx"] -> a set of codes; default every 2xx and 3xx."""
     codes: set[int] = set()
     for item in spec or ["2xx", "3xx"]:
@@ -88,7 +85,9 @@ async def probe_paynt_epos(run: Run, ctx: ProbeContext, target: str, params: dic
     return await _http_check(run, ctx, url, port, {**params, "headers": headers}, epos=True)
 
 
-async def _http_check(run, ctx, url: httpx.URL, port: int, params: dict, epos: bool):
+async def _http_check(
+    run: Run, ctx: ProbeContext, url: httpx.URL, port: int, params: dict[str, Any], epos: bool
+) -> ProbeResult:
     source = params.get("source")
     address = await resolve_and_guard(run, ctx, url.host, source)
     tls = url.scheme == "https"
@@ -107,11 +106,20 @@ async def _http_check(run, ctx, url: httpx.URL, port: int, params: dict, epos: b
     return _judge(run, response, params, epos)
 
 
-async def _send(run, url, address, port, params, sslctx, phases, source):
+async def _send(
+    run: Run,
+    url: httpx.URL,
+    address: str,
+    port: int,
+    params: dict[str, Any],
+    sslctx: ssl.SSLContext,
+    phases: _Phases,
+    source: str | None,
+) -> tuple[httpx.Response, net.CertInfo | None]:
     """One request to the resolved address; returns (response with body read, cert info)."""
     request_url = url.copy_with(host=address) if not is_ip_literal(url.host) else url
     headers = {"Host": url.netloc.decode("ascii"), **(params.get("headers") or {})}
-    extensions = {"trace": phases}
+    extensions: dict[str, Any] = {"trace": phases}
     if not is_ip_literal(url.host):
         extensions["sni_hostname"] = url.host  # and the certificate is checked against it
     transport = httpx.AsyncHTTPTransport(verify=sslctx, retries=0, local_address=source)
@@ -143,31 +151,40 @@ def _peer_cert(response: httpx.Response) -> net.CertInfo | None:
     ssl_obj = stream.get_extra_info("ssl_object") if stream is not None else None
     der = ssl_obj.getpeercert(binary_form=True) if ssl_obj is not None else None
     info = net.CertInfo.from_der(der) if der else None
-    if info is not None:
+    if info is not None and ssl_obj is not None:
         info.protocol = ssl_obj.version()
     return info
 
 
-def _chain(exc: BaseException):
+def _chain(exc: BaseException) -> Iterator[BaseException]:
+    """The exception and its causes, outermost first."""
     seen = set()
-    while exc is not None and id(exc) not in seen:
-        seen.add(id(exc))
-        yield exc
-        exc = exc.__cause__ or exc.__context__
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        yield current
+        current = current.__cause__ or current.__context__
 
 
-async def _classify(run, exc, phases: _Phases, address, port, url, source) -> ProbeFailure:
+async def _classify(
+    run: Run,
+    exc: BaseException,
+    phases: _Phases,
+    address: str,
+    port: int,
+    url: httpx.URL,
+    source: str | None,
+) -> ProbeFailure:
     """Name an httpx failure from the phase it happened in and the OS/SSL error under it."""
     phase = phases.current
     _record_phases(run, phases, tls=True)  # the phases that did complete
-    run.begin("first_byte" if phase == "http" else phase)  # the failed one, from its start
+    # The failed step, timed from when it really started.
     start = phases.t.get(
         {"connect": "connection.connect_tcp.started", "tls": "connection.start_tls.started"}.get(
             phase, "http11.send_request_headers.started"
         )
     )
-    if start is not None:
-        run._step_t = start
+    run.begin("first_byte" if phase == "http" else phase, at=start)
     errors = list(_chain(exc))
     timed_out = any(isinstance(e, (httpx.TimeoutException, TimeoutError)) for e in errors)
     verify = next((e for e in errors if isinstance(e, ssl.SSLCertVerificationError)), None)
@@ -211,7 +228,7 @@ def _record_phases(run: Run, phases: _Phases, tls: bool, details: dict | None = 
             run.add(step, True, ms, (details or {}).get(step, ""))
 
 
-def _judge(run: Run, response: httpx.Response, params: dict, epos: bool):
+def _judge(run: Run, response: httpx.Response, params: dict[str, Any], epos: bool) -> ProbeResult:
     status = response.status_code
     expected = expected_statuses(params.get("expect_status"))
     run.context.update(status=status, answer=f"HTTP {status}", expected=_describe(expected))

@@ -192,11 +192,11 @@ async def close_writer(writer: asyncio.StreamWriter) -> None:
 
 
 async def fetch_cert(
-    address: str, port: int, server_hostname: str | None, source: str | None, timeout: float
+    address: str, port: int, server_hostname: str | None, source: str | None, timeout_s: float
 ) -> CertInfo | None:
     """Second pass after a rejected certificate: read it without verifying, to name the
     issuer (e.g. a TLS-inspecting proxy), the subject or the expiry date. Best effort."""
-    scratch = Run(timeout)
+    scratch = Run(timeout_s)
     try:
         sock = await tcp_connect(scratch, address, port, source)
         _, writer, info = await tls_handshake(scratch, sock, make_insecure_context(), server_hostname)

@@ -14,6 +14,8 @@ import dns.exception
 import dns.rcode
 import dns.resolver
 
+from app.config import Settings
+
 
 class DnsFailure(Exception):
     def __init__(self, code: str, detail: str):
@@ -58,20 +60,22 @@ class Resolver:
         self.port = port
 
     @classmethod
-    def from_settings(cls, settings) -> Resolver:
+    def from_settings(cls, settings: Settings) -> Resolver:
         return cls(settings.dns_nameservers, settings.dns_port)
 
     def describe(self) -> str:
         return ", ".join(f"{n}:{self.port}" for n in self.nameservers) or "(system)"
 
     async def resolve(
-        self, name: str, timeout: float, rdtype: str = "A", source: str | None = None
+        self, name: str, timeout_s: float, rdtype: str = "A", source: str | None = None
     ) -> Resolution:
         host = name.strip("[]")
         if is_ip_literal(host):
             return Resolution(name=name, addresses=[host], literal=True)
         try:
-            answer = await self._resolver.resolve(host, rdtype, lifetime=timeout, search=False, source=source)
+            answer = await self._resolver.resolve(
+                host, rdtype, lifetime=timeout_s, search=False, source=source
+            )
         except dns.resolver.NXDOMAIN:
             raise DnsFailure("dns_nxdomain", f"{host}: NXDOMAIN") from None
         except dns.resolver.NoAnswer:
@@ -80,7 +84,7 @@ class Resolver:
             raise self._no_nameservers(host, exc) from None
         except dns.exception.Timeout:
             raise DnsFailure(
-                "dns_timeout", f"{host}: no answer from {self.describe()} in {timeout:g} s"
+                "dns_timeout", f"{host}: no answer from {self.describe()} in {timeout_s:g} s"
             ) from None
         except dns.exception.DNSException as exc:  # malformed names and answers
             raise DnsFailure("dns_servfail", f"{host}: {exc}") from None

@@ -9,17 +9,21 @@ from __future__ import annotations
 
 import csv
 import io
+from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from pydantic import ValidationError
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db import select_where_in
+from app.errors import Conflict
 from app.inventory.models import Store
 from app.inventory.schemas import StoreIn, TerminalIn, field_errors
-from app.inventory.service import UnknownStore, UpsertSummary, upsert_inventory
+from app.inventory.service import UpsertSummary, upsert_inventory
 
+SAMPLE_FLEET = Path(__file__).with_name("fleet")  # stores.csv and terminals.csv in this format
 STORE_REQUIRED = ("code", "name")
 TERMINAL_REQUIRED = ("store_code", "poiid")
 
@@ -67,7 +71,7 @@ def _dialect(text: str) -> str:
     return max(",;\t", key=header.count)
 
 
-def _records(text: str):
+def _records(text: str) -> Iterator[tuple[int, list[str]]]:
     """(line number where the record starts, cells) for the header and each non-blank record."""
     reader = csv.reader(io.StringIO(text, newline=""), delimiter=_dialect(text))
     start = 1
@@ -83,6 +87,7 @@ def parse_file(name: str, data: bytes, fleet: ParsedFleet) -> None:
         return
     records = _records(text)
     header = [h.strip().lower() for h in next(records, (1, []))[1]]
+    model: type[StoreIn] | type[TerminalIn]
     if "poiid" in header:
         kind, model, required, key = "terminals", TerminalIn, TERMINAL_REQUIRED, "poiid"
     elif "code" in header:
@@ -96,9 +101,8 @@ def parse_file(name: str, data: bytes, fleet: ParsedFleet) -> None:
     if missing:
         fleet.errors.append(RowError(name, 1, ", ".join(missing), "required column missing from the header"))
         return
-    target, lines = (
-        (fleet.terminals, fleet.terminal_lines) if kind == "terminals" else (fleet.stores, fleet.store_lines)
-    )
+    target: list = fleet.terminals if kind == "terminals" else fleet.stores
+    lines = fleet.terminal_lines if kind == "terminals" else fleet.store_lines
     for line, cells in records:
         if len(cells) > len(header):
             fleet.errors.append(
@@ -155,7 +159,7 @@ async def import_fleet(
         raise ImportFailed(fleet.errors)
     try:
         summary = await upsert_inventory(session, fleet.stores, fleet.terminals)
-    except UnknownStore as exc:  # a store deleted between the check and the write
+    except Conflict as exc:  # a store deleted between the check and the write
         await session.rollback()
         raise ImportFailed([RowError(files[-1][0], 0, "store_code", str(exc))]) from exc
     except Exception:

@@ -11,11 +11,12 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.db import Database, utcnow
+from app.db import Database, dialect_of, table_of, utcnow
 from app.inventory.models import Monitor
 from app.monitoring.models import CheckResult, Rollup, StateChange
 from app.monitoring.state import STALE_INTERVALS
 from app.monitoring.writer import Transition, lock_monitors, record_transitions
+from app.vocabulary import Outcome, State
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +44,7 @@ async def mark_stale(session: AsyncSession, now: datetime | None = None) -> int:
     rows = await session.execute(
         select(Monitor.id, Monitor.last_checked_at, Monitor.state_since, Monitor.interval_s).where(
             Monitor.enabled.is_(True),
-            Monitor.state.in_(("up", "down")),
+            Monitor.state.in_((State.UP, State.DOWN)),
             or_(Monitor.last_checked_at.is_(None), Monitor.last_checked_at < cutoff),
         )
     )
@@ -58,20 +59,20 @@ async def mark_stale(session: AsyncSession, now: datetime | None = None) -> int:
     last_checked = dict(current.all())
     transitions, updates = [], []
     for mid, m in locked.items():
-        if m.state not in ("up", "down") or not _is_stale(
+        if m.state not in (State.UP, State.DOWN) or not _is_stale(
             last_checked.get(mid), m.state_since, m.interval_s, now
         ):
             continue
         transitions.append(
-            Transition(mid, m.store_id, m.terminal_id, m.kind, now, m.state, "unknown", STALE_DIAGNOSIS)
+            Transition(mid, m.store_id, m.terminal_id, m.kind, now, m.state, State.UNKNOWN, STALE_DIAGNOSIS)
         )
         updates.append({"b_id": mid})
     if updates:
-        table = Monitor.__table__
+        table = table_of(Monitor)
         await session.execute(
             update(table)
             .where(table.c.id == bindparam("b_id"))
-            .values(state="unknown", state_since=now)
+            .values(state=State.UNKNOWN, state_since=now)
             .execution_options(synchronize_session=False),
             updates,
         )
@@ -86,7 +87,7 @@ async def mark_stale(session: AsyncSession, now: datetime | None = None) -> int:
 async def purge_results(database: Database, older_than: datetime, batch: int = 10000) -> int:
     """Delete raw check results older than the retention, a batch per transaction."""
     total = 0
-    table = CheckResult.__table__
+    table = table_of(CheckResult)
     while True:
         victims = select(table.c.id).where(table.c.checked_at < older_than).limit(batch).scalar_subquery()
         async with database.engine.begin() as conn:
@@ -123,14 +124,14 @@ def seconds_by_state(
 async def rollup_hour(session: AsyncSession, start: datetime) -> int:
     """Compute the hour rollups of every monitor for [start, start + 1 h); idempotent."""
     end = start + HOUR
-    cr = CheckResult.__table__
+    cr = table_of(CheckResult)
     stats = {
         r.monitor_id: r
         for r in await session.execute(
             select(
                 cr.c.monitor_id,
                 func.count().label("count"),
-                func.sum(case((cr.c.outcome == "ok", 1), else_=0)).label("ok_count"),
+                func.sum(case((cr.c.outcome == Outcome.OK, 1), else_=0)).label("ok_count"),
                 func.sum(cr.c.latency_ms).label("lat_sum"),
                 func.min(cr.c.latency_ms).label("lat_min"),
                 func.max(cr.c.latency_ms).label("lat_max"),
@@ -142,7 +143,7 @@ async def rollup_hour(session: AsyncSession, start: datetime) -> int:
     # Every change from the hour's start on: the first one after it also tells the state
     # at the start (its from_state); a monitor without any is in its current state.
     changes: dict[int, list] = defaultdict(list)
-    sc = StateChange.__table__
+    sc = table_of(StateChange)
     for mid, at, from_state, to_state in await session.execute(
         select(sc.c.monitor_id, sc.c.at, sc.c.from_state, sc.c.to_state)
         .where(sc.c.at >= start)
@@ -175,8 +176,8 @@ async def rollup_hour(session: AsyncSession, start: datetime) -> int:
                 "latency_sum_ms": float(s.lat_sum or 0.0) if s else 0.0,
                 "latency_min_ms": s.lat_min if s else None,
                 "latency_max_ms": s.lat_max if s else None,
-                "seconds_down": round(spent.get("down", 0.0), 3),
-                "seconds_unknown": round(spent.get("unknown", 0.0), 3),
+                "seconds_down": round(spent.get(State.DOWN, 0.0), 3),
+                "seconds_unknown": round(spent.get(State.UNKNOWN, 0.0), 3),
             }
         )
     await _upsert_rollups(session, rows)
@@ -185,7 +186,7 @@ async def rollup_hour(session: AsyncSession, start: datetime) -> int:
 
 async def rollup_day(session: AsyncSession, day_start: datetime) -> int:
     """The day rollups (UTC day) from that day's hour rollups."""
-    r = Rollup.__table__
+    r = table_of(Rollup)
     rows = [
         {
             "monitor_id": row.monitor_id,
@@ -225,8 +226,8 @@ async def rollup_day(session: AsyncSession, day_start: datetime) -> int:
 async def _upsert_rollups(session: AsyncSession, rows: list[dict]) -> None:
     if not rows:
         return
-    insert = pg_insert if session.bind.dialect.name == "postgresql" else sqlite_insert
-    stmt = insert(Rollup.__table__)
+    insert = pg_insert if dialect_of(session) == "postgresql" else sqlite_insert
+    stmt = insert(table_of(Rollup))
     stmt = stmt.on_conflict_do_update(
         index_elements=["monitor_id", "period", "bucket_start"],
         set_={

@@ -27,23 +27,24 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import bindparam, func, or_, select, update
+from sqlalchemy import ColumnElement, bindparam, func, or_, select, update
 
-from app.db import Database, UTCDateTime, utcnow
+from app.checks.context import ProbeContext
+from app.checks.probes import run_probe
+from app.checks.result import ProbeResult
+from app.db import Database, UTCDateTime, table_of, utcnow
 from app.inventory.models import Monitor
-from app.monitoring.writer import Outcome, ResultWriter
+from app.monitoring.writer import CheckOutcome, ResultWriter
+from app.vocabulary import MonitorKind, Outcome
 
 log = logging.getLogger(__name__)
 
 # Diagnoses that mean "the target did not answer in time": if our event loop was too busy
 # to even notice the deadline on time, the silence may be ours, not the terminal's.
 _TIMEOUT_DIAGNOSES = {"tcp_timeout", "dns_timeout", "stalled"}
-
-ProbeFn = Callable[[str, str, dict, float, object], Awaitable[object]]
 
 
 @dataclass(slots=True)
@@ -56,7 +57,7 @@ class Claimed:
     due_at: datetime
 
 
-_mt = Monitor.__table__
+_mt = table_of(Monitor)
 
 
 async def claim_due(
@@ -65,6 +66,7 @@ async def claim_due(
     """Lease up to `limit` monitors due within `horizon_s`, earliest first."""
     if limit <= 0:
         return []
+    now: ColumnElement[datetime]
     if database.dialect == "postgresql":
         # The database's clock, so workers on several hosts agree on due times and leases.
         now = func.now()
@@ -81,7 +83,7 @@ async def claim_due(
             _mt.c.enabled.is_(True),
             _mt.c.next_due_at <= horizon,
             or_(_mt.c.lease_expires_at.is_(None), _mt.c.lease_expires_at < now),
-            _mt.c.kind != "cloud",
+            _mt.c.kind != MonitorKind.CLOUD,
         )
         .order_by(_mt.c.next_due_at)
         .limit(limit)
@@ -129,8 +131,7 @@ class Dispatcher:
         database: Database,
         owner: str,
         writer: ResultWriter,
-        probe: ProbeFn,
-        probe_context: object,
+        probe_context: ProbeContext,
         *,
         concurrency: int = 500,
         claim_batch: int = 500,
@@ -142,7 +143,6 @@ class Dispatcher:
         self.database = database
         self.owner = owner
         self.writer = writer
-        self.probe = probe
         self.probe_context = probe_context
         self.claim_batch = claim_batch
         self.lease_s = lease_s
@@ -217,39 +217,27 @@ class Dispatcher:
             self._inflight -= 1
             self.stats.finished += 1
 
-    async def _probe(self, c: Claimed, started: datetime, t0: float) -> Outcome:
+    async def _probe(self, c: Claimed, started: datetime, t0: float) -> CheckOutcome:
         try:
-            result = await asyncio.wait_for(
-                self.probe(c.kind, c.target, c.params, c.timeout_s, self.probe_context), c.timeout_s + 5
-            )
-            outcome, latency, steps = result.outcome, result.latency_ms, result.steps
-            diagnosis, detail = result.diagnosis, result.detail
-        except asyncio.CancelledError:
-            raise
+            result = await run_probe(c.kind, c.target, c.params, c.timeout_s, self.probe_context)
         except Exception as exc:  # the probe contract says it never raises; be safe anyway
             log.exception("check of monitor %s (%s %s) failed", c.id, c.kind, c.target)
-            outcome, latency, steps = "error", None, []
-            diagnosis, detail = "internal_error", f"{type(exc).__name__}: {exc}"
+            text = f"{type(exc).__name__}: {exc}"
+            result = ProbeResult.failed("internal_error", text, [])
         wall = time.perf_counter() - t0
-        if outcome == "fail" and diagnosis in _TIMEOUT_DIAGNOSES and wall > c.timeout_s * 1.5 + 0.5:
+        if (
+            result.outcome == Outcome.FAIL
+            and result.diagnosis in _TIMEOUT_DIAGNOSES
+            and wall > c.timeout_s * 1.5 + 0.5
+        ):
             # The deadline fired far too late: our loop was overloaded, the silence may be ours.
             self.stats.overloaded += 1
-            outcome = "error"
             detail = (
                 f"checker overloaded: a {c.timeout_s:g} s check took {wall:.1f} s, so the timeout "
-                f"({diagnosis}) may be ours; state unknown"
+                f"({result.diagnosis}) may be ours; state unknown"
             )
-            diagnosis = "checker_overloaded"
-        return Outcome(
-            monitor_id=c.id,
-            outcome=outcome,
-            checked_at=started,
-            latency_ms=latency,
-            steps=steps,
-            diagnosis=diagnosis,
-            detail=detail,
-            due_at=c.due_at,
-        )
+            result = ProbeResult.failed("checker_overloaded", detail, result.steps, result.latency_ms)
+        return CheckOutcome.of(c.id, result, started, due_at=c.due_at)
 
     async def stop(self, grace_s: float = 10.0) -> None:
         """Stop claiming, drop checks not started yet, let running ones finish (bounded)."""
@@ -261,7 +249,7 @@ class Dispatcher:
         self._inflight -= not_started
         tasks = list(self._tasks)
         if tasks:
-            done, pending = await asyncio.wait(tasks, timeout=grace_s)
+            _, pending = await asyncio.wait(tasks, timeout=grace_s)
             for task in pending:
                 task.cancel()
             if pending:

@@ -19,8 +19,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from app.vocabulary import MANUAL_STATES, Outcome, State
+
 STALE_INTERVALS = 3
-MANUAL_STATES = ("paused", "maintenance")
 
 
 @dataclass
@@ -32,18 +33,19 @@ class MonitorState:
     success_threshold: int = 1
 
 
-def step(current: MonitorState, outcome: str) -> str | None:
+def step(current: MonitorState, outcome: str) -> State | None:
     """Apply one outcome to `current` in place; return the new state when it changed."""
-    if outcome == "ok":
+    target: State | None
+    if outcome == Outcome.OK:
         current.consecutive_successes += 1
         current.consecutive_failures = 0
-        target = "up" if current.consecutive_successes >= max(current.success_threshold, 1) else None
-    elif outcome == "fail":
+        target = State.UP if current.consecutive_successes >= max(current.success_threshold, 1) else None
+    elif outcome == Outcome.FAIL:
         current.consecutive_failures += 1
         current.consecutive_successes = 0
-        target = "down" if current.consecutive_failures >= max(current.fail_threshold, 1) else None
-    else:  # "error": ours
-        target = "unknown"
+        target = State.DOWN if current.consecutive_failures >= max(current.fail_threshold, 1) else None
+    else:  # error: ours
+        target = State.UNKNOWN
     if target is None or target == current.state or current.state in MANUAL_STATES:
         return None
     current.state = target

@@ -22,42 +22,44 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterable
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import bindparam, select, text, update
+from sqlalchemy import Row, bindparam, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.db import select_where_in
+from app.db import dialect_of, select_where_in, table_of
 from app.inventory.models import Monitor, Store, Terminal
+from app.vocabulary import CloudState, MonitorKind, State
 
 
-def combine(states: Iterable[str]) -> str:
+def combine(states: Iterable[str]) -> State:
     states = list(states)
     if not states:
-        return "unknown"
-    active = [s for s in states if s != "paused"]
+        return State.UNKNOWN
+    active = [s for s in states if s != State.PAUSED]
     if not active:
-        return "paused"
-    if "maintenance" in active:
-        return "maintenance"
-    if "down" in active:
-        return "down"
-    if all(s == "up" for s in active):
-        return "up"
-    return "unknown"
+        return State.PAUSED
+    if State.MAINTENANCE in active:
+        return State.MAINTENANCE
+    if State.DOWN in active:
+        return State.DOWN
+    if all(s == State.UP for s in active):
+        return State.UP
+    return State.UNKNOWN
 
 
-def cloud_state_of(state: str | None, diagnosis: str | None) -> str:
+def cloud_state_of(state: str | None, diagnosis: str | None) -> CloudState:
     if state is None:
-        return "not_enabled"
-    if state == "up":
-        return "connected"
-    if state == "down":
-        return "not_enabled" if diagnosis == "cloud_not_enabled" else "disconnected"
-    return "unknown"
+        return CloudState.NOT_ENABLED
+    if state == State.UP:
+        return CloudState.CONNECTED
+    if state == State.DOWN:
+        return CloudState.NOT_ENABLED if diagnosis == "cloud_not_enabled" else CloudState.DISCONNECTED
+    return CloudState.UNKNOWN
 
 
 def _monitor_state(enabled: bool, state: str) -> str:
-    return state if enabled else "paused"
+    return state if enabled else State.PAUSED
 
 
 async def _network_states(session: AsyncSession, store_ids: list[int]) -> dict[int, list[str]]:
@@ -86,7 +88,7 @@ async def refresh_status(
     store_ids = set(store_ids) | set(net_stores)
 
     # The terminals to refresh: those named, plus every terminal of a store whose network changed.
-    terminals: dict[int, tuple] = {}
+    terminals: dict[int, Row[int, int, str, str]] = {}
     cols = (Terminal.id, Terminal.store_id, Terminal.status, Terminal.cloud_state)
     for row in await select_where_in(session, select(*cols), Terminal.id, sorted(terminal_ids)):
         terminals[row.id] = row
@@ -103,23 +105,20 @@ async def refresh_status(
         for terminal_id, kind, state, enabled, diagnosis in await select_where_in(
             session, query, Monitor.terminal_id, sorted(terminals)
         ):
+            if terminal_id is None:  # the query selects by terminal id: never
+                continue
             own[terminal_id].append(_monitor_state(enabled, state))
-            if kind == "cloud" and enabled:
+            if kind == MonitorKind.CLOUD and enabled:
                 cloud[terminal_id] = (state, diagnosis)
         network = await _network_states(session, sorted({t.store_id for t in terminals.values()}))
-        updates = []
+        updates: list[dict[str, Any]] = []
         for tid in sorted(terminals):
             t = terminals[tid]
             status = combine(own[tid] + network.get(t.store_id, []))
             cstate = cloud_state_of(*cloud.get(tid, (None, None)))
             if status != t.status or cstate != t.cloud_state:
-                row = {
-                    "b_id": tid,
-                    "status": status,
-                    "cloud_state": cstate,
-                    "status_since": now if status != t.status else None,
-                }
-                updates.append(row)
+                since = now if status != t.status else None
+                updates.append({"b_id": tid, "status": status, "cloud_state": cstate, "status_since": since})
             if status != t.status:
                 store_ids.add(t.store_id)
         if updates:
@@ -140,10 +139,10 @@ WHERE t.id = v.id
 
 
 async def _update_terminals(session: AsyncSession, updates: list[dict]) -> None:
-    if session.bind.dialect.name == "postgresql":
+    if dialect_of(session) == "postgresql":
         await session.execute(_PG_UPDATE_TERMINALS, {k: [u[k] for u in updates] for k in updates[0]})
         return
-    table = Terminal.__table__
+    table = table_of(Terminal)
     with_since = [u for u in updates if u["status_since"] is not None]
     cloud_only = [
         {"b_id": u["b_id"], "cloud_state": u["cloud_state"]} for u in updates if u["status_since"] is None
@@ -187,7 +186,7 @@ async def _refresh_stores(session: AsyncSession, store_ids: list[int], now: date
         if status != current[sid]:
             updates.append({"b_id": sid, "status": status, "status_since": now})
     if updates:
-        table = Store.__table__
+        table = table_of(Store)
         await session.execute(
             update(table)
             .where(table.c.id == bindparam("b_id"))

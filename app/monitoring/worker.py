@@ -6,7 +6,8 @@ An APScheduler 3.11 AsyncIOScheduler runs, on the worker's event loop:
   (app.monitoring.scheduler), results written in batches (app.monitoring.writer);
 * stale -> unknown, every 15 s; retention, hourly; rollups of completed hours, every
   5 minutes (app.monitoring.maintenance). On PostgreSQL these run in one worker at a time
-  (a transaction-level advisory lock), however many workers share the fleet.
+  (a PostgreSQL advisory lock), however many workers share the fleet;
+* the cloud poll, every second: one provider call per due store (app.monitoring.cloud).
 
 PostgreSQL: run as many workers as you like, on as many hosts. SQLite: one worker only.
 A second one (another `termpulse worker`, or a `serve` next to a worker) is refused with
@@ -21,21 +22,23 @@ import fcntl
 import json
 import logging
 import os
-import secrets
-import socket
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from datetime import timedelta
 from pathlib import Path
 
+import uvloop
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
 
+from app.checks.context import ProbeContext
 from app.config import Settings
-from app.db import Database, utcnow
+from app.db import Database, in_transaction, utcnow
+from app.monitoring.cloud import CloudPoller
 from app.monitoring.maintenance import mark_stale, purge_results, rollup_pending
 from app.monitoring.scheduler import Dispatcher, release_leases
-from app.monitoring.writer import ResultWriter
+from app.monitoring.writer import ResultWriter, new_owner_id
 from app.shutdown import until_terminated
 
 log = logging.getLogger(__name__)
@@ -46,10 +49,6 @@ _LOCK_KEYS = {"stale": 0x7E57_0001, "retention": 0x7E57_0002, "rollups": 0x7E57_
 
 class SecondWorkerRefused(RuntimeError):
     """SQLite already has a worker."""
-
-
-def new_worker_id() -> str:
-    return f"{socket.gethostname()[:40]}:{os.getpid()}:{secrets.token_hex(3)}"
 
 
 class SqliteWorkerLock:
@@ -101,12 +100,6 @@ class SqliteWorkerLock:
             self._fd = None
 
 
-def _default_probe():
-    from app.checks.probes import ProbeContext, run_probe
-
-    return run_probe, ProbeContext
-
-
 class Worker:
     """One checking worker on the running event loop. `await start()`, `await stop()`."""
 
@@ -116,8 +109,7 @@ class Worker:
         database: Database,
         *,
         worker_id: str | None = None,
-        probe=None,
-        probe_context=None,
+        probe_context: ProbeContext | None = None,
         sweep_interval_s: float = 1.0,
         horizon_s: float | None = None,
         write_batch: int | None = None,
@@ -129,12 +121,8 @@ class Worker:
     ):
         self.settings = settings
         self.database = database
-        self.worker_id = worker_id or new_worker_id()
-        if probe is None:
-            run_probe, context_cls = _default_probe()
-            probe = run_probe
-            probe_context = probe_context or context_cls.from_settings(settings)
-        self.probe, self.probe_context = probe, probe_context
+        self.worker_id = worker_id or new_owner_id()
+        self.probe_context = probe_context or ProbeContext.from_settings(settings)
         self.sweep_interval_s = sweep_interval_s
         self.maintenance = maintenance
         self.stale_every_s = stale_every_s
@@ -148,8 +136,7 @@ class Worker:
             database,
             self.worker_id,
             self.writer,
-            probe,
-            probe_context,
+            self.probe_context,
             concurrency=settings.worker_concurrency,
             claim_batch=settings.claim_batch,
             lease_s=settings.lease_s,
@@ -161,54 +148,37 @@ class Worker:
             SqliteWorkerLock(database.url, self.worker_id) if database.dialect == "sqlite" else None
         )
         self.running = False
-        self.cloud = cloud  # the provider poller (issue 4), see start()
-        self.cloud_poller = None
+        # One provider call per (account, store) for the cloud monitors, through the same writer.
+        self.cloud_poller = CloudPoller(database, settings, writer=self.writer) if cloud else None
+        self._jobs: set[asyncio.Task[None]] = set()  # scheduled jobs running now: stop() waits for them
 
     async def start(self) -> Worker:
         if self._sqlite_lock is not None:
             self._sqlite_lock.acquire()  # raises SecondWorkerRefused
         self.writer.start()
         sched = AsyncIOScheduler(timezone="UTC")
-        opts = {"max_instances": 1, "coalesce": True, "misfire_grace_time": 30}
-        sched.add_job(
-            self._sweep, "interval", seconds=self.sweep_interval_s, id="sweep", next_run_time=utcnow(), **opts
-        )
-        if self.maintenance:
-            now = utcnow()
-            sched.add_job(
-                self._job,
-                "interval",
-                args=["stale"],
-                seconds=self.stale_every_s,
-                id="stale",
-                next_run_time=now + timedelta(seconds=self.stale_every_s),
-                **opts,
-            )
-            sched.add_job(
-                self._job,
-                "interval",
-                args=["retention"],
-                hours=1,
-                id="retention",
-                next_run_time=now + timedelta(seconds=60),
-                **opts,
-            )
-            sched.add_job(
-                self._job,
-                "interval",
-                args=["rollups"],
-                minutes=5,
-                id="rollups",
-                next_run_time=now + timedelta(seconds=20),
-                **opts,
-            )
-        # --- cloud liveness (issue 4): one provider call per (account, store), app.providers.poller ---
-        if self.cloud:
-            from app.providers.poller import CloudPoller
+        now = utcnow()
 
-            self.cloud_poller = CloudPoller(self.database, self.settings, owner=f"{self.worker_id}:cloud")
-            self.cloud_poller.register(sched)
-        # --- end cloud liveness ---
+        def every(seconds: float, job: Callable[[], Awaitable[object]], name: str, first_in_s: float) -> None:
+            sched.add_job(
+                self._tracked,
+                "interval",
+                args=[job, name],
+                seconds=seconds,
+                id=name,
+                next_run_time=now + timedelta(seconds=first_in_s),
+                max_instances=1,
+                coalesce=True,
+                misfire_grace_time=30,
+            )
+
+        every(self.sweep_interval_s, self.dispatcher.sweep, "sweep", 0)
+        if self.cloud_poller is not None:
+            every(1.0, self.cloud_poller.tick, "cloud", 0)
+        if self.maintenance:
+            every(self.stale_every_s, self._mark_stale, "stale", self.stale_every_s)
+            every(3600, self._purge, "retention", 60)
+            every(300, self._rollups, "rollups", 20)
         logging.getLogger("apscheduler.scheduler").setLevel(logging.WARNING)
         logging.getLogger("apscheduler.executors.default").setLevel(logging.WARNING)
         sched.start()
@@ -224,37 +194,43 @@ class Worker:
         )
         return self
 
-    async def _sweep(self) -> None:
+    async def _tracked(self, job: Callable[[], Awaitable[object]], name: str) -> None:
+        """Run one scheduled job; a failure is logged and the job runs again at its next time."""
+        task = asyncio.current_task()
+        if task is not None:
+            self._jobs.add(task)
         try:
-            await self.dispatcher.sweep()
+            await job()
         except Exception:
-            log.exception("sweep failed (retrying in %ss)", self.sweep_interval_s)
+            log.exception("%s job failed (it runs again at its next time)", name)
+        finally:
+            if task is not None:
+                self._jobs.discard(task)
 
-    async def _job(self, name: str) -> None:
-        try:
-            await self.run_maintenance(name)
-        except Exception:
-            log.exception("%s job failed", name)
+    async def _mark_stale(self) -> None:
+        async with self._exclusive("stale") as mine:
+            if mine:
+                await in_transaction(self.database, lambda session: mark_stale(session, utcnow()))
 
-    async def run_maintenance(self, name: str) -> None:
-        now = utcnow()
-        async with self._exclusive(name) as mine:
-            if not mine:
-                return
-            if name == "retention":
-                cutoff = now - timedelta(days=self.settings.result_retention_days)
+    async def _purge(self) -> None:
+        async with self._exclusive("retention") as mine:
+            if mine:
+                cutoff = utcnow() - timedelta(days=self.settings.result_retention_days)
                 deleted = await purge_results(self.database, cutoff)
                 if deleted:
                     log.info("retention: %d check results older than %s deleted", deleted, cutoff)
-            elif name == "rollups":
-                await rollup_pending(self.database, now)
-            elif name == "stale":
-                async with self.database.sessionmaker() as session:
-                    await mark_stale(session, now)
-                    await session.commit()
+
+    async def _rollups(self) -> None:
+        async with self._exclusive("rollups") as mine:
+            if mine:
+                await rollup_pending(self.database, utcnow())
+
+    async def run_maintenance(self, name: str) -> None:
+        """Run one maintenance job now (tests and benches)."""
+        await {"stale": self._mark_stale, "retention": self._purge, "rollups": self._rollups}[name]()
 
     @asynccontextmanager
-    async def _exclusive(self, name: str):
+    async def _exclusive(self, name: str) -> AsyncIterator[bool]:
         """On PostgreSQL one worker at a time runs each maintenance job: a session advisory
         lock held on its own connection for the job's duration (released by the server if
         the worker dies). SQLite has a single worker anyway."""
@@ -278,19 +254,13 @@ class Worker:
         self.running = False
         if self.scheduler is not None:
             # Let the jobs that are running finish (a sweep in the middle of its claim, a poll)
-            # rather than cancel them half way; new runs are not started meanwhile.
-            self.scheduler.pause()
-            running = [
-                f
-                for f in getattr(self.scheduler._lookup_executor("default"), "_pending_futures", ())
-                if not f.done()
-            ]
-            if running:
-                await asyncio.wait(running, timeout=10)
+            # rather than cancel them half way; no new runs start meanwhile.
             self.scheduler.shutdown(wait=False)
             self.scheduler = None
+            if self._jobs:
+                await asyncio.wait(list(self._jobs), timeout=10)
         await self.dispatcher.stop()
-        if self.cloud_poller is not None:  # cloud liveness (issue 4)
+        if self.cloud_poller is not None:
             await self.cloud_poller.close()
         await self.writer.close()
         try:
@@ -309,7 +279,7 @@ class _NoWorker:
         return None
 
 
-async def start_embedded_worker(settings: Settings, database: Database):
+async def start_embedded_worker(settings: Settings, database: Database) -> Worker | _NoWorker:
     """The worker inside `termpulse serve`; on SQLite with a worker already running, the
     pages are served without one (said in the log)."""
     try:
@@ -321,13 +291,7 @@ async def start_embedded_worker(settings: Settings, database: Database):
 
 def run_worker(settings: Settings) -> int:
     """`termpulse worker`: run until SIGINT/SIGTERM. 0 on a clean stop, 1 when refused."""
-    try:
-        import uvloop
-
-        runner = uvloop.run
-    except ImportError:  # pragma: no cover - uvloop is a dependency
-        runner = asyncio.run
-    return runner(_worker_main(settings))
+    return uvloop.run(_worker_main(settings))
 
 
 async def _worker_main(settings: Settings) -> int:

@@ -1,14 +1,19 @@
-"""Applying check outcomes: results, the state machine, state changes and derived status.
+"""The one way check results enter the database: `CheckOutcome`s -> `apply_outcomes`.
 
-`apply_outcomes` is the one way results enter the database, used by
+Every way a check runs produces `CheckOutcome`s:
 
-* the scheduler's writer (scheduled runs, fenced by the worker's lease),
-* `check_terminal_now` (manual runs from the CLI and the dashboard's Check connection),
-* the provider poller (cloud monitors, a store's terminals at a time).
+* scheduled runs (app.monitoring.scheduler), fenced by the worker's lease and due time,
+* cloud polls (app.monitoring.cloud), one provider call for a store's terminals, fenced
+  the same way and carrying the store's next due time,
+* manual runs (app.monitoring.manual: `termpulse check` and Check connection), unfenced.
 
-Everything is batched: one SELECT ... FOR UPDATE of the monitors (in id order), one
-executemany UPDATE of the monitors by primary key, one INSERT of the results, one of the
-state changes, then the derived status of only the terminals and stores touched.
+The workers hand theirs to a `ResultWriter`, which batches them; a manual run writes its
+few with `write_outcomes`. Both end in `apply_outcomes`, under the one retry rule
+(`app.db.in_transaction`).
+
+A batch is set-based: one SELECT ... FOR UPDATE of the monitors (in id order), one UPDATE
+of the monitors, one INSERT of the results, one of the state changes, then the derived
+status of only the terminals and stores touched.
 """
 
 from __future__ import annotations
@@ -16,47 +21,82 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
+import secrets
+import socket
 import time
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ARRAY, Integer, bindparam, func, select, text, update
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy import ARRAY, Integer, Row, Select, bindparam, func, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.db import Database, select_where_in, utcnow
+from app.checks.result import ProbeResult, Step
+from app.db import Database, dialect_of, in_transaction, select_where_in, table_of, utcnow
 from app.inventory.models import Monitor, Terminal
 from app.inventory.monitors import next_due_at
 from app.monitoring.models import CheckResult, StateChange
 from app.monitoring.state import MonitorState, step
 from app.monitoring.status import refresh_status
+from app.vocabulary import Outcome, State
 
 log = logging.getLogger(__name__)
 
 _CHUNK = 5000
 
 
-@dataclass
-class Outcome:
-    """One run of one monitor, as the probes (or the provider poller) saw it.
+@dataclass(slots=True)
+class CheckOutcome:
+    """One run of one monitor, as a probe or a provider call saw it.
 
-    outcome: "ok"; "fail" (the target's fault: counts towards down); "error" (ours:
-    guard refused, internal error, provider API trouble: the monitor becomes unknown).
-    due_at: the due time a scheduled run was for (None for manual and cloud runs).
+    outcome: ok; fail (the target's fault: counts towards down); error (ours: guard refused,
+    internal error, provider API trouble: the monitor becomes unknown).
+    due_at: the due time a scheduled run or a cloud poll was for (None for manual runs);
+    with the writer's lease owner it fences the run (see `apply_outcomes`).
+    next_due_at: when the monitor is due again, where the runner decides (a cloud poll puts
+    a store's monitors on the store's phase); else due_at + interval.
+    seen_at: when the provider last saw the terminal (Stripe tells), kept as its last_seen_at.
     """
 
     monitor_id: int
-    outcome: str
+    outcome: Outcome
     checked_at: datetime
     latency_ms: float | None = None
-    steps: list[dict[str, Any]] = field(default_factory=list)
+    steps: list[Step] = field(default_factory=list)
     diagnosis: str | None = None
     detail: str | None = None
     due_at: datetime | None = None
     manual: bool = False
+    next_due_at: datetime | None = None
+    seen_at: datetime | None = None
+
+    def __post_init__(self) -> None:
+        self.outcome = Outcome(self.outcome)
+
+    @classmethod
+    def of(
+        cls,
+        monitor_id: int,
+        result: ProbeResult,
+        checked_at: datetime,
+        *,
+        due_at: datetime | None = None,
+        manual: bool = False,
+    ) -> CheckOutcome:
+        return cls(
+            monitor_id,
+            result.outcome,
+            checked_at,
+            result.latency_ms,
+            result.steps,
+            result.diagnosis,
+            result.detail,
+            due_at=due_at,
+            manual=manual,
+        )
 
 
 @dataclass
@@ -77,7 +117,7 @@ class ApplyReport:
     dropped: int = 0  # scheduled results whose lease was lost (another worker owns the run)
     missing: int = 0  # results for monitors that no longer exist
     transitions: list[Transition] = field(default_factory=list)
-    states: dict[int, str] = field(default_factory=dict)  # monitor id -> state after the batch
+    states: dict[int, State] = field(default_factory=dict)  # monitor id -> state after the batch
 
 
 _MONITOR_COLS = (
@@ -98,7 +138,7 @@ _MONITOR_COLS = (
     Monitor.lease_expires_at,
 )
 
-_mt = Monitor.__table__
+_mt = table_of(Monitor)
 _UPDATE_MONITOR = (
     update(_mt)
     .where(_mt.c.id == bindparam("b_id"))
@@ -116,23 +156,24 @@ _UPDATE_MONITOR = (
         lease_expires_at=bindparam("lease_expires"),
     )
 )
-_INSERT_RESULT = CheckResult.__table__.insert()
-_INSERT_CHANGE = StateChange.__table__.insert()
+_INSERT_RESULT = table_of(CheckResult).insert()
+_INSERT_CHANGE = table_of(StateChange).insert()
 
 
-def _chunks(ids: list[int]):
+def _chunks(ids: list[int]) -> Iterator[list[int]]:
     for i in range(0, len(ids), _CHUNK):
         yield ids[i : i + _CHUNK]
 
 
 def _is_pg(session: AsyncSession) -> bool:
-    return session.bind.dialect.name == "postgresql"
+    return dialect_of(session) == "postgresql"
 
 
-async def lock_monitors(session: AsyncSession, ids: list[int]) -> dict[int, Any]:
+async def lock_monitors(session: AsyncSession, ids: list[int]) -> dict[int, Row[Any]]:
     """Read (and on PostgreSQL lock, in id order) the monitors' scheduling and state columns."""
-    query = select(*_MONITOR_COLS).order_by(Monitor.id).with_for_update()
-    return {row.id: row for row in await select_where_in(session, query, Monitor.id, sorted(set(ids)))}
+    query: Select[*tuple[Any, ...]] = select(*_MONITOR_COLS).order_by(Monitor.id).with_for_update()
+    rows = await select_where_in(session, query, Monitor.id, sorted(set(ids)))
+    return {row.id: row for row in rows}
 
 
 # PostgreSQL: a batch is one UPDATE and one INSERT, whatever its size, from array parameters.
@@ -152,7 +193,8 @@ FROM unnest(
 WHERE m.id = v.id
 """)
 _PG_INSERT_RESULTS = text("""
-INSERT INTO check_results (monitor_id, due_at, checked_at, outcome, latency_ms, steps, diagnosis, detail, manual)
+INSERT INTO check_results
+    (monitor_id, due_at, checked_at, outcome, latency_ms, steps, diagnosis, detail, manual)
 SELECT monitor_id, due_at, checked_at, outcome, latency_ms, CAST(steps AS JSONB), diagnosis, detail, manual
 FROM unnest(
     CAST(:monitor_id AS INTEGER[]), CAST(:due_at AS TIMESTAMPTZ[]), CAST(:checked_at AS TIMESTAMPTZ[]),
@@ -172,7 +214,7 @@ SELECT * FROM unnest(
 """)
 
 
-def _columns(rows: list[dict]) -> dict[str, list]:
+def _columns(rows: list[dict[str, Any]]) -> dict[str, list[Any]]:
     return {k: [r[k] for r in rows] for k in rows[0]}
 
 
@@ -206,7 +248,7 @@ async def record_transitions(session: AsyncSession, transitions: list[Transition
 
 async def apply_outcomes(
     session: AsyncSession,
-    outcomes: Sequence[Outcome],
+    outcomes: Sequence[CheckOutcome],
     *,
     lease_owner: str | None = None,
     now: datetime | None = None,
@@ -216,12 +258,11 @@ async def apply_outcomes(
     Call inside the caller's transaction; the caller commits. Several outcomes for the
     same monitor are applied in `checked_at` order.
 
-    With `lease_owner` (the scheduler), outcomes that carry a `due_at` are scheduled runs:
-    each is kept only if this worker still holds the monitor's lease for that due time
-    (otherwise the lease expired and another worker owns the run: the result is dropped,
-    so no due time is ever stored twice); the monitor's next due time is set from its due
-    time and its lease released. Without it (manual checks, the cloud poller) the
-    schedule and leases are left alone.
+    With `lease_owner` (a worker's writer), an outcome that carries a `due_at` is kept only
+    if this worker still holds the monitor's lease for that due time; otherwise the lease
+    expired and another worker owns the run, and the outcome is dropped, so no due time is
+    ever stored twice. A kept one moves the monitor's due time on (its `next_due_at`, else
+    due_at + interval) and releases the lease. Manual runs leave schedule and lease alone.
     """
     report = ApplyReport()
     if not outcomes:
@@ -229,13 +270,14 @@ async def apply_outcomes(
     now = now or utcnow()
     monitors = await lock_monitors(session, [o.monitor_id for o in outcomes])
 
-    by_monitor: dict[int, list[Outcome]] = defaultdict(list)
+    by_monitor: dict[int, list[CheckOutcome]] = defaultdict(list)
     for o in outcomes:
         by_monitor[o.monitor_id].append(o)
 
-    results: list[dict] = []
-    monitor_rows: list[dict] = []
-    seen_ok_terminals: dict[int, datetime] = {}
+    results: list[dict[str, Any]] = []
+    monitor_rows: list[dict[str, Any]] = []
+    seen_ok: dict[int, datetime] = {}  # terminal id -> newest ok result: last seen by us
+    seen_by_provider: dict[int, datetime] = {}  # terminal id -> the provider's own last seen
     for mid in sorted(by_monitor):
         m = monitors.get(mid)
         if m is None:
@@ -246,13 +288,13 @@ async def apply_outcomes(
         )
         state_since = m.state_since
         next_due, owner, lease_expires = m.next_due_at, m.lease_owner, m.lease_expires_at
-        last: Outcome | None = None
+        last: CheckOutcome | None = None
         for o in sorted(by_monitor[mid], key=lambda o: o.checked_at):
             if lease_owner is not None and o.due_at is not None and not o.manual:
                 if owner != lease_owner or next_due != o.due_at:
                     report.dropped += 1
                     continue
-                next_due = next_due_at(o.due_at, m.interval_s, m.phase_ms, now)
+                next_due = o.next_due_at or next_due_at(o.due_at, m.interval_s, m.phase_ms, now)
                 owner = lease_expires = None
             before = sm.state
             changed = step(sm, o.outcome)
@@ -276,14 +318,15 @@ async def apply_outcomes(
                     "manual": o.manual,
                 }
             )
-            if o.outcome == "ok" and m.terminal_id is not None:
-                seen = seen_ok_terminals.get(m.terminal_id)
-                if seen is None or seen < o.checked_at:
-                    seen_ok_terminals[m.terminal_id] = o.checked_at
+            if m.terminal_id is not None:
+                if o.seen_at is not None:
+                    seen_by_provider[m.terminal_id] = o.seen_at
+                elif o.outcome == Outcome.OK and seen_ok.get(m.terminal_id, o.checked_at) <= o.checked_at:
+                    seen_ok[m.terminal_id] = o.checked_at
             last = o
         if last is None:
             continue
-        report.states[mid] = sm.state
+        report.states[mid] = State(sm.state)
         monitor_rows.append(
             {
                 "b_id": mid,
@@ -315,8 +358,12 @@ async def apply_outcomes(
             await session.execute(_INSERT_RESULT, results)
     report.written = len(results)
     await record_transitions(session, report.transitions, now)
-    if seen_ok_terminals:
-        await _touch_last_seen(session, seen_ok_terminals)
+    for terminal_id in seen_by_provider:
+        seen_ok.pop(terminal_id, None)
+    if seen_ok:
+        await _touch_last_seen(session, seen_ok)
+    if seen_by_provider:
+        await _set_last_seen(session, seen_by_provider)
     return report
 
 
@@ -328,7 +375,7 @@ async def _touch_last_seen(session: AsyncSession, seen: dict[int, datetime]) -> 
     seconds is not rewritten at every check (one row write per terminal per 15 s at most)."""
     at = max(seen.values())  # one timestamp per batch (its newest): a batch spans under a second
     cut = at - LAST_SEEN_GRANULARITY
-    table = Terminal.__table__
+    table = table_of(Terminal)
     stale = (table.c.last_seen_at.is_(None)) | (table.c.last_seen_at < cut)
     values = {"last_seen_at": at, "updated_at": table.c.updated_at}
     if _is_pg(session):
@@ -349,21 +396,41 @@ async def _touch_last_seen(session: AsyncSession, seen: dict[int, datetime]) -> 
         )
 
 
-def _retryable(exc: BaseException) -> bool:
-    orig = getattr(exc, "orig", None)
-    code = getattr(orig, "sqlstate", None) or getattr(getattr(orig, "__cause__", None), "sqlstate", None)
-    if code in ("40P01", "40001"):  # deadlock, serialization failure
-        return True
-    return "database is locked" in str(exc)
+async def _set_last_seen(session: AsyncSession, seen: dict[int, datetime]) -> None:
+    """The provider's own last-seen time wins over "seen by us" (it saw the terminal itself)."""
+    table = table_of(Terminal)
+    await session.execute(
+        update(table)
+        .where(table.c.id == bindparam("b_id"))
+        .values(last_seen_at=bindparam("seen"), updated_at=table.c.updated_at)
+        .execution_options(synchronize_session=False),
+        [{"b_id": k, "seen": v} for k, v in sorted(seen.items())],
+    )
+
+
+async def write_outcomes(
+    database: Database, outcomes: Sequence[CheckOutcome], *, lease_owner: str | None = None
+) -> ApplyReport:
+    """Apply these outcomes in a transaction of their own, under the one retry rule."""
+
+    async def work(session: AsyncSession) -> ApplyReport:
+        return await apply_outcomes(session, outcomes, lease_owner=lease_owner)
+
+    return await in_transaction(database, work)
+
+
+def new_owner_id() -> str:
+    """A lease owner: this host and process, unique per writer."""
+    return f"{socket.gethostname()[:40]}:{os.getpid()}:{secrets.token_hex(3)}"
 
 
 class ResultWriter:
-    """Collects outcomes from running checks and writes them in batches.
+    """Collects a worker's outcomes (scheduled runs, cloud polls) and writes them in batches.
 
     A batch is written when it reaches `max_batch` outcomes or `max_delay_s` after its
     first outcome, whichever comes first, one batch at a time. A batch that cannot be
-    written (database down) is retried a few times and then given up: the leases of its
-    monitors expire and they are run again, so nothing is lost.
+    written (database down) is given up after the retries: the leases of its monitors
+    expire and they are run again, so nothing is lost.
     """
 
     def __init__(
@@ -373,16 +440,18 @@ class ResultWriter:
         *,
         max_batch: int = 500,
         max_delay_s: float = 0.25,
-        on_written: Callable[[list[Outcome], ApplyReport], None] | None = None,
+        on_written: Callable[[list[CheckOutcome], ApplyReport], None] | None = None,
     ):
         self.database = database
         self.lease_owner = lease_owner
         self.max_batch = max_batch
         self.max_delay_s = max_delay_s
         self.on_written = on_written
-        self._pending: list[Outcome] = []
+        self._pending: list[CheckOutcome] = []
         self._wake = asyncio.Event()
-        self._task: asyncio.Task | None = None
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._task: asyncio.Task[None] | None = None
         self._closing = False
         self.written = 0
         self.dropped = 0
@@ -391,10 +460,12 @@ class ResultWriter:
         self.write_s = 0.0  # time spent in write transactions
 
     def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="termpulse-result-writer")
+        if self._task is None:
+            self._task = asyncio.create_task(self._run(), name="termpulse-result-writer")
 
-    def submit(self, outcome: Outcome) -> None:
+    def submit(self, outcome: CheckOutcome) -> None:
         self._pending.append(outcome)
+        self._idle.clear()
         if len(self._pending) == 1 or len(self._pending) >= self.max_batch:
             self._wake.set()
 
@@ -402,10 +473,16 @@ class ResultWriter:
     def backlog(self) -> int:
         return len(self._pending)
 
+    async def flush(self) -> None:
+        """Wait until everything submitted so far has been written (or given up)."""
+        self._wake.set()
+        await self._idle.wait()
+
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
             if not self._pending:
+                self._idle.set()
                 if self._closing:
                     return
                 await self._wake.wait()
@@ -418,52 +495,37 @@ class ResultWriter:
                 if remaining <= 0:
                     break
                 try:
-                    await asyncio.wait_for(self._wake.wait(), remaining)
+                    async with asyncio.timeout(remaining):
+                        await self._wake.wait()
                 except TimeoutError:
                     break
                 self._wake.clear()
             batch, self._pending = self._pending[: self.max_batch], self._pending[self.max_batch :]
             await self._write(batch)
 
-    async def _write(self, batch: list[Outcome]) -> None:
+    async def _write(self, batch: list[CheckOutcome]) -> None:
         t0 = time.perf_counter()
         try:
-            await self._write_batch(batch)
+            report = await write_outcomes(self.database, batch, lease_owner=self.lease_owner)
+        except Exception as exc:
+            self.failed_batches += 1
+            log.error(
+                "could not write %d check results (their monitors run again when the lease expires): %s",
+                len(batch),
+                exc,
+            )
+            return
         finally:
             self.batches += 1
             self.write_s += time.perf_counter() - t0
-
-    async def _write_batch(self, batch: list[Outcome]) -> None:
-        for attempt in range(5):
-            try:
-                async with self.database.sessionmaker() as session:
-                    report = await apply_outcomes(session, batch, lease_owner=self.lease_owner)
-                    await session.commit()
-            except DBAPIError as exc:
-                if attempt < 4 and (_retryable(exc) or exc.connection_invalidated):
-                    await asyncio.sleep(0.05 * 2**attempt)
-                    continue
-                self.failed_batches += 1
-                log.error(
-                    "could not write %d check results (their monitors run again when the lease expires): %s",
-                    len(batch),
-                    exc,
-                )
-                return
-            except Exception:
-                self.failed_batches += 1
-                log.exception("could not write %d check results", len(batch))
-                return
-            self.written += report.written
-            self.dropped += report.dropped
-            if report.dropped:
-                log.warning(
-                    "%d results dropped: their lease had expired and another worker owns the run",
-                    report.dropped,
-                )
-            if self.on_written is not None:
-                self.on_written(batch, report)
-            return
+        self.written += report.written
+        self.dropped += report.dropped
+        if report.dropped:
+            log.warning(
+                "%d results dropped: their lease had expired and another worker owns the run", report.dropped
+            )
+        if self.on_written is not None:
+            self.on_written(batch, report)
 
     async def close(self) -> None:
         """Write everything still pending, then stop."""

@@ -3,17 +3,25 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 import httpx
 
 from app.checks.diagnoses import explain
-from app.checks.result import ProbeResult
+from app.checks.result import ProbeResult, Step, step
+from app.providers.adapters import make_adapter
 from app.providers.crypto import KeyUnavailable, decrypt_api_key
 from app.providers.http import ProviderError, ProviderHTTP
-from app.providers.poller import make_adapter
+from app.vocabulary import Outcome
+
+_T = TypeVar("_T")
 
 
-async def _with_adapter(secret_key: str, account, client: httpx.AsyncClient | None, call):
+async def _with_adapter(
+    secret_key: str, account: Any, client: httpx.AsyncClient | None, call: Callable[[Any], Awaitable[_T]]
+) -> _T:
+    """`call(adapter)` with the account's adapter, on `client` or a client of its own."""
     own = client is None
     client = client or httpx.AsyncClient()
     try:
@@ -29,7 +37,7 @@ async def _with_adapter(secret_key: str, account, client: httpx.AsyncClient | No
 
 
 async def try_account(
-    secret_key: str, account, *, client: httpx.AsyncClient | None = None
+    secret_key: str, account: Any, *, client: httpx.AsyncClient | None = None
 ) -> tuple[bool, str]:
     """One cheap call with the stored key: (ok, what people should read)."""
     started = time.perf_counter()
@@ -49,72 +57,34 @@ async def try_account(
 
 
 async def cloud_status_now(
-    secret_key: str, account, terminal, *, client: httpx.AsyncClient | None = None
+    secret_key: str, account: Any, poiid: str, reader_id: str, *, client: httpx.AsyncClient | None = None
 ) -> ProbeResult:
-    """The provider's answer for one terminal (Adyen device status, Stripe reader), as a probe result."""
+    """The provider's answer for one terminal right now (Adyen device status by POIID, Stripe
+    reader by `reader_id`), as a probe result."""
     started = time.perf_counter()
-    ctx = {"target": terminal.poiid}
 
-    def step(ok: bool, detail: str) -> list[dict]:
-        return [
-            {
-                "step": "provider API",
-                "ok": ok,
-                "ms": round((time.perf_counter() - started) * 1000, 3),
-                "detail": detail,
-            }
-        ]
+    def steps(ok: bool, detail: str) -> list[Step]:
+        return [step("provider API", ok, (time.perf_counter() - started) * 1000, detail)]
 
     try:
         if account.kind == "adyen":
-            connected = await _with_adapter(
-                secret_key, account, client, lambda a: a.device_connected(terminal.poiid)
-            )
+            connected = await _with_adapter(secret_key, account, client, lambda a: a.device_connected(poiid))
         else:
-            reader = terminal.provider_terminal_id or f"tmr_{terminal.serial}"
             connected, _seen = await _with_adapter(
-                secret_key, account, client, lambda a: a.device_connected(reader)
+                secret_key, account, client, lambda a: a.device_connected(reader_id)
             )
     except KeyUnavailable as exc:
-        detail = str(exc)
-        return ProbeResult("error", 0.0, step(False, detail), "provider_auth_rejected", detail, ctx)
+        return ProbeResult.failed("provider_auth_rejected", str(exc), steps(False, str(exc)), target=poiid)
     except ProviderError as exc:
-        ctx["error"] = exc.detail
-        return ProbeResult(
-            "error",
-            (time.perf_counter() - started) * 1000,
-            step(False, exc.detail),
-            exc.code,
-            explain(exc.code, **ctx).cause,
-            ctx,
+        ms = (time.perf_counter() - started) * 1000
+        cause = explain(exc.code, target=poiid, error=exc.detail).cause
+        return ProbeResult.failed(
+            exc.code, cause, steps(False, exc.detail), ms, target=poiid, error=exc.detail
         )
     ms = (time.perf_counter() - started) * 1000
     if connected:
-        return ProbeResult("ok", ms, step(True, "connected"), None, "Terminal is connected", ctx)
-    return ProbeResult(
-        "fail",
-        ms,
-        step(False, "not connected"),
-        "cloud_disconnected",
-        explain("cloud_disconnected", **ctx).cause,
-        ctx,
-    )
-
-
-async def cloud_status_for_terminal(database, secret_key: str, terminal_id: int) -> ProbeResult | None:
-    """Ask the terminal's provider now (Check connection). None when no provider account
-    covers it: the caller then reports the last poll."""
-    from sqlalchemy import select
-
-    from app.inventory.models import Terminal
-    from app.providers.models import ProviderAccount
-
-    async with database.sessionmaker() as session:
-        terminal = await session.get(Terminal, terminal_id)
-        query = select(ProviderAccount).where(ProviderAccount.kind == terminal.provider)
-        if terminal.provider_account_id is not None:
-            query = select(ProviderAccount).where(ProviderAccount.id == terminal.provider_account_id)
-        account = (await session.scalars(query.order_by(ProviderAccount.id).limit(1))).first()
-    if account is None:
-        return None
-    return await cloud_status_now(secret_key, account, terminal)
+        return ProbeResult(
+            Outcome.OK, ms, steps(True, "connected"), None, "Terminal is connected", {"target": poiid}
+        )
+    cause = explain("cloud_disconnected", target=poiid).cause
+    return ProbeResult.failed("cloud_disconnected", cause, steps(False, "not connected"), ms, target=poiid)

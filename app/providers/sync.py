@@ -18,14 +18,16 @@ from pydantic import ValidationError
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.errors import Conflict, UpstreamFailed
 from app.inventory.models import Store, Terminal
 from app.inventory.schemas import TerminalIn, field_errors
 from app.inventory.service import UpsertSummary, upsert_inventory
 from app.poiid import normalise_poiid
+from app.providers.adapters import make_adapter
 from app.providers.base import RemoteTerminal
-from app.providers.crypto import decrypt_api_key
-from app.providers.http import ProviderHTTP, TokenBucket
-from app.providers.poller import make_adapter
+from app.providers.crypto import KeyUnavailable, decrypt_api_key
+from app.providers.http import ProviderError, ProviderHTTP, TokenBucket
+from app.providers.models import ProviderAccount
 
 PREVIEW_TTL_S = 900
 _COMPARED = ("store_id", "model", "serial", "label", "provider", "provider_terminal_id", "lan_host", "mac")
@@ -75,24 +77,38 @@ def remember(preview: SyncPreview) -> None:
     _previews[preview.token] = preview
 
 
-def recall(token: str, account_id: int) -> SyncPreview | None:
+def recall(token: str, account_id: int) -> SyncPreview:
+    """The preview behind `token`, once (raises Conflict when it expired or was applied)."""
     preview = _previews.get(token)
     if (
         preview is None
         or preview.account_id != account_id
         or time.monotonic() - preview.created_at > PREVIEW_TTL_S
     ):
-        return None
+        raise Conflict("this preview has expired or was already applied: preview again")
     return preview
 
 
 async def fetch_remote(
-    session: AsyncSession, secret_key: str, account, *, client: httpx.AsyncClient | None = None
+    session: AsyncSession,
+    secret_key: str,
+    account: ProviderAccount,
+    *,
+    client: httpx.AsyncClient | None = None,
 ) -> list[RemoteTerminal]:
-    """The provider's terminals (raises ProviderError, KeyUnavailable)."""
+    """The provider's terminals (raises UpstreamFailed when they cannot be read)."""
+    try:
+        return await _fetch_remote(session, secret_key, account, client)
+    except (ProviderError, KeyUnavailable) as exc:
+        raise UpstreamFailed(f"the provider's inventory could not be read: {exc}") from exc
+
+
+async def _fetch_remote(
+    session: AsyncSession, secret_key: str, account: ProviderAccount, client: httpx.AsyncClient | None
+) -> list[RemoteTerminal]:
     api_key = decrypt_api_key(secret_key, account.api_key_encrypted)
     ref_col = Store.adyen_store_id if account.kind == "adyen" else Store.stripe_location_id
-    refs = sorted((await session.execute(select(ref_col).where(ref_col.is_not(None)))).scalars())
+    refs = sorted(r for r in await session.scalars(select(ref_col)) if r is not None)
     if account.kind == "adyen" and not refs:
         return []
     own = client is None
@@ -106,7 +122,9 @@ async def fetch_remote(
             await client.aclose()
 
 
-async def build_preview(session: AsyncSession, account, remote: list[RemoteTerminal]) -> SyncPreview:
+async def build_preview(
+    session: AsyncSession, account: ProviderAccount, remote: list[RemoteTerminal]
+) -> SyncPreview:
     ref_col = Store.adyen_store_id if account.kind == "adyen" else Store.stripe_location_id
     stores = {
         r.ref: (r.id, r.code)
@@ -194,7 +212,9 @@ async def build_preview(session: AsyncSession, account, remote: list[RemoteTermi
     return SyncPreview(account.id, account.name, rows)
 
 
-async def apply_preview(session: AsyncSession, account, preview: SyncPreview) -> UpsertSummary:
+async def apply_preview(
+    session: AsyncSession, account: ProviderAccount, preview: SyncPreview
+) -> UpsertSummary:
     """Write what the preview showed (all or nothing) and link the terminals to the account."""
     _previews.pop(preview.token, None)  # a preview is applied once
     items = [r.item for r in preview.rows if r.action in ("create", "update") and r.item is not None]

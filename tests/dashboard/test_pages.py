@@ -364,58 +364,67 @@ async def test_check_connection_could_not_check_says_why(client, db, fleet):
         await s.commit()
     r = await client.post(f"/terminals/{t.poiid}/check", headers=HX)
     assert r.status_code == 200
-    assert 'data-verdict="unknown"' in r.text and "Could not check" in r.text
+    assert 'data-verdict="could_not_check"' in r.text and "Could not check" in r.text
     assert "why:" in r.text
 
 
 def test_report_text_is_plain_evidence():
     from datetime import datetime
 
+    from app.checks.result import step
     from app.dashboard.checkview import from_report
+    from app.monitoring.manual import DiagnosisText, MonitorCheck, TerminalCheckReport
+    from app.vocabulary import MonitorKind, Outcome, State, Verdict
 
-    report = {
-        "poiid": "A920-1",
-        "store_code": "S-0007",
-        "verdict": "disconnected",
-        "duration_ms": 5012.3,
-        "checked_at": datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC),
-        "checks": [
-            {
-                "kind": "dns",
-                "target": "temterminalsnar01.icloud.ingenico.com",
-                "scope": "store network",
-                "outcome": "ok",
-                "latency_ms": 2.1,
-                "steps": [{"step": "resolve", "ok": True, "ms": 2.1, "detail": "A 10.0.0.1"}],
-            },
-            {
-                "kind": "tcp",
-                "target": "temterminalsnar01.icloud.ingenico.com:7003",
-                "scope": "store network",
-                "outcome": "fail",
-                "latency_ms": None,
-                "detail": "timed out",
-                "steps": [{"step": "connect", "ok": False, "ms": 5000.0, "detail": "timed out"}],
-                "diagnosis": {
-                    "code": "tcp_timeout",
-                    "title": "Connection timed out (filtered)",
-                    "cause": "Port 7003 is filtered.",
-                    "fix": "Allow outbound TCP 7003.",
-                },
-            },
+    filtered = DiagnosisText(
+        "tcp_timeout",
+        "Connection timed out (filtered)",
+        "Port 7003 is filtered.",
+        "Allow outbound TCP 7003.",
+        False,
+    )
+    host = "temterminalsnar01.icloud.ingenico.com"
+    report = TerminalCheckReport(
+        poiid="A920-1",
+        terminal_id=1,
+        store_code="S-0007",
+        verdict=Verdict.DISCONNECTED,
+        headline=Verdict.DISCONNECTED.headline,
+        checked_at=datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC),
+        duration_ms=5012.3,
+        checks=[
+            MonitorCheck(
+                1,
+                MonitorKind.DNS,
+                host,
+                "store network",
+                Outcome.OK,
+                2.1,
+                [step("resolve", True, 2.1, "A 10.0.0.1")],
+                "",
+                None,
+                State.UP,
+            ),
+            MonitorCheck(
+                2,
+                MonitorKind.TCP,
+                f"{host}:7003",
+                "store network",
+                Outcome.FAIL,
+                None,
+                [step("connect", False, 5000.0, "timed out")],
+                "timed out",
+                filtered,
+                State.DOWN,
+            ),
         ],
-        "diagnosis": {
-            "code": "tcp_timeout",
-            "title": "Connection timed out (filtered)",
-            "cause": "Port 7003 is filtered.",
-            "fix": "Allow outbound TCP 7003.",
-        },
-    }
-    view = from_report(report, "A920-1")
+        diagnosis=filtered,
+    )
+    view = from_report(report)
     text = view.report_text()
     assert view.headline == "Terminal is disconnected" and view.state == "down"
     assert "Time: 2026-01-02 03:04:05 UTC" in text and "Store: S-0007" in text
-    assert "TCP temterminalsnar01.icloud.ingenico.com:7003 [store network]: FAILED" in text
+    assert f"TCP {host}:7003 [store network]: FAILED" in text
     assert "connect" in text and "5000.0 ms" in text
     assert text.rstrip().endswith("What to do: Allow outbound TCP 7003.")
     assert "<" not in text  # plain text, pasteable into any ticket

@@ -1,7 +1,8 @@
 import pytest
 from pydantic import ValidationError
 
-from app.inventory.schemas import StoreIn, TerminalIn, field_errors, normalise_mac, normalise_poiid
+from app.inventory.schemas import StoreIn, TerminalIn, field_errors, normalise_mac
+from app.poiid import normalise_poiid
 
 
 @pytest.mark.parametrize("dash", ["\u2010", "\u2011", "\u2012", "\u2013", "\u2014", "\u2015", "\u2212"])

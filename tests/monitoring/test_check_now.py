@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
-import os
-import sys
 
 import pytest
 from sqlalchemy import select
 
-from app.checks.runner import TerminalNotFound, check_terminal_now
+from app.errors import NotFound
+from app.monitoring.manual import check_terminal_now
 from app.inventory.models import Monitor, Terminal
 from app.monitoring.models import CheckResult
+from tests.cli import termpulse_async
 from tests.monitoring.helpers import add_monitors, add_store, add_terminals, closed_port
 
 
@@ -79,24 +78,15 @@ async def test_our_failure_is_could_not_check(db, settings, ctx):
 
 
 async def test_unknown_poiid(db, settings, ctx):
-    with pytest.raises(TerminalNotFound):
+    with pytest.raises(NotFound):
         await check_terminal_now(db, settings, "NOPE-1", probe_context=ctx)
 
 
 async def termpulse_check(url: str, *args: str) -> tuple[int, str, str]:
-    env = {**os.environ, "TERMPULSE_DATABASE_URL": url, "TERMPULSE_ALLOWED_NETWORKS": "127.0.0.0/8"}
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "app.cli",
-        "check",
-        *args,
-        env=env,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    out, err = await asyncio.wait_for(proc.communicate(), 60)
-    return proc.returncode, out.decode(), err.decode()
+    """`termpulse check ARGS...`, in process (tests/cli.py)."""
+    env = {"TERMPULSE_DATABASE_URL": url, "TERMPULSE_ALLOWED_NETWORKS": "127.0.0.0/8"}
+    done = await termpulse_async("check", *args, env=env)
+    return done.returncode, done.stdout, done.stderr
 
 
 async def test_cli_exit_codes_and_output(db, servers):

@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
-import subprocess
-import sys
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -18,6 +15,7 @@ from app.monitoring.maintenance import STALE_DIAGNOSIS, mark_stale
 from app.monitoring.models import CheckResult, StateChange
 from app.monitoring.scheduler import claim_due
 from app.monitoring.worker import SecondWorkerRefused, Worker
+from tests.cli import termpulse_async
 from tests.monitoring.helpers import (
     add_monitors,
     add_store,
@@ -70,7 +68,7 @@ async def test_runs_each_due_time_once_on_time_without_drift(db, settings, serve
                 "phase_ms": phase,
                 "next_due_at": start + timedelta(milliseconds=phase),
             }
-            for t, (h, p), phase in zip(terminals, targets, (0, 330, 770))
+            for t, (h, p), phase in zip(terminals, targets, (0, 330, 770), strict=True)
         ],
         interval_s=1,
     )
@@ -94,7 +92,7 @@ async def test_runs_each_due_time_once_on_time_without_drift(db, settings, serve
         nexts = dict((await s.execute(select(Monitor.id, Monitor.next_due_at))).all())
         leases = (await s.execute(select(Monitor.lease_owner).where(Monitor.lease_owner.is_not(None)))).all()
     assert not leases, "a stopped worker keeps no lease"
-    for mid, phase in zip(ids, (0, 330, 770)):
+    for mid, phase in zip(ids, (0, 330, 770), strict=True):
         dues = sorted(r.due_at for r in rows if r.monitor_id == mid)
         assert len(dues) >= 3
         first = start + timedelta(milliseconds=phase)
@@ -282,7 +280,7 @@ async def test_expired_lease_of_a_dead_worker_is_run_by_another(db, settings, se
 
 
 async def test_a_late_writer_cannot_store_a_run_another_worker_owns(db):
-    from app.monitoring.writer import Outcome, apply_outcomes
+    from app.monitoring.writer import CheckOutcome, apply_outcomes
 
     store = await add_store(db)
     due = utcnow() - timedelta(seconds=1)
@@ -295,7 +293,7 @@ async def test_a_late_writer_cannot_store_a_run_another_worker_owns(db):
     for owner in ("fast", "slow"):
         async with db.sessionmaker() as s:
             report = await apply_outcomes(
-                s, [Outcome(mid, "ok", utcnow(), 1.0, due_at=due)], lease_owner=owner
+                s, [CheckOutcome(mid, "ok", utcnow(), 1.0, due_at=due)], lease_owner=owner
             )
             await s.commit()
         assert report.dropped == (1 if owner == "slow" else 0)
@@ -331,16 +329,11 @@ async def test_sqlite_refuses_a_second_worker(sqlite_db, ctx):
         other_db = Database(sqlite_db.url)
         with pytest.raises(SecondWorkerRefused, match="SQLite supports one worker only"):
             await make_worker(other_db, settings, ctx).start()
-        # Another process is refused too, with a clear message and exit status 1.
-        env = {**os.environ, "TERMPULSE_DATABASE_URL": sqlite_db.url, "TERMPULSE_LOG_FORMAT": "text"}
-        proc = await asyncio.to_thread(
-            subprocess.run,
-            [sys.executable, "-m", "app.cli", "worker"],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
+        # `termpulse worker` is refused too, with a clear message and exit status 1 (run in
+        # process: the flock belongs to an open file, so a second open here is what another
+        # process would be; were it not refused, it would fail on its signal handlers in a thread).
+        env = {"TERMPULSE_DATABASE_URL": sqlite_db.url, "TERMPULSE_LOG_FORMAT": "text"}
+        proc = await termpulse_async("worker", env=env)
         assert proc.returncode == 1, proc.stderr
         assert "SQLite supports one worker only" in proc.stderr + proc.stdout
         await other_db.dispose()

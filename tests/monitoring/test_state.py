@@ -11,7 +11,7 @@ from app.db import utcnow
 from app.inventory.models import Monitor, Store, Terminal
 from app.monitoring.models import CheckResult
 from app.monitoring.state import MonitorState, step
-from app.monitoring.writer import Outcome, apply_outcomes
+from app.monitoring.writer import CheckOutcome, apply_outcomes
 from tests.monitoring.helpers import add_monitors, add_store, add_terminals, state_changes
 
 
@@ -94,7 +94,7 @@ async def test_flapping_through_the_database_gives_exactly_the_implied_changes(d
     t0 = utcnow()
     # In batches of varying size: several outcomes of one monitor in one batch are applied in order.
     outcomes = [
-        Outcome(
+        CheckOutcome(
             mid,
             {"o": "ok", "f": "fail", "e": "error"}[c],
             t0 + timedelta(seconds=i),
@@ -135,7 +135,7 @@ async def test_terminal_and_store_status_follow_their_monitors(db):
 
     async def apply(*pairs):
         async with db.sessionmaker() as s:
-            await apply_outcomes(s, [Outcome(m, o, utcnow(), diagnosis=d) for m, o, d in pairs])
+            await apply_outcomes(s, [CheckOutcome(m, o, utcnow(), diagnosis=d) for m, o, d in pairs])
             await s.commit()
         async with db.sessionmaker() as s:
             ts = dict((await s.execute(select(Terminal.id, Terminal.status))).all())

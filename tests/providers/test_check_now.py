@@ -1,6 +1,6 @@
 """Check connection asks the provider live for a cloud terminal, not the last poll."""
 
-from app.checks.runner import check_terminal_now
+from app.monitoring.manual import check_terminal_now
 from app.config import Settings
 from tests.providers.conftest import SECRET, cloud_states, load_fleet, make_account
 

@@ -7,7 +7,7 @@ from datetime import UTC
 from sqlalchemy import select
 
 from app.inventory.models import Terminal
-from app.providers.poller import CloudPoller
+from app.monitoring.cloud import CloudPoller
 from tests.providers.conftest import SECRET, cloud_states, load_fleet, make_account, make_due
 
 

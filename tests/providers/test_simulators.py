@@ -7,10 +7,10 @@ import csv
 import httpx
 from sqlalchemy import select
 
-from app.cli import SAMPLE_FLEET
+from app.inventory.csvimport import SAMPLE_FLEET
 from app.inventory.csvimport import import_fleet
 from app.inventory.models import Store, Terminal
-from app.providers.poller import CloudPoller
+from app.monitoring.cloud import CloudPoller
 from app.simulator.providers import register_simulator_accounts, start_provider_simulators
 from tests.providers.conftest import SECRET, make_due
 

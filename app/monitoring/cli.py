@@ -6,41 +6,35 @@ database unreachable, ...).
 
 from __future__ import annotations
 
-import asyncio
 import json
 import sys
 
+import uvloop
+from sqlalchemy.exc import DBAPIError, OperationalError
+
 from app.config import Settings
+from app.db import Database
+from app.errors import NotFound
+from app.monitoring.manual import TerminalCheckReport, check_terminal_now
 
 
 def check_command(settings: Settings, poiid: str, as_json: bool = False) -> int:
-    try:
-        import uvloop
-
-        runner = uvloop.run
-    except ImportError:  # pragma: no cover
-        runner = asyncio.run
-    return runner(_check(settings, poiid, as_json))
+    return uvloop.run(_check(settings, poiid, as_json))
 
 
 async def _check(settings: Settings, poiid: str, as_json: bool) -> int:
-    from sqlalchemy.exc import DBAPIError, OperationalError
-
-    from app.checks.runner import TerminalNotFound, check_terminal_now
-    from app.db import Database
-
     database = Database(settings.database_url)
     try:
         report = await check_terminal_now(database, settings, poiid)
-    except TerminalNotFound as exc:
-        return _error(as_json, "unknown_poiid", str(exc))
+    except NotFound as exc:
+        return _error(as_json, "unknown_poiid", exc.message)
     except (DBAPIError, OperationalError, OSError) as exc:
         reason = getattr(exc, "orig", None) or exc
         return _error(as_json, "database_error", f"cannot reach the database: {reason}")
     finally:
         await database.dispose()
     if as_json:
-        print(json.dumps(report.as_dict(), indent=2, default=str))
+        print(json.dumps(report.as_dict(), indent=2))
     else:
         print(render_report(report))
     return 0 if report.connected else 1
@@ -53,15 +47,15 @@ def _error(as_json: bool, code: str, message: str) -> int:
     return 2
 
 
-def render_report(report) -> str:
+def render_report(report: TerminalCheckReport) -> str:
     lines = [f"{report.poiid} (store {report.store_code})", ""]
     for c in report.checks:
         when = "" if c.live else "  [last provider poll]"
         lines.append(f"{c.kind} {c.target} ({c.scope}): {c.outcome}{when}")
         for s in c.steps:
-            mark = "ok  " if s.get("ok") else "FAIL"
-            detail = f"  {s['detail']}" if s.get("detail") else ""
-            lines.append(f"  [{mark}] {s['step']:<14} {s.get('ms', 0):>9.1f} ms{detail}")
+            mark = "ok  " if s["ok"] else "FAIL"
+            detail = f"  {s['detail']}" if s["detail"] else ""
+            lines.append(f"  [{mark}] {s['step']:<14} {s['ms']:>9.1f} ms{detail}")
         if c.diagnosis:
             lines.append(f"  -> {c.diagnosis.title}")
     lines += ["", f"Verdict: {report.headline}  ({report.duration_ms:.0f} ms)"]

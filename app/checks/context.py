@@ -1,0 +1,77 @@
+"""What every probe shares: the process's `ProbeContext`, and finding the address to connect to."""
+
+from __future__ import annotations
+
+import ssl
+from dataclasses import dataclass, field
+from typing import Any
+
+from app.checks import net
+from app.checks.guard import TargetGuard
+from app.checks.resolver import DnsFailure, Resolver, is_ip_literal
+from app.checks.result import ProbeFailure, Run
+from app.config import Settings
+
+
+@dataclass
+class ProbeContext:
+    """What probes share in a process: the resolver, the guard and the TLS contexts."""
+
+    resolver: Resolver
+    guard: TargetGuard
+    extra_ca_pem: str | None = None  # trusted besides the system CAs (the simulator's CA)
+    verify_ssl: ssl.SSLContext = field(init=False, repr=False)
+    insecure_ssl: ssl.SSLContext = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        # Built once: loading the CA bundle costs milliseconds, too much per check.
+        self.verify_ssl = net.make_verify_context(self.extra_ca_pem)
+        self.insecure_ssl = net.make_insecure_context()
+
+    @classmethod
+    def from_settings(cls, settings: Settings, extra_ca_pem: str | None = None) -> ProbeContext:
+        if extra_ca_pem is None and settings.trusted_ca_file:
+            extra_ca_pem = settings.trusted_ca_file.read_text()
+        return cls(Resolver.from_settings(settings), TargetGuard.from_settings(settings), extra_ca_pem)
+
+    def ssl_for(self, params: dict[str, Any]) -> ssl.SSLContext:
+        return self.insecure_ssl if params.get("accept_self_signed") else self.verify_ssl
+
+
+def split_host_port(target: str, default_port: int | None = None) -> tuple[str, int]:
+    """'host:port' or '[v6]:port' -> (host, port)."""
+    target = target.strip()
+    if target.startswith("["):
+        host, _, rest = target[1:].partition("]")
+        port = rest.lstrip(":")
+    elif target.count(":") == 1:
+        host, port = target.split(":")
+    else:
+        host, port = target, ""
+    if not port:
+        if default_port is None:
+            raise ProbeFailure("internal_error", f"no port in target {target!r}", error="no port")
+        return host, default_port
+    if not port.isdigit() or not 0 < int(port) < 65536:
+        raise ProbeFailure("internal_error", f"bad port in target {target!r}", error="bad port")
+    return host, int(port)
+
+
+async def resolve_and_guard(run: Run, ctx: ProbeContext, host: str, source: str | None) -> str:
+    """The address to connect to: resolved through our resolver, then checked by the guard."""
+    run.context.setdefault("host", host)
+    if is_ip_literal(host):
+        address = host.strip("[]")
+    else:
+        run.begin("resolve")
+        try:
+            res = await ctx.resolver.resolve(host, run.remaining(), source=source)
+        except DnsFailure as exc:
+            raise ProbeFailure(exc.code, exc.detail, name=host) from None
+        address = res.addresses[0]
+        run.end(True, f"{host} -> {', '.join(res.addresses)}")
+    run.context["address"] = address
+    if not ctx.guard.allows(address):
+        run.add("guard", False, 0.0, f"{address} outside {ctx.guard.describe()}")
+        raise ProbeFailure("target_refused", f"{address} is outside the allowed networks")
+    return address

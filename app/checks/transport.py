@@ -1,0 +1,91 @@
+"""The dns, tcp and tls probes, and the TLS connection the https probes build on."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from app.checks import net
+from app.checks.context import ProbeContext, resolve_and_guard, split_host_port
+from app.checks.resolver import DnsFailure
+from app.checks.result import ProbeFailure, ProbeResult, Run
+
+
+async def probe_dns(run: Run, ctx: ProbeContext, target: str, params: dict) -> ProbeResult:
+    name = target.strip().rstrip(".")
+    run.context.update(name=name, host=name, target=name)
+    rdtype = str(params.get("rdtype", "A")).upper()
+    run.begin("resolve")
+    try:
+        res = await ctx.resolver.resolve(name, run.remaining(), rdtype, params.get("source"))
+    except DnsFailure as exc:
+        raise ProbeFailure(exc.code, exc.detail) from None
+    detail = f"{name} {rdtype} -> {', '.join(res.records)} (ttl {res.ttl}, from {res.nameserver})"
+    ms = run.end(True, detail)
+    return run.ok(ms, detail)
+
+
+async def probe_tcp(run: Run, ctx: ProbeContext, target: str, params: dict) -> ProbeResult:
+    host, port = split_host_port(target)
+    run.context.update(host=host, port=port, target=f"{host}:{port}")
+    source = params.get("source")
+    address = await resolve_and_guard(run, ctx, host, source)
+    sock = await net.tcp_connect(run, address, port, source)
+    connect_ms = run.steps[-1]["ms"]
+    try:
+        seen = await net.watch_for_reset(run, sock, float(params.get("settle_ms", 50)) / 1000)
+    finally:
+        sock.close()
+    return run.ok(connect_ms, f"port {port} open on {host} ({seen})")
+
+
+async def probe_tls(run: Run, ctx: ProbeContext, target: str, params: dict) -> ProbeResult:
+    host, port = split_host_port(target, 443)
+    run.context.update(host=host, port=port, target=f"{host}:{port}")
+    _, writer, _info = await connect_tls(run, ctx, host, port, params)
+    await net.close_writer(writer)
+    detail = run.steps[-1]["detail"]
+    return run.ok(run.elapsed_ms(), detail)
+
+
+async def connect_tls(
+    run: Run, ctx: ProbeContext, host: str, port: int, params: dict[str, Any]
+) -> tuple[asyncio.StreamReader, asyncio.StreamWriter, net.CertInfo | None]:
+    """Resolve, guard, connect and handshake; names a rejected certificate precisely."""
+    source = params.get("source")
+    address = await resolve_and_guard(run, ctx, host, source)
+    # An address works too: Python sends no SNI for it and checks it against the IP SANs.
+    sni = params.get("sni") or host.strip("[]")
+    sock = await net.tcp_connect(run, address, port, source)
+    try:
+        reader, writer, info = await net.tls_handshake(run, sock, ctx.ssl_for(params), sni)
+    except ProbeFailure as exc:
+        if exc.code in ("tls_untrusted", "tls_expired", "tls_wrong_host"):
+            await describe_rejected(run, exc, address, port, sni, source)
+        raise
+    if info is not None:
+        run.context.update(subject=info.subject, issuer=info.issuer, not_after=info.not_after)
+        try:
+            check_fingerprint(run, info, params.get("fingerprint"))
+        except ProbeFailure:
+            writer.transport.abort()
+            raise
+    return reader, writer, info
+
+
+async def describe_rejected(
+    run: Run, exc: ProbeFailure, address: str, port: int, sni: str | None, source: str | None
+) -> None:
+    info = await net.fetch_cert(address, port, sni, source, run.remaining())
+    if info is not None:
+        exc.ctx.update(subject=info.subject, issuer=info.issuer, not_after=info.not_after)
+        exc.detail += f" (subject {info.subject}; issuer {info.issuer}; expires {info.not_after})"
+
+
+def check_fingerprint(run: Run, info: net.CertInfo, pinned: str | None) -> None:
+    if not pinned:
+        return
+    if net.normalise_fingerprint(pinned) != info.fingerprint:
+        run.add("pin", False, 0.0, f"got sha256 {info.fingerprint}")
+        raise ProbeFailure("tls_fingerprint_mismatch", f"certificate sha256 {info.fingerprint}")
+    run.add("pin", True, 0.0, "fingerprint matches")

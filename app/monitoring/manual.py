@@ -1,0 +1,274 @@
+"""Check one terminal now: `termpulse check POIID`, Check connection, the check API.
+
+    report = await check_terminal_now(database, settings, "Move5000-203097992")
+    report.verdict      # Verdict.CONNECTED | DISCONNECTED | COULD_NOT_CHECK
+    report.checks       # one MonitorCheck per monitor: steps with timings, diagnosis
+    report.diagnosis    # the first failure's cause and fix (None when connected)
+
+Every monitor of the terminal (LAN tcp / paynt_epos / tls, cloud) and of its store's
+network (DNS and TCP to the processor) runs at once, each with its own timeout. The cloud
+monitor asks the provider now; when no provider account covers the terminal it reports the
+last poll instead. The results are stored as manual results through the same writer and
+state machine as the scheduled ones, so the dashboard's state follows what the agent saw.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from pydantic import TypeAdapter
+from sqlalchemy import or_, select
+
+from app.checks.context import ProbeContext
+from app.checks.diagnoses import explain
+from app.checks.probes import run_probe
+from app.checks.result import ProbeResult, Step, step
+from app.config import Settings
+from app.db import Database, utcnow
+from app.errors import NotFound
+from app.inventory.models import Monitor, Store, Terminal
+from app.monitoring.writer import CheckOutcome, write_outcomes
+from app.poiid import normalise_poiid
+from app.providers.check import cloud_status_now
+from app.providers.models import ProviderAccount
+from app.vocabulary import CloudState, MonitorKind, Outcome, State, Verdict
+
+
+@dataclass
+class DiagnosisText:
+    code: str
+    title: str
+    cause: str
+    fix: str
+    ours: bool
+
+
+@dataclass
+class MonitorCheck:
+    monitor_id: int
+    kind: MonitorKind
+    target: str
+    scope: str  # "terminal" or "store network"
+    outcome: Outcome
+    latency_ms: float | None
+    steps: list[Step]
+    detail: str
+    diagnosis: DiagnosisText | None
+    state: State  # the monitor's state after this result
+    live: bool = True  # False for a cloud monitor reported from the last provider poll
+    checked_at: datetime | None = None
+
+
+@dataclass
+class TerminalCheckReport:
+    """What a check of one terminal found: the JSON answer of the check API as well."""
+
+    poiid: str
+    terminal_id: int
+    store_code: str
+    verdict: Verdict
+    headline: str  # the verdict in words: "Terminal is connected" ...
+    checked_at: datetime
+    duration_ms: float
+    checks: list[MonitorCheck] = field(default_factory=list)
+    diagnosis: DiagnosisText | None = None  # the first failure (or our error) to act on
+    status: State = State.UNKNOWN  # the terminal's derived status after the check
+    cloud_state: CloudState = CloudState.UNKNOWN
+
+    @property
+    def connected(self) -> bool:
+        return self.verdict == Verdict.CONNECTED
+
+    def as_dict(self) -> dict[str, Any]:
+        """Plain JSON types, as the API answers (`termpulse check --json`)."""
+        return _REPORT_JSON.dump_python(self, mode="json")
+
+
+_REPORT_JSON = TypeAdapter(TerminalCheckReport)
+
+
+def _diagnosis(code: str | None, context: dict[str, Any], target: str) -> DiagnosisText | None:
+    if not code:
+        return None
+    d = explain(code, **{"target": target, **context})
+    return DiagnosisText(d.code, d.title, d.cause, d.fix, d.ours)
+
+
+async def check_terminal_now(
+    database: Database,
+    settings: Settings,
+    poiid: str,
+    *,
+    probe_context: ProbeContext | None = None,
+    persist: bool = True,
+) -> TerminalCheckReport:
+    """Run every monitor of the terminal now; raises NotFound for an unknown POIID."""
+    ctx = probe_context or ProbeContext.from_settings(settings)
+    terminal, store_code, monitors, account = await _load(database, normalise_poiid(poiid), poiid)
+    started, checked_at = time.perf_counter(), utcnow()
+
+    async def one(m: Monitor) -> tuple[datetime, ProbeResult | None]:
+        at = utcnow()
+        if m.kind != MonitorKind.CLOUD:
+            return at, await run_probe(m.kind, m.target, m.params or {}, m.timeout_s, ctx)
+        if account is None:  # no account covers it: the caller reports the last poll
+            return at, None
+        reader = terminal.provider_terminal_id or f"tmr_{terminal.serial}"
+        return at, await cloud_status_now(settings.secret_key, account, terminal.poiid, reader)
+
+    runs = await asyncio.gather(*(one(m) for m in monitors))
+    duration_ms = (time.perf_counter() - started) * 1000
+
+    outcomes = [
+        CheckOutcome.of(m.id, result, at, manual=True)
+        for m, (at, result) in zip(monitors, runs, strict=True)
+        if result is not None
+    ]
+    states: dict[int, State] = {}
+    if persist and outcomes:
+        states = (await write_outcomes(database, outcomes)).states
+    async with database.sessionmaker() as session:
+        status, cloud_state = (
+            await session.execute(
+                select(Terminal.status, Terminal.cloud_state).where(Terminal.id == terminal.id)
+            )
+        ).one()
+
+    checks = [
+        _monitor_check(m, at, result, states.get(m.id))
+        if result is not None
+        else _cloud_from_last_poll(m, checked_at)
+        for m, (at, result) in zip(monitors, runs, strict=True)
+    ]
+    verdict = Verdict.of([c.outcome for c in checks])
+    first_bad = next((c for c in checks if c.outcome == Outcome.FAIL), None) or next(
+        (c for c in checks if c.outcome == Outcome.ERROR), None
+    )
+    diagnosis = first_bad.diagnosis if first_bad else None
+    if not checks:
+        diagnosis = DiagnosisText(
+            "no_monitors",
+            "Nothing to check",
+            f"The terminal {terminal.poiid} has no LAN address, no enabled cloud connection and its store "
+            "no network profile, so TermPulse has nothing to check.",
+            "Add the terminal's LAN address or enable its cloud connection in the inventory.",
+            True,
+        )
+    return TerminalCheckReport(
+        poiid=terminal.poiid,
+        terminal_id=terminal.id,
+        store_code=store_code,
+        verdict=verdict,
+        headline=verdict.headline,
+        checked_at=checked_at,
+        duration_ms=round(duration_ms, 3),
+        checks=checks,
+        diagnosis=diagnosis,
+        status=State(status),
+        cloud_state=CloudState(cloud_state),
+    )
+
+
+async def _load(
+    database: Database, key: str, asked: str
+) -> tuple[Terminal, str, list[Monitor], ProviderAccount | None]:
+    """The terminal, its store's code, its monitors and its store network's (DNS -> TCP ->
+    TLS -> HTTP -> provider API order, the terminal's after the network's), and the provider
+    account that covers it (its own, else the first of its provider)."""
+    async with database.sessionmaker() as session:
+        row = (
+            await session.execute(
+                select(Terminal, Store.code)
+                .join(Store, Store.id == Terminal.store_id)
+                .where(Terminal.poiid == key)
+            )
+        ).first()
+        if row is None:
+            raise NotFound("terminal with POIID", repr(asked))
+        terminal, store_code = row.tuple()
+        monitors = (
+            (
+                await session.execute(
+                    select(Monitor).where(
+                        Monitor.enabled.is_(True),
+                        or_(
+                            Monitor.terminal_id == terminal.id,
+                            (Monitor.store_id == terminal.store_id) & Monitor.terminal_id.is_(None),
+                        ),
+                    )
+                )
+            )
+            .scalars()
+            .all()
+        )
+        account = None
+        if any(m.kind == MonitorKind.CLOUD for m in monitors):
+            query = select(ProviderAccount).where(ProviderAccount.kind == terminal.provider)
+            if terminal.provider_account_id is not None:
+                query = select(ProviderAccount).where(ProviderAccount.id == terminal.provider_account_id)
+            account = (await session.scalars(query.order_by(ProviderAccount.id).limit(1))).first()
+    ordered = sorted(monitors, key=lambda m: (m.terminal_id is not None, MonitorKind(m.kind).order, m.id))
+    return terminal, store_code, ordered, account
+
+
+def _scope(m: Monitor) -> str:
+    return "terminal" if m.terminal_id is not None else "store network"
+
+
+def _monitor_check(m: Monitor, at: datetime, r: ProbeResult, state: State | None) -> MonitorCheck:
+    return MonitorCheck(
+        monitor_id=m.id,
+        kind=MonitorKind(m.kind),
+        target=m.target,
+        scope=_scope(m),
+        outcome=r.outcome,
+        latency_ms=round(r.latency_ms, 3),
+        steps=r.steps,
+        detail=r.detail,
+        diagnosis=_diagnosis(r.diagnosis, r.context, m.target),
+        state=state or State(m.state),
+        checked_at=at,
+    )
+
+
+def _cloud_from_last_poll(m: Monitor, now: datetime) -> MonitorCheck:
+    """No provider account covers the terminal: what the last poll found, and how old it is."""
+    if m.last_checked_at is None:
+        detail = "the provider has not been polled for this terminal yet"
+        return MonitorCheck(
+            m.id,
+            MonitorKind.CLOUD,
+            m.target,
+            _scope(m),
+            Outcome.ERROR,
+            None,
+            [step("provider API", False, 0.0, detail)],
+            detail,
+            _diagnosis("provider_unavailable", {"error": "not polled yet"}, m.target),
+            State(m.state),
+            live=False,
+        )
+    age = (now - m.last_checked_at).total_seconds()
+    outcome = {State.UP: Outcome.OK, State.DOWN: Outcome.FAIL}.get(State(m.state), Outcome.ERROR)
+    detail = f"last provider poll {age:.0f} s ago: {m.last_detail or m.state}"
+    code = m.last_diagnosis if outcome != Outcome.OK else None
+    if outcome == Outcome.ERROR and not code:
+        code = "provider_unavailable"
+    return MonitorCheck(
+        m.id,
+        MonitorKind.CLOUD,
+        m.target,
+        _scope(m),
+        outcome,
+        m.last_latency_ms,
+        [step("provider API", outcome == Outcome.OK, m.last_latency_ms or 0.0, detail)],
+        detail,
+        _diagnosis(code, {}, m.target),
+        State(m.state),
+        live=False,
+        checked_at=m.last_checked_at,
+    )
