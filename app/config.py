@@ -56,10 +56,6 @@ class Settings(BaseSettings):
 
     _split = field_validator("allowed_networks", "dns_nameservers", mode="before")(_split_list)
 
-    @property
-    def is_sqlite(self) -> bool:
-        return self.database_url.startswith("sqlite")
-
 
 @lru_cache
 def get_settings() -> Settings:

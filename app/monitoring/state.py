@@ -1,6 +1,6 @@
 """The monitor state machine, as pure functions (the writer applies it in batches).
 
-Rules (DESIGN.md, "Status semantics"):
+Rules:
 
 * ``fail`` (the target's fault) counts towards ``fail_threshold`` consecutive failures,
   after which the monitor is ``down``; ``ok`` counts towards ``success_threshold``
