@@ -37,7 +37,7 @@ class Settings(BaseSettings):
     port: int = 8000
     secret_key: str = "change-me-in-production"
     log_level: str = "INFO"
-    log_format: str = Field("text", pattern="^(text|json)$")
+    log_format: str = Field(default="text", pattern="^(text|json)$")
 
     # Checking engine
     allowed_networks: Annotated[list[str], NoDecode] = ["0.0.0.0/0", "::/0"]
