@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
@@ -11,19 +12,20 @@ from fastapi.staticfiles import StaticFiles
 from app import __version__
 from app.auth.routes import require_login
 from app.auth.routes import router as auth_router
-from app.checks.api import router as checks_api
 from app.config import Settings, get_settings
-from app.dashboard.routes import database_down_banner
 from app.dashboard.routes import router as dashboard_pages
 from app.db import Database
-from app.history.routes import router as history_routes  # /history, its exports, /api/v1/uptime
-from app.inventory.api import add_error_handlers as add_inventory_error_handlers
+from app.errors import AppError
+from app.history.api import router as history_api
+from app.history.pages import router as history_pages
 from app.inventory.api import router as inventory_api
 from app.inventory.pages import router as inventory_pages
+from app.monitoring.api import router as checks_api
 from app.ops.routes import record_request_metrics
 from app.ops.routes import router as ops_routes
 from app.providers.api import router as providers_api
 from app.providers.pages import router as providers_pages
+from app.web.errors import app_error, database_down_banner
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +38,7 @@ def create_app(
     database = database or Database(settings.database_url)
 
     @asynccontextmanager
-    async def lifespan(app: FastAPI):
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         worker = None
         if run_worker:
             from app.monitoring.worker import start_embedded_worker
@@ -67,10 +69,11 @@ def create_app(
         inventory_pages,
         providers_pages,
         dashboard_pages,
-        history_routes,
+        history_pages,
     ):
         app.include_router(router)
-    for router in (inventory_api, checks_api, providers_api):
+    for router in (inventory_api, checks_api, providers_api, history_api):
         app.include_router(router, prefix="/api/v1")
-    add_inventory_error_handlers(app)
+    # Refusals (app.errors): JSON under /api, the message in the page elsewhere.
+    app.add_exception_handler(AppError, app_error)
     return app

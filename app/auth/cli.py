@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import getpass
 import sys
@@ -17,7 +18,7 @@ from app.migrate import migrate
 MIN_PASSWORD = 8
 
 
-def create_user_command(settings: Settings, args) -> int:
+def create_user_command(settings: Settings, args: argparse.Namespace) -> int:
     password = args.password
     if password is None:
         if not sys.stdin.isatty():

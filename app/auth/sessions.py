@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 from fastapi import HTTPException, Request
 from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.auth.models import User
 from app.auth.passwords import verify_password
@@ -61,7 +62,7 @@ def _cookie_user_id(secret: str, value: str) -> int | None:
     return int(user_id)
 
 
-async def _users_exist(request: Request, session) -> bool:
+async def _users_exist(request: Request, session: AsyncSession) -> bool:
     cache = getattr(request.app.state, "user_count_cache", None) or [0.0, 0]
     if time.monotonic() - cache[0] > _USER_COUNT_TTL_S:
         cache = [time.monotonic(), await session.scalar(select(func.count()).select_from(User))]
@@ -83,7 +84,7 @@ async def identify(request: Request) -> Identity | None:
     return Identity(user.id, user.username, user.role) if user else None
 
 
-async def _basic_user(session, encoded: str) -> User | None:
+async def _basic_user(session: AsyncSession, encoded: str) -> User | None:
     try:
         username, password = base64.b64decode(encoded).decode().split(":", 1)
     except (ValueError, UnicodeDecodeError):

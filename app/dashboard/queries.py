@@ -8,8 +8,10 @@ lists read; monitors and state changes are only read for the rows on screen.
 from __future__ import annotations
 
 import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import TypeVar, cast
 
 from sqlalchemy import Select, and_, case, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -18,12 +20,11 @@ from app.db import utcnow
 from app.history.uptime import Period, TerminalInfo, terminal_timeline, uptime_for_terminals
 from app.inventory.models import PROVIDERS, Monitor, Store, Terminal, TerminalEvent
 from app.monitoring.models import CheckResult, Rollup, StateChange
+from app.vocabulary import STATES_WORST_FIRST, CloudState, MonitorKind, State, worst
 
-STATES = ("down", "unknown", "maintenance", "paused", "up")
-CLOUD_STATES = ("connected", "disconnected", "not_enabled", "unknown")
-SEVERITY = {"down": 0, "unknown": 1, "maintenance": 2, "paused": 3, "up": 4, "none": 5}
+T = TypeVar("T")
 PER_PAGE_CHOICES = (25, 50, 100, 200)
-LAN_KINDS = ("tcp", "tls", "https", "paynt_epos")
+LAN_KINDS = (MonitorKind.TCP, MonitorKind.TLS, MonitorKind.HTTPS, MonitorKind.PAYNT_EPOS)
 DASHES = "\u2010\u2011\u2012\u2013\u2014\u2015\u2212\ufe58\ufe63\uff0d"
 
 
@@ -40,11 +41,6 @@ def _like(q: str) -> str:
     return f"%{escaped.lower()}%"
 
 
-def worst(states) -> str:
-    states = list(states)
-    return min(states, key=lambda s: SEVERITY.get(s, 1)) if states else "none"
-
-
 # --- small caches for filter choices (distinct values change rarely) ------------------------
 
 _CACHE: dict[tuple, tuple[float, object]] = {}
@@ -54,11 +50,11 @@ CACHE_TTL_S = 60.0
 LIVE_CACHE_TTL_S = 1.0
 
 
-async def _cached(key: tuple, loader, ttl: float | None = None):
+async def _cached(key: tuple, loader: Callable[[], Awaitable[T]], ttl: float | None = None) -> T:
     ttl = CACHE_TTL_S if ttl is None else ttl
     hit = _CACHE.get(key)
     if hit and time.monotonic() - hit[0] < ttl:
-        return hit[1]
+        return cast(T, hit[1])
     value = await loader()
     if ttl > 0:
         if len(_CACHE) > 2000:
@@ -72,7 +68,7 @@ def clear_caches() -> None:
 
 
 async def regions(session: AsyncSession) -> list[str]:
-    async def load():
+    async def load() -> list[str]:
         rows = await session.scalars(
             select(Store.region).where(Store.region != "").distinct().order_by(Store.region)
         )
@@ -82,7 +78,7 @@ async def regions(session: AsyncSession) -> list[str]:
 
 
 async def models(session: AsyncSession) -> list[str]:
-    async def load():
+    async def load() -> list[str]:
         rows = await session.scalars(
             select(Terminal.model).where(Terminal.model != "").distinct().order_by(Terminal.model)
         )
@@ -104,11 +100,19 @@ class Summary:
 
     @property
     def other(self) -> int:
-        return self.counts.get("paused", 0) + self.counts.get("maintenance", 0)
+        return _other(self.counts)
 
     def signature(self) -> str:
         c = self.counts
-        return f"{c.get('up', 0)}.{c.get('down', 0)}.{c.get('unknown', 0)}.{self.other}.{self.stores_affected}.{self.cloud_disconnected}"
+        return (
+            f"{c.get(State.UP, 0)}.{c.get(State.DOWN, 0)}.{c.get(State.UNKNOWN, 0)}.{self.other}."
+            f"{self.stores_affected}.{self.cloud_disconnected}"
+        )
+
+
+def _other(counts: dict[str, int]) -> int:
+    """Paused or in maintenance: set by people, shown together."""
+    return counts.get(State.PAUSED, 0) + counts.get(State.MAINTENANCE, 0)
 
 
 async def fleet_summary(session: AsyncSession, *, region: str = "") -> Summary:
@@ -122,8 +126,8 @@ async def _fleet_summary(session: AsyncSession, region: str) -> Summary:
     by_status = select(Terminal.status, func.count()).group_by(Terminal.status)
     stores_q = select(func.count()).select_from(Store)
     # A store is down when any of its terminals or network checks is (app.monitoring.status).
-    affected = select(func.count()).select_from(Store).where(Store.status == "down")
-    cloud = select(func.count()).select_from(Terminal).where(Terminal.cloud_state == "disconnected")
+    affected = select(func.count()).select_from(Store).where(Store.status == State.DOWN)
+    cloud = select(func.count()).select_from(Terminal).where(Terminal.cloud_state == CloudState.DISCONNECTED)
     if region:
         in_region = select(Store.id).where(Store.region == region)
         by_status = by_status.where(Terminal.store_id.in_(in_region))
@@ -153,20 +157,24 @@ class StoreRow:
     status_since: datetime | None
     counts: dict[str, int] = field(default_factory=dict)
     problem_since: datetime | None = None  # the oldest down terminal's status_since
-    network_state: str = "none"  # worst of the store's network-profile checks
+    network_state: str = State.NONE  # worst of the store's network-profile checks
 
     @property
     def total(self) -> int:
         return sum(self.counts.values())
 
     @property
-    def worst(self) -> str:
+    def other(self) -> int:
+        return _other(self.counts)
+
+    @property
+    def worst(self) -> State:
         states = [s for s, n in self.counts.items() if n] + [self.status]
         return worst(states)
 
     @property
     def since(self) -> datetime | None:
-        if self.worst == "down" and self.problem_since:
+        if self.worst == State.DOWN and self.problem_since:
             return self.problem_since
         return self.status_since
 
@@ -174,8 +182,8 @@ class StoreRow:
         c = self.counts
         since = int(self.since.timestamp()) if self.since else 0
         return (
-            f"{self.status}.{self.network_state}.{c.get('up', 0)}.{c.get('down', 0)}.{c.get('unknown', 0)}."
-            f"{c.get('paused', 0) + c.get('maintenance', 0)}.{since}"
+            f"{self.status}.{self.network_state}.{c.get(State.UP, 0)}.{c.get(State.DOWN, 0)}."
+            f"{c.get(State.UNKNOWN, 0)}.{self.other}.{since}"
         )
 
 
@@ -211,11 +219,11 @@ async def _store_page(
     bad = (
         select(
             Terminal.store_id.label("store_id"),
-            func.sum(case((Terminal.status == "down", 1), else_=0)).label("down"),
-            func.sum(case((Terminal.status == "unknown", 1), else_=0)).label("unknown"),
-            func.min(case((Terminal.status == "down", Terminal.status_since))).label("down_since"),
+            func.sum(case((Terminal.status == State.DOWN, 1), else_=0)).label("down"),
+            func.sum(case((Terminal.status == State.UNKNOWN, 1), else_=0)).label("unknown"),
+            func.min(case((Terminal.status == State.DOWN, Terminal.status_since))).label("down_since"),
         )
-        .where(Terminal.status.in_(("down", "unknown")))
+        .where(Terminal.status.in_((State.DOWN, State.UNKNOWN)))
         .group_by(Terminal.store_id)
         .subquery()
     )
@@ -231,7 +239,7 @@ async def _store_page(
     total = await session.scalar(_store_filters(select(func.count()).select_from(Store), region, q)) or 0
     stmt = (
         stmt.order_by(
-            case((Store.status == "down", 0), (down > 0, 1), (unknown > 0, 2), else_=3),
+            case((Store.status == State.DOWN, 0), (down > 0, 1), (unknown > 0, 2), else_=3),
             down.desc(),
             unknown.desc(),
             bad.c.down_since,
@@ -269,7 +277,7 @@ async def store_rows(session: AsyncSession, store_ids: list[int]) -> dict[int, S
         return {}
     down_since = (
         select(Terminal.store_id, func.min(Terminal.status_since).label("down_since"))
-        .where(Terminal.store_id.in_(store_ids), Terminal.status == "down")
+        .where(Terminal.store_id.in_(store_ids), Terminal.status == State.DOWN)
         .group_by(Terminal.store_id)
         .subquery()
     )
@@ -311,7 +319,7 @@ async def _fill_store_facts(session: AsyncSession, rows: list[StoreRow]) -> None
         network.setdefault(store_id, []).append(state)
     for r in rows:
         r.counts = counts.get(r.id, {})
-        r.network_state = worst(network[r.id]) if r.id in network else "none"
+        r.network_state = worst(network.get(r.id, []))
 
 
 # --- terminals -------------------------------------------------------------------------------
@@ -342,7 +350,7 @@ class TerminalFilters:
     per: int = 50
 
     @classmethod
-    def from_params(cls, params) -> TerminalFilters:
+    def from_params(cls, params: Mapping[str, str]) -> TerminalFilters:
         def get(name: str) -> str:
             return (params.get(name) or "").strip()[:100]
 
@@ -355,8 +363,8 @@ class TerminalFilters:
             ws=get("ws"),
             q=normalise_query(params.get("q")),
         )
-        f.status = f.status if f.status in STATES else ""
-        f.ws = f.ws if f.ws in CLOUD_STATES else ""
+        f.status = f.status if f.status in STATES_WORST_FIRST else ""
+        f.ws = f.ws if f.ws in tuple(CloudState) else ""
         f.provider = f.provider if f.provider in PROVIDERS else ""
         f.sort = get("sort") if get("sort") in SORTS else "status"
         f.dir = "desc" if get("dir") == "desc" else "asc"
@@ -365,7 +373,7 @@ class TerminalFilters:
         f.per = per if per in PER_PAGE_CHOICES else 50
         return f
 
-    def params(self, **overrides) -> dict[str, str]:
+    def params(self, **overrides: object) -> dict[str, str]:
         """Non-default values only, so shared URLs stay short."""
         values = {**self.__dict__, **overrides}
         defaults = TerminalFilters().__dict__
@@ -405,17 +413,21 @@ class TerminalRow:
     created_at: datetime | None = None
     store_id: int = 0
     tz: str = "UTC"
-    lan_state: str = "none"  # worst state of its LAN monitors; "none" without any
+    lan_state: str = State.NONE  # worst state of its LAN monitors; none without any
     uptime_24h: float | None = None
 
     @property
     def ws(self) -> str:
-        return self.cloud_state if self.cloud_enabled or self.cloud_state != "unknown" else "not_enabled"
+        if self.cloud_enabled or self.cloud_state != CloudState.UNKNOWN:
+            return self.cloud_state
+        return CloudState.NOT_ENABLED
 
     @property
     def store_network_blamed(self) -> bool:
         """Down although its own LAN and cloud checks are not: its store's network is the cause."""
-        return self.status == "down" and self.lan_state != "down" and self.ws != "disconnected"
+        return (
+            self.status == State.DOWN and self.lan_state != State.DOWN and self.ws != CloudState.DISCONNECTED
+        )
 
     def signature(self) -> str:
         since = int(self.status_since.timestamp()) if self.status_since else 0
@@ -447,7 +459,7 @@ _TERMINAL_COLUMNS = (
 )
 
 
-def _terminal_filters(stmt: Select, f: TerminalFilters, q_store_ids: list[int] = ()) -> Select:
+def _terminal_filters(stmt: Select, f: TerminalFilters, q_store_ids: Sequence[int] = ()) -> Select:
     """Filters on the terminals table alone (stores by subquery), so counting needs no join
     and every condition can use an index: (store_id, status), (status, status_since),
     (cloud_state), and on PostgreSQL trigram indexes for the search."""
@@ -463,15 +475,15 @@ def _terminal_filters(stmt: Select, f: TerminalFilters, q_store_ids: list[int] =
         stmt = stmt.where(Terminal.model == f.model)
     if f.status:
         stmt = stmt.where(Terminal.status == f.status)
-    if f.ws == "not_enabled":
+    if f.ws == CloudState.NOT_ENABLED:
         stmt = stmt.where(
             or_(
-                Terminal.cloud_state == "not_enabled",
-                and_(Terminal.cloud_enabled.is_(False), Terminal.cloud_state == "unknown"),
+                Terminal.cloud_state == CloudState.NOT_ENABLED,
+                and_(Terminal.cloud_enabled.is_(False), Terminal.cloud_state == CloudState.UNKNOWN),
             )
         )
-    elif f.ws == "unknown":
-        stmt = stmt.where(Terminal.cloud_state == "unknown", Terminal.cloud_enabled.is_(True))
+    elif f.ws == CloudState.UNKNOWN:
+        stmt = stmt.where(Terminal.cloud_state == CloudState.UNKNOWN, Terminal.cloud_enabled.is_(True))
     elif f.ws:
         stmt = stmt.where(Terminal.cloud_state == f.ws)
     if f.q:
@@ -511,10 +523,7 @@ async def terminal_page(
         result = (
             await session.execute(stmt.order_by(*order).limit(f.per).offset((f.page - 1) * f.per))
         ).all()
-        if result:
-            total = result[0].total
-        else:
-            total = await session.scalar(count_stmt) or 0
+        total = result[0].total if result else (await session.scalar(count_stmt) or 0)
         pages = max(1, -(-total // f.per))
         if f.page > pages:
             f.page = pages
@@ -575,7 +584,7 @@ async def decorate_terminals(
         by_terminal.setdefault(m.terminal_id, []).append(m)
     for r in rows:
         lan = [m.state for m in by_terminal.get(r.id, ()) if m.kind in LAN_KINDS]
-        r.lan_state = worst(lan) if lan else "none"
+        r.lan_state = worst(lan)
     if uptime:
         figures = await uptime_24h(session, rows, now)
         for r in rows:
@@ -621,7 +630,7 @@ async def missing_provider_account(session: AsyncSession) -> bool:
     their Websocket column can only say unknown until an account is added."""
     from app.providers.models import ProviderAccount
 
-    async def load():
+    async def load() -> bool:
         if await session.scalar(select(ProviderAccount.id).limit(1)) is not None:
             return False
         needs = await session.scalar(
@@ -673,25 +682,29 @@ class TerminalDetail:
     row: TerminalRow | None = None
 
     @property
-    def lan_state(self) -> str:
-        lan = [m.state for m in self.monitors if m.kind in LAN_KINDS]
-        return worst(lan) if lan else "none"
+    def lan_state(self) -> State:
+        return worst([m.state for m in self.monitors if m.kind in LAN_KINDS])
+
+    @property
+    def network_state(self) -> State:
+        """The worst of the store's network checks (none without any)."""
+        return worst([m.state for m in self.network])
 
 
 async def terminal_detail(
     session: AsyncSession, poiid: str, now: datetime | None = None
 ) -> TerminalDetail | None:
     now = now or utcnow()
-    row = (
+    found = (
         await session.execute(
             select(Terminal, Store)
             .join(Store, Store.id == Terminal.store_id)
             .where(Terminal.poiid == normalise_query(poiid))
         )
     ).first()
-    if row is None:
+    if found is None:
         return None
-    terminal, store = row
+    terminal, store = found
     monitors = list(
         await session.scalars(
             select(Monitor).where(Monitor.terminal_id == terminal.id).order_by(Monitor.kind, Monitor.id)
@@ -767,7 +780,9 @@ async def _latency(
 ) -> tuple[list[tuple[datetime, float]], str]:
     """Latency of the terminal's main reachability monitor over 24 h in 15-minute buckets
     (raw results of one monitor), falling back to hourly rollups over 7 days."""
-    preferred = [m for m in monitors if m.kind in LAN_KINDS] or [m for m in monitors if m.kind == "cloud"]
+    preferred = [m for m in monitors if m.kind in LAN_KINDS] or [
+        m for m in monitors if m.kind == MonitorKind.CLOUD
+    ]
     if not preferred:
         return [], ""
     m = preferred[0]
@@ -788,7 +803,8 @@ async def _latency(
     if rows:
         buckets: dict[int, list[float]] = {}
         for at, ms in rows:
-            buckets.setdefault(int((at - start).total_seconds() // 900), []).append(ms)
+            if ms is not None:
+                buckets.setdefault(int((at - start).total_seconds() // 900), []).append(ms)
         return [
             (start + timedelta(seconds=k * 900), sum(v) / len(v)) for k, v in sorted(buckets.items())
         ], label

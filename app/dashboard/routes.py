@@ -3,36 +3,31 @@ polls that keep them current, and the Check connection action."""
 
 from __future__ import annotations
 
-import asyncio
-import functools
 import logging
 import time
-from datetime import datetime, timedelta
+from datetime import datetime
+from typing import Any
 from urllib.parse import urlencode
 
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
-from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.dashboard import checkview, queries, ui
+from app.dashboard import checkview, queries
 from app.db import utcnow
-from app.inventory.models import PROVIDERS
-from app.web.templating import is_htmx, render, templates
+from app.errors import NotFound
+from app.inventory.models import PROVIDERS, Terminal
+from app.monitoring.manual import check_terminal_now
+from app.web.deps import SessionDep
+from app.web.errors import DB_ERRORS
+from app.web.templating import is_htmx, render
 
 log = logging.getLogger(__name__)
 router = APIRouter(include_in_schema=False)
 
-
-def _diagnosis_title(code: str | None) -> str:
-    if not code:
-        return ""
-    try:
-        from app.checks.diagnoses import CATALOGUE
-
-        entry = CATALOGUE.get(code)
-        return entry.title if entry else code
-    except ImportError:
-        return code
+STORES_PER_PAGE = 50
+LIVE_MAX_IDS = 500
 
 
 def latency_chart(points: list[tuple[datetime, float]], w: int = 900, h: int = 140) -> dict | None:
@@ -70,63 +65,6 @@ def latency_chart(points: list[tuple[datetime, float]], w: int = 900, h: int = 1
     }
 
 
-templates.env.filters["since"] = ui.lasted
-templates.env.filters["diagnosis_title"] = _diagnosis_title
-templates.env.globals["latency_chart"] = latency_chart
-templates.env.globals["timedelta"] = timedelta
-templates.env.globals["KIND_NAMES"] = checkview.KIND_NAMES
-templates.env.globals["worst_state"] = queries.worst
-templates.env.globals["ui"] = ui
-
-STORES_PER_PAGE = 50
-LIVE_MAX_IDS = 500
-DB_ERRORS = (DBAPIError, OperationalError, InterfaceError, OSError, ConnectionError, asyncio.TimeoutError)
-
-
-def db_down_response(request: Request, exc: BaseException):
-    log.warning("database unavailable for %s: %r", request.url.path, exc)
-    reason = exc.__class__.__name__
-    if is_htmx(request):
-        # Keep what is on screen; only the banner slot changes (out of band).
-        response = render(request, "dashboard/db_down.html", {"reason": reason}, block="banner")
-        response.headers["HX-Reswap"] = "none"
-        return response
-    return render(request, "dashboard/db_down.html", {"reason": reason}, status_code=503)
-
-
-def _db_guard(handler):
-    """A database that cannot be reached gets a clear banner (503), not a stack trace."""
-
-    @functools.wraps(handler)
-    async def wrapper(request: Request, *args, **kwargs):
-        started = time.perf_counter()
-        try:
-            response = await handler(request, *args, **kwargs)
-        except DB_ERRORS as exc:
-            return db_down_response(request, exc)
-        # Queries plus rendering, for the browser's network panel and bench/pages.py.
-        response.headers["Server-Timing"] = f"app;dur={(time.perf_counter() - started) * 1000:.1f}"
-        return response
-
-    return wrapper
-
-
-async def database_down_banner(request: Request, call_next):
-    """HTTP middleware: a page whose middleware (login) or handler cannot reach the database
-    gets the banner instead of a bare 500. The JSON API and static files are left alone."""
-    path = request.url.path
-    try:
-        return await call_next(request)
-    except DB_ERRORS as exc:
-        if path.startswith(("/api/", "/static/", "/metrics", "/healthz", "/readyz")):
-            raise
-        return db_down_response(request, exc)
-
-
-async def _session(request: Request):
-    return request.app.state.db.sessionmaker()
-
-
 def _ids(raw: str) -> list[tuple[int, str]]:
     """`12:sig,13:sig` from a live poll: the rows on screen and what the client shows."""
     out = []
@@ -156,16 +94,12 @@ def _qs(region: str, q: str) -> str:
 
 
 @router.get("/")
-@_db_guard
-async def overview(request: Request):
+async def overview(request: Request, session: SessionDep) -> Response:
     region, q, page = _overview_params(request)
-    async with await _session(request) as session:
-        summary = await queries.fleet_summary(session, region=region)
-        stores, total = await queries.store_page(
-            session, region=region, q=q, page=page, per_page=STORES_PER_PAGE
-        )
-        regions = await queries.regions(session)
-        no_account = await queries.missing_provider_account(session)
+    summary = await queries.fleet_summary(session, region=region)
+    stores, total = await queries.store_page(session, region=region, q=q, page=page, per_page=STORES_PER_PAGE)
+    regions = await queries.regions(session)
+    no_account = await queries.missing_provider_account(session)
     pages = max(1, -(-total // STORES_PER_PAGE))
     context = {
         "summary": summary,
@@ -187,15 +121,13 @@ async def overview(request: Request):
 
 
 @router.get("/live/overview")
-@_db_guard
-async def overview_live(request: Request):
+async def overview_live(request: Request, session: SessionDep) -> Response:
     """Changes since what the client shows: the summary bar, rows whose counts changed, or the
     page body when the worst-first order itself changed (a store went down)."""
     region, q, page = _overview_params(request)
     known = _ids(request.query_params.get("known", ""))
-    async with await _session(request) as session:
-        summary = await queries.fleet_summary(session, region=region)
-        stores, _ = await queries.store_page(session, region=region, q=q, page=page, per_page=STORES_PER_PAGE)
+    summary = await queries.fleet_summary(session, region=region)
+    stores, _ = await queries.store_page(session, region=region, q=q, page=page, per_page=STORES_PER_PAGE)
     order_changed = [s.id for s in stores] != [i for i, _ in known]
     sigs = dict(known)
     changed = stores if order_changed else [s for s in stores if sigs.get(s.id) != s.signature()]
@@ -218,17 +150,13 @@ async def overview_live(request: Request):
 
 
 @router.get("/stores/{code}")
-@_db_guard
-async def store_page(request: Request, code: str):
-    async with await _session(request) as session:
-        store = await queries.store_by_code(session, code)
-        if store is None:
-            return render(
-                request, "dashboard/not_found.html", {"what": "store", "key": code}, status_code=404
-            )
-        row = (await queries.store_rows(session, [store.id]))[store.id]
-        terminals = await queries.store_terminals(session, store.id)
-        network = await queries.store_network_monitors(session, store.id)
+async def store_page(request: Request, code: str, session: SessionDep) -> Response:
+    store = await queries.store_by_code(session, code)
+    if store is None:
+        raise NotFound("store", code)
+    row = (await queries.store_rows(session, [store.id]))[store.id]
+    terminals = await queries.store_terminals(session, store.id)
+    network = await queries.store_network_monitors(session, store.id)
     context = {"store": store, "row": row, "terminals": terminals, "network": network, "now": utcnow()}
     return render(request, "dashboard/store.html", context, block="results")
 
@@ -237,15 +165,18 @@ async def store_page(request: Request, code: str):
 
 
 @router.get("/terminals")
-@_db_guard
-async def terminals(request: Request):
+async def terminals(request: Request, session: SessionDep) -> Response:
     f = queries.TerminalFilters.from_params(request.query_params)
-    async with await _session(request) as session:
-        rows, total = await queries.terminal_page(session, f)
-        regions = await queries.regions(session)
-        models = await queries.models(session)
-        no_stores = total == 0 and not f.active and not await queries.any_store(session)
+    rows, total = await queries.terminal_page(session, f)
+    regions = await queries.regions(session)
+    models = await queries.models(session)
+    no_stores = total == 0 and not f.active and not await queries.any_store(session)
     pages = max(1, -(-total // f.per))
+
+    def url(**changes: Any) -> str:
+        params = f.params(**changes)
+        return "/terminals" + ("?" + urlencode(params) if params else "")
+
     context = {
         "rows": rows,
         "total": total,
@@ -254,33 +185,29 @@ async def terminals(request: Request):
         "regions": regions,
         "models": models,
         "providers": PROVIDERS,
-        "states": queries.STATES,
-        "cloud_states": queries.CLOUD_STATES,
         "per_choices": queries.PER_PAGE_CHOICES,
         "no_stores": no_stores,
         "now": utcnow(),
-        "url": lambda **kw: "/terminals" + ("?" + urlencode(f.params(**kw)) if f.params(**kw) else ""),
+        "url": url,
     }
     response = render(request, "dashboard/terminals.html", context, block="results")
     if is_htmx(request):  # the address bar gets the canonical URL: no empty parameters
-        response.headers["HX-Push-Url"] = context["url"]()
+        response.headers["HX-Push-Url"] = url()
     return response
 
 
 @router.get("/terminals/live")
-@_db_guard
-async def terminals_live(request: Request):
+async def terminals_live(request: Request, session: SessionDep) -> Response:
     """Rows on screen whose state differs from what the client shows (by primary key: the cost
     is the page size, never the fleet)."""
     known = _ids(request.query_params.get("known", ""))
-    async with await _session(request) as session:
-        rows = await queries.terminal_rows(session, [i for i, _ in known])
-        sigs = dict(known)
-        changed = [rows[i] for i, _ in known if i in rows and rows[i].signature() != sigs[i]]
-        if changed:  # only the rows sent again need their uptime
-            figures = await queries.uptime_24h(session, changed)
-            for r in changed:
-                r.uptime_24h = figures.get(r.id)
+    rows = await queries.terminal_rows(session, [i for i, _ in known])
+    sigs = dict(known)
+    changed = [rows[i] for i, _ in known if i in rows and rows[i].signature() != sigs[i]]
+    if changed:  # only the rows sent again need their uptime
+        figures = await queries.uptime_24h(session, changed)
+        for r in changed:
+            r.uptime_24h = figures.get(r.id)
     context = {
         "changed": changed,
         "rows": [rows[i] for i, _ in known if i in rows],
@@ -294,28 +221,18 @@ async def terminals_live(request: Request):
 
 
 @router.get("/terminals/{poiid}")
-@_db_guard
-async def terminal_page(request: Request, poiid: str):
-    async with await _session(request) as session:
-        detail = await queries.terminal_detail(session, poiid)
+async def terminal_page(request: Request, poiid: str, session: SessionDep) -> Response:
+    detail = await queries.terminal_detail(session, poiid)
     if detail is None:
-        return render(
-            request, "dashboard/not_found.html", {"what": "terminal", "key": poiid}, status_code=404
-        )
-    return render(
-        request,
-        "dashboard/terminal.html",
-        {"d": detail, "t": detail.terminal, "now": utcnow()},
-        block="results",
-    )
+        raise NotFound("terminal", poiid)
+    context = {"d": detail, "t": detail.terminal, "chart": latency_chart(detail.latency), "now": utcnow()}
+    return render(request, "dashboard/terminal.html", context, block="results")
 
 
 @router.get("/terminals/{poiid}/status")
-@_db_guard
-async def terminal_status(request: Request, poiid: str):
+async def terminal_status(request: Request, poiid: str, session: SessionDep) -> Response:
     """The badges at the top of the detail page; 204 (nothing to swap) while unchanged."""
-    async with await _session(request) as session:
-        detail = await queries.terminal_rows(session, await _terminal_ids(session, [poiid]), uptime=False)
+    detail = await queries.terminal_rows(session, await _terminal_ids(session, [poiid]), uptime=False)
     if not detail:
         return Response(status_code=204)
     row = next(iter(detail.values()))
@@ -324,50 +241,33 @@ async def terminal_status(request: Request, poiid: str):
     return render(request, "dashboard/terminal_status.html", {"row": row, "now": utcnow()})
 
 
-async def _terminal_ids(session, poiids: list[str]) -> list[int]:
-    from sqlalchemy import select
-
-    from app.inventory.models import Terminal
-
+async def _terminal_ids(session: AsyncSession, poiids: list[str]) -> list[int]:
     return list(await session.scalars(select(Terminal.id).where(Terminal.poiid.in_(poiids))))
 
 
 @router.post("/terminals/{poiid}/check")
-@_db_guard
-async def check_connection(request: Request, poiid: str):
+async def check_connection(request: Request, poiid: str, session: SessionDep) -> Response:
     """Run every check of this terminal now and show the verdict, steps and diagnosis."""
     started = time.perf_counter()
-    async with await _session(request) as session:
-        ids = await _terminal_ids(session, [queries.normalise_query(poiid)])
-        store = ""
-        if ids:
-            row = (await queries.terminal_rows(session, ids, uptime=False))[ids[0]]
-            store = row.store_code
+    ids = await _terminal_ids(session, [queries.normalise_query(poiid)])
     if not ids:
-        return render(
-            request, "dashboard/not_found.html", {"what": "terminal", "key": poiid}, status_code=404
-        )
+        raise NotFound("terminal", poiid)
+    row = (await queries.terminal_rows(session, ids, uptime=False))[ids[0]]
+    await session.close()  # no connection held (nor, on SQLite, an old snapshot) while checking
     try:
-        from app.checks.runner import check_terminal_now
-    except ImportError:
+        report = await check_terminal_now(request.app.state.db, request.app.state.settings, row.poiid)
+        view = checkview.from_report(report)
+    except DB_ERRORS:
+        raise
+    except Exception as exc:
+        log.exception("manual check of %s failed", poiid)
         view = checkview.could_not_check(
-            poiid, "the checking engine is not available in this installation", store, started
+            poiid,
+            f"TermPulse failed while checking ({exc.__class__.__name__}: {exc})",
+            row.store_code,
+            started,
         )
-    else:
-        try:
-            report = await check_terminal_now(request.app.state.db, request.app.state.settings, row.poiid)
-            view = checkview.from_report(report, row.poiid, store)
-            if view.total_ms is None:
-                view.total_ms = (time.perf_counter() - started) * 1000
-        except DB_ERRORS:
-            raise
-        except Exception as exc:
-            log.exception("manual check of %s failed", poiid)
-            view = checkview.could_not_check(
-                poiid, f"TermPulse failed while checking ({exc.__class__.__name__}: {exc})", store, started
-            )
-    async with await _session(request) as session:
-        detail = await queries.terminal_detail(session, row.poiid)
+    detail = await queries.terminal_detail(session, row.poiid)
     # The verdict, and out of band: the badges, recent checks, state changes, what is checked.
     return render(
         request,

@@ -4,6 +4,7 @@ Exit status: 0 written; 2 bad input (message on stderr, nothing written); 1 othe
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import os
 import sys
@@ -12,13 +13,14 @@ from pathlib import Path
 
 from app.config import Settings
 from app.db import Database
+from app.errors import InvalidInput
 from app.history.export import ROW_UNITS, write_csv, write_xlsx
-from app.history.params import InputError, parse_period, resolve_scope
+from app.history.params import parse_period, resolve_scope
 
 FLAG = {"from": "--from", "to": "--to", "id": "--id", "scope": "--scope", "period": "--from/--to"}
 
 
-def export_command(settings: Settings, args) -> int:
+def export_command(settings: Settings, args: argparse.Namespace) -> int:
     fmt = getattr(args, "format", "csv") or "csv"
     output = getattr(args, "output", None)
     by = getattr(args, "by", None) or "terminal"
@@ -36,8 +38,9 @@ def export_command(settings: Settings, args) -> int:
         return _bad(f"-o {output}: the directory does not exist")
     try:
         return asyncio.run(_export(settings, args, fmt, output, by))
-    except InputError as exc:
-        return _bad(f"{FLAG.get(exc.field, exc.field)}: {exc.message}")
+    except InvalidInput as exc:
+        field = exc.field or ""
+        return _bad(f"{FLAG.get(field, field)}: {exc.message}")
 
 
 def _bad(message: str) -> int:
@@ -45,7 +48,7 @@ def _bad(message: str) -> int:
     return 2
 
 
-async def _export(settings: Settings, args, fmt: str, output: str | None, by: str) -> int:
+async def _export(settings: Settings, args: argparse.Namespace, fmt: str, output: str | None, by: str) -> int:
     period = parse_period("custom", args.since, args.until)
     database = Database(settings.database_url)
     try:
@@ -56,8 +59,10 @@ async def _export(settings: Settings, args, fmt: str, output: str | None, by: st
                 sys.stdout.flush()
                 return 0
             # Written next to the target, then renamed: never a half-written file under its name.
+            # (Blocking file calls are fine here: this command's one coroutine has nothing to wait on.)
             target = Path(output)
-            fd, tmp = tempfile.mkstemp(prefix=".termpulse-export-", dir=target.resolve().parent)
+            directory = target.resolve().parent  # noqa: ASYNC240
+            fd, tmp = tempfile.mkstemp(prefix=".termpulse-export-", dir=directory)
             try:
                 if fmt == "csv":
                     with os.fdopen(fd, "w", encoding="utf-8", newline="") as out:
@@ -67,7 +72,7 @@ async def _export(settings: Settings, args, fmt: str, output: str | None, by: st
                     await write_xlsx(session, tmp, scope, key, period, by=by, title=title)
                 os.replace(tmp, target)
             except BaseException:
-                Path(tmp).unlink(missing_ok=True)
+                Path(tmp).unlink(missing_ok=True)  # noqa: ASYNC240
                 raise
             print(f"wrote {target} ({scope} {title}, {period.label()})", file=sys.stderr)
             return 0

@@ -12,15 +12,19 @@ from __future__ import annotations
 
 import csv
 import io
+import os
 import tempfile
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import date, datetime
-from typing import IO
+from typing import IO, TYPE_CHECKING
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.history.uptime import Figures, Period, TerminalUptime, iter_uptime
+from app.history.uptime import Figures, Period, ScopeKey, TerminalUptime, iter_uptime
+
+if TYPE_CHECKING:
+    from openpyxl.worksheet._write_only import WriteOnlyWorksheet
 
 ROW_UNITS = ("terminal", "store", "region")
 FIGURE_HEADER = [
@@ -40,19 +44,22 @@ ID_HEADER = {
 }
 XLSX_MAX_ROWS = 1_048_576
 
+Cell = str | int | float | None  # one value of a CSV or XLSX row
+Row = list[Cell]
+
 
 def header(by: str, *, per_day: bool) -> list[str]:
     return ID_HEADER[by] + (["date"] if per_day else ["from", "to"]) + FIGURE_HEADER
 
 
-def safe_text(value):
+def safe_text(value: Cell) -> Cell:
     """Text a spreadsheet would run as a formula gets a leading apostrophe (CSV injection)."""
     if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r"):
         return "'" + value
     return value
 
 
-def figure_cells(f: Figures) -> list:
+def figure_cells(f: Figures) -> Row:
     pct = f.uptime_pct
     return [
         round(f.up, 3),
@@ -66,15 +73,16 @@ def figure_cells(f: Figures) -> list:
     ]
 
 
-def _period_cells(period: Period, row: TerminalUptime | None) -> list:
-    if period.is_dates:
+def _period_cells(period: Period, row: TerminalUptime | None) -> Row:
+    if period.first is not None and period.last is not None:
         return [period.first.isoformat(), period.last.isoformat()]
-    return [period.start.isoformat(timespec="seconds"), period.end.isoformat(timespec="seconds")]
+    start, end = period.window(None)  # a rolling window: the same instants in every timezone
+    return [start.isoformat(timespec="seconds"), end.isoformat(timespec="seconds")]
 
 
 @dataclass
 class _Group:
-    ids: list
+    ids: Row
     total: Figures
     days: dict[date, Figures]
 
@@ -82,15 +90,15 @@ class _Group:
 class RowBuilder:
     """Turns terminal figures, in store order, into summary and per-day rows of the chosen unit."""
 
-    def __init__(self, by: str, period: Period):
+    def __init__(self, by: str, period: Period) -> None:
         if by not in ROW_UNITS:
             raise ValueError(f"rows per {by!r}: expected one of {', '.join(ROW_UNITS)}")
         self.by, self.period = by, period
-        self.current: tuple | None = None
+        self.current: object = None  # the key of the store being read
         self.groups: dict[object, _Group] = {}
         self.count = 0
 
-    def _ids(self, r: TerminalUptime) -> tuple[object, list]:
+    def _ids(self, r: TerminalUptime) -> tuple[object, Row]:
         t = r.terminal
         if self.by == "terminal":
             return t.id, [t.poiid, t.label, t.store_code, t.store_name, t.region, t.tz]
@@ -98,10 +106,10 @@ class RowBuilder:
             return t.store_id, [t.store_code, t.store_name, t.region, t.tz]
         return t.region, [t.region]
 
-    def feed(self, r: TerminalUptime) -> tuple[list[list], list[list]]:
+    def feed(self, r: TerminalUptime) -> tuple[list[Row], list[Row]]:
         """Rows ready to write after this terminal: (summary rows, per-day rows)."""
         key, ids = self._ids(r)
-        out: tuple[list, list] = ([], [])
+        out: tuple[list[Row], list[Row]] = ([], [])
         if self.by != "region" and key != self.current:
             out = self._flush_all()
             self.current = key
@@ -116,31 +124,32 @@ class RowBuilder:
             day.add(f)
         return out
 
-    def _flush_all(self) -> tuple[list[list], list[list]]:
-        summary, days = [], []
+    def _flush_all(self) -> tuple[list[Row], list[Row]]:
+        summary: list[Row] = []
+        days: list[Row] = []
         for g in self.groups.values():
             ids = [safe_text(v) for v in g.ids]
             summary.append(ids + _period_cells(self.period, None) + figure_cells(g.total))
             for d in sorted(g.days):
-                days.append(ids + [d.isoformat()] + figure_cells(g.days[d]))
+                days.append([*ids, d.isoformat(), *figure_cells(g.days[d])])
         self.count += len(summary)
         self.groups = {}
         return summary, days
 
-    def finish(self) -> tuple[list[list], list[list]]:
+    def finish(self) -> tuple[list[Row], list[Row]]:
         return self._flush_all()
 
 
 async def export_rows(
     session: AsyncSession,
     scope: str,
-    key,
+    key: ScopeKey,
     period: Period,
     *,
     by: str = "terminal",
     now: datetime | None = None,
     chunk: int = 2000,
-) -> AsyncIterator[tuple[list, list]]:
+) -> AsyncIterator[tuple[list[Row], list[Row]]]:
     builder = RowBuilder(by, period)
     async for row in iter_uptime(session, scope, key, period, now=now, chunk=chunk):
         summary, days = builder.feed(row)
@@ -154,7 +163,7 @@ async def export_rows(
 # --- CSV ----------------------------------------------------------------------------------------
 
 
-def _csv_text(rows: list[list]) -> str:
+def _csv_text(rows: list[Row] | list[list[str]]) -> str:
     buf = io.StringIO()
     csv.writer(buf, lineterminator="\r\n").writerows(rows)
     return buf.getvalue()
@@ -163,7 +172,7 @@ def _csv_text(rows: list[list]) -> str:
 async def csv_chunks(
     session: AsyncSession,
     scope: str,
-    key,
+    key: ScopeKey,
     period: Period,
     *,
     by: str = "terminal",
@@ -184,8 +193,18 @@ async def csv_chunks(
             yield block
 
 
-async def write_csv(session: AsyncSession, out: IO[str], scope: str, key, period: Period, **kw) -> None:
-    async for text in csv_chunks(session, scope, key, period, **kw):
+async def write_csv(
+    session: AsyncSession,
+    out: IO[str],
+    scope: str,
+    key: ScopeKey,
+    period: Period,
+    *,
+    by: str = "terminal",
+    title: str = "",
+    now: datetime | None = None,
+) -> None:
+    async for text in csv_chunks(session, scope, key, period, by=by, title=title, now=now):
         out.write(text)
 
 
@@ -194,9 +213,9 @@ async def write_csv(session: AsyncSession, out: IO[str], scope: str, key, period
 
 async def write_xlsx(
     session: AsyncSession,
-    target,
+    target: str | os.PathLike[str] | IO[bytes],
     scope: str,
-    key,
+    key: ScopeKey,
     period: Period,
     *,
     by: str = "terminal",
@@ -212,7 +231,7 @@ async def write_xlsx(
     wb = Workbook(write_only=True)
     bold = Font(bold=True)
 
-    def head(ws, names):
+    def head(ws: WriteOnlyWorksheet, names: list[str]) -> None:
         cells = []
         for n in names:
             c = WriteOnlyCell(ws, value=n)
@@ -239,7 +258,7 @@ async def write_xlsx(
             day_sheets[-1].append(row)
             day_rows += 1
     about = wb.create_sheet("About")
-    for row in (
+    for name, value in (
         ("Report", title or scope),
         ("Scope", scope),
         ("Period", period.label()),
@@ -247,5 +266,5 @@ async def write_xlsx(
         ("Uptime", "up / (up + down); unknown and paused/maintenance time are not downtime"),
         ("Days", "midnight in each store's timezone"),
     ):
-        about.append([safe_text(v) for v in row])
+        about.append([safe_text(name), safe_text(value)])
     wb.save(target)

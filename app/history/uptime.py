@@ -1,5 +1,5 @@
-"""Uptime history, exactly, from the state changes (DESIGN.md: "uptime is computed from these
-intervals, exactly, not by counting samples").
+"""Uptime history, computed exactly from the intervals between state changes, never by
+counting check samples (a sample says nothing about the time between two checks).
 
 How a figure is made
 --------------------
@@ -26,14 +26,15 @@ from the hourly/daily rollups with state changes for the partial edges only.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from functools import lru_cache
 from operator import itemgetter
+from typing import Any, TypeVarTuple
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from sqlalchemy import select
+from sqlalchemy import Select, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db import select_where_in, utcnow
@@ -41,9 +42,13 @@ from app.inventory.models import Monitor, Store, Terminal
 from app.monitoring.models import StateChange
 from app.monitoring.status import combine
 
+_Ts = TypeVarTuple("_Ts")
+
 NONE = "none"  # the monitor (or terminal) did not exist yet: not counted anywhere
 CHUNK = 2000
 SCOPES = ("terminal", "store", "region", "fleet")
+ScopeKey = int | str | None  # a terminal's or store's id, a region's name; None for the fleet
+Changes = dict[int, list[tuple[float, str, str]]]  # per monitor: (t, from_state, to_state), in order
 
 
 # --- figures ---------------------------------------------------------------------------------
@@ -83,7 +88,7 @@ class Figures:
         self.longest_outage = max(self.longest_outage, other.longest_outage)
         self.terminals += other.terminals
 
-    def as_dict(self) -> dict:
+    def as_dict(self) -> dict[str, Any]:
         return {
             "up_s": round(self.up, 3),
             "down_s": round(self.down, 3),
@@ -167,7 +172,7 @@ def tally(
         if state == "down":
             total.outages += 1
             total.longest_outage = max(total.longest_outage, seconds)
-        if not days:
+        if cuts is None or not days:
             continue
         while day < len(days) - 1 and cuts[day + 1] <= a:
             day += 1
@@ -227,16 +232,17 @@ class Period:
         return self.first is not None
 
     def window(self, tz: str | None) -> tuple[datetime, datetime]:
-        if self.is_dates:
+        if self.first is not None and self.last is not None:
             z = zone(tz)
             return (
                 datetime.combine(self.first, time(), z).astimezone(UTC),
                 datetime.combine(self.last + timedelta(days=1), time(), z).astimezone(UTC),
             )
+        assert self.start is not None and self.end is not None  # made by dates() or rolling()
         return self.start, self.end
 
     def label(self) -> str:
-        if self.is_dates:
+        if self.first is not None and self.last is not None:
             return f"{self.first.isoformat()} to {self.last.isoformat()}"
         return f"{self.start:%Y-%m-%d %H:%M} to {self.end:%Y-%m-%d %H:%M} UTC"
 
@@ -296,7 +302,7 @@ _TERMINAL_COLS = (
 )
 
 
-def _scope_filter(stmt, scope: str, key):
+def _scope_filter(stmt: Select[*_Ts], scope: str, key: ScopeKey) -> Select[*_Ts]:
     if scope == "terminal":
         return stmt.where(Terminal.id == key)
     if scope == "store":
@@ -307,7 +313,7 @@ def _scope_filter(stmt, scope: str, key):
 
 
 async def terminal_chunks(
-    session: AsyncSession, scope: str, key=None, chunk: int = CHUNK
+    session: AsyncSession, scope: str, key: ScopeKey = None, chunk: int = CHUNK
 ) -> AsyncIterator[list[TerminalInfo]]:
     """The terminals of a scope, `chunk` at a time, by store then id (keyset paging)."""
     after = (-1, -1)
@@ -369,15 +375,13 @@ async def _monitors(
     return own, network
 
 
-async def _changes(
-    session: AsyncSession, monitor_ids: list[int], start: datetime, end: datetime
-) -> dict[int, list[tuple[float, str, str]]]:
+async def _changes(session: AsyncSession, monitor_ids: list[int], start: datetime, end: datetime) -> Changes:
     """Changes (t, from_state, to_state) in [start, end) per monitor, in order."""
     sc = StateChange.__table__
     q = select(sc.c.monitor_id, sc.c.at, sc.c.from_state, sc.c.to_state, sc.c.id).where(
         sc.c.at >= start, sc.c.at < end
     )
-    out: dict[int, list] = defaultdict(list)
+    out: Changes = defaultdict(list)
     rows = await select_where_in(session, q, sc.c.monitor_id, monitor_ids)
     rows.sort(key=lambda r: (r[0], r[1], r[4]))
     for mid, at, from_state, to_state, _id in rows:
@@ -386,7 +390,7 @@ async def _changes(
 
 
 def _timeline(
-    m: _MonitorRow, changes: list[tuple[float, str, str]], begin: float
+    m: _MonitorRow, changes: Sequence[tuple[float, str, str]], begin: float
 ) -> tuple[str, list[tuple[float, str]]]:
     """A monitor's state at `begin` and its changes after, from what was read."""
     events = [(t, to) for t, _f, to in changes]
@@ -403,7 +407,7 @@ def _timeline(
 def terminal_uptime(
     t: TerminalInfo,
     monitors: list[_MonitorRow],
-    changes: dict[int, list],
+    changes: Changes,
     start: datetime,
     end: datetime,
     *,
@@ -417,7 +421,7 @@ def terminal_uptime(
     if per_day and stop > begin:
         dates, cuts = day_cuts(t.tz, begin, stop)
         total, days = tally(segments, cuts)
-        return TerminalUptime(t, begin_dt, end_dt, total, list(zip(dates, days)))
+        return TerminalUptime(t, begin_dt, end_dt, total, list(zip(dates, days, strict=True)))
     total, _ = tally(segments)
     return TerminalUptime(t, begin_dt, end_dt, total)
 
@@ -457,7 +461,7 @@ async def uptime_for_terminals(
 async def iter_uptime(
     session: AsyncSession,
     scope: str,
-    key,
+    key: ScopeKey,
     period: Period,
     *,
     per_day: bool = True,
@@ -486,7 +490,7 @@ class Report:
         tuple[str, str, Figures]
     ]  # (key, label, figures): stores of a region, terminals of a store...
 
-    def as_dict(self) -> dict:
+    def as_dict(self) -> dict[str, Any]:
         return {
             "scope": self.scope,
             "id": self.title,
@@ -503,7 +507,7 @@ GROUP_BY = {"terminal": None, "store": "terminal", "region": "store", "fleet": "
 async def report(
     session: AsyncSession,
     scope: str,
-    key,
+    key: ScopeKey,
     period: Period,
     *,
     title: str = "",
@@ -560,7 +564,7 @@ async def terminal_timeline(
     if begin >= end:
         return [(start, end, NONE)]
     if not monitors:
-        return segments + [(begin, end, NONE)]
+        return [*segments, (begin, end, NONE)]
     timelines = [_timeline(m, changes.get(m.id, ()), begin.timestamp()) for m in monitors]
     for a, b, state in combined_segments(timelines, begin.timestamp(), end.timestamp()):
         segments.append((datetime.fromtimestamp(a, UTC), datetime.fromtimestamp(b, UTC), state))
@@ -593,7 +597,7 @@ def _floor(ts: float, step: int) -> float:
     return ts // step * step
 
 
-def rollup_buckets(begin: float, end: float) -> tuple[float, float, list[tuple[str, float, int]]]:
+def rollup_buckets(begin: float, end: float) -> tuple[float, float, list[tuple[str, int, int]]]:
     """The whole UTC buckets inside [begin, end): whole days as 'day' buckets, the whole hours
     around them as 'hour' buckets. Returns (h0, h1, buckets): [begin, h0) and [h1, end) are the
     partial edges (under an hour each) left to the state changes."""

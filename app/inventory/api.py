@@ -4,16 +4,16 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from fastapi import APIRouter, Depends, HTTPException, Query, Response
-from fastapi.responses import JSONResponse
+from fastapi import APIRouter, Depends, Query, Response
 from pydantic import BaseModel, ConfigDict
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.auth.sessions import require_admin
-from app.deps import get_session
+from app.errors import NotFound
 from app.inventory import queries
+from app.inventory.models import Store, Terminal
 from app.inventory.schemas import StoreIn, TerminalIn
-from app.inventory.service import Conflict, NotFound, delete_store, delete_terminal, save_store, save_terminal
+from app.inventory.service import delete_store, delete_terminal, save_store, save_terminal
+from app.web.deps import SessionDep
 
 router = APIRouter(tags=["inventory"])
 ADMIN = [Depends(require_admin)]
@@ -62,92 +62,88 @@ class TerminalPage(BaseModel):
     per_page: int
 
 
-def add_error_handlers(app) -> None:
-    """The inventory's own refusals as 404 and 409 with their reason, for every API route."""
-    app.add_exception_handler(NotFound, lambda _request, exc: JSONResponse({"detail": str(exc)}, 404))
-    app.add_exception_handler(
-        Conflict,
-        lambda _request, exc: JSONResponse({"detail": {"field": exc.field, "reason": str(exc)}}, 409),
-    )
+def _store_out(store: Store) -> StoreOut:
+    return StoreOut.model_validate(store)
 
 
-def _terminal_out(terminal, store_code: str) -> TerminalOut:
+def _terminal_out(terminal: Terminal, store_code: str) -> TerminalOut:
     return TerminalOut.model_validate({**terminal.__dict__, "store_code": store_code})
 
 
-@router.get("/stores", response_model=StorePage)
+@router.get("/stores")
 async def list_stores(
+    session: SessionDep,
     q: str | None = Query(None, description="code or name contains"),
     region: str | None = None,
     page: int = Query(1, ge=1),
     per_page: int = Query(50, ge=1, le=500),
-    session: AsyncSession = Depends(get_session),
-):
+) -> StorePage:
     result = await queries.paginate(session, queries.store_query(q=q, region=region), page, per_page)
-    return StorePage(items=result.items, total=result.total, page=page, per_page=per_page)
+    items = [_store_out(s) for s in result.items]
+    return StorePage(items=items, total=result.total, page=page, per_page=per_page)
 
 
-@router.post("/stores", response_model=StoreOut, status_code=201, dependencies=ADMIN)
-async def create_store(data: StoreIn, session: AsyncSession = Depends(get_session)):
-    return await save_store(session, data)
+@router.post("/stores", status_code=201, dependencies=ADMIN)
+async def create_store(data: StoreIn, session: SessionDep) -> StoreOut:
+    return _store_out(await save_store(session, data))
 
 
-@router.get("/stores/{code}", response_model=StoreOut)
-async def get_store(code: str, session: AsyncSession = Depends(get_session)):
+@router.get("/stores/{code}")
+async def get_store(code: str, session: SessionDep) -> StoreOut:
     store = await queries.store_by_code(session, code)
     if store is None:
-        raise HTTPException(404, f"no store {code}")
-    return store
+        raise NotFound("store", code)
+    return _store_out(store)
 
 
-@router.put("/stores/{code}", response_model=StoreOut, dependencies=ADMIN)
-async def update_store(code: str, data: StoreIn, session: AsyncSession = Depends(get_session)):
-    return await save_store(session, data, current_code=code)
+@router.put("/stores/{code}", dependencies=ADMIN)
+async def update_store(code: str, data: StoreIn, session: SessionDep) -> StoreOut:
+    return _store_out(await save_store(session, data, current_code=code))
 
 
 @router.delete("/stores/{code}", status_code=204, dependencies=ADMIN)
-async def remove_store(code: str, session: AsyncSession = Depends(get_session)):
+async def remove_store(code: str, session: SessionDep) -> Response:
     await delete_store(session, code)
     return Response(status_code=204)
 
 
-@router.get("/terminals", response_model=TerminalPage)
+@router.get("/terminals")
 async def list_terminals(
+    session: SessionDep,
     q: str | None = Query(None, description="POIID, serial, label or store code contains"),
     store: str | None = Query(None, description="store code"),
     provider: str | None = None,
     status: str | None = None,
     page: int = Query(1, ge=1),
     per_page: int = Query(50, ge=1, le=500),
-    session: AsyncSession = Depends(get_session),
-):
+) -> TerminalPage:
     query = queries.terminal_query(q=q, store=store, provider=provider, status=status)
     result = await queries.paginate(session, query, page, per_page)
     items = [_terminal_out(t, code) for t, code in result.items]
     return TerminalPage(items=items, total=result.total, page=page, per_page=per_page)
 
 
-@router.post("/terminals", response_model=TerminalOut, status_code=201, dependencies=ADMIN)
-async def create_terminal(data: TerminalIn, session: AsyncSession = Depends(get_session)):
+@router.post("/terminals", status_code=201, dependencies=ADMIN)
+async def create_terminal(data: TerminalIn, session: SessionDep) -> TerminalOut:
     terminal = await save_terminal(session, data)
     return _terminal_out(terminal, data.store_code)
 
 
-@router.get("/terminals/{poiid}", response_model=TerminalOut)
-async def get_terminal(poiid: str, session: AsyncSession = Depends(get_session)):
+@router.get("/terminals/{poiid}")
+async def get_terminal(poiid: str, session: SessionDep) -> TerminalOut:
     row = await queries.terminal_with_store_code(session, poiid)
     if row is None:
-        raise HTTPException(404, f"no terminal {poiid}")
+        raise NotFound("terminal", poiid)
     return _terminal_out(*row)
 
 
-@router.put("/terminals/{poiid}", response_model=TerminalOut, dependencies=ADMIN)
-async def update_terminal(poiid: str, data: TerminalIn, session: AsyncSession = Depends(get_session)):
+@router.put("/terminals/{poiid}", dependencies=ADMIN)
+async def update_terminal(poiid: str, data: TerminalIn, session: SessionDep) -> TerminalOut:
     terminal = await save_terminal(session, data, current_poiid=poiid)
     return _terminal_out(terminal, data.store_code)
 
 
 @router.delete("/terminals/{poiid}", status_code=204, dependencies=ADMIN)
-async def remove_terminal(poiid: str, session: AsyncSession = Depends(get_session)):
+async def remove_terminal(poiid: str, session: SessionDep) -> Response:
     await delete_terminal(session, poiid)
     return Response(status_code=204)

@@ -109,7 +109,7 @@ def parse_file(name: str, data: bytes, fleet: ParsedFleet) -> None:
                 RowError(name, line, "", f"{len(cells)} fields but the header has {len(header)}")
             )
             continue
-        row = dict(zip(header, cells))
+        row = dict(zip(header, cells, strict=False))
         try:
             item = model.model_validate(row)
         except ValidationError as exc:

@@ -5,16 +5,50 @@ so import and edit both call it."""
 from __future__ import annotations
 
 import zlib
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from typing import Any, Protocol, cast
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import Row, Table, delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.config import get_settings
 from app.db import bulk_insert, select_where_in, utcnow
-from app.inventory.models import Monitor, Store, Terminal
+from app.inventory.models import Monitor
 from app.inventory.profiles import NETWORK_PROFILES
+
+
+# What deriving reads: Store and Terminal rows, or the lighter rows the import builds.
+class StoreLike(Protocol):
+    @property
+    def id(self) -> int: ...
+    @property
+    def network_profile(self) -> str | None: ...
+
+
+class TerminalLike(Protocol):
+    @property
+    def id(self) -> int: ...
+    @property
+    def store_id(self) -> int: ...
+    @property
+    def poiid(self) -> str: ...
+    @property
+    def provider(self) -> str: ...
+    @property
+    def integration(self) -> str: ...
+    @property
+    def cloud_enabled(self) -> bool: ...
+    @property
+    def lan_host(self) -> str | None: ...
+    @property
+    def lan_port(self) -> int | None: ...
+    @property
+    def local_api(self) -> str | None: ...
+    @property
+    def epos_token(self) -> str | None: ...
+
 
 # --- due times: a stable phase per monitor so a fleet imported at once does not fire together
 
@@ -57,12 +91,12 @@ class MonitorSpec:
     terminal_id: int | None
     kind: str
     target: str
-    params: dict = field(default_factory=dict, hash=False)
+    params: dict[str, Any] = field(default_factory=dict, hash=False)
 
 
-def terminal_monitor_specs(t: Terminal) -> list[MonitorSpec]:
+def terminal_monitor_specs(t: TerminalLike) -> list[MonitorSpec]:
     # The key leaves out store and address: a moved or re-addressed terminal keeps its history.
-    def spec(kind: str, target: str, **params) -> MonitorSpec:
+    def spec(kind: str, target: str, **params: object) -> MonitorSpec:
         return MonitorSpec(f"t{t.id}:{kind}", t.store_id, t.id, kind, target, params)
 
     specs = []
@@ -78,7 +112,7 @@ def terminal_monitor_specs(t: Terminal) -> list[MonitorSpec]:
     return specs
 
 
-def store_monitor_specs(s: Store) -> list[MonitorSpec]:
+def store_monitor_specs(s: StoreLike) -> list[MonitorSpec]:
     specs = []
     for name, port in NETWORK_PROFILES.get(s.network_profile or "", ()):
         specs.append(MonitorSpec(f"s{s.id}:dns:{name}", s.id, None, "dns", name))
@@ -87,7 +121,7 @@ def store_monitor_specs(s: Store) -> list[MonitorSpec]:
 
 
 async def sync_monitors(
-    session: AsyncSession, *, stores: list[Store] = (), terminals: list[Terminal] = ()
+    session: AsyncSession, *, stores: Sequence[StoreLike] = (), terminals: Sequence[TerminalLike] = ()
 ) -> dict[str, int]:
     """Make the monitors of these stores (network) and terminals match what they need."""
     wanted = {s.key: s for t in terminals for s in terminal_monitor_specs(t)}
@@ -95,7 +129,8 @@ async def sync_monitors(
     existing = await _existing(session, [s.id for s in stores], [t.id for t in terminals])
 
     settings, now = get_settings(), utcnow()
-    new_rows, changed = [], []
+    new_rows: list[dict[str, Any]] = []
+    changed: list[dict[str, Any]] = []
     for key, spec in wanted.items():
         current = existing.get(key)
         if current is None:
@@ -124,7 +159,7 @@ async def sync_monitors(
     obsolete = [m.id for key, m in existing.items() if key not in wanted]
 
     if new_rows:
-        await bulk_insert(session, Monitor.__table__, new_rows)
+        await bulk_insert(session, cast(Table, Monitor.__table__), new_rows)  # (typed FromClause)
     if changed:
         await session.execute(update(Monitor), changed)
     if obsolete:
@@ -132,7 +167,9 @@ async def sync_monitors(
     return {"created": len(new_rows), "updated": len(changed), "deleted": len(obsolete)}
 
 
-async def _existing(session: AsyncSession, store_ids: list[int], terminal_ids: list[int]) -> dict:
+async def _existing(
+    session: AsyncSession, store_ids: list[int], terminal_ids: list[int]
+) -> dict[str, Row[int, str, int, str, dict[str, Any]]]:
     cols = select(Monitor.id, Monitor.key, Monitor.store_id, Monitor.target, Monitor.params)
     rows = await select_where_in(session, cols, Monitor.terminal_id, terminal_ids)
     rows += await select_where_in(

@@ -5,7 +5,9 @@ from __future__ import annotations
 import secrets
 import tempfile
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import RedirectResponse, Response
@@ -14,13 +16,14 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.datastructures import UploadFile
 
 from app.auth.sessions import require_admin
-from app.deps import get_session
+from app.errors import AppError, InvalidInput, NotFound
 from app.inventory import queries
 from app.inventory.csvimport import ImportFailed, import_fleet
 from app.inventory.models import INTEGRATIONS, LOCAL_APIS, PROVIDERS
 from app.inventory.profiles import NETWORK_PROFILES
 from app.inventory.schemas import StoreIn, TerminalIn, field_errors
-from app.inventory.service import Conflict, NotFound, delete_store, delete_terminal, save_store, save_terminal
+from app.inventory.service import delete_store, delete_terminal, save_store, save_terminal
+from app.web.deps import SessionDep
 from app.web.templating import is_htmx, render
 
 router = APIRouter(prefix="/admin", include_in_schema=False, dependencies=[Depends(require_admin)])
@@ -45,29 +48,25 @@ def _go(request: Request, url: str) -> Response:
 
 @router.get("/stores")
 async def stores_page(
-    request: Request,
-    q: str = "",
-    region: str = "",
-    page: int = 1,
-    session: AsyncSession = Depends(get_session),
-):
+    request: Request, session: SessionDep, q: str = "", region: str = "", page: int = 1
+) -> Response:
     result = await queries.paginate(session, queries.store_query(q=q, region=region), max(page, 1), PER_PAGE)
     context = {"page": result, "q": q, "region": region, "regions": await queries.regions(session)}
     return render(request, "inventory/stores.html", context, block="results")
 
 
 @router.get("/stores/new")
-async def new_store_form(request: Request):
+async def new_store_form(request: Request) -> Response:
     return render(
         request, "inventory/store_form.html", {"values": {"timezone": "UTC"}, "errors": {}, **CHOICES}
     )
 
 
 @router.get("/stores/{code}/edit")
-async def edit_store_form(request: Request, code: str, session: AsyncSession = Depends(get_session)):
+async def edit_store_form(request: Request, code: str, session: SessionDep) -> Response:
     store = await queries.store_by_code(session, code)
     if store is None:
-        return render(request, "inventory/not_found.html", {"what": f"store {code}"}, status_code=404)
+        raise NotFound("store", code)
     values = {f: getattr(store, f) for f in StoreIn.model_fields}
     return render(
         request, "inventory/store_form.html", {"values": values, "errors": {}, "current": code, **CHOICES}
@@ -76,9 +75,7 @@ async def edit_store_form(request: Request, code: str, session: AsyncSession = D
 
 @router.post("/stores/new")
 @router.post("/stores/{code}/edit")
-async def submit_store(
-    request: Request, code: str | None = None, session: AsyncSession = Depends(get_session)
-):
+async def submit_store(request: Request, session: SessionDep, code: str | None = None) -> Response:
     return await _submit(
         request,
         session,
@@ -91,18 +88,27 @@ async def submit_store(
 
 
 async def _submit(
-    request: Request, session: AsyncSession, model, save, *, current, template, done, defaults=None
-):
-    """Validate a create/edit form and save it; on error, the form again with each message by its field."""
-    values = {**(defaults or {}), **dict(await request.form())}
+    request: Request,
+    session: AsyncSession,
+    model: type[StoreIn] | type[TerminalIn],
+    save: Callable[[AsyncSession, Any, str | None], Awaitable[Any]],
+    *,
+    current: str | None,
+    template: str,
+    done: Callable[[Any], str],
+    defaults: dict[str, str] | None = None,
+) -> Response:
+    """Validate a create/edit form and save it; on error, the form again with each message by
+    its field. Refusals of no one field (the row is gone) are the error page's."""
+    values: dict[str, Any] = {**(defaults or {}), **dict(await request.form())}
     try:
         saved = await save(session, model.model_validate(values), current)
     except ValidationError as exc:
         errors = field_errors(exc, values, model)
-    except Conflict as exc:
-        errors = {exc.field: str(exc)}
-    except NotFound as exc:
-        return render(request, "inventory/not_found.html", {"what": str(exc)}, status_code=404)
+    except AppError as exc:
+        if exc.field is None:
+            raise
+        errors = {exc.field: exc.message}
     else:
         return _go(request, done(saved))
     context = {"values": values, "errors": errors, "current": current, **CHOICES}
@@ -110,23 +116,10 @@ async def _submit(
 
 
 @router.post("/stores/{code}/delete")
-async def remove_store(request: Request, code: str, session: AsyncSession = Depends(get_session)):
-    return await _delete(request, delete_store(session, code), "/admin/stores")
-
-
-async def _delete(request: Request, deleting, done: str):
-    """Run a delete; a refusal (still has terminals, already gone) is shown where the button was."""
-    try:
-        await deleting
-    except (Conflict, NotFound) as exc:
-        return render(
-            request,
-            "inventory/message.html",
-            {"level": "error", "message": str(exc)},
-            block="message",
-            status_code=409,
-        )
-    return _go(request, done)
+async def remove_store(request: Request, code: str, session: SessionDep) -> Response:
+    """A refusal (still has terminals, already gone) is shown where the button was."""
+    await delete_store(session, code)
+    return _go(request, "/admin/stores")
 
 
 # ---- terminals ----------------------------------------------------------------------------
@@ -134,12 +127,8 @@ async def _delete(request: Request, deleting, done: str):
 
 @router.get("/terminals")
 async def terminals_page(
-    request: Request,
-    q: str = "",
-    store: str = "",
-    page: int = 1,
-    session: AsyncSession = Depends(get_session),
-):
+    request: Request, session: SessionDep, q: str = "", store: str = "", page: int = 1
+) -> Response:
     query = queries.terminal_query(q=q, store=store)
     result = await queries.paginate(session, query, max(page, 1), PER_PAGE)
     return render(
@@ -148,16 +137,16 @@ async def terminals_page(
 
 
 @router.get("/terminals/new")
-async def new_terminal_form(request: Request, store: str = ""):
+async def new_terminal_form(request: Request, store: str = "") -> Response:
     values = {"store_code": store, "integration": "cloud", "provider": "adyen"}
     return render(request, "inventory/terminal_form.html", {"values": values, "errors": {}, **CHOICES})
 
 
 @router.get("/terminals/{poiid}/edit")
-async def edit_terminal_form(request: Request, poiid: str, session: AsyncSession = Depends(get_session)):
+async def edit_terminal_form(request: Request, poiid: str, session: SessionDep) -> Response:
     found = await queries.terminal_with_store_code(session, poiid)
     if found is None:
-        return render(request, "inventory/not_found.html", {"what": f"terminal {poiid}"}, status_code=404)
+        raise NotFound("terminal", poiid)
     terminal, store_code = found
     values = {f: getattr(terminal, f) for f in TerminalIn.model_fields if f != "store_code"}
     values["store_code"] = store_code
@@ -167,9 +156,7 @@ async def edit_terminal_form(request: Request, poiid: str, session: AsyncSession
 
 @router.post("/terminals/new")
 @router.post("/terminals/{poiid}/edit")
-async def submit_terminal(
-    request: Request, poiid: str | None = None, session: AsyncSession = Depends(get_session)
-):
+async def submit_terminal(request: Request, session: SessionDep, poiid: str | None = None) -> Response:
     return await _submit(
         request,
         session,
@@ -183,8 +170,9 @@ async def submit_terminal(
 
 
 @router.post("/terminals/{poiid}/delete")
-async def remove_terminal(request: Request, poiid: str, session: AsyncSession = Depends(get_session)):
-    return await _delete(request, delete_terminal(session, poiid), "/admin/terminals")
+async def remove_terminal(request: Request, poiid: str, session: SessionDep) -> Response:
+    await delete_terminal(session, poiid)
+    return _go(request, "/admin/terminals")
 
 
 # ---- import -------------------------------------------------------------------------------
@@ -220,42 +208,32 @@ def _unstash(token: str) -> list[tuple[str, bytes]] | None:
 
 
 @router.get("/import")
-async def import_page(request: Request):
+async def import_page(request: Request) -> Response:
     return render(request, "inventory/import.html", {})
 
 
 @router.post("/import/preview")
-async def import_preview(request: Request, session: AsyncSession = Depends(get_session)):
+async def import_preview(request: Request, session: SessionDep) -> Response:
     form = await request.form()
     uploads = [f for f in form.getlist("files") if isinstance(f, UploadFile) and f.filename]
     if not uploads:
-        return render(
-            request,
-            "inventory/import.html",
-            {"problem": "Choose one or two CSV files first."},
-            block="result",
-            status_code=422,
-        )
-    files = [(f.filename, await f.read()) for f in uploads]
+        raise InvalidInput({"files": "Choose one or two CSV files first."})
+    files = [(f.filename or "", await f.read()) for f in uploads]
     return await _run_import(request, session, files, dry_run=True)
 
 
 @router.post("/import/commit")
-async def import_commit(request: Request, session: AsyncSession = Depends(get_session)):
+async def import_commit(request: Request, session: SessionDep) -> Response:
     token = str((await request.form()).get("token", ""))
     files = _unstash(token)
     if files is None:
-        return render(
-            request,
-            "inventory/import.html",
-            {"problem": "This preview has expired: choose the files again."},
-            block="result",
-            status_code=422,
-        )
+        raise InvalidInput({"token": "This preview has expired: choose the files again."})
     return await _run_import(request, session, files, dry_run=False)
 
 
-async def _run_import(request: Request, session: AsyncSession, files, *, dry_run: bool):
+async def _run_import(
+    request: Request, session: AsyncSession, files: list[tuple[str, bytes]], *, dry_run: bool
+) -> Response:
     names = [name for name, _ in files]
     try:
         summary = await import_fleet(session, files, dry_run=dry_run)

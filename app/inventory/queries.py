@@ -84,7 +84,3 @@ async def regions(session: AsyncSession) -> list[str]:
             select(Store.region).distinct().where(Store.region != "").order_by(Store.region)
         )
     )
-
-
-async def terminal_count(session: AsyncSession, store_id: int) -> int:
-    return await session.scalar(select(func.count()).where(Terminal.store_id == store_id)) or 0

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+from collections.abc import Callable, Mapping
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -50,7 +51,7 @@ def parse_bool(value: object) -> bool:
     raise ValueError("expected yes or no")
 
 
-def choice(options: tuple[str, ...], default: str = ""):
+def choice(options: tuple[str, ...], default: str = "") -> Callable[[object], str]:
     """A before-validator: the value, trimmed and lower-cased (blank = `default`), one of `options`."""
 
     def check(value: object) -> str:
@@ -101,7 +102,9 @@ class StoreIn(_Input):
         try:
             ZoneInfo(value)
         except (ZoneInfoNotFoundError, ValueError):
-            raise ValueError(f"unknown time zone {value!r} (use an IANA name such as Europe/London)")
+            raise ValueError(
+                f"unknown time zone {value!r} (use an IANA name such as Europe/London)"
+            ) from None
         return value
 
     @field_validator("network_profile")
@@ -197,7 +200,7 @@ class TerminalIn(_Input):
         return self
 
     @classmethod
-    def cross_field_problems(cls, raw: dict) -> dict[str, str]:
+    def cross_field_problems(cls, raw: Mapping[str, object]) -> dict[str, str]:
         """The same checks on raw input, so a row with other errors reports these too."""
         text = {
             k: str(raw.get(k) or "").strip() for k in ("integration", "local_api", "lan_host", "lan_port")
@@ -207,7 +210,9 @@ class TerminalIn(_Input):
         return _connection_problems(text["integration"].lower(), local_api, text["lan_host"] or None, port)
 
 
-def _connection_problems(integration: str, local_api: str | None, lan_host, lan_port) -> dict[str, str]:
+def _connection_problems(
+    integration: str, local_api: str | None, lan_host: str | None, lan_port: int | str | None
+) -> dict[str, str]:
     problems = {}
     if local_api and not lan_host:
         problems["lan_host"] = f"required when local_api is {local_api}"
@@ -218,7 +223,9 @@ def _connection_problems(integration: str, local_api: str | None, lan_host, lan_
     return problems
 
 
-def field_errors(exc: ValidationError, raw: dict | None = None, model=None) -> dict[str, str]:
+def field_errors(
+    exc: ValidationError, raw: Mapping[str, object] | None = None, model: type[BaseModel] | None = None
+) -> dict[str, str]:
     """{column: reason} from a ValidationError, for forms, the API and import reports. With the
     raw input and the model, the cross-field checks the failed validation skipped are added."""
     errors: dict[str, str] = {}
@@ -228,7 +235,7 @@ def field_errors(exc: ValidationError, raw: dict | None = None, model=None) -> d
         if not column and ": " in message:  # model-level checks name their column first
             column, message = message.split(": ", 1)
         errors.setdefault(column or "row", message)
-    if raw is not None and hasattr(model, "cross_field_problems"):
+    if raw is not None and model is not None and hasattr(model, "cross_field_problems"):
         for column, reason in model.cross_field_problems(raw).items():
             errors.setdefault(column, reason)
     return errors

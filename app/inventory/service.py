@@ -4,15 +4,19 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from types import SimpleNamespace
+from typing import Any
 
 from sqlalchemy import func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import InstrumentedAttribute
 
 from app.db import insert_returning, select_where_in, utcnow
+from app.errors import Conflict, NameTaken, NotFound
 from app.inventory.models import Store, Terminal, TerminalEvent
 from app.inventory.monitors import sync_monitors
 from app.inventory.schemas import StoreIn, TerminalIn
 from app.poiid import normalise_poiid
+from app.vocabulary import CloudState
 
 STORE_FIELDS = tuple(f for f in StoreIn.model_fields)
 TERMINAL_FIELDS = tuple(f for f in TerminalIn.model_fields if f != "store_code")
@@ -46,10 +50,6 @@ class UpsertSummary:
     terminals: Counts = field(default_factory=Counts)
     monitors: dict = field(default_factory=dict)
     events: int = 0
-
-
-class UnknownStore(ValueError):
-    pass
 
 
 async def upsert_inventory(
@@ -94,7 +94,7 @@ async def _upsert_terminals(
     store_ids = {code: row.id for code, row in (await _stores_by_code(session, codes)).items()}
     missing = [c for c in codes if c not in store_ids]
     if missing:
-        raise UnknownStore(f"unknown store code(s): {', '.join(missing[:10])}")
+        raise Conflict(f"unknown store code(s): {', '.join(missing[:10])}", field="store_code")
 
     existing = await _terminals_by_poiid(session, [t.poiid for t in terminals])
     new, changed, events, touched = [], [], [], []
@@ -136,12 +136,14 @@ async def _upsert_terminals(
     return touched
 
 
-def _cloud_state(integration: str, cloud_enabled: bool) -> str:
+def _cloud_state(integration: str, cloud_enabled: bool) -> CloudState:
     """Until the provider answers: unknown if a cloud connection is expected, else the minus sign."""
-    return "unknown" if integration in ("cloud", "both") and cloud_enabled else "not_enabled"
+    if integration in ("cloud", "both") and cloud_enabled:
+        return CloudState.UNKNOWN
+    return CloudState.NOT_ENABLED
 
 
-def _events_for(row, diff: dict, source: str) -> list[dict]:
+def _events_for(row: Any, diff: dict, source: str) -> list[dict]:
     """A move keeps the terminal's history; an address change is a classic cause of trouble."""
     now, events = utcnow(), []
     if "store_id" in diff:
@@ -174,33 +176,27 @@ async def _terminals_by_poiid(session: AsyncSession, poiids: list[str]) -> dict:
     return {r.poiid: r for r in await select_where_in(session, select(*cols), Terminal.poiid, poiids)}
 
 
-class Conflict(ValueError):
-    """The write would break a uniqueness or reference rule; the message says which."""
-
-    def __init__(self, field: str, message: str):
-        super().__init__(message)
-        self.field = field
-
-
-class NotFound(LookupError):
-    pass
-
-
 async def _claim_key(
-    session: AsyncSession, model, column, new: str, current: str | None, what: str, field: str
-):
+    session: AsyncSession,
+    model: type[Store] | type[Terminal],
+    column: InstrumentedAttribute[str],
+    new: str,
+    current: str | None,
+    what: str,
+    field: str,
+) -> None:
     """Check that `new` is free, and rename the `current` row to it when they differ."""
     taken = await session.scalar(select(model.id).where(column == new))
     if current is None:
         if taken:
-            raise Conflict(field, f"{what} {new} already exists")
+            raise NameTaken(f"{what} {new} already exists", field=field)
         return
     row = await session.scalar(select(model).where(column == current))
     if row is None:
-        raise NotFound(f"no {what} {current}")
+        raise NotFound(what, current)
     if new != current:
         if taken:
-            raise Conflict(field, f"{what} {new} already exists")
+            raise NameTaken(f"{what} {new} already exists", field=field)
         setattr(row, field, new)
         await session.flush()
 
@@ -210,9 +206,8 @@ async def save_store(session: AsyncSession, data: StoreIn, current_code: str | N
     await _claim_key(session, Store, Store.code, data.code, current_code, "store", "code")
     await upsert_inventory(session, [data], [], source="edit")
     await session.commit()
-    return await session.scalar(
-        select(Store).where(Store.code == data.code).execution_options(populate_existing=True)
-    )
+    stored = select(Store).where(Store.code == data.code).execution_options(populate_existing=True)
+    return (await session.scalars(stored)).one()
 
 
 async def save_terminal(
@@ -223,22 +218,21 @@ async def save_terminal(
     await _claim_key(session, Terminal, Terminal.poiid, data.poiid, current, "terminal", "poiid")
     try:
         await upsert_inventory(session, [], [data], source="edit")
-    except UnknownStore:
+    except Conflict:
         await session.rollback()
-        raise Conflict("store_code", f"no store {data.store_code}")
+        raise Conflict(f"no store {data.store_code}", field="store_code") from None
     await session.commit()
-    return await session.scalar(
-        select(Terminal).where(Terminal.poiid == data.poiid).execution_options(populate_existing=True)
-    )
+    stored = select(Terminal).where(Terminal.poiid == data.poiid).execution_options(populate_existing=True)
+    return (await session.scalars(stored)).one()
 
 
 async def delete_store(session: AsyncSession, code: str) -> None:
     store = await session.scalar(select(Store).where(Store.code == code))
     if store is None:
-        raise NotFound(f"no store {code}")
+        raise NotFound("store", code)
     count = await session.scalar(select(func.count()).where(Terminal.store_id == store.id))
     if count:
-        raise Conflict("code", f"store {code} still has {count} terminal(s): move or delete them first")
+        raise Conflict(f"store {code} still has {count} terminal(s): move or delete them first", field="code")
     await session.delete(store)
     await session.commit()
 
@@ -246,6 +240,6 @@ async def delete_store(session: AsyncSession, code: str) -> None:
 async def delete_terminal(session: AsyncSession, poiid: str) -> None:
     terminal = await session.scalar(select(Terminal).where(Terminal.poiid == normalise_poiid(poiid)))
     if terminal is None:
-        raise NotFound(f"no terminal {poiid}")
+        raise NotFound("terminal", poiid)
     await session.delete(terminal)
     await session.commit()

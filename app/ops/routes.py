@@ -1,3 +1,5 @@
+"""Operations: health and readiness probes, Prometheus metrics and the request metrics middleware."""
+
 from __future__ import annotations
 
 import time
@@ -6,6 +8,9 @@ from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
 from sqlalchemy import text
+from starlette.middleware.base import RequestResponseEndpoint
+
+from app.web.deps import SessionDep
 
 router = APIRouter(tags=["operations"])
 
@@ -20,7 +25,7 @@ HTTP_LATENCY = Histogram(
 )
 
 
-async def record_request_metrics(request: Request, call_next):
+async def record_request_metrics(request: Request, call_next: RequestResponseEndpoint) -> Response:
     started = time.perf_counter()
     response = await call_next(request)
     route = request.scope.get("route")
@@ -31,15 +36,14 @@ async def record_request_metrics(request: Request, call_next):
 
 
 @router.get("/healthz", summary="The process is up")
-async def healthz() -> dict:
+async def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
 @router.get("/readyz", summary="The database is reachable")
-async def readyz(request: Request) -> JSONResponse:
+async def readyz(session: SessionDep) -> JSONResponse:
     try:
-        async with request.app.state.db.engine.connect() as conn:
-            await conn.execute(text("SELECT 1"))
+        await session.execute(text("SELECT 1"))
     except Exception as exc:
         return JSONResponse({"status": "unavailable", "reason": f"database: {exc.__class__.__name__}"}, 503)
     return JSONResponse({"status": "ok"})

@@ -3,20 +3,22 @@ one device's status, and the terminal inventory from the Management API v3."""
 
 from __future__ import annotations
 
+import contextlib
 from datetime import datetime
+from typing import Any
 from urllib.parse import quote
 
 from app.poiid import normalise_poiid
-from app.providers.base import DeviceState, RemoteTerminal, StorePoll, match_key
+from app.providers.base import AccountConfig, DeviceState, RemoteTerminal, StorePoll, match_key
 from app.providers.http import ProviderError, ProviderHTTP, json_body
 
 
-def _live_suffix(account) -> str:
+def _live_suffix(account: AccountConfig) -> str:
     region = (account.region or "").strip().lower()
     return f"-{region}" if account.environment == "live" and region and region != "eu" else ""
 
 
-def device_api_base(account) -> str:
+def device_api_base(account: AccountConfig) -> str:
     if account.api_base_url:
         return account.api_base_url.rstrip("/")
     if account.use_legacy_api:
@@ -24,7 +26,7 @@ def device_api_base(account) -> str:
     return f"https://device-api-{account.environment}{_live_suffix(account)}.adyen.com/v1"
 
 
-def management_base(account) -> str:
+def management_base(account: AccountConfig) -> str:
     if account.management_base_url:
         return account.management_base_url.rstrip("/")
     return f"https://management-{account.environment}.adyen.com"
@@ -33,13 +35,13 @@ def management_base(account) -> str:
 class AdyenAdapter:
     kind = "adyen"
 
-    def __init__(self, account, api_key: str, http: ProviderHTTP):
+    def __init__(self, account: AccountConfig, api_key: str, http: ProviderHTTP) -> None:
         self.account = account
         self.http = http
         self._headers = {"X-API-Key": api_key, "Accept": "application/json"}
         self.merchant = account.merchant_account
 
-    def _ids(self, body: dict, field: str, what: str) -> list[str]:
+    def _ids(self, body: dict[str, Any], field: str, what: str) -> list[str]:
         ids = body.get(field, [])
         if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
             raise ProviderError("provider_unavailable", f"{what}: '{field}' is not a list of ids")
@@ -120,7 +122,7 @@ class AdyenAdapter:
         return found
 
 
-def _remote(item: dict) -> RemoteTerminal:
+def _remote(item: dict[str, Any]) -> RemoteTerminal:
     connectivity = item.get("connectivity") or {}
     ethernet = connectivity.get("ethernet") or {}
     wifi = connectivity.get("wifi") or {}
@@ -130,12 +132,10 @@ def _remote(item: dict) -> RemoteTerminal:
     if item.get("firmwareVersion"):
         extra["firmware"] = item["firmwareVersion"]
     if item.get("lastActivityAt"):
-        try:
+        with contextlib.suppress(ValueError):
             extra["last_activity"] = datetime.fromisoformat(
                 str(item["lastActivityAt"]).replace("Z", "+00:00")
             )
-        except ValueError:
-            pass
     terminal_id = normalise_poiid(str(item.get("id") or ""))
     return RemoteTerminal(
         provider="adyen",

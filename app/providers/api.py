@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends, HTTPException, Request, Response
+from fastapi import APIRouter, Depends, Request, Response
 from pydantic import BaseModel
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.auth.sessions import require_admin
-from app.deps import get_session
 from app.providers import service
 from app.providers.check import try_account
-from app.providers.crypto import KeyUnavailable
-from app.providers.http import ProviderError
+from app.providers.models import ProviderAccount
 from app.providers.schemas import AccountIn, AccountOut, AccountUpdate, KeyIn
-from app.providers.sync import apply_preview, build_preview, fetch_remote, recall, remember
+from app.providers.sync import SyncPreview, apply_preview, build_preview, fetch_remote, recall, remember
+from app.web.deps import SessionDep
 
 router = APIRouter(prefix="/providers", tags=["providers"], dependencies=[Depends(require_admin)])
 
@@ -39,116 +37,90 @@ class SyncOut(BaseModel):
     rows: list[SyncRowOut]
 
 
-async def _account(session: AsyncSession, account_id: int):
-    account = await service.get_account(session, account_id)
-    if account is None:
-        raise HTTPException(404, f"no provider account {account_id}")
-    return account
-
-
 def _secret(request: Request) -> str:
     return request.app.state.settings.secret_key
 
 
-@router.get("", response_model=list[AccountOut], summary="Provider accounts (keys masked)")
-async def list_accounts(session: AsyncSession = Depends(get_session)):
-    return [service.account_out(a) for a in await service.list_accounts(session)]
+def _out(account: ProviderAccount) -> AccountOut:
+    return AccountOut.model_validate(service.account_out(account))
 
 
-@router.post("", response_model=AccountOut, status_code=201, summary="Add a provider account")
-async def create(data: AccountIn, request: Request, session: AsyncSession = Depends(get_session)):
-    try:
-        account = await service.create_account(session, _secret(request), data)
-    except service.NameTaken as exc:
-        raise HTTPException(409, str(exc))
-    return service.account_out(account)
+@router.get("", summary="Provider accounts (keys masked)")
+async def list_accounts(session: SessionDep) -> list[AccountOut]:
+    return [_out(a) for a in await service.list_accounts(session)]
 
 
-@router.get("/{account_id}", response_model=AccountOut)
-async def get(account_id: int, session: AsyncSession = Depends(get_session)):
-    return service.account_out(await _account(session, account_id))
+@router.post("", status_code=201, summary="Add a provider account")
+async def create(data: AccountIn, request: Request, session: SessionDep) -> AccountOut:
+    return _out(await service.create_account(session, _secret(request), data))
 
 
-@router.put(
-    "/{account_id}",
-    response_model=AccountOut,
-    summary="Replace an account's settings (omit api_key to keep the stored key)",
-)
-async def replace(
-    account_id: int, data: AccountUpdate, request: Request, session: AsyncSession = Depends(get_session)
-):
-    account = await _account(session, account_id)
-    try:
-        await service.update_account(session, _secret(request), account, data)
-    except service.NameTaken as exc:
-        raise HTTPException(409, str(exc))
-    return service.account_out(account)
+@router.get("/{account_id}")
+async def get(account_id: int, session: SessionDep) -> AccountOut:
+    return _out(await service.get_account(session, account_id))
+
+
+@router.put("/{account_id}", summary="Replace an account's settings (omit api_key to keep the stored key)")
+async def replace(account_id: int, data: AccountUpdate, request: Request, session: SessionDep) -> AccountOut:
+    account = await service.get_account(session, account_id)
+    return _out(await service.update_account(session, _secret(request), account, data))
 
 
 @router.put("/{account_id}/key", status_code=204, summary="Replace the API key alone")
-async def replace_key(
-    account_id: int, data: KeyIn, request: Request, session: AsyncSession = Depends(get_session)
-):
-    await service.replace_key(session, _secret(request), await _account(session, account_id), data.api_key)
+async def replace_key(account_id: int, data: KeyIn, request: Request, session: SessionDep) -> Response:
+    account = await service.get_account(session, account_id)
+    await service.replace_key(session, _secret(request), account, data.api_key)
     return Response(status_code=204)
 
 
 @router.delete("/{account_id}", status_code=204)
-async def delete(account_id: int, session: AsyncSession = Depends(get_session)):
-    await service.delete_account(session, await _account(session, account_id))
+async def delete(account_id: int, session: SessionDep) -> Response:
+    await service.delete_account(session, await service.get_account(session, account_id))
     return Response(status_code=204)
 
 
-@router.post("/{account_id}/test", response_model=TestOut, summary="One call with the stored key")
-async def test(account_id: int, request: Request, session: AsyncSession = Depends(get_session)):
-    ok, message = await try_account(_secret(request), await _account(session, account_id))
-    return {"ok": ok, "message": message}
+@router.post("/{account_id}/test", summary="One call with the stored key")
+async def test(account_id: int, request: Request, session: SessionDep) -> TestOut:
+    ok, message = await try_account(_secret(request), await service.get_account(session, account_id))
+    return TestOut(ok=ok, message=message)
 
 
-def _sync_out(preview, applied: bool) -> dict:
-    return {
-        "token": None if applied else preview.token,
-        "applied": applied,
-        "counts": preview.counts,
-        "rows": [
-            {
-                "action": r.action,
-                "poiid": r.poiid,
-                "store_code": r.store_code,
-                "changes": {
+def _sync_out(preview: SyncPreview, applied: bool) -> SyncOut:
+    return SyncOut(
+        token=None if applied else preview.token,
+        applied=applied,
+        counts=preview.counts,
+        rows=[
+            SyncRowOut(
+                action=r.action,
+                poiid=r.poiid,
+                store_code=r.store_code,
+                changes={
                     k: [str(a) if a is not None else None, str(b) if b is not None else None]
                     for k, (a, b) in r.changes.items()
                 },
-                "address_changed": r.address_changed,
-                "reason": r.reason,
-            }
+                address_changed=r.address_changed,
+                reason=r.reason,
+            )
             for r in preview.rows
         ],
-    }
+    )
 
 
 @router.post(
     "/{account_id}/sync",
-    response_model=SyncOut,
     summary="Sync terminals from the provider: preview (default), or apply a preview's token",
 )
 async def sync(
-    account_id: int,
-    request: Request,
-    apply: bool = False,
-    token: str | None = None,
-    session: AsyncSession = Depends(get_session),
-):
-    account = await _account(session, account_id)
-    preview = recall(token, account.id) if token else None
-    if token and preview is None:
-        raise HTTPException(409, "this preview has expired: preview again")
-    if preview is None:
-        try:
-            remote = await fetch_remote(session, _secret(request), account)
-        except (ProviderError, KeyUnavailable) as exc:
-            raise HTTPException(502, f"the provider's inventory could not be read: {exc}")
-        preview = await build_preview(session, account, remote)
+    account_id: int, request: Request, session: SessionDep, apply: bool = False, token: str | None = None
+) -> SyncOut:
+    account = await service.get_account(session, account_id)
+    if token:
+        preview = recall(token, account.id)
+    else:
+        preview = await build_preview(
+            session, account, await fetch_remote(session, _secret(request), account)
+        )
         remember(preview)
     if not apply:
         return _sync_out(preview, applied=False)

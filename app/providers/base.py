@@ -4,9 +4,29 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
 from app.poiid import normalise_poiid
+
+
+class AccountConfig(Protocol):
+    """What the adapters read of a provider account: a ProviderAccount, or a snapshot of one
+    (the adapters know no database model)."""
+
+    @property
+    def kind(self) -> str: ...
+    @property
+    def environment(self) -> str: ...
+    @property
+    def region(self) -> str: ...
+    @property
+    def merchant_account(self) -> str: ...
+    @property
+    def api_base_url(self) -> str | None: ...
+    @property
+    def management_base_url(self) -> str | None: ...
+    @property
+    def use_legacy_api(self) -> bool: ...
 
 
 @dataclass

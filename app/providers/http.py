@@ -13,7 +13,9 @@ import email.utils
 import logging
 import random
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
+from typing import Any
 
 import httpx
 
@@ -26,7 +28,7 @@ MAX_RETRY_AFTER_S = 3600.0
 class ProviderError(Exception):
     def __init__(
         self, code: str, detail: str, *, status: int | None = None, retry_after: float | None = None
-    ):
+    ) -> None:
         super().__init__(detail)
         self.code = code
         self.detail = detail
@@ -37,7 +39,7 @@ class ProviderError(Exception):
 class TokenBucket:
     """`rate` requests per second on average, bursts up to `burst`; waiters queue fairly."""
 
-    def __init__(self, rate: float, burst: float | None = None):
+    def __init__(self, rate: float, burst: float | None = None) -> None:
         self.rate = max(float(rate), 0.01)
         self.burst = max(float(burst if burst is not None else max(1.0, self.rate)), 1.0)
         self.tokens = self.burst
@@ -93,16 +95,16 @@ class ProviderHTTP:
         retries: int = 2,
         backoff_s: float = 0.5,
         timeout_s: float = 10.0,
-        counter=None,
-    ):
+        counter: Callable[[str], None] | None = None,
+    ) -> None:
         self.client = client
         self.bucket = bucket
         self.retries = retries
         self.backoff_s = backoff_s
         self.timeout_s = timeout_s
-        self.counter = counter  # callable(kind) -> None, counts calls actually sent
+        self.counter = counter  # counter(what): counts calls actually sent
 
-    async def request(self, method: str, url: str, *, what: str, **kwargs) -> httpx.Response:
+    async def request(self, method: str, url: str, *, what: str, **kwargs: Any) -> httpx.Response:
         """Returns a 2xx response or raises ProviderError. `what` names the call in errors."""
         attempt = 0
         while True:
@@ -151,7 +153,7 @@ class ProviderHTTP:
             await asyncio.sleep(delay)
 
 
-def json_body(response: httpx.Response, what: str) -> dict:
+def json_body(response: httpx.Response, what: str) -> dict[str, Any]:
     try:
         body = response.json()
     except ValueError:

@@ -2,23 +2,26 @@
 
 from __future__ import annotations
 
+from contextlib import suppress
+from typing import Any
+
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import RedirectResponse, Response
 from pydantic import ValidationError
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
+from starlette.datastructures import FormData
 
 from app.auth.sessions import require_admin
-from app.deps import get_session
+from app.errors import NameTaken, NotFound
 from app.inventory.models import Terminal, TerminalEvent
 from app.inventory.schemas import field_errors
 from app.providers import service
 from app.providers.check import try_account
-from app.providers.crypto import KeyUnavailable
-from app.providers.http import ProviderError
-from app.providers.models import ENVIRONMENTS, PROVIDER_KINDS
+from app.providers.models import ENVIRONMENTS, PROVIDER_KINDS, ProviderAccount
 from app.providers.schemas import AccountIn, AccountUpdate, KeyIn
 from app.providers.sync import apply_preview, build_preview, fetch_remote, recall, remember
+from app.web.deps import SessionDep
 from app.web.templating import is_htmx, render
 
 router = APIRouter(prefix="/admin/providers", include_in_schema=False, dependencies=[Depends(require_admin)])
@@ -36,55 +39,53 @@ def _secret(request: Request) -> str:
     return request.app.state.settings.secret_key
 
 
-def _form_values(form) -> dict:
-    values = {k: v for k, v in form.items() if k != "api_key"}  # a key is never rendered back
+def _form_values(form: FormData) -> dict[str, Any]:
+    values: dict[str, Any] = {k: v for k, v in form.items() if k != "api_key"}  # a key is never rendered back
     values["use_legacy_api"] = "use_legacy_api" in form
     return values
 
 
-def _errors(exc: ValidationError) -> dict:
-    return field_errors(exc)
+def _form_again(
+    request: Request, form: FormData, errors: dict[str, str], account: ProviderAccount | None
+) -> Response:
+    context = {"values": _form_values(form), "errors": errors, "account": account, **CHOICES}
+    return render(request, "providers/form.html", context, block="form", status_code=422)
 
 
-async def _page(request: Request, session: AsyncSession, **extra) -> Response:
+async def _page(request: Request, session: AsyncSession, **extra: Any) -> Response:
     accounts = await service.list_accounts(session)
     return render(request, "providers/list.html", {"accounts": accounts, **extra})
 
 
 @router.get("")
-async def accounts_page(request: Request, session: AsyncSession = Depends(get_session)):
+async def accounts_page(request: Request, session: SessionDep) -> Response:
     return await _page(request, session)
 
 
 @router.get("/new")
-async def new_form(request: Request):
+async def new_form(request: Request) -> Response:
     return render(
         request, "providers/form.html", {"values": dict(_DEFAULTS), "errors": {}, "account": None, **CHOICES}
     )
 
 
 @router.post("/new")
-async def create(request: Request, session: AsyncSession = Depends(get_session)):
+async def create(request: Request, session: SessionDep) -> Response:
     form = await request.form()
     try:
         account = await service.create_account(
             session, _secret(request), AccountIn.model_validate(dict(form))
         )
     except ValidationError as exc:
-        errors = _errors(exc)
-    except service.NameTaken as exc:
-        errors = {"name": str(exc)}
-    else:
-        return _go(request, f"/admin/providers?created={account.id}")
-    context = {"values": _form_values(form), "errors": errors, "account": None, **CHOICES}
-    return render(request, "providers/form.html", context, block="form", status_code=422)
+        return _form_again(request, form, field_errors(exc), None)
+    except NameTaken as exc:
+        return _form_again(request, form, {"name": exc.message}, None)
+    return _go(request, f"/admin/providers?created={account.id}")
 
 
 @router.get("/{account_id}")
-async def edit_form(request: Request, account_id: int, session: AsyncSession = Depends(get_session)):
+async def edit_form(request: Request, account_id: int, session: SessionDep) -> Response:
     account = await service.get_account(session, account_id)
-    if account is None:
-        return render(request, "providers/missing.html", {"account_id": account_id}, status_code=404)
     values = service.account_out(account)
     return render(
         request, "providers/form.html", {"values": values, "errors": {}, "account": account, **CHOICES}
@@ -92,30 +93,23 @@ async def edit_form(request: Request, account_id: int, session: AsyncSession = D
 
 
 @router.post("/{account_id}")
-async def update(request: Request, account_id: int, session: AsyncSession = Depends(get_session)):
+async def update(request: Request, account_id: int, session: SessionDep) -> Response:
     account = await service.get_account(session, account_id)
-    if account is None:
-        return render(request, "providers/missing.html", {"account_id": account_id}, status_code=404)
     form = await request.form()
     try:
         await service.update_account(
             session, _secret(request), account, AccountUpdate.model_validate(dict(form))
         )
     except ValidationError as exc:
-        errors = _errors(exc)
-    except service.NameTaken as exc:
-        errors = {"name": str(exc)}
-    else:
-        return _go(request, "/admin/providers")
-    context = {"values": _form_values(form), "errors": errors, "account": account, **CHOICES}
-    return render(request, "providers/form.html", context, block="form", status_code=422)
+        return _form_again(request, form, field_errors(exc), account)
+    except NameTaken as exc:
+        return _form_again(request, form, {"name": exc.message}, account)
+    return _go(request, "/admin/providers")
 
 
 @router.post("/{account_id}/key")
-async def new_key(request: Request, account_id: int, session: AsyncSession = Depends(get_session)):
+async def new_key(request: Request, account_id: int, session: SessionDep) -> Response:
     account = await service.get_account(session, account_id)
-    if account is None:
-        return render(request, "providers/missing.html", {"account_id": account_id}, status_code=404)
     try:
         data = KeyIn.model_validate({"api_key": (await request.form()).get("api_key", "")})
     except ValidationError:
@@ -133,73 +127,48 @@ async def new_key(request: Request, account_id: int, session: AsyncSession = Dep
 
 
 @router.post("/{account_id}/delete")
-async def delete(request: Request, account_id: int, session: AsyncSession = Depends(get_session)):
-    account = await service.get_account(session, account_id)
-    if account is not None:
-        await service.delete_account(session, account)
+async def delete(request: Request, account_id: int, session: SessionDep) -> Response:
+    with suppress(NotFound):  # already gone: the list is where this ends either way
+        await service.delete_account(session, await service.get_account(session, account_id))
     return _go(request, "/admin/providers")
 
 
 @router.post("/{account_id}/test")
-async def test(request: Request, account_id: int, session: AsyncSession = Depends(get_session)):
+async def test(request: Request, account_id: int, session: SessionDep) -> Response:
     account = await service.get_account(session, account_id)
-    if account is None:
-        return render(request, "providers/missing.html", {"account_id": account_id}, status_code=404)
     ok, text = await try_account(_secret(request), account)
     return await _page(request, session, message=(ok, f"{account.name}: {text}"))
 
 
 @router.get("/{account_id}/sync")
-async def sync_preview(request: Request, account_id: int, session: AsyncSession = Depends(get_session)):
+async def sync_preview(request: Request, account_id: int, session: SessionDep) -> Response:
     account = await service.get_account(session, account_id)
-    if account is None:
-        return render(request, "providers/missing.html", {"account_id": account_id}, status_code=404)
-    try:
-        remote = await fetch_remote(session, _secret(request), account)
-    except (ProviderError, KeyUnavailable) as exc:
-        return render(
-            request,
-            "providers/sync.html",
-            {"account": account, "preview": None, "error": str(exc)},
-            status_code=502,
-        )
-    preview = await build_preview(session, account, remote)
+    preview = await build_preview(session, account, await fetch_remote(session, _secret(request), account))
     remember(preview)
-    return render(request, "providers/sync.html", {"account": account, "preview": preview, "error": None})
+    return render(request, "providers/sync.html", {"account": account, "preview": preview})
 
 
 @router.post("/{account_id}/sync")
-async def sync_apply(request: Request, account_id: int, session: AsyncSession = Depends(get_session)):
+async def sync_apply(request: Request, account_id: int, session: SessionDep) -> Response:
     account = await service.get_account(session, account_id)
-    if account is None:
-        return render(request, "providers/missing.html", {"account_id": account_id}, status_code=404)
     preview = recall(str((await request.form()).get("token", "")), account.id)
-    if preview is None:
-        return render(
-            request,
-            "providers/sync.html",
-            {
-                "account": account,
-                "preview": None,
-                "error": "This preview has expired or was already applied: preview again.",
-            },
-            status_code=409,
-        )
     summary = await apply_preview(session, account, preview)
     changed = [r.poiid for r in preview.rows if r.address_changed]
     events = []
     if changed:
-        events = (
-            await session.execute(
-                select(Terminal.poiid, TerminalEvent.at, TerminalEvent.detail)
-                .join(Terminal, Terminal.id == TerminalEvent.terminal_id)
-                .where(Terminal.poiid.in_(changed), TerminalEvent.kind == "address_changed")
-                .order_by(TerminalEvent.at.desc())
-                .limit(200)
-            )
-        ).all()
+        events = list(
+            (
+                await session.execute(
+                    select(Terminal.poiid, TerminalEvent.at, TerminalEvent.detail)
+                    .join(Terminal, Terminal.id == TerminalEvent.terminal_id)
+                    .where(Terminal.poiid.in_(changed), TerminalEvent.kind == "address_changed")
+                    .order_by(TerminalEvent.at.desc())
+                    .limit(200)
+                )
+            ).all()
+        )
     return render(
         request,
         "providers/sync.html",
-        {"account": account, "preview": preview, "applied": summary, "events": events, "error": None},
+        {"account": account, "preview": preview, "applied": summary, "events": events},
     )

@@ -6,6 +6,7 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db import utcnow
+from app.errors import NameTaken, NotFound
 from app.providers.crypto import encrypt_api_key, key_hint
 from app.providers.models import ProviderAccount
 from app.providers.schemas import AccountFields, AccountIn, AccountUpdate
@@ -13,16 +14,15 @@ from app.providers.schemas import AccountFields, AccountIn, AccountUpdate
 _FIELDS = tuple(AccountFields.model_fields)
 
 
-class NameTaken(ValueError):
-    field = "name"
-
-
 async def list_accounts(session: AsyncSession) -> list[ProviderAccount]:
     return list((await session.execute(select(ProviderAccount).order_by(ProviderAccount.name))).scalars())
 
 
-async def get_account(session: AsyncSession, account_id: int) -> ProviderAccount | None:
-    return await session.get(ProviderAccount, account_id)
+async def get_account(session: AsyncSession, account_id: int) -> ProviderAccount:
+    account = await session.get(ProviderAccount, account_id)
+    if account is None:
+        raise NotFound("provider account", account_id)
+    return account
 
 
 async def _name_taken(session: AsyncSession, name: str, exclude_id: int | None) -> bool:
@@ -44,7 +44,7 @@ def _set_key(account: ProviderAccount, secret_key: str, api_key: str) -> None:
 
 async def create_account(session: AsyncSession, secret_key: str, data: AccountIn) -> ProviderAccount:
     if await _name_taken(session, data.name, None):
-        raise NameTaken(f"an account named {data.name!r} already exists")
+        raise NameTaken(f"an account named {data.name!r} already exists", field="name")
     account = ProviderAccount(**data.model_dump(include=set(_FIELDS)))
     _set_key(account, secret_key, data.api_key)
     session.add(account)
@@ -56,7 +56,7 @@ async def update_account(
     session: AsyncSession, secret_key: str, account: ProviderAccount, data: AccountUpdate
 ) -> ProviderAccount:
     if await _name_taken(session, data.name, account.id):
-        raise NameTaken(f"an account named {data.name!r} already exists")
+        raise NameTaken(f"an account named {data.name!r} already exists", field="name")
     for name in _FIELDS:
         setattr(account, name, getattr(data, name))
     if data.api_key:

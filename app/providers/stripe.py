@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Any
 
 import httpx
 
-from app.providers.base import DeviceState, RemoteTerminal, StorePoll, match_key
+from app.providers.base import AccountConfig, DeviceState, RemoteTerminal, StorePoll, match_key
 from app.providers.http import ProviderError, ProviderHTTP, json_body
 
 PAGE_LIMIT = 100
 
 
-def api_base(account) -> str:
+def api_base(account: AccountConfig) -> str:
     return (account.api_base_url or account.management_base_url or "https://api.stripe.com").rstrip("/")
 
 
@@ -25,15 +26,15 @@ def _seen(ms: object) -> datetime | None:
 class StripeAdapter:
     kind = "stripe"
 
-    def __init__(self, account, api_key: str, http: ProviderHTTP):
+    def __init__(self, account: AccountConfig, api_key: str, http: ProviderHTTP) -> None:
         self.account = account
         self.http = http
         self._auth = httpx.BasicAuth(api_key, "")
 
-    async def readers(self, location: str | None) -> list[dict]:
+    async def readers(self, location: str | None) -> list[dict[str, Any]]:
         """Every reader (of a location), following `has_more`/`starting_after`."""
-        readers: list[dict] = []
-        params: dict = {"limit": PAGE_LIMIT}
+        readers: list[dict[str, Any]] = []
+        params: dict[str, str | int] = {"limit": PAGE_LIMIT}
         if location:
             params["location"] = location
         while True:
@@ -82,13 +83,13 @@ class StripeAdapter:
         return [_remote(r) for r in await self.readers(None) if not wanted or r.get("location") in wanted]
 
 
-def _poiid(reader: dict) -> str | None:
+def _poiid(reader: dict[str, Any]) -> str | None:
     if reader.get("device_type") and reader.get("serial_number"):
         return f"{reader['device_type']}-{reader['serial_number']}"
     return None
 
 
-def _remote(reader: dict) -> RemoteTerminal:
+def _remote(reader: dict[str, Any]) -> RemoteTerminal:
     return RemoteTerminal(
         provider="stripe",
         store_ref=reader.get("location"),

@@ -157,7 +157,8 @@ async def build_preview(
         poiid = normalise_poiid(rt.poiid)
         store = stores.get(rt.store_ref) if rt.store_ref else None
         if store is None:
-            where = f"{'Adyen store' if account.kind == 'adyen' else 'Stripe location'} {rt.store_ref or '(none)'}"
+            place = "Adyen store" if account.kind == "adyen" else "Stripe location"
+            where = f"{place} {rt.store_ref or '(none)'}"
             rows.append(
                 SyncRow("skip", poiid, None, rt, reason=f"{where} is not assigned to any TermPulse store")
             )

@@ -41,14 +41,14 @@ def _san(host: str) -> x509.GeneralName:
         return x509.DNSName(host)
 
 
-def _pem_key(key) -> bytes:
+def _pem_key(key: ec.EllipticCurvePrivateKey) -> bytes:
     return key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     )
 
 
 class _Issuer:
-    def __init__(self, cn: str, org: str):
+    def __init__(self, cn: str, org: str) -> None:
         now = dt.datetime.now(dt.UTC)
         self.key = ec.generate_private_key(ec.SECP256R1())
         self.name = _name(cn, org)
@@ -111,7 +111,7 @@ class CertAuthority:
         ctx.load_cert_chain(cert_path, key_path)
         return ctx
 
-    def _issue(self, host: str, mode: str):
+    def _issue(self, host: str, mode: str) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
         now = dt.datetime.now(dt.UTC)
         key = ec.generate_private_key(ec.SECP256R1())
         subject_host = WRONG_HOST if mode == "wrong_host" else host

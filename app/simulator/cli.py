@@ -11,6 +11,7 @@ It prints what to configure in TermPulse to watch this world.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import csv
 import json
@@ -24,7 +25,7 @@ from app.shutdown import until_terminated
 log = logging.getLogger(__name__)
 
 
-def _rows(path: Path) -> list[dict]:
+def _rows(path: Path) -> list[dict[str, str]]:
     if not path.exists():
         return []
     with path.open(newline="", encoding="utf-8") as f:
@@ -69,5 +70,5 @@ async def _run(settings: Settings, fleet: Path, dns_port: int) -> int:
     return 0
 
 
-def simulate_command(settings: Settings, args) -> int:
+def simulate_command(settings: Settings, args: argparse.Namespace) -> int:
     return asyncio.run(_run(settings, Path(args.fleet), args.dns_port))

@@ -164,14 +164,16 @@ class SimDNS:
 
 
 class _UdpProtocol(asyncio.DatagramProtocol):
-    def __init__(self, server: SimDNS):
+    def __init__(self, server: SimDNS) -> None:
         self.server = server
         self.transport: asyncio.DatagramTransport | None = None
 
-    def connection_made(self, transport) -> None:
+    # A datagram endpoint's transport is a DatagramTransport: typeshed's DatagramProtocol narrows
+    # BaseProtocol's parameter the same way, with the same ignore.
+    def connection_made(self, transport: asyncio.DatagramTransport) -> None:  # type: ignore[override]
         self.transport = transport
 
-    def datagram_received(self, data: bytes, addr) -> None:
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
         reply = self.server.answer(data, addr[0])
         if reply is not None and self.transport is not None:
             self.transport.sendto(reply, addr)

@@ -26,10 +26,14 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from app.simulator.certs import CertAuthority, authority
 from app.simulator.dns import SimDNS
 from app.simulator.terminals import TerminalSimulator, TerminalSpec
+
+if TYPE_CHECKING:
+    from app.checks.context import ProbeContext
 
 # name -> (address, [(port, api)]): the destinations of the network profiles.
 NETWORK_ENDPOINTS: dict[str, tuple[str, list[tuple[int, str]]]] = {
@@ -73,10 +77,10 @@ class DemoNetwork:
     def ca_pem(self) -> str:
         return self.certs.ca_pem
 
-    def probe_context(self, allowed_networks: Iterable[str] = ("127.0.0.0/8",)):
+    def probe_context(self, allowed_networks: Iterable[str] = ("127.0.0.0/8",)) -> ProbeContext:
         """A ProbeContext resolving through the simulated DNS and trusting the simulator CA."""
+        from app.checks.context import ProbeContext
         from app.checks.guard import TargetGuard
-        from app.checks.probes import ProbeContext
         from app.checks.resolver import Resolver
 
         resolver = Resolver([self.dns.host], self.dns.port)

@@ -24,8 +24,10 @@ import logging
 import random
 import time
 from collections import Counter
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Self
 
 import uvicorn
 from starlette.applications import Starlette
@@ -34,6 +36,10 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from app.poiid import normalise_poiid
+
+if TYPE_CHECKING:
+    from app.db import Database
+    from app.providers.models import ProviderAccount
 
 log = logging.getLogger(__name__)
 
@@ -221,7 +227,7 @@ class ProviderSim:
             return self.unauthorised(401)
         return None
 
-    async def start(self, host: str = "127.0.0.1", port: int = 0) -> ProviderSim:
+    async def start(self, host: str = "127.0.0.1", port: int = 0) -> Self:
         config = uvicorn.Config(
             self.app,
             host=host,
@@ -248,6 +254,7 @@ class ProviderSim:
                 task.cancel()
         if self._server is not None:
             self._server.should_exit = True
+            assert self._task is not None  # start() set both
             await self._task
             self._server = None
 
@@ -508,7 +515,11 @@ def _yes(value: object) -> bool:
     return str(value or "").strip().lower() in ("yes", "y", "true", "1", "on")
 
 
-def sim_terminals(terminal_rows, store_rows=None, provider: str = "adyen") -> list[SimTerminal]:
+def sim_terminals(
+    terminal_rows: Iterable[Mapping[str, str]],
+    store_rows: Iterable[Mapping[str, str]] | None = None,
+    provider: str = "adyen",
+) -> list[SimTerminal]:
     """SimTerminals for one provider from inventory rows (the fleet CSVs' columns)."""
     stores = {s["code"]: s for s in (store_rows or [])}
     ref_field = "adyen_store_id" if provider == "adyen" else "stripe_location_id"
@@ -587,13 +598,13 @@ class ProviderSimulators:
 
 
 async def register_simulator_accounts(
-    database,
+    database: Database,
     secret_key: str,
     sims: ProviderSimulators,
     *,
     requests_per_second: float = 50.0,
     poll_interval_s: int = 60,
-) -> list:
+) -> list[ProviderAccount]:
     """Create (or point again at the simulators) one provider account per simulator. Idempotent by name."""
     from sqlalchemy import select
 
@@ -616,8 +627,8 @@ async def register_simulator_accounts(
 
 
 async def start_provider_simulators(
-    terminal_rows,
-    store_rows=None,
+    terminal_rows: Iterable[Mapping[str, str]],
+    store_rows: Iterable[Mapping[str, str]] | None = None,
     *,
     host: str = "127.0.0.1",
     adyen_port: int = 0,

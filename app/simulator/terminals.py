@@ -39,6 +39,7 @@ import ssl
 import struct
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import cast
 
 from app.simulator.certs import CertAuthority, authority
 
@@ -118,7 +119,7 @@ class Endpoint:
         self.stats = _Stats()
         self._server: asyncio.base_events.Server | None = None
         self._filter_socks: list[socket.socket] = []
-        self._conns: set[asyncio.BaseTransport] = set()
+        self._conns: set[asyncio.Transport] = set()
         self._flap: asyncio.Task | None = None
         self._lock = asyncio.Lock()
 
@@ -250,17 +251,19 @@ class Endpoint:
 class _Connection(asyncio.Protocol):
     """One accepted connection; what it does is decided when it is accepted."""
 
-    def __init__(self, endpoint: Endpoint):
+    def __init__(self, endpoint: Endpoint) -> None:
         self.endpoint = endpoint
-        self.transport: asyncio.BaseTransport | None = None
-        self.raw: asyncio.BaseTransport | None = None
+        # Both set by connection_made, which asyncio calls before anything else.
+        self.transport: asyncio.Transport  # TLS: the TLS transport once start_tls returns
+        self.raw: asyncio.Transport  # the TCP connection
         self.buffer = b""
         self.pending = b""
         self.mode = "echo"
 
-    def connection_made(self, transport) -> None:
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
         ep = self.endpoint
         ep.stats.accepted += 1
+        transport = cast(asyncio.Transport, transport)  # a stream server's connections are Transports
         self.transport = self.raw = transport
         ep._conns.add(transport)
         if ep.effective == "reset":
@@ -283,18 +286,18 @@ class _Connection(asyncio.Protocol):
     async def _start_tls(self, ctx: ssl.SSLContext, mode: str) -> None:
         loop = asyncio.get_running_loop()
         try:
-            self.transport = await loop.start_tls(
-                self.raw, self, ctx, server_side=True, ssl_handshake_timeout=10
-            )
+            tls = await loop.start_tls(self.raw, self, ctx, server_side=True, ssl_handshake_timeout=10)
         except Exception:  # the client gave up or spoke something else: just hang up
             self.raw.abort()
             return
+        assert tls is not None  # asyncio returns the TLS transport; typeshed says Optional
+        self.transport = tls
         self.mode = mode
         if self.pending:  # decrypted data that arrived before start_tls returned
             data, self.pending = self.pending, b""
             self.data_received(data)
 
-    def connection_lost(self, exc) -> None:
+    def connection_lost(self, exc: Exception | None) -> None:
         self.endpoint._conns.discard(self.raw)
 
     def data_received(self, data: bytes) -> None:
@@ -312,8 +315,8 @@ class _Connection(asyncio.Protocol):
     def _answer_http(self) -> None:
         head = self.buffer.split(b"\r\n\r\n", 1)[0].decode("latin-1")
         lines = head.split("\r\n")
-        method, path, *_ = (lines[0].split(" ") + ["", ""])[:3]
-        headers = {}
+        method, path, *_ = [*lines[0].split(" "), "", ""][:3]
+        headers: dict[str, str] = {}
         for line in lines[1:]:
             name, _, value = line.partition(":")
             headers[name.strip().lower()] = value.strip()

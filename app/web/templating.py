@@ -1,35 +1,51 @@
-"""One Jinja2 environment; a normal request gets the page, an htmx request the named block."""
+"""One Jinja2 environment with every template helper registered here, once; a normal request gets
+the page, an htmx request the named block."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import timedelta
+from typing import Any
 
 from fastapi import Request
+from fastapi.responses import Response
+from jinja2 import Environment
 from jinja2_fragments.fastapi import Jinja2Blocks
 
 from app.config import get_settings
+from app.vocabulary import STATES_WORST_FIRST, CloudState, MonitorKind, Outcome, State
+from app.web import ui
+
+
+def _register(env: Environment) -> None:
+    env.filters.update(
+        ago=ui.ago,
+        duration=ui.duration,
+        pct=ui.pct,
+        diagnosis_title=ui.diagnosis_title,
+    )
+    env.globals.update(
+        ui=ui,  # dashboard/_ui.html exports its helpers under their names
+        State=State,
+        CloudState=CloudState,
+        Outcome=Outcome,
+        MonitorKind=MonitorKind,
+        STATES_WORST_FIRST=STATES_WORST_FIRST,
+        KIND_NAMES={kind.value: kind.word for kind in MonitorKind},
+        timedelta=timedelta,
+    )
+
 
 templates = Jinja2Blocks(directory=str(get_settings().templates_dir))
-
-
-def _ago(value: datetime | None) -> str:
-    if value is None:
-        return "never"
-    seconds = int((datetime.now(UTC) - value).total_seconds())
-    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
-        if seconds >= size:
-            return f"{seconds // size} {unit} ago"
-    return f"{max(seconds, 0)} s ago"
-
-
-templates.env.filters["ago"] = _ago
+_register(templates.env)
 
 
 def is_htmx(request: Request) -> bool:
     return request.headers.get("HX-Request") == "true"
 
 
-def render(request: Request, name: str, context: dict, *, block: str | None = None, status_code: int = 200):
+def render(
+    request: Request, name: str, context: dict[str, Any], *, block: str | None = None, status_code: int = 200
+) -> Response:
     """Render `name` whole, or only `block` for an htmx request (same template, one source)."""
     block_name = block if (block and is_htmx(request)) else None
     response = templates.TemplateResponse(

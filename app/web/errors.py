@@ -1,0 +1,71 @@
+"""Errors as HTTP answers, in one place.
+
+* An `AppError` (app.errors) raised by any route: under /api a JSON `{"detail": ...}` with its
+  4xx status; a page gets the message in the page, an htmx request only the message fragment.
+* A database that cannot be reached: a page gets a banner (503) instead of a stack trace; the
+  JSON API, static files and the operations endpoints keep their own answers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+from fastapi import Request
+from fastapi.responses import JSONResponse, Response
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from starlette.middleware.base import RequestResponseEndpoint
+
+from app.errors import AppError
+from app.web.templating import is_htmx, render
+
+log = logging.getLogger(__name__)
+
+API_PREFIX = "/api/"
+# Paths that are not pages: a database error there is theirs to answer.
+NOT_PAGES = (API_PREFIX, "/static/", "/metrics", "/healthz", "/readyz")
+DB_ERRORS = (DBAPIError, OperationalError, InterfaceError, OSError, ConnectionError, asyncio.TimeoutError)
+
+
+def json_error(exc: AppError) -> JSONResponse:
+    return JSONResponse({"detail": exc.detail}, status_code=exc.status_code)
+
+
+def html_error(request: Request, exc: AppError) -> Response:
+    return render(request, "web/error.html", {"error": exc}, block="message", status_code=exc.status_code)
+
+
+async def app_error(request: Request, exc: Exception) -> Response:
+    """The exception handler create_app registers for AppError."""
+    if not isinstance(exc, AppError):  # registered for AppError only
+        raise exc
+    if request.url.path.startswith(API_PREFIX):
+        return json_error(exc)
+    return html_error(request, exc)
+
+
+def db_down_response(request: Request, exc: BaseException) -> Response:
+    log.warning("database unavailable for %s: %r", request.url.path, exc)
+    reason = exc.__class__.__name__
+    if is_htmx(request):
+        # Keep what is on screen; only the banner slot changes (out of band).
+        response = render(request, "web/db_down.html", {"reason": reason}, block="banner")
+        response.headers["HX-Reswap"] = "none"
+        return response
+    return render(request, "web/db_down.html", {"reason": reason}, status_code=503)
+
+
+async def database_down_banner(request: Request, call_next: RequestResponseEndpoint) -> Response:
+    """HTTP middleware: a page whose middleware (login) or handler cannot reach the database
+    gets the banner instead of a bare 500. Pages also get a Server-Timing header (queries plus
+    rendering, for the browser's network panel and bench/pages.py)."""
+    if request.url.path.startswith(NOT_PAGES):
+        return await call_next(request)
+    started = time.perf_counter()
+    try:
+        response = await call_next(request)
+    except DB_ERRORS as exc:
+        return db_down_response(request, exc)
+    response.headers["Server-Timing"] = f"app;dur={(time.perf_counter() - started) * 1000:.1f}"
+    return response

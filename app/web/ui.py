@@ -1,0 +1,169 @@
+"""Template helpers: the small, very frequent pieces of markup (state badges, Websocket icons,
+icon uses) and the formatting of moments, durations and shares.
+
+The markup helpers are memoised Python functions: a 50-row page calls them hundreds of times,
+and a Jinja macro call costs far more than a dictionary lookup. app.web.templating registers
+them; templates import them from dashboard/_ui.html under the same names, so the markup has
+one source. Names and words come from app.vocabulary.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from functools import lru_cache
+from typing import Protocol
+
+from markupsafe import Markup, escape
+
+from app.checks.diagnoses import CATALOGUE
+from app.vocabulary import CloudState, MonitorKind, State
+
+_STATES = frozenset(State)
+_CLOUD_STATES = frozenset(CloudState)
+_KINDS = frozenset(MonitorKind)
+# The sprite symbol (dashboard/_ui.html) of each Websocket state.
+WS_ICONS = {
+    CloudState.CONNECTED: "cloud",
+    CloudState.DISCONNECTED: "cloud-off",
+    CloudState.NOT_ENABLED: "minus",
+    CloudState.UNKNOWN: "cloud-unknown",
+}
+
+
+@lru_cache(maxsize=256)
+def icon(name: str, cls: str = "icon") -> Markup:
+    return Markup(
+        f'<svg class="{escape(cls)}" width="16" height="16" aria-hidden="true" focusable="false">'
+        f'<use href="#i-{escape(name)}"/></svg>'
+    )
+
+
+@lru_cache(maxsize=64)
+def state(value: str | None, small: bool = False) -> Markup:
+    """A state badge: icon and word (an unknown value shows as unknown)."""
+    v = State(value) if value in _STATES else State.UNKNOWN
+    size = " small" if small else ""
+    return Markup(f'<span class="badge {v}{size}" data-state="{v}">{icon(v)}<span>{v.word}</span></span>')
+
+
+@lru_cache(maxsize=16)
+def ws(value: str | None) -> Markup:
+    """The Websocket column: cloud, crossed cloud, minus, with the word for screen readers."""
+    v = CloudState(value) if value in _CLOUD_STATES else CloudState.UNKNOWN
+    return Markup(
+        f'<span class="ws ws-{v}" data-ws="{v}" title="{v.tip}" role="img" aria-label="Websocket: {v.word}">'
+        f'{icon(WS_ICONS[v])}<span class="ws-word" aria-hidden="true">{v.word}</span></span>'
+    )
+
+
+def state_word(value: str) -> str:
+    """'Down' for down; a value outside the vocabulary as it is."""
+    return State(value).word if value in _STATES else value
+
+
+def kind_word(value: str) -> str:
+    """'DNS' for dns, 'EPOS API' for paynt_epos; a value outside the vocabulary as it is."""
+    return MonitorKind(value).word if value in _KINDS else value
+
+
+def diagnosis_title(code: str | None) -> str:
+    if not code:
+        return ""
+    entry = CATALOGUE.get(code)
+    return entry.title if entry else code
+
+
+def ago(value: datetime | None) -> str:
+    if value is None:
+        return "never"
+    seconds = int((datetime.now(UTC) - value).total_seconds())
+    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
+        if seconds >= size:
+            return f"{seconds // size} {unit} ago"
+    return f"{max(seconds, 0)} s ago"
+
+
+def lasted(value: datetime | None) -> str:
+    """How long a state has lasted: '12 min', '3 h 5 min', '4 d 2 h'."""
+    if value is None:
+        return "—"
+    seconds = max(int((datetime.now(UTC) - value).total_seconds()), 0)
+    days, rest = divmod(seconds, 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes = rest // 60
+    if days:
+        return f"{days} d {hours} h"
+    if hours:
+        return f"{hours} h {minutes} min"
+    if minutes:
+        return f"{minutes} min"
+    return f"{seconds} s"
+
+
+def when(dt: datetime | None, prefix: str = "") -> Markup:
+    """A moment as 'x ago' (kept current by dashboard.js), the exact UTC time as tooltip."""
+    if dt is None:
+        return Markup('<span class="muted">never</span>')
+    return Markup(
+        f'<time datetime="{dt.isoformat()}" data-rel title="{dt:%Y-%m-%d %H:%M:%S} UTC">'
+        f"{escape(prefix)}{ago(dt)}</time>"
+    )
+
+
+def since(dt: datetime | None) -> Markup:
+    """How long the current state has lasted, the start as tooltip."""
+    if dt is None:
+        return Markup('<span class="muted">—</span>')
+    return Markup(
+        f'<time datetime="{dt.isoformat()}" data-rel="since" title="since {dt:%Y-%m-%d %H:%M:%S} UTC">'
+        f"{lasted(dt)}</time>"
+    )
+
+
+def uptime(value: float | None) -> Markup:
+    """A share of time up (0..1) as a percentage, flagged below 99 %."""
+    if value is None:
+        return Markup('<span class="muted" title="No up or down time in the period">—</span>')
+    pct = value * 100
+    low = " low" if pct < 99 else ""
+    text = "100" if pct >= 100 else f"{min(pct, 99.99):.2f}"
+    return Markup(f'<span class="uptime{low}">{text} %</span>')
+
+
+class _OnTheLan(Protocol):
+    lan_host: str | None
+    lan_port: int | None
+    lan_state: str
+
+
+def lan(row: _OnTheLan) -> Markup:
+    """A terminal's LAN address and, when it has LAN checks, their state."""
+    if not row.lan_host:
+        return Markup('<span class="muted" title="No LAN address">—</span>')
+    port = f":{row.lan_port}" if row.lan_port else ""
+    badge = f" {state(row.lan_state, True)}" if row.lan_state != State.NONE else ""
+    return Markup(f'<span class="lan"><span class="mono">{escape(row.lan_host)}{port}</span>{badge}</span>')
+
+
+def duration(seconds: float | None) -> str:
+    """'0 s', '45 s', '12 min', '3 h 05 min', '2 d 4 h'."""
+    if seconds is None:
+        return "—"
+    s = round(seconds)
+    days, rest = divmod(s, 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes, secs = divmod(rest, 60)
+    if days:
+        return f"{days} d {hours} h"
+    if hours:
+        return f"{hours} h {minutes:02d} min"
+    if minutes:
+        return f"{minutes} min" if not secs else f"{minutes} min {secs:02d} s"
+    return f"{secs} s"
+
+
+def pct(value: float | None) -> str:
+    """A percentage (0..100) with three decimals, '100 %' when whole."""
+    if value is None:
+        return "—"
+    return f"{value:.3f} %" if value < 100 else "100 %"
