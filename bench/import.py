@@ -58,12 +58,14 @@ async def main() -> None:
     finally:
         await database.dispose()
     print(
-        f"fleet: {STORES:,} stores, {STORES * PER_STORE:,} terminals ({len(terminals_csv) / 2**20:.1f} MiB CSV), "
+        f"fleet: {STORES:,} stores, {STORES * PER_STORE:,} terminals"
+        f" ({len(terminals_csv) / 2**20:.1f} MiB CSV), "
         f"{monitors:,} monitors derived"
     )
     print(f"machine: {describe()}; PostgreSQL {version}")
     print(
-        f"first import:       {first:6.2f} s  ({summary.stores}; terminals {summary.terminals})  target < 10 s"
+        f"first import:       {first:6.2f} s  ({summary.stores}; terminals {summary.terminals})"
+        "  target < 10 s"
     )
     print(f"unchanged re-import:{again:6.2f} s  (terminals {unchanged.terminals})  target < 5 s")
 

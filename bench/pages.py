@@ -51,8 +51,10 @@ FILL = [
     (
         "stores",
         """
-INSERT INTO stores (id, code, name, region, timezone, network_profile, tags, status, status_since, created_at, updated_at)
-SELECT i, 'S-' || lpad(i::text, 5, '0'), (ARRAY['York','Hull','Bath','Kent','Derby','Leeds','Bristol','Essex'])[1 + i % 8] || ' #' || i,
+INSERT INTO stores (id, code, name, region, timezone, network_profile, tags, status, status_since,
+                    created_at, updated_at)
+SELECT i, 'S-' || lpad(i::text, 5, '0'),
+       (ARRAY['York','Hull','Bath','Kent','Derby','Leeds','Bristol','Essex'])[1 + i % 8] || ' #' || i,
        (ARRAY['North','South','East','West','Central','Coast','Alps','Islands'])[1 + i % 8], 'Europe/London',
        (ARRAY['fullsteam-ingenico','adyen-cloud','paynt-local','mixed'])[1 + i % 4], '',
        CASE WHEN i % 401 = 0 THEN 'down' ELSE 'up' END,
@@ -63,15 +65,19 @@ FROM generate_series(1, :stores) AS i""",
         "terminals",
         """
 INSERT INTO terminals (id, store_id, poiid, model, serial, label, provider, integration, lan_host, lan_port,
-                       local_api, mac, cloud_enabled, status, status_since, cloud_state, last_seen_at, created_at, updated_at)
+                       local_api, mac, cloud_enabled, status, status_since, cloud_state, last_seen_at,
+                       created_at, updated_at)
 SELECT i, 1 + (i - 1) / :per_store, m || '-' || (100000000 + (i::bigint * 7919) % 899999999), m,
        (100000000 + (i::bigint * 7919) % 899999999)::text, 'Till ' || (1 + (i - 1) % :per_store),
        (ARRAY['adyen','stripe','paynt','ingenico'])[1 + i % 4], (ARRAY['cloud','local','both'])[1 + i % 3],
        '10.' || (i / 65536) % 256 || '.' || (i / 256) % 256 || '.' || i % 256, 8443, 'tcp',
        '02:00:' || lpad(to_hex(i % 256), 2, '0') || ':00:00:01', (i % 3 <> 1 AND i % 7 <> 0),
-       CASE WHEN i % 50 = 0 THEN 'down' WHEN i % 97 = 0 THEN 'unknown' WHEN i % 1000 = 1 THEN 'maintenance' ELSE 'up' END,
-       CASE WHEN i % 50 = 0 THEN now() - make_interval(mins => i % 900) ELSE now() - make_interval(hours => 24 + i % 200) END,
-       CASE WHEN i % 3 = 1 OR i % 7 = 0 THEN 'not_enabled' WHEN i % 50 = 0 THEN 'disconnected' ELSE 'connected' END,
+       CASE WHEN i % 50 = 0 THEN 'down' WHEN i % 97 = 0 THEN 'unknown'
+            WHEN i % 1000 = 1 THEN 'maintenance' ELSE 'up' END,
+       CASE WHEN i % 50 = 0 THEN now() - make_interval(mins => i % 900)
+            ELSE now() - make_interval(hours => 24 + i % 200) END,
+       CASE WHEN i % 3 = 1 OR i % 7 = 0 THEN 'not_enabled' WHEN i % 50 = 0 THEN 'disconnected'
+            ELSE 'connected' END,
        now() - make_interval(secs => i % 120), now() - interval '60 days', now()
 FROM (SELECT i, (ARRAY['A920','A77','V400m','AMS1','Move5000','Lane3000','S1F2'])[1 + i % 7] AS m
       FROM generate_series(1, :stores * :per_store) AS i) AS g""",
@@ -80,10 +86,12 @@ FROM (SELECT i, (ARRAY['A920','A77','V400m','AMS1','Move5000','Lane3000','S1F2']
         "monitors (terminals)",
         """
 INSERT INTO monitors (key, store_id, terminal_id, kind, target, params, interval_s, timeout_s, fail_threshold,
-                      success_threshold, enabled, phase_ms, next_due_at, state, state_since, consecutive_failures,
-                      consecutive_successes, last_checked_at, last_latency_ms, last_diagnosis)
+                      success_threshold, enabled, phase_ms, next_due_at, state, state_since,
+                      consecutive_failures, consecutive_successes, last_checked_at, last_latency_ms,
+                      last_diagnosis)
 SELECT 't' || t.id || ':' || k.kind, t.store_id, t.id, k.kind,
-       CASE WHEN k.kind = 'tcp' THEN t.lan_host || ':' || t.lan_port ELSE t.poiid END, '{}'::jsonb, 60, 5, 2, 1, true,
+       CASE WHEN k.kind = 'tcp' THEN t.lan_host || ':' || t.lan_port ELSE t.poiid END,
+       '{}'::jsonb, 60, 5, 2, 1, true,
        (t.id * 37) % 60000, now(), t.status, t.status_since, 0, 0, now() - make_interval(secs => t.id % 60),
        3 + t.id % 40, CASE WHEN t.status = 'down' THEN 'tcp_timeout' END
 FROM terminals t
@@ -94,9 +102,10 @@ JOIN (VALUES ('tcp'), ('cloud')) AS k(kind)
         "monitors (store networks)",
         """
 INSERT INTO monitors (key, store_id, terminal_id, kind, target, params, interval_s, timeout_s, fail_threshold,
-                      success_threshold, enabled, phase_ms, next_due_at, state, state_since, consecutive_failures,
-                      consecutive_successes, last_checked_at, last_latency_ms)
-SELECT 's' || s.id || ':' || d.kind || ':' || d.target, s.id, NULL, d.kind, d.target, '{}'::jsonb, 60, 5, 2, 1, true,
+                      success_threshold, enabled, phase_ms, next_due_at, state, state_since,
+                      consecutive_failures, consecutive_successes, last_checked_at, last_latency_ms)
+SELECT 's' || s.id || ':' || d.kind || ':' || d.target, s.id, NULL, d.kind, d.target,
+       '{}'::jsonb, 60, 5, 2, 1, true,
        (s.id * 53) % 60000, now(), s.status, s.status_since, 0, 0, now(), 8
 FROM stores s
 JOIN (VALUES ('fullsteam-ingenico', 'dns', 'prodssl.protectedtransactions.com'),
@@ -115,7 +124,8 @@ JOIN (VALUES ('fullsteam-ingenico', 'dns', 'prodssl.protectedtransactions.com'),
         """
 INSERT INTO state_changes (monitor_id, store_id, terminal_id, at, from_state, to_state, diagnosis)
 SELECT m.id, m.store_id, m.terminal_id,
-       now() - make_interval(days => 2 + 7 * j) - make_interval(secs => (m.id * 7919) % 86400) + make_interval(mins => e * (10 + m.id % 80)),
+       now() - make_interval(days => 2 + 7 * j) - make_interval(secs => (m.id * 7919) % 86400)
+             + make_interval(mins => e * (10 + m.id % 80)),
        CASE WHEN e = 0 THEN 'up' ELSE 'down' END, CASE WHEN e = 0 THEN 'down' ELSE 'up' END,
        CASE WHEN e = 0 THEN 'tcp_timeout' END
 FROM monitors m, generate_series(0, m.id % 4) AS j, generate_series(0, 1) AS e""",
@@ -124,7 +134,8 @@ FROM monitors m, generate_series(0, m.id % 4) AS j, generate_series(0, 1) AS e""
         "state changes (current outages)",
         """
 INSERT INTO state_changes (monitor_id, store_id, terminal_id, at, from_state, to_state, diagnosis)
-SELECT id, store_id, terminal_id, state_since, 'up', state, 'tcp_timeout' FROM monitors WHERE state IN ('down', 'unknown')""",
+SELECT id, store_id, terminal_id, state_since, 'up', state, 'tcp_timeout'
+FROM monitors WHERE state IN ('down', 'unknown')""",
     ),
     (
         "check results (24 h, every 15 min)",
@@ -133,29 +144,37 @@ INSERT INTO check_results (monitor_id, due_at, checked_at, outcome, latency_ms, 
 SELECT m.id, ts, ts, CASE WHEN m.state = 'down' AND ts > m.state_since THEN 'fail' ELSE 'ok' END,
        3 + (m.id % 40) + (extract(epoch FROM ts)::bigint % 17), '[]'::jsonb,
        CASE WHEN m.state = 'down' AND ts > m.state_since THEN 'tcp_timeout' END, false
-FROM monitors m, generate_series(date_trunc('minute', now()) - interval '24 hours', now(), interval '15 minutes') AS ts
+FROM monitors m,
+     generate_series(date_trunc('minute', now()) - interval '24 hours', now(), interval '15 minutes') AS ts
 WHERE m.terminal_id IS NOT NULL""",
     ),
     (
         "rollups (hourly, 48 h)",
         """
-INSERT INTO rollups (monitor_id, period, bucket_start, count, ok_count, latency_sum_ms, latency_min_ms, latency_max_ms, seconds_down, seconds_unknown)
+INSERT INTO rollups (monitor_id, period, bucket_start, count, ok_count, latency_sum_ms, latency_min_ms,
+                     latency_max_ms, seconds_down, seconds_unknown)
 SELECT m.id, 'hour', b, 60, 60, 60 * (3 + m.id % 40), 3, 50, 0, 0
-FROM monitors m, generate_series(date_trunc('hour', now()) - interval '48 hours', date_trunc('hour', now()), interval '1 hour') AS b""",
+FROM monitors m,
+     generate_series(date_trunc('hour', now()) - interval '48 hours', date_trunc('hour', now()),
+                     interval '1 hour') AS b""",
     ),
     (
         "rollups (daily, 30 days)",
         """
-INSERT INTO rollups (monitor_id, period, bucket_start, count, ok_count, latency_sum_ms, latency_min_ms, latency_max_ms, seconds_down, seconds_unknown)
+INSERT INTO rollups (monitor_id, period, bucket_start, count, ok_count, latency_sum_ms, latency_min_ms,
+                     latency_max_ms, seconds_down, seconds_unknown)
 SELECT m.id, 'day', b, 1440, 1430, 1440 * (3 + m.id % 40), 3, 80, 600, 0
-FROM monitors m, generate_series(date_trunc('day', now()) - interval '30 days', date_trunc('day', now()), interval '1 day') AS b""",
+FROM monitors m,
+     generate_series(date_trunc('day', now()) - interval '30 days', date_trunc('day', now()),
+                     interval '1 day') AS b""",
     ),
     (
         "address changes",
         """
 INSERT INTO terminal_events (terminal_id, at, kind, detail, source)
 SELECT id, now() - make_interval(days => id % 30), 'address_changed',
-       jsonb_build_object('old', '10.9.' || id % 256 || '.1:8443', 'new', lan_host || ':' || lan_port), 'bench'
+       jsonb_build_object('old', '10.9.' || id % 256 || '.1:8443', 'new', lan_host || ':' || lan_port),
+       'bench'
 FROM terminals WHERE id % 10 = 0""",
     ),
 ]
@@ -283,7 +302,7 @@ def start_server(url: str, workers: int) -> tuple[subprocess.Popen, str]:
 
 def pct(values: list[float], q: float) -> float:
     values = sorted(values)
-    return values[min(len(values) - 1, int(round(q * (len(values) - 1))))]
+    return values[min(len(values) - 1, round(q * (len(values) - 1)))]
 
 
 def server_ms(response: httpx.Response) -> float:
@@ -294,7 +313,8 @@ def server_ms(response: httpx.Response) -> float:
 async def sequential(client: httpx.AsyncClient, pages: dict[str, str], n: int) -> None:
     print(f"\nSequential, {n} requests per page (after 5 warm-up requests):")
     print(
-        f"  {'page':<34} {'server p50':>10} {'p95':>8} {'round trip p50':>15} {'p95':>8} {'bytes':>9}  target p95 < 150 ms"
+        f"  {'page':<34} {'server p50':>10} {'p95':>8} {'round trip p50':>15} {'p95':>8} {'bytes':>9}"
+        "  target p95 < 150 ms"
     )
     for name, path in pages.items():
         for _ in range(5):
@@ -386,7 +406,8 @@ async def explain(url: str, targets: dict[str, str]) -> None:
         await run("terminal detail", lambda s: queries.terminal_detail(s, targets["down"])),
     ]
     print(
-        "\nEXPLAIN ANALYZE of every query a page runs (time, and any sequential scan of a table that grows with the fleet):"
+        "\nEXPLAIN ANALYZE of every query a page runs"
+        " (time, and any sequential scan of a table that grows with the fleet):"
     )
     raw = await database.engine.raw_connection()
     try:
