@@ -15,7 +15,8 @@ STORES = (
 )
 TERMINALS = (
     "store_code;poiid;model;serial;label;provider;integration;lan_host;lan_port;local_api;mac;cloud_enabled\r\n"
-    "S-0900;A920\u2011900001;A920;900001;Till 1;paynt;local;127.9.0.1;8080;paynt_epos;02:00:00:09:00:01;no\r\n"
+    "S-0900;A920\u2011900001;A920;900001;Till 1;paynt;local;127.9.0.1;8080;paynt_epos;"
+    "02:00:00:09:00:01;no\r\n"
 )
 
 

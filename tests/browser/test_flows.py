@@ -19,8 +19,8 @@ SUPPORT_POIID = "Move5000-203097992"
 LIVE_POIID = "Move5000-305693263"
 
 
-async def wait_until(predicate, timeout: float = 20.0, step: float = 0.25):
-    deadline = time.monotonic() + timeout
+async def wait_until(predicate, within: float = 20.0, step: float = 0.25):
+    deadline = time.monotonic() + within
     while time.monotonic() < deadline:
         if await predicate():
             return True
@@ -85,12 +85,12 @@ async def test_live_flow_row_turns_down_without_reload(page, live_server, sim):
     row = page.locator(f"#t-{tid}")
     await row.wait_for()
     # The worker checks S-0001's monitors every 2 s: wait for the first verdict.
-    assert await wait_until(lambda: _row_state(page, tid, "up"), timeout=30), await row.inner_html()
+    assert await wait_until(lambda: _row_state(page, tid, "up"), within=30), await row.inner_html()
     await page.evaluate("window.__noReload = 1")
 
     await sim.sim.set_behaviour(LIVE_POIID, "refusing")
     t0 = time.monotonic()
-    assert await wait_until(lambda: _row_state(page, tid, "down"), timeout=30), await row.inner_html()
+    assert await wait_until(lambda: _row_state(page, tid, "down"), within=30), await row.inner_html()
     elapsed = time.monotonic() - t0
     assert await page.evaluate("window.__noReload") == 1, "the page was reloaded"
     assert "Down" in await row.locator(".status-cell").inner_text()
@@ -100,13 +100,15 @@ async def test_live_flow_row_turns_down_without_reload(page, live_server, sim):
     # Hidden tab: polling pauses (no request while hidden).
     requests: list[str] = []
     page.on("request", lambda r: requests.append(r.url) if "/terminals/live" in r.url else None)
-    await page.evaluate("""() => { Object.defineProperty(document, 'hidden', {configurable: true, get: () => true});
-                                   document.dispatchEvent(new Event('visibilitychange')); }""")
+    await page.evaluate("""() => {
+        Object.defineProperty(document, 'hidden', {configurable: true, get: () => true});
+        document.dispatchEvent(new Event('visibilitychange')); }""")
     await asyncio.sleep(5)
     assert requests == [], requests
-    await page.evaluate("""() => { Object.defineProperty(document, 'hidden', {configurable: true, get: () => false});
-                                   document.dispatchEvent(new Event('visibilitychange')); }""")
-    assert await wait_until(lambda: _async(bool(requests)), timeout=5)
+    await page.evaluate("""() => {
+        Object.defineProperty(document, 'hidden', {configurable: true, get: () => false});
+        document.dispatchEvent(new Event('visibilitychange')); }""")
+    assert await wait_until(lambda: _async(bool(requests)), within=5)
     await sim.sim.set_behaviour(LIVE_POIID, "healthy")
 
 
@@ -133,7 +135,7 @@ async def test_overview_goes_live_when_a_store_goes_down(page, live_server, sim)
             and await page.locator("#stores-body tr").first.locator("[data-state=down]").count() == 1
         )
 
-    assert await wait_until(store_down, timeout=30)
+    assert await wait_until(store_down, within=30)
     assert await page.evaluate("window.__noReload") == 1
     await shot(page, "02-overview-live-down")
     await sim.sim.set_behaviour(poiid, "healthy")

@@ -16,10 +16,10 @@ async def server():
     await s.stop()
 
 
-async def ask(server, name, rdtype="A", tcp=False, source="127.0.0.1", timeout=1.0):
+async def ask(server, name, rdtype="A", tcp=False, source="127.0.0.1", wait=1.0):
     q = dns.message.make_query(name, rdtype)
     send = dns.asyncquery.tcp if tcp else dns.asyncquery.udp
-    return await send(q, server.host, timeout=timeout, port=server.port, source=source)
+    return await send(q, server.host, timeout=wait, port=server.port, source=source)
 
 
 @pytest.mark.parametrize("tcp", [False, True], ids=["udp", "tcp"])
@@ -40,7 +40,7 @@ async def test_modes(server, tcp):
         assert r.rcode() == rcode and not r.answer, mode
     server.set_mode(name, "drop")
     with pytest.raises(dns.exception.Timeout):
-        await ask(server, name, tcp=tcp, timeout=0.3)
+        await ask(server, name, tcp=tcp, wait=0.3)
     server.set_mode(name, "answer")
     assert (await ask(server, name, tcp=tcp)).answer
 

@@ -2,6 +2,7 @@
 
 import asyncio
 import errno
+import itertools
 import socket
 
 import pytest
@@ -135,7 +136,7 @@ async def test_flapping_alternates(ctx, terminal, network):
         seen.append((await run_probe("tcp", f"{t.host}:{t.port}", {"settle_ms": 0}, 0.1, ctx)).diagnosis)
     await network.sim.set_behaviour(t.key, "healthy")
     assert None in seen and "tcp_refused" in seen
-    assert all(a != b for a, b in zip(seen, seen[1:])), seen
+    assert all(a != b for a, b in itertools.pairwise(seen)), seen
 
 
 @pytest.mark.parametrize(

@@ -156,7 +156,7 @@ async def test_terminals_list_full_and_fragment(client, fleet):
 async def test_terminals_websocket_column_icons_and_text(client, db, fleet):
     async with db.sessionmaker() as s:
         ids = list(await s.scalars(select(Terminal.id).order_by(Terminal.id).limit(3)))
-        for i, state in zip(ids, ("connected", "disconnected", "not_enabled")):
+        for i, state in zip(ids, ("connected", "disconnected", "not_enabled"), strict=True):
             await s.execute(
                 update(Terminal)
                 .where(Terminal.id == i)
@@ -221,11 +221,11 @@ async def test_terminals_pagination_and_url(client, fleet):
     first = re.findall(r'<tr id="(t-\d+)"', p1.text)
     second = re.findall(r'<tr id="(t-\d+)"', p2.text)
     assert len(first) == len(second) == 25 and not set(first) & set(second)
-    assert "showing 26–50" in p2.text
+    assert "showing 26\u201350" in p2.text  # an en dash
     # Links keep the filters and the sort; defaults are left out.
     assert 'href="/terminals?sort=poiid&amp;page=3&amp;per=25"' in p2.text
     last = await client.get("/terminals", params={"page": "999"})
-    assert last.status_code == 200 and "showing 201–246" in last.text
+    assert last.status_code == 200 and "showing 201\u2013246" in last.text
 
 
 async def test_terminals_live_returns_changed_rows_only(client, db, fleet):

@@ -55,7 +55,8 @@ def test_combined_segments_and_tally():
 async def test_exact_seconds_with_a_change_before_the_window(db):
     s = await store(db)
     t = await terminal(db, s)
-    # down since long before the window, up 30 min into it, unknown 1 h-1 h 20, down 2 h-2 h 05, paused 3 h-3 h 30
+    # down since long before the window, up 30 min into it, unknown 1 h-1 h 20, down 2 h-2 h 05,
+    # paused 3 h-3 h 30
     await monitor(
         db,
         s,

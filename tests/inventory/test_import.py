@@ -39,7 +39,10 @@ async def test_dry_run_writes_nothing(db):
 
 
 async def test_every_bad_row_is_reported_and_nothing_written(db):
-    stores = b"code,name,region,timezone,network_profile\nS-1,One,N,Europe/London,mixed\nS-2,,N,Nowhere/Land,\nS-1,Dup,N,UTC,\n"
+    stores = (
+        b"code,name,region,timezone,network_profile\n"
+        b"S-1,One,N,Europe/London,mixed\nS-2,,N,Nowhere/Land,\nS-1,Dup,N,UTC,\n"
+    )
     terminals = (
         "store_code,poiid,integration,lan_host,lan_port,local_api,mac,cloud_enabled\n"
         "S-1,A\u20111,cloud,,,,,yes\n"  # fine (dash normalised)
@@ -100,7 +103,7 @@ async def test_not_utf8_and_missing_columns_are_named(db):
 
 async def test_reimport_updates_moves_and_records_address_changes(db):
     await run_import(db, sample_files())
-    stores, terminals = sample_files()
+    _stores, terminals = sample_files()
     text = terminals[1].decode()
     # Move the first terminal to S-0002 and change its LAN address and MAC.
     first = text.splitlines()[1]

@@ -165,15 +165,15 @@ def ctx():
     return ProbeContext(Resolver(["127.0.0.1"], 1), TargetGuard(["127.0.0.0/8"]))
 
 
-async def wait_for(predicate, timeout: float = 10.0, every: float = 0.05):
-    """Poll an async predicate until true (or fail the test after `timeout`)."""
-    deadline = asyncio.get_running_loop().time() + timeout
+async def wait_for(predicate, within: float = 10.0, every: float = 0.05):
+    """Poll an async predicate until true (or fail the test after `within` seconds)."""
+    deadline = asyncio.get_running_loop().time() + within
     while True:
         value = await predicate()
         if value:
             return value
         if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"condition not met within {timeout} s")
+            raise AssertionError(f"condition not met within {within} s")
         await asyncio.sleep(every)
 
 

@@ -8,8 +8,8 @@ import pytest
 from sqlalchemy import select
 
 from app.errors import NotFound
-from app.monitoring.manual import check_terminal_now
 from app.inventory.models import Monitor, Terminal
+from app.monitoring.manual import check_terminal_now
 from app.monitoring.models import CheckResult
 from tests.cli import termpulse_async
 from tests.monitoring.helpers import add_monitors, add_store, add_terminals, closed_port

@@ -1,7 +1,7 @@
 """Check connection asks the provider live for a cloud terminal, not the last poll."""
 
-from app.monitoring.manual import check_terminal_now
 from app.config import Settings
+from app.monitoring.manual import check_terminal_now
 from tests.providers.conftest import SECRET, cloud_states, load_fleet, make_account
 
 

@@ -7,8 +7,7 @@ import csv
 import httpx
 from sqlalchemy import select
 
-from app.inventory.csvimport import SAMPLE_FLEET
-from app.inventory.csvimport import import_fleet
+from app.inventory.csvimport import SAMPLE_FLEET, import_fleet
 from app.inventory.models import Store, Terminal
 from app.monitoring.cloud import CloudPoller
 from app.simulator.providers import register_simulator_accounts, start_provider_simulators

@@ -72,7 +72,7 @@ async def test_adyen_sync_preview_then_apply(db, client):
         }
         assert await _count(db, Terminal) == before  # a preview writes nothing
         assert sim.calls["managementTerminals"] == 3  # storeIds of the 3 stores, pages 1..3
-        changed = [r for r in preview["rows"] if r["action"] == "update"][0]
+        changed = next(r for r in preview["rows"] if r["action"] == "update")
         assert changed["poiid"] == "S1F2-00001" and changed["changes"]["lan_host"] == [
             "10.0.0.99",
             "10.0.0.11",
@@ -156,7 +156,7 @@ async def test_stripe_sync_places_readers_by_location(db, client):
 
 
 async def test_sync_reports_rejected_key(db, client, adyen_sim):
-    stores, terminals = adyen_sim.fleet
+    stores, _terminals = adyen_sim.fleet
     await load_fleet(db, stores, [])
     account = await make_account(db, adyen_sim, key="AQE-not-the-key-0000")
     response = await client.post(f"/api/v1/providers/{account.id}/sync")
