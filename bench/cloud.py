@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import multiprocessing
 import os
 import random
@@ -154,8 +155,8 @@ async def main() -> None:
     from app.db import Database, utcnow
     from app.inventory.models import Monitor
     from app.migrate import migrate
-    from app.providers.models import ProviderAccount
     from app.monitoring.cloud import CloudPoller
+    from app.providers.models import ProviderAccount
     from app.providers.schemas import AccountIn
     from app.providers.service import create_account
 
@@ -211,10 +212,8 @@ async def main() -> None:
         async def ticking() -> None:  # what the worker's APScheduler job does, every second
             while not stop.is_set():
                 await poller.tick()
-                try:
+                with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), 1.0)
-                except TimeoutError:
-                    pass
 
         runner = asyncio.create_task(ticking())
         # After the forced sweep each store moves onto its own phase (next poll 30-90 s later);
@@ -269,8 +268,8 @@ async def main() -> None:
             f"{sweep_calls / sweep_s:.0f} stores/s"
         )
         print(
-            f"steady state (interval 60 s, budget {args.budget:g} req/s): {interval_calls} provider calls in one "
-            f"60 s interval (stores: {args.stores})"
+            f"steady state (interval 60 s, budget {args.budget:g} req/s): {interval_calls} provider calls "
+            f"in one 60 s interval (stores: {args.stores})"
         )
         if delays:
             values = sorted(delays.values())
