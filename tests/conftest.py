@@ -1,13 +1,15 @@
 """Shared fixtures: every database test runs on PostgreSQL and on SQLite.
 
 PostgreSQL: TERMPULSE_TEST_DATABASE_URL names the server and a base database name; each test
-session creates its own database `<name>_<pid>` (so concurrent runs never collide), builds the
-schema through the Alembic migrations, and drops it at the end. Between tests every table is
+process creates its own database `<name>_<pid>` (so concurrent runs, and the workers of one
+run under pytest-xdist, never collide), builds the schema through the Alembic migrations, and
+drops it at the end. Between tests every table is
 emptied, so each test starts from a fresh, migrated database.
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
 
 import pytest
@@ -25,6 +27,39 @@ BACKENDS = ("postgresql", "sqlite")
 _pg_problem: list[str] = []  # set when PostgreSQL was not reachable, for the closing summary
 
 
+def _base_url():
+    return make_url(os.environ.get("TERMPULSE_TEST_DATABASE_URL", DEFAULT_PG))
+
+
+def _unreachable(base, exc: Exception) -> str:
+    return f"PostgreSQL at {base.render_as_string(hide_password=True)} is not reachable: {exc!r}"
+
+
+def pytest_sessionstart(session):
+    # Under CI=true a missing PostgreSQL fails the run before any test, in the main process
+    # (under pytest-xdist a worker's pytest.exit would only show as a crashed worker).
+    if os.environ.get("CI") != "true" or hasattr(session.config, "workerinput"):
+        return
+    base = _base_url()
+    try:
+        asyncio.run(server_execute(base, "SELECT 1"))
+    except Exception as exc:
+        pytest.exit(f"CI=true and {_unreachable(base, exc)}", returncode=3)
+
+
+def pytest_sessionfinish(session):
+    # A pytest-xdist worker hands its finding to the controller, which prints the summary.
+    if _pg_problem and hasattr(session.config, "workeroutput"):
+        session.config.workeroutput["pg_problem"] = _pg_problem[0]
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node, error):
+    problem = getattr(node, "workeroutput", {}).get("pg_problem")
+    if problem and not _pg_problem:
+        _pg_problem.append(problem)
+
+
 def pytest_terminal_summary(terminalreporter):
     if _pg_problem:
         terminalreporter.write_sep("!", "PostgreSQL NOT TESTED", red=True, bold=True)
@@ -38,13 +73,13 @@ def pytest_terminal_summary(terminalreporter):
 
 @pytest.fixture(scope="session")
 async def pg_url(tmp_path_factory):
-    base = make_url(os.environ.get("TERMPULSE_TEST_DATABASE_URL", DEFAULT_PG))
+    base = _base_url()
     name = f"{base.database}_{os.getpid()}"
     try:
         await server_execute(base, f'DROP DATABASE IF EXISTS "{name}"')
         await server_execute(base, f'CREATE DATABASE "{name}"')
     except Exception as exc:
-        message = f"PostgreSQL at {base.render_as_string(hide_password=True)} is not reachable: {exc!r}"
+        message = _unreachable(base, exc)
         _pg_problem.append(message)
         if os.environ.get("CI") == "true":
             pytest.exit(f"CI=true and {message}", returncode=3)

@@ -42,6 +42,9 @@ def pytest_collection_modifyitems(items):
     for item in items:
         if "tests/browser/" in str(item.fspath):
             item.add_marker(pytest.mark.browser)
+            # Under pytest-xdist (--dist loadgroup) all of them run in one worker: one Chromium,
+            # one live server and one simulated fleet for the whole run, not one per worker.
+            item.add_marker(pytest.mark.xdist_group("browser"))
 
 
 # The demo and other test runs may hold the fleet's own loopback addresses (127.1.x.y, 127.3.0.x):
@@ -122,16 +125,21 @@ async def live_server(tmp_path_factory, sim):
 
 
 @pytest.fixture(scope="session")
-async def browser():
+def chromium() -> str:
     if not os.path.exists(CHROMIUM):
         message = f"{CHROMIUM} is not installed (apt-get install -y chromium)"
         if os.environ.get("CI") == "true":  # .ci/run installs it: missing there is a broken CI, not a skip
             pytest.fail(message)
         pytest.skip(message)
+    return CHROMIUM
+
+
+@pytest.fixture(scope="session")
+async def browser(chromium):
     from playwright.async_api import async_playwright
 
     async with async_playwright() as pw:
-        b = await pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        b = await pw.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS, headless=True)
         yield b
         await b.close()
 

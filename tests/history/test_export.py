@@ -5,26 +5,18 @@ from __future__ import annotations
 
 import csv
 import io
-import os
-import subprocess
-import sys
 
 import pytest
 
+from tests.cli import termpulse_async
 from tests.history.helpers import at, monitor, store, terminal
 
 POIID = "P400-111222333"
 
 
-def termpulse(db, *args):
-    env = {**os.environ, "TERMPULSE_DATABASE_URL": db.url}
-    return subprocess.run(
-        [sys.executable, "-m", "app.cli", "export", *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=120,
-    )
+async def termpulse(db, *args):
+    """`termpulse export ARGS...`, in process (tests/cli.py)."""
+    return await termpulse_async("export", *args, env={"TERMPULSE_DATABASE_URL": db.url})
 
 
 @pytest.fixture
@@ -48,7 +40,7 @@ def _sections(text: str) -> tuple[list[dict], list[dict]]:
 
 
 async def test_cli_csv_to_stdout(fleet):
-    done = termpulse(
+    done = await termpulse(
         fleet, "--scope", "store", "--id", "S-7001", "--from", "2025-03-04", "--to", "2025-03-05"
     )
     assert done.returncode == 0, done.stderr
@@ -77,7 +69,7 @@ async def test_cli_xlsx(fleet, tmp_path):
     from openpyxl import load_workbook
 
     out = tmp_path / "fleet.xlsx"
-    done = termpulse(
+    done = await termpulse(
         fleet,
         "--scope",
         "fleet",
@@ -96,7 +88,7 @@ async def test_cli_xlsx(fleet, tmp_path):
     rows = list(wb["Summary"].iter_rows(values_only=True))
     head = rows[0]
     assert head[:2] == ("poiid", "label") and "uptime_pct" in head
-    by_poiid = {r[0]: dict(zip(head, r)) for r in rows[1:]}
+    by_poiid = {r[0]: dict(zip(head, r, strict=True)) for r in rows[1:]}
     assert len(by_poiid) == 3
     r1 = by_poiid[POIID]
     assert (r1["down_s"], r1["outages"], r1["store_code"], r1["timezone"]) == (
@@ -135,7 +127,7 @@ async def test_cli_bad_input_exit_2(fleet, tmp_path):
         ),
     ]
     for args, message in cases:
-        done = termpulse(fleet, *args)
+        done = await termpulse(fleet, *args)
         assert done.returncode == 2, (args, done.stderr)
         assert message in done.stderr and done.stdout == "" and "Traceback" not in done.stderr
     assert list(tmp_path.iterdir()) == []
@@ -184,7 +176,7 @@ async def test_page_api_and_downloads(fleet, client):
     got = await client.get("/history/export.csv", params=q)
     assert got.status_code == 200 and got.headers["content-type"].startswith("text/csv")
     assert 'filename="uptime_S-7001' in got.headers["content-disposition"]
-    summary, days = _sections(got.text)
+    summary, _ = _sections(got.text)
     assert len(summary) == 1 and summary[0]["terminals"] == "2" and summary[0]["down_s"] == "5400.0"
     xlsx = await client.get("/history/export.xlsx", params=q)
     assert xlsx.status_code == 200 and xlsx.content[:2] == b"PK"
