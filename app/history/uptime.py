@@ -41,10 +41,13 @@ from app.db import select_where_in, utcnow
 from app.inventory.models import Monitor, Store, Terminal
 from app.monitoring.models import StateChange
 from app.monitoring.status import combine
+from app.vocabulary import State
 
 _Ts = TypeVarTuple("_Ts")
 
-NONE = "none"  # the monitor (or terminal) did not exist yet: not counted anywhere
+# Module names for the states of the hot loops (a global lookup, not an enum attribute each time).
+UP, DOWN, UNKNOWN, PAUSED, MAINTENANCE = State.UP, State.DOWN, State.UNKNOWN, State.PAUSED, State.MAINTENANCE
+NONE = State.NONE  # the monitor (or terminal) did not exist yet: not counted anywhere
 CHUNK = 2000
 SCOPES = ("terminal", "store", "region", "fleet")
 ScopeKey = int | str | None  # a terminal's or store's id, a region's name; None for the fleet
@@ -102,13 +105,13 @@ class Figures:
 
 
 def _slot(fig: Figures, state: str, seconds: float) -> None:
-    if state == "up":
+    if state == UP:
         fig.up += seconds
-    elif state == "down":
+    elif state == DOWN:
         fig.down += seconds
-    elif state == "unknown":
+    elif state == UNKNOWN:
         fig.unknown += seconds
-    elif state == "paused":
+    elif state == PAUSED:
         fig.paused += seconds
 
 
@@ -122,7 +125,7 @@ def terminal_state(states: tuple[str, ...]) -> str:
     if not known:
         return NONE
     state = combine(known)
-    return "paused" if state == "maintenance" else state
+    return PAUSED if state == MAINTENANCE else state
 
 
 def combined_segments(
@@ -169,7 +172,7 @@ def tally(
     for a, b, state in segments:
         seconds = b - a
         _slot(total, state, seconds)
-        if state == "down":
+        if state == DOWN:
             total.outages += 1
             total.longest_outage = max(total.longest_outage, seconds)
         if cuts is None or not days:
@@ -182,7 +185,7 @@ def tally(
             if hi > lo:
                 fig = days[d]
                 _slot(fig, state, hi - lo)
-                if state == "down":
+                if state == DOWN:
                     fig.outages += 1
                     fig.longest_outage = max(fig.longest_outage, hi - lo)
             if hi >= b:
@@ -560,7 +563,7 @@ async def terminal_timeline(
     monitors = own.get(t.id, []) + network.get(t.store_id, [])
     changes = await _changes(session, [m.id for m in monitors], start, end) if monitors else {}
     begin = max(start, t.created_at) if t.created_at else start
-    segments = [(start, begin, NONE)] if begin > start else []
+    segments: list[tuple[datetime, datetime, str]] = [(start, begin, NONE)] if begin > start else []
     if begin >= end:
         return [(start, end, NONE)]
     if not monitors:
@@ -706,7 +709,7 @@ async def rollup_totals(
         for r in await select_where_in(
             session,
             select(sc.c.monitor_id)
-            .where(sc.c.at >= h0_dt, sc.c.at < h1_dt, sc.c.to_state.in_(("paused", "maintenance")))
+            .where(sc.c.at >= h0_dt, sc.c.at < h1_dt, sc.c.to_state.in_((PAUSED, MAINTENANCE)))
             .distinct(),
             sc.c.monitor_id,
             ids,
@@ -736,7 +739,7 @@ async def rollup_totals(
         # The state of each monitor at h0: if any is paused or in maintenance there, or becomes so
         # inside, the rollups (which only know down and unknown) cannot tell.
         at_h0 = [tl[1][-1][1] if tl[1] and tl[1][-1][0] < h0 else tl[0] for tl in head_tl]
-        if any(s in ("paused", "maintenance", NONE) for s in at_h0) or any(m.id in manual for m in ms):
+        if any(s in (PAUSED, MAINTENANCE, NONE) for s in at_h0) or any(m.id in manual for m in ms):
             fallback.add(t.id)
             continue
         per_bucket: dict[tuple[str, float], list] = defaultdict(list)

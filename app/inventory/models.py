@@ -11,14 +11,11 @@ from sqlalchemy import Boolean, Float, ForeignKey, Index, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from app.db import Base, BigId, JSONData, UTCDateTime, utcnow
+from app.vocabulary import CloudState, State
 
 INTEGRATIONS = ("cloud", "local", "both")
 LOCAL_APIS = ("paynt_epos", "adyen_local", "tcp")
 PROVIDERS = ("adyen", "stripe", "paynt", "ingenico", "generic")
-
-# Derived status values kept on the row so pages never aggregate monitors per request.
-TERMINAL_STATES = ("up", "down", "unknown", "paused", "maintenance")
-CLOUD_STATES = ("connected", "disconnected", "not_enabled", "unknown")
 
 
 class Store(Base):
@@ -33,7 +30,7 @@ class Store(Base):
     stripe_location_id: Mapped[str | None] = mapped_column(String(100))
     network_profile: Mapped[str | None] = mapped_column(String(64))
     tags: Mapped[str] = mapped_column(String(500), default="")  # ';'-separated, as in the CSV
-    status: Mapped[str] = mapped_column(String(16), default="unknown")
+    status: Mapped[str] = mapped_column(String(16), default=State.UNKNOWN)
     status_since: Mapped[datetime | None] = mapped_column(UTCDateTime)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
@@ -72,9 +69,9 @@ class Terminal(Base):
     cloud_enabled: Mapped[bool] = mapped_column(Boolean, default=False)
     epos_token: Mapped[str | None] = mapped_column(String(200))
 
-    status: Mapped[str] = mapped_column(String(16), default="unknown")
+    status: Mapped[str] = mapped_column(String(16), default=State.UNKNOWN)
     status_since: Mapped[datetime | None] = mapped_column(UTCDateTime)
-    cloud_state: Mapped[str] = mapped_column(String(16), default="unknown")
+    cloud_state: Mapped[str] = mapped_column(String(16), default=CloudState.UNKNOWN)
     last_seen_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
@@ -126,7 +123,7 @@ class Monitor(Base):
     lease_owner: Mapped[str | None] = mapped_column(String(64))
     lease_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
-    state: Mapped[str] = mapped_column(String(16), default="unknown")
+    state: Mapped[str] = mapped_column(String(16), default=State.UNKNOWN)
     state_since: Mapped[datetime | None] = mapped_column(UTCDateTime)
     consecutive_failures: Mapped[int] = mapped_column(Integer, default=0)
     consecutive_successes: Mapped[int] = mapped_column(Integer, default=0)
