@@ -189,7 +189,7 @@ async def _load(
         ).first()
         if row is None:
             raise NotFound("terminal with POIID", repr(asked))
-        terminal, store_code = row.tuple()
+        terminal, store_code = row
         monitors = (
             (
                 await session.execute(
