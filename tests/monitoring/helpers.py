@@ -4,6 +4,7 @@ and small asyncio TCP servers on loopback (127.79.x.y, apart from the other test
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 from datetime import datetime, timedelta
 
@@ -15,6 +16,7 @@ from app.checks.probes import ProbeContext
 from app.checks.resolver import Resolver
 from app.db import Database, utcnow
 from app.inventory.models import Monitor, Store, Terminal
+from app.inventory.monitors import first_due_at
 from app.monitoring.models import CheckResult, StateChange
 
 _store_seq = itertools.count(1)
@@ -179,3 +181,80 @@ async def wait_for(predicate, within: float = 10.0, every: float = 0.05):
 
 def seconds(n: float) -> timedelta:
     return timedelta(seconds=n)
+
+
+# --- what a loaded machine may do, and nothing else -------------------------------------------
+
+
+class Ledger:
+    """Every outcome the watched workers' writers committed, stored or dropped, and when its
+    batch was committed (through the writers' on_written hook)."""
+
+    def __init__(self):
+        self.handed: list[tuple[str, int, datetime, datetime, datetime]] = []
+
+    def watch(self, worker) -> None:
+        def on_written(batch, report) -> None:
+            written_at = utcnow()  # after the commit: no earlier than the `now` the batch used
+            for o in batch:
+                self.handed.append((worker.worker_id, o.monitor_id, o.due_at, o.checked_at, written_at))
+
+        worker.writer.on_written = on_written
+
+    def written_at(self, stored: set[tuple[int, datetime, datetime]]) -> dict[tuple[int, datetime], datetime]:
+        """(monitor id, due time) -> when the stored run of it was committed."""
+        return {(mid, due): at for _, mid, due, checked, at in self.handed if (mid, due, checked) in stored}
+
+
+def assert_due_chain(
+    mid: int,
+    dues: list[datetime],
+    next_due: datetime,
+    interval_s: int,
+    phase_ms: int,
+    written_at: dict[tuple[int, datetime], datetime],
+) -> None:
+    """A monitor's stored due times (sorted) and its pending one form a chain: each the next
+    due time of the one before, as app.inventory.monitors.next_due_at computes it. That is
+    the due time + the interval, except after a run written more than an interval after its
+    due time (a loaded machine): then the first slot on the monitor's phase after the write
+    (no burst of catch-up runs). Nothing else: no due time missed, none run twice, no drift."""
+    interval = timedelta(seconds=interval_s)
+    for a, b in itertools.pairwise([*dues, next_due]):
+        if b == a + interval:
+            continue
+        late = written_at.get((mid, a))
+        on_phase = first_due_at(b, interval_s, phase_ms) == b
+        assert b > a + interval and on_phase and late is not None and a + interval <= late, (
+            f"monitor {mid}: {b} follows {a} (run of {a} written at {late})"
+        )
+        # the first slot after the write (whole milliseconds), not a later one
+        assert b - interval < late + timedelta(milliseconds=1), (
+            f"monitor {mid}: skipped past {b - interval} (run of {a} written at {late})"
+        )
+
+
+class LoopLateness:
+    """`async with LoopLateness() as late:` ... `late.max`: the most a 10 ms timer of this
+    event loop fired late meanwhile, i.e. how much the machine delayed anything on the loop."""
+
+    def __init__(self, every: float = 0.01):
+        self.every = every
+        self.max = 0.0
+        self._task: asyncio.Task | None = None
+
+    async def _watch(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            t = loop.time()
+            await asyncio.sleep(self.every)
+            self.max = max(self.max, loop.time() - t - self.every)
+
+    async def __aenter__(self) -> LoopLateness:
+        self._task = asyncio.create_task(self._watch())
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        self._task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._task

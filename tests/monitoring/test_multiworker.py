@@ -16,7 +16,6 @@ time. bench/checks.py measures the speed.
 from __future__ import annotations
 
 import asyncio
-import itertools
 import random
 from collections import defaultdict
 from datetime import datetime, timedelta
@@ -30,7 +29,14 @@ from app.inventory.models import Monitor
 from app.inventory.monitors import first_due_at
 from app.monitoring.models import CheckResult
 from app.monitoring.worker import Worker
-from tests.monitoring.helpers import add_monitors, add_store, add_terminals, wait_for
+from tests.monitoring.helpers import (
+    Ledger,
+    add_monitors,
+    add_store,
+    add_terminals,
+    assert_due_chain,
+    wait_for,
+)
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("multiworker")]
 
@@ -67,22 +73,6 @@ async def fleet(db, servers) -> list[int]:
             }
         )  # ... or on their phase
     return await add_monitors(db, specs, interval_s=INTERVAL, timeout_s=2.0)
-
-
-class Ledger:
-    """Every outcome each worker's writer handed to the database, stored or dropped, and when
-    its batch was committed (from the writers' on_written hook)."""
-
-    def __init__(self):
-        self.handed: list[tuple[str, int, datetime, datetime, datetime]] = []
-
-    def watch(self, worker: Worker) -> None:
-        def on_written(batch, report) -> None:
-            written_at = utcnow()  # after the commit: no earlier than the `now` the batch used
-            for o in batch:
-                self.handed.append((worker.worker_id, o.monitor_id, o.due_at, o.checked_at, written_at))
-
-        worker.writer.on_written = on_written
 
 
 def workers(pg_db, ctx, ledger: Ledger, n=3) -> list[Worker]:
@@ -134,9 +124,6 @@ async def check_exactly_once(pg_db, ids, ledger: Ledger, ws: list[Worker]) -> di
     assert doubles == 0, f"{doubles} due times ran twice"
 
     stored = {(r.monitor_id, r.due_at, r.checked_at) for r in rows}
-    written_at = {
-        (mid, due): at for _, mid, due, checked, at in ledger.handed if (mid, due, checked) in stored
-    }
     # Dropped results (written after their lease had expired): the due time was run again, by
     # another worker or the same one, and that run is the one stored, once; or, when the test
     # stopped the workers first, it is still the monitor's pending due time.
@@ -147,25 +134,12 @@ async def check_exactly_once(pg_db, ids, ledger: Ledger, ws: list[Worker]) -> di
         assert (mid, due) in stored_dues or monitors[mid].next_due_at == due, (
             f"monitor {mid}: the dropped run due {due} was neither run again nor left pending"
         )
-
-    interval = timedelta(seconds=INTERVAL)
+    # No miss, no drift: each monitor's due times, its pending one last, are a chain.
+    written_at = ledger.written_at(stored)
     for mid, runs in by_monitor.items():
         m = monitors[mid]
         dues = sorted(r.due_at for r in runs)
-        # The chain: each run's next due time is the one that ran next (no miss, no extra run).
-        # Normally that is due + interval. A run written more than an interval after its due
-        # time (a loaded machine) moves the monitor on to its first slot on its own phase after
-        # the write instead (no burst of catch-up runs): allowed, and only that.
-        for a, b in itertools.pairwise(dues):
-            if b == a + interval:
-                continue
-            on_phase = first_due_at(b, INTERVAL, m.phase_ms) == b
-            late = written_at.get((mid, a))
-            assert b > a + interval and on_phase and late is not None and a + interval <= late, (
-                f"monitor {mid}: gap between {a} and {b} (run of {a} written at {late})"
-            )
-            assert b - interval <= late, f"monitor {mid}: skipped past {b - interval} (written at {late})"
-        assert m.next_due_at > dues[-1]
+        assert_due_chain(mid, dues, m.next_due_at, INTERVAL, m.phase_ms, written_at)
     return by_monitor
 
 

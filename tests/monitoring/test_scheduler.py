@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections import Counter
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -17,14 +18,21 @@ from app.monitoring.scheduler import claim_due
 from app.monitoring.worker import SecondWorkerRefused, Worker
 from tests.cli import termpulse_async
 from tests.monitoring.helpers import (
+    Ledger,
+    LoopLateness,
     add_monitors,
     add_store,
     add_terminals,
+    assert_due_chain,
     closed_port,
     results_by_due,
     state_changes,
     wait_for,
 )
+
+DEADLINE = 120  # s to wait for runs that take a few seconds on an idle machine
+TAKEOVER_BOUND = 30  # s after an expired lease
+CLOCK_SKEW = timedelta(seconds=0.2)
 
 
 def make_worker(db: Database, settings, ctx, **kw) -> Worker:
@@ -73,11 +81,19 @@ async def test_runs_each_due_time_once_on_time_without_drift(db, settings, serve
         interval_s=1,
     )
     worker = make_worker(db, settings, ctx, keep_lag=True)
-    await worker.start()
-    try:
-        await asyncio.sleep(4.4)
-    finally:
-        await worker.stop()
+    ledger = Ledger()
+    ledger.watch(worker)
+    async with LoopLateness() as lateness:
+        await worker.start()
+        try:
+
+            async def three_each():
+                runs = Counter(mid for mid, _ in await results_by_due(db))
+                return all(runs[mid] >= 3 for mid in ids)
+
+            await wait_for(three_each, DEADLINE)
+        finally:
+            await worker.stop()
 
     counts = await results_by_due(db)
     assert set(counts.values()) == {1}, "a due time ran twice"
@@ -92,19 +108,23 @@ async def test_runs_each_due_time_once_on_time_without_drift(db, settings, serve
         nexts = dict((await s.execute(select(Monitor.id, Monitor.next_due_at))).all())
         leases = (await s.execute(select(Monitor.lease_owner).where(Monitor.lease_owner.is_not(None)))).all()
     assert not leases, "a stopped worker keeps no lease"
+    written_at = ledger.written_at({(r.monitor_id, r.due_at, r.checked_at) for r in rows})
     for mid, phase in zip(ids, (0, 330, 770), strict=True):
         dues = sorted(r.due_at for r in rows if r.monitor_id == mid)
         assert len(dues) >= 3
-        first = start + timedelta(milliseconds=phase)
-        # No drift and no gap: exactly first, first+1s, first+2s, ... and the next one after them.
-        assert dues == [first + timedelta(seconds=k) for k in range(len(dues))]
-        assert nexts[mid] == first + timedelta(seconds=len(dues))
+        # No drift and no gap: first, first+1s, first+2s, ... and the next one after them (a
+        # skip onto the phase only after a run written over a second late: a loaded machine).
+        assert dues[0] == start + timedelta(milliseconds=phase)
+        assert_due_chain(mid, dues, nexts[mid], 1, phase, written_at)
+    # On time: never before the due time, and right after it, by what the sweep's horizon
+    # allows (under 0.5 s) plus what the machine held the event loop back meanwhile.
+    bound = 0.5 + lateness.max
     for r in rows:
         lag = (r.checked_at - r.due_at).total_seconds()
-        assert 0 <= lag < 0.5, f"started {lag:.3f} s after its due time"
+        assert 0 <= lag < bound, f"started {lag:.3f} s after its due time (bound {bound:.3f} s)"
         assert r.outcome == "ok"
     lags = worker.dispatcher.stats.lag_s
-    assert lags and max(lags) < 0.5
+    assert lags and min(lags) >= 0 and max(lags) < bound
 
 
 async def test_a_monitor_far_behind_runs_once_then_keeps_its_phase(db, settings, servers, ctx):
@@ -128,7 +148,11 @@ async def test_a_monitor_far_behind_runs_once_then_keeps_its_phase(db, settings,
     worker = make_worker(db, settings, ctx)
     await worker.start()
     try:
-        await asyncio.sleep(2.0)
+
+        async def twice():
+            return len(await results_by_due(db)) >= 2
+
+        await wait_for(twice, DEADLINE)
     finally:
         await worker.stop()
     async with db.sessionmaker() as s:
@@ -136,7 +160,9 @@ async def test_a_monitor_far_behind_runs_once_then_keeps_its_phase(db, settings,
             (await s.execute(select(CheckResult.due_at).where(CheckResult.monitor_id == mid))).scalars()
         )
     assert dues[0] == due  # the missed due time ran once ...
-    assert 2 <= len(dues) <= 3  # ... with no burst of the ten it missed
+    # ... with no burst of the ten it missed (due + 1 s ... due + 9 s never ran): then on its
+    # phase, from after that run on
+    assert len(dues) >= 2
     for d in dues[1:]:
         assert d.microsecond == 400_000 and d > due + timedelta(seconds=9)
 
@@ -179,7 +205,7 @@ async def test_our_failures_make_unknown_never_down(db, settings, ctx):
                 rows = (await s.execute(select(CheckResult.monitor_id))).scalars().all()
             return rows.count(ours) >= 3 and rows.count(theirs) >= 3
 
-        await wait_for(enough, 10)
+        await wait_for(enough, DEADLINE)
     finally:
         await worker.stop()
     assert await state_changes(db, ours) == [("up", "unknown")]
@@ -259,7 +285,9 @@ async def test_expired_lease_of_a_dead_worker_is_run_by_another(db, settings, se
     # A worker claims them and dies before writing anything.
     claimed = await claim_due(db, "dead-worker", 100, lease_s=1.5, horizon_s=0)
     assert {c.id for c in claimed} == set(ids)
-    claimed_at = utcnow()
+    async with db.sessionmaker() as s:
+        expires = set((await s.execute(select(Monitor.lease_expires_at))).scalars())
+    [lease_expired] = expires  # one claim, one lease time for all
     worker = make_worker(db, settings, ctx)
     await worker.start()
     try:
@@ -268,15 +296,17 @@ async def test_expired_lease_of_a_dead_worker_is_run_by_another(db, settings, se
             counts = await results_by_due(db)
             return len(counts) == len(ids)
 
-        await wait_for(all_ran, 8)
+        await wait_for(all_ran, DEADLINE)
     finally:
         await worker.stop()
     counts = await results_by_due(db)
     assert counts == {(m, due): 1 for m in ids}  # for the due time the dead worker had, once
     async with db.sessionmaker() as s:
         first = await s.scalar(select(CheckResult.checked_at).order_by(CheckResult.checked_at))
-    assert (first - claimed_at).total_seconds() >= 1.0  # not before the lease expired ...
-    assert (first - claimed_at).total_seconds() < 1.5 + 1.0  # ... but right after it
+    # Not before the lease expired (PostgreSQL's clock for leases, ours for runs: same machine)
+    # ... and soon after it: a bound for a loaded machine (about a sweep, 0.25 s, on an idle one).
+    assert first >= lease_expired - CLOCK_SKEW
+    assert (first - lease_expired).total_seconds() < TAKEOVER_BOUND
 
 
 async def test_a_late_writer_cannot_store_a_run_another_worker_owns(db):
