@@ -30,7 +30,6 @@ def _register(env: Environment) -> None:
         Outcome=Outcome,
         MonitorKind=MonitorKind,
         STATES_WORST_FIRST=STATES_WORST_FIRST,
-        KIND_NAMES={kind.value: kind.word for kind in MonitorKind},
         timedelta=timedelta,
     )
 
