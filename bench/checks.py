@@ -129,7 +129,7 @@ async def reset_monitors(db, n: int, interval: int, all_due_now: bool) -> None:
     """Fresh monitors: one tcp monitor per terminal, on its phase (or all due now)."""
     from app.db import utcnow
     from app.inventory.models import Monitor, Terminal
-    from app.inventory.monitors import first_due_at, phase_ms
+    from app.schedule import first_due_at, phase_ms
 
     async with db.engine.begin() as conn:
         await conn.execute(text("TRUNCATE check_results, state_changes, rollups, monitors RESTART IDENTITY"))

@@ -68,7 +68,7 @@ async def _load(db, stores: int, per_store: int) -> None:
     from app.config import get_settings
     from app.db import utcnow
     from app.inventory.models import Monitor, Store, Terminal
-    from app.inventory.monitors import first_due_at, phase_ms
+    from app.schedule import first_due_at, phase_ms
 
     now, interval = utcnow(), get_settings().check_interval_s
     async with db.sessionmaker() as session:

@@ -4,10 +4,8 @@ so import and edit both call it."""
 
 from __future__ import annotations
 
-import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol, cast
 
 from sqlalchemy import Row, Table, delete, select, update
@@ -17,6 +15,7 @@ from app.config import get_settings
 from app.db import bulk_insert, select_where_in, utcnow
 from app.inventory.models import Monitor
 from app.inventory.profiles import NETWORK_PROFILES
+from app.schedule import first_due_at, phase_ms
 
 
 # What deriving reads: Store and Terminal rows, or the lighter rows the import builds.
@@ -48,37 +47,6 @@ class TerminalLike(Protocol):
     def local_api(self) -> str | None: ...
     @property
     def epos_token(self) -> str | None: ...
-
-
-# --- due times: a stable phase per monitor so a fleet imported at once does not fire together
-
-_EPOCH = datetime(2000, 1, 1, tzinfo=UTC)
-
-
-def phase_ms(key: str, interval_s: int) -> int:
-    return zlib.crc32(key.encode()) % (interval_s * 1000)
-
-
-def first_due_at(now: datetime, interval_s: int, phase: int) -> datetime:
-    """The first instant >= now that sits on this monitor's phase within its interval."""
-    period_ms = interval_s * 1000
-    elapsed_ms = int((now - _EPOCH).total_seconds() * 1000)
-    slot = elapsed_ms - elapsed_ms % period_ms + phase
-    if slot < elapsed_ms:
-        slot += period_ms
-    return _EPOCH + timedelta(milliseconds=slot)
-
-
-def next_due_at(due: datetime, interval_s: int, phase: int, now: datetime) -> datetime:
-    """The next due time after a run that was due at `due` (not after "now": no drift).
-
-    Normally due + interval. A monitor that fell behind by more than an interval (worker
-    down, overload) skips forward to its first slot after now, on its own phase, so a
-    backlog never turns into a burst."""
-    nxt = due + timedelta(seconds=interval_s)
-    if nxt > now:
-        return nxt
-    return first_due_at(now + timedelta(milliseconds=1), interval_s, phase % (interval_s * 1000))
 
 
 # --- what to check

@@ -37,7 +37,6 @@ from app.checks.result import Step, step
 from app.config import Settings
 from app.db import Database, in_transaction, utcnow
 from app.inventory.models import Monitor, Store, Terminal
-from app.inventory.monitors import first_due_at, phase_ms
 from app.monitoring.models import StateChange
 from app.monitoring.status import refresh_status
 from app.monitoring.writer import CheckOutcome, ResultWriter, new_owner_id
@@ -45,6 +44,7 @@ from app.providers.adapters import Adapter, make_adapter
 from app.providers.crypto import KeyUnavailable, decrypt_api_key
 from app.providers.http import ProviderError, ProviderHTTP, TokenBucket
 from app.providers.models import ProviderAccount
+from app.schedule import first_due_at, phase_ms
 from app.vocabulary import CloudState, MonitorKind, Outcome, State
 
 log = logging.getLogger(__name__)

@@ -37,10 +37,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.checks.result import ProbeResult, Step
 from app.db import Database, dialect_of, in_transaction, select_where_in, table_of, utcnow
 from app.inventory.models import Monitor, Terminal
-from app.inventory.monitors import next_due_at
 from app.monitoring.models import CheckResult, StateChange
 from app.monitoring.state import MonitorState, step
 from app.monitoring.status import refresh_status
+from app.schedule import next_due_at
 from app.vocabulary import Outcome, State
 
 log = logging.getLogger(__name__)

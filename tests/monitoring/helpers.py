@@ -16,8 +16,8 @@ from app.checks.probes import ProbeContext
 from app.checks.resolver import Resolver
 from app.db import Database, utcnow
 from app.inventory.models import Monitor, Store, Terminal
-from app.inventory.monitors import first_due_at
 from app.monitoring.models import CheckResult, StateChange
+from app.schedule import first_due_at
 
 _store_seq = itertools.count(1)
 _addresses = (f"127.79.{i // 250}.{i % 250 + 1}" for i in itertools.count())
@@ -215,7 +215,7 @@ def assert_due_chain(
     written_at: dict[tuple[int, datetime], datetime],
 ) -> None:
     """A monitor's stored due times (sorted) and its pending one form a chain: each the next
-    due time of the one before, as app.inventory.monitors.next_due_at computes it. That is
+    due time of the one before, as app.schedule.next_due_at computes it. That is
     the due time + the interval, except after a run written more than an interval after its
     due time (a loaded machine): then the first slot on the monitor's phase after the write
     (no burst of catch-up runs). Nothing else: no due time missed, none run twice, no drift."""

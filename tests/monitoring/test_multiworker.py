@@ -26,9 +26,9 @@ from sqlalchemy import func, select
 from app.config import Settings
 from app.db import Database, utcnow
 from app.inventory.models import Monitor
-from app.inventory.monitors import first_due_at
 from app.monitoring.models import CheckResult
 from app.monitoring.worker import Worker
+from app.schedule import first_due_at
 from tests.monitoring.helpers import (
     Ledger,
     add_monitors,

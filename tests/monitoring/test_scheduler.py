@@ -11,11 +11,11 @@ from sqlalchemy import select
 
 from app.db import Database, utcnow
 from app.inventory.models import Monitor
-from app.inventory.monitors import first_due_at, next_due_at
 from app.monitoring.maintenance import STALE_DIAGNOSIS, mark_stale
 from app.monitoring.models import CheckResult, StateChange
 from app.monitoring.scheduler import claim_due
 from app.monitoring.worker import SecondWorkerRefused, Worker
+from app.schedule import first_due_at, next_due_at
 from tests.cli import termpulse_async
 from tests.monitoring.helpers import (
     Ledger,
