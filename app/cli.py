@@ -11,6 +11,7 @@ from pathlib import Path
 
 import uvicorn
 
+from app.agents.cli import agent_token_command
 from app.auth.cli import create_user_command
 from app.config import Settings, get_settings
 from app.db import Database
@@ -72,6 +73,12 @@ def _parser() -> argparse.ArgumentParser:
     user.add_argument("username")
     user.add_argument("--role", choices=("admin", "operator", "viewer"), default="admin")
     user.add_argument("--password", help="take the password from here instead of asking")
+
+    token = sub.add_parser("agent-token", help="enrol store agents: create, rotate or revoke their tokens")
+    token.add_argument("action", choices=("create", "rotate", "revoke", "list"))
+    token.add_argument("agent", nargs="?", help="agent id or name (rotate, revoke)")
+    token.add_argument("--store", action="append", default=[], help="store code (create; repeat for several)")
+    token.add_argument("--name", help="the agent's name (create; default: '<first store> agent')")
 
     sim = sub.add_parser("simulate", help="run the terminal, DNS and provider simulators on loopback")
     sim.add_argument("--fleet", default=str(SAMPLE_FLEET / "terminals.csv"))
@@ -185,6 +192,16 @@ def _create_user(args: argparse.Namespace, settings: Settings) -> int:
     return create_user_command(settings, args)
 
 
+def _agent_token(args: argparse.Namespace, settings: Settings) -> int:
+    if args.action == "create" and not args.store:
+        print("termpulse agent-token create: name the store(s) with --store S-0001", file=sys.stderr)
+        return 2
+    if args.action in ("rotate", "revoke") and not args.agent:
+        print(f"termpulse agent-token {args.action}: name the agent (id or name)", file=sys.stderr)
+        return 2
+    return agent_token_command(settings, args)
+
+
 def _simulate(args: argparse.Namespace, settings: Settings) -> int:
     return simulate_command(settings, args)
 
@@ -198,6 +215,7 @@ COMMANDS = {
     "check": _check,
     "export": _export,
     "create-user": _create_user,
+    "agent-token": _agent_token,
     "simulate": _simulate,
 }
 

@@ -69,3 +69,33 @@ class UpstreamFailed(AppError):
 
     status_code = 502
     title = "The provider did not answer"
+
+
+class Unauthenticated(AppError):
+    """No credentials, or credentials we do not know (a store agent's token)."""
+
+    status_code = 401
+    title = "Not signed in"
+
+
+class Forbidden(AppError):
+    """Known credentials asking for something they may not touch."""
+
+    status_code = 403
+    title = "Not allowed"
+
+
+class TooLarge(AppError):
+    status_code = 413
+    title = "Too large"
+
+
+class RateLimited(AppError):
+    """Too many calls: try again after `retry_after_s`."""
+
+    status_code = 429
+    title = "Too many requests"
+
+    def __init__(self, message: str, retry_after_s: float):
+        super().__init__(message)
+        self.retry_after_s = retry_after_s

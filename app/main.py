@@ -10,6 +10,8 @@ from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 
 from app import __version__
+from app.agents.api import router as agents_api
+from app.agents.protocol import router as agent_protocol
 from app.auth.routes import require_login
 from app.auth.routes import router as auth_router
 from app.config import Settings, get_settings
@@ -20,7 +22,9 @@ from app.history.api import router as history_api
 from app.history.pages import router as history_pages
 from app.inventory.api import router as inventory_api
 from app.inventory.pages import router as inventory_pages
+from app.monitoring.agents import AgentBroker
 from app.monitoring.api import router as checks_api
+from app.monitoring.worker import start_embedded_worker
 from app.ops.routes import record_request_metrics
 from app.ops.routes import router as ops_routes
 from app.providers.api import router as providers_api
@@ -39,11 +43,7 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        worker = None
-        if run_worker:
-            from app.monitoring.worker import start_embedded_worker
-
-            worker = await start_embedded_worker(settings, database)
+        worker = await start_embedded_worker(settings, database) if run_worker else None
         yield
         if worker is not None:
             await worker.stop()
@@ -58,6 +58,7 @@ def create_app(
     )
     app.state.settings = settings
     app.state.db = database
+    app.state.agent_broker = AgentBroker()  # Check connection -> the store agents' long polls
     app.middleware("http")(require_login)
     app.middleware("http")(database_down_banner)  # outside the login: a down database gets a banner
     app.middleware("http")(record_request_metrics)
@@ -70,9 +71,10 @@ def create_app(
         providers_pages,
         dashboard_pages,
         history_pages,
+        agent_protocol,  # /api/agent/v1: the agents' own protocol, token-authenticated
     ):
         app.include_router(router)
-    for router in (inventory_api, checks_api, providers_api, history_api):
+    for router in (inventory_api, checks_api, providers_api, history_api, agents_api):
         app.include_router(router, prefix="/api/v1")
     # Refusals (app.errors): JSON under /api, the message in the page elsewhere.
     app.add_exception_handler(AppError, app_error)

@@ -172,3 +172,29 @@ _KIND_WORDS = {
     MonitorKind.PAYNT_EPOS: "EPOS API",
     MonitorKind.CLOUD: "Cloud",
 }
+
+
+class AgentState(StrEnum):
+    """A store agent's health: heard within 3 heartbeats, or not."""
+
+    ONLINE = "online"
+    OFFLINE = "offline"  # silent for 3 heartbeats: its monitors are unknown (agent_offline)
+    NEVER_SEEN = "never_seen"  # enrolled, not connected yet
+    REVOKED = "revoked"
+
+    @property
+    def word(self) -> str:
+        return _AGENT_WORDS[self]
+
+    @property
+    def severity(self) -> int:
+        """Worst first, as the Agents page lists them."""
+        return list(_AGENT_WORDS).index(self)
+
+
+_AGENT_WORDS = {
+    AgentState.OFFLINE: "Offline",
+    AgentState.NEVER_SEEN: "Never seen",
+    AgentState.ONLINE: "Online",
+    AgentState.REVOKED: "Revoked",
+}

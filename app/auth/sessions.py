@@ -23,7 +23,8 @@ from app.auth.passwords import verify_password
 COOKIE = "termpulse_session"
 SESSION_TTL_S = 12 * 3600
 _USER_COUNT_TTL_S = 5.0
-PUBLIC_PREFIXES = ("/login", "/healthz", "/readyz", "/metrics", "/static/")
+# /api/agent/: store agents authenticate each call with their own token (app.agents), not a user.
+PUBLIC_PREFIXES = ("/login", "/healthz", "/readyz", "/metrics", "/static/", "/api/agent/")
 
 
 @dataclass(frozen=True)

@@ -170,6 +170,27 @@ CATALOGUE: dict[str, _Entry] = {
         "Nothing to do at the store. An administrator should check that a TermPulse worker is running.",
         ours=True,
     ),
+    "agent_offline": _Entry(
+        "Store agent offline",
+        "The store agent that checks {target} has not been heard from since {last_heard}, so "
+        "TermPulse cannot tell whether {target} is reachable.",
+        "Check that the store's agent machine is on and online (it needs outbound HTTPS to "
+        "TermPulse); its results are kept and sent when it reconnects.",
+        ours=True,
+    ),
+    "agent_unreachable": _Entry(
+        "Checked by the store agent",
+        "{target} is checked from inside the store by its agent, which this command cannot reach.",
+        "Use Check connection on the dashboard (or POST /api/v1/terminals/<POIID>/check): the "
+        "server hands the check to the store agent.",
+        ours=True,
+    ),
+    "store_offline": _Entry(
+        "Store offline",
+        "{target} has lost its internet connection or its power: the store agent and all its "
+        "cloud terminals went silent at {since}.",
+        "Ask the store whether the power is on and the router has internet; restart the router.",
+    ),
     # --- cloud / provider (produced by the provider polls) ---------------------------
     "cloud_disconnected": _Entry(
         "Cloud connection down",

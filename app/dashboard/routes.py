@@ -255,7 +255,8 @@ async def check_connection(request: Request, poiid: str, session: SessionDep) ->
     row = (await queries.terminal_rows(session, ids, uptime=False))[ids[0]]
     await session.close()  # no connection held (nor, on SQLite, an old snapshot) while checking
     try:
-        report = await check_terminal_now(request.app.state.db, request.app.state.settings, row.poiid)
+        state = request.app.state
+        report = await check_terminal_now(state.db, state.settings, row.poiid, broker=state.agent_broker)
         view = checkview.from_report(report)
     except DB_ERRORS:
         raise

@@ -11,7 +11,7 @@ from sqlalchemy import Boolean, Float, ForeignKey, Index, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from app.db import Base, BigId, JSONData, UTCDateTime, utcnow
-from app.vocabulary import CloudState, State
+from app.vocabulary import AgentState, CloudState, State
 
 INTEGRATIONS = ("cloud", "local", "both")
 LOCAL_APIS = ("paynt_epos", "adyen_local", "tcp")
@@ -32,6 +32,10 @@ class Store(Base):
     tags: Mapped[str] = mapped_column(String(500), default="")  # ';'-separated, as in the CSV
     status: Mapped[str] = mapped_column(String(16), default=State.UNKNOWN)
     status_since: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # A diagnosis for the whole store (store_offline: agent and cloud terminals all silent).
+    status_reason: Mapped[str | None] = mapped_column(String(64))
+    # The store agent that runs its network and LAN checks; None: they run centrally.
+    agent_id: Mapped[int | None] = mapped_column(ForeignKey("agents.id", ondelete="SET NULL"), index=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
 
@@ -117,6 +121,8 @@ class Monitor(Base):
     fail_threshold: Mapped[int] = mapped_column(Integer, default=2)
     success_threshold: Mapped[int] = mapped_column(Integer, default=1)
     enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    # Runs on this store agent (its store's agent; never a cloud monitor); None: central workers.
+    agent_id: Mapped[int | None] = mapped_column(ForeignKey("agents.id", ondelete="SET NULL"), index=True)
     phase_ms: Mapped[int] = mapped_column(Integer, default=0)  # stable offset within the interval
 
     next_due_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
@@ -131,3 +137,28 @@ class Monitor(Base):
     last_latency_ms: Mapped[float | None] = mapped_column(Float)
     last_diagnosis: Mapped[str | None] = mapped_column(String(64))
     last_detail: Mapped[str | None] = mapped_column(Text)
+
+
+class Agent(Base):
+    """A store agent: a process inside one or more stores' network that runs their checks."""
+
+    __tablename__ = "agents"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(100), unique=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)  # sha256 hex: the token is shown once
+    token_hint: Mapped[str] = mapped_column(String(16))  # its first characters, to tell tokens apart
+    state: Mapped[str] = mapped_column(String(16), default=AgentState.NEVER_SEEN)
+    state_since: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # What its heartbeats say.
+    last_heard_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    version: Mapped[str | None] = mapped_column(String(32))
+    clock_skew_ms: Mapped[float | None] = mapped_column(Float)  # agent clock minus server clock
+    queue_length: Mapped[int] = mapped_column(Integer, default=0)
+    dropped: Mapped[int] = mapped_column(Integer, default=0)  # results it had to drop, offline too long
+    heartbeat_s: Mapped[int] = mapped_column(Integer, default=15)
+    # Exactly once: the instance (its local database) and the highest result seq written.
+    instance: Mapped[str | None] = mapped_column(String(64))
+    last_seq: Mapped[int] = mapped_column(BigId, default=0)

@@ -6,16 +6,17 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol, cast
+from typing import Any, Protocol
 
-from sqlalchemy import Row, Table, delete, select, update
+from sqlalchemy import Row, bindparam, delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.config import get_settings
-from app.db import bulk_insert, select_where_in, utcnow
-from app.inventory.models import Monitor
+from app.db import bulk_insert, select_where_in, table_of, utcnow
+from app.inventory.models import Monitor, Store
 from app.inventory.profiles import NETWORK_PROFILES
 from app.schedule import first_due_at, phase_ms
+from app.vocabulary import MonitorKind, State
 
 
 # What deriving reads: Store and Terminal rows, or the lighter rows the import builds.
@@ -69,22 +70,22 @@ def terminal_monitor_specs(t: TerminalLike) -> list[MonitorSpec]:
 
     specs = []
     if t.integration in ("cloud", "both") and t.cloud_enabled:
-        specs.append(spec("cloud", t.poiid, provider=t.provider))
+        specs.append(spec(MonitorKind.CLOUD, t.poiid, provider=t.provider))
     if t.integration in ("local", "both") and t.lan_host and t.lan_port:
         lan = f"{t.lan_host}:{t.lan_port}"
-        specs.append(spec("tcp", lan))
+        specs.append(spec(MonitorKind.TCP, lan))
         if t.local_api == "paynt_epos":
-            specs.append(spec("paynt_epos", lan, token=t.epos_token))
+            specs.append(spec(MonitorKind.PAYNT_EPOS, lan, token=t.epos_token))
         elif t.local_api == "adyen_local":
-            specs.append(spec("tls", lan, accept_self_signed=True))
+            specs.append(spec(MonitorKind.TLS, lan, accept_self_signed=True))
     return specs
 
 
 def store_monitor_specs(s: StoreLike) -> list[MonitorSpec]:
     specs = []
     for name, port in NETWORK_PROFILES.get(s.network_profile or "", ()):
-        specs.append(MonitorSpec(f"s{s.id}:dns:{name}", s.id, None, "dns", name))
-        specs.append(MonitorSpec(f"s{s.id}:tcp:{name}:{port}", s.id, None, "tcp", f"{name}:{port}"))
+        specs.append(MonitorSpec(f"s{s.id}:dns:{name}", s.id, None, MonitorKind.DNS, name))
+        specs.append(MonitorSpec(f"s{s.id}:tcp:{name}:{port}", s.id, None, MonitorKind.TCP, f"{name}:{port}"))
     return specs
 
 
@@ -116,7 +117,7 @@ async def sync_monitors(
                     "timeout_s": settings.check_timeout_s,
                     "phase_ms": phase,
                     "next_due_at": first_due_at(now, interval, phase),
-                    "state": "unknown",
+                    "state": State.UNKNOWN,
                     "state_since": now,
                 }
             )
@@ -127,12 +128,45 @@ async def sync_monitors(
     obsolete = [m.id for key, m in existing.items() if key not in wanted]
 
     if new_rows:
-        await bulk_insert(session, cast(Table, Monitor.__table__), new_rows)  # (typed FromClause)
+        await bulk_insert(session, table_of(Monitor), new_rows)
     if changed:
         await session.execute(update(Monitor), changed)
     if obsolete:
         await session.execute(delete(Monitor).where(Monitor.id.in_(obsolete)))
+    await assign_agents(session, {s.id for s in stores} | {t.store_id for t in terminals})
     return {"created": len(new_rows), "updated": len(changed), "deleted": len(obsolete)}
+
+
+async def assign_agents(session: AsyncSession, store_ids: set[int]) -> int:
+    """Give these stores' monitors to the store's agent (None: back to the central workers).
+
+    Cloud monitors always stay central: they call the provider's API. The monitors and their
+    history stay as they are; only who runs them changes. Returns the stores changed."""
+    if not store_ids:
+        return 0
+    agents: dict[int, int | None] = {
+        sid: aid
+        for sid, aid in await select_where_in(session, select(Store.id, Store.agent_id), Store.id, store_ids)
+    }
+    local = select(Monitor.store_id, Monitor.agent_id).where(Monitor.kind != MonitorKind.CLOUD).distinct()
+    current: dict[int, set[int | None]] = {}
+    for sid, aid in await select_where_in(session, local, Monitor.store_id, store_ids):
+        current.setdefault(sid, set()).add(aid)
+    changes = [
+        {"sid": sid, "aid": agents.get(sid)}
+        for sid, held in sorted(current.items())
+        if held != {agents.get(sid)}
+    ]
+    if changes:
+        table = table_of(Monitor)
+        await session.execute(
+            update(table)
+            .where(table.c.store_id == bindparam("sid"), table.c.kind != MonitorKind.CLOUD)
+            .values(agent_id=bindparam("aid"))
+            .execution_options(synchronize_session=False),
+            changes,
+        )
+    return len(changes)
 
 
 async def _existing(

@@ -15,4 +15,5 @@ async def check_terminal(poiid: str, request: Request) -> TerminalCheckReport:
     stores the results, and answers the verdict (connected, disconnected, could_not_check),
     each check's steps with their timings, and the diagnosis with its cause and fix. An
     unknown POIID is a 404."""
-    return await check_terminal_now(request.app.state.db, request.app.state.settings, poiid)
+    state = request.app.state
+    return await check_terminal_now(state.db, state.settings, poiid, broker=state.agent_broker)

@@ -30,12 +30,13 @@ from app.checks.result import ProbeResult, Step, step
 from app.config import Settings
 from app.db import Database, utcnow
 from app.errors import NotFound
-from app.inventory.models import Monitor, Store, Terminal
+from app.inventory.models import Agent, Monitor, Store, Terminal
+from app.monitoring.agents import AgentAnswer, AgentBroker, to_server_clock
 from app.monitoring.writer import CheckOutcome, write_outcomes
 from app.poiid import normalise_poiid
 from app.providers.check import cloud_status_now
 from app.providers.models import ProviderAccount
-from app.vocabulary import CloudState, MonitorKind, Outcome, State, Verdict
+from app.vocabulary import AgentState, CloudState, MonitorKind, Outcome, State, Verdict
 
 
 @dataclass
@@ -105,10 +106,14 @@ async def check_terminal_now(
     *,
     probe_context: ProbeContext | None = None,
     persist: bool = True,
+    broker: AgentBroker | None = None,
 ) -> TerminalCheckReport:
-    """Run every monitor of the terminal now; raises NotFound for an unknown POIID."""
+    """Run every monitor of the terminal now; raises NotFound for an unknown POIID.
+
+    Monitors that run on a store agent are handed to it through `broker` (the web process's);
+    without one (the CLI), or with the agent offline, they are reported as not checked."""
     ctx = probe_context or ProbeContext.from_settings(settings)
-    terminal, store_code, monitors, account = await _load(database, normalise_poiid(poiid), poiid)
+    terminal, store_code, monitors, account, agents = await _load(database, normalise_poiid(poiid), poiid)
     started, checked_at = time.perf_counter(), utcnow()
 
     async def one(m: Monitor) -> tuple[datetime, ProbeResult | None]:
@@ -120,7 +125,18 @@ async def check_terminal_now(
         reader = terminal.provider_terminal_id or f"tmr_{terminal.serial}"
         return at, await cloud_status_now(settings.secret_key, account, terminal.poiid, reader)
 
-    runs = await asyncio.gather(*(one(m) for m in monitors))
+    async def central() -> dict[int, tuple[datetime, ProbeResult | None]]:
+        ours = [m for m in monitors if m.agent_id is None]
+        return dict(zip([m.id for m in ours], await asyncio.gather(*(one(m) for m in ours)), strict=True))
+
+    groups = [
+        _via_agent(broker, agents[agent_id], [m for m in monitors if m.agent_id == agent_id])
+        for agent_id in sorted(agents)
+    ]
+    by_id: dict[int, tuple[datetime, ProbeResult | None]] = {}
+    for part in await asyncio.gather(central(), *groups):
+        by_id.update(part)
+    runs = [by_id[m.id] for m in monitors]
     duration_ms = (time.perf_counter() - started) * 1000
 
     outcomes = [
@@ -175,10 +191,11 @@ async def check_terminal_now(
 
 async def _load(
     database: Database, key: str, asked: str
-) -> tuple[Terminal, str, list[Monitor], ProviderAccount | None]:
+) -> tuple[Terminal, str, list[Monitor], ProviderAccount | None, dict[int, Agent]]:
     """The terminal, its store's code, its monitors and its store network's (DNS -> TCP ->
     TLS -> HTTP -> provider API order, the terminal's after the network's), and the provider
-    account that covers it (its own, else the first of its provider)."""
+    account that covers it (its own, else the first of its provider), and the store agents
+    that run some of them."""
     async with database.sessionmaker() as session:
         row = (
             await session.execute(
@@ -211,8 +228,12 @@ async def _load(
             if terminal.provider_account_id is not None:
                 query = select(ProviderAccount).where(ProviderAccount.id == terminal.provider_account_id)
             account = (await session.scalars(query.order_by(ProviderAccount.id).limit(1))).first()
+        agent_ids = {m.agent_id for m in monitors if m.agent_id is not None}
+        agents = {
+            a.id: a for a in (await session.scalars(select(Agent).where(Agent.id.in_(agent_ids)))).all()
+        }
     ordered = sorted(monitors, key=lambda m: (m.terminal_id is not None, MonitorKind(m.kind).order, m.id))
-    return terminal, store_code, ordered, account
+    return terminal, store_code, ordered, account, agents
 
 
 def _scope(m: Monitor) -> str:
@@ -271,4 +292,54 @@ def _cloud_from_last_poll(m: Monitor, now: datetime) -> MonitorCheck:
         State(m.state),
         live=False,
         checked_at=m.last_checked_at,
+    )
+
+
+async def _via_agent(
+    broker: AgentBroker | None, agent: Agent, monitors: list[Monitor]
+) -> dict[int, tuple[datetime, ProbeResult | None]]:
+    """These monitors, run now by their store agent; each a named 'could not check' when the
+    agent cannot be asked (offline, or no broker in this process) or does not answer in time."""
+    now = utcnow()
+
+    def not_checked(code: str, detail: str, **context: str) -> dict[int, tuple[datetime, ProbeResult | None]]:
+        return {
+            m.id: (
+                now,
+                ProbeResult.failed(
+                    code, detail, [step("store agent", False, 0.0, detail)], 0.0, target=m.target, **context
+                ),
+            )
+            for m in monitors
+        }
+
+    heard = f"{agent.last_heard_at:%Y-%m-%d %H:%M:%S} UTC" if agent.last_heard_at else "never"
+    if broker is None:
+        return not_checked("agent_unreachable", f"checked from inside the store by agent {agent.name}")
+    if agent.state != AgentState.ONLINE:
+        return not_checked(
+            "agent_offline",
+            f"store agent {agent.name} is {agent.state}, last heard {heard}",
+            last_heard=heard,
+        )
+    wait_s = max(m.timeout_s for m in monitors) + 2
+    answers = await broker.run(agent.id, [m.id for m in monitors], wait_s)
+    if answers is None:
+        return not_checked(
+            "agent_offline", f"store agent {agent.name} did not answer within {wait_s:g} s", last_heard=heard
+        )
+    results: dict[int, tuple[datetime, ProbeResult | None]] = {}
+    for answer in answers:
+        a = AgentAnswer.model_validate(answer)
+        context = {"target": next((m.target for m in monitors if m.id == a.monitor_id), ""), **a.context}
+        result = ProbeResult(a.outcome, a.latency_ms or 0.0, a.steps, a.diagnosis, a.detail or "", context)
+        results[a.monitor_id] = (to_server_clock(agent, a.checked_at), result)
+    missing = [m for m in monitors if m.id not in results]
+    return (
+        {
+            **not_checked("agent_offline", "the store agent did not report this check", last_heard=heard),
+            **results,
+        }
+        if missing
+        else results
     )

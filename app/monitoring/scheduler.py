@@ -6,7 +6,7 @@ Every second the worker's sweep claims the monitors due within a short horizon:
      WHERE id IN (SELECT id FROM monitors
                    WHERE enabled AND next_due_at <= now() + :horizon
                      AND (lease_expires_at IS NULL OR lease_expires_at < now())
-                     AND kind <> 'cloud'
+                     AND kind <> 'cloud' AND agent_id IS NULL
                    ORDER BY next_due_at LIMIT :n FOR UPDATE SKIP LOCKED)
     RETURNING id, kind, target, params, timeout_s, next_due_at
 
@@ -18,8 +18,8 @@ writes it, moves the due time on and releases the lease, fenced by (lease owner,
 time). A worker that dies leaves leases that expire: another worker claims those
 monitors for the same due time, so nothing is lost and nothing is stored twice.
 
-Cloud monitors are not swept here: the provider poller checks them per store and
-applies the outcomes with `app.monitoring.writer.apply_outcomes`.
+Not swept here: cloud monitors (app.monitoring.cloud polls them a store at a time) and the
+monitors of stores with a store agent (the agent runs them: app.agents).
 """
 
 from __future__ import annotations
@@ -84,6 +84,7 @@ async def claim_due(
             _mt.c.next_due_at <= horizon,
             or_(_mt.c.lease_expires_at.is_(None), _mt.c.lease_expires_at < now),
             _mt.c.kind != MonitorKind.CLOUD,
+            _mt.c.agent_id.is_(None),  # a store agent runs those
         )
         .order_by(_mt.c.next_due_at)
         .limit(limit)

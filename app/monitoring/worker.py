@@ -4,6 +4,7 @@ An APScheduler 3.11 AsyncIOScheduler runs, on the worker's event loop:
 
 * the sweep, every second: claim due monitors with a lease and run them
   (app.monitoring.scheduler), results written in batches (app.monitoring.writer);
+* store agents silent for 3 heartbeats -> offline (their monitors unknown), every 5 s;
 * stale -> unknown, every 15 s; retention, hourly; rollups of completed hours, every
   5 minutes (app.monitoring.maintenance). On PostgreSQL these run in one worker at a time
   (a PostgreSQL advisory lock), however many workers share the fleet;
@@ -35,6 +36,7 @@ from sqlalchemy.engine import make_url
 from app.checks.context import ProbeContext
 from app.config import Settings
 from app.db import Database, in_transaction, utcnow
+from app.monitoring.agents import mark_agents_offline
 from app.monitoring.cloud import CloudPoller
 from app.monitoring.maintenance import mark_stale, purge_results, rollup_pending
 from app.monitoring.scheduler import Dispatcher, release_leases
@@ -44,7 +46,7 @@ from app.shutdown import until_terminated
 log = logging.getLogger(__name__)
 
 # Advisory lock keys for the maintenance jobs (one worker at a time runs each).
-_LOCK_KEYS = {"stale": 0x7E57_0001, "retention": 0x7E57_0002, "rollups": 0x7E57_0003}
+_LOCK_KEYS = {"stale": 0x7E57_0001, "retention": 0x7E57_0002, "rollups": 0x7E57_0003, "agents": 0x7E57_0004}
 
 
 class SecondWorkerRefused(RuntimeError):
@@ -177,6 +179,7 @@ class Worker:
             every(1.0, self.cloud_poller.tick, "cloud", 0)
         if self.maintenance:
             every(self.stale_every_s, self._mark_stale, "stale", self.stale_every_s)
+            every(5, self._agent_health, "agents", 5)
             every(3600, self._purge, "retention", 60)
             every(300, self._rollups, "rollups", 20)
         logging.getLogger("apscheduler.scheduler").setLevel(logging.WARNING)
@@ -212,6 +215,11 @@ class Worker:
             if mine:
                 await in_transaction(self.database, lambda session: mark_stale(session, utcnow()))
 
+    async def _agent_health(self) -> None:
+        async with self._exclusive("agents") as mine:
+            if mine:
+                await in_transaction(self.database, lambda session: mark_agents_offline(session, utcnow()))
+
     async def _purge(self) -> None:
         async with self._exclusive("retention") as mine:
             if mine:
@@ -227,7 +235,13 @@ class Worker:
 
     async def run_maintenance(self, name: str) -> None:
         """Run one maintenance job now (tests and benches)."""
-        await {"stale": self._mark_stale, "retention": self._purge, "rollups": self._rollups}[name]()
+        jobs = {
+            "stale": self._mark_stale,
+            "retention": self._purge,
+            "rollups": self._rollups,
+            "agents": self._agent_health,
+        }
+        await jobs[name]()
 
     @asynccontextmanager
     async def _exclusive(self, name: str) -> AsyncIterator[bool]:

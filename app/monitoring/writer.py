@@ -46,6 +46,7 @@ from app.vocabulary import Outcome, State
 log = logging.getLogger(__name__)
 
 _CHUNK = 5000
+AGENT_OFFLINE = "agent_offline"  # the diagnosis of a monitor whose store agent went silent
 
 
 @dataclass(slots=True)
@@ -118,6 +119,7 @@ class ApplyReport:
     missing: int = 0  # results for monitors that no longer exist
     transitions: list[Transition] = field(default_factory=list)
     states: dict[int, State] = field(default_factory=dict)  # monitor id -> state after the batch
+    retracted: list[Row[Any]] = field(default_factory=list)  # monitors whose agent_offline spell went
 
 
 _MONITOR_COLS = (
@@ -136,6 +138,7 @@ _MONITOR_COLS = (
     Monitor.next_due_at,
     Monitor.lease_owner,
     Monitor.lease_expires_at,
+    Monitor.last_diagnosis,
 )
 
 _mt = table_of(Monitor)
@@ -287,6 +290,12 @@ async def apply_outcomes(
             m.state, m.consecutive_failures, m.consecutive_successes, m.fail_threshold, m.success_threshold
         )
         state_since = m.state_since
+        first = min(o.checked_at for o in by_monitor[mid])
+        if _in_agent_offline_spell(m, first):
+            # A store agent's buffered results from while it was offline: what it saw replaces
+            # the unknown spell we had to assume.
+            sm.state, state_since = await _retract_agent_offline(session, mid, m.state_since)
+            report.retracted.append(m)
         next_due, owner, lease_expires = m.next_due_at, m.lease_owner, m.lease_expires_at
         last: CheckOutcome | None = None
         for o in sorted(by_monitor[mid], key=lambda o: o.checked_at):
@@ -358,6 +367,13 @@ async def apply_outcomes(
             await session.execute(_INSERT_RESULT, results)
     report.written = len(results)
     await record_transitions(session, report.transitions, now)
+    if report.retracted:
+        await refresh_status(
+            session,
+            now,
+            terminal_ids={m.terminal_id for m in report.retracted if m.terminal_id is not None},
+            network_changed_store_ids={m.store_id for m in report.retracted if m.terminal_id is None},
+        )
     for terminal_id in seen_by_provider:
         seen_ok.pop(terminal_id, None)
     if seen_ok:
@@ -365,6 +381,36 @@ async def apply_outcomes(
     if seen_by_provider:
         await _set_last_seen(session, seen_by_provider)
     return report
+
+
+def _in_agent_offline_spell(m: Row[Any], earliest: datetime) -> bool:
+    """The monitor is unknown because its agent went silent, and these results go back to
+    before that: the agent's buffer, replayed after it reconnected."""
+    return (
+        m.state == State.UNKNOWN
+        and m.last_diagnosis == AGENT_OFFLINE
+        and m.state_since is not None
+        and earliest < m.state_since
+    )
+
+
+async def _retract_agent_offline(
+    session: AsyncSession, monitor_id: int, since: datetime
+) -> tuple[str, datetime | None]:
+    """Delete the agent_offline state change at `since`; the state (and its start) it replaced."""
+    sc = table_of(StateChange)
+    rows = (
+        await session.execute(
+            select(sc.c.id, sc.c.at, sc.c.from_state, sc.c.diagnosis)
+            .where(sc.c.monitor_id == monitor_id, sc.c.at <= since)
+            .order_by(sc.c.at.desc(), sc.c.id.desc())
+            .limit(2)
+        )
+    ).all()
+    if not rows or rows[0].diagnosis != AGENT_OFFLINE:
+        return State.UNKNOWN, since
+    await session.execute(sc.delete().where(sc.c.id == rows[0].id))
+    return rows[0].from_state, rows[1].at if len(rows) > 1 else None
 
 
 LAST_SEEN_GRANULARITY = timedelta(seconds=15)

@@ -17,7 +17,7 @@ from fastapi.responses import JSONResponse, Response
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from starlette.middleware.base import RequestResponseEndpoint
 
-from app.errors import AppError
+from app.errors import AppError, RateLimited
 from app.web.templating import is_htmx, render
 
 log = logging.getLogger(__name__)
@@ -29,7 +29,8 @@ DB_ERRORS = (DBAPIError, OperationalError, InterfaceError, OSError, ConnectionEr
 
 
 def json_error(exc: AppError) -> JSONResponse:
-    return JSONResponse({"detail": exc.detail}, status_code=exc.status_code)
+    headers = {"Retry-After": f"{exc.retry_after_s:.0f}"} if isinstance(exc, RateLimited) else None
+    return JSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=headers)
 
 
 def html_error(request: Request, exc: AppError) -> Response:

@@ -1,0 +1,111 @@
+"""JSON API for enrolling store agents (admin only): `/api/v1/agents`. A token is in the answer
+of create and rotate only; the server keeps its hash."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from fastapi import APIRouter, Depends, Response
+from pydantic import BaseModel, Field
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.agents import service
+from app.auth.sessions import require_admin
+from app.inventory.models import Agent, Store
+from app.vocabulary import AgentState
+from app.web.deps import SessionDep
+
+router = APIRouter(prefix="/agents", tags=["store agents"], dependencies=[Depends(require_admin)])
+
+
+class AgentIn(BaseModel):
+    name: str = Field(max_length=100)
+    stores: list[str] = Field(min_length=1, max_length=500, description="store codes the agent sits in")
+
+
+class StoresIn(BaseModel):
+    stores: list[str] = Field(min_length=1, max_length=500)
+
+
+class AgentOut(BaseModel):
+    id: int
+    name: str
+    stores: list[str]
+    state: AgentState
+    state_since: datetime | None
+    last_heard_at: datetime | None
+    version: str | None
+    clock_skew_ms: float | None
+    queue_length: int
+    dropped: int
+    token_hint: str
+    revoked_at: datetime | None
+
+
+class EnrolledOut(BaseModel):
+    agent: AgentOut
+    token: str = Field(description="shown once: give it to the agent (termpulse agent --token ...)")
+
+
+async def agent_out(session: AsyncSession, agent: Agent) -> AgentOut:
+    stores = (
+        await session.scalars(select(Store.code).where(Store.agent_id == agent.id).order_by(Store.code))
+    ).all()
+    return AgentOut(
+        id=agent.id,
+        name=agent.name,
+        stores=list(stores),
+        state=AgentState(agent.state),
+        state_since=agent.state_since,
+        last_heard_at=agent.last_heard_at,
+        version=agent.version,
+        clock_skew_ms=agent.clock_skew_ms,
+        queue_length=agent.queue_length,
+        dropped=agent.dropped,
+        token_hint=agent.token_hint,
+        revoked_at=agent.revoked_at,
+    )
+
+
+@router.get("", summary="Store agents, worst first")
+async def list_agents(session: SessionDep) -> list[AgentOut]:
+    agents = (await session.scalars(select(Agent).order_by(Agent.name))).all()
+    ordered = sorted(agents, key=lambda a: (AgentState(a.state).severity, a.name))
+    return [await agent_out(session, a) for a in ordered]
+
+
+@router.post("", status_code=201, summary="Enrol an agent for stores (the token is shown once)")
+async def create(data: AgentIn, session: SessionDep) -> EnrolledOut:
+    enrolled = await service.create_agent(session, data.name, data.stores)
+    await session.commit()
+    return EnrolledOut(agent=await agent_out(session, enrolled.agent), token=enrolled.token)
+
+
+@router.get("/{agent_id}")
+async def get(agent_id: int, session: SessionDep) -> AgentOut:
+    return await agent_out(session, await service.get_agent(session, agent_id))
+
+
+@router.put("/{agent_id}/stores", summary="The stores this agent checks (others go back to central)")
+async def set_stores(agent_id: int, data: StoresIn, session: SessionDep) -> AgentOut:
+    agent = await service.get_agent(session, agent_id)
+    await service.assign_stores(session, agent, data.stores)
+    await session.commit()
+    return await agent_out(session, agent)
+
+
+@router.post("/{agent_id}/rotate", summary="A new token; the old one stops working at once")
+async def rotate(agent_id: int, session: SessionDep) -> EnrolledOut:
+    agent = await service.get_agent(session, agent_id)
+    token = await service.rotate(session, agent)
+    await session.commit()
+    return EnrolledOut(agent=await agent_out(session, agent), token=token)
+
+
+@router.post("/{agent_id}/revoke", status_code=204, summary="Revoke the token; the checks go back to central")
+async def revoke(agent_id: int, session: SessionDep) -> Response:
+    agent = await service.get_agent(session, agent_id)
+    await service.revoke(session, agent)
+    await session.commit()
+    return Response(status_code=204)

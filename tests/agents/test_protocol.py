@@ -1,0 +1,285 @@
+"""The store agent protocol on the server, over HTTP (in process) on both databases:
+enrolment, configuration, results exactly once, health, and Check connection through an agent."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+
+from sqlalchemy import select, update
+
+from app.db import in_transaction, utcnow
+from app.inventory.csvimport import import_fleet
+from app.inventory.models import Agent, Monitor, Store
+from app.monitoring.agents import mark_agents_offline
+from app.monitoring.models import CheckResult, StateChange
+from app.monitoring.scheduler import claim_due
+from app.vocabulary import MonitorKind, State
+from tests.fleet import sample_files
+
+API = "/api/agent/v1"
+INSTANCE = "test-instance-1"
+
+
+async def fleet(db) -> None:
+    async with db.sessionmaker() as session:
+        await import_fleet(session, sample_files())
+
+
+async def enrol(client, *stores: str, name: str | None = None) -> tuple[int, dict]:
+    r = await client.post(
+        "/api/v1/agents", json={"name": name or f"{stores[0]} agent", "stores": list(stores)}
+    )
+    assert r.status_code == 201, r.text
+    body = r.json()
+    return body["agent"]["id"], {"Authorization": f"Bearer {body['token']}"}
+
+
+async def beat(client, auth, *, clock=None, instance=INSTANCE) -> dict:
+    r = await client.post(
+        f"{API}/heartbeat",
+        headers=auth,
+        json={
+            "version": "test",
+            "instance": instance,
+            "clock": (clock or utcnow()).isoformat(),
+            "queue": 0,
+            "dropped": 0,
+        },
+    )
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+def result(seq, monitor_id, outcome, at, **extra) -> dict:
+    return {
+        "seq": seq,
+        "monitor_id": monitor_id,
+        "due_at": at.isoformat(),
+        "checked_at": at.isoformat(),
+        "outcome": outcome,
+        "latency_ms": 1.5,
+        "steps": [],
+        **extra,
+    }
+
+
+async def test_enrol_then_config_holds_the_stores_network_and_lan_checks(client, db):
+    await fleet(db)
+    agent_id, auth = await enrol(client, "S-0001")
+    r = await client.get(f"{API}/config", headers=auth)
+    assert r.status_code == 200
+    config = r.json()
+    assert config["stores"] == ["S-0001"] and config["agent"]["id"] == agent_id
+    kinds = sorted(m["kind"] for m in config["monitors"])
+    assert kinds == [
+        "dns",
+        "dns",
+        "tcp",
+        "tcp",
+        "tcp",
+        "tcp",
+        "tcp",
+        "tcp",
+    ]  # 2 destinations x dns+tcp, 4 tills
+    unchanged = await client.get(f"{API}/config", headers={**auth, "If-None-Match": r.headers["ETag"]})
+    assert unchanged.status_code == 304
+
+    # Central workers never claim them; the other stores' checks stay central.
+    async with db.sessionmaker() as s:
+        ours = set((await s.scalars(select(Monitor.id).where(Monitor.agent_id == agent_id))).all())
+    claimed = await claim_due(db, "central", 10_000, 30, 3600)
+    assert claimed and not ours & {c.id for c in claimed}
+
+    # Without a token, with a wrong one: 401.
+    assert (await client.get(f"{API}/config")).status_code == 401
+    assert (
+        await client.get(f"{API}/config", headers={"Authorization": "Bearer tpa_nope"})
+    ).status_code == 401
+
+
+async def test_cloud_monitors_stay_central(client, db):
+    await fleet(db)
+    agent_id, _ = await enrol(client, "S-0006")
+    async with db.sessionmaker() as s:
+        rows = (
+            await s.execute(select(Monitor.kind, Monitor.agent_id).join(Store).where(Store.code == "S-0006"))
+        ).all()
+    assert {k for k, a in rows if a is None} == {MonitorKind.CLOUD}
+    assert {a for k, a in rows if k != MonitorKind.CLOUD} == {agent_id}
+
+
+async def test_results_are_written_once_on_the_servers_clock(client, db):
+    await fleet(db)
+    _, auth = await enrol(client, "S-0001")
+    skew = timedelta(seconds=90)  # the agent's clock runs 90 s fast
+    answer = await beat(client, auth, clock=utcnow() + skew)
+    assert 89_000 < answer["skew_ms"] < 91_000 and answer["last_seq"] == 0
+    monitor = (await client.get(f"{API}/config", headers=auth)).json()["monitors"][0]["id"]
+    at = utcnow() + skew
+    batch = {
+        "instance": INSTANCE,
+        "results": [
+            result(1, monitor, "fail", at - timedelta(seconds=10), diagnosis="tcp_timeout"),
+            result(2, monitor, "fail", at, diagnosis="tcp_timeout"),
+        ],
+    }
+    first = await client.post(f"{API}/results", headers=auth, json=batch)
+    assert first.json() == {"accepted": 2, "duplicates": 0, "last_seq": 2}
+    again = await client.post(f"{API}/results", headers=auth, json=batch)  # the answer was lost: sent again
+    assert again.json() == {"accepted": 0, "duplicates": 2, "last_seq": 2}
+    async with db.sessionmaker() as s:
+        rows = (
+            await s.execute(select(CheckResult.checked_at).where(CheckResult.monitor_id == monitor))
+        ).all()
+        m = await s.get(Monitor, monitor)
+    assert len(rows) == 2
+    assert all(abs((r.checked_at - utcnow()).total_seconds()) < 30 for r in rows)  # moved onto our clock
+    assert m.state == State.DOWN  # two failures: the same state machine as central checks
+    assert (await beat(client, auth))["last_seq"] == 2
+
+
+async def test_a_token_cannot_touch_another_stores_monitors(client, db):
+    await fleet(db)
+    _, auth = await enrol(client, "S-0001")
+    _, other = await enrol(client, "S-0002")
+    theirs = (await client.get(f"{API}/config", headers=other)).json()["monitors"][0]["id"]
+    mine = (await client.get(f"{API}/config", headers=auth)).json()["monitors"][0]["id"]
+    now = utcnow()
+    r = await client.post(
+        f"{API}/results",
+        headers=auth,
+        json={"instance": INSTANCE, "results": [result(1, mine, "ok", now), result(2, theirs, "ok", now)]},
+    )
+    assert r.status_code == 403 and str(theirs) in r.json()["detail"]
+    async with db.sessionmaker() as s:
+        assert (await s.scalars(select(CheckResult.id))).all() == []  # nothing written, not even its own
+
+
+async def test_revoke_and_rotate(client, db):
+    await fleet(db)
+    agent_id, auth = await enrol(client, "S-0001")
+    rotated = await client.post(f"/api/v1/agents/{agent_id}/rotate")
+    assert rotated.status_code == 200
+    assert (await client.get(f"{API}/config", headers=auth)).status_code == 401  # the old token
+    new = {"Authorization": f"Bearer {rotated.json()['token']}"}
+    assert (await client.get(f"{API}/config", headers=new)).status_code == 200
+    assert (await client.post(f"/api/v1/agents/{agent_id}/revoke")).status_code == 204
+    assert (await client.get(f"{API}/config", headers=new)).status_code == 401
+    async with db.sessionmaker() as s:  # the store's checks are central again, history kept
+        assert (await s.scalars(select(Monitor.id).where(Monitor.agent_id.is_not(None)))).all() == []
+    listed = (await client.get("/api/v1/agents")).json()
+    assert listed[0]["state"] == "revoked" and listed[0]["stores"] == []
+
+
+async def test_bad_input_is_a_4xx_with_a_reason(client, db):
+    await fleet(db)
+    _, auth = await enrol(client, "S-0001")
+    bad = await client.post(
+        f"{API}/results", headers=auth, json={"instance": INSTANCE, "results": [{"seq": 0}]}
+    )
+    assert bad.status_code == 422 and "results" in str(bad.json()["detail"])
+    big = await client.post(f"{API}/results", headers=auth, content=b"x" * (1024 * 1024 + 1))
+    assert big.status_code == 413
+    unknown_store = await client.post("/api/v1/agents", json={"name": "x", "stores": ["S-9999"]})
+    assert unknown_store.status_code == 422 and "S-9999" in unknown_store.text
+
+
+async def test_a_silent_agent_makes_its_monitors_unknown_never_down_and_its_buffer_replaces_that(client, db):
+    await fleet(db)
+    agent_id, auth = await enrol(
+        client, "S-0006"
+    )  # Adyen store: cloud terminals, and LAN checks on the agent
+    await beat(client, auth)
+    config = (await client.get(f"{API}/config", headers=auth)).json()
+    lan = config["monitors"][0]["id"]
+    start = utcnow() - timedelta(minutes=5)
+    ok = await client.post(
+        f"{API}/results", headers=auth, json={"instance": INSTANCE, "results": [result(1, lan, "ok", start)]}
+    )
+    assert ok.status_code == 200
+    async with db.sessionmaker() as s:
+        await s.execute(update(Agent).where(Agent.id == agent_id).values(last_heard_at=start))
+        store_id = await s.scalar(select(Store.id).where(Store.code == "S-0006"))
+        await s.execute(
+            update(Monitor)
+            .where(Monitor.store_id == store_id, Monitor.kind == MonitorKind.CLOUD)
+            .values(state=State.DOWN)
+        )
+        await s.commit()
+
+    offline_at = utcnow()
+    assert await in_transaction(db, lambda s: mark_agents_offline(s, offline_at)) == 1
+    async with db.sessionmaker() as s:
+        m = await s.get(Monitor, lan)
+        store = await s.get(Store, store_id)
+        change = (
+            (
+                await s.execute(
+                    select(StateChange).where(StateChange.monitor_id == lan).order_by(StateChange.at.desc())
+                )
+            )
+            .scalars()
+            .first()
+        )
+    assert m.state == State.UNKNOWN and m.last_diagnosis == "agent_offline"
+    assert change.to_state == State.UNKNOWN and change.diagnosis == "agent_offline"
+    assert store.status_reason == "store_offline"  # agent silent and every cloud terminal disconnected
+
+    # It comes back and replays what it saw meanwhile: the unknown spell is replaced by it.
+    await beat(client, auth)
+    replay = [result(i + 2, lan, "ok", start + timedelta(minutes=1, seconds=30 * i)) for i in range(6)]
+    r = await client.post(f"{API}/results", headers=auth, json={"instance": INSTANCE, "results": replay})
+    assert r.json()["accepted"] == 6
+    async with db.sessionmaker() as s:
+        m = await s.get(Monitor, lan)
+        spells = (await s.scalars(select(StateChange.diagnosis).where(StateChange.monitor_id == lan))).all()
+        store = await s.get(Store, store_id)
+    assert m.state == State.UP and "agent_offline" not in spells
+    assert store.status_reason is None  # heard again
+
+
+async def test_check_connection_through_the_agent(client, db):
+    await fleet(db)
+    agent_id, auth = await enrol(client, "S-0001")
+    await beat(client, auth)
+    poiid = "Move5000-203097992"
+
+    async def agent_side() -> None:
+        work = await client.get(f"{API}/work", params={"wait": 10}, headers=auth)
+        assert work.status_code == 200, work.text
+        item = work.json()
+        now = utcnow().isoformat()
+        answers = [
+            {
+                "monitor_id": mid,
+                "checked_at": now,
+                "outcome": "fail",
+                "latency_ms": 5000.0,
+                "steps": [{"step": "connect", "ok": False, "ms": 5000.0, "detail": "no answer"}],
+                "diagnosis": "tcp_timeout",
+                "detail": "filtered",
+                "context": {"host": "h", "port": "7003"},
+            }
+            for mid in item["monitor_ids"]
+        ]
+        done = await client.post(f"{API}/work/{item['id']}", headers=auth, json={"results": answers})
+        assert done.status_code == 204
+
+    agent = asyncio.create_task(agent_side())
+    r = await client.post(f"/api/v1/terminals/{poiid}/check")
+    await agent
+    assert r.status_code == 200, r.text
+    report = r.json()
+    assert report["verdict"] == "disconnected"
+    assert {c["steps"][0]["step"] for c in report["checks"]} == {"connect"}
+    assert report["diagnosis"]["code"] == "tcp_timeout"
+
+    # Offline: said at once, with when it was last heard, never down.
+    async with db.sessionmaker() as s:
+        await s.execute(update(Agent).where(Agent.id == agent_id).values(state="offline"))
+        await s.commit()
+    r = await client.post(f"/api/v1/terminals/{poiid}/check")
+    report = r.json()
+    assert report["verdict"] == "could_not_check" and report["diagnosis"]["code"] == "agent_offline"
+    assert "last heard" in report["checks"][0]["detail"]
