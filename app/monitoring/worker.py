@@ -168,6 +168,7 @@ class Worker:
                 args=[job, name],
                 seconds=seconds,
                 id=name,
+                name=name,
                 next_run_time=now + timedelta(seconds=first_in_s),
                 max_instances=1,
                 coalesce=True,
@@ -182,7 +183,8 @@ class Worker:
             every(5, self._agent_health, "agents", 5)
             every(3600, self._purge, "retention", 60)
             every(300, self._rollups, "rollups", 20)
-        logging.getLogger("apscheduler.scheduler").setLevel(logging.WARNING)
+        # A run skipped because the previous one is still going is by design (max_instances=1).
+        logging.getLogger("apscheduler.scheduler").setLevel(logging.ERROR)
         logging.getLogger("apscheduler.executors.default").setLevel(logging.WARNING)
         sched.start()
         self.scheduler = sched
@@ -268,11 +270,12 @@ class Worker:
         self.running = False
         if self.scheduler is not None:
             # Let the jobs that are running finish (a sweep in the middle of its claim, a poll)
-            # rather than cancel them half way; no new runs start meanwhile.
-            self.scheduler.shutdown(wait=False)
-            self.scheduler = None
+            # rather than cancel them half way: APScheduler's shutdown cancels what still runs.
+            self.scheduler.pause()
             if self._jobs:
                 await asyncio.wait(list(self._jobs), timeout=10)
+            self.scheduler.shutdown(wait=False)
+            self.scheduler = None
         await self.dispatcher.stop()
         if self.cloud_poller is not None:
             await self.cloud_poller.close()
