@@ -6,12 +6,17 @@ dashboard shows each kind of failure within a minute of start:
   blocked by the store's firewall;
 * the second one: the store's DNS fails (SERVFAIL) for prodssl.protectedtransactions.com;
 * one Paynt terminal is unpaired (its EPOS API answers 401), another one flaps;
-* one Adyen store's terminals lose their cloud WebSocket and come back (provider simulator).
+* one Adyen store's terminals lose their cloud WebSocket and come back (provider simulator);
+* store agents check the first two stores from inside their networks (so they see those
+  stores' faults, as they would in the field), and a third store whose agent loses its
+  internet link for 75 s after 90 s: its checks turn unknown (agent offline, never down),
+  then its buffered results replace that spell.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import csv
 import io
 import logging
@@ -19,9 +24,12 @@ import tempfile
 from datetime import timedelta
 from pathlib import Path
 
+import httpx
 import uvicorn
 from sqlalchemy import select
 
+from app.agent.runner import Agent as StoreAgent
+from app.agents.service import create_agent
 from app.config import Settings
 from app.db import Database, utcnow
 from app.inventory.csvimport import SAMPLE_FLEET, import_fleet
@@ -79,7 +87,8 @@ async def _wire_to_simulator(database: Database) -> None:
 
 async def _start_story(
     net: DemoNetwork, sims: ProviderSimulators, stores: list[dict[str, str]], terminals: list[dict[str, str]]
-) -> None:
+) -> tuple[str, str]:
+    """The faults of the story; returns the stores whose port 7003 is blocked and whose DNS fails."""
     port_blocked, dns_failing = [s["code"] for s in stores if s["network_profile"] == "fullsteam-ingenico"][
         :2
     ]
@@ -98,6 +107,61 @@ async def _start_story(
         flapping,
         cloud_store,
     )
+    return port_blocked, dns_failing
+
+
+class _StoreLink(httpx.AsyncHTTPTransport):
+    """A store agent's internet link, which the story can cut and restore."""
+
+    up = True
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        if not self.up:
+            raise httpx.ConnectError("the store's internet link is down (demo story)", request=request)
+        return await super().handle_async_request(request)
+
+
+async def _enrol_agents(database: Database, store_codes: list[str]) -> dict[str, str]:
+    """A store agent for each of these stores: store code -> its token."""
+    tokens = {}
+    async with database.sessionmaker() as session:
+        for code in store_codes:
+            enrolled = await create_agent(session, f"{code} back office", [code])
+            enrolled.agent.heartbeat_s = DEMO_INTERVAL_S
+            tokens[code] = enrolled.token
+        await session.commit()
+    return tokens
+
+
+async def _run_agents(
+    tokens: dict[str, str], base_url: str, net: DemoNetwork, flaky: str, stop: asyncio.Event
+) -> None:
+    """The stores' agents, each checking from its store's own network (its loopback source);
+    the agent of `flaky` loses its link for 75 s after 90 s and replays what it saw."""
+    state = Path(tempfile.mkdtemp(prefix="termpulse-demo-agents-"))
+    links = {code: _StoreLink() for code in tokens}
+    agents = [
+        StoreAgent(base_url, token, state / code, probe_context=net.probe_context(), transport=links[code])
+        for code, token in tokens.items()
+    ]
+    for agent in agents:
+        await agent.start()
+    try:
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(90):
+                await stop.wait()
+        if not stop.is_set():
+            links[flaky].up = False
+            log.info("demo story: the store agent of %s lost its internet link (back in 75 s)", flaky)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(75):
+                    await stop.wait()
+            links[flaky].up = True
+            log.info("demo story: the store agent of %s is back online and replays its results", flaky)
+        await stop.wait()
+    finally:
+        for agent in agents:
+            await agent.stop()
 
 
 async def _serve_demo(settings: Settings, database_path: Path, host: str, port: int) -> None:
@@ -124,11 +188,22 @@ async def _serve_demo(settings: Settings, database_path: Path, host: str, port: 
         await register_simulator_accounts(
             database, settings.secret_key, sims, poll_interval_s=DEMO_INTERVAL_S
         )
-        await _start_story(net, sims, store_rows, terminal_rows)
+        port_blocked, dns_failing = await _start_story(net, sims, store_rows, terminal_rows)
+        # Store agents check those two stores from inside their networks, and a third store
+        # whose agent loses its link for a while.
+        flaky = next(s["code"] for s in store_rows if s["network_profile"] == "paynt-local")
+        tokens = await _enrol_agents(database, [port_blocked, dns_failing, flaky])
         app = create_app(settings, database=database, run_worker=True)
         server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_config=None, access_log=False))
         log.info("TermPulse demo on http://%s:%s (Ctrl-C to stop)", host, port)
-        await server.serve()
+        stop = asyncio.Event()
+        # The agents start with the server: until it listens they retry, as in the field.
+        agents = asyncio.create_task(_run_agents(tokens, f"http://{host}:{port}", net, flaky, stop))
+        try:
+            await server.serve()
+        finally:
+            stop.set()
+            await agents
     finally:
         await sims.stop()
         await net.stop()

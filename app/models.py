@@ -3,5 +3,5 @@
 from app.auth.models import User  # noqa: F401
 from app.db import Base  # noqa: F401
 from app.inventory.models import Agent, Monitor, Store, Terminal, TerminalEvent  # noqa: F401
-from app.monitoring.models import CheckResult, Rollup, StateChange  # noqa: F401
+from app.monitoring.models import CheckResult, Rollup, RollupRedo, StateChange  # noqa: F401
 from app.providers.models import ProviderAccount  # noqa: F401

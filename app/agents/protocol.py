@@ -131,13 +131,14 @@ async def config(
 
 @router.post("/heartbeat", summary="The agent's version, clock and queue")
 async def beat(request: Request, agent: AgentDep) -> HeartbeatOut:
+    received = utcnow()  # as close to the agent's stamp as we can: the skew excludes our own work
     data = await _body(request, Heartbeat)
 
     async def work(session: AsyncSession) -> dict[str, Any]:
         row = await session.get(Agent, agent.id, with_for_update=True)
         if row is None:  # deleted since the token was checked
             raise Unauthenticated("this agent no longer exists")
-        return await heartbeat(session, row, data, utcnow())
+        return await heartbeat(session, row, data, received)
 
     return HeartbeatOut(**await in_transaction(request.app.state.db, work))
 

@@ -22,6 +22,7 @@ from app.checks.result import Step
 from app.db import Database, in_transaction, select_where_in, table_of, utcnow
 from app.errors import Forbidden
 from app.inventory.models import Agent, Monitor, Store
+from app.monitoring.maintenance import redo_rollups_since
 from app.monitoring.writer import AGENT_OFFLINE, CheckOutcome, Transition, apply_outcomes, record_transitions
 from app.vocabulary import AgentState, MonitorKind, Outcome, State
 
@@ -184,6 +185,8 @@ async def ingest_results(
         ]
         now = utcnow()
         await apply_outcomes(session, outcomes, now=now)
+        if outcomes:  # a replayed buffer reaches back into hours already rolled up
+            await redo_rollups_since(session, min(o.checked_at for o in outcomes), now)
         if fresh:
             agent.last_seq = fresh[-1].seq
         await _heard(session, agent, now)

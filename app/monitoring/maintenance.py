@@ -12,15 +12,18 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db import Database, dialect_of, table_of, utcnow
-from app.inventory.models import Monitor
-from app.monitoring.models import CheckResult, Rollup, StateChange
+from app.inventory.models import Agent, Monitor
+from app.monitoring.models import CheckResult, Rollup, RollupRedo, StateChange
 from app.monitoring.state import STALE_INTERVALS
 from app.monitoring.writer import Transition, lock_monitors, record_transitions
-from app.vocabulary import Outcome, State
+from app.vocabulary import AgentState, Outcome, State
 
 log = logging.getLogger(__name__)
 
-STALE_DIAGNOSIS = "result_stale"  # on the state change: no result for STALE_INTERVALS intervals
+STALE_DIAGNOSIS = "result_stale"
+_ONLINE_AGENTS = (
+    select(Agent.id).where(Agent.state == AgentState.ONLINE).scalar_subquery()
+)  # on the state change: no result for STALE_INTERVALS intervals
 HOUR = timedelta(hours=1)
 
 
@@ -46,6 +49,8 @@ async def mark_stale(session: AsyncSession, now: datetime | None = None) -> int:
             Monitor.enabled.is_(True),
             Monitor.state.in_((State.UP, State.DOWN)),
             or_(Monitor.last_checked_at.is_(None), Monitor.last_checked_at < cutoff),
+            # A silent store agent's monitors are the agent health job's (agent_offline).
+            or_(Monitor.agent_id.is_(None), Monitor.agent_id.in_(_ONLINE_AGENTS)),
         )
     )
     candidates = [r.id for r in rows if _is_stale(r.last_checked_at, r.state_since, r.interval_s, now)]
@@ -248,8 +253,8 @@ async def _upsert_rollups(session: AsyncSession, rows: list[dict]) -> None:
 
 
 async def rollup_pending(database: Database, now: datetime | None = None, max_hours: int = 48) -> int:
-    """Roll up every complete hour not rolled up yet (at most `max_hours` back), then the
-    days those hours belong to. Returns the number of hours done."""
+    """Roll up every complete hour not rolled up yet (at most `max_hours` back) and every hour
+    marked for redo, then the days those hours belong to. Returns the number of hours done."""
     now = now or utcnow()
     current = hour_floor(now)
     async with database.sessionmaker() as session:
@@ -262,16 +267,35 @@ async def rollup_pending(database: Database, now: datetime | None = None, max_ho
     else:
         return 0
     start = max(start, current - max_hours * HOUR)
-    done, days = 0, set()
-    while start < current:
+    async with database.sessionmaker() as session:
+        redo = set(
+            (
+                await session.scalars(select(RollupRedo.bucket_start).where(RollupRedo.bucket_start < start))
+            ).all()
+        )
+    hours = sorted(redo | {start + i * HOUR for i in range(int((current - start) / HOUR))})
+    days = set()
+    for hour in hours:
         async with database.sessionmaker() as session:
-            await rollup_hour(session, start)
+            await rollup_hour(session, hour)
+            await session.execute(delete(RollupRedo).where(RollupRedo.bucket_start == hour))
             await session.commit()
-        days.add(start.replace(hour=0))
-        done += 1
-        start += HOUR
+        days.add(hour.replace(hour=0))
     for day in sorted(days):
         async with database.sessionmaker() as session:
             await rollup_day(session, day)
             await session.commit()
-    return done
+    return len(hours)
+
+
+async def redo_rollups_since(session: AsyncSession, since: datetime, now: datetime) -> None:
+    """Results (or state changes) from `since` on arrived late: the complete hours from then
+    to now are rolled up again by the next rollup job."""
+    current, hour = hour_floor(now), hour_floor(since)
+    rows = []
+    while hour < current:
+        rows.append({"bucket_start": hour})
+        hour += HOUR
+    if rows:
+        insert = pg_insert if dialect_of(session) == "postgresql" else sqlite_insert
+        await session.execute(insert(table_of(RollupRedo)).on_conflict_do_nothing(), rows)

@@ -67,3 +67,12 @@ class Rollup(Base):
     latency_max_ms: Mapped[float | None] = mapped_column(Float)
     seconds_down: Mapped[float] = mapped_column(Float, default=0.0)
     seconds_unknown: Mapped[float] = mapped_column(Float, default=0.0)
+
+
+class RollupRedo(Base):
+    """An hour whose rollups must be computed again: results arrived after it was rolled up
+    (a store agent's buffer, replayed after it was offline)."""
+
+    __tablename__ = "rollup_redo"
+
+    bucket_start: Mapped[datetime] = mapped_column(UTCDateTime, primary_key=True)

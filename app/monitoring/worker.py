@@ -158,6 +158,9 @@ class Worker:
         if self._sqlite_lock is not None:
             self._sqlite_lock.acquire()  # raises SecondWorkerRefused
         self.writer.start()
+        # A run skipped because the previous one is still going is by design (max_instances=1).
+        logging.getLogger("apscheduler.scheduler").setLevel(logging.ERROR)
+        logging.getLogger("apscheduler.executors.default").setLevel(logging.WARNING)
         sched = AsyncIOScheduler(timezone="UTC")
         now = utcnow()
 
@@ -183,9 +186,6 @@ class Worker:
             every(5, self._agent_health, "agents", 5)
             every(3600, self._purge, "retention", 60)
             every(300, self._rollups, "rollups", 20)
-        # A run skipped because the previous one is still going is by design (max_instances=1).
-        logging.getLogger("apscheduler.scheduler").setLevel(logging.ERROR)
-        logging.getLogger("apscheduler.executors.default").setLevel(logging.WARNING)
         sched.start()
         self.scheduler = sched
         self.running = True

@@ -47,6 +47,8 @@ log = logging.getLogger(__name__)
 
 _CHUNK = 5000
 AGENT_OFFLINE = "agent_offline"  # the diagnosis of a monitor whose store agent went silent
+# Unknown spells we assumed rather than saw: a store agent's buffer may replace them.
+_ASSUMED = frozenset({AGENT_OFFLINE, "result_stale"})
 
 
 @dataclass(slots=True)
@@ -294,8 +296,10 @@ async def apply_outcomes(
         if _in_agent_offline_spell(m, first):
             # A store agent's buffered results from while it was offline: what it saw replaces
             # the unknown spell we had to assume.
-            sm.state, state_since = await _retract_agent_offline(session, mid, m.state_since)
-            report.retracted.append(m)
+            restored = await _retract_agent_offline(session, mid, first)
+            if restored is not None:
+                sm.state, state_since = restored
+                report.retracted.append(m)
         next_due, owner, lease_expires = m.next_due_at, m.lease_owner, m.lease_expires_at
         last: CheckOutcome | None = None
         for o in sorted(by_monitor[mid], key=lambda o: o.checked_at):
@@ -395,22 +399,29 @@ def _in_agent_offline_spell(m: Row[Any], earliest: datetime) -> bool:
 
 
 async def _retract_agent_offline(
-    session: AsyncSession, monitor_id: int, since: datetime
-) -> tuple[str, datetime | None]:
-    """Delete the agent_offline state change at `since`; the state (and its start) it replaced."""
+    session: AsyncSession, monitor_id: int, earliest: datetime
+) -> tuple[str, datetime | None] | None:
+    """Delete the unknown spells we assumed from `earliest` on (agent_offline, and a stale
+    mark made at the same time), if nothing else happened since; returns the state (and its
+    start) they replaced, or None when history must stay as it is."""
     sc = table_of(StateChange)
-    rows = (
+    since = (
         await session.execute(
-            select(sc.c.id, sc.c.at, sc.c.from_state, sc.c.diagnosis)
-            .where(sc.c.monitor_id == monitor_id, sc.c.at <= since)
-            .order_by(sc.c.at.desc(), sc.c.id.desc())
-            .limit(2)
+            select(sc.c.id, sc.c.from_state, sc.c.to_state, sc.c.diagnosis)
+            .where(sc.c.monitor_id == monitor_id, sc.c.at >= earliest)
+            .order_by(sc.c.at, sc.c.id)
         )
     ).all()
-    if not rows or rows[0].diagnosis != AGENT_OFFLINE:
-        return State.UNKNOWN, since
-    await session.execute(sc.delete().where(sc.c.id == rows[0].id))
-    return rows[0].from_state, rows[1].at if len(rows) > 1 else None
+    if not since or any(r.to_state != State.UNKNOWN or r.diagnosis not in _ASSUMED for r in since):
+        return None
+    before = await session.scalar(
+        select(sc.c.at)
+        .where(sc.c.monitor_id == monitor_id, sc.c.at < earliest)
+        .order_by(sc.c.at.desc())
+        .limit(1)
+    )
+    await session.execute(sc.delete().where(sc.c.id.in_([r.id for r in since])))
+    return since[0].from_state, before
 
 
 LAST_SEEN_GRANULARITY = timedelta(seconds=15)

@@ -39,6 +39,11 @@ def upgrade() -> None:
         sa.UniqueConstraint("name", name=op.f("uq_agents_name")),
         sa.UniqueConstraint("token_hash", name=op.f("uq_agents_token_hash")),
     )
+    op.create_table(
+        "rollup_redo",
+        sa.Column("bucket_start", sa.DateTime(timezone=True), nullable=False),
+        sa.PrimaryKeyConstraint("bucket_start", name=op.f("pk_rollup_redo")),
+    )
     with op.batch_alter_table("monitors", schema=None) as batch_op:
         batch_op.add_column(sa.Column("agent_id", sa.Integer(), nullable=True))
         batch_op.create_index(batch_op.f("ix_monitors_agent_id"), ["agent_id"], unique=False)
@@ -67,4 +72,5 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f("ix_monitors_agent_id"))
         batch_op.drop_column("agent_id")
 
+    op.drop_table("rollup_redo")
     op.drop_table("agents")
