@@ -11,6 +11,8 @@ from pathlib import Path
 
 import uvicorn
 
+from app.agent.cli import add_arguments as add_agent_arguments
+from app.agent.cli import agent_command
 from app.agents.cli import agent_token_command
 from app.auth.cli import create_user_command
 from app.config import Settings, get_settings
@@ -54,6 +56,9 @@ def _parser() -> argparse.ArgumentParser:
     check = sub.add_parser("check", help="check one terminal now and explain the result")
     check.add_argument("poiid")
     check.add_argument("--json", action="store_true")
+
+    agent = sub.add_parser("agent", help="run a store agent: this store's checks, reported to the server")
+    add_agent_arguments(agent)
 
     export = sub.add_parser("export", help="export uptime history as CSV or XLSX")
     export.add_argument("--scope", choices=("terminal", "store", "region", "fleet"), default="fleet")
@@ -184,6 +189,10 @@ def _check(args: argparse.Namespace, settings: Settings) -> int:
     return check_command(settings, args.poiid, as_json=args.json)
 
 
+def _agent(args: argparse.Namespace, settings: Settings) -> int:
+    return agent_command(args, settings)
+
+
 def _export(args: argparse.Namespace, settings: Settings) -> int:
     return export_command(settings, args)
 
@@ -213,6 +222,7 @@ COMMANDS = {
     "import": _import,
     "worker": _worker,
     "check": _check,
+    "agent": _agent,
     "export": _export,
     "create-user": _create_user,
     "agent-token": _agent_token,
