@@ -51,6 +51,11 @@ from app.schedule import first_due_at, next_due_at
 
 log = logging.getLogger(__name__)
 
+# What the server takes per result (app.monitoring.agents: AgentResult, AgentAnswer).
+MAX_STEPS = 50
+MAX_DETAIL = 2000
+MAX_CONTEXT = 30
+
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
@@ -510,11 +515,18 @@ class Agent:
             checked_at=checked_at.isoformat(),
             outcome=str(result.outcome),
             latency_ms=round(result.latency_ms, 3),
-            steps=result.steps,
+            # Within what the server takes (one oversized result would hold its batch back).
+            steps=result.steps[:MAX_STEPS],
             diagnosis=result.diagnosis,
-            detail=result.detail,
+            detail=result.detail[:MAX_DETAIL] if result.detail else result.detail,
         )
         return body
+
+    @staticmethod
+    def _context_json(result: ProbeResult) -> dict[str, str]:
+        """The words that fill the diagnosis texts (host, address, timeout ...), as strings."""
+        items = list(result.context.items())[:MAX_CONTEXT]
+        return {str(k): str(v)[:MAX_DETAIL] for k, v in items if v is not None}
 
     async def _queue(
         self, spec: MonitorConfig, due: datetime, checked_at: datetime, result: ProbeResult
@@ -661,4 +673,8 @@ class Agent:
             )
         else:
             result = await self._probe(slot.spec)
-        return self._result_json(monitor_id, result, checked_at, None)
+        # An answer is shown at once (Check connection): it carries the diagnosis words too.
+        return {
+            **self._result_json(monitor_id, result, checked_at, None),
+            "context": self._context_json(result),
+        }

@@ -171,6 +171,8 @@ async def test_on_demand_work_runs_at_once_and_answers_without_seq(fake, make_ag
     assert by_id[62]["outcome"] == Outcome.FAIL
     assert by_id[99]["outcome"] == Outcome.ERROR, "a monitor not ours: our side, never down"
     assert all("seq" not in r and "due_at" not in r for r in results)
+    assert by_id[62]["context"]["target"] == f"127.0.0.1:{closed_port}", "the diagnosis words come along"
+    assert all(isinstance(v, str) for r in results for v in r["context"].values())
     _dt(by_id[61]["checked_at"])
     assert agent.buffer.pending == 0 and not fake.written, "manual checks are not queued"
 
