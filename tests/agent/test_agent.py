@@ -106,6 +106,9 @@ async def test_server_down_results_buffered_then_replayed_once_in_order_with_the
 
 async def test_a_batch_whose_answer_was_lost_is_sent_again_and_deduped_by_seq(fake, make_agent, open_port):
     fake.set_monitors([monitor(31, f"127.0.0.1:{open_port}")])
+    # No heartbeat after the first (before any result): its last_seq would ack the written batch
+    # too, and the agent would rightly not resend it.
+    fake.heartbeat_s = 60
     fake.lose_next_results_answer = True
     await make_agent(fake)
 
