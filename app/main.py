@@ -11,6 +11,7 @@ from fastapi.staticfiles import StaticFiles
 
 from app import __version__
 from app.agents.api import router as agents_api
+from app.agents.pages import router as agents_pages
 from app.agents.protocol import router as agent_protocol
 from app.auth.routes import require_login
 from app.auth.routes import router as auth_router
@@ -69,6 +70,7 @@ def create_app(
         auth_router,
         inventory_pages,
         providers_pages,
+        agents_pages,
         dashboard_pages,
         history_pages,
         agent_protocol,  # /api/agent/v1: the agents' own protocol, token-authenticated

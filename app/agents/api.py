@@ -7,12 +7,12 @@ from datetime import datetime
 
 from fastapi import APIRouter, Depends, Response
 from pydantic import BaseModel, Field
-from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.agents import service
+from app.agents.queries import AgentView, agent_view, agent_views
 from app.auth.sessions import require_admin
-from app.inventory.models import Agent, Store
+from app.errors import NotFound
 from app.vocabulary import AgentState
 from app.web.deps import SessionDep
 
@@ -48,43 +48,45 @@ class EnrolledOut(BaseModel):
     token: str = Field(description="shown once: give it to the agent (termpulse agent --token ...)")
 
 
-async def agent_out(session: AsyncSession, agent: Agent) -> AgentOut:
-    stores = (
-        await session.scalars(select(Store.code).where(Store.agent_id == agent.id).order_by(Store.code))
-    ).all()
+def agent_out(view: AgentView) -> AgentOut:
     return AgentOut(
-        id=agent.id,
-        name=agent.name,
-        stores=list(stores),
-        state=AgentState(agent.state),
-        state_since=agent.state_since,
-        last_heard_at=agent.last_heard_at,
-        version=agent.version,
-        clock_skew_ms=agent.clock_skew_ms,
-        queue_length=agent.queue_length,
-        dropped=agent.dropped,
-        token_hint=agent.token_hint,
-        revoked_at=agent.revoked_at,
+        id=view.id,
+        name=view.name,
+        stores=view.stores,
+        state=view.state,
+        state_since=view.state_since,
+        last_heard_at=view.last_heard_at,
+        version=view.version,
+        clock_skew_ms=view.clock_skew_ms,
+        queue_length=view.queue_length,
+        dropped=view.dropped,
+        token_hint=view.token_hint,
+        revoked_at=view.revoked_at,
     )
+
+
+async def _out(session: AsyncSession, agent_id: int) -> AgentOut:
+    view = await agent_view(session, agent_id)
+    if view is None:
+        raise NotFound("agent", agent_id)
+    return agent_out(view)
 
 
 @router.get("", summary="Store agents, worst first")
 async def list_agents(session: SessionDep) -> list[AgentOut]:
-    agents = (await session.scalars(select(Agent).order_by(Agent.name))).all()
-    ordered = sorted(agents, key=lambda a: (AgentState(a.state).severity, a.name))
-    return [await agent_out(session, a) for a in ordered]
+    return [agent_out(v) for v in await agent_views(session)]
 
 
 @router.post("", status_code=201, summary="Enrol an agent for stores (the token is shown once)")
 async def create(data: AgentIn, session: SessionDep) -> EnrolledOut:
     enrolled = await service.create_agent(session, data.name, data.stores)
     await session.commit()
-    return EnrolledOut(agent=await agent_out(session, enrolled.agent), token=enrolled.token)
+    return EnrolledOut(agent=await _out(session, enrolled.agent.id), token=enrolled.token)
 
 
 @router.get("/{agent_id}")
 async def get(agent_id: int, session: SessionDep) -> AgentOut:
-    return await agent_out(session, await service.get_agent(session, agent_id))
+    return await _out(session, agent_id)
 
 
 @router.put("/{agent_id}/stores", summary="The stores this agent checks (others go back to central)")
@@ -92,7 +94,7 @@ async def set_stores(agent_id: int, data: StoresIn, session: SessionDep) -> Agen
     agent = await service.get_agent(session, agent_id)
     await service.assign_stores(session, agent, data.stores)
     await session.commit()
-    return await agent_out(session, agent)
+    return await _out(session, agent_id)
 
 
 @router.post("/{agent_id}/rotate", summary="A new token; the old one stops working at once")
@@ -100,7 +102,7 @@ async def rotate(agent_id: int, session: SessionDep) -> EnrolledOut:
     agent = await service.get_agent(session, agent_id)
     token = await service.rotate(session, agent)
     await session.commit()
-    return EnrolledOut(agent=await agent_out(session, agent), token=token)
+    return EnrolledOut(agent=await _out(session, agent_id), token=token)
 
 
 @router.post("/{agent_id}/revoke", status_code=204, summary="Revoke the token; the checks go back to central")

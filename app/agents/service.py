@@ -17,6 +17,7 @@ from app.inventory.monitors import assign_agents
 from app.vocabulary import AgentState
 
 TOKEN_PREFIX = "tpa_"
+NAME_MAX = 100  # agents.name
 
 
 def new_token() -> str:
@@ -47,6 +48,8 @@ async def create_agent(session: AsyncSession, name: str, store_codes: list[str])
     name = name.strip()
     if not name:
         raise InvalidInput({"name": "Give the agent a name (e.g. the store code and the machine)."})
+    if len(name) > NAME_MAX:
+        raise InvalidInput({"name": f"At most {NAME_MAX} characters."})
     if await session.scalar(select(Agent.id).where(Agent.name == name)) is not None:
         raise NameTaken(f"an agent named {name!r} exists already", field="name")
     token = new_token()
@@ -59,6 +62,8 @@ async def create_agent(session: AsyncSession, name: str, store_codes: list[str])
 
 async def assign_stores(session: AsyncSession, agent: Agent, store_codes: list[str]) -> None:
     """These stores (and only these) are checked by `agent` from now on."""
+    if agent.revoked_at is not None:
+        raise InvalidInput({"stores": "A revoked agent cannot take stores: enrol a new one."})
     codes = sorted({c.strip() for c in store_codes if c.strip()})
     if not codes:
         raise InvalidInput({"stores": "Name at least one store the agent sits in."})

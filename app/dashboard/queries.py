@@ -11,16 +11,17 @@ import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import TypeVar, cast
+from typing import Any, TypeVar, cast
 
 from sqlalchemy import Select, and_, case, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db import utcnow
 from app.history.uptime import Period, TerminalInfo, terminal_timeline, uptime_for_terminals
-from app.inventory.models import PROVIDERS, Monitor, Store, Terminal, TerminalEvent
+from app.inventory.models import PROVIDERS, Agent, Monitor, Store, Terminal, TerminalEvent
+from app.monitoring.agents import STORE_OFFLINE
 from app.monitoring.models import CheckResult, Rollup, StateChange
-from app.vocabulary import STATES_WORST_FIRST, CloudState, MonitorKind, State, worst
+from app.vocabulary import STATES_WORST_FIRST, AgentState, CloudState, MonitorKind, State, worst
 
 T = TypeVar("T")
 PER_PAGE_CHOICES = (25, 50, 100, 200)
@@ -158,6 +159,10 @@ class StoreRow:
     counts: dict[str, int] = field(default_factory=dict)
     problem_since: datetime | None = None  # the oldest down terminal's status_since
     network_state: str = State.NONE  # worst of the store's network-profile checks
+    status_reason: str | None = None  # a diagnosis for the whole store (store_offline)
+    agent_state: str | None = None  # its store agent's state; None: checked centrally
+    agent_heard_at: datetime | None = None  # when its agent was last heard
+    agent_state_since: datetime | None = None
 
     @property
     def total(self) -> int:
@@ -173,6 +178,21 @@ class StoreRow:
         return worst(states)
 
     @property
+    def store_offline(self) -> bool:
+        """Its agent and every cloud terminal went silent: power or internet is gone."""
+        return self.status_reason == STORE_OFFLINE
+
+    @property
+    def agent_offline(self) -> bool:
+        return self.agent_state == AgentState.OFFLINE
+
+    @property
+    def silent_since(self) -> datetime | None:
+        """When the store went silent: its agent's last word (else when the agent went offline,
+        else the store's own status change)."""
+        return self.agent_heard_at or self.agent_state_since or self.status_since
+
+    @property
     def since(self) -> datetime | None:
         if self.worst == State.DOWN and self.problem_since:
             return self.problem_since
@@ -181,10 +201,42 @@ class StoreRow:
     def signature(self) -> str:
         c = self.counts
         since = int(self.since.timestamp()) if self.since else 0
+        agent = f".{self.status_reason or ''}.{self.agent_state}" if self.agent_state else ""
         return (
             f"{self.status}.{self.network_state}.{c.get(State.UP, 0)}.{c.get(State.DOWN, 0)}."
-            f"{c.get(State.UNKNOWN, 0)}.{self.other}.{since}"
+            f"{c.get(State.UNKNOWN, 0)}.{self.other}.{since}{agent}"
         )
+
+
+# Read with every store row, by one outer join on the (small) agents table.
+_STORE_ROW_COLUMNS = (
+    Store.id,
+    Store.code,
+    Store.name,
+    Store.region,
+    Store.status,
+    Store.status_since,
+    Store.status_reason,
+    Agent.state.label("agent_state"),
+    Agent.last_heard_at.label("agent_heard_at"),
+    Agent.state_since.label("agent_state_since"),
+)
+
+
+def _store_row(r: Any) -> StoreRow:
+    return StoreRow(
+        r.id,
+        r.code,
+        r.name,
+        r.region,
+        r.status,
+        r.status_since,
+        problem_since=r.down_since,
+        status_reason=r.status_reason,
+        agent_state=r.agent_state,
+        agent_heard_at=r.agent_heard_at,
+        agent_state_since=r.agent_state_since,
+    )
 
 
 def _store_filters(stmt: Select, region: str, q: str) -> Select:
@@ -230,9 +282,9 @@ async def _store_page(
     down = func.coalesce(bad.c.down, 0)
     unknown = func.coalesce(bad.c.unknown, 0)
     stmt = _store_filters(
-        select(
-            Store.id, Store.code, Store.name, Store.region, Store.status, Store.status_since, bad.c.down_since
-        ).outerjoin(bad, bad.c.store_id == Store.id),
+        select(*_STORE_ROW_COLUMNS, bad.c.down_since)
+        .outerjoin(bad, bad.c.store_id == Store.id)
+        .outerjoin(Agent, Agent.id == Store.agent_id),
         region,
         q,
     )
@@ -248,10 +300,7 @@ async def _store_page(
         .limit(per_page)
         .offset((page - 1) * per_page)
     )
-    rows = [
-        StoreRow(r.id, r.code, r.name, r.region, r.status, r.status_since, problem_since=r.down_since)
-        for r in (await session.execute(stmt)).all()
-    ]
+    rows = [_store_row(r) for r in (await session.execute(stmt)).all()]
     await _fill_store_facts(session, rows)
     return rows, total
 
@@ -282,22 +331,12 @@ async def store_rows(session: AsyncSession, store_ids: list[int]) -> dict[int, S
         .subquery()
     )
     stmt = (
-        select(
-            Store.id,
-            Store.code,
-            Store.name,
-            Store.region,
-            Store.status,
-            Store.status_since,
-            down_since.c.down_since,
-        )
+        select(*_STORE_ROW_COLUMNS, down_since.c.down_since)
         .outerjoin(down_since, down_since.c.store_id == Store.id)
+        .outerjoin(Agent, Agent.id == Store.agent_id)
         .where(Store.id.in_(store_ids))
     )
-    rows = {
-        r.id: StoreRow(r.id, r.code, r.name, r.region, r.status, r.status_since, problem_since=r.down_since)
-        for r in (await session.execute(stmt)).all()
-    }
+    rows = {r.id: _store_row(r) for r in (await session.execute(stmt)).all()}
     await _fill_store_facts(session, list(rows.values()))
     return rows
 
@@ -649,6 +688,13 @@ async def any_store(session: AsyncSession) -> bool:
 
 async def store_by_code(session: AsyncSession, code: str) -> Store | None:
     return await session.scalar(select(Store).where(Store.code == code))
+
+
+async def store_agent(session: AsyncSession, store: Store) -> Agent | None:
+    """The store agent that runs this store's network and LAN checks; None: they run centrally."""
+    if store.agent_id is None:
+        return None
+    return await session.get(Agent, store.agent_id)
 
 
 async def store_network_monitors(session: AsyncSession, store_id: int) -> list[Monitor]:

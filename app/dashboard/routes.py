@@ -14,14 +14,17 @@ from fastapi.responses import Response
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.checks.diagnoses import explain
 from app.dashboard import checkview, queries
 from app.db import utcnow
 from app.errors import NotFound
 from app.inventory.models import PROVIDERS, Terminal
+from app.monitoring.agents import STORE_OFFLINE
 from app.monitoring.manual import check_terminal_now
 from app.web.deps import SessionDep
 from app.web.errors import DB_ERRORS
 from app.web.templating import is_htmx, render
+from app.web.ui import clock_text
 
 log = logging.getLogger(__name__)
 router = APIRouter(include_in_schema=False)
@@ -157,7 +160,20 @@ async def store_page(request: Request, code: str, session: SessionDep) -> Respon
     row = (await queries.store_rows(session, [store.id]))[store.id]
     terminals = await queries.store_terminals(session, store.id)
     network = await queries.store_network_monitors(session, store.id)
-    context = {"store": store, "row": row, "terminals": terminals, "network": network, "now": utcnow()}
+    agent = await queries.store_agent(session, store)
+    offline = None
+    if row.store_offline:
+        since = clock_text(row.silent_since) if row.silent_since else "an unknown time"
+        offline = explain(STORE_OFFLINE, target=f"{store.code} {store.name}", since=since)
+    context = {
+        "store": store,
+        "row": row,
+        "terminals": terminals,
+        "network": network,
+        "agent": agent,
+        "offline": offline,
+        "now": utcnow(),
+    }
     return render(request, "dashboard/store.html", context, block="results")
 
 

@@ -12,7 +12,7 @@ from jinja2 import Environment
 from jinja2_fragments.fastapi import Jinja2Blocks
 
 from app.config import get_settings
-from app.vocabulary import STATES_WORST_FIRST, CloudState, MonitorKind, Outcome, State
+from app.vocabulary import STATES_WORST_FIRST, AgentState, CloudState, MonitorKind, Outcome, State
 from app.web import ui
 
 
@@ -27,6 +27,7 @@ def _register(env: Environment) -> None:
         ui=ui,  # dashboard/_ui.html exports its helpers under their names
         State=State,
         CloudState=CloudState,
+        AgentState=AgentState,
         Outcome=Outcome,
         MonitorKind=MonitorKind,
         STATES_WORST_FIRST=STATES_WORST_FIRST,

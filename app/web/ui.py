@@ -16,11 +16,14 @@ from typing import Protocol
 from markupsafe import Markup, escape
 
 from app.checks.diagnoses import CATALOGUE
-from app.vocabulary import CloudState, MonitorKind, State
+from app.vocabulary import AgentState, CloudState, MonitorKind, State
 
 _STATES = frozenset(State)
 _CLOUD_STATES = frozenset(CloudState)
 _KINDS = frozenset(MonitorKind)
+_AGENT_STATES = frozenset(AgentState)
+# A store agent's clock further off than this is flagged (its results are moved onto ours anyway).
+SKEW_WARN_MS = 2000.0
 # The sprite symbol (dashboard/_ui.html) of each Websocket state.
 WS_ICONS = {
     CloudState.CONNECTED: "cloud",
@@ -44,6 +47,27 @@ def state(value: str | None, small: bool = False) -> Markup:
     v = State(value) if value in _STATES else State.UNKNOWN
     size = " small" if small else ""
     return Markup(f'<span class="badge {v}{size}" data-state="{v}">{icon(v)}<span>{v.word}</span></span>')
+
+
+# A store agent's state as a badge: the sprite symbol and the badge colour (a state's class).
+AGENT_BADGES = {
+    AgentState.OFFLINE: ("agent-offline", State.DOWN),
+    AgentState.NEVER_SEEN: (State.NONE, State.NONE),
+    AgentState.ONLINE: (State.UP, State.UP),
+    AgentState.REVOKED: ("revoked", State.PAUSED),
+}
+
+
+@lru_cache(maxsize=16)
+def agent_state(value: str | None, small: bool = False) -> Markup:
+    """A store agent's state badge: icon and word (offline, never seen, online, revoked)."""
+    v = AgentState(value) if value in _AGENT_STATES else AgentState.NEVER_SEEN
+    symbol, colour = AGENT_BADGES[v]
+    size = " small" if small else ""
+    return Markup(
+        f'<span class="badge {colour}{size}" data-agent-state="{v}">'
+        f"{icon(symbol)}<span>{v.word}</span></span>"
+    )
 
 
 @lru_cache(maxsize=16)
@@ -107,6 +131,40 @@ def when(dt: datetime | None, prefix: str = "") -> Markup:
     return Markup(
         f'<time datetime="{dt.isoformat()}" data-rel title="{dt:%Y-%m-%d %H:%M:%S} UTC">'
         f"{escape(prefix)}{ago(dt)}</time>"
+    )
+
+
+def clock_text(dt: datetime) -> str:
+    """A moment as a time of day in UTC, '14:02 UTC', with the date when not within a day."""
+    recent = abs((datetime.now(UTC) - dt).total_seconds()) < 86400
+    return f"{dt:%H:%M} UTC" if recent else f"{dt:%d %b %H:%M} UTC"
+
+
+def clock(dt: datetime | None) -> Markup:
+    """clock_text() with the exact time as tooltip."""
+    if dt is None:
+        return Markup('<span class="muted">—</span>')
+    return Markup(
+        f'<time datetime="{dt.isoformat()}" title="{dt:%Y-%m-%d %H:%M:%S} UTC">{clock_text(dt)}</time>'
+    )
+
+
+def skew(ms: float | None) -> Markup:
+    """A store agent's clock skew, signed ('+1.2 s'; behind with a minus sign, U+2212), flagged
+    beyond SKEW_WARN_MS."""
+    if ms is None:
+        return Markup('<span class="muted" title="Not measured yet: no heartbeat">—</span>')
+    seconds = abs(ms) / 1000
+    sign = "" if seconds < 0.05 else "+" if ms > 0 else "\u2212"  # no sign on what rounds to 0.0
+    text = f"{sign}{seconds:.1f} s" if seconds < 100 else f"{sign}{duration(seconds)}"
+    way = "ahead of" if ms >= 0 else "behind"
+    exact = f"{abs(ms):.0f} ms" if abs(ms) < 1000 else f"{seconds:.1f} s"
+    tip = f"The agent's clock is {exact} {way} the server's; its results are moved onto ours"
+    if abs(ms) <= SKEW_WARN_MS:
+        return Markup(f'<span class="skew" title="{tip}">{text}</span>')
+    return Markup(
+        f'<span class="skew warn" title="{tip}. Fix the machine\'s time (NTP).">'
+        f"{icon(State.DOWN)}{text}</span>"
     )
 
 
