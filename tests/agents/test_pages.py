@@ -15,15 +15,7 @@ from app.inventory.models import Agent, Monitor, Store
 from app.monitoring.agents import mark_agents_offline
 from app.vocabulary import AgentState, MonitorKind, State
 from tests.agents.test_protocol import API, beat, enrol, fleet
-
-try:
-    from tests.html import dom  # the shared parsed-DOM helper
-except ImportError:  # not in this tree yet: the same thing, lxml with CSS selectors
-    import lxml.html
-
-    def dom(response):
-        return lxml.html.fromstring(response.text)
-
+from tests.html import dom, is_full, one, text, texts
 
 PAGE = "/admin/agents"
 HX = {"HX-Request": "true"}
@@ -37,14 +29,10 @@ def _fresh_caches(monkeypatch):
     queries.clear_caches()
 
 
-def text(node) -> str:
-    return " ".join(node.text_content().split())
-
-
 def rows(page) -> list[tuple[str, str]]:
     """(agent name, state) of every row of the Agents table, in order."""
     return [
-        (tr.get("data-agent"), tr.cssselect("[data-agent-state]")[0].get("data-agent-state"))
+        (tr.get("data-agent"), one(tr, "[data-agent-state]").get("data-agent-state"))
         for tr in page.cssselect("#agents-table tbody tr")
     ]
 
@@ -78,18 +66,18 @@ async def test_the_page_lists_agents_worst_first(client, db):
         ("Online one", AgentState.ONLINE),
         ("A revoked one", AgentState.REVOKED),
     ]
-    row = page.cssselect(f"#agent-{online}")[0]
+    row = one(page, f"#agent-{online}")
     assert [a.text for a in row.cssselect(".stores-cell a")] == ["S-0001"]
-    assert row.cssselect(".stores-cell a")[0].get("href") == "/stores/S-0001"
+    assert one(row, ".stores-cell a").get("href") == "/stores/S-0001"
     assert "test" in text(row)  # the version its heartbeat gave
-    warn = row.cssselect(".skew.warn")  # more than 2 s off: flagged
-    assert warn and text(warn[0]).startswith("+3.") and text(warn[0]).endswith(" s")
+    warn = text(one(row, ".skew.warn"))  # more than 2 s off: flagged
+    assert warn.startswith("+3.") and warn.endswith(" s")
     assert row.cssselect("time[title$='UTC']")  # last heard: "x ago", the exact time as tooltip
     assert row.cssselect("svg use")  # the badge is an inline SVG icon and a word
-    assert "Online" in text(row.cssselect("[data-agent-state]")[0])
+    assert "Online" in text(one(row, "[data-agent-state]"))
     # A revoked agent has no actions left; the others have all three.
     assert not page.cssselect(f"#agent-{revoked} form")
-    actions = [b.text_content().strip() for b in row.cssselect("td.actions button, td.actions summary")]
+    actions = texts(row, "td.actions button, td.actions summary")
     assert actions == ["Change stores", "Save stores", "Rotate token", "Revoke"]
     assert all(f.get("hx-confirm") for f in row.cssselect("td.actions form"))
     # The nav links to it.
@@ -101,23 +89,22 @@ async def test_enrol_shows_the_token_once_with_the_command_line(client, db):
     r = await client.post(PAGE, data={"name": "S-0001 back office", "stores": "S-0001,  S-0002"})
     assert r.status_code == 200 and r.headers["cache-control"] == "no-store"
     page = dom(r)
-    box = page.cssselect("#token-box")[0]
+    box = one(page, "#token-box")
     assert "will not be shown again" in text(box)
-    token = page.cssselect("#token-value")[0].text_content().strip()
+    token = text(one(page, "#token-value"))
     assert token.startswith("tpa_") and await config_status(client, token) == 200
-    command = page.cssselect("#token-command")[0].text_content().strip()
+    command = text(one(page, "#token-command"))
     # Reached over plain http (the test client): the agent needs --insecure-http for that, and says why.
     assert command == f"termpulse agent --server http://testserver --insecure-http --token {token}"
     assert "--insecure-http" in text(box) and "HTTPS" in text(box)
-    env = page.cssselect("#token-env")[0].text_content().split()
+    env = text(one(page, "#token-env")).split()
     assert env == ["TERMPULSE_SERVER=http://testserver", f"TERMPULSE_AGENT_TOKEN={token}"]
     assert page.cssselect("button[data-copy='#token-value']") and page.cssselect(
         "button[data-copy='#token-command']"
     )
     listed = [(n, s) for n, s in rows(page)]
     assert listed == [("S-0001 back office", AgentState.NEVER_SEEN)]
-    codes = [a.text for a in page.cssselect("#agents-table .stores-cell a")]
-    assert codes == ["S-0001", "S-0002"]
+    assert texts(page, "#agents-table .stores-cell a") == ["S-0001", "S-0002"]
 
     again = await client.get(PAGE)
     assert token not in again.text and not dom(again).cssselect("#token-box")
@@ -125,8 +112,8 @@ async def test_enrol_shows_the_token_once_with_the_command_line(client, db):
 
     # htmx: the page's body only, the token box in it.
     fragment = await client.post(PAGE, data={"name": "Second", "stores": "S-0003"}, headers=HX)
-    assert fragment.status_code == 200 and "<html" not in fragment.text
-    assert dom(fragment).cssselect("#token-box #token-value")
+    assert fragment.status_code == 200 and not is_full(fragment)
+    assert text(one(dom(fragment), "#token-box #token-value")).startswith("tpa_")
 
 
 async def test_a_bad_store_code_or_a_taken_name_is_shown_next_to_its_field(client, db):
@@ -134,16 +121,16 @@ async def test_a_bad_store_code_or_a_taken_name_is_shown_next_to_its_field(clien
     r = await client.post(PAGE, data={"name": "Back office", "stores": "S-0001 S-9999"}, headers=HX)
     assert r.status_code == 422
     page = dom(r)
-    assert "S-9999" in text(page.cssselect("#e-stores")[0])
-    field = page.cssselect("#f-stores")[0]
+    assert "S-9999" in text(one(page, "#e-stores"))
+    field = one(page, "#f-stores")
     assert field.get("aria-invalid") == "true" and field.get("value") == "S-0001 S-9999"
-    assert page.cssselect("#f-name")[0].get("value") == "Back office"
+    assert one(page, "#f-name").get("value") == "Back office"
     assert not page.cssselect("#token-box")
     assert (await client.get("/api/v1/agents")).json() == []  # nothing half-made
 
     await enrol(client, "S-0001", name="Back office")
     taken = dom(await client.post(PAGE, data={"name": "Back office", "stores": "S-0002"}))
-    assert "exists already" in text(taken.cssselect("#e-name")[0])
+    assert "exists already" in text(one(taken, "#e-name"))
     empty = dom(await client.post(PAGE, data={"name": "Till room", "stores": " , "}))
     assert empty.cssselect("#e-stores")
 
@@ -156,14 +143,14 @@ async def test_rotate_and_revoke(client, db):
     r = await client.post(f"{PAGE}/{agent_id}/rotate", headers=HX)
     assert r.status_code == 200 and r.headers["cache-control"] == "no-store"
     page = dom(r)
-    new = page.cssselect("#token-value")[0].text_content().strip()
-    assert new != old and "old token stopped working" in text(page.cssselect("#token-box")[0])
+    new = text(one(page, "#token-value"))
+    assert new != old and "old token stopped working" in text(one(page, "#token-box"))
     assert await config_status(client, old) == 401 and await config_status(client, new) == 200
 
     r = await client.post(f"{PAGE}/{agent_id}/revoke", headers=HX)
     assert r.status_code == 200
     page = dom(r)
-    assert "S-0001 is checked centrally again" in text(page.cssselect(".banner.ok")[0])
+    assert "S-0001 is checked centrally again" in text(one(page, ".banner.ok"))
     assert rows(page) == [("S-0001 agent", AgentState.REVOKED)]
     assert await config_status(client, new) == 401
     async with db.sessionmaker() as s:
@@ -171,9 +158,9 @@ async def test_rotate_and_revoke(client, db):
 
     # Sent again (a reload), or a revoked agent's token rotated: said, nothing changes.
     again = await client.post(f"{PAGE}/{agent_id}/revoke")
-    assert "already revoked" in text(dom(again).cssselect(".banner")[0])
+    assert "already revoked" in text(one(dom(again), ".banner"))
     refused = await client.post(f"{PAGE}/{agent_id}/rotate")
-    assert refused.status_code == 422 and "revoked" in text(dom(refused).cssselect(".banner.error")[0])
+    assert refused.status_code == 422 and "revoked" in text(one(dom(refused), ".banner.error"))
     gone = await client.post(f"{PAGE}/999/revoke", headers=HX)
     assert gone.status_code == 404 and "no longer exists" in gone.text
 
@@ -184,15 +171,15 @@ async def test_change_stores(client, db):
     r = await client.post(f"{PAGE}/{agent_id}/stores", data={"stores": "S-0002; S-0003"}, headers=HX)
     assert r.status_code == 200
     page = dom(r)
-    assert "now checks S-0002, S-0003" in text(page.cssselect(".banner.ok")[0])
+    assert "now checks S-0002, S-0003" in text(one(page, ".banner.ok"))
     assert [a.text for a in page.cssselect(f"#agent-{agent_id} .stores-cell a")] == ["S-0002", "S-0003"]
 
     bad = await client.post(f"{PAGE}/{agent_id}/stores", data={"stores": "S-0002 S-7777"}, headers=HX)
     assert bad.status_code == 422
     page = dom(bad)
     assert page.cssselect(f"#agent-{agent_id} details.change-stores[open]")
-    assert "S-7777" in text(page.cssselect(f"#e-stores-{agent_id}")[0])
-    assert page.cssselect(f"#stores-{agent_id}")[0].get("value") == "S-0002 S-7777"
+    assert "S-7777" in text(one(page, f"#e-stores-{agent_id}"))
+    assert one(page, f"#stores-{agent_id}").get("value") == "S-0002 S-7777"
     api = (await client.get(f"/api/v1/agents/{agent_id}")).json()
     assert api["stores"] == ["S-0002", "S-0003"]  # unchanged
 
@@ -203,18 +190,18 @@ async def test_the_store_page_shows_its_agent_or_says_checked_centrally(client, 
     await beat(client, auth, clock=utcnow() - timedelta(milliseconds=400))
 
     page = dom(await client.get("/stores/S-0001"))
-    panel = page.cssselect("#store-agent")[0]
+    panel = one(page, "#store-agent")
     assert "S-0001 back office" in text(panel) and "test" in text(panel)  # name, version
-    assert panel.cssselect("[data-agent-state]")[0].get("data-agent-state") == AgentState.ONLINE
+    assert one(panel, "[data-agent-state]").get("data-agent-state") == AgentState.ONLINE
     assert panel.cssselect("time[title$='UTC']")  # last heard
-    skew = text(panel.cssselect(".skew")[0])
+    skew = text(one(panel, ".skew"))
     assert skew.startswith("\u2212") and not panel.cssselect(".skew.warn")  # -0.4 s: behind, not flagged
     assert panel.cssselect(f"a[href='/admin/agents#agent-{agent_id}']")
     assert not page.cssselect(".checked-centrally")
 
     central = dom(await client.get("/stores/S-0002"))
     assert not central.cssselect("#store-agent")
-    assert text(central.cssselect(".checked-centrally")[0]) == "Checked centrally"
+    assert text(one(central, ".checked-centrally")) == "Checked centrally"
 
 
 async def test_the_overview_shows_store_offline_and_agent_offline(client, db):
@@ -238,18 +225,17 @@ async def test_the_overview_shows_store_offline_and_agent_offline(client, db):
     assert await in_transaction(db, lambda s: mark_agents_offline(s, utcnow())) == 2
 
     page = dom(await client.get("/"))
-    offline = page.cssselect(f"#s-{ids['S-0006']} [data-reason='store_offline']")
-    assert offline, "the store_offline reason is in the store's row"
-    assert text(offline[0]).startswith(
+    offline = one(page, f"#s-{ids['S-0006']} [data-reason='store_offline']")  # in the store's row
+    assert text(offline).startswith(
         f"Store offline: agent and all cloud terminals silent since {heard:%H:%M} UTC"
     )
     assert not page.cssselect(f"#s-{ids['S-0006']} .agent-off")  # said once, by the reason
-    marker = page.cssselect(f"#s-{ids['S-0001']} .agent-off")
-    assert marker and text(marker[0]) == "agent offline" and marker[0].cssselect("svg")
-    central = page.cssselect(f"#s-{ids['S-0002']}")[0]
+    marker = one(page, f"#s-{ids['S-0001']} .agent-off")
+    assert text(marker) == "agent offline" and marker.cssselect("svg")
+    central = one(page, f"#s-{ids['S-0002']}")
     assert not central.cssselect(".agent-off, [data-reason]")
 
     # The store page says it too, with what to do.
     store = dom(await client.get("/stores/S-0006"))
-    banner = text(store.cssselect(".store-offline")[0])
+    banner = text(one(store, ".store-offline"))
     assert "Store offline" in banner and "power" in banner
