@@ -12,12 +12,33 @@ from sqlalchemy import select, update
 from app.db import Database
 from app.inventory.models import Monitor, Store, Terminal
 from tests.dashboard.fleet import import_sample, seed_states, set_terminal_state
+from tests.html import classes, dom, is_full, one, text, texts
 
 HX = {"HX-Request": "true"}
 
 
-def is_full(body: str) -> bool:
-    return body.lstrip().lower().startswith("<!doctype html>")
+def state_of(row) -> str:
+    """A store or terminal row's state: its row-<state> class."""
+    [state] = [c.removeprefix("row-") for c in classes(row) if c.startswith("row-")]
+    return state
+
+
+def store_rows(d) -> list:
+    return d.cssselect('tr[id^="s-"]')
+
+
+def terminal_rows(d) -> list:
+    return d.cssselect('tr[id^="t-"]')
+
+
+def tile(d, name: str) -> tuple[str, str]:
+    """A summary bar tile: (its number, its words)."""
+    t = one(d, f"#summary .tile-{name}")
+    return text(one(t, ".n")), text(one(t, ".w"))
+
+
+def poller_url(d, poller: str) -> str:
+    return one(d, poller).get("hx-get")
 
 
 @pytest.fixture
@@ -37,33 +58,37 @@ async def _id(db: Database, poiid: str) -> int:
 async def test_overview_empty_points_to_import(client):
     r = await client.get("/")
     assert r.status_code == 200
-    assert "No stores yet" in r.text and 'href="/admin/import"' in r.text
+    empty = one(dom(r), ".empty")
+    assert text(one(empty, "h2")) == "No stores yet" and empty.cssselect('a[href="/admin/import"]')
 
 
 async def test_overview_full_page_and_fragment(client, fleet):
     r = await client.get("/")
-    assert r.status_code == 200 and is_full(r.text)
+    assert r.status_code == 200 and is_full(r)
     assert r.headers["vary"] == "HX-Request"
-    assert 'id="summary"' in r.text and 'id="stores-body"' in r.text
+    d = dom(r)
+    one(d, "#summary")
     # Worst first: the stores with down terminals lead the table.
-    rows = re.findall(r'<tr id="s-\d+"[^>]*class="row-(\w+)"', r.text)
+    rows = [state_of(tr) for tr in store_rows(one(d, "#stores-body"))]
     assert rows[:3] == ["down", "down", "down"] and "up" in rows
     first_up = rows.index("up")
     assert all(state != "down" for state in rows[first_up:])
     # Terminals down count and stores affected in the summary bar.
-    assert re.search(r'<span class="n">6</span><span class="w">terminals down</span>', r.text)
-    assert re.search(r'<span class="n">3</span><span class="w">of 60 stores affected</span>', r.text)
+    assert tile(d, "down") == ("6", "terminals down")
+    assert tile(d, "affected") == ("3", "of 60 stores affected")
 
     f = await client.get("/", headers=HX)
-    assert f.status_code == 200 and not is_full(f.text)
-    assert 'id="summary"' in f.text and "<header" not in f.text
+    assert f.status_code == 200 and not is_full(f)
+    fd = dom(f)
+    one(fd, "#summary")
+    assert not fd.cssselect("header")
 
 
 async def test_overview_asks_for_a_provider_account_when_cloud_terminals_need_one(client, db, fleet):
     async with db.sessionmaker() as s:
         await s.execute(update(Terminal).values(cloud_enabled=False))
         await s.commit()
-    assert "Add a provider account" not in (await client.get("/")).text
+    assert "Add a provider account" not in text(dom(await client.get("/")))
     async with db.sessionmaker() as s:
         await s.execute(
             update(Terminal)
@@ -72,29 +97,28 @@ async def test_overview_asks_for_a_provider_account_when_cloud_terminals_need_on
         )
         await s.commit()
     r = await client.get("/")
-    assert 'href="/admin/providers">Add a provider account' in r.text
+    assert "Add a provider account" in texts(dom(r), 'a[href="/admin/providers"]')
 
 
 async def test_overview_filters_by_region_and_search(client, fleet):
     r = await client.get("/", params={"region": "West"})
-    regions = re.findall(r"</a></th>\s*<td>(\w+)</td>", r.text)
+    regions = [text(tr.find("td")) for tr in store_rows(dom(r))]  # the column after the store
     assert regions and set(regions) == {"West"}
     r = await client.get("/", params={"q": "s-0003"}, headers=HX)
-    assert "S-0003" in r.text and "S-0004" not in r.text
+    codes = texts(dom(r), 'tr[id^="s-"] th .mono')
+    assert "S-0003" in codes and "S-0004" not in codes
     r = await client.get("/", params={"q": "no-such-store"}, headers=HX)
-    assert "No store matches" in r.text
+    assert "No store matches" in text(one(dom(r), "#stores-body"))
 
 
 async def test_overview_live_sends_only_changes(client, db, fleet):
-    page = (await client.get("/")).text
-    poll = re.search(r'hx-get="(/live/overview[^"]+)"', page).group(1).replace("&amp;", "&")
+    poll = poller_url(dom(await client.get("/")), "#live")
+    assert poll.startswith("/live/overview?")
     quiet = await client.get(poll, headers=HX)
     assert quiet.status_code == 200
-    assert 'hx-swap-oob="true"' in quiet.text  # the banner slot is always cleared
-    assert (
-        not re.search(r'<tr id="s-\d+" hx-swap-oob', quiet.text)
-        and 'id="summary" hx-swap-oob' not in quiet.text
-    )
+    q = dom(quiet)
+    assert one(q, "#banner").get("hx-swap-oob") == "true"  # the banner slot is always cleared
+    assert not q.cssselect('tr[id^="s-"][hx-swap-oob]') and not q.cssselect("#summary[hx-swap-oob]")
 
     # An up terminal of a store already down goes down too: counts change, order does not.
     async with db.sessionmaker() as s:
@@ -103,21 +127,17 @@ async def test_overview_live_sends_only_changes(client, db, fleet):
             select(Terminal.poiid).where(Terminal.store_id == store_id, Terminal.status == "up")
         )
     await set_terminal_state(db, other, "down", diagnosis="tcp_refused")
-    changed = await client.get(poll, headers=HX)
-    assert (
-        f'<tr id="s-{store_id}" hx-swap-oob="true"' in changed.text
-        or 'id="stores-body" hx-swap-oob' in changed.text
-    )
-    assert 'id="summary" hx-swap-oob="true"' in changed.text
-    assert re.search(r'<span class="n">7</span><span class="w">terminals down</span>', changed.text)
+    c = dom(await client.get(poll, headers=HX))
+    assert c.cssselect(f'tr#s-{store_id}[hx-swap-oob="true"]') or c.cssselect("#stores-body[hx-swap-oob]")
+    assert one(c, "#summary").get("hx-swap-oob") == "true"
+    assert tile(c, "down") == ("7", "terminals down")
 
 
 async def test_overview_live_reorders_when_a_store_goes_down(client, db, fleet):
-    page = (await client.get("/")).text
-    poll = re.search(r'hx-get="(/live/overview[^"]+)"', page).group(1).replace("&amp;", "&")
+    poll = poller_url(dom(await client.get("/")), "#live")
     await set_terminal_state(db, fleet["all"][-1], "down", diagnosis="tcp_timeout")
     r = await client.get(poll, headers=HX)
-    assert 'id="stores-body" hx-swap-oob="true"' in r.text
+    assert one(dom(r), "#stores-body").get("hx-swap-oob") == "true"
 
 
 # --- store page ------------------------------------------------------------------------------
@@ -125,14 +145,16 @@ async def test_overview_live_reorders_when_a_store_goes_down(client, db, fleet):
 
 async def test_store_page(client, fleet):
     r = await client.get("/stores/S-0001")
-    assert r.status_code == 200 and is_full(r.text)
-    assert "Network checks" in r.text
-    assert "temterminalsnar01.icloud.ingenico.com:7003" in r.text  # fullsteam-ingenico profile
-    assert "Move5000-203097992" in r.text
+    assert r.status_code == 200 and is_full(r)
+    page = text(dom(r))
+    assert "Network checks" in page
+    assert "temterminalsnar01.icloud.ingenico.com:7003" in page  # fullsteam-ingenico profile
+    assert "Move5000-203097992" in texts(dom(r), 'tr[id^="t-"] td.mono a')
     f = await client.get("/stores/S-0001", headers=HX)
-    assert f.status_code == 200 and not is_full(f.text) and "Move5000-203097992" in f.text
+    assert f.status_code == 200 and not is_full(f)
+    assert "Move5000-203097992" in texts(dom(f), 'tr[id^="t-"] td.mono a')
     missing = await client.get("/stores/S-9999")
-    assert missing.status_code == 404 and "No store" in missing.text
+    assert missing.status_code == 404 and "No store" in text(dom(missing))
 
 
 # --- terminals list --------------------------------------------------------------------------
@@ -140,17 +162,21 @@ async def test_store_page(client, fleet):
 
 async def test_terminals_list_full_and_fragment(client, fleet):
     r = await client.get("/terminals")
-    assert r.status_code == 200 and is_full(r.text)
+    assert r.status_code == 200 and is_full(r)
     assert r.headers["vary"] == "HX-Request"
-    assert "246</strong> terminals" in r.text
-    assert len(re.findall(r'<tr id="t-\d+"', r.text)) == 50
+    d = dom(r)
+    bar = one(d, ".result-bar")
+    assert text(one(bar, "strong")) == "246" and text(bar).startswith("246 terminals")
+    rows = terminal_rows(one(d, "#terminals-body"))
+    assert len(rows) == 50
     # Default order: down first, longest down first.
-    states = re.findall(r'<tr id="t-\d+" data-sig="[^"]*" class="row-(\w+)"', r.text)
+    states = [state_of(tr) for tr in rows]
     assert states[:6] == ["down"] * 6 and states[6] == "unknown"
+    heads = texts(d, "#terminals-table thead th")
     for word in ("Websocket", "LAN", "Last seen", "Uptime 24 h"):
-        assert word in r.text
+        assert any(h.startswith(word) for h in heads), (word, heads)
     f = await client.get("/terminals", headers=HX)
-    assert not is_full(f.text) and len(re.findall(r'<tr id="t-\d+"', f.text)) == 50
+    assert not is_full(f) and len(terminal_rows(dom(f))) == 50
 
 
 async def test_terminals_websocket_column_icons_and_text(client, db, fleet):
@@ -169,11 +195,13 @@ async def test_terminals_websocket_column_icons_and_text(client, db, fleet):
         ("not_enabled", "Not enabled"),
     ):
         r = await client.get("/terminals", params={"ws": state})
-        assert f'data-ws="{state}"' in r.text
-        assert f'aria-label="Websocket: {word}"' in r.text  # words for screen readers, a tooltip for the eye
-        assert 'title="Cloud connection' in r.text
+        cells = dom(r).cssselect(f'tr[id^="t-"] .ws-cell [data-ws="{state}"]')
+        assert cells
+        for cell in cells:  # words for screen readers, a tooltip for the eye
+            assert cell.get("aria-label") == f"Websocket: {word}"
+            assert cell.get("title").startswith("Cloud connection")
     r = await client.get("/terminals", params={"ws": "disconnected"}, headers=HX)
-    assert len(re.findall(r'<tr id="t-\d+"', r.text)) == 1
+    assert len(terminal_rows(dom(r))) == 1
 
 
 @pytest.mark.parametrize(
@@ -195,13 +223,14 @@ async def test_terminals_websocket_column_icons_and_text(client, db, fleet):
 async def test_terminals_filters(client, db, fleet, params, expect):
     r = await client.get("/terminals", params=params, headers=HX)
     assert r.status_code == 200
-    n = len(re.findall(r'<tr id="t-\d+"', r.text))
+    d = dom(r)
+    n = len(terminal_rows(d))
     if expect is not None:
         assert n == expect, params
     else:
         assert n > 0
     if expect == 0:
-        assert "No terminal matches" in r.text
+        assert "No terminal matches" in text(one(d, "#terminals-body"))
 
 
 @pytest.mark.parametrize("sort", ["poiid", "model", "store", "label", "status", "ws", "last_seen"])
@@ -209,46 +238,53 @@ async def test_terminals_sorting(client, fleet, sort):
     asc = await client.get("/terminals", params={"sort": sort, "per": "200"}, headers=HX)
     desc = await client.get("/terminals", params={"sort": sort, "dir": "desc", "per": "200"}, headers=HX)
     assert asc.status_code == desc.status_code == 200
-    assert 'aria-sort="ascending"' in asc.text and 'aria-sort="descending"' in desc.text
+    a, d = dom(asc), dom(desc)
+    assert a.cssselect('th[aria-sort="ascending"]') and d.cssselect('th[aria-sort="descending"]')
     if sort == "poiid":
-        poiids = re.findall(r'<td class="mono"><a href="/terminals/([^"]+)"', asc.text)
-        assert poiids == sorted(poiids)
+        links = a.cssselect('tr[id^="t-"] td.mono > a')
+        poiids = [link.get("href").removeprefix("/terminals/") for link in links]
+        assert len(poiids) == 200 and poiids == sorted(poiids)
 
 
 async def test_terminals_pagination_and_url(client, fleet):
     p1 = await client.get("/terminals", params={"sort": "poiid", "per": "25"})
     p2 = await client.get("/terminals", params={"sort": "poiid", "per": "25", "page": "2"})
-    first = re.findall(r'<tr id="(t-\d+)"', p1.text)
-    second = re.findall(r'<tr id="(t-\d+)"', p2.text)
+    first = [tr.get("id") for tr in terminal_rows(dom(p1))]
+    second = [tr.get("id") for tr in terminal_rows(dom(p2))]
     assert len(first) == len(second) == 25 and not set(first) & set(second)
-    assert "showing 26\u201350" in p2.text  # an en dash
+    assert "showing 26\u201350" in text(one(dom(p2), ".result-bar"))  # an en dash
     # Links keep the filters and the sort; defaults are left out.
-    assert 'href="/terminals?sort=poiid&amp;page=3&amp;per=25"' in p2.text
+    assert dom(p2).cssselect('a[href="/terminals?sort=poiid&page=3&per=25"]')
     last = await client.get("/terminals", params={"page": "999"})
-    assert last.status_code == 200 and "showing 201\u2013246" in last.text
+    assert last.status_code == 200 and "showing 201\u2013246" in text(one(dom(last), ".result-bar"))
 
 
 async def test_terminals_live_returns_changed_rows_only(client, db, fleet):
-    page = (await client.get("/terminals", params={"sort": "poiid"})).text
-    poll = re.search(r'hx-get="(/terminals/live[^"]+)"', page).group(1).replace("&amp;", "&")
+    page = dom(await client.get("/terminals", params={"sort": "poiid"}))
+    poll = poller_url(page, "#tlive")
+    assert poll.startswith("/terminals/live?")
     quiet = await client.get(poll, headers=HX)
-    assert not re.search(r'<tr id="t-\d+" hx-swap-oob', quiet.text)
-    target = re.findall(r'<tr id="t-(\d+)" data-sig="[^"]*" class="row-up"', page)[0]
+    assert not dom(quiet).cssselect('tr[id^="t-"][hx-swap-oob]')
+    target = next(tr.get("id") for tr in terminal_rows(page) if state_of(tr) == "up")
     async with db.sessionmaker() as s:
-        poiid = await s.scalar(select(Terminal.poiid).where(Terminal.id == int(target)))
+        poiid = await s.scalar(select(Terminal.poiid).where(Terminal.id == int(target.removeprefix("t-"))))
     await set_terminal_state(db, poiid, "down", diagnosis="tcp_timeout")
-    r = await client.get(poll, headers=HX)
-    rows = re.findall(r'<tr id="t-(\d+)" hx-swap-oob="true"[^>]*class="row-(\w+)"', r.text)
+    r = dom(await client.get(poll, headers=HX))
+    rows = [(tr.get("id"), state_of(tr)) for tr in r.cssselect('tr[id^="t-"][hx-swap-oob="true"]')]
     assert rows == [(target, "down")]
-    assert re.search(r'<span class="uptime( low)?">\d+\.\d\d %</span>', r.text)  # the uptime came along
+    [uptime] = one(r, f"tr#{target}").cssselect("span.uptime")  # the uptime came along
+    assert re.fullmatch(r"\d+\.\d\d %", text(uptime))
     # The new poller carries the new signature: asking again finds nothing new.
-    again = re.search(r'hx-get="(/terminals/live[^"]+)"', r.text).group(1).replace("&amp;", "&")
-    assert not re.search(r'hx-swap-oob="true"[^>]*class="row-', (await client.get(again, headers=HX)).text)
+    again = dom(await client.get(poller_url(r, "#tlive"), headers=HX))
+    oob = again.cssselect('[hx-swap-oob="true"]')
+    assert not [e for e in oob if any(c.startswith("row-") for c in classes(e))]
 
 
 async def test_terminals_empty_fleet_points_to_import(client):
     r = await client.get("/terminals")
-    assert r.status_code == 200 and "No terminals yet" in r.text and "/admin/import" in r.text
+    assert r.status_code == 200
+    empty = one(dom(r), ".empty")
+    assert text(one(empty, "h2")) == "No terminals yet" and empty.cssselect('a[href="/admin/import"]')
 
 
 # --- terminal detail -------------------------------------------------------------------------
@@ -257,40 +293,42 @@ async def test_terminals_empty_fleet_points_to_import(client):
 async def test_terminal_detail(client, fleet):
     poiid = fleet["all"][0]
     r = await client.get(f"/terminals/{poiid}")
-    assert r.status_code == 200 and is_full(r.text)
-    for text in (
+    assert r.status_code == 200 and is_full(r)
+    d = dom(r)
+    page = text(d)
+    for words in (
         "About this terminal",
         "Cloud connection",
         "Check connection",
         "Address changes",
         "127.1.1.9:2000",
-        "Status, last 24 hours",
-        "Status, last 7 days",
         "Recent checks",
         "State changes",
-        '<polyline class="line"',
     ):
-        assert text in r.text, text
+        assert words in page, words
+    assert texts(d, "figure.timeline figcaption") == ["Status, last 24 hours", "Status, last 7 days"]
+    assert d.cssselect("svg polyline.line")  # the latency chart
     f = await client.get(f"/terminals/{poiid}", headers=HX)
-    assert f.status_code == 200 and not is_full(f.text) and "About this terminal" in f.text
+    assert f.status_code == 200 and not is_full(f) and "About this terminal" in text(dom(f))
     assert (await client.get("/terminals/NOPE-1")).status_code == 404
 
 
 async def test_terminal_detail_of_a_down_terminal_shows_history(client, fleet):
     poiid = fleet["down"][0]
-    r = await client.get(f"/terminals/{poiid}")
-    assert "seg-down" in r.text and "Connection timed out (filtered)" in r.text
-    assert re.search(r'Uptime 24 h</span> <span class="uptime( low)?">9\d\.\d\d %', r.text)
+    d = dom(await client.get(f"/terminals/{poiid}"))
+    assert d.cssselect("figure.timeline rect.seg-down") and "Connection timed out (filtered)" in text(d)
+    [uptime] = [kv for kv in d.cssselect("span.kv") if text(one(kv, ".k")) == "Uptime 24 h"]
+    assert re.fullmatch(r"9\d\.\d\d %", text(one(uptime, "span.uptime")))
 
 
 async def test_terminal_status_poll_is_204_until_it_changes(client, db, fleet):
     poiid = fleet["all"][0]
-    page = (await client.get(f"/terminals/{poiid}")).text
-    poll = re.search(r'hx-get="(/terminals/[^"]+/status\?sig=[^"]+)"', page).group(1)
+    poll = poller_url(dom(await client.get(f"/terminals/{poiid}")), "#tstatus")
+    assert poll.startswith(f"/terminals/{poiid}/status?sig=")
     assert (await client.get(poll, headers=HX)).status_code == 204
     await set_terminal_state(db, poiid, "down", diagnosis="tcp_refused")
     r = await client.get(poll, headers=HX)
-    assert r.status_code == 200 and 'data-state="down"' in r.text
+    assert r.status_code == 200 and one(dom(r), "#tstatus").cssselect('[data-state="down"]')
 
 
 async def test_check_connection_reports_disconnected_with_diagnosis(client, db, fleet):
@@ -315,15 +353,19 @@ async def test_check_connection_reports_disconnected_with_diagnosis(client, db, 
         await s.commit()
     r = await client.post(f"/terminals/{poiid}/check", headers=HX)
     assert r.status_code == 200
-    assert "Terminal is disconnected" in r.text
-    assert "Connection refused" in r.text  # the diagnosis title
-    assert 'id="report-text"' in r.text and "Copy report" in r.text
-    report = re.search(r'<pre id="report-text"[^>]*>(.*?)</pre>', r.text, re.S).group(1)
+    d = dom(r)
+    verdict = one(d, "section.verdict")
+    assert text(one(verdict, "h3")) == "Terminal is disconnected"
+    assert text(one(verdict, ".diagnosis .diag-title strong")) == "Connection refused"  # the diagnosis title
+    assert "Copy report" in text(verdict)
+    report = one(d, "pre#report-text").text_content()
     assert poiid in report and "FAILED" in report and "What to do" in report
-    assert 'id="tstatus" class="head-badges" hx-swap-oob="true"' in r.text
+    badges = one(d, "#tstatus")
+    assert "head-badges" in classes(badges) and badges.get("hx-swap-oob") == "true"
     # The page's recent checks follow: the manual result is listed, marked as manual.
-    assert '<section id="sec-checks" class="panel" hx-swap-oob="true"' in r.text
-    assert '<span class="note">manual</span>' in r.text
+    checks = one(d, "section#sec-checks")
+    assert "panel" in classes(checks) and checks.get("hx-swap-oob") == "true"
+    assert "manual" in texts(checks, "span.note")
 
 
 async def test_check_connection_unknown_terminal(client, fleet):
@@ -342,10 +384,11 @@ async def test_database_down_shows_a_banner(settings):
     app = create_app(settings, database=dead)
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as http:
         r = await http.get("/terminals")
-        assert r.status_code == 503 and "The database cannot be reached" in r.text
+        assert r.status_code == 503 and "The database cannot be reached" in text(dom(r))
         poll = await http.get("/terminals/live?known=1:x", headers=HX)
         assert poll.status_code == 200 and poll.headers["HX-Reswap"] == "none"
-        assert 'id="banner" hx-swap-oob="true"' in poll.text
+        banner = one(dom(poll), "#banner")
+        assert banner.get("hx-swap-oob") == "true" and "The database cannot be reached" in text(banner)
     await dead.dispose()
 
 
@@ -364,8 +407,9 @@ async def test_check_connection_could_not_check_says_why(client, db, fleet):
         await s.commit()
     r = await client.post(f"/terminals/{t.poiid}/check", headers=HX)
     assert r.status_code == 200
-    assert 'data-verdict="could_not_check"' in r.text and "Could not check" in r.text
-    assert "why:" in r.text
+    verdict = one(dom(r), "section.verdict")
+    assert verdict.get("data-verdict") == "could_not_check" and "Could not check" in text(one(verdict, "h3"))
+    assert text(one(verdict, ".meta strong")) == "why:"
 
 
 def test_report_text_is_plain_evidence():
@@ -443,4 +487,4 @@ async def test_a_terminal_down_because_of_its_store_network_says_so(client, db, 
         await s.execute(update(Terminal).where(Terminal.store_id == store_id).values(status="down"))
         await s.commit()
     r = await client.get("/terminals", params={"store": "S-0001"}, headers=HX)
-    assert r.text.count(">store network</span>") == 4
+    assert [text(span) for span in dom(r).cssselect("span")].count("store network") == 4
