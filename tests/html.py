@@ -23,13 +23,25 @@ def _body(response_or_text) -> str:
     return response_or_text if isinstance(response_or_text, str) else response_or_text.text
 
 
+def _document(body: str) -> HtmlElement | None:
+    return lxml_html.document_fromstring(body) if body.strip() else None
+
+
+def _html5_doctype(doc: HtmlElement) -> bool:
+    # (libxml2 gives a document without one an HTML 4 doctype of its own)
+    return (doc.getroottree().docinfo.doctype or "").lower() == "<!doctype html>"
+
+
 def is_full(response_or_text) -> bool:
-    """A whole page (doctype, <html> with <head> and <body>), not an htmx fragment."""
-    body = _body(response_or_text)
-    if not _DOCTYPE.match(body):
-        return False
-    root = lxml_html.document_fromstring(body)
-    return root.tag == "html" and root.find("head") is not None and root.find("body") is not None
+    """A whole page: <!doctype html>, then <html> with a <head> holding its <title>."""
+    doc = _document(_body(response_or_text))
+    return doc is not None and _html5_doctype(doc) and doc.find("head/title") is not None
+
+
+def is_fragment(response_or_text) -> bool:
+    """An htmx fragment: no doctype and no <head>, none of the page around it."""
+    doc = _document(_body(response_or_text))
+    return doc is None or (not _html5_doctype(doc) and doc.find("head") is None)
 
 
 def dom(response_or_text) -> HtmlElement:

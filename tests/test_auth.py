@@ -4,6 +4,7 @@ import base64
 
 from app.auth.models import User
 from app.auth.passwords import hash_password, verify_password
+from tests.html import dom, one, text
 
 
 async def add_user(db, name, role, password="correct horse"):
@@ -41,7 +42,7 @@ async def test_login_with_cookie_and_admin_rights(db, client):
     await add_user(db, "root", "admin")
     client._transport.app.state.user_count_cache = [0.0, 0]
     bad = await client.post("/login", data={"username": "root", "password": "nope", "next": "/"})
-    assert bad.status_code == 401 and "Wrong user name or password" in bad.text
+    assert bad.status_code == 401 and "Wrong user name or password" in text(one(dom(bad), ".banner.error"))
     good = await client.post(
         "/login", data={"username": "root", "password": "correct horse", "next": "//evil.example"}
     )
@@ -62,6 +63,6 @@ async def test_signed_in_user_can_log_out(db, client):
     )
     client.cookies.set("termpulse_session", good.cookies["termpulse_session"])
     page = await client.get("/admin/stores")
-    assert "root (admin)" in page.text and 'action="/logout"' in page.text
+    assert "root (admin)" in text(one(dom(page), 'form.whoami[action="/logout"]'))
     out = await client.post("/logout")
     assert out.status_code == 303 and out.headers["location"] == "/login"

@@ -9,7 +9,6 @@ the working directory outside the repository, `termpulse migrate` and `termpulse
 from __future__ import annotations
 
 import os
-import re
 import shutil
 import socket
 import sqlite3
@@ -22,6 +21,8 @@ from pathlib import Path
 
 import httpx
 import pytest
+
+from tests.html import dom
 
 pytestmark = pytest.mark.slow
 
@@ -113,7 +114,10 @@ def test_installed_package_migrates_and_serves(installed, tmp_path):
 
         page = httpx.get(f"{base}/", follow_redirects=True, timeout=10)
         assert page.status_code == 200, page.text
-        assets = set(re.findall(r'(/static/[^"\'?]+)', page.text))
+        d = dom(page)  # the stylesheets, scripts, icons and images the page links to
+        linked = [e.get("href") for e in d.cssselect("link[href]")]
+        linked += [e.get("src") for e in d.cssselect("script[src], img[src]")]
+        assets = {url.split("?")[0] for url in linked if url.startswith("/static/")}
         assert any(a.startswith("/static/vendor/htmx") for a in assets), assets
         for asset in assets:
             assert httpx.get(f"{base}{asset}", timeout=10).status_code == 200, asset

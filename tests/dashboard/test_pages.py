@@ -12,7 +12,7 @@ from sqlalchemy import select, update
 from app.db import Database
 from app.inventory.models import Monitor, Store, Terminal
 from tests.dashboard.fleet import import_sample, seed_states, set_terminal_state
-from tests.html import classes, dom, is_full, one, text, texts
+from tests.html import classes, dom, is_fragment, is_full, one, text, texts
 
 HX = {"HX-Request": "true"}
 
@@ -78,7 +78,7 @@ async def test_overview_full_page_and_fragment(client, fleet):
     assert tile(d, "affected") == ("3", "of 60 stores affected")
 
     f = await client.get("/", headers=HX)
-    assert f.status_code == 200 and not is_full(f)
+    assert f.status_code == 200 and is_fragment(f)
     fd = dom(f)
     one(fd, "#summary")
     assert not fd.cssselect("header")
@@ -151,7 +151,7 @@ async def test_store_page(client, fleet):
     assert "temterminalsnar01.icloud.ingenico.com:7003" in page  # fullsteam-ingenico profile
     assert "Move5000-203097992" in texts(dom(r), 'tr[id^="t-"] td.mono a')
     f = await client.get("/stores/S-0001", headers=HX)
-    assert f.status_code == 200 and not is_full(f)
+    assert f.status_code == 200 and is_fragment(f)
     assert "Move5000-203097992" in texts(dom(f), 'tr[id^="t-"] td.mono a')
     missing = await client.get("/stores/S-9999")
     assert missing.status_code == 404 and "No store" in text(dom(missing))
@@ -176,7 +176,7 @@ async def test_terminals_list_full_and_fragment(client, fleet):
     for word in ("Websocket", "LAN", "Last seen", "Uptime 24 h"):
         assert any(h.startswith(word) for h in heads), (word, heads)
     f = await client.get("/terminals", headers=HX)
-    assert not is_full(f) and len(terminal_rows(dom(f))) == 50
+    assert is_fragment(f) and len(terminal_rows(dom(f))) == 50
 
 
 async def test_terminals_websocket_column_icons_and_text(client, db, fleet):
@@ -309,7 +309,7 @@ async def test_terminal_detail(client, fleet):
     assert texts(d, "figure.timeline figcaption") == ["Status, last 24 hours", "Status, last 7 days"]
     assert d.cssselect("svg polyline.line")  # the latency chart
     f = await client.get(f"/terminals/{poiid}", headers=HX)
-    assert f.status_code == 200 and not is_full(f) and "About this terminal" in text(dom(f))
+    assert f.status_code == 200 and is_fragment(f) and "About this terminal" in text(dom(f))
     assert (await client.get("/terminals/NOPE-1")).status_code == 404
 
 

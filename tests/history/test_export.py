@@ -10,6 +10,7 @@ import pytest
 
 from tests.cli import termpulse_async
 from tests.history.helpers import at, monitor, store, terminal
+from tests.html import dom, is_fragment, one, text, texts
 
 POIID = "P400-111222333"
 
@@ -145,8 +146,11 @@ async def test_page_api_and_downloads(fleet, client):
         },
     )
     assert page.status_code == 200
-    assert "S-7001" in page.text and "Download CSV" in page.text and '<svg class="hist-bars"' in page.text
-    assert POIID in page.text  # the breakdown lists the store's terminals
+    d = dom(page)
+    assert "S-7001" in text(d) and d.cssselect("svg.hist-bars")
+    assert "Download CSV" in texts(d, 'a[href^="/history/export.csv?"]')
+    # the breakdown lists the store's terminals
+    assert POIID in texts(d, 'a[href^="/history?scope=terminal&"]')
     fleet_page = await client.get("/history")  # last 24 h of the fleet: nothing observed then, still a page
     assert fleet_page.status_code == 200
 
@@ -198,12 +202,12 @@ async def test_page_api_and_downloads(fleet, client):
 async def test_bad_input_is_4xx_with_the_message_by_the_field(fleet, client, params, field, message):
     page = await client.get("/history", params=params)
     assert page.status_code == 422
-    assert f'id="e-{field}"' in page.text and message in page.text
+    assert message in text(one(dom(page), f"#e-{field}"))
     frag = await client.get("/history", params=params, headers={"HX-Request": "true"})
-    assert frag.status_code == 422 and "<html" not in frag.text and f'id="e-{field}"' in frag.text
+    assert frag.status_code == 422 and is_fragment(frag) and message in text(one(dom(frag), f"#e-{field}"))
     for path in ("/history/export.csv", "/history/export.xlsx"):
         bad = await client.get(path, params=params)
-        assert bad.status_code == 422 and message in bad.text
+        assert bad.status_code == 422 and message in text(one(dom(bad), f"#e-{field}"))  # the page again
     api = await client.get("/api/v1/uptime", params=params)
     assert api.status_code == 422
     assert any(message in d["message"] for d in api.json()["detail"])

@@ -7,6 +7,7 @@ from sqlalchemy import func, select
 from app.inventory.models import Terminal, TerminalEvent
 from app.inventory.schemas import StoreIn, TerminalIn
 from app.simulator.providers import AdyenSim, SimTerminal, StripeSim
+from tests.html import dom, one, text, texts
 from tests.providers.conftest import load_fleet, make_account
 
 
@@ -79,7 +80,9 @@ async def test_adyen_sync_preview_then_apply(db, client):
         ]
 
         page = await client.get(f"/admin/providers/{account.id}/sync")
-        assert page.status_code == 200 and "Address changed" in page.text and "would be created" in page.text
+        assert page.status_code == 200
+        assert "Address changed" in texts(dom(page), "table tbody span.badge")
+        assert "would be created" in text(one(dom(page), ".panel"))
 
         applied = await client.post(
             f"/api/v1/providers/{account.id}/sync", params={"apply": "true", "token": preview["token"]}
@@ -103,11 +106,11 @@ async def test_adyen_sync_preview_then_apply(db, client):
         # Syncing again: everything unchanged; then the terminal's DHCP address changes.
         sim.set_address("S1F2-10005", ip="10.0.1.200")
         page = await client.get(f"/admin/providers/{account.id}/sync")
-        token = page.text.split('name="token" value="')[1].split('"')[0]
+        token = one(dom(page), 'form input[name="token"]').get("value")
         done = await client.post(f"/admin/providers/{account.id}/sync", data={"token": token})
-        assert (
-            done.status_code == 200 and "Address changes recorded" in done.text and "10.0.1.200" in done.text
-        )
+        assert done.status_code == 200
+        [recorded] = [h.getnext() for h in dom(done).cssselect("h2") if text(h) == "Address changes recorded"]
+        assert "10.0.1.200" in texts(recorded, "td span.mono")  # the table of the changes recorded
         again = await client.post(f"/admin/providers/{account.id}/sync", data={"token": token})
         assert again.status_code == 409  # a preview is applied once
     finally:
@@ -162,4 +165,4 @@ async def test_sync_reports_rejected_key(db, client, adyen_sim):
     response = await client.post(f"/api/v1/providers/{account.id}/sync")
     assert response.status_code == 502 and "401" in response.json()["detail"]
     page = await client.get(f"/admin/providers/{account.id}/sync")
-    assert page.status_code == 502 and "401" in page.text
+    assert page.status_code == 502 and "401" in text(dom(page))
