@@ -2,7 +2,6 @@
 
 import asyncio
 import errno
-import itertools
 import socket
 
 import pytest
@@ -126,17 +125,30 @@ async def test_behaviour_switches_while_running(ctx, terminal, network):
 
 
 async def test_flapping_alternates(ctx, terminal, network):
+    """Flapping flips healthy -> refusing -> healthy ..., and a probe sees the state it flipped to.
+
+    Each probe runs holding the terminal's lock (the one its flips take), so the state cannot
+    change under it: no sampling on the flip grid, which a loaded machine would shift."""
     t = await terminal("tcp")
-    loop = asyncio.get_running_loop()
-    start = loop.time()
+    endpoint = network.sim.endpoints[t.key]
     await network.sim.set_behaviour(t.key, "flapping", period_s=0.3)
-    seen = []
-    for i in range(4):  # sample in the middle of each period
-        await asyncio.sleep(max(start + 0.15 + i * 0.3 - loop.time(), 0))
-        seen.append((await run_probe("tcp", f"{t.host}:{t.port}", {"settle_ms": 0}, 0.1, ctx)).diagnosis)
-    await network.sim.set_behaviour(t.key, "healthy")
-    assert None in seen and "tcp_refused" in seen
-    assert all(a != b for a, b in itertools.pairwise(seen)), seen
+    expected = {"healthy": None, "refusing": "tcp_refused"}
+    states: list[str] = []
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 60
+    try:
+        while len(states) < 4:  # healthy, refusing, healthy, refusing: three flips seen
+            assert loop.time() < deadline, f"flapping seen as {states}"
+            async with endpoint._lock:
+                state = endpoint.effective
+                r = await run_probe("tcp", f"{t.host}:{t.port}", {"settle_ms": 0}, 2.0, ctx)
+            assert state in expected and r.diagnosis == expected[state], (state, r)
+            if not states or states[-1] != state:
+                states.append(state)
+            await asyncio.sleep(0.05)
+    finally:
+        await network.sim.set_behaviour(t.key, "healthy")
+    assert set(states) == set(expected), states
 
 
 @pytest.mark.parametrize(
