@@ -200,26 +200,27 @@ async def ingest_results(
 
 async def mark_agents_offline(session: AsyncSession, now: datetime) -> int:
     """Agents silent for SILENT_HEARTBEATS heartbeats go offline; their monitors become
-    unknown (agent_offline, never down); a store whose agent and every cloud terminal went
-    silent together is marked store_offline. Returns how many agents went offline."""
-    silent = (
+    unknown (agent_offline, never down), as do those of an agent enrolled that long ago and
+    never heard from; a store whose agent and every cloud terminal went silent together is
+    marked store_offline. Returns how many agents went offline."""
+    watched = (
         await session.scalars(
             select(Agent)
-            .where(Agent.state == AgentState.ONLINE, Agent.revoked_at.is_(None))
+            .where(Agent.state.in_((AgentState.ONLINE, AgentState.NEVER_SEEN)), Agent.revoked_at.is_(None))
             .with_for_update()
         )
     ).all()
-    gone = [
-        a
-        for a in silent
-        if a.last_heard_at is None
-        or now - a.last_heard_at > timedelta(seconds=SILENT_HEARTBEATS * a.heartbeat_s)
-    ]
-    for agent in gone:
-        agent.state, agent.state_since = AgentState.OFFLINE, now
+    went = 0
+    for agent in watched:
+        heard = agent.last_heard_at or agent.created_at
+        if now - heard <= timedelta(seconds=SILENT_HEARTBEATS * agent.heartbeat_s):
+            continue
+        if agent.state == AgentState.ONLINE:
+            agent.state, agent.state_since = AgentState.OFFLINE, now
+            went += 1
         await _monitors_unknown(session, agent, now)
     await _mark_stores_offline(session, now)
-    return len(gone)
+    return went
 
 
 async def _monitors_unknown(session: AsyncSession, agent: Agent, now: datetime) -> None:

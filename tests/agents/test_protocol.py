@@ -339,3 +339,19 @@ async def test_check_connection_through_the_agent(client, db):
     report = r.json()
     assert report["verdict"] == "could_not_check" and report["diagnosis"]["code"] == "agent_offline"
     assert "last heard" in report["checks"][0]["detail"]
+
+
+async def test_an_agent_never_heard_from_leaves_its_monitors_unknown_not_as_they_were(client, db):
+    await fleet(db)
+    agent_id, _ = await enrol(client, "S-0001")
+    async with db.sessionmaker() as s:
+        await s.execute(update(Monitor).where(Monitor.agent_id == agent_id).values(state=State.UP))
+        await s.execute(
+            update(Agent).where(Agent.id == agent_id).values(created_at=utcnow() - timedelta(hours=1))
+        )
+        await s.commit()
+    assert await in_transaction(db, lambda s: mark_agents_offline(s, utcnow())) == 0  # none *went* offline
+    async with db.sessionmaker() as s:
+        states = set((await s.scalars(select(Monitor.state).where(Monitor.agent_id == agent_id))).all())
+        agent = await s.get(Agent, agent_id)
+    assert states == {State.UNKNOWN} and agent.state == "never_seen"
