@@ -1,4 +1,7 @@
-"""The `termpulse` command."""
+"""The `termpulse` command.
+
+Each command imports what it runs when it runs: `termpulse agent` on a store's back-office
+PC or Raspberry Pi must not load the server's database and web stack (about 60 MB)."""
 
 from __future__ import annotations
 
@@ -9,23 +12,9 @@ import os
 import sys
 from pathlib import Path
 
-import uvicorn
-
 from app.agent.cli import add_arguments as add_agent_arguments
-from app.agent.cli import agent_command
-from app.agents.cli import agent_token_command
-from app.auth.cli import create_user_command
 from app.config import Settings, get_settings
-from app.db import Database
-from app.demo import run_demo
-from app.history.cli import export_command
-from app.inventory.csvimport import SAMPLE_FLEET, ImportFailed, import_fleet
 from app.logging import configure_logging
-from app.main import create_app
-from app.migrate import migrate
-from app.monitoring.cli import check_command
-from app.monitoring.worker import run_worker
-from app.simulator.cli import simulate_command
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -86,7 +75,7 @@ def _parser() -> argparse.ArgumentParser:
     token.add_argument("--name", help="the agent's name (create; default: '<first store> agent')")
 
     sim = sub.add_parser("simulate", help="run the terminal, DNS and provider simulators on loopback")
-    sim.add_argument("--fleet", default=str(SAMPLE_FLEET / "terminals.csv"))
+    sim.add_argument("--fleet", default=None, help="terminals CSV (default: the sample fleet)")
     sim.add_argument("--dns-port", type=int, default=5353)
     return parser
 
@@ -115,6 +104,11 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _serve(args: argparse.Namespace, settings: Settings) -> int:
+    import uvicorn
+
+    from app.demo import run_demo
+    from app.main import create_app
+
     if args.command == "demo" or args.demo:
         return run_demo(settings, host=args.host or settings.host, port=args.port or settings.port)
     _migrate(args, settings)
@@ -130,6 +124,9 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _migrate(args: argparse.Namespace, settings: Settings) -> int:
+    from app.db import Database
+    from app.migrate import migrate
+
     async def run() -> None:
         database = Database(settings.database_url)
         try:
@@ -142,6 +139,9 @@ def _migrate(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _import(args: argparse.Namespace, settings: Settings) -> int:
+    from app.db import Database
+    from app.inventory.csvimport import ImportFailed, import_fleet
+
     files = []
     for name in args.files:
         try:
@@ -181,23 +181,33 @@ def _import(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _worker(args: argparse.Namespace, settings: Settings) -> int:
+    from app.monitoring.worker import run_worker
+
     _migrate(args, settings)
     return run_worker(settings)
 
 
 def _check(args: argparse.Namespace, settings: Settings) -> int:
+    from app.monitoring.cli import check_command
+
     return check_command(settings, args.poiid, as_json=args.json)
 
 
 def _agent(args: argparse.Namespace, settings: Settings) -> int:
+    from app.agent.cli import agent_command
+
     return agent_command(args, settings)
 
 
 def _export(args: argparse.Namespace, settings: Settings) -> int:
+    from app.history.cli import export_command
+
     return export_command(settings, args)
 
 
 def _create_user(args: argparse.Namespace, settings: Settings) -> int:
+    from app.auth.cli import create_user_command
+
     return create_user_command(settings, args)
 
 
@@ -208,10 +218,16 @@ def _agent_token(args: argparse.Namespace, settings: Settings) -> int:
     if args.action in ("rotate", "revoke") and not args.agent:
         print(f"termpulse agent-token {args.action}: name the agent (id or name)", file=sys.stderr)
         return 2
+    from app.agents.cli import agent_token_command
+
     return agent_token_command(settings, args)
 
 
 def _simulate(args: argparse.Namespace, settings: Settings) -> int:
+    from app.inventory.csvimport import SAMPLE_FLEET
+    from app.simulator.cli import simulate_command
+
+    args.fleet = args.fleet or str(SAMPLE_FLEET / "terminals.csv")
     return simulate_command(settings, args)
 
 

@@ -172,8 +172,8 @@ CATALOGUE: dict[str, _Entry] = {
     ),
     "agent_offline": _Entry(
         "Store agent offline",
-        "The store agent that checks {target} has not been heard from since {last_heard}, so "
-        "TermPulse cannot tell whether {target} is reachable.",
+        "The store agent that checks {target} has gone silent, so TermPulse cannot tell "
+        "whether {target} is reachable.",
         "Check that the store's agent machine is on and online (it needs outbound HTTPS to "
         "TermPulse); its results are kept and sent when it reconnects.",
         ours=True,
@@ -188,7 +188,7 @@ CATALOGUE: dict[str, _Entry] = {
     "store_offline": _Entry(
         "Store offline",
         "{target} has lost its internet connection or its power: the store agent and all its "
-        "cloud terminals went silent at {since}.",
+        "cloud terminals went silent.",
         "Ask the store whether the power is on and the router has internet; restart the router.",
     ),
     # --- cloud / provider (produced by the provider polls) ---------------------------

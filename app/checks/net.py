@@ -12,9 +12,6 @@ import socket
 import ssl
 from dataclasses import dataclass
 
-from cryptography import x509
-from cryptography.hazmat.primitives import serialization
-
 from app.checks.result import ProbeFailure, Run
 
 # errno of a failed connect -> diagnosis. Anything not listed is treated as ours.
@@ -113,12 +110,16 @@ class CertInfo:
 
     @classmethod
     def from_der(cls, der: bytes) -> CertInfo:
+        # Imported here: cryptography costs about 10 MB, which a store agent that runs no TLS
+        # check (a Raspberry Pi) should not carry.
+        from cryptography import x509
+
         cert = x509.load_der_x509_certificate(der)
         return cls(
             subject=cert.subject.rfc4514_string(),
             issuer=cert.issuer.rfc4514_string(),
             not_after=cert.not_valid_after_utc.isoformat(),
-            fingerprint=hashlib.sha256(cert.public_bytes(serialization.Encoding.DER)).hexdigest(),
+            fingerprint=hashlib.sha256(der).hexdigest(),  # the DER bytes are the certificate's
             self_signed=cert.subject == cert.issuer,
         )
 

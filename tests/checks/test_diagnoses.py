@@ -29,6 +29,8 @@ REQUIRED = {
     "provider_unavailable",
 }
 OURS = {
+    "agent_offline",
+    "agent_unreachable",
     "target_refused",
     "internal_error",
     "checker_overloaded",
