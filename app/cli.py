@@ -119,6 +119,7 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
         port=args.port or settings.port,
         log_config=None,
         access_log=False,
+        timeout_graceful_shutdown=5,  # store agents' long polls would hold a stop for 25 s
     )
     return 0
 

@@ -194,7 +194,11 @@ async def _serve_demo(settings: Settings, database_path: Path, host: str, port: 
         flaky = next(s["code"] for s in store_rows if s["network_profile"] == "paynt-local")
         tokens = await _enrol_agents(database, [port_blocked, dns_failing, flaky])
         app = create_app(settings, database=database, run_worker=True)
-        server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_config=None, access_log=False))
+        server = uvicorn.Server(
+            uvicorn.Config(
+                app, host=host, port=port, log_config=None, access_log=False, timeout_graceful_shutdown=5
+            )
+        )
         log.info("TermPulse demo on http://%s:%s (Ctrl-C to stop)", host, port)
         stop = asyncio.Event()
         # The agents start with the server: until it listens they retry, as in the field.

@@ -8,6 +8,7 @@ for tokens we do not know, per client address).
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from typing import Annotated, Any, TypeVar
@@ -41,6 +42,7 @@ MAX_BODY = 1024 * 1024
 MAX_WAIT_S = 30.0
 _limiter = MovingWindowRateLimiter(MemoryStorage())
 _PER_AGENT = parse("240/minute")  # a replaying agent sends a batch every few hundred ms at most
+_PER_AGENT_HEARTBEAT = parse("30/minute")
 _PER_CLIENT_BAD_TOKEN = parse("30/minute")
 
 
@@ -86,7 +88,10 @@ async def current_agent(
     if agent is None:
         _limit(_PER_CLIENT_BAD_TOKEN, request.client.host if request.client else "?")
         raise Unauthenticated("a valid store agent token is needed (Authorization: Bearer tpa_...)")
-    _limit(_PER_AGENT, str(agent.id))
+    # Heartbeats have a budget of their own: an agent replaying a long buffer at full speed must
+    # not be held back from saying it is alive.
+    heartbeat = request.url.path.endswith("/heartbeat")
+    _limit(_PER_AGENT_HEARTBEAT if heartbeat else _PER_AGENT, str(agent.id))
     return agent
 
 
@@ -154,10 +159,14 @@ async def results(request: Request, agent: AgentDep) -> ResultsOut:
 async def next_work(
     request: Request, agent: AgentDep, wait: Annotated[float, Query(ge=0, le=MAX_WAIT_S)] = 25.0
 ) -> Response | WorkOut:
-    item = await _broker(request).next_work(agent.id, wait)
-    if item is None:
-        return Response(status_code=204)
-    return WorkOut(id=item.id, monitor_ids=item.monitor_ids)
+    # In slices of a second, so a long poll whose agent has gone does not hold on.
+    broker, loop = _broker(request), asyncio.get_running_loop()
+    deadline = loop.time() + wait
+    while (left := deadline - loop.time()) > 0 and not await request.is_disconnected():
+        item = await broker.next_work(agent.id, min(left, 1.0))
+        if item is not None:
+            return WorkOut(id=item.id, monitor_ids=item.monitor_ids)
+    return Response(status_code=204)
 
 
 @router.post("/work/{work_id}", summary="The answer to an on-demand check", status_code=204)
