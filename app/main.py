@@ -23,7 +23,7 @@ from app.history.api import router as history_api
 from app.history.pages import router as history_pages
 from app.inventory.api import router as inventory_api
 from app.inventory.pages import router as inventory_pages
-from app.monitoring.agents import AgentBroker
+from app.monitoring.agents import AgentBroker, AgentWriter
 from app.monitoring.api import router as checks_api
 from app.monitoring.worker import start_embedded_worker
 from app.ops.routes import record_request_metrics
@@ -48,6 +48,7 @@ def create_app(
         yield
         if worker is not None:
             await worker.stop()
+        await app.state.agent_writer.close()
         if owns_database:
             await database.dispose()
 
@@ -60,6 +61,7 @@ def create_app(
     app.state.settings = settings
     app.state.db = database
     app.state.agent_broker = AgentBroker()  # Check connection -> the store agents' long polls
+    app.state.agent_writer = AgentWriter(database)  # the store agents' results and heartbeats
     app.middleware("http")(require_login)
     app.middleware("http")(database_down_banner)  # outside the login: a down database gets a banner
     app.middleware("http")(record_request_metrics)

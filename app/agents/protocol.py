@@ -4,6 +4,13 @@ result batches, and the long poll through which Check connection reaches an agen
 Every call carries the agent's bearer token; a token reads only its own stores' monitors and
 writes only their results. Bodies are capped and calls are rate limited per agent (and,
 for tokens we do not know, per client address).
+
+Built for thousands of agents on one server: no call holds a database connection while it
+waits (for the writer, for a long poll); results and heartbeats go through the agents'
+writer (app.monitoring.agents.AgentWriter), which writes many agents' calls in one
+transaction and checks each call's token again under the agent's row lock; tokens are
+looked up through this process's cache (app.agents.service.TOKENS) by those calls and the
+long poll, and read from the database by the others.
 """
 
 from __future__ import annotations
@@ -11,39 +18,69 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from collections import deque
+from collections.abc import Awaitable
 from typing import Annotated, Any, TypeVar
 
 from fastapi import APIRouter, Depends, Header, Query, Request, Response
-from limits import parse
-from limits.storage import MemoryStorage
-from limits.strategies import MovingWindowRateLimiter
 from pydantic import BaseModel, Field, ValidationError
-from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.agents.service import authenticate
-from app.db import in_transaction, utcnow
+from app.agents.service import TOKEN_PREFIX, TOKENS, TokenHolder, authenticate, token_hash
+from app.db import utcnow
 from app.errors import InvalidInput, NotFound, RateLimited, TooLarge, Unauthenticated
 from app.inventory.models import Agent
 from app.monitoring.agents import (
+    TOKEN_NEEDED,
     AgentAnswer,
     AgentBroker,
     AgentResult,
+    AgentWriter,
     Heartbeat,
     agent_config,
-    heartbeat,
-    ingest_results,
 )
 from app.web.deps import SessionDep
 
 router = APIRouter(prefix="/api/agent/v1", tags=["store agents"])
 _Body = TypeVar("_Body", bound=BaseModel)
+_T = TypeVar("_T")
 
 MAX_BODY = 1024 * 1024
 MAX_WAIT_S = 30.0
-_limiter = MovingWindowRateLimiter(MemoryStorage())
-_PER_AGENT = parse("240/minute")  # a replaying agent sends a batch every few hundred ms at most
-_PER_AGENT_HEARTBEAT = parse("30/minute")
-_PER_CLIENT_BAD_TOKEN = parse("30/minute")
+
+
+class MovingWindow:
+    """At most `limit` calls per key in any `window_s` seconds; a refused call is not counted.
+
+    In memory, pruned as it goes: limits' MemoryStorage sweeps every key from a thread every
+    10 ms, which with thousands of agents costs more than serving them."""
+
+    def __init__(self, limit: int, window_s: float) -> None:
+        self.limit = limit
+        self.window_s = window_s
+        self._calls: dict[str, deque[float]] = {}
+        self._pruned = time.monotonic()
+
+    def hit(self, key: str) -> float | None:
+        """None if the call may go on, else the seconds until the window lets one more in."""
+        now = time.monotonic()
+        cut = now - self.window_s
+        calls = self._calls.get(key)
+        if calls is None:
+            calls = self._calls[key] = deque()
+        while calls and calls[0] <= cut:
+            calls.popleft()
+        if len(calls) >= self.limit:
+            return calls[0] + self.window_s - now
+        calls.append(now)
+        if now - self._pruned > self.window_s:  # forget the keys gone quiet
+            self._pruned = now
+            self._calls = {k: q for k, q in self._calls.items() if q and q[-1] > cut}
+        return None
+
+
+_PER_AGENT = MovingWindow(240, 60.0)  # a replaying agent sends a batch every few hundred ms at most
+_PER_AGENT_HEARTBEAT = MovingWindow(30, 60.0)
+_PER_CLIENT_BAD_TOKEN = MovingWindow(30, 60.0)
 
 
 class ResultsIn(BaseModel):
@@ -73,29 +110,88 @@ class AnswersIn(BaseModel):
     results: list[AgentAnswer] = Field(max_length=500)
 
 
-def _limit(item: Any, key: str) -> None:
-    if not _limiter.hit(item, key):
-        reset = _limiter.get_window_stats(item, key).reset_time
-        raise RateLimited("too many calls: slow down", max(reset - time.time(), 1.0))
+def _limit(window: MovingWindow, key: str) -> None:
+    wait = window.hit(key)
+    if wait is not None:
+        raise RateLimited("too many calls: slow down", max(wait, 1.0))
 
 
-async def current_agent(
-    request: Request, session: SessionDep, authorization: Annotated[str, Header()] = ""
-) -> Agent:
-    """The agent whose bearer token this is (401 otherwise)."""
+def _bearer(authorization: str) -> str | None:
     scheme, _, token = authorization.partition(" ")
-    agent = await authenticate(session, token.strip()) if scheme.lower() == "bearer" else None
-    if agent is None:
+    token = token.strip()
+    return token if scheme.lower() == "bearer" and token.startswith(TOKEN_PREFIX) else None
+
+
+async def _lookup(request: Request, token: str | None) -> Agent | None:
+    """The token's agent from the database, on a connection held for this lookup only."""
+    if token is None:
+        return None
+    async with request.app.state.db.sessionmaker() as session:
+        return await authenticate(session, token)
+
+
+async def _gone(request: Request) -> None:
+    """Returns once the client has closed the connection (nothing is polled meanwhile)."""
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
+
+
+def _admit(request: Request, agent_id: int | None) -> None:
+    if agent_id is None:
         _limit(_PER_CLIENT_BAD_TOKEN, request.client.host if request.client else "?")
-        raise Unauthenticated("a valid store agent token is needed (Authorization: Bearer tpa_...)")
+        raise Unauthenticated(TOKEN_NEEDED)
     # Heartbeats have a budget of their own: an agent replaying a long buffer at full speed must
     # not be held back from saying it is alive.
     heartbeat = request.url.path.endswith("/heartbeat")
-    _limit(_PER_AGENT_HEARTBEAT if heartbeat else _PER_AGENT, str(agent.id))
+    _limit(_PER_AGENT_HEARTBEAT if heartbeat else _PER_AGENT, str(agent_id))
+
+
+async def current_agent(request: Request, authorization: Annotated[str, Header()] = "") -> TokenHolder:
+    """The agent whose bearer token this is (401 otherwise), through the token cache: for the
+    calls that check the token again where they write (results, heartbeats) or only wait (the
+    long poll)."""
+    token = _bearer(authorization)
+    holder = TOKENS.get(token_hash(token)) if token is not None else None
+    if holder is None and (agent := await _lookup(request, token)) is not None:
+        holder = TOKENS.put(agent.id, agent.token_hash)
+    _admit(request, holder.agent_id if holder is not None else None)
+    assert holder is not None
+    return holder
+
+
+async def checked_agent(
+    request: Request, session: SessionDep, authorization: Annotated[str, Header()] = ""
+) -> Agent:
+    """The agent whose bearer token this is (401 otherwise), read from the database in the
+    call's own session (the calls that take it hold their session for a moment only)."""
+    token = _bearer(authorization)
+    agent = await authenticate(session, token) if token is not None else None
+    _admit(request, agent.id if agent is not None else None)
+    assert agent is not None
+    TOKENS.put(agent.id, agent.token_hash)
     return agent
 
 
-AgentDep = Annotated[Agent, Depends(current_agent)]
+AgentDep = Annotated[TokenHolder, Depends(current_agent)]
+CheckedAgentDep = Annotated[Agent, Depends(checked_agent)]
+
+
+def _writer(request: Request) -> AgentWriter:
+    writer: AgentWriter | None = getattr(request.app.state, "agent_writer", None)
+    if writer is None:
+        writer = request.app.state.agent_writer = AgentWriter(request.app.state.db)
+    return writer
+
+
+async def _written(holder: TokenHolder, call: Awaitable[_T]) -> _T:
+    """The writer's answer; its token was checked again: remembered afresh, or forgotten."""
+    try:
+        answer = await call
+    except Unauthenticated:
+        TOKENS.forget(holder.agent_id)
+        raise
+    TOKENS.put(holder.agent_id, holder.token_hash)
+    return answer
 
 
 async def _body(request: Request, model: type[_Body]) -> _Body:
@@ -122,7 +218,7 @@ def _broker(request: Request) -> AgentBroker:
 
 @router.get("/config", summary="The agent's monitors", response_model=None)
 async def config(
-    agent: AgentDep, session: SessionDep, if_none_match: Annotated[str | None, Header()] = None
+    agent: CheckedAgentDep, session: SessionDep, if_none_match: Annotated[str | None, Header()] = None
 ) -> Response | dict[str, Any]:
     body, etag = await agent_config(session, agent)
     if if_none_match == etag:
@@ -138,20 +234,19 @@ async def config(
 async def beat(request: Request, agent: AgentDep) -> HeartbeatOut:
     received = utcnow()  # as close to the agent's stamp as we can: the skew excludes our own work
     data = await _body(request, Heartbeat)
-
-    async def work(session: AsyncSession) -> dict[str, Any]:
-        row = await session.get(Agent, agent.id, with_for_update=True)
-        if row is None:  # deleted since the token was checked
-            raise Unauthenticated("this agent no longer exists")
-        return await heartbeat(session, row, data, received)
-
-    return HeartbeatOut(**await in_transaction(request.app.state.db, work))
+    writer = _writer(request)
+    return HeartbeatOut(
+        **await _written(agent, writer.heartbeat(agent.agent_id, agent.token_hash, data, received))
+    )
 
 
 @router.post("/results", summary="A batch of results, exactly once by sequence number")
 async def results(request: Request, agent: AgentDep) -> ResultsOut:
     data = await _body(request, ResultsIn)
-    report = await ingest_results(request.app.state.db, agent.id, data.instance, data.results)
+    writer = _writer(request)
+    report = await _written(
+        agent, writer.results(agent.agent_id, agent.token_hash, data.instance, data.results)
+    )
     return ResultsOut(accepted=report.accepted, duplicates=report.duplicates, last_seq=report.last_seq)
 
 
@@ -159,18 +254,23 @@ async def results(request: Request, agent: AgentDep) -> ResultsOut:
 async def next_work(
     request: Request, agent: AgentDep, wait: Annotated[float, Query(ge=0, le=MAX_WAIT_S)] = 25.0
 ) -> Response | WorkOut:
-    # In slices of a second, so a long poll whose agent has gone does not hold on.
-    broker, loop = _broker(request), asyncio.get_running_loop()
-    deadline = loop.time() + wait
-    while (left := deadline - loop.time()) > 0 and not await request.is_disconnected():
-        item = await broker.next_work(agent.id, min(left, 1.0))
-        if item is not None:
-            return WorkOut(id=item.id, monitor_ids=item.monitor_ids)
-    return Response(status_code=204)
+    # Ends early when the agent has gone: a long poll never holds on for nobody. Waited for,
+    # not polled (thousands of agents wait here at any time), and with no database connection.
+    work = asyncio.ensure_future(_broker(request).next_work(agent.agent_id, wait))
+    gone = asyncio.ensure_future(_gone(request))
+    try:
+        await asyncio.wait((work, gone), return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in (work, gone):
+            task.cancel()
+    item = work.result() if work.done() and not work.cancelled() else None
+    if item is None:
+        return Response(status_code=204)
+    return WorkOut(id=item.id, monitor_ids=item.monitor_ids)
 
 
 @router.post("/work/{work_id}", summary="The answer to an on-demand check", status_code=204)
-async def answer(request: Request, agent: AgentDep, work_id: str) -> Response:
+async def answer(request: Request, agent: CheckedAgentDep, work_id: str) -> Response:
     data = await _body(request, AnswersIn)
     if not _broker(request).answer(agent.id, work_id, [r.model_dump(mode="json") for r in data.results]):
         raise NotFound("open check", work_id)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import secrets
+import time
 from dataclasses import dataclass
 
 from sqlalchemy import select, update
@@ -41,6 +42,48 @@ async def authenticate(session: AsyncSession, token: str) -> Agent | None:
         return None
     agent = await session.scalar(select(Agent).where(Agent.token_hash == token_hash(token)))
     return agent if agent is not None and agent.revoked_at is None else None
+
+
+@dataclass(frozen=True, slots=True)
+class TokenHolder:
+    """The agent a token was found to belong to, and when."""
+
+    agent_id: int
+    token_hash: str
+    seen: float  # time.monotonic()
+
+
+class TokenCache:
+    """Which agent holds a token, remembered for `ttl_s`, so that a call that checks the token
+    again where it writes (results and heartbeats: under the agent's row lock, in the writer's
+    transaction) or that only waits (the long poll) need not look it up first. Revoking or
+    rotating forgets the agent here at once; done by another process (termpulse agent-token),
+    it takes effect on those calls within ttl_s, and on everything else at once."""
+
+    def __init__(self, ttl_s: float = 15.0, max_entries: int = 100_000) -> None:
+        self.ttl_s = ttl_s
+        self.max_entries = max_entries
+        self._holders: dict[str, TokenHolder] = {}
+
+    def get(self, digest: str) -> TokenHolder | None:
+        holder = self._holders.get(digest)
+        if holder is None or time.monotonic() - holder.seen > self.ttl_s:
+            return None
+        return holder
+
+    def put(self, agent_id: int, digest: str) -> TokenHolder:
+        if len(self._holders) >= self.max_entries:
+            cut = time.monotonic() - self.ttl_s
+            self._holders = {d: h for d, h in self._holders.items() if h.seen >= cut}
+        holder = self._holders[digest] = TokenHolder(agent_id, digest, time.monotonic())
+        return holder
+
+    def forget(self, agent_id: int) -> None:
+        for digest in [d for d, h in self._holders.items() if h.agent_id == agent_id]:
+            del self._holders[digest]
+
+
+TOKENS = TokenCache()  # this process's; the protocol's calls look tokens up through it
 
 
 async def create_agent(session: AsyncSession, name: str, store_codes: list[str]) -> Enrolled:
@@ -90,6 +133,7 @@ async def revoke(session: AsyncSession, agent: Agent) -> None:
     """The token stops working at once; the stores' checks go back to the central workers."""
     agent.revoked_at = utcnow()
     agent.state, agent.state_since = AgentState.REVOKED, agent.revoked_at
+    TOKENS.forget(agent.id)
     stores = set((await session.scalars(select(Store.id).where(Store.agent_id == agent.id))).all())
     await session.execute(
         update(Store).where(Store.agent_id == agent.id).values(agent_id=None, status_reason=None)
@@ -103,4 +147,5 @@ async def rotate(session: AsyncSession, agent: Agent) -> str:
         raise InvalidInput({"agent": "A revoked agent cannot get a new token: enrol a new one."})
     token = new_token()
     agent.token_hash, agent.token_hint = token_hash(token), token[:10]
+    TOKENS.forget(agent.id)
     return token

@@ -7,27 +7,36 @@ The protocol itself (HTTP, tokens, limits) is app.agents; this module is what it
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
+import logging
 import secrets
+from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
 from pydantic import BaseModel, Field
-from sqlalchemy import case, func, select, update
+from sqlalchemy import case, func, literal, or_, select, update
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as SATimeoutError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.checks.result import Step
 from app.db import Database, in_transaction, select_where_in, table_of, utcnow
-from app.errors import Forbidden
+from app.errors import Forbidden, Unauthenticated
 from app.inventory.models import Agent, Monitor, Store
 from app.monitoring.maintenance import redo_rollups_since
 from app.monitoring.writer import AGENT_OFFLINE, CheckOutcome, Transition, apply_outcomes, record_transitions
 from app.vocabulary import AgentState, MonitorKind, Outcome, State
 
+log = logging.getLogger(__name__)
+
 SILENT_HEARTBEATS = 3  # an agent not heard for this many heartbeat intervals is offline
 STORE_OFFLINE = "store_offline"
+TOKEN_NEEDED = "a valid store agent token is needed (Authorization: Bearer tpa_...)"
 
 
 class AgentResult(BaseModel):
@@ -77,29 +86,36 @@ class IngestReport:
 
 async def agent_config(session: AsyncSession, agent: Agent) -> tuple[dict[str, Any], str]:
     """What the agent runs, and an ETag that changes whenever that does."""
-    stores = (
-        await session.scalars(select(Store.code).where(Store.agent_id == agent.id).order_by(Store.code))
-    ).all()
-    monitors = (
-        await session.execute(
-            select(
-                Monitor.id,
-                Monitor.kind,
-                Monitor.target,
-                Monitor.params,
-                Monitor.interval_s,
-                Monitor.timeout_s,
-                Monitor.phase_ms,
-            )
-            .where(Monitor.agent_id == agent.id, Monitor.enabled.is_(True))
-            .order_by(Monitor.id)
+    return (await agent_configs(session, [agent]))[agent.id]
+
+
+async def agent_configs(
+    session: AsyncSession, agents: Sequence[Agent]
+) -> dict[int, tuple[dict[str, Any], str]]:
+    """`agent_config` of several agents, in two queries whatever their number."""
+    ids = [a.id for a in agents]
+    stores: dict[int, list[str]] = {i: [] for i in ids}
+    by_code = select(Store.agent_id, Store.code).order_by(Store.code)
+    for agent_id, code in await select_where_in(session, by_code, Store.agent_id, ids):
+        if agent_id is not None:
+            stores[agent_id].append(code)
+    monitors: dict[int, list[dict[str, Any]]] = {i: [] for i in ids}
+    by_id = (
+        select(
+            Monitor.agent_id,
+            Monitor.id,
+            Monitor.kind,
+            Monitor.target,
+            Monitor.params,
+            Monitor.interval_s,
+            Monitor.timeout_s,
+            Monitor.phase_ms,
         )
-    ).all()
-    config = {
-        "agent": {"id": agent.id, "name": agent.name},
-        "stores": list(stores),
-        "heartbeat_s": agent.heartbeat_s,
-        "monitors": [
+        .where(Monitor.enabled.is_(True))
+        .order_by(Monitor.id)
+    )
+    for m in await select_where_in(session, by_id, Monitor.agent_id, ids):
+        monitors[m.agent_id].append(
             {
                 "id": m.id,
                 "kind": m.kind,
@@ -109,24 +125,35 @@ async def agent_config(session: AsyncSession, agent: Agent) -> tuple[dict[str, A
                 "timeout_s": m.timeout_s,
                 "phase_ms": m.phase_ms,
             }
-            for m in monitors
-        ],
-    }
-    etag = hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:32]
-    return config, f'"{etag}"'
+        )
+    out = {}
+    for agent in agents:
+        config = {
+            "agent": {"id": agent.id, "name": agent.name},
+            "stores": stores[agent.id],
+            "heartbeat_s": agent.heartbeat_s,
+            "monitors": monitors[agent.id],
+        }
+        etag = hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:32]
+        out[agent.id] = (config, f'"{etag}"')
+    return out
 
 
 # --- heartbeats and results -----------------------------------------------------------
 
 
-async def heartbeat(session: AsyncSession, agent: Agent, beat: Heartbeat, now: datetime) -> dict[str, Any]:
-    """Record what the agent says of itself; the caller commits."""
+async def heartbeat(
+    session: AsyncSession, agent: Agent, beat: Heartbeat, now: datetime, etag: str | None = None
+) -> dict[str, Any]:
+    """Record what the agent says of itself; the caller commits. `etag`: the agent's config
+    ETag, when the caller has it already (the writer reads a whole batch's at once)."""
     if beat.instance != agent.instance:  # a new local database: its sequence starts afresh
         agent.instance, agent.last_seq = beat.instance, 0
     agent.clock_skew_ms = (beat.clock - now).total_seconds() * 1000
     agent.version, agent.queue_length, agent.dropped = beat.version, beat.queue, beat.dropped
     await _heard(session, agent, now)
-    _, etag = await agent_config(session, agent)
+    if etag is None:
+        _, etag = await agent_config(session, agent)
     return {
         "server_time": now.isoformat(),
         "skew_ms": round(agent.clock_skew_ms, 1),
@@ -155,22 +182,78 @@ async def ingest_results(
 ) -> IngestReport:
     """An agent's results into the one writer, exactly once: in one transaction with the
     agent's row locked, only seqs above the highest written are applied, and that mark moves.
-    A result for a monitor that is not the agent's is refused (403) and nothing is written."""
+    A result for a monitor that is not the agent's is refused (403) and nothing is written.
 
-    async def work(session: AsyncSession) -> IngestReport:
-        agent = await session.get(Agent, agent_id, with_for_update=True)
+    The protocol goes through an `AgentWriter`, which does the same for many agents' calls
+    in one transaction; this is one call on its own."""
+    call = AgentCall(agent_id, None, instance, results=results)
+    answer = (await in_transaction(database, lambda session: apply_agent_calls(session, [call])))[0]
+    if isinstance(answer, Exception):
+        raise answer
+    assert isinstance(answer, IngestReport)
+    return answer
+
+
+@dataclass(eq=False)
+class AgentCall:
+    """One agent's results or heartbeat, as the writer applies it.
+
+    token_hash: the token the call came with, checked again against the agent's row once
+    it is locked (revoked or rotated meanwhile: 401, nothing written); None: not checked."""
+
+    agent_id: int
+    token_hash: str | None
+    instance: str
+    results: list[AgentResult] | None = None
+    beat: Heartbeat | None = None
+    received: datetime | None = None  # when the heartbeat arrived: its clock skew is measured to it
+    done: asyncio.Future[Any] | None = field(default=None, repr=False)
+
+
+async def apply_agent_calls(session: AsyncSession, calls: Sequence[AgentCall]) -> list[object]:
+    """Apply these calls (at most one per agent) in the caller's transaction: per call its
+    answer (an IngestReport, a heartbeat's dict) or the exception its caller gets. A refused
+    call (agent gone, token no longer its, a monitor not its own) writes nothing and the
+    others go on; results of all the calls go through one `apply_outcomes`."""
+    assert len({c.agent_id for c in calls}) == len(calls), "one call per agent in a batch"
+    locking = select(Agent).order_by(Agent.id).with_for_update()
+    ids = sorted(c.agent_id for c in calls)
+    agents = {a.id: a for a in await select_where_in(session, locking, Agent.id, ids, scalars=True)}
+    answers: list[object] = [None] * len(calls)
+    live = []
+    for i, c in enumerate(calls):
+        agent = agents.get(c.agent_id)
         if agent is None:
-            raise Forbidden("this agent no longer exists")
-        ids = sorted({r.monitor_id for r in results})
-        query = select(Monitor.id).where(Monitor.agent_id == agent_id)
-        own = set(await select_where_in(session, query, Monitor.id, ids, scalars=True))
-        foreign = [i for i in ids if i not in own]
+            gone = "this agent no longer exists"
+            answers[i] = Forbidden(gone) if c.results is not None else Unauthenticated(gone)
+        elif c.token_hash is not None and (agent.token_hash != c.token_hash or agent.revoked_at is not None):
+            answers[i] = Unauthenticated(TOKEN_NEEDED)
+        else:
+            live.append(i)
+
+    # Results: every monitor must be the agent's, else nothing of that call is written.
+    wanted = sorted({r.monitor_id for i in live for r in calls[i].results or ()})
+    owners: dict[int, int | None] = {}
+    if wanted:
+        owned = select(Monitor.id, Monitor.agent_id)
+        owners = {mid: aid for mid, aid in await select_where_in(session, owned, Monitor.id, wanted)}
+    now = utcnow()
+    outcomes: list[CheckOutcome] = []
+    fresh_of: dict[int, list[AgentResult]] = {}
+    for i in live:
+        c, agent = calls[i], agents[calls[i].agent_id]
+        if c.results is None:
+            continue
+        ids = sorted({r.monitor_id for r in c.results})
+        foreign = [m for m in ids if owners.get(m) != c.agent_id]
         if foreign:
-            raise Forbidden(f"monitors {foreign[:10]} are not run by this agent; nothing was written")
-        if instance != agent.instance:
-            agent.instance, agent.last_seq = instance, 0
-        fresh = sorted((r for r in results if r.seq > agent.last_seq), key=lambda r: r.seq)
-        outcomes = [
+            answers[i] = Forbidden(f"monitors {foreign[:10]} are not run by this agent; nothing was written")
+            continue
+        if c.instance != agent.instance:
+            agent.instance, agent.last_seq = c.instance, 0
+        fresh = sorted((r for r in c.results if r.seq > agent.last_seq), key=lambda r: r.seq)
+        fresh_of[i] = fresh
+        outcomes += [
             CheckOutcome(
                 r.monitor_id,
                 r.outcome,
@@ -183,16 +266,156 @@ async def ingest_results(
             )
             for r in fresh
         ]
-        now = utcnow()
-        await apply_outcomes(session, outcomes, now=now)
-        if outcomes:  # a replayed buffer reaches back into hours already rolled up
-            await redo_rollups_since(session, min(o.checked_at for o in outcomes), now)
+    # The agents' monitors are disjoint: one apply_outcomes is each call's apply_outcomes.
+    await apply_outcomes(session, outcomes, now=now)
+    if outcomes:  # a replayed buffer reaches back into hours already rolled up
+        await redo_rollups_since(session, min(o.checked_at for o in outcomes), now)
+    for i, fresh in fresh_of.items():
+        c, agent = calls[i], agents[calls[i].agent_id]
         if fresh:
             agent.last_seq = fresh[-1].seq
         await _heard(session, agent, now)
-        return IngestReport(len(fresh), len(results) - len(fresh), agent.last_seq)
+        answers[i] = IngestReport(len(fresh), len(c.results or ()) - len(fresh), agent.last_seq)
 
-    return await in_transaction(database, work)
+    beats = [i for i in live if calls[i].beat is not None]
+    if beats:
+        etags = await agent_configs(session, [agents[calls[i].agent_id] for i in beats])
+        for i in beats:
+            c, agent = calls[i], agents[calls[i].agent_id]
+            assert c.beat is not None
+            answers[i] = await heartbeat(session, agent, c.beat, c.received or now, etags[agent.id][1])
+    return answers
+
+
+def _unreachable(exc: Exception) -> bool:
+    """The database could not be reached (no connection from the pool, connection lost)."""
+    if isinstance(exc, DBAPIError):
+        return exc.connection_invalidated or isinstance(exc, OperationalError | InterfaceError)
+    return isinstance(exc, SATimeoutError | OSError | TimeoutError)
+
+
+class AgentWriter:
+    """The agents' results and heartbeats, many agents' calls in one transaction.
+
+    A call waits for the transaction that carries it, then gets its answer. The writer takes
+    every call waiting when its previous transaction ends (up to `max_calls` calls and
+    `max_results` results), so an idle server writes a call at once and a busy one writes
+    fewer, bigger transactions. At most one call per agent goes in a transaction: a second one
+    waits for the next, so an agent's calls apply in the order they came, and each agent's seq
+    fence and last_seq move in the same transaction as its results. A refused call (401, 403)
+    is left out of its transaction; a transaction that fails is tried again call by call, so
+    one call's failure is its own and never loses another's.
+    """
+
+    def __init__(self, database: Database, *, max_calls: int = 200, max_results: int = 5000) -> None:
+        self.database = database
+        self.max_calls = max_calls
+        self.max_results = max_results
+        self._queue: deque[AgentCall] = deque()
+        self._wake: asyncio.Event | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._writing: list[AgentCall] = []
+        self.transactions = 0
+        self.calls = 0
+
+    async def results(
+        self, agent_id: int, token_hash: str | None, instance: str, results: list[AgentResult]
+    ) -> IngestReport:
+        answer = await self._submit(AgentCall(agent_id, token_hash, instance, results=results))
+        assert isinstance(answer, IngestReport)
+        return answer
+
+    async def heartbeat(
+        self, agent_id: int, token_hash: str | None, beat: Heartbeat, received: datetime
+    ) -> dict[str, Any]:
+        answer = await self._submit(
+            AgentCall(agent_id, token_hash, beat.instance, beat=beat, received=received)
+        )
+        assert isinstance(answer, dict)
+        return answer
+
+    async def _submit(self, call: AgentCall) -> object:
+        loop = asyncio.get_running_loop()
+        if self._loop is not loop or self._task is None or self._task.done():
+            self._loop, self._queue, self._wake = loop, deque(), asyncio.Event()
+            self._task = loop.create_task(self._run(), name="termpulse-agent-writer")
+        assert self._wake is not None
+        call.done = loop.create_future()
+        self._queue.append(call)
+        self._wake.set()
+        return await call.done
+
+    async def close(self) -> None:
+        """Stop; calls still waiting are refused (their agents send them again)."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        for call in [*self._writing, *self._queue]:
+            if call.done is not None and not call.done.done():
+                call.done.set_exception(RuntimeError("the server is stopping"))
+        self._writing, self._queue = [], deque()
+
+    async def _run(self) -> None:
+        assert self._wake is not None
+        while True:
+            batch = self._take()
+            if not batch:
+                self._wake.clear()
+                await self._wake.wait()
+                continue
+            await self._write(batch)
+
+    def _take(self) -> list[AgentCall]:
+        """The calls waiting, oldest first, one per agent, within the limits; the rest wait."""
+        batch: list[AgentCall] = []
+        agents: set[int] = set()
+        results = 0
+        rest: deque[AgentCall] = deque()
+        for call in self._queue:
+            if call.done is None or call.done.done():
+                continue  # its caller gave up before it was written: it never is
+            n = len(call.results or ())
+            full = len(batch) >= self.max_calls or (batch and results + n > self.max_results)
+            if call.agent_id in agents or full:
+                rest.append(call)
+                continue
+            batch.append(call)
+            agents.add(call.agent_id)
+            results += n
+        self._queue = rest
+        return batch
+
+    async def _write(self, batch: list[AgentCall]) -> None:
+        answers: list[object]
+        self._writing = batch
+        try:
+            answers = await in_transaction(self.database, lambda session: apply_agent_calls(session, batch))
+        except Exception as exc:
+            if len(batch) == 1 or _unreachable(exc):
+                answers = [exc] * len(batch)  # the database's trouble, not one call's: all wait
+            else:
+                log.warning("agents' batch of %d calls failed (%s): writing them one by one", len(batch), exc)
+                answers = [await self._write_one(call) for call in batch]
+        self._writing = []
+        self.transactions += 1
+        self.calls += len(batch)
+        for call, answer in zip(batch, answers, strict=True):
+            if call.done is None or call.done.done():
+                continue
+            if isinstance(answer, BaseException):
+                call.done.set_exception(answer)
+            else:
+                call.done.set_result(answer)
+
+    async def _write_one(self, call: AgentCall) -> object:
+        try:
+            answers = await in_transaction(self.database, lambda session: apply_agent_calls(session, [call]))
+        except Exception as exc:
+            return exc
+        return answers[0]
 
 
 # --- health ---------------------------------------------------------------------------
@@ -203,17 +426,25 @@ async def mark_agents_offline(session: AsyncSession, now: datetime) -> int:
     unknown (agent_offline, never down), as do those of an agent enrolled that long ago and
     never heard from; a store whose agent and every cloud terminal went silent together is
     marked store_offline. Returns how many agents went offline."""
+    # Only the silent agents are locked (and read as objects): the others' calls go on
+    # meanwhile, which with thousands of agents on one server is every moment.
     watched = (
-        await session.scalars(
-            select(Agent)
-            .where(Agent.state.in_((AgentState.ONLINE, AgentState.NEVER_SEEN)), Agent.revoked_at.is_(None))
-            .with_for_update()
+        await session.execute(
+            select(Agent.id, Agent.state, Agent.last_heard_at, Agent.created_at, Agent.heartbeat_s).where(
+                Agent.state.in_((AgentState.ONLINE, AgentState.NEVER_SEEN)), Agent.revoked_at.is_(None)
+            )
         )
     ).all()
+    silent = {a.id for a in watched if _silent(a.last_heard_at or a.created_at, a.heartbeat_s, now)}
+    never = [a.id for a in watched if a.id in silent and a.state == AgentState.NEVER_SEEN]
+    if never:  # an agent never heard from: its monitors are marked once, not again at every pass
+        silent -= set(never) - await _not_marked_yet(session, never)
     went = 0
-    for agent in watched:
-        heard = agent.last_heard_at or agent.created_at
-        if now - heard <= timedelta(seconds=SILENT_HEARTBEATS * agent.heartbeat_s):
+    query = select(Agent).order_by(Agent.id).with_for_update()
+    for agent in await select_where_in(session, query, Agent.id, sorted(silent), scalars=True):
+        # Again under the lock: a call may have come in since.
+        watching = agent.state in (AgentState.ONLINE, AgentState.NEVER_SEEN) and agent.revoked_at is None
+        if not watching or not _silent(agent.last_heard_at or agent.created_at, agent.heartbeat_s, now):
             continue
         if agent.state == AgentState.ONLINE:
             agent.state, agent.state_since = AgentState.OFFLINE, now
@@ -221,6 +452,30 @@ async def mark_agents_offline(session: AsyncSession, now: datetime) -> int:
         await _monitors_unknown(session, agent, now)
     await _mark_stores_offline(session, now)
     return went
+
+
+def _silent(heard: datetime, heartbeat_s: int, now: datetime) -> bool:
+    return now - heard > timedelta(seconds=SILENT_HEARTBEATS * heartbeat_s)
+
+
+async def _not_marked_yet(session: AsyncSession, agent_ids: list[int]) -> set[int]:
+    """Of these never-heard-from agents, those with a monitor that `_monitors_unknown` would
+    still change."""
+    detail = literal("store agent ") + Agent.name + literal(" silent since never")
+    query = (
+        select(Monitor.agent_id)
+        .join(Agent, Agent.id == Monitor.agent_id)
+        .where(
+            Monitor.enabled.is_(True),
+            or_(
+                Monitor.state != State.UNKNOWN,
+                Monitor.last_diagnosis.is_distinct_from(AGENT_OFFLINE),
+                Monitor.last_detail.is_distinct_from(detail),
+            ),
+        )
+        .distinct()
+    )
+    return {i for i in await select_where_in(session, query, Monitor.agent_id, agent_ids, scalars=True) if i}
 
 
 async def _monitors_unknown(session: AsyncSession, agent: Agent, now: datetime) -> None:
