@@ -1,0 +1,1 @@
+"""Maintenance windows and trading hours: when a store is quiet (no alerts; maintenance in history)."""
