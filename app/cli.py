@@ -60,6 +60,11 @@ def _parser() -> argparse.ArgumentParser:
         default=None,
         help="one row per terminal (default), store or region",
     )
+    export.add_argument(
+        "--per-day",
+        action="store_true",
+        help="CSV: the per-day table (one row per unit and local day) instead of the summary",
+    )
     export.add_argument("--format", choices=("csv", "xlsx"), default="csv")
     export.add_argument("--output", "-o", help="file to write (default: standard output, CSV only)")
 
@@ -120,6 +125,9 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
         log_config=None,
         access_log=False,
         timeout_graceful_shutdown=5,  # store agents' long polls would hold a stop for 25 s
+        # Longer than the store agents keep an idle connection (60 s): they close it first, so
+        # they never send on one the server is closing, and their calls reuse it.
+        timeout_keep_alive=75,
     )
     return 0
 

@@ -13,7 +13,7 @@ from app import __version__
 from app.agents.api import router as agents_api
 from app.agents.pages import router as agents_pages
 from app.agents.protocol import router as agent_protocol
-from app.auth.routes import require_login
+from app.auth.routes import RequireLogin
 from app.auth.routes import router as auth_router
 from app.config import Settings, get_settings
 from app.dashboard.routes import router as dashboard_pages
@@ -26,11 +26,11 @@ from app.inventory.pages import router as inventory_pages
 from app.monitoring.agents import AgentBroker, AgentWriter
 from app.monitoring.api import router as checks_api
 from app.monitoring.worker import start_embedded_worker
-from app.ops.routes import record_request_metrics
+from app.ops.routes import RequestMetrics
 from app.ops.routes import router as ops_routes
 from app.providers.api import router as providers_api
 from app.providers.pages import router as providers_pages
-from app.web.errors import app_error, database_down_banner
+from app.web.errors import DatabaseDownBanner, app_error
 
 log = logging.getLogger(__name__)
 
@@ -62,12 +62,14 @@ def create_app(
     app.state.db = database
     app.state.agent_broker = AgentBroker()  # Check connection -> the store agents' long polls
     app.state.agent_writer = AgentWriter(database)  # the store agents' results and heartbeats
-    app.middleware("http")(require_login)
-    app.middleware("http")(database_down_banner)  # outside the login: a down database gets a banner
-    app.middleware("http")(record_request_metrics)
+    # The last added is the outermost.
+    app.add_middleware(RequireLogin)
+    app.add_middleware(DatabaseDownBanner)  # outside the login: a down database gets a banner
+    app.add_middleware(RequestMetrics)
     app.mount("/static", StaticFiles(directory=str(settings.static_dir)), name="static")
 
     for router in (
+        agent_protocol,  # /api/agent/v1, token-authenticated; first: most calls are the agents'
         ops_routes,
         auth_router,
         inventory_pages,
@@ -75,7 +77,6 @@ def create_app(
         agents_pages,
         dashboard_pages,
         history_pages,
-        agent_protocol,  # /api/agent/v1: the agents' own protocol, token-authenticated
     ):
         app.include_router(router)
     for router in (inventory_api, checks_api, providers_api, history_api, agents_api):

@@ -349,6 +349,11 @@ def totals(stats: Stats, agents: list[SimAgent]) -> dict[str, Any]:
 
 
 def run_agents(args: argparse.Namespace) -> None:
+    # httpcore asks sniffio which event loop runs at every lock it takes; without sniffio
+    # installed (anyio no longer needs it) each ask is a failed import that searches sys.path,
+    # which made this process spend a third of its CPU in importlib. Failing fast says the
+    # same ("asyncio").
+    sys.modules.setdefault("sniffio", None)  # type: ignore[arg-type]
     import uvloop
 
     from app.simulator.terminals import raise_fd_limit
@@ -719,7 +724,8 @@ async def main(args: argparse.Namespace) -> int:
         print(
             f"  PostgreSQL backends CPU {100 * pg_s / wall:5.1f}%"
             f"   agents' process {100 * (sim1 - sim0) / wall:5.1f}%"
-            f"   machine {100 * (m1 - m0) / wall / (os.cpu_count() or 1):3.0f}% busy (all cores)"
+            f"   machine {100 * (m1 - m0) / wall / (os.cpu_count() or 1):3.0f}% busy (all cores),"
+            f" load average {os.getloadavg()[0]:.1f}"
         )
         for name, c in sorted(r["calls"].items()):
             print(

@@ -60,7 +60,7 @@ class TokenCache:
     rotating forgets the agent here at once; done by another process (termpulse agent-token),
     it takes effect on those calls within ttl_s, and on everything else at once."""
 
-    def __init__(self, ttl_s: float = 15.0, max_entries: int = 100_000) -> None:
+    def __init__(self, ttl_s: float = 60.0, max_entries: int = 100_000) -> None:
         self.ttl_s = ttl_s
         self.max_entries = max_entries
         self._holders: dict[str, TokenHolder] = {}

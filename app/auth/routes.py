@@ -7,7 +7,7 @@ from urllib.parse import quote
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, RedirectResponse, Response
 from sqlalchemy import select
-from starlette.middleware.base import RequestResponseEndpoint
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from app.auth.models import User
 from app.auth.passwords import verify_password
@@ -18,22 +18,40 @@ from app.web.templating import render
 router = APIRouter(include_in_schema=False)
 
 
-async def require_login(request: Request, call_next: RequestResponseEndpoint) -> Response:
-    path = request.url.path
-    if path.startswith(PUBLIC_PREFIXES):
-        return await call_next(request)
-    identity = await identify(request)
-    if identity is None:
-        if path.startswith("/api/"):
-            return JSONResponse(
-                {"detail": "log in first (HTTP Basic or a session)"},
-                401,
-                headers={"WWW-Authenticate": 'Basic realm="TermPulse"'},
-            )
-        target = path + (f"?{request.url.query}" if request.url.query else "")
-        return RedirectResponse(f"/login?next={quote(target)}", status_code=303)
-    request.state.identity = identity
-    return await call_next(request)
+class RequireLogin:
+    """Middleware: once users exist, everything but the public paths needs a login.
+
+    Plain ASGI (no task and no body relay per request, as Starlette's BaseHTTPMiddleware
+    has): the store agents alone make hundreds of calls a second."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        # scope["path"] is request.url.path but for the escaping of "?", "#" and "\\", which
+        # no prefix holds: the same answer without building the URL, on every request.
+        if scope["type"] != "http" or scope["path"].startswith(PUBLIC_PREFIXES):
+            await self.app(scope, receive, send)
+            return
+        request = Request(scope, receive)
+        path = request.url.path
+        identity = await identify(request)
+        if identity is None:
+            await _login_first(request, path)(scope, receive, send)
+            return
+        request.state.identity = identity
+        await self.app(scope, receive, send)
+
+
+def _login_first(request: Request, path: str) -> Response:
+    if path.startswith("/api/"):
+        return JSONResponse(
+            {"detail": "log in first (HTTP Basic or a session)"},
+            401,
+            headers={"WWW-Authenticate": 'Basic realm="TermPulse"'},
+        )
+    target = path + (f"?{request.url.query}" if request.url.query else "")
+    return RedirectResponse(f"/login?next={quote(target)}", status_code=303)
 
 
 def _safe_next(target: str) -> str:

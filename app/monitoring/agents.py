@@ -19,7 +19,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from pydantic import BaseModel, Field
-from sqlalchemy import case, func, literal, or_, select, update
+from sqlalchemy import bindparam, case, func, literal, or_, select, update
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as SATimeoutError
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -84,13 +84,13 @@ class IngestReport:
 # --- configuration --------------------------------------------------------------------
 
 
-async def agent_config(session: AsyncSession, agent: Agent) -> tuple[dict[str, Any], str]:
+async def agent_config(session: AsyncSession, agent: Agent | AgentRow) -> tuple[dict[str, Any], str]:
     """What the agent runs, and an ETag that changes whenever that does."""
     return (await agent_configs(session, [agent]))[agent.id]
 
 
 async def agent_configs(
-    session: AsyncSession, agents: Sequence[Agent]
+    session: AsyncSession, agents: Sequence[Agent | AgentRow]
 ) -> dict[int, tuple[dict[str, Any], str]]:
     """`agent_config` of several agents, in two queries whatever their number."""
     ids = [a.id for a in agents]
@@ -143,7 +143,7 @@ async def agent_configs(
 
 
 async def heartbeat(
-    session: AsyncSession, agent: Agent, beat: Heartbeat, now: datetime, etag: str | None = None
+    session: AsyncSession, agent: Agent | AgentRow, beat: Heartbeat, now: datetime, etag: str | None = None
 ) -> dict[str, Any]:
     """Record what the agent says of itself; the caller commits. `etag`: the agent's config
     ETag, when the caller has it already (the writer reads a whole batch's at once)."""
@@ -162,7 +162,7 @@ async def heartbeat(
     }
 
 
-async def _heard(session: AsyncSession, agent: Agent, now: datetime) -> None:
+async def _heard(session: AsyncSession, agent: Agent | AgentRow, now: datetime) -> None:
     agent.last_heard_at = now
     if agent.state != AgentState.ONLINE:
         agent.state, agent.state_since = AgentState.ONLINE, now
@@ -173,7 +173,7 @@ async def _heard(session: AsyncSession, agent: Agent, now: datetime) -> None:
         )
 
 
-def to_server_clock(agent: Agent, at: datetime) -> datetime:
+def to_server_clock(agent: Agent | AgentRow, at: datetime) -> datetime:
     return at - timedelta(milliseconds=agent.clock_skew_ms or 0.0)
 
 
@@ -216,9 +216,9 @@ async def apply_agent_calls(session: AsyncSession, calls: Sequence[AgentCall]) -
     call (agent gone, token no longer its, a monitor not its own) writes nothing and the
     others go on; results of all the calls go through one `apply_outcomes`."""
     assert len({c.agent_id for c in calls}) == len(calls), "one call per agent in a batch"
-    locking = select(Agent).order_by(Agent.id).with_for_update()
+    locking = select(*_AGENT_COLUMNS).order_by(Agent.id).with_for_update()
     ids = sorted(c.agent_id for c in calls)
-    agents = {a.id: a for a in await select_where_in(session, locking, Agent.id, ids, scalars=True)}
+    agents = {r.id: AgentRow(**r._mapping) for r in await select_where_in(session, locking, Agent.id, ids)}
     answers: list[object] = [None] * len(calls)
     live = []
     for i, c in enumerate(calls):
@@ -284,7 +284,71 @@ async def apply_agent_calls(session: AsyncSession, calls: Sequence[AgentCall]) -
             c, agent = calls[i], agents[calls[i].agent_id]
             assert c.beat is not None
             answers[i] = await heartbeat(session, agent, c.beat, c.received or now, etags[agent.id][1])
+    written = [agents[calls[i].agent_id] for i in live if not isinstance(answers[i], Exception)]
+    if written:
+        await session.execute(_UPDATE_AGENT, [a.values() for a in written])
     return answers
+
+
+@dataclass(slots=True)
+class AgentRow:
+    """An agent's row as the writer reads it (locked) and writes it back, in one statement
+    for a whole batch: the ORM's object per agent and its flush cost more than the rest."""
+
+    id: int
+    name: str
+    token_hash: str
+    revoked_at: datetime | None
+    heartbeat_s: int
+    state: str
+    state_since: datetime | None
+    last_heard_at: datetime | None
+    version: str | None
+    clock_skew_ms: float | None
+    queue_length: int
+    dropped: int
+    instance: str | None
+    last_seq: int
+
+    def values(self) -> dict[str, Any]:
+        return {"b_id": self.id, **{c: getattr(self, c) for c in _AGENT_WRITTEN}}
+
+
+_AGENT_COLUMNS = (
+    Agent.id,
+    Agent.name,
+    Agent.token_hash,
+    Agent.revoked_at,
+    Agent.heartbeat_s,
+    Agent.state,
+    Agent.state_since,
+    Agent.last_heard_at,
+    Agent.version,
+    Agent.clock_skew_ms,
+    Agent.queue_length,
+    Agent.dropped,
+    Agent.instance,
+    Agent.last_seq,
+)
+# What heartbeats and results change (the rest is the admins': name, token, revocation).
+_AGENT_WRITTEN = (
+    "state",
+    "state_since",
+    "last_heard_at",
+    "version",
+    "clock_skew_ms",
+    "queue_length",
+    "dropped",
+    "instance",
+    "last_seq",
+)
+_at = table_of(Agent)
+_UPDATE_AGENT = (
+    update(_at)
+    .where(_at.c.id == bindparam("b_id"))
+    .values({c: bindparam(c) for c in _AGENT_WRITTEN})
+    .execution_options(synchronize_session=False)
+)
 
 
 def _unreachable(exc: Exception) -> bool:
@@ -297,25 +361,34 @@ def _unreachable(exc: Exception) -> bool:
 class AgentWriter:
     """The agents' results and heartbeats, many agents' calls in one transaction.
 
-    A call waits for the transaction that carries it, then gets its answer. The writer takes
-    every call waiting when its previous transaction ends (up to `max_calls` calls and
-    `max_results` results), so an idle server writes a call at once and a busy one writes
-    fewer, bigger transactions. At most one call per agent goes in a transaction: a second one
-    waits for the next, so an agent's calls apply in the order they came, and each agent's seq
-    fence and last_seq move in the same transaction as its results. A refused call (401, 403)
-    is left out of its transaction; a transaction that fails is tried again call by call, so
-    one call's failure is its own and never loses another's.
+    A call waits for the transaction that carries it, then gets its answer. An idle writer
+    writes a call at once; a busy one starts a transaction at most every `max_delay_s` with
+    every call waiting then (up to `max_calls` calls and `max_results` results), so thousands
+    of agents make a few big transactions a second. At most one call per agent goes in a
+    transaction: a second one waits for the next, so an agent's calls apply in the order they
+    came, and each agent's seq fence and last_seq move in the same transaction as its results.
+    A refused call (401, 403) is left out of its transaction; a transaction that fails is tried
+    again call by call, so one call's failure is its own and never loses another's.
     """
 
-    def __init__(self, database: Database, *, max_calls: int = 200, max_results: int = 5000) -> None:
+    def __init__(
+        self,
+        database: Database,
+        *,
+        max_calls: int = 1000,
+        max_results: int = 5000,
+        max_delay_s: float = 0.25,
+    ) -> None:
         self.database = database
         self.max_calls = max_calls
         self.max_results = max_results
+        self.max_delay_s = max_delay_s
         self._queue: deque[AgentCall] = deque()
         self._wake: asyncio.Event | None = None
         self._task: asyncio.Task[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._writing: list[AgentCall] = []
+        self._started = -1e9  # loop time the last transaction started
         self.transactions = 0
         self.calls = 0
 
@@ -361,12 +434,21 @@ class AgentWriter:
     async def _run(self) -> None:
         assert self._wake is not None
         while True:
-            batch = self._take()
-            if not batch:
+            if not self._queue:
                 self._wake.clear()
                 await self._wake.wait()
                 continue
-            await self._write(batch)
+            # Busy (the last transaction started less than max_delay_s ago): let the next one
+            # fill up until then, so thousands of agents' calls make a few transactions a
+            # second. Idle: write at once.
+            loop = asyncio.get_running_loop()
+            wait = self._started + self.max_delay_s - loop.time()
+            if wait > 0 and len(self._queue) < self.max_calls:
+                await asyncio.sleep(wait)
+            self._started = loop.time()
+            batch = self._take()
+            if batch:
+                await self._write(batch)
 
     def _take(self) -> list[AgentCall]:
         """The calls waiting, oldest first, one per agent, within the limits; the rest wait."""

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import time
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
 from sqlalchemy import text
-from starlette.middleware.base import RequestResponseEndpoint
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.web.deps import SessionDep
 
@@ -25,14 +25,28 @@ HTTP_LATENCY = Histogram(
 )
 
 
-async def record_request_metrics(request: Request, call_next: RequestResponseEndpoint) -> Response:
-    started = time.perf_counter()
-    response = await call_next(request)
-    route = request.scope.get("route")
-    path = getattr(route, "path", "unmatched")
-    HTTP_REQUESTS.labels(request.method, path, str(response.status_code)).inc()
-    HTTP_LATENCY.labels(path).observe(time.perf_counter() - started)
-    return response
+class RequestMetrics:
+    """Middleware: every answer counted by method, route and status, and timed until it starts.
+
+    Plain ASGI (no task and no body relay per request, as Starlette's BaseHTTPMiddleware has)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+
+        async def send_counted(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                path = getattr(scope.get("route"), "path", "unmatched")
+                HTTP_REQUESTS.labels(scope["method"], path, str(message["status"])).inc()
+                HTTP_LATENCY.labels(path).observe(time.perf_counter() - started)
+            await send(message)
+
+        await self.app(scope, receive, send_counted)
 
 
 @router.get("/healthz", summary="The process is up")

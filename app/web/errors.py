@@ -15,7 +15,8 @@ import time
 from fastapi import Request
 from fastapi.responses import JSONResponse, Response
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
-from starlette.middleware.base import RequestResponseEndpoint
+from starlette.datastructures import MutableHeaders
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.errors import AppError, RateLimited
 from app.web.templating import is_htmx, render
@@ -57,16 +58,37 @@ def db_down_response(request: Request, exc: BaseException) -> Response:
     return render(request, "web/db_down.html", {"reason": reason}, status_code=503)
 
 
-async def database_down_banner(request: Request, call_next: RequestResponseEndpoint) -> Response:
-    """HTTP middleware: a page whose middleware (login) or handler cannot reach the database
-    gets the banner instead of a bare 500. Pages also get a Server-Timing header (queries plus
-    rendering, for the browser's network panel and bench/pages.py)."""
-    if request.url.path.startswith(NOT_PAGES):
-        return await call_next(request)
-    started = time.perf_counter()
-    try:
-        response = await call_next(request)
-    except DB_ERRORS as exc:
-        return db_down_response(request, exc)
-    response.headers["Server-Timing"] = f"app;dur={(time.perf_counter() - started) * 1000:.1f}"
-    return response
+class DatabaseDownBanner:
+    """Middleware: a page whose middleware (login) or handler cannot reach the database gets
+    the banner instead of a bare 500. Pages also get a Server-Timing header (queries plus
+    rendering until the answer starts, for the browser's network panel and bench/pages.py).
+
+    Plain ASGI (no task and no body relay per request, as Starlette's BaseHTTPMiddleware has)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        # scope["path"] is request.url.path but for the escaping of "?", "#" and "\\", which
+        # no prefix holds: the same answer without building the URL, on every request.
+        if scope["type"] != "http" or scope["path"].startswith(NOT_PAGES):
+            await self.app(scope, receive, send)
+            return
+        request = Request(scope, receive)
+        started = time.perf_counter()
+        answering = False
+
+        async def send_timed(message: Message) -> None:
+            nonlocal answering
+            if message["type"] == "http.response.start":
+                answering = True
+                headers = MutableHeaders(scope=message)
+                headers["Server-Timing"] = f"app;dur={(time.perf_counter() - started) * 1000:.1f}"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_timed)
+        except DB_ERRORS as exc:
+            if answering:  # too late for a banner: the page has begun
+                raise
+            await db_down_response(request, exc)(scope, receive, send)
