@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 from app.agent.cli import add_arguments as add_agent_arguments
-from app.config import Settings, get_settings
+from app.config import Settings, get_settings, weak_secret_key
 from app.logging import configure_logging
 
 
@@ -79,6 +79,11 @@ def _parser() -> argparse.ArgumentParser:
     token.add_argument("--store", action="append", default=[], help="store code (create; repeat for several)")
     token.add_argument("--name", help="the agent's name (create; default: '<first store> agent')")
 
+    sub.add_parser(
+        "rotate-secret",
+        help="re-encrypt stored provider keys (old key: TERMPULSE_OLD_SECRET_KEY, new: TERMPULSE_SECRET_KEY)",
+    )
+
     sim = sub.add_parser("simulate", help="run the terminal, DNS and provider simulators on loopback")
     sim.add_argument("--fleet", default=None, help="terminals CSV (default: the sample fleet)")
     sim.add_argument("--dns-port", type=int, default=5353)
@@ -116,6 +121,8 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
 
     if args.command == "demo" or args.demo:
         return run_demo(settings, host=args.host or settings.host, port=args.port or settings.port)
+    if refused := _refuse_weak_secret(args, settings):
+        return refused
     _migrate(args, settings)
     app = create_app(settings, run_worker=not args.no_worker)
     uvicorn.run(
@@ -130,6 +137,25 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
         timeout_keep_alive=75,
     )
     return 0
+
+
+_MAKE_A_KEY = "python3 -c 'import secrets; print(secrets.token_urlsafe(32))'"
+
+
+def _refuse_weak_secret(args: argparse.Namespace, settings: Settings) -> int:
+    """2 (with how to make a key) when a real server or worker would start on a weak secret:
+    anyone knowing it could forge an admin session and decrypt the stored provider keys."""
+    reason = weak_secret_key(settings)
+    if reason is None:
+        return 0
+    print(
+        f"termpulse {args.command}: refusing to start: {reason}. Make one and keep it (it also "
+        "encrypts the stored provider keys, so changing it later needs `termpulse rotate-secret`):\n"
+        f'    export TERMPULSE_SECRET_KEY="$({_MAKE_A_KEY})"\n'
+        "`termpulse demo` needs none.",
+        file=sys.stderr,
+    )
+    return 2
 
 
 def _migrate(args: argparse.Namespace, settings: Settings) -> int:
@@ -192,6 +218,8 @@ def _import(args: argparse.Namespace, settings: Settings) -> int:
 def _worker(args: argparse.Namespace, settings: Settings) -> int:
     from app.monitoring.worker import run_worker
 
+    if refused := _refuse_weak_secret(args, settings):
+        return refused
     _migrate(args, settings)
     return run_worker(settings)
 
@@ -240,6 +268,12 @@ def _simulate(args: argparse.Namespace, settings: Settings) -> int:
     return simulate_command(settings, args)
 
 
+def _rotate_secret(args: argparse.Namespace, settings: Settings) -> int:
+    from app.providers.cli import rotate_secret_command
+
+    return rotate_secret_command(settings)
+
+
 COMMANDS = {
     "serve": _serve,
     "demo": _serve,
@@ -252,6 +286,7 @@ COMMANDS = {
     "create-user": _create_user,
     "agent-token": _agent_token,
     "simulate": _simulate,
+    "rotate-secret": _rotate_secret,
 }
 
 if __name__ == "__main__":

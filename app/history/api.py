@@ -21,6 +21,8 @@ class FiguresOut(BaseModel):
     outages: int
     longest_outage_s: float
     terminals: int
+    period_s: float  # the period so far, in terminal-seconds
+    monitored_pct: float | None  # share of it known up or down: what uptime_pct rests on
 
 
 class DayOut(FiguresOut):
@@ -52,9 +54,11 @@ async def uptime_api(
     to: str | None = None,
 ) -> UptimeOut:
     """Uptime of a terminal (POIID), store (code), region or the fleet: seconds up, down,
-    unknown and paused/maintenance, uptime % = up / (up + down), outages and the longest,
+    unknown and paused/maintenance, uptime % = up / (up + down), how much of the period was
+    monitored (known up or down), outages (above a terminal: store outages) and the longest,
     per local day, and one level of breakdown. `from`/`to` are inclusive dates (YYYY-MM-DD,
-    each store's local days); or `period` = 24h, 7d, 30d. Bad input: 422 with the field."""
+    each store's local days); or `period` = 24h, 7d, 30d, this_month, last_month, last_week.
+    Bad input: 422 with the field."""
     form = {
         "scope": scope,
         "id": id or "",

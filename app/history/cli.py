@@ -28,6 +28,9 @@ def export_command(settings: Settings, args: argparse.Namespace) -> int:
         return _bad(f"--format must be csv or xlsx, not {fmt!r}")
     if by not in ROW_UNITS:
         return _bad(f"rows per {by!r}: expected one of {', '.join(ROW_UNITS)}")
+    table = "days" if getattr(args, "per_day", False) else "summary"
+    if fmt == "xlsx" and table == "days":
+        return _bad("--per-day is for CSV: the XLSX has the per-day rows on their own sheet")
     if fmt == "xlsx" and not output:
         return _bad("XLSX is a binary file: give -o FILE.xlsx")
     if not getattr(args, "since", None) or not getattr(args, "until", None):
@@ -37,7 +40,7 @@ def export_command(settings: Settings, args: argparse.Namespace) -> int:
     if output and not Path(output).resolve().parent.is_dir():
         return _bad(f"-o {output}: the directory does not exist")
     try:
-        return asyncio.run(_export(settings, args, fmt, output, by))
+        return asyncio.run(_export(settings, args, fmt, output, by, table))
     except InvalidInput as exc:
         field = exc.field or ""
         return _bad(f"{FLAG.get(field, field)}: {exc.message}")
@@ -48,14 +51,16 @@ def _bad(message: str) -> int:
     return 2
 
 
-async def _export(settings: Settings, args: argparse.Namespace, fmt: str, output: str | None, by: str) -> int:
+async def _export(
+    settings: Settings, args: argparse.Namespace, fmt: str, output: str | None, by: str, table: str
+) -> int:
     period = parse_period("custom", args.since, args.until)
     database = Database(settings.database_url)
     try:
         async with database.sessionmaker() as session:
             scope, key, title = await resolve_scope(session, args.scope, args.id)
             if output is None:
-                await write_csv(session, sys.stdout, scope, key, period, by=by, title=title)
+                await write_csv(session, sys.stdout, scope, key, period, by=by, table=table, title=title)
                 sys.stdout.flush()
                 return 0
             # Written next to the target, then renamed: never a half-written file under its name.
@@ -66,7 +71,7 @@ async def _export(settings: Settings, args: argparse.Namespace, fmt: str, output
             try:
                 if fmt == "csv":
                     with os.fdopen(fd, "w", encoding="utf-8", newline="") as out:
-                        await write_csv(session, out, scope, key, period, by=by, title=title)
+                        await write_csv(session, out, scope, key, period, by=by, table=table, title=title)
                 else:
                     os.close(fd)
                     await write_xlsx(session, tmp, scope, key, period, by=by, title=title)

@@ -1,11 +1,17 @@
-"""Uptime history as CSV and XLSX: one row per terminal (or per store, or per region), then the
-same figures per local day.
+"""Uptime history as CSV and XLSX, for people first: one row per terminal (or per store, or
+per region) with its period, how much of it was monitored, uptime %, durations and outages;
+the same figures per local day in a separate table (its own CSV download, its own XLSX sheet).
+
+* CSV: one table per file. Percentages as numbers (99.375), durations as h:mm, then the same
+  durations in seconds (``*_s`` columns) for machines. Dates and times in the store's zone.
+* XLSX: real numbers, dates and durations with number formats (0.000 %, [h]:mm, dates),
+  column widths, a frozen header row and an autofilter.
+* Store rows count store outages (`uptime.store_outages`), not their terminals' summed;
+  region rows sum their stores' outages.
 
 Fleet-sized exports never hold the fleet: terminals are computed a chunk at a time
-(`uptime.iter_uptime`); summary rows go out as they come, per-day rows are spooled to a
-temporary file (CSV) or to their own write-only sheet (XLSX) and follow. Per-store rows are
-emitted when the next store starts (terminals come ordered by store); per-region rows, a
-handful, at the end.
+(`uptime.iter_uptime`) ordered by store; rows go out when the next store starts, per-region
+rows (a handful) at the end.
 """
 
 from __future__ import annotations
@@ -13,43 +19,94 @@ from __future__ import annotations
 import csv
 import io
 import os
-import tempfile
-from collections.abc import AsyncIterator
-from dataclasses import dataclass
-from datetime import date, datetime
-from typing import IO, TYPE_CHECKING
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
+from typing import IO, Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.history.uptime import Figures, Period, ScopeKey, TerminalUptime, iter_uptime
-
-if TYPE_CHECKING:
-    from openpyxl.worksheet._write_only import WriteOnlyWorksheet
+from app.history.uptime import Figures, Period, ScopeKey, TerminalUptime, iter_uptime, store_outages, zone
 
 ROW_UNITS = ("terminal", "store", "region")
-FIGURE_HEADER = [
-    "up_s",
-    "down_s",
-    "unknown_s",
-    "paused_maintenance_s",
-    "uptime_pct",
-    "outages",
-    "longest_outage_s",
-    "terminals",
-]
-ID_HEADER = {
-    "terminal": ["poiid", "label", "store_code", "store_name", "region", "timezone"],
-    "store": ["store_code", "store_name", "region", "timezone"],
-    "region": ["region"],
-}
+TABLES = ("summary", "days")
 XLSX_MAX_ROWS = 1_048_576
 
-Cell = str | int | float | None  # one value of a CSV or XLSX row
+Cell = str | int | float | date | datetime | None  # one value of a row, typed; formatted per column
 Row = list[Cell]
 
 
-def header(by: str, *, per_day: bool) -> list[str]:
-    return ID_HEADER[by] + (["date"] if per_day else ["from", "to"]) + FIGURE_HEADER
+@dataclass(frozen=True)
+class Column:
+    name: str  # the header people read
+    kind: str  # text, date, moment, int, pct1, pct3, dur, secs (CSV only)
+    width: float  # XLSX column width (characters)
+
+
+ID_COLUMNS = {
+    "terminal": [
+        Column("POIID", "text", 20),
+        Column("Label", "text", 16),
+        Column("Store", "text", 11),
+        Column("Store name", "text", 26),
+        Column("Region", "text", 14),
+        Column("Time zone", "text", 18),
+    ],
+    "store": [
+        Column("Store", "text", 11),
+        Column("Store name", "text", 26),
+        Column("Region", "text", 14),
+        Column("Time zone", "text", 18),
+    ],
+    "region": [Column("Region", "text", 16)],
+}
+FIGURE_COLUMNS = [
+    Column("Terminals", "int", 10),
+    Column("Monitored %", "pct1", 12),
+    Column("Uptime %", "pct3", 11),
+    Column("Up (h:mm)", "dur", 11),
+    Column("Down (h:mm)", "dur", 12),
+    Column("Unknown (h:mm)", "dur", 15),
+    Column("Paused/maintenance (h:mm)", "dur", 16),
+    Column("Outages", "int", 9),
+    Column("Longest outage (h:mm)", "dur", 14),
+]
+SECONDS_COLUMNS = [  # the CSV's machine columns: the same durations in seconds
+    Column("up_s", "secs", 0),
+    Column("down_s", "secs", 0),
+    Column("unknown_s", "secs", 0),
+    Column("paused_maintenance_s", "secs", 0),
+    Column("longest_outage_s", "secs", 0),
+    Column("period_s", "secs", 0),
+]
+XLSX_FORMATS = {
+    "date": "yyyy-mm-dd",
+    "moment": "yyyy-mm-dd hh:mm",
+    "pct1": "0.0%",
+    "pct3": "0.000%",
+    "dur": "[h]:mm",
+    "int": "#,##0",
+}
+ABOUT = (
+    ("Monitored %", "share of the period the terminals' state was known (up or down)"),
+    ("Uptime %", "up / (up + down); unknown and paused/maintenance time are not downtime"),
+    (
+        "Outages",
+        "terminal rows: the terminal's; store rows: runs with any terminal of the store down, "
+        "one per store-wide fault; region rows: their stores' outages summed",
+    ),
+    ("Dates and times", "each store's time zone (days cut at its midnight); region rows in UTC"),
+    ("Durations", "hours:minutes, summed over terminals (terminal-time)"),
+)
+
+
+def columns(by: str, *, per_day: bool, seconds: bool) -> list[Column]:
+    when = [Column("Date", "date", 11)] if per_day else [Column("From", "date", 17), Column("To", "date", 17)]
+    return ID_COLUMNS[by] + when + FIGURE_COLUMNS + (SECONDS_COLUMNS if seconds else [])
+
+
+def header(by: str, *, per_day: bool, seconds: bool = True) -> list[str]:
+    return [c.name for c in columns(by, per_day=per_day, seconds=seconds)]
 
 
 def safe_text(value: Cell) -> Cell:
@@ -60,83 +117,126 @@ def safe_text(value: Cell) -> Cell:
 
 
 def figure_cells(f: Figures) -> Row:
-    pct = f.uptime_pct
+    """The figure columns, typed: shares as fractions, durations in seconds (then the seconds)."""
     return [
-        round(f.up, 3),
-        round(f.down, 3),
-        round(f.unknown, 3),
-        round(f.paused, 3),
-        "" if pct is None else pct,
-        f.outages,
-        round(f.longest_outage, 3),
         f.terminals,
+        f.monitored,
+        f.uptime,
+        f.up,
+        f.down,
+        f.unknown,
+        f.paused,
+        f.outages,
+        f.longest_outage,
+        f.up,
+        f.down,
+        f.unknown,
+        f.paused,
+        f.longest_outage,
+        f.span,
     ]
 
 
-def _period_cells(period: Period, row: TerminalUptime | None) -> Row:
+def _period_cells(period: Period, tz: str | None) -> Row:
+    """From and to: dates for a period of dates; for a rolling window its instants in the
+    store's time zone (UTC for regions), to the minute, without a zone (spreadsheets have none)."""
     if period.first is not None and period.last is not None:
-        return [period.first.isoformat(), period.last.isoformat()]
-    start, end = period.window(None)  # a rolling window: the same instants in every timezone
-    return [start.isoformat(timespec="seconds"), end.isoformat(timespec="seconds")]
+        return [period.first, period.last]
+    start, end = period.window(None)
+    z = zone(tz)
+    return [
+        start.astimezone(z).replace(tzinfo=None, second=0, microsecond=0),
+        end.astimezone(z).replace(tzinfo=None, second=0, microsecond=0),
+    ]
 
 
 @dataclass
 class _Group:
     ids: Row
+    tz: str | None
     total: Figures
     days: dict[date, Figures]
+
+
+@dataclass
+class _Store:
+    """The store being read: its terminals' down spells make its outages."""
+
+    id: int | None = None
+    tz: str | None = None
+    group: object = None
+    downs: list[tuple[float, float]] = field(default_factory=list)
 
 
 class RowBuilder:
     """Turns terminal figures, in store order, into summary and per-day rows of the chosen unit."""
 
-    def __init__(self, by: str, period: Period) -> None:
+    def __init__(self, by: str, period: Period, *, per_day: bool = True) -> None:
         if by not in ROW_UNITS:
             raise ValueError(f"rows per {by!r}: expected one of {', '.join(ROW_UNITS)}")
-        self.by, self.period = by, period
-        self.current: object = None  # the key of the store being read
+        self.by, self.period, self.per_day = by, period, per_day
         self.groups: dict[object, _Group] = {}
+        self.store = _Store()
         self.count = 0
 
-    def _ids(self, r: TerminalUptime) -> tuple[object, Row]:
+    def _ids(self, r: TerminalUptime) -> tuple[object, Row, str | None]:
         t = r.terminal
         if self.by == "terminal":
-            return t.id, [t.poiid, t.label, t.store_code, t.store_name, t.region, t.tz]
+            return t.id, [t.poiid, t.label, t.store_code, t.store_name, t.region, t.tz], t.tz
         if self.by == "store":
-            return t.store_id, [t.store_code, t.store_name, t.region, t.tz]
-        return t.region, [t.region]
+            return t.store_id, [t.store_code, t.store_name, t.region, t.tz], t.tz
+        return t.region, [t.region], None
 
     def feed(self, r: TerminalUptime) -> tuple[list[Row], list[Row]]:
         """Rows ready to write after this terminal: (summary rows, per-day rows)."""
-        key, ids = self._ids(r)
+        key, ids, tz = self._ids(r)
         out: tuple[list[Row], list[Row]] = ([], [])
-        if self.by != "region" and key != self.current:
-            out = self._flush_all()
-            self.current = key
+        if r.terminal.store_id != self.store.id:
+            self._close_store()
+            if self.by != "region":
+                out = self._flush_all()
+            self.store = _Store(r.terminal.store_id, r.terminal.tz, key)
         group = self.groups.get(key)
         if group is None:
-            group = self.groups[key] = _Group(ids, Figures(), {})
-        group.total.add(r.total)
+            group = self.groups[key] = _Group(ids, tz, Figures(), {})
+        own = self.by == "terminal"  # a terminal's own outages; above it, store outages
+        group.total.add(r.total, outages=own)
         for d, f in r.days:
             day = group.days.get(d)
             if day is None:
                 day = group.days[d] = Figures()
-            day.add(f)
+            day.add(f, outages=own)
+        if not own:
+            self.store.downs.extend(r.downs)
         return out
+
+    def _close_store(self) -> None:
+        group = self.groups.get(self.store.group)
+        if self.by == "terminal" or group is None:
+            return
+        n, longest, days = store_outages(self.store.downs, self.store.tz, per_day=self.per_day)
+        group.total.outages += n
+        group.total.longest_outage = max(group.total.longest_outage, longest)
+        for d, (dn, dl) in days.items():
+            day = group.days.get(d)
+            if day is not None:
+                day.outages += dn
+                day.longest_outage = max(day.longest_outage, dl)
 
     def _flush_all(self) -> tuple[list[Row], list[Row]]:
         summary: list[Row] = []
         days: list[Row] = []
         for g in self.groups.values():
             ids = [safe_text(v) for v in g.ids]
-            summary.append(ids + _period_cells(self.period, None) + figure_cells(g.total))
+            summary.append(ids + _period_cells(self.period, g.tz) + figure_cells(g.total))
             for d in sorted(g.days):
-                days.append([*ids, d.isoformat(), *figure_cells(g.days[d])])
+                days.append([*ids, d, *figure_cells(g.days[d])])
         self.count += len(summary)
         self.groups = {}
         return summary, days
 
     def finish(self) -> tuple[list[Row], list[Row]]:
+        self._close_store()
         return self._flush_all()
 
 
@@ -147,11 +247,12 @@ async def export_rows(
     period: Period,
     *,
     by: str = "terminal",
+    per_day: bool = True,
     now: datetime | None = None,
     chunk: int = 2000,
 ) -> AsyncIterator[tuple[list[Row], list[Row]]]:
-    builder = RowBuilder(by, period)
-    async for row in iter_uptime(session, scope, key, period, now=now, chunk=chunk):
+    builder = RowBuilder(by, period, per_day=per_day)
+    async for row in iter_uptime(session, scope, key, period, per_day=per_day, now=now, chunk=chunk):
         summary, days = builder.feed(row)
         if summary or days:
             yield summary, days
@@ -163,7 +264,30 @@ async def export_rows(
 # --- CSV ----------------------------------------------------------------------------------------
 
 
-def _csv_text(rows: list[Row] | list[list[str]]) -> str:
+def hmm(seconds: float) -> str:
+    """Seconds as h:mm (rounded to the minute; hours past 24 kept: 30:05)."""
+    minutes = round(seconds / 60)
+    return f"{minutes // 60}:{minutes % 60:02d}"
+
+
+def _csv_formatter(cols: list[Column]) -> Callable[[Row], list[str | int]]:
+    def pct(digits: int) -> Callable[[Any], str]:
+        return lambda v: "" if v is None else f"{100.0 * v:.{digits}f}"
+
+    conv: dict[str, Callable[[Any], Any]] = {
+        "text": lambda v: "" if v is None else v,
+        "int": lambda v: v,
+        "pct1": pct(1),
+        "pct3": pct(3),
+        "dur": hmm,
+        "secs": lambda v: round(v, 3),
+        "date": lambda v: v.strftime("%Y-%m-%d %H:%M") if isinstance(v, datetime) else v.isoformat(),
+    }
+    fns = [conv[c.kind] for c in cols]
+    return lambda row: [f(v) for f, v in zip(fns, row, strict=True)]
+
+
+def _csv_text(rows: list[list[str | int]] | list[list[str]]) -> str:
     buf = io.StringIO()
     csv.writer(buf, lineterminator="\r\n").writerows(rows)
     return buf.getvalue()
@@ -176,21 +300,22 @@ async def csv_chunks(
     period: Period,
     *,
     by: str = "terminal",
+    table: str = "summary",
     title: str = "",
     now: datetime | None = None,
 ) -> AsyncIterator[str]:
-    """The CSV text, piece by piece: a summary table, an empty line, then the per-day table
-    (each with its own header). The per-day rows wait in a temporary file meanwhile."""
-    yield _csv_text([header(by, per_day=False)])
-    with tempfile.TemporaryFile("w+", encoding="utf-8", newline="") as spool:
-        spool_writer = csv.writer(spool, lineterminator="\r\n")
-        async for summary, days in export_rows(session, scope, key, period, by=by, now=now):
-            yield _csv_text(summary)
-            spool_writer.writerows(days)
-        yield "\r\n" + _csv_text([header(by, per_day=True)])
-        spool.seek(0)
-        while block := spool.read(1 << 16):
-            yield block
+    """The CSV text, piece by piece: one table, the summary (one row per unit over the period)
+    or `table="days"` (one row per unit and local day)."""
+    if table not in TABLES:
+        raise ValueError(f"table {table!r}: expected one of {', '.join(TABLES)}")
+    per_day = table == "days"
+    cols = columns(by, per_day=per_day, seconds=True)
+    fmt = _csv_formatter(cols)
+    yield _csv_text([[c.name for c in cols]])
+    async for summary, days in export_rows(session, scope, key, period, by=by, per_day=per_day, now=now):
+        rows = days if per_day else summary
+        if rows:
+            yield _csv_text([fmt(r) for r in rows])
 
 
 async def write_csv(
@@ -201,14 +326,59 @@ async def write_csv(
     period: Period,
     *,
     by: str = "terminal",
+    table: str = "summary",
     title: str = "",
     now: datetime | None = None,
 ) -> None:
-    async for text in csv_chunks(session, scope, key, period, by=by, title=title, now=now):
+    async for text in csv_chunks(session, scope, key, period, by=by, table=table, title=title, now=now):
         out.write(text)
 
 
 # --- XLSX ---------------------------------------------------------------------------------------
+
+
+class _Sheet:
+    """A write-only sheet with a bold, frozen header row, column widths, an autofilter over
+    its rows and each cell's number format from its column."""
+
+    def __init__(self, ws: Any, cols: list[Column]) -> None:  # a WriteOnlyWorksheet (untyped attributes)
+        from openpyxl.cell import WriteOnlyCell
+        from openpyxl.styles import Font
+        from openpyxl.utils import get_column_letter
+
+        self.ws, self.cols, self.rows = ws, cols, 1
+        self.last_col = get_column_letter(len(cols))
+        for i, c in enumerate(cols, start=1):
+            ws.column_dimensions[get_column_letter(i)].width = c.width
+        ws.freeze_panes = "A2"
+        bold = Font(bold=True)
+        head = []
+        for c in cols:
+            cell = WriteOnlyCell(ws, value=c.name)
+            cell.font = bold
+            head.append(cell)
+        ws.append(head)
+        self._cell = WriteOnlyCell
+        self.formats = [XLSX_FORMATS.get(c.kind) for c in cols]
+        self.durations = [c.kind == "dur" for c in cols]
+
+    def append(self, row: Row) -> None:
+        cells: list[Any] = []
+        value: Any
+        for value, number_format, is_duration in zip(row, self.formats, self.durations, strict=False):
+            if value is None or number_format is None:
+                cells.append(value)
+                continue
+            if is_duration:
+                value = value / 86400.0  # a spreadsheet's durations are days
+            cell = self._cell(self.ws, value=value)
+            cell.number_format = number_format
+            cells.append(cell)
+        self.ws.append(cells)
+        self.rows += 1
+
+    def close(self) -> None:
+        self.ws.auto_filter.ref = f"A1:{self.last_col}{self.rows}"
 
 
 async def write_xlsx(
@@ -225,46 +395,35 @@ async def write_xlsx(
     """A workbook (write-only, rows streamed to disk): sheet "Summary" with one row per unit,
     sheet "Per day" (continued on "Per day 2", ... past Excel's row limit), sheet "About"."""
     from openpyxl import Workbook
-    from openpyxl.cell import WriteOnlyCell
-    from openpyxl.styles import Font
 
     wb = Workbook(write_only=True)
-    bold = Font(bold=True)
-
-    def head(ws: WriteOnlyWorksheet, names: list[str]) -> None:
-        cells = []
-        for n in names:
-            c = WriteOnlyCell(ws, value=n)
-            c.font = bold
-            cells.append(c)
-        ws.append(cells)
-
-    summary_ws = wb.create_sheet("Summary")
-    summary_ws.freeze_panes = "A2"
-    head(summary_ws, header(by, per_day=False))
-    day_sheets = [wb.create_sheet("Per day")]
-    day_sheets[0].freeze_panes = "A2"
-    head(day_sheets[0], header(by, per_day=True))
-    day_rows = 1
+    summary_cols = columns(by, per_day=False, seconds=False)
+    day_cols = columns(by, per_day=True, seconds=False)
+    if not period.is_dates:  # instants, not dates
+        summary_cols = [Column(c.name, "moment", c.width) if c.kind == "date" else c for c in summary_cols]
+    summary_ws = _Sheet(wb.create_sheet("Summary"), summary_cols)
+    day_sheets = [_Sheet(wb.create_sheet("Per day"), day_cols)]
+    n_summary, n_days = len(summary_cols), len(day_cols)
     async for summary, days in export_rows(session, scope, key, period, by=by, now=now):
         for row in summary:
-            summary_ws.append(row)
+            summary_ws.append(row[:n_summary])
         for row in days:
-            if day_rows >= XLSX_MAX_ROWS:
-                ws = wb.create_sheet(f"Per day {len(day_sheets) + 1}")
-                head(ws, header(by, per_day=True))
-                day_sheets.append(ws)
-                day_rows = 1
-            day_sheets[-1].append(row)
-            day_rows += 1
+            if day_sheets[-1].rows >= XLSX_MAX_ROWS:
+                day_sheets.append(_Sheet(wb.create_sheet(f"Per day {len(day_sheets) + 1}"), day_cols))
+            day_sheets[-1].append(row[:n_days])
+    for sheet in (summary_ws, *day_sheets):
+        sheet.close()
     about = wb.create_sheet("About")
+    about.column_dimensions["A"].width = 18
+    about.column_dimensions["B"].width = 90
+    made = datetime.now(UTC).replace(microsecond=0, tzinfo=None)
     for name, value in (
         ("Report", title or scope),
         ("Scope", scope),
         ("Period", period.label()),
         ("Rows per", by),
-        ("Uptime", "up / (up + down); unknown and paused/maintenance time are not downtime"),
-        ("Days", "midnight in each store's timezone"),
+        *ABOUT,
+        ("Made", f"{made:%Y-%m-%d %H:%M} UTC"),
     ):
         about.append([safe_text(name), safe_text(value)])
     wb.save(target)

@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.background import BackgroundTask
 
 from app.errors import InvalidInput
-from app.history.export import ROW_UNITS, csv_chunks, write_xlsx
+from app.history.export import ROW_UNITS, TABLES, csv_chunks, write_xlsx
 from app.history.params import resolve
 from app.history.uptime import Figures, Period, report
 from app.inventory.models import Store
@@ -26,17 +26,27 @@ from app.web.templating import render
 
 router = APIRouter(include_in_schema=False)
 
-PERIOD_WORDS = {"24h": "Last 24 hours", "7d": "Last 7 days", "30d": "Last 30 days", "custom": "Dates"}
+PERIOD_WORDS = {
+    "24h": "Last 24 hours",
+    "7d": "Last 7 days",
+    "30d": "Last 30 days",
+    "this_month": "This month",
+    "last_week": "Last week (Mon-Sun)",
+    "last_month": "Last month",
+    "custom": "Dates",
+}
 SCOPE_WORDS = {"fleet": "Fleet", "region": "Region", "store": "Store", "terminal": "Terminal"}
+UNIT_WORDS = {"region": "Region", "store": "Store", "terminal": "Terminal"}
+CHILD = {"fleet": "region", "region": "store", "store": "terminal", "terminal": "terminal"}
 
 
 def _form(request: Request) -> dict[str, str]:
     q = request.query_params
-    form = {k: (q.get(k) or "").strip()[:200] for k in ("scope", "id", "period", "from", "to", "by")}
+    form = {k: (q.get(k) or "").strip()[:200] for k in ("scope", "id", "period", "from", "to", "by", "table")}
     form["scope"] = form["scope"] or "fleet"
     if not form["period"]:
         form["period"] = "custom" if (form["from"] or form["to"]) else "24h"
-    form["by"] = form["by"] or "terminal"
+    form["by"] = form["by"] or CHILD.get(form["scope"], "terminal")  # rows: one level down by default
     return form
 
 
@@ -86,6 +96,7 @@ async def _form_context(
         "periods": PERIOD_WORDS,
         "scopes": SCOPE_WORDS,
         "row_units": ROW_UNITS,
+        "unit_words": UNIT_WORDS,
     }
 
 
@@ -98,15 +109,19 @@ async def history_page(request: Request, session: SessionDep) -> Response:
         ctx = await _form_context(session, form, exc.errors)
         return render(request, "history/page.html", ctx, block="history", status_code=422)
     ctx = await _form_context(session, form, {})
-    rep = await report(session, scope, key, period, title=title)
-    query = {k: v for k, v in form.items() if v and not (k in ("from", "to") and form["period"] != "custom")}
+    rep = await report(session, scope, key, period, title=title, group_by=form["by"])
+    query = {
+        k: v
+        for k, v in form.items()
+        if v and k != "table" and not (k in ("from", "to") and form["period"] != "custom")
+    }
     groups = sorted(rep.groups, key=lambda g: (g[2].uptime if g[2].uptime is not None else 2.0, g[0]))
     ctx.update(
         report=rep,
         bars=day_bars(rep.days),
         groups=groups,
         query=urlencode(query),
-        child_scope={"fleet": "region", "region": "store", "store": "terminal"}.get(scope),
+        child_scope=rep.group_by,
         period_query=urlencode({k: v for k, v in query.items() if k in ("period", "from", "to")}),
     )
     return render(request, "history/page.html", ctx, block="history")
@@ -139,11 +154,17 @@ async def export_csv(request: Request, session: SessionDep) -> Response:
     except InvalidInput as exc:
         return await _export_error(request, session, form, exc)
 
+    table = form["table"] or "summary"
+    if table not in TABLES:
+        return await _export_error(
+            request, session, form, InvalidInput({"table": "The table is the summary or the days."})
+        )
+
     async def body() -> AsyncIterator[bytes]:  # streams through the request's session
-        async for text in csv_chunks(session, scope, key, period, by=form["by"], title=title):
+        async for text in csv_chunks(session, scope, key, period, by=form["by"], table=table, title=title):
             yield text.encode("utf-8")
 
-    name = _filename(scope, title, period, "csv")
+    name = _filename(scope, title, period, "csv" if table == "summary" else "per-day.csv")
     return StreamingResponse(
         body(),
         media_type="text/csv; charset=utf-8",

@@ -17,6 +17,7 @@ from app.history.uptime import SCOPES, Period, ScopeKey
 from app.inventory.models import Store, Terminal
 
 PRESETS = {"24h": 24, "7d": 7 * 24, "30d": 30 * 24}
+CALENDAR = ("this_month", "last_month", "last_week")  # whole local days, each store's own
 MAX_DAYS = 400
 DASHES = "\u2010\u2011\u2012\u2013\u2014\u2015\u2212\ufe58\ufe63\uff0d"
 
@@ -46,9 +47,14 @@ def parse_period(
     preset = (preset or "").strip() or ("custom" if (since or until) else "24h")
     if preset in PRESETS:
         return Period.last_hours(PRESETS[preset], now)
+    if preset in CALENDAR:
+        return calendar_period(preset, now.date())
     if preset != "custom":
         raise InvalidInput(
-            {"period": f"Unknown period {preset[:20]!r}: choose last 24 h, 7 days, 30 days or dates."}
+            {
+                "period": f"Unknown period {preset[:20]!r}: choose last 24 h, 7 days, 30 days, "
+                "this month, last month, last week or dates."
+            }
         )
     first = _date(since, "from", "start")
     last = _date(until, "to", "end")
@@ -59,6 +65,18 @@ def parse_period(
     if (last - first).days + 1 > MAX_DAYS:
         raise InvalidInput({"to": f"At most {MAX_DAYS} days at a time."})
     return Period.dates(first, last)
+
+
+def calendar_period(preset: str, today: date) -> Period:
+    """This month (to today: the days to come are not counted), last month, or last week
+    (Monday to Sunday): whole dates, local to each store."""
+    if preset == "this_month":
+        return Period.dates(today.replace(day=1), today)
+    if preset == "last_month":
+        last = today.replace(day=1) - timedelta(days=1)
+        return Period.dates(last.replace(day=1), last)
+    monday = today - timedelta(days=today.weekday() + 7)
+    return Period.dates(monday, monday + timedelta(days=6))
 
 
 def normalise_id(value: str | None) -> str:

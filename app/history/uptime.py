@@ -10,11 +10,18 @@ How a figure is made
 * A terminal's state at each instant combines its own monitors and its store's network
   monitors with the rule of its live status (``app.monitoring.status.combine``): down when
   any is down (maintenance excepted), up when all are up, unknown otherwise, paused when all
-  are paused. Time before the terminal was added is not counted at all.
+  are paused. Time before the terminal was added is not counted at all, nor is any time of a
+  terminal with no monitor of its own (not monitored: its store's network checks say nothing
+  about the terminal itself, as its live status says).
 * Figures: seconds up, down, unknown and paused/maintenance; uptime = up / (up + down):
   unknown (our side could not tell) and paused/maintenance are never downtime and are shown
   on their own. An outage is a maximal run of down time; its length is clipped to the window.
-* Store, region and fleet figures are the sums over their terminals (terminal-weighted).
+* Store, region and fleet figures are the sums over their terminals (terminal-weighted),
+  but for outages: a store's outage is a maximal run with at least one of its terminals down
+  (one store network fault is one outage, not one per terminal); regions and the fleet sum
+  their stores' outages.
+* Every figure carries its span (the period up to now, in terminal-seconds): ``monitored`` is
+  the share of it known up or down, what the uptime rests on.
 * Per-day breakdowns cut at midnight in the store's timezone.
 
 Scale: terminals are read in chunks (ordered by store), each chunk with its monitors, the
@@ -66,6 +73,7 @@ class Figures:
     outages: int = 0
     longest_outage: float = 0.0
     terminals: int = 0
+    span: float = 0.0  # the period these figures cover (terminal-seconds, up to now)
 
     @property
     def uptime(self) -> float | None:
@@ -82,14 +90,29 @@ class Figures:
     def observed(self) -> float:
         return self.up + self.down + self.unknown + self.paused
 
-    def add(self, other: Figures) -> None:
+    @property
+    def monitored(self) -> float | None:
+        """The share of the period the uptime rests on: time known up or down. Unknown, paused,
+        maintenance and the time before a terminal was added (or had anything to check) are not."""
+        return None if self.span <= 0 else min(1.0, (self.up + self.down) / self.span)
+
+    @property
+    def monitored_pct(self) -> float | None:
+        m = self.monitored
+        return None if m is None else round(100.0 * m, 1)
+
+    def add(self, other: Figures, *, outages: bool = True) -> None:
+        """Sum another's figures in; `outages=False` leaves the outage count and the longest
+        (a store's outages are its own, not its terminals' summed: `store_outages`)."""
         self.up += other.up
         self.down += other.down
         self.unknown += other.unknown
         self.paused += other.paused
-        self.outages += other.outages
-        self.longest_outage = max(self.longest_outage, other.longest_outage)
+        if outages:
+            self.outages += other.outages
+            self.longest_outage = max(self.longest_outage, other.longest_outage)
         self.terminals += other.terminals
+        self.span += other.span
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -101,6 +124,8 @@ class Figures:
             "outages": self.outages,
             "longest_outage_s": round(self.longest_outage, 3),
             "terminals": self.terminals,
+            "period_s": round(self.span, 3),
+            "monitored_pct": self.monitored_pct,
         }
 
 
@@ -267,6 +292,38 @@ def day_cuts(tz: str | None, begin: float, end: float) -> tuple[tuple[date, ...]
     return tuple(dates), cuts
 
 
+@lru_cache(maxsize=4096)
+def day_spans(tz: str | None, begin: float, end: float) -> dict[date, float]:
+    """Seconds of each local date inside [begin, end) (a date's share of the period)."""
+    if end <= begin:
+        return {}
+    dates, cuts = day_cuts(tz, begin, end)
+    return {d: cuts[i + 1] - cuts[i] for i, d in enumerate(dates)}
+
+
+def store_outages(
+    downs: Iterable[tuple[float, float]], tz: str | None = None, *, per_day: bool = False
+) -> tuple[int, float, dict[date, tuple[int, float]]]:
+    """A store's outages from its terminals' down spells: a maximal run of time with at least
+    one of its terminals down is one outage (a store network fault taking 4 terminals down is
+    one, not four). (count, longest seconds, per local date: (count, longest within the date))."""
+    merged: list[list[float]] = []
+    for a, b in sorted(downs):
+        if merged and a <= merged[-1][1]:
+            merged[-1][1] = max(merged[-1][1], b)
+        else:
+            merged.append([a, b])
+    longest = max((b - a for a, b in merged), default=0.0)
+    days: dict[date, tuple[int, float]] = {}
+    if per_day:
+        for a, b in merged:
+            dates, cuts = day_cuts(tz, a, b)
+            for i, d in enumerate(dates):
+                n, most = days.get(d, (0, 0.0))
+                days[d] = (n + 1, max(most, cuts[i + 1] - cuts[i]))
+    return len(merged), longest, days
+
+
 # --- reading the database --------------------------------------------------------------------
 
 
@@ -290,6 +347,7 @@ class TerminalUptime:
     end: datetime
     total: Figures
     days: list[tuple[date, Figures]] = field(default_factory=list)
+    downs: list[tuple[float, float]] = field(default_factory=list)  # down spells (epoch seconds)
 
 
 _TERMINAL_COLS = (
@@ -378,6 +436,15 @@ async def _monitors(
     return own, network
 
 
+def _watching(
+    t: TerminalInfo, own: dict[int, list[_MonitorRow]], network: dict[int, list[_MonitorRow]]
+) -> list[_MonitorRow]:
+    """The monitors whose states make the terminal's: its own and its store network's; none
+    without one of its own (not monitored: nothing is counted)."""
+    mine = own.get(t.id, [])
+    return mine + network.get(t.store_id, []) if mine else []
+
+
 async def _changes(session: AsyncSession, monitor_ids: list[int], start: datetime, end: datetime) -> Changes:
     """Changes (t, from_state, to_state) in [start, end) per monitor, in order."""
     sc = StateChange.__table__
@@ -421,12 +488,18 @@ def terminal_uptime(
     begin, stop = begin_dt.timestamp(), end_dt.timestamp()
     timelines = [_timeline(m, changes.get(m.id, ()), begin) for m in monitors]
     segments = combined_segments(timelines, begin, stop) if timelines else []
+    downs = [(a, b) for a, b, s in segments if s == DOWN]
     if per_day and stop > begin:
         dates, cuts = day_cuts(t.tz, begin, stop)
         total, days = tally(segments, cuts)
-        return TerminalUptime(t, begin_dt, end_dt, total, list(zip(dates, days, strict=True)))
+        total.span = max(0.0, end.timestamp() - start.timestamp())
+        spans = day_spans(t.tz, start.timestamp(), end.timestamp())
+        for d, fig in zip(dates, days, strict=True):
+            fig.span = spans.get(d, 0.0)
+        return TerminalUptime(t, begin_dt, end_dt, total, list(zip(dates, days, strict=True)), downs)
     total, _ = tally(segments)
-    return TerminalUptime(t, begin_dt, end_dt, total)
+    total.span = max(0.0, end.timestamp() - start.timestamp())
+    return TerminalUptime(t, begin_dt, end_dt, total, downs=downs)
 
 
 async def uptime_for_terminals(
@@ -453,11 +526,7 @@ async def uptime_for_terminals(
     out = []
     for t in terminals:
         s, e = windows[t.id]
-        out.append(
-            terminal_uptime(
-                t, own.get(t.id, []) + network.get(t.store_id, []), changes, s, e, per_day=per_day
-            )
-        )
+        out.append(terminal_uptime(t, _watching(t, own, network), changes, s, e, per_day=per_day))
     return out
 
 
@@ -492,6 +561,7 @@ class Report:
     groups: list[
         tuple[str, str, Figures]
     ]  # (key, label, figures): stores of a region, terminals of a store...
+    group_by: str | None = None  # the unit of the groups
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -516,30 +586,58 @@ async def report(
     title: str = "",
     now: datetime | None = None,
     max_groups: int = 500,
+    group_by: str | None = None,
 ) -> Report:
-    """Totals, per-day and one level of breakdown (a fleet by region, a region by store, a
-    store by terminal) for a scope, terminal-weighted."""
+    """Totals, per-day and one level of breakdown (by default a fleet by region, a region by
+    store, a store by terminal; `group_by` a finer unit) for a scope, terminal-weighted.
+    Outages above a terminal are store outages (`store_outages`), summed over stores."""
     total = Figures()
     days: dict[date, Figures] = defaultdict(Figures)
     groups: dict[str, list] = {}
     by = GROUP_BY[scope]
+    if group_by is not None and SCOPES.index(group_by) < SCOPES.index(scope):
+        by = group_by
+    per_terminal = scope == "terminal"
+    store: list[Any] = [None, "", [], None]  # id, tz, down spells, its group's key
+
+    def close_store() -> None:
+        if store[0] is None:
+            return
+        n, longest, per_day = store_outages(store[2], store[1], per_day=True)
+        targets = [total]
+        if store[3] in groups and by in ("store", "region"):
+            targets.append(groups[store[3]][1])
+        for fig in targets:
+            fig.outages += n
+            fig.longest_outage = max(fig.longest_outage, longest)
+        for d, (dn, dl) in per_day.items():
+            days[d].outages += dn
+            days[d].longest_outage = max(days[d].longest_outage, dl)
+
     async for row in iter_uptime(session, scope, key, period, now=now):
-        total.add(row.total)
+        t = row.terminal
+        if not per_terminal and t.store_id != store[0]:
+            close_store()
+            store[:] = [t.store_id, t.tz, [], None]
+        total.add(row.total, outages=per_terminal)
         for d, f in row.days:
-            days[d].add(f)
+            days[d].add(f, outages=per_terminal)
+        if not per_terminal:
+            store[2].extend(row.downs)
         if by is None:
             continue
-        t = row.terminal
         gkey, glabel = {
             "terminal": (t.poiid, t.label or t.poiid),
             "store": (t.store_code, t.store_name),
             "region": (t.region or "(no region)", t.region or "(no region)"),
         }[by]
+        store[3] = gkey
         if gkey not in groups:
             if len(groups) >= max_groups:
                 continue
             groups[gkey] = [glabel, Figures()]
-        groups[gkey][1].add(row.total)
+        groups[gkey][1].add(row.total, outages=by == "terminal")
+    close_store()
     return Report(
         scope,
         key,
@@ -548,6 +646,7 @@ async def report(
         total,
         sorted(days.items()),
         [(k, v[0], v[1]) for k, v in groups.items()],
+        by,
     )
 
 
@@ -560,7 +659,7 @@ async def terminal_timeline(
     """The terminal's combined state over [start, end) as (from, to, state) segments, by the
     same rules as its uptime; "none" before it existed (the detail page's timelines)."""
     own, network = await _monitors(session, [t], start)
-    monitors = own.get(t.id, []) + network.get(t.store_id, [])
+    monitors = _watching(t, own, network)
     changes = await _changes(session, [m.id for m in monitors], start, end) if monitors else {}
     begin = max(start, t.created_at) if t.created_at else start
     segments: list[tuple[datetime, datetime, str]] = [(start, begin, NONE)] if begin > start else []
@@ -689,7 +788,7 @@ async def rollup_totals(
     h0_dt, h1_dt = datetime.fromtimestamp(h0, UTC), datetime.fromtimestamp(h1, UTC)
 
     own, network = await _monitors(session, terminals, start)
-    mons = {t.id: own.get(t.id, []) + network.get(t.store_id, []) for t in terminals}
+    mons = {t.id: _watching(t, own, network) for t in terminals}
     ids = sorted({m.id for ms in mons.values() for m in ms})
     fallback = {
         t.id

@@ -134,7 +134,10 @@ async def test_store_network_down_counts_for_each_of_its_terminals(db):
     async with db.sessionmaker() as ses:
         rep = await report(ses, "store", s, Period.rolling(at(0), at(4)), now=at(24))
         fleet = await report(ses, "fleet", None, Period.rolling(at(0), at(4)), now=at(24))
-    assert rep.total.terminals == 2 and rep.total.down == 9000 and rep.total.outages == 2
+    assert rep.total.terminals == 2 and rep.total.down == 9000
+    # one store outage (1 h-2 h 30, some terminal down throughout), not the terminals' two summed
+    assert (rep.total.outages, rep.total.longest_outage) == (1, 5400)
+    assert rep.total.monitored == 1.0 and rep.total.span == 2 * 4 * 3600
     assert {g[0]: g[2].down for g in rep.groups} == {
         (await terminal_info(db, t1)).poiid: 5400,
         (await terminal_info(db, t2)).poiid: 3600,
