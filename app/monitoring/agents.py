@@ -30,7 +30,7 @@ from app.errors import Forbidden, Unauthenticated
 from app.inventory.models import Agent, Monitor, Store
 from app.monitoring.maintenance import redo_rollups_since
 from app.monitoring.writer import AGENT_OFFLINE, CheckOutcome, Transition, apply_outcomes, record_transitions
-from app.vocabulary import AgentState, MonitorKind, Outcome, State
+from app.vocabulary import MANUAL_STATES, AgentState, MonitorKind, Outcome, State
 
 log = logging.getLogger(__name__)
 
@@ -549,6 +549,7 @@ async def _not_marked_yet(session: AsyncSession, agent_ids: list[int]) -> set[in
         .join(Agent, Agent.id == Monitor.agent_id)
         .where(
             Monitor.enabled.is_(True),
+            Monitor.state.not_in(list(MANUAL_STATES)),  # paused, maintenance: set by people, kept
             or_(
                 Monitor.state != State.UNKNOWN,
                 Monitor.last_diagnosis.is_distinct_from(AGENT_OFFLINE),
@@ -564,7 +565,11 @@ async def _monitors_unknown(session: AsyncSession, agent: Agent, now: datetime) 
     rows = (
         await session.execute(
             select(Monitor.id, Monitor.store_id, Monitor.terminal_id, Monitor.kind, Monitor.state)
-            .where(Monitor.agent_id == agent.id, Monitor.enabled.is_(True), Monitor.state != State.UNKNOWN)
+            .where(
+                Monitor.agent_id == agent.id,
+                Monitor.enabled.is_(True),
+                Monitor.state.not_in([State.UNKNOWN, *MANUAL_STATES]),
+            )
             .order_by(Monitor.id)
             .with_for_update()
         )
