@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Literal
 
 from fastapi import APIRouter, Depends, Query, Response
 from pydantic import BaseModel, ConfigDict
@@ -10,13 +11,17 @@ from pydantic import BaseModel, ConfigDict
 from app.auth.sessions import require_admin
 from app.errors import NotFound
 from app.inventory import queries
-from app.inventory.models import Store, Terminal
+from app.inventory.models import PROVIDERS, Store, Terminal
 from app.inventory.schemas import StoreIn, TerminalIn
 from app.inventory.service import delete_store, delete_terminal, save_store, save_terminal
+from app.vocabulary import State
 from app.web.deps import SessionDep
 
 router = APIRouter(tags=["inventory"])
 ADMIN = [Depends(require_admin)]
+# Filters with a fixed set of values take only those: an unknown one is a 422 naming the choices,
+# not an empty list that reads as "none of them".
+Provider = Literal[PROVIDERS]  # type: ignore[valid-type]
 
 
 class StoreOut(StoreIn):
@@ -112,8 +117,8 @@ async def list_terminals(
     session: SessionDep,
     q: str | None = Query(None, description="POIID, serial, label or store code contains"),
     store: str | None = Query(None, description="store code"),
-    provider: str | None = None,
-    status: str | None = None,
+    provider: Provider | None = Query(None, description="provider kind"),
+    status: State | None = Query(None, description="terminal status"),
     page: int = Query(1, ge=1),
     per_page: int = Query(50, ge=1, le=500),
 ) -> TerminalPage:

@@ -98,3 +98,21 @@ async def test_openapi_and_ops_endpoints(db, client):
     assert (await client.get("/readyz")).json() == {"status": "ok"}
     metrics = (await client.get("/metrics")).text
     assert "termpulse_http_requests_total" in metrics
+
+
+async def test_unknown_filter_values_are_422_with_the_choices(db, client):
+    """A filter with a fixed set of values refuses others (not an empty list that reads as 'none')."""
+    await load_sample(db)
+    for params, field, word in (
+        ({"status": "bogus"}, "status", "'down'"),
+        ({"status": "UP"}, "status", "'up'"),
+        ({"provider": "visa"}, "provider", "'adyen'"),
+    ):
+        got = await client.get("/api/v1/terminals", params=params)
+        assert got.status_code == 422, params
+        (problem,) = got.json()["detail"]
+        assert problem["loc"] == ["query", field] and word in problem["msg"]
+    down = await client.get("/api/v1/terminals", params={"status": "down", "provider": "adyen"})
+    assert down.status_code == 200 and down.json()["total"] == 0
+    unknown = (await client.get("/api/v1/terminals", params={"status": "unknown"})).json()
+    assert unknown["total"] > 0
