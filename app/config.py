@@ -23,6 +23,10 @@ def bundled_dir(name: str) -> Path:
     return shipped if shipped.is_dir() else PROJECT_ROOT / name
 
 
+DEFAULT_SECRET_KEY = "change-me-in-production"
+MIN_SECRET_KEY_LENGTH = 32
+
+
 def _split_list(value: object) -> object:
     if isinstance(value, str):
         return [item.strip() for item in value.split(",") if item.strip()]
@@ -35,7 +39,7 @@ class Settings(BaseSettings):
     database_url: str = "sqlite+aiosqlite:///./termpulse.db"
     host: str = "127.0.0.1"
     port: int = 8000
-    secret_key: str = "change-me-in-production"
+    secret_key: str = DEFAULT_SECRET_KEY
     log_level: str = "INFO"
     log_format: str = Field(default="text", pattern="^(text|json)$")
 
@@ -51,10 +55,39 @@ class Settings(BaseSettings):
     lease_s: int = 30
     result_retention_days: int = 30
 
+    # Alerts (app.alerts)
+    base_url: str = "http://127.0.0.1:8000"  # links in notifications point here (store pages)
+    alert_evaluate_every_s: float = 2.0
+    alert_deliver_every_s: float = 1.0
+    alert_quiet_period_s: int = 120  # all up this long before an incident resolves (flapping)
+    alert_fleet_stores: int = 10  # more than this many stores failing within the window: one fleet incident
+    alert_fleet_cause_stores: int = 5  # this many stores failing of the same cause: one fleet incident
+    alert_fleet_window_s: int = 300
+    alert_group_wait_s: float = 10.0  # a new store incident waits this long for a fleet-wide event
+    alert_stalled_after_s: float = 180.0  # checks overdue this long: "TermPulse cannot check"
+    alert_lease_s: int = 60  # a claimed delivery not finished by then is claimed by another worker
+    alert_send_timeout_s: float = 20.0
+    alert_max_attempts: int = 8
+    alert_retry_base_s: float = 5.0  # backoff: 5 s, 10 s, 20 s ... capped at alert_retry_max_s
+    alert_retry_max_s: float = 600.0
+
     templates_dir: Path = bundled_dir("templates")
     static_dir: Path = bundled_dir("static")
 
     _split = field_validator("allowed_networks", "dns_nameservers", mode="before")(_split_list)
+
+
+def weak_secret_key(settings: Settings) -> str | None:
+    """Why the secret key must not guard a real fleet (None if it may): it signs the session
+    cookies and encrypts the stored provider keys, so a known or short one gives both away."""
+    key = settings.secret_key
+    if key == DEFAULT_SECRET_KEY:
+        return "TERMPULSE_SECRET_KEY is not set (the default is public)"
+    if len(key) < MIN_SECRET_KEY_LENGTH:
+        return f"TERMPULSE_SECRET_KEY is {len(key)} characters long (at least {MIN_SECRET_KEY_LENGTH} needed)"
+    if len(set(key)) < 8:
+        return "TERMPULSE_SECRET_KEY repeats too few characters to be secret"
+    return None
 
 
 @lru_cache

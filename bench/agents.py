@@ -546,7 +546,7 @@ def start_server(url: str, port: int, args: argparse.Namespace, log: Any) -> lis
         **os.environ,
         "TERMPULSE_DATABASE_URL": url,
         "TERMPULSE_LOG_LEVEL": "WARNING",
-        "TERMPULSE_SECRET_KEY": "bench-secret",
+        "TERMPULSE_SECRET_KEY": "bench-secret-key-0123456789abcdefghij",
         "TERMPULSE_CHECK_INTERVAL_S": str(args.interval),
     }
     exe = str(Path(sys.executable).parent / "termpulse")

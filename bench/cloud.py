@@ -144,7 +144,7 @@ async def main() -> None:
     name = f"{base.database}_{os.getpid()}"
     url = base.set(database=name)
     await server_execute(base, f'CREATE DATABASE "{name}"')
-    os.environ["TERMPULSE_SECRET_KEY"] = "bench-secret"
+    os.environ["TERMPULSE_SECRET_KEY"] = "bench-secret-key-0123456789abcdefghij"
     queue = multiprocessing.get_context("spawn").Queue()
     sim_proc = multiprocessing.get_context("spawn").Process(
         target=_sim_process, args=(args.stores, args.per_store, queue), daemon=True

@@ -68,3 +68,15 @@ def test_smoke_the_real_command_in_a_subprocess(tmp_path):
     )
     assert done.returncode == 0, done.stderr
     assert "stores imported: 60 created" in done.stdout and "terminals imported: 246 created" in done.stdout
+
+
+def test_server_and_worker_refuse_a_weak_secret_key(tmp_path):
+    """The default key is public: with it anyone can forge an admin session cookie and decrypt
+    the stored provider keys from a database copy."""
+    url = f"sqlite+aiosqlite:///{tmp_path / 'weak.db'}"
+    for command in ("serve", "worker"):
+        for key, why in (("change-me-in-production", "not set"), ("short-key", "at least 32")):
+            done = termpulse_sync(command, env={"TERMPULSE_DATABASE_URL": url, "TERMPULSE_SECRET_KEY": key})
+            assert done.returncode == 2, (command, key, done.stderr)
+            assert why in done.stderr and "token_urlsafe" in done.stderr
+    assert not (tmp_path / "weak.db").exists()  # refused before touching the database

@@ -80,6 +80,7 @@ def installed(tmp_path_factory) -> Path:
 def _env(tmp_path: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("TERMPULSE_", "PYTHON"))}
     env["TERMPULSE_DATABASE_URL"] = f"sqlite+aiosqlite:///{tmp_path / 'installed.db'}"
+    env["TERMPULSE_SECRET_KEY"] = "wheel-test-secret-key-0123456789abcdef"
     return env
 
 

@@ -13,7 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.datastructures import FormData
 
 from app.auth.sessions import require_admin
-from app.errors import NameTaken, NotFound
+from app.errors import InvalidInput, NameTaken, NotFound
 from app.inventory.models import Terminal, TerminalEvent
 from app.inventory.schemas import field_errors
 from app.providers import service
@@ -104,6 +104,8 @@ async def update(request: Request, account_id: int, session: SessionDep) -> Resp
         return _form_again(request, form, field_errors(exc), account)
     except NameTaken as exc:
         return _form_again(request, form, {"name": exc.message}, account)
+    except InvalidInput as exc:
+        return _form_again(request, form, exc.errors, account)
     return _go(request, "/admin/providers")
 
 

@@ -6,8 +6,8 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db import utcnow
-from app.errors import NameTaken, NotFound
-from app.providers.crypto import encrypt_api_key, key_hint
+from app.errors import InvalidInput, NameTaken, NotFound
+from app.providers.crypto import decrypt_api_key, encrypt_api_key, key_hint
 from app.providers.models import ProviderAccount
 from app.providers.schemas import AccountFields, AccountIn, AccountUpdate
 
@@ -57,6 +57,12 @@ async def update_account(
 ) -> ProviderAccount:
     if await _name_taken(session, data.name, account.id):
         raise NameTaken(f"an account named {data.name!r} already exists", field="name")
+    if not data.api_key and _where_key_goes(account) != _where_key_goes(data):
+        # Else an admin (or a stolen admin session) could send the stored key to any host:
+        # point the account elsewhere, press Test, read the Authorization header there.
+        raise InvalidInput(
+            {"api_key": "enter the API key again: the account now calls another provider address"}
+        )
     for name in _FIELDS:
         setattr(account, name, getattr(data, name))
     if data.api_key:
@@ -64,6 +70,33 @@ async def update_account(
     account.updated_at = utcnow()
     await session.commit()
     return account
+
+
+def _where_key_goes(account: ProviderAccount | AccountUpdate) -> tuple[object, ...]:
+    """What decides the hosts the key is sent to: the base URLs set, or the kind's official
+    hosts (the environment and region choose among those only)."""
+    return (
+        account.kind,
+        account.environment,
+        account.region,
+        account.api_base_url,
+        account.management_base_url,
+    )
+
+
+async def rotate_keys(session: AsyncSession, old_secret: str, new_secret: str) -> int:
+    """Every stored key re-encrypted under the new secret, in the caller's transaction (all or
+    nothing: a key the old secret cannot open raises KeyUnavailable and nothing changes)."""
+    accounts = (
+        (await session.execute(select(ProviderAccount).where(ProviderAccount.api_key_encrypted.is_not(None))))
+        .scalars()
+        .all()
+    )
+    for account in accounts:
+        account.api_key_encrypted = encrypt_api_key(
+            new_secret, decrypt_api_key(old_secret, account.api_key_encrypted)
+        )
+    return len(accounts)
 
 
 async def replace_key(session: AsyncSession, secret_key: str, account: ProviderAccount, api_key: str) -> None:

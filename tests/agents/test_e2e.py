@@ -103,7 +103,7 @@ async def world(pg_db: Database, tmp_path: Path) -> AsyncIterator[dict[str, Any]
         **os.environ,
         "TERMPULSE_DATABASE_URL": pg_db.url,
         "TERMPULSE_ALLOWED_NETWORKS": "127.0.0.0/8",
-        "TERMPULSE_SECRET_KEY": "e2e-secret-key",
+        "TERMPULSE_SECRET_KEY": "e2e-test-secret-key-0123456789abcdef",
         "TERMPULSE_LOG_LEVEL": "INFO",
     }
     base = f"http://127.0.0.1:{port}"

@@ -379,7 +379,11 @@ async def test_sqlite_refuses_a_second_worker(sqlite_db, ctx):
         # `termpulse worker` is refused too, with a clear message and exit status 1 (run in
         # process: the flock belongs to an open file, so a second open here is what another
         # process would be; were it not refused, it would fail on its signal handlers in a thread).
-        env = {"TERMPULSE_DATABASE_URL": sqlite_db.url, "TERMPULSE_LOG_FORMAT": "text"}
+        env = {
+            "TERMPULSE_DATABASE_URL": sqlite_db.url,
+            "TERMPULSE_LOG_FORMAT": "text",
+            "TERMPULSE_SECRET_KEY": "scheduler-test-secret-key-0123456789",
+        }
         proc = await termpulse_async("worker", env=env)
         assert proc.returncode == 1, proc.stderr
         assert "SQLite supports one worker only" in proc.stderr + proc.stdout

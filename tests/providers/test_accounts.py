@@ -7,6 +7,7 @@ import logging
 from sqlalchemy import text
 
 from app.providers.crypto import decrypt_api_key
+from tests.cli import termpulse_async
 from tests.html import dom, one
 from tests.html import text as page_text
 
@@ -118,3 +119,47 @@ async def test_account_test_reports_rejected_key(db, client, adyen_sim):
     await client.put(f"/api/v1/providers/{account['id']}/key", json={"api_key": adyen_sim.api_key})
     result = (await client.post(f"/api/v1/providers/{account['id']}/test")).json()
     assert result["ok"] is True and "12 terminal(s) connected" in result["message"]
+
+
+async def test_new_provider_address_needs_the_key_again(db, client, settings):
+    """Else the stored key could be sent to any host: point the account elsewhere, press Test."""
+    account = (await client.post("/api/v1/providers", json=_body())).json()
+    url = f"/api/v1/providers/{account['id']}"
+    moved = _body(api_base_url="http://127.0.0.1:10/v1")
+    moved.pop("api_key")
+    response = await client.put(url, json=moved)
+    assert response.status_code == 422, response.text
+    assert "api_key" in response.text and "again" in response.text
+    assert (await client.get(url)).json()["api_base_url"] == "http://127.0.0.1:9/v1"  # nothing changed
+
+    form = {k: str(v) for k, v in _body(api_base_url="http://127.0.0.1:10/v1", api_key="").items()}
+    page = await client.post(f"/admin/providers/{account['id']}", data=form)
+    assert page.status_code == 422
+    assert one(dom(page), 'input[name="api_key"]').get("aria-invalid") == "true"  # shown at the field
+
+    # With the key entered again the move is the admin's own, and allowed.
+    response = await client.put(url, json=_body(api_base_url="http://127.0.0.1:10/v1"))
+    assert response.status_code == 200 and response.json()["api_base_url"] == "http://127.0.0.1:10/v1"
+
+
+async def test_rotate_secret_re_encrypts_every_key(db, client, settings):
+    await client.post("/api/v1/providers", json=_body())
+    new_key = "a-new-secret-key-for-rotation-0123456789"
+    env = {"TERMPULSE_DATABASE_URL": db.url, "TERMPULSE_SECRET_KEY": new_key}
+
+    wrong = await termpulse_async("rotate-secret", env={**env, "TERMPULSE_OLD_SECRET_KEY": "not-the-old-key"})
+    assert wrong.returncode == 1 and "nothing changed" in wrong.stderr
+    assert decrypt_api_key(settings.secret_key, (await _raw_row(db))["api_key_encrypted"]) == KEY
+
+    weak = await termpulse_async(
+        "rotate-secret",
+        env={**env, "TERMPULSE_SECRET_KEY": "short", "TERMPULSE_OLD_SECRET_KEY": settings.secret_key},
+    )
+    assert weak.returncode == 2 and "weak" in weak.stderr
+
+    done = await termpulse_async(
+        "rotate-secret", env={**env, "TERMPULSE_OLD_SECRET_KEY": settings.secret_key}
+    )
+    assert done.returncode == 0, done.stderr
+    assert "1 provider key(s) re-encrypted" in done.stdout
+    assert decrypt_api_key(new_key, (await _raw_row(db))["api_key_encrypted"]) == KEY

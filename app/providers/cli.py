@@ -1,0 +1,50 @@
+"""`termpulse rotate-secret`: re-encrypt the stored provider keys under a new secret key."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+
+from app.config import Settings, weak_secret_key
+from app.db import Database, in_transaction
+from app.migrate import migrate
+from app.providers.crypto import KeyUnavailable
+from app.providers.service import rotate_keys
+
+OLD_SECRET_ENV = "TERMPULSE_OLD_SECRET_KEY"
+
+
+def rotate_secret_command(settings: Settings) -> int:
+    """The old key from TERMPULSE_OLD_SECRET_KEY, the new one from TERMPULSE_SECRET_KEY (as the
+    server will read it next). All keys or none: one the old secret cannot open stops it."""
+    old = os.environ.get(OLD_SECRET_ENV, "")
+    if not old:
+        print(f"termpulse rotate-secret: set {OLD_SECRET_ENV} to the key in use until now", file=sys.stderr)
+        return 2
+    if reason := weak_secret_key(settings):
+        print(f"termpulse rotate-secret: the new key is weak: {reason}", file=sys.stderr)
+        return 2
+    if old == settings.secret_key:
+        print("termpulse rotate-secret: the old and new keys are the same", file=sys.stderr)
+        return 2
+    try:
+        count = asyncio.run(_rotate(settings, old))
+    except KeyUnavailable:
+        print(
+            f"termpulse rotate-secret: a stored key does not open with {OLD_SECRET_ENV}: nothing changed",
+            file=sys.stderr,
+        )
+        return 1
+    print(f"{count} provider key(s) re-encrypted. Restart every server and worker with the new key;")
+    print("sessions signed with the old key end (everyone logs in again).")
+    return 0
+
+
+async def _rotate(settings: Settings, old: str) -> int:
+    database = Database(settings.database_url)
+    try:
+        await migrate(database.engine)
+        return await in_transaction(database, lambda session: rotate_keys(session, old, settings.secret_key))
+    finally:
+        await database.dispose()
