@@ -31,6 +31,7 @@ from app.ops.routes import router as ops_routes
 from app.providers.api import router as providers_api
 from app.providers.pages import router as providers_pages
 from app.web.errors import DatabaseDownBanner, app_error
+from app.windows.api import router as windows_api
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +80,7 @@ def create_app(
         history_pages,
     ):
         app.include_router(router)
-    for router in (inventory_api, checks_api, providers_api, history_api, agents_api):
+    for router in (inventory_api, checks_api, providers_api, history_api, agents_api, windows_api):
         app.include_router(router, prefix="/api/v1")
     # Refusals (app.errors): JSON under /api, the message in the page elsewhere.
     app.add_exception_handler(AppError, app_error)

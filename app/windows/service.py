@@ -350,6 +350,7 @@ async def list_windows(
     region: str | None = None,
     now: datetime | None = None,
     limit: int = 200,
+    window_id: int | None = None,
 ) -> list[WindowView]:
     """Windows with their current and next span: active first, then upcoming by start.
 
@@ -376,6 +377,8 @@ async def list_windows(
         )
     if region:
         query = query.where(or_(mw.region == region, mw.scope == "fleet"))
+    if window_id is not None:
+        query = query.where(mw.id == window_id)
     rows = (await session.execute(query.order_by(mw.id).limit(limit))).all()
     zone_cache: dict[str | None, list[str]] = {}
     views: list[WindowView] = []

@@ -1,0 +1,20 @@
+"""Who may change maintenance windows and trading hours: admins and operators (viewers read)."""
+
+from __future__ import annotations
+
+from fastapi import HTTPException, Request
+
+from app.auth.sessions import Identity, identify
+
+WRITERS = ("admin", "operator")
+
+
+async def require_operator(request: Request) -> Identity:
+    identity = getattr(request.state, "identity", None) or await identify(request)
+    if identity is None:
+        raise HTTPException(401, "log in first", headers={"WWW-Authenticate": 'Basic realm="TermPulse"'})
+    if identity.role not in WRITERS:
+        raise HTTPException(
+            403, f"{identity.username} may not change maintenance windows (admin or operator)"
+        )
+    return identity
