@@ -40,13 +40,20 @@ from app.monitoring.agents import mark_agents_offline
 from app.monitoring.cloud import CloudPoller
 from app.monitoring.maintenance import mark_stale, purge_results, rollup_pending
 from app.monitoring.scheduler import Dispatcher, release_leases
+from app.monitoring.windows import apply_windows
 from app.monitoring.writer import ResultWriter, new_owner_id
 from app.shutdown import until_terminated
 
 log = logging.getLogger(__name__)
 
 # Advisory lock keys for the maintenance jobs (one worker at a time runs each).
-_LOCK_KEYS = {"stale": 0x7E57_0001, "retention": 0x7E57_0002, "rollups": 0x7E57_0003, "agents": 0x7E57_0004}
+_LOCK_KEYS = {
+    "stale": 0x7E57_0001,
+    "retention": 0x7E57_0002,
+    "rollups": 0x7E57_0003,
+    "agents": 0x7E57_0004,
+    "windows": 0x7E57_0010,
+}
 
 
 class SecondWorkerRefused(RuntimeError):
@@ -186,6 +193,7 @@ class Worker:
             every(5, self._agent_health, "agents", 5)
             every(3600, self._purge, "retention", 60)
             every(300, self._rollups, "rollups", 20)
+            every(10, self._windows, "windows", 2)  # maintenance windows, trading hours
         sched.start()
         self.scheduler = sched
         self.running = True
@@ -235,6 +243,11 @@ class Worker:
             if mine:
                 await rollup_pending(self.database, utcnow())
 
+    async def _windows(self) -> None:
+        async with self._exclusive("windows") as mine:
+            if mine:
+                await in_transaction(self.database, lambda session: apply_windows(session, utcnow()))
+
     async def run_maintenance(self, name: str) -> None:
         """Run one maintenance job now (tests and benches)."""
         jobs = {
@@ -242,6 +255,7 @@ class Worker:
             "retention": self._purge,
             "rollups": self._rollups,
             "agents": self._agent_health,
+            "windows": self._windows,
         }
         await jobs[name]()
 
