@@ -28,7 +28,6 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db import select_where_in, table_of, utcnow
 from app.inventory.models import Monitor
-from app.monitoring.maintenance import hour_floor
 from app.monitoring.writer import Transition, lock_monitors, record_transitions
 from app.vocabulary import MANUAL_STATES, State
 from app.windows.service import Active, stores_in_maintenance, stores_outside_trading_hours
@@ -69,7 +68,7 @@ async def apply_windows(
     if not entering and not leaving:
         return report
 
-    floor = hour_floor(now)
+    floor = now.replace(minute=0, second=0, microsecond=0)  # the current hour: never rolled up yet
     locked = await lock_monitors(session, [*entering, *leaving])  # id order, as the writer locks
     transitions: list[Transition] = []
     updates: list[dict[str, object]] = []

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
@@ -94,6 +95,18 @@ class WindowIn(BaseModel):
     @property
     def weekly(self) -> bool:
         return bool(self.weekdays)
+
+    @classmethod
+    def cross_field_problems(cls, raw: Mapping[str, object]) -> dict[str, str]:
+        """The order of start and end, when another field failed and the model checks did not run."""
+        try:
+            a = datetime.fromisoformat(str(raw.get("starts_at") or ""))
+            b = datetime.fromisoformat(str(raw.get("ends_at") or ""))
+        except ValueError:
+            return {}
+        if (a.tzinfo is None) == (b.tzinfo is None) and b <= a:
+            return {"ends_at": "must be after the start"}
+        return {}
 
 
 class DayHours(BaseModel):

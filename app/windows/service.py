@@ -53,10 +53,22 @@ class Active:
     title: str
     starts_at: datetime
     ends_at: datetime
+    zone: str = "UTC"  # the store's, for showing `until`
 
     @property
     def reason(self) -> str:
         return MAINTENANCE_PREFIX + self.title
+
+    @property
+    def until(self) -> str:
+        """The end as the store's local time of day, with the weekday when not within a day."""
+        local = self.ends_at.astimezone(safe_zone(self.zone))
+        soon = self.ends_at - utcnow() < timedelta(hours=20)
+        return f"{local:%H:%M}" if soon else f"{local:%a %H:%M}"
+
+    @property
+    def tooltip(self) -> str:
+        return f"In maintenance until {self.until}: {self.title}"
 
 
 # --- evaluation ------------------------------------------------------------------------------
@@ -130,7 +142,7 @@ async def maintenance_of(session: AsyncSession, store_ids: Iterable[int], at: da
         for w in (*by_store.get(s.id, ()), *by_region.get(s.region, ()), *fleet):
             span = span_at(w, at, tz)
             if span is not None:
-                candidate = Active(w.id, w.title, span[0], span[1])
+                candidate = Active(w.id, w.title, span[0], span[1], s.timezone or "UTC")
                 if _better(found.get(s.id), candidate):
                     found[s.id] = candidate
     return found
@@ -244,6 +256,35 @@ class WindowView:
     def start_time(self) -> str | None:
         w = self.window
         return hhmm(w.local_start_min) if w.weekdays and w.local_start_min is not None else None
+
+    def local(self, at: datetime | None) -> str:
+        """A moment in the window's zone, as people read it: 'Sun 29 Nov 22:00 CET'."""
+        if at is None:
+            return "—"
+        return at.astimezone(safe_zone(self.zone)).strftime("%a %d %b %Y %H:%M %Z")
+
+    @property
+    def target(self) -> str:
+        w = self.window
+        if w.scope == "store":
+            return f"store {self.store_code}"
+        return f"region {w.region}" if w.scope == "region" else "every store"
+
+    @property
+    def schedule(self) -> str:
+        """When, in words: 'Sun, Mon 23:00 for 2 h (each store's local time)' or the span."""
+        w = self.window
+        if w.weekdays:
+            length = w.duration_min or 0
+            hours = (
+                f"{length // 60} h" + (f" {length % 60} min" if length % 60 else "")
+                if length >= 60
+                else f"{length} min"
+            )
+            days = ", ".join(d.capitalize() for d in self.weekdays)
+            where = "local time" if w.scope == "store" else "each store's local time"
+            return f"{days} {self.start_time} for {hours} ({where})"
+        return f"{self.local(w.starts_at)} to {self.local(w.ends_at)}"
 
 
 async def _zones_in(session: AsyncSession, region: str | None) -> list[str]:
