@@ -32,6 +32,7 @@ from app.providers.api import router as providers_api
 from app.providers.pages import router as providers_pages
 from app.web.errors import DatabaseDownBanner, app_error
 from app.windows.api import router as windows_api
+from app.windows.pages import router as windows_pages
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +79,7 @@ def create_app(
         agents_pages,
         dashboard_pages,
         history_pages,
+        windows_pages,
     ):
         app.include_router(router)
     for router in (inventory_api, checks_api, providers_api, history_api, agents_api, windows_api):

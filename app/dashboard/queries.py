@@ -22,6 +22,7 @@ from app.inventory.models import PROVIDERS, Agent, Monitor, Store, Terminal, Ter
 from app.monitoring.agents import STORE_OFFLINE
 from app.monitoring.models import CheckResult, Rollup, StateChange
 from app.vocabulary import STATES_WORST_FIRST, AgentState, CloudState, MonitorKind, State, worst
+from app.windows.service import Active, maintenance_of
 
 T = TypeVar("T")
 PER_PAGE_CHOICES = (25, 50, 100, 200)
@@ -163,6 +164,7 @@ class StoreRow:
     agent_state: str | None = None  # its store agent's state; None: checked centrally
     agent_heard_at: datetime | None = None  # when its agent was last heard
     agent_state_since: datetime | None = None
+    maintenance: Active | None = None  # its active maintenance window (the wrench)
 
     @property
     def total(self) -> int:
@@ -202,6 +204,7 @@ class StoreRow:
         c = self.counts
         since = int(self.since.timestamp()) if self.since else 0
         agent = f".{self.status_reason or ''}.{self.agent_state}" if self.agent_state else ""
+        agent += f".m{self.maintenance.window_id}" if self.maintenance else ""
         return (
             f"{self.status}.{self.network_state}.{c.get(State.UP, 0)}.{c.get(State.DOWN, 0)}."
             f"{c.get(State.UNKNOWN, 0)}.{self.other}.{since}{agent}"
@@ -356,8 +359,10 @@ async def _fill_store_facts(session: AsyncSession, rows: list[StoreRow]) -> None
         )
     ).all():
         network.setdefault(store_id, []).append(state)
+    in_maintenance = await maintenance_of(session, ids, utcnow())
     for r in rows:
         r.counts = counts.get(r.id, {})
+        r.maintenance = in_maintenance.get(r.id)
         r.network_state = worst(network.get(r.id, []))
 
 
