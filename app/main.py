@@ -8,6 +8,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
+from starlette.exceptions import HTTPException
 
 from app import __version__
 from app.agents.api import router as agents_api
@@ -30,7 +31,7 @@ from app.ops.routes import RequestMetrics
 from app.ops.routes import router as ops_routes
 from app.providers.api import router as providers_api
 from app.providers.pages import router as providers_pages
-from app.web.errors import DatabaseDownBanner, app_error
+from app.web.errors import DatabaseDownBanner, app_error, http_error
 from app.windows.api import router as windows_api
 from app.windows.pages import router as windows_pages
 
@@ -86,4 +87,5 @@ def create_app(
         app.include_router(router, prefix="/api/v1")
     # Refusals (app.errors): JSON under /api, the message in the page elsewhere.
     app.add_exception_handler(AppError, app_error)
+    app.add_exception_handler(HTTPException, http_error)  # 401/403/404 on a page: an HTML page
     return app

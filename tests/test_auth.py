@@ -69,3 +69,48 @@ async def test_signed_in_user_can_log_out(db, client):
     assert "root (admin)" in text(one(dom(page), 'form.whoami[action="/logout"]'))
     out = await client.post("/logout")
     assert out.status_code == 303 and out.headers["location"] == "/login"
+
+
+async def test_a_viewer_sees_no_admin_links_and_gets_refusals_as_pages(db, client):
+    """Each role sees only what it can do; a refused page is an HTML page, the API keeps JSON."""
+    from app.inventory.csvimport import import_fleet
+    from tests.fleet import sample_files
+    from tests.html import texts
+
+    async with db.sessionmaker() as session:
+        await import_fleet(session, sample_files())
+    await add_user(db, "vera", "viewer")
+    await add_user(db, "root", "admin")
+    client._transport.app.state.user_count_cache = [0.0, 0]
+    poiid = (await client.get("/api/v1/terminals", params={"store": "S-0001"}, headers=basic("root"))).json()[
+        "items"
+    ][0]["poiid"]
+    for path in ("/", "/terminals", "/stores/S-0001", f"/terminals/{poiid}", "/history"):
+        page = await client.get(path, headers=basic("vera"))
+        assert page.status_code == 200, path
+        links = [a.get("href") for a in dom(page).cssselect("a[href]")]
+        assert not [h for h in links if h.startswith("/admin")], (path, links)
+        assert "Edit terminal" not in text(dom(page)) and "Edit store" not in text(dom(page))
+        admin = await client.get(path, headers=basic("root"))
+        assert any(h.startswith("/admin") for h in (a.get("href") for a in dom(admin).cssselect("a[href]")))
+    assert "Edit terminal" in texts(dom(await client.get(f"/terminals/{poiid}", headers=basic("root"))), "a")
+
+    admin_pages = (
+        "/admin/stores",
+        "/admin/terminals/new",
+        "/admin/providers",
+        "/admin/agents",
+        "/admin/import",
+    )
+    for path in admin_pages:
+        refused = await client.get(path, headers=basic("vera"))
+        assert refused.status_code == 403, path
+        assert refused.headers["content-type"].startswith("text/html")
+        d = dom(refused)
+        assert "vera (viewer)" in text(one(d, ".banner.error")) and "for admins" in text(d)
+        assert d.cssselect('a[href="/"]')
+    api = await client.post("/api/v1/stores", json={"code": "S-1", "name": "x"}, headers=basic("vera"))
+    assert api.status_code == 403 and api.json() == {"detail": "vera is not an admin"}
+    missing = await client.get("/no/such/page", headers=basic("vera"))
+    assert missing.status_code == 404 and missing.headers["content-type"].startswith("text/html")
+    assert (await client.get("/api/v1/nothing", headers=basic("vera"))).json() == {"detail": "Not Found"}

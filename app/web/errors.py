@@ -2,6 +2,9 @@
 
 * An `AppError` (app.errors) raised by any route: under /api a JSON `{"detail": ...}` with its
   4xx status; a page gets the message in the page, an htmx request only the message fragment.
+* An HTTP refusal (`HTTPException`: 401, 403, an unknown page's 404, 405): a page gets the
+  error page in words (who is logged in, what the page needs), never raw JSON; the API and the
+  operations endpoints keep FastAPI's JSON `{"detail": ...}`.
 * A database that cannot be reached: a page gets a banner (503) instead of a stack trace; the
   JSON API, static files and the operations endpoints keep their own answers.
 """
@@ -11,11 +14,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from dataclasses import dataclass
 
 from fastapi import Request
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.responses import JSONResponse, Response
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from starlette.datastructures import MutableHeaders
+from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.errors import AppError, RateLimited
@@ -45,6 +51,50 @@ async def app_error(request: Request, exc: Exception) -> Response:
     if request.url.path.startswith(API_PREFIX):
         return json_error(exc)
     return html_error(request, exc)
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """What web/error.html shows for an HTTP refusal (the fields an AppError has)."""
+
+    status_code: int
+    title: str
+    message: str
+    what: str = ""  # no "No store 'X'" page: that is NotFound's
+
+
+def refusal(request: Request, exc: HTTPException) -> Refusal:
+    identity = getattr(request.state, "identity", None)
+    if exc.status_code == 403:
+        who = f"You are logged in as {identity.username} ({identity.role}). " if identity else ""
+        return Refusal(
+            403, "Not for your role", f"{who}This page is for admins: ask an admin to do it for you."
+        )
+    if exc.status_code == 401:
+        return Refusal(401, "Log in first", "This page needs a login.")
+    if exc.status_code == 404:
+        return Refusal(404, "No such page", f"There is no page at {request.url.path[:200]}.")
+    if exc.status_code == 405:
+        return Refusal(405, "Not possible here", f"{request.method} is not possible on this page.")
+    return Refusal(exc.status_code, "Not possible", str(exc.detail)[:300])
+
+
+async def http_error(request: Request, exc: Exception) -> Response:
+    """The exception handler create_app registers for HTTPException: pages get an HTML page."""
+    if not isinstance(exc, HTTPException):  # registered for HTTPException only
+        raise exc
+    if request.url.path.startswith(NOT_PAGES):
+        return await http_exception_handler(request, exc)
+    response = render(
+        request,
+        "web/error.html",
+        {"error": refusal(request, exc)},
+        block="message",
+        status_code=exc.status_code,
+    )
+    for name, value in (exc.headers or {}).items():
+        response.headers[name] = value
+    return response
 
 
 def db_down_response(request: Request, exc: BaseException) -> Response:
