@@ -41,7 +41,7 @@ _STATE_WORDS = {
     State.UNKNOWN: "Unknown",
     State.PAUSED: "Paused",
     State.MAINTENANCE: "Maintenance",
-    State.NONE: "Not checked",
+    State.NONE: "Not monitored",
 }
 _SEVERITY = {
     State.DOWN: 0,
@@ -60,6 +60,67 @@ def worst(states: list[str] | tuple[str, ...]) -> State:
     if not states:
         return State.NONE
     return min((State(s) for s in states), key=lambda s: _SEVERITY[s])
+
+
+class StoreStatus(StrEnum):
+    """A store's answer to the shop's question, "can we take cards?" (app.monitoring.status)."""
+
+    CANNOT_PAY = "cannot_pay"  # its network is down, or no terminal can pay
+    DEGRADED = "degraded"  # some terminals down, others can still pay
+    UNKNOWN = "unknown"  # we could not tell
+    MAINTENANCE = "maintenance"
+    PAUSED = "paused"
+    UP = "up"
+    NONE = "none"  # nothing observed that says whether it can take cards: not monitored
+
+    @property
+    def word(self) -> str:
+        return _STORE_WORDS[self]
+
+    @property
+    def tip(self) -> str:
+        return _STORE_TIPS[self]
+
+    @property
+    def severity(self) -> int:
+        """Worst first: the overview sorts by this."""
+        return list(StoreStatus).index(self)
+
+    @property
+    def colour(self) -> State:
+        """The terminal state whose icon and colour the badge borrows (degraded has its own)."""
+        return _STORE_COLOURS[self]
+
+
+_STORE_WORDS = {
+    StoreStatus.CANNOT_PAY: "Cannot take cards",
+    StoreStatus.DEGRADED: "Degraded",
+    StoreStatus.UNKNOWN: "Unknown",
+    StoreStatus.MAINTENANCE: "Maintenance",
+    StoreStatus.PAUSED: "Paused",
+    StoreStatus.UP: "Up",
+    StoreStatus.NONE: "Not monitored",
+}
+_STORE_TIPS = {
+    StoreStatus.CANNOT_PAY: "The store's network cannot reach the processor, or none of its terminals can",
+    StoreStatus.DEGRADED: "Some terminals are down; the others can still take cards",
+    StoreStatus.UNKNOWN: "TermPulse could not tell (no recent result, or our side failed)",
+    StoreStatus.MAINTENANCE: "In maintenance: not counted as down",
+    StoreStatus.PAUSED: "Monitoring paused",
+    StoreStatus.UP: "Every monitored terminal and network check is up",
+    StoreStatus.NONE: "Nothing is checked that says whether its terminals can pay",
+}
+_STORE_COLOURS = {
+    StoreStatus.CANNOT_PAY: State.DOWN,
+    StoreStatus.DEGRADED: State.DOWN,
+    StoreStatus.UNKNOWN: State.UNKNOWN,
+    StoreStatus.MAINTENANCE: State.MAINTENANCE,
+    StoreStatus.PAUSED: State.PAUSED,
+    StoreStatus.UP: State.UP,
+    StoreStatus.NONE: State.NONE,
+}
+# Stores that need someone: the overview's "stores affected" tile.
+STORES_AFFECTED: tuple[StoreStatus, ...] = (StoreStatus.CANNOT_PAY, StoreStatus.DEGRADED)
 
 
 class CloudState(StrEnum):

@@ -16,12 +16,22 @@ from typing import Any, TypeVar, cast
 from sqlalchemy import Select, and_, case, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.db import utcnow
+from app.dashboard.reasons import Problem, Reason, store_reason
+from app.db import select_where_in, utcnow
 from app.history.uptime import Period, TerminalInfo, terminal_timeline, uptime_for_terminals
 from app.inventory.models import PROVIDERS, Agent, Monitor, Store, Terminal, TerminalEvent
 from app.monitoring.agents import STORE_OFFLINE
 from app.monitoring.models import CheckResult, Rollup, StateChange
-from app.vocabulary import STATES_WORST_FIRST, AgentState, CloudState, MonitorKind, State, worst
+from app.vocabulary import (
+    STATES_WORST_FIRST,
+    STORES_AFFECTED,
+    AgentState,
+    CloudState,
+    MonitorKind,
+    State,
+    StoreStatus,
+    worst,
+)
 from app.windows.service import Active, maintenance_of
 
 T = TypeVar("T")
@@ -94,21 +104,26 @@ async def models(session: AsyncSession) -> list[str]:
 
 @dataclass
 class Summary:
-    counts: dict[str, int]
+    counts: dict[str, int]  # terminals by status
     terminals: int
     stores: int
-    stores_affected: int
+    stores_affected: int  # cannot take cards or degraded
     cloud_disconnected: int
+    store_counts: dict[str, int] = field(default_factory=dict)  # stores by StoreStatus
 
     @property
     def other(self) -> int:
         return _other(self.counts)
 
+    def stores_in(self, status: str) -> int:
+        return self.store_counts.get(status, 0)
+
     def signature(self) -> str:
-        c = self.counts
+        c, sc = self.counts, self.store_counts
         return (
             f"{c.get(State.UP, 0)}.{c.get(State.DOWN, 0)}.{c.get(State.UNKNOWN, 0)}.{self.other}."
-            f"{self.stores_affected}.{self.cloud_disconnected}"
+            f"{c.get(State.NONE, 0)}.{self.cloud_disconnected}."
+            + ".".join(str(sc.get(s, 0)) for s in StoreStatus)
         )
 
 
@@ -126,23 +141,23 @@ async def fleet_summary(session: AsyncSession, *, region: str = "") -> Summary:
 async def _fleet_summary(session: AsyncSession, region: str) -> Summary:
     """Counts by state: index-only scans on (status, status_since), (cloud_state), (store_id, status)."""
     by_status = select(Terminal.status, func.count()).group_by(Terminal.status)
-    stores_q = select(func.count()).select_from(Store)
-    # A store is down when any of its terminals or network checks is (app.monitoring.status).
-    affected = select(func.count()).select_from(Store).where(Store.status == State.DOWN)
+    # Stores by status (app.monitoring.status: can it take cards?), one grouped query.
+    stores_q = select(Store.status, func.count()).group_by(Store.status)
     cloud = select(func.count()).select_from(Terminal).where(Terminal.cloud_state == CloudState.DISCONNECTED)
     if region:
         in_region = select(Store.id).where(Store.region == region)
         by_status = by_status.where(Terminal.store_id.in_(in_region))
         stores_q = stores_q.where(Store.region == region)
-        affected = affected.where(Store.region == region)
         cloud = cloud.where(Terminal.store_id.in_(in_region))
     counts = {status: n for status, n in (await session.execute(by_status)).all()}
+    store_counts = {status: n for status, n in (await session.execute(stores_q)).all()}
     return Summary(
         counts=counts,
         terminals=sum(counts.values()),
-        stores=await session.scalar(stores_q) or 0,
-        stores_affected=await session.scalar(affected) or 0,
+        stores=sum(store_counts.values()),
+        stores_affected=sum(store_counts.get(s, 0) for s in STORES_AFFECTED),
         cloud_disconnected=await session.scalar(cloud) or 0,
+        store_counts=store_counts,
     )
 
 
@@ -165,6 +180,9 @@ class StoreRow:
     agent_heard_at: datetime | None = None  # when its agent was last heard
     agent_state_since: datetime | None = None
     maintenance: Active | None = None  # its active maintenance window (the wrench)
+    created_at: datetime | None = None
+    reason: Reason | None = None  # its worst problem in words (the rows on screen only)
+    strip: list[StripCell] = field(default_factory=list)  # the last hours, worst state per cell
 
     @property
     def total(self) -> int:
@@ -175,9 +193,18 @@ class StoreRow:
         return _other(self.counts)
 
     @property
+    def not_monitored(self) -> int:
+        return self.counts.get(State.NONE, 0)
+
+    @property
+    def store_status(self) -> StoreStatus:
+        """Can it take cards? (app.monitoring.status; a value from before it existed: unknown)."""
+        return StoreStatus(self.status) if self.status in _STORE_STATUSES else StoreStatus.UNKNOWN
+
+    @property
     def worst(self) -> State:
-        states = [s for s, n in self.counts.items() if n] + [self.status]
-        return worst(states)
+        """The terminal state whose colour the row takes."""
+        return self.store_status.colour
 
     @property
     def store_offline(self) -> bool:
@@ -196,7 +223,7 @@ class StoreRow:
 
     @property
     def since(self) -> datetime | None:
-        if self.worst == State.DOWN and self.problem_since:
+        if self.worst == State.DOWN and self.problem_since and self.network_state != State.DOWN:
             return self.problem_since
         return self.status_since
 
@@ -205,10 +232,24 @@ class StoreRow:
         since = int(self.since.timestamp()) if self.since else 0
         agent = f".{self.status_reason or ''}.{self.agent_state}" if self.agent_state else ""
         agent += f".m{self.maintenance.window_id}" if self.maintenance else ""
+        reason = self.reason.text if self.reason else ""
+        strip = "".join(cell.state[:2] for cell in self.strip)
         return (
             f"{self.status}.{self.network_state}.{c.get(State.UP, 0)}.{c.get(State.DOWN, 0)}."
-            f"{c.get(State.UNKNOWN, 0)}.{self.other}.{since}{agent}"
+            f"{c.get(State.UNKNOWN, 0)}.{self.other}.{self.not_monitored}.{since}{agent}.{reason}.{strip}"
         )
+
+
+_STORE_STATUSES = frozenset(StoreStatus)
+STRIP_HOURS = 12  # the overview's per-row history strip: the last 12 hours, one cell an hour
+STRIP_MIN_S = 120.0  # a state other than down shows in a cell when a monitor was in it this long
+
+
+@dataclass
+class StripCell:
+    start: datetime
+    end: datetime
+    state: str  # the worst state any of the store's monitors was in during the cell
 
 
 # Read with every store row, by one outer join on the (small) agents table.
@@ -220,6 +261,7 @@ _STORE_ROW_COLUMNS = (
     Store.status,
     Store.status_since,
     Store.status_reason,
+    Store.created_at,
     Agent.state.label("agent_state"),
     Agent.last_heard_at.label("agent_heard_at"),
     Agent.state_since.label("agent_state_since"),
@@ -236,6 +278,7 @@ def _store_row(r: Any) -> StoreRow:
         r.status_since,
         problem_since=r.down_since,
         status_reason=r.status_reason,
+        created_at=r.created_at,
         agent_state=r.agent_state,
         agent_heard_at=r.agent_heard_at,
         agent_state_since=r.agent_state_since,
@@ -256,20 +299,41 @@ def _store_filters(stmt: Select, region: str, q: str) -> Select:
     return stmt
 
 
+# The overview's sortable columns (default: worst first).
+STORE_SORTS = ("status", "store", "region", "down", "unknown", "since")
+
+
 async def store_page(
-    session: AsyncSession, *, region: str = "", q: str = "", page: int = 1, per_page: int = 50
+    session: AsyncSession,
+    *,
+    region: str = "",
+    q: str = "",
+    page: int = 1,
+    per_page: int = 50,
+    sort: str = "status",
+    desc: bool = False,
 ) -> tuple[list[StoreRow], int]:
     return await _cached(
-        ("stores", id(session.bind), region, q, page, per_page),
-        lambda: _store_page(session, region, q, page, per_page),
+        ("stores", id(session.bind), region, q, page, per_page, sort, desc),
+        lambda: _store_page(session, region, q, page, per_page, sort, desc),
         LIVE_CACHE_TTL_S,
     )
 
 
+def _status_rank() -> Any:
+    """A store status's severity, worst first (app.vocabulary.StoreStatus order)."""
+    return case(
+        *((Store.status == s, s.severity) for s in StoreStatus),
+        (Store.status == State.DOWN, StoreStatus.DEGRADED.severity),  # written before store statuses
+        else_=StoreStatus.UNKNOWN.severity,
+    )
+
+
 async def _store_page(
-    session: AsyncSession, region: str, q: str, page: int, per_page: int
+    session: AsyncSession, region: str, q: str, page: int, per_page: int, sort: str, desc: bool
 ) -> tuple[list[StoreRow], int]:
-    """Stores worst first: store network down, then most terminals down, then unknown."""
+    """Stores worst first: cannot take cards, degraded, unknown ... by the store status, then
+    most terminals down, then unknown; or by the column asked for."""
     # Only unhealthy terminals are aggregated, so the cost follows the trouble, not the fleet.
     bad = (
         select(
@@ -292,17 +356,22 @@ async def _store_page(
         q,
     )
     total = await session.scalar(_store_filters(select(func.count()).select_from(Store), region, q)) or 0
-    stmt = (
-        stmt.order_by(
-            case((Store.status == State.DOWN, 0), (down > 0, 1), (unknown > 0, 2), else_=3),
-            down.desc(),
-            unknown.desc(),
-            bad.c.down_since,
-            Store.code,
-        )
-        .limit(per_page)
-        .offset((page - 1) * per_page)
-    )
+    # Each column's natural order (worst or most first); `desc` turns it round.
+    primary: dict[str, tuple[Any, bool]] = {
+        "status": (_status_rank(), False),
+        "store": (Store.code, False),
+        "region": (Store.region, False),
+        "down": (down, True),
+        "unknown": (unknown, True),
+        "since": (Store.status_since, True),
+    }
+    key, descending = primary.get(sort, primary["status"])
+    descending = descending != desc
+    first = key.desc() if descending else key.asc()
+    if sort == "since":
+        first = first.nulls_last()
+    order = [first, _status_rank(), down.desc(), unknown.desc(), bad.c.down_since, Store.code]
+    stmt = stmt.order_by(*order).limit(per_page).offset((page - 1) * per_page)
     rows = [_store_row(r) for r in (await session.execute(stmt)).all()]
     await _fill_store_facts(session, rows)
     return rows, total
@@ -344,32 +413,108 @@ async def store_rows(session: AsyncSession, store_ids: list[int]) -> dict[int, S
     return rows
 
 
-async def _fill_store_facts(session: AsyncSession, rows: list[StoreRow]) -> None:
-    """Terminal counts and network-check state for these stores: two grouped queries."""
+async def _fill_store_facts(session: AsyncSession, rows: list[StoreRow], now: datetime | None = None) -> None:
+    """Terminal counts, network state, the reason in words and the history strip for these
+    stores (the rows on one page): three queries whatever the page size, never the fleet."""
     ids = [r.id for r in rows]
     if not ids:
         return
+    now = now or utcnow()
     counts = await store_counts(session, ids)
+    cols = select(
+        Monitor.id,
+        Monitor.store_id,
+        Monitor.terminal_id,
+        Monitor.kind,
+        Monitor.target,
+        Monitor.state,
+        Monitor.enabled,
+        Monitor.state_since,
+        Monitor.last_diagnosis,
+    )
+    monitors = await select_where_in(session, cols, Monitor.store_id, ids)
     network: dict[int, list[str]] = {}
-    for store_id, state in (
-        await session.execute(
-            select(Monitor.store_id, Monitor.state).where(
-                Monitor.store_id.in_(ids), Monitor.terminal_id.is_(None)
+    problems: dict[int, list[Problem]] = {}
+    for m in monitors:
+        state = m.state if m.enabled else State.PAUSED
+        if m.terminal_id is None:
+            network.setdefault(m.store_id, []).append(state)
+        if state in (State.DOWN, State.UNKNOWN):
+            problems.setdefault(m.store_id, []).append(
+                Problem(m.terminal_id, m.kind, m.target, state, m.last_diagnosis)
             )
-        )
-    ).all():
-        network.setdefault(store_id, []).append(state)
+    strips = await _strips(session, monitors, now, {r.id: r.created_at for r in rows})
     in_maintenance = await maintenance_of(session, ids, utcnow())
     for r in rows:
         r.counts = counts.get(r.id, {})
         r.maintenance = in_maintenance.get(r.id)
         r.network_state = worst(network.get(r.id, []))
+        r.reason = store_reason(
+            r.store_status,
+            problems.get(r.id, []),
+            terminals_down=r.counts.get(State.DOWN, 0),
+            total=r.total,
+        )
+        r.strip = strips.get(r.id, [])
+
+
+async def _strips(
+    session: AsyncSession, monitors: Sequence[Any], now: datetime, created: Mapping[int, datetime | None]
+) -> dict[int, list[StripCell]]:
+    """Per store, the worst state its monitors were in during each of the last STRIP_HOURS
+    clock hours (the last one up to now), from the state changes of those monitors in the
+    window (one indexed query) and their current states. Down counts however short; another
+    state only when it lasted STRIP_MIN_S (a check's first seconds are unknown). Hours before
+    the store existed are "none"."""
+    if not monitors:
+        return {}
+    first = now.replace(minute=0, second=0, microsecond=0) - timedelta(hours=STRIP_HOURS - 1)
+    bounds = [first + timedelta(hours=i) for i in range(STRIP_HOURS)] + [now]
+    n = len(bounds) - 1
+    sc = StateChange.__table__
+    q = select(sc.c.monitor_id, sc.c.at, sc.c.from_state, sc.c.to_state).where(sc.c.at >= first)
+    changes: dict[int, list[tuple[datetime, str, str]]] = {}
+    for mid, at, from_state, to_state in sorted(
+        await select_where_in(session, q, sc.c.monitor_id, [m.id for m in monitors]), key=lambda r: r[1]
+    ):
+        changes.setdefault(mid, []).append((at, from_state, to_state))
+    seconds: dict[int, list[dict[str, float]]] = {}
+    for m in monitors:
+        per = seconds.setdefault(m.store_id, [{} for _ in range(n)])
+        born = max(created.get(m.store_id) or first, first)
+        mine = changes.get(m.id)
+        if mine:  # its state through the window: the first change's from_state, then each to_state
+            spells = [(born, mine[0][1])] + [(at, to) for at, _f, to in mine]
+        else:
+            spells = [(max(born, m.state_since or born), m.state if m.enabled else State.PAUSED)]
+        for k, (start, state) in enumerate(spells):
+            end = spells[k + 1][0] if k + 1 < len(spells) else now
+            for i in range(n):
+                lo, hi = max(start, bounds[i]), min(end, bounds[i + 1])
+                if lo < hi or (start == end and bounds[i] <= start < bounds[i + 1]):
+                    cell = per[i]
+                    cell[state] = max(cell.get(state, 0.0), (hi - lo).total_seconds())
+    out: dict[int, list[StripCell]] = {}
+    for sid, per in seconds.items():
+        cells = []
+        for i, spent in enumerate(per):
+            counted = [s for s, secs in spent.items() if s == State.DOWN or secs >= STRIP_MIN_S]
+            cells.append(StripCell(bounds[i], bounds[i + 1], worst(counted or list(spent))))
+        out[sid] = cells
+    return out
 
 
 # --- terminals -------------------------------------------------------------------------------
 
 SORTS = {
-    "status": (Terminal.status, Terminal.status_since, Terminal.id),
+    # Worst first: the status names sort so (down, maintenance, paused, unknown, up), but for
+    # "none" (not monitored), which goes last.
+    "status": (
+        case((Terminal.status == State.NONE, 1), else_=0),
+        Terminal.status,
+        Terminal.status_since,
+        Terminal.id,
+    ),
     "poiid": (Terminal.poiid,),
     "model": (Terminal.model, Terminal.poiid),
     "store": (Store.code, Terminal.poiid),

@@ -81,7 +81,7 @@ def _ids(raw: str) -> list[tuple[int, str]]:
 # --- stores overview -------------------------------------------------------------------------
 
 
-def _overview_params(request: Request) -> tuple[str, str, int]:
+def _overview_params(request: Request) -> tuple[str, str, int, str, bool]:
     p = request.query_params
     region = (p.get("region") or "").strip()[:100]
     q = queries.normalise_query(p.get("q"))
@@ -89,18 +89,28 @@ def _overview_params(request: Request) -> tuple[str, str, int]:
         page = max(1, min(int(p.get("page") or 1), 10**6))
     except ValueError:
         page = 1
-    return region, q, page
+    sort = p.get("sort") or "status"
+    sort = sort if sort in queries.STORE_SORTS else "status"
+    return region, q, page, sort, p.get("dir") == "desc"
 
 
-def _qs(region: str, q: str) -> str:
-    return urlencode({k: v for k, v in (("region", region), ("q", q)) if v})
+def _qs(region: str, q: str, sort: str = "status", desc: bool = False) -> str:
+    pairs = (
+        ("region", region),
+        ("q", q),
+        ("sort", "" if sort == "status" else sort),
+        ("dir", "desc" if desc else ""),
+    )
+    return urlencode({k: v for k, v in pairs if v})
 
 
 @router.get("/")
 async def overview(request: Request, session: SessionDep) -> Response:
-    region, q, page = _overview_params(request)
+    region, q, page, sort, desc = _overview_params(request)
     summary = await queries.fleet_summary(session, region=region)
-    stores, total = await queries.store_page(session, region=region, q=q, page=page, per_page=STORES_PER_PAGE)
+    stores, total = await queries.store_page(
+        session, region=region, q=q, page=page, per_page=STORES_PER_PAGE, sort=sort, desc=desc
+    )
     regions = await queries.regions(session)
     no_account = await queries.missing_provider_account(session)
     pages = max(1, -(-total // STORES_PER_PAGE))
@@ -115,7 +125,11 @@ async def overview(request: Request, session: SessionDep) -> Response:
         "regions": regions,
         "now": utcnow(),
         "no_account": no_account,
-        "qs": _qs(region, q),
+        "qs": _qs(region, q, sort, desc),
+        "base_qs": _qs(region, q),
+        "sort": sort,
+        "desc": desc,
+        "strip_hours": queries.STRIP_HOURS,
     }
     response = render(request, "dashboard/overview.html", context, block="results")
     if is_htmx(request):
@@ -127,10 +141,12 @@ async def overview(request: Request, session: SessionDep) -> Response:
 async def overview_live(request: Request, session: SessionDep) -> Response:
     """Changes since what the client shows: the summary bar, rows whose counts changed, or the
     page body when the worst-first order itself changed (a store went down)."""
-    region, q, page = _overview_params(request)
+    region, q, page, sort, desc = _overview_params(request)
     known = _ids(request.query_params.get("known", ""))
     summary = await queries.fleet_summary(session, region=region)
-    stores, _ = await queries.store_page(session, region=region, q=q, page=page, per_page=STORES_PER_PAGE)
+    stores, _ = await queries.store_page(
+        session, region=region, q=q, page=page, per_page=STORES_PER_PAGE, sort=sort, desc=desc
+    )
     order_changed = [s.id for s in stores] != [i for i, _ in known]
     sigs = dict(known)
     changed = stores if order_changed else [s for s in stores if sigs.get(s.id) != s.signature()]
@@ -144,7 +160,7 @@ async def overview_live(request: Request, session: SessionDep) -> Response:
         "q": q,
         "page": page,
         "now": utcnow(),
-        "qs": _qs(region, q),
+        "qs": _qs(region, q, sort, desc),
     }
     return render(request, "dashboard/overview_live.html", context)
 

@@ -4,13 +4,16 @@
   monitors (DNS/TCP to the processor: a store that cannot reach it leaves its terminals
   unable to pay): ``maintenance`` if any is in maintenance, else ``down`` if any is down,
   else ``up`` if all are up, else ``unknown``; ``paused`` when every monitor is paused or
-  disabled; ``unknown`` when it has none.
+  disabled. A terminal with no monitor of its own (no cloud connection enabled, no LAN
+  address) is ``none``, "not monitored": its store's network checks say nothing about the
+  terminal itself, so it is never shown up because of them.
 * ``cloud_state`` comes from the terminal's cloud monitor: up -> ``connected``, down ->
   ``disconnected`` (``not_enabled`` when the provider said WebSockets are not enabled),
   otherwise ``unknown``; a terminal without a cloud monitor (cloud not enabled, or a
   local-only terminal) is ``not_enabled``.
-* A store's status combines its network monitors and its terminals' statuses with the
-  same rule, so any down terminal or network check puts the store on the "down" list.
+* A store's status answers "can we take cards?" (``StoreStatus``, see `store_status`):
+  ``cannot_pay`` when its network is down or every monitored terminal is down, ``degraded``
+  when some are, ``up``, ``unknown``, ``maintenance``/``paused``, ``none`` (not monitored).
 
 Everything is set-based: the caller passes the ids touched by a batch, a few queries
 read their monitors, and only rows whose derived values changed are written (one
@@ -29,7 +32,53 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db import dialect_of, select_where_in, table_of
 from app.inventory.models import Monitor, Store, Terminal
-from app.vocabulary import CloudState, MonitorKind, State
+from app.vocabulary import CloudState, MonitorKind, State, StoreStatus
+
+_ACTIVE = (State.UP, State.DOWN, State.UNKNOWN)
+
+
+def terminal_status(own: list[str], network: list[str]) -> State:
+    """A terminal's status from its own monitors' states and its store network's: not
+    monitored (``none``) without any monitor of its own."""
+    if not own:
+        return State.NONE
+    return combine(own + network)
+
+
+def store_status(network: Iterable[str], terminals: Iterable[str]) -> StoreStatus:
+    """Can the store take cards? From its network monitors' states (disabled ones as paused)
+    and its terminals' statuses.
+
+    * maintenance when its network checks are in maintenance (a window for the whole store);
+    * cannot take cards when a network check is down (the processor cannot be reached), or
+      when every terminal that is monitored and active is down;
+    * degraded when some of them are down;
+    * up when all of them (and every active network check) are up; unknown otherwise;
+    * without an active monitored terminal: maintenance / paused when they are, unknown when
+      a network check is, else not monitored (``none``): network checks alone never say up."""
+    net = [s for s in network if s != State.PAUSED]
+    if State.MAINTENANCE in net:
+        return StoreStatus.MAINTENANCE
+    if State.DOWN in net:
+        return StoreStatus.CANNOT_PAY
+    monitored = [s for s in terminals if s != State.NONE]
+    active = [s for s in monitored if s in _ACTIVE]
+    if not active:
+        if State.MAINTENANCE in monitored:
+            return StoreStatus.MAINTENANCE
+        if monitored:
+            return StoreStatus.PAUSED
+        if State.UNKNOWN in net:
+            return StoreStatus.UNKNOWN
+        return StoreStatus.NONE
+    down = active.count(State.DOWN)
+    if down == len(active):
+        return StoreStatus.CANNOT_PAY
+    if down:
+        return StoreStatus.DEGRADED
+    if all(s == State.UP for s in active + net):
+        return StoreStatus.UP
+    return StoreStatus.UNKNOWN
 
 
 def combine(states: Iterable[str]) -> State:
@@ -114,7 +163,7 @@ async def refresh_status(
         updates: list[dict[str, Any]] = []
         for tid in sorted(terminals):
             t = terminals[tid]
-            status = combine(own[tid] + network.get(t.store_id, []))
+            status = terminal_status(own[tid], network.get(t.store_id, []))
             cstate = cloud_state_of(*cloud.get(tid, (None, None)))
             if status != t.status or cstate != t.cloud_state:
                 since = now if status != t.status else None
@@ -182,7 +231,7 @@ async def _refresh_stores(session: AsyncSession, store_ids: list[int], now: date
     network = await _network_states(session, store_ids)
     updates = []
     for sid in sorted(current):
-        status = combine(network.get(sid, []) + terminal_states.get(sid, []))
+        status = store_status(network.get(sid, []), terminal_states.get(sid, []))
         if status != current[sid]:
             updates.append({"b_id": sid, "status": status, "status_since": now})
     if updates:
@@ -198,3 +247,31 @@ async def _refresh_stores(session: AsyncSession, store_ids: list[int], now: date
             updates,
         )
     return len(updates)
+
+
+async def reconcile_status(session: AsyncSession, now: datetime, limit: int = 5000) -> dict[str, int]:
+    """Rows whose derived status cannot be right any more, refreshed: terminals marked not
+    monitored that have monitors now, or the other way round (added or edited in the
+    inventory, which does not derive status), and stores whose status is not a store status
+    (written before stores had their own). A periodic job and the worker's start run it;
+    an index probe per terminal, nothing written when all is well."""
+    has_monitor = select(Monitor.id).where(Monitor.terminal_id == Terminal.id).exists()
+    wrong = (
+        select(Terminal.id)
+        .where(
+            ((Terminal.status == State.NONE) & has_monitor) | ((Terminal.status != State.NONE) & ~has_monitor)
+        )
+        .order_by(Terminal.id)
+        .limit(limit)
+    )
+    terminal_ids = list(await session.scalars(wrong))
+    stale_stores = list(
+        await session.scalars(
+            select(Store.id).where(Store.status.not_in(list(StoreStatus))).order_by(Store.id).limit(limit)
+        )
+    )
+    if not terminal_ids and not stale_stores:
+        return {"terminals": 0, "stores": 0}
+    return await refresh_status(
+        session, now, terminal_ids=terminal_ids, network_changed_store_ids=stale_stores
+    )

@@ -12,7 +12,15 @@ from jinja2 import Environment
 from jinja2_fragments.fastapi import Jinja2Blocks
 
 from app.config import get_settings
-from app.vocabulary import STATES_WORST_FIRST, AgentState, CloudState, MonitorKind, Outcome, State
+from app.vocabulary import (
+    STATES_WORST_FIRST,
+    AgentState,
+    CloudState,
+    MonitorKind,
+    Outcome,
+    State,
+    StoreStatus,
+)
 from app.web import ui
 
 
@@ -26,6 +34,7 @@ def _register(env: Environment) -> None:
     env.globals.update(
         ui=ui,  # dashboard/_ui.html exports its helpers under their names
         State=State,
+        StoreStatus=StoreStatus,
         CloudState=CloudState,
         AgentState=AgentState,
         Outcome=Outcome,

@@ -16,12 +16,13 @@ from typing import Protocol
 from markupsafe import Markup, escape
 
 from app.checks.diagnoses import CATALOGUE
-from app.vocabulary import AgentState, CloudState, MonitorKind, State
+from app.vocabulary import AgentState, CloudState, MonitorKind, State, StoreStatus
 
 _STATES = frozenset(State)
 _CLOUD_STATES = frozenset(CloudState)
 _KINDS = frozenset(MonitorKind)
 _AGENT_STATES = frozenset(AgentState)
+_STORE_STATUSES = frozenset(StoreStatus)
 # A store agent's clock further off than this is flagged (its results are moved onto ours anyway).
 SKEW_WARN_MS = 2000.0
 # The sprite symbol (dashboard/_ui.html) of each Websocket state.
@@ -47,6 +48,17 @@ def state(value: str | None, small: bool = False) -> Markup:
     v = State(value) if value in _STATES else State.UNKNOWN
     size = " small" if small else ""
     return Markup(f'<span class="badge {v}{size}" data-state="{v}">{icon(v)}<span>{v.word}</span></span>')
+
+
+@lru_cache(maxsize=32)
+def store_state(value: str | None, small: bool = False) -> Markup:
+    """A store's status badge ("Cannot take cards", "Degraded" ...): icon, word and tooltip."""
+    v = StoreStatus(value) if value in _STORE_STATUSES else StoreStatus.UNKNOWN
+    size = " small" if small else ""
+    return Markup(
+        f'<span class="badge {v.colour} store-{v}{size}" data-store-status="{v}" title="{v.tip}">'
+        f"{icon(v.colour)}<span>{v.word}</span></span>"
+    )
 
 
 # A store agent's state as a badge: the sprite symbol and the badge colour (a state's class).

@@ -13,6 +13,7 @@ from app.db import Database, utcnow
 from app.inventory.csvimport import import_fleet
 from app.inventory.models import Monitor, Store, Terminal, TerminalEvent
 from app.monitoring.models import CheckResult, StateChange
+from app.monitoring.status import refresh_status
 
 FLEET = Path(__file__).resolve().parents[2] / "app" / "inventory" / "fleet"
 
@@ -58,16 +59,8 @@ async def set_terminal_state(
         if cloud_state:
             values["cloud_state"] = cloud_state
         await session.execute(update(Terminal).where(Terminal.id == t.id).values(**values))
-        # The store is down while any of its terminals is (as app.monitoring.status derives it).
-        any_down = await session.scalar(
-            select(Terminal.id).where(Terminal.store_id == t.store_id, Terminal.status == "down").limit(1)
-        )
-        store_status = "down" if any_down else "up"
-        await session.execute(
-            update(Store)
-            .where(Store.id == t.store_id, Store.status != store_status)
-            .values(status=store_status, status_since=at)
-        )
+        # The store's status by the rule of app.monitoring.status (can it take cards?).
+        await refresh_status(session, at, store_ids=[t.store_id])
         await session.commit()
 
 
@@ -84,9 +77,12 @@ async def seed_states(
             update(Monitor).values(state="up", state_since=day_ago, last_checked_at=now, last_latency_ms=12.0)
         )
         await session.execute(update(Store).values(status="up", status_since=day_ago))
+        watched = {m.terminal_id for m in monitors}
         for t in terminals:
             t.created_at = now - timedelta(days=30)
-            t.status, t.status_since, t.last_seen_at = "up", day_ago, now - timedelta(seconds=30)
+            # A terminal with nothing to check is not monitored (app.monitoring.status).
+            status = "up" if t.id in watched else "none"
+            t.status, t.status_since, t.last_seen_at = status, day_ago, now - timedelta(seconds=30)
             t.cloud_state = "connected" if t.cloud_enabled else "not_enabled"
         # A few hours of results for the latency chart, for every monitor of the first terminals.
         first = {t.id for t in terminals[:3]}
@@ -108,6 +104,9 @@ async def seed_states(
                     )
         if rows:
             await session.execute(CheckResult.__table__.insert(), rows)
+        await session.flush()
+        stores = list(await session.scalars(select(Store.id)))
+        await refresh_status(session, day_ago, store_ids=stores)
         t0 = terminals[0]
         session.add(
             TerminalEvent(

@@ -75,7 +75,10 @@ async def test_overview_full_page_and_fragment(client, fleet):
     assert all(state != "down" for state in rows[first_up:])
     # Terminals down count and stores affected in the summary bar.
     assert tile(d, "down") == ("6", "terminals down")
-    assert tile(d, "affected") == ("3", "of 60 stores affected")
+    # Stores by what matters to a shop: cannot take cards, or degraded (3 stores have down terminals).
+    nopay, degraded = tile(d, "nopay"), tile(d, "degraded")
+    assert nopay[1] == "stores cannot take cards" and degraded[1] == "degraded, of 60 stores"
+    assert int(nopay[0]) + int(degraded[0]) == 3
 
     f = await client.get("/", headers=HX)
     assert f.status_code == 200 and is_fragment(f)
