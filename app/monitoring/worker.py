@@ -40,6 +40,7 @@ from app.monitoring.agents import mark_agents_offline
 from app.monitoring.cloud import CloudPoller
 from app.monitoring.maintenance import mark_stale, purge_results, rollup_pending
 from app.monitoring.scheduler import Dispatcher, release_leases
+from app.monitoring.status import reconcile_status
 from app.monitoring.windows import apply_windows
 from app.monitoring.writer import ResultWriter, new_owner_id
 from app.shutdown import until_terminated
@@ -52,6 +53,7 @@ _LOCK_KEYS = {
     "retention": 0x7E57_0002,
     "rollups": 0x7E57_0003,
     "agents": 0x7E57_0004,
+    "status": 0x7E57_0005,
     "windows": 0x7E57_0010,
 }
 
@@ -193,6 +195,7 @@ class Worker:
             every(5, self._agent_health, "agents", 5)
             every(3600, self._purge, "retention", 60)
             every(300, self._rollups, "rollups", 20)
+            every(60, self._reconcile_status, "status", 1)
             every(10, self._windows, "windows", 2)  # maintenance windows, trading hours
         sched.start()
         self.scheduler = sched
@@ -243,6 +246,11 @@ class Worker:
             if mine:
                 await rollup_pending(self.database, utcnow())
 
+    async def _reconcile_status(self) -> None:
+        async with self._exclusive("status") as mine:
+            if mine:
+                await in_transaction(self.database, lambda session: reconcile_status(session, utcnow()))
+
     async def _windows(self) -> None:
         async with self._exclusive("windows") as mine:
             if mine:
@@ -255,6 +263,7 @@ class Worker:
             "retention": self._purge,
             "rollups": self._rollups,
             "agents": self._agent_health,
+            "status": self._reconcile_status,
             "windows": self._windows,
         }
         await jobs[name]()
