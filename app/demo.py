@@ -10,7 +10,10 @@ dashboard shows each kind of failure within a minute of start:
 * store agents check the first two stores from inside their networks (so they see those
   stores' faults, as they would in the field), and a third store whose agent loses its
   internet link for 75 s after 90 s: its checks turn unknown (agent offline, never down),
-  then its buffered results replace that spell.
+  then its buffered results replace that spell;
+* the last Fullsteam store is in a maintenance window (a refit, for two hours from the start): a
+  wrench on the dashboard, its monitors in maintenance; a weekly window for its region is
+  planned (the Maintenance page).
 """
 
 from __future__ import annotations
@@ -40,6 +43,8 @@ from app.migrate import migrate
 from app.simulator.network import DemoNetwork, start_demo_network, store_source
 from app.simulator.providers import ProviderSimulators, register_simulator_accounts, start_provider_simulators
 from app.simulator.terminals import epos_token, raise_fd_limit
+from app.windows.schemas import WindowIn
+from app.windows.service import create_window
 
 log = logging.getLogger(__name__)
 
@@ -108,6 +113,35 @@ async def _start_story(
         cloud_store,
     )
     return port_blocked, dns_failing
+
+
+async def _plan_maintenance(database: Database, stores: list[dict[str, str]]) -> None:
+    """A store the rest of the story leaves alone (the last Fullsteam one: no cloud story, no
+    agent) is being refitted now: the wrench. Its region has a weekly window."""
+    refit = [s for s in stores if s["network_profile"] == "fullsteam-ingenico"][2:][-1:] or stores[-1:]
+    code, region = refit[0]["code"], refit[0].get("region") or None
+    now = utcnow()
+    windows = [
+        {
+            "store": code,
+            "title": "Refit: new counters and cabling",
+            "reason": "demo",
+            "starts_at": now,
+            "ends_at": now + timedelta(hours=2),
+        },
+        {
+            "scope": "region" if region else "fleet",
+            "region": region,
+            "title": "POS software updates",
+            "weekdays": ["sun"],
+            "start_time": "03:00",
+            "duration_minutes": 60,
+        },
+    ]
+    async with database.sessionmaker() as session:
+        for window in windows:
+            await create_window(session, WindowIn.model_validate(window), created_by="demo")
+    log.info("demo story: %s in maintenance (refit) for two hours", code)
 
 
 class _StoreLink(httpx.AsyncHTTPTransport):
@@ -189,6 +223,7 @@ async def _serve_demo(settings: Settings, database_path: Path, host: str, port: 
             database, settings.secret_key, sims, poll_interval_s=DEMO_INTERVAL_S
         )
         port_blocked, dns_failing = await _start_story(net, sims, store_rows, terminal_rows)
+        await _plan_maintenance(database, store_rows)
         # Store agents check those two stores from inside their networks, and a third store
         # whose agent loses its link for a while.
         flaky = next(s["code"] for s in store_rows if s["network_profile"] == "paynt-local")
