@@ -9,7 +9,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from app.windows.models import SCOPES
-from app.windows.timecalc import MAX_DURATION_MIN, WEEKDAYS, parse_hhmm, weekday_index
+from app.windows.timecalc import MAX_DURATION_MIN, WEEKDAYS, parse_hhmm, weekday_index, zone
 
 
 def _blank_to_none(value: object) -> object:
@@ -38,10 +38,21 @@ class WindowIn(BaseModel):
     weekdays: list[str] | None = Field(None, description="weekly: mon, tue, wed, thu, fri, sat, sun")
     start_time: str | None = Field(None, description="weekly: local start time, HH:MM")
     duration_minutes: int | None = Field(None, ge=1, le=MAX_DURATION_MIN, description="weekly")
+    timezone: str | None = Field(
+        None,
+        description="one-off: the zone of starts_at/ends_at given without an offset (default: the store's)",
+    )
 
     _blanks = field_validator(
-        "store", "region", "starts_at", "ends_at", "start_time", "duration_minutes", mode="before"
+        "store", "region", "starts_at", "ends_at", "start_time", "duration_minutes", "timezone", mode="before"
     )(_blank_to_none)
+
+    @field_validator("timezone")
+    @classmethod
+    def _timezone(cls, value: str | None) -> str | None:
+        if value is not None:
+            zone(value)  # ValueError names it
+        return value
 
     @field_validator("scope", mode="before")
     @classmethod

@@ -324,7 +324,7 @@ async def create_window(
         region = data.region
         if not await session.scalar(select(func.count()).select_from(Store).where(Store.region == region)):
             raise InvalidInput({"region": f"no store is in region {region!r}"})
-    tz = safe_zone(await local_zone_name(session, data.scope, store, region))
+    tz = safe_zone(data.timezone or await local_zone_name(session, data.scope, store, region))
     starts_at = _to_utc(data.starts_at, tz) if data.starts_at else None
     ends_at = _to_utc(data.ends_at, tz) if data.ends_at else None
     if starts_at and ends_at and ends_at <= starts_at:

@@ -106,9 +106,21 @@ async def test_bad_input_is_refused_with_a_reason(db, client):
     await refused({"weekdays": ["mon"], "start_time": "10:00"}, "duration_minutes", "duration")
     await refused({"weekdays": ["mon"], "start_time": "10:00", "duration_minutes": 0}, "duration_minutes", "")
     await refused({"title": ""}, "title", "")
+    await refused({"timezone": "Mars/Olympus"}, "timezone", "unknown time zone")
     bad_status = await client.get(API, params={"status": "someday"})
     assert bad_status.status_code == 422 and "status" in bad_status.text
     assert (await client.get(API, params={"store": "S-404"})).status_code == 422
+    # A one-off time without an offset is the store's local time, or the zone given.
+    made = await client.post(
+        API,
+        json={
+            **one_off,
+            "starts_at": "2030-01-02T10:00",
+            "ends_at": "2030-01-02T12:00",
+            "timezone": "Asia/Tokyo",
+        },
+    )
+    assert made.status_code == 201 and made.json()["starts_at"] == "2030-01-02T01:00:00Z"
 
 
 async def test_trading_hours_on_the_store(db, client):
