@@ -178,6 +178,24 @@ CATALOGUE: dict[str, _Entry] = {
         "TermPulse); its results are kept and sent when it reconnects.",
         ours=True,
     ),
+    # Not failures: why a monitor's state changed by the windows job (app.monitoring.windows).
+    "maintenance_window": _Entry(
+        "Maintenance window",
+        "The store is in a planned maintenance window: {target} is still checked, but its "
+        "results do not change its state and the time counts as maintenance.",
+        "Nothing to do: the window's end returns the check to its own results.",
+    ),
+    "outside_trading_hours": _Entry(
+        "Outside trading hours",
+        "The store is closed by its trading hours: {target} is still checked, but the time "
+        "counts as maintenance and no alert is sent.",
+        "Nothing to do. If the store is open now, correct its trading hours.",
+    ),
+    "maintenance_ended": _Entry(
+        "Maintenance ended",
+        "The store's maintenance window (or closed time) ended: {target} is unknown until its next result.",
+        "Nothing to do: the next check says what it is.",
+    ),
     "agent_unreachable": _Entry(
         "Checked by the store agent",
         "{target} is checked from inside the store by its agent, which this command cannot reach.",

@@ -152,3 +152,22 @@ async def test_outside_trading_hours_counts_as_maintenance(db):
     assert (await changes(db, mid))[-1][3] == OUTSIDE_HOURS
     await run_job(db, t(8 * 60 + 1), trading_hours=False)  # switched off: back to unknown
     assert await states(db, mid) == {mid: State.UNKNOWN}
+
+
+async def test_the_worker_runs_the_windows_job(db, settings):
+    from app.db import utcnow
+    from app.monitoring.worker import Worker
+
+    sid = await store(db, "S-W")
+    mid = await monitor(db, sid, await terminal(db, sid), initial="up")
+    now = utcnow()
+    window = await new_window(
+        db, now, store="S-W", title="Now", starts_at=now, ends_at=now + timedelta(hours=1)
+    )
+    worker = Worker(settings, db, cloud=False)
+    await worker.run_maintenance("windows")
+    assert await states(db, mid) == {mid: State.MAINTENANCE}
+    async with db.sessionmaker() as s:
+        await end_window(s, window.id)
+    await worker.run_maintenance("windows")
+    assert await states(db, mid) == {mid: State.UNKNOWN}
