@@ -60,6 +60,8 @@ def create_app(
         version=__version__,
         lifespan=lifespan,
         description="Connectivity of payment-terminal fleets: stores, terminals, checks and history.",
+        docs_url=None,  # /docs is app.ops.routes': Swagger UI from /static, no CDN
+        redoc_url=None,
     )
     app.state.settings = settings
     app.state.db = database

@@ -37,6 +37,7 @@ from app.checks.result import Step, step
 from app.config import Settings
 from app.db import Database, in_transaction, utcnow
 from app.inventory.models import Monitor, Store, Terminal
+from app.monitoring.metrics import count_check, count_poll
 from app.monitoring.models import StateChange
 from app.monitoring.status import refresh_status
 from app.monitoring.writer import CheckOutcome, ResultWriter, new_owner_id
@@ -365,6 +366,8 @@ class CloudPoller:
             return
         started = time.perf_counter()
         results, error_text = await self._ask(acc, rows, interval)
+        failed = results[0] if results and all(r[0] == Outcome.ERROR for r in results) else None
+        count_poll(rows[0].provider, (failed[1] or "error") if failed else None)
         ms = (time.perf_counter() - started) * 1000
         # The store's own phase within the interval spreads the polls evenly; "no sooner than
         # half an interval" keeps the first move onto that phase from polling a store twice.
@@ -375,6 +378,7 @@ class CloudPoller:
         for r, (outcome, code, detail, seen_at) in zip(rows, results, strict=True):
             steps: list[Step] = [step("provider API", outcome == Outcome.OK, ms, detail)]
             self.stats.outcomes[code or outcome] += 1
+            count_check(MonitorKind.CLOUD, outcome, code)
             self.writer.submit(
                 CheckOutcome(
                     r.monitor_id,

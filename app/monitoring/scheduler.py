@@ -37,6 +37,7 @@ from app.checks.probes import run_probe
 from app.checks.result import ProbeResult
 from app.db import Database, UTCDateTime, table_of, utcnow
 from app.inventory.models import Monitor
+from app.monitoring.metrics import START_LAG, count_check
 from app.monitoring.writer import CheckOutcome, ResultWriter
 from app.vocabulary import MonitorKind, Outcome
 
@@ -210,9 +211,12 @@ class Dispatcher:
                 started = utcnow()
                 t0 = time.perf_counter()
                 self.stats.started += 1
+                lag = (started - c.due_at).total_seconds()
                 if self.stats.lag_s is not None:
-                    self.stats.lag_s.append((started - c.due_at).total_seconds())
+                    self.stats.lag_s.append(lag)
+                START_LAG.observe(max(lag, 0.0))
                 outcome = await self._probe(c, started, t0)
+            count_check(c.kind, outcome.outcome, outcome.diagnosis)
             self.writer.submit(outcome)
         finally:
             self._inflight -= 1

@@ -1,16 +1,26 @@
-"""Operations: health and readiness probes, Prometheus metrics and the request metrics middleware."""
+"""Operations: health and readiness probes, Prometheus metrics, the request metrics middleware
+and the API docs (/docs: Swagger UI served from /static, so it works without internet)."""
 
 from __future__ import annotations
 
 import time
+from datetime import datetime, timedelta
 
-from fastapi import APIRouter, Response
-from fastapi.responses import JSONResponse
-from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
-from sqlalchemy import text
+from fastapi import APIRouter, Request, Response
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import HTMLResponse, JSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+from sqlalchemy import func, select, text
+from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from app.db import utcnow
+from app.inventory.models import Agent, Monitor, Store, Terminal
+from app.vocabulary import State
 from app.web.deps import SessionDep
+from app.web.errors import DB_ERRORS
 
 router = APIRouter(tags=["operations"])
 
@@ -63,6 +73,116 @@ async def readyz(session: SessionDep) -> JSONResponse:
     return JSONResponse({"status": "ok"})
 
 
+class _Snapshot(Collector):
+    """The fleet's state as read for one scrape (a registry of its own: no gauge kept between
+    scrapes, so a state nobody is in any more disappears instead of sticking at its last value)."""
+
+    def __init__(self, families: list[Metric]) -> None:
+        self.families = families
+
+    def collect(self) -> list[Metric]:
+        return self.families
+
+
+OVERDUE_GRACE = timedelta(seconds=10)  # due this long ago and not run yet: overdue
+
+
+async def fleet_families(session: AsyncSession, now: datetime | None = None) -> list[Metric]:
+    """Gauges from the database, each one grouped query: terminals and stores by state and region,
+    monitors by kind and state, failing monitors by kind and diagnosis, overdue monitors and the
+    oldest one's lateness (scheduling lag), store agents by state."""
+    now = now or utcnow()
+    terminals = GaugeMetricFamily(
+        "termpulse_terminals", "Terminals by status and store region", labels=["state", "region"]
+    )
+    for state, region, n in await session.execute(
+        select(Terminal.status, Store.region, func.count())
+        .join(Store, Store.id == Terminal.store_id)
+        .group_by(Terminal.status, Store.region)
+    ):
+        terminals.add_metric([state, region], n)
+    stores = GaugeMetricFamily("termpulse_stores", "Stores by status and region", labels=["state", "region"])
+    for state, region, n in await session.execute(
+        select(Store.status, Store.region, func.count()).group_by(Store.status, Store.region)
+    ):
+        stores.add_metric([state, region], n)
+    monitors = GaugeMetricFamily("termpulse_monitors", "Monitors by kind and state", labels=["kind", "state"])
+    failing = GaugeMetricFamily(
+        "termpulse_monitors_failing",
+        "Monitors down or unknown, by kind and the diagnosis of their last result",
+        labels=["kind", "diagnosis"],
+    )
+    bad: dict[tuple[str, str], int] = {}
+    by_state: dict[tuple[str, str], int] = {}
+    for kind, state, diagnosis, n in await session.execute(
+        select(Monitor.kind, Monitor.state, Monitor.last_diagnosis, func.count()).group_by(
+            Monitor.kind, Monitor.state, Monitor.last_diagnosis
+        )
+    ):
+        by_state[(kind, state)] = by_state.get((kind, state), 0) + n
+        if state in (State.DOWN, State.UNKNOWN):
+            key = (kind, diagnosis or "none")
+            bad[key] = bad.get(key, 0) + n
+    for (kind, state), n in sorted(by_state.items()):
+        monitors.add_metric([kind, state], n)
+    for (kind, diagnosis), n in sorted(bad.items()):
+        failing.add_metric([kind, diagnosis], n)
+    overdue_n, oldest = (
+        await session.execute(
+            select(func.count(), func.min(Monitor.next_due_at)).where(
+                Monitor.enabled.is_(True),
+                Monitor.agent_id.is_(None),  # a store agent keeps its own schedule
+                Monitor.next_due_at < now - OVERDUE_GRACE,
+            )
+        )
+    ).one()
+    overdue = GaugeMetricFamily(
+        "termpulse_monitors_overdue",
+        f"Centrally run monitors due more than {OVERDUE_GRACE.seconds} s ago and not run yet",
+        value=overdue_n,
+    )
+    lag = GaugeMetricFamily(
+        "termpulse_schedule_lag_seconds",
+        "How late the most overdue centrally run monitor is (0: none overdue)",
+        value=(now - oldest).total_seconds() if oldest is not None else 0.0,
+    )
+    agents = GaugeMetricFamily("termpulse_agents", "Store agents by state", labels=["state"])
+    for state, n in await session.execute(
+        select(Agent.state, func.count()).where(Agent.revoked_at.is_(None)).group_by(Agent.state)
+    ):
+        agents.add_metric([state], n)
+    return [terminals, stores, monitors, failing, overdue, lag, agents]
+
+
 @router.get("/metrics", summary="Prometheus metrics")
-async def metrics() -> Response:
-    return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+async def metrics(session: SessionDep) -> Response:
+    """This process's counters (HTTP, checks, provider polls), then the fleet's gauges read from
+    the database for this scrape."""
+    try:
+        families = await fleet_families(session)
+        up = 1.0
+    except DB_ERRORS:  # this process's counters still; the fleet's gauges when the database answers
+        families, up = [], 0.0
+    families.append(GaugeMetricFamily("termpulse_database_up", "The database answered this scrape", value=up))
+    snapshot = CollectorRegistry(auto_describe=False)
+    snapshot.register(_Snapshot(families))
+    body = generate_latest() + generate_latest(snapshot)
+    return Response(body, media_type=CONTENT_TYPE_LATEST)
+
+
+SWAGGER_UI = "/static/vendor/swagger-ui-bundle-5.31.0.js", "/static/vendor/swagger-ui-5.31.0.css"
+
+
+@router.get("/docs", include_in_schema=False)
+async def api_docs(request: Request) -> HTMLResponse:
+    """The OpenAPI description in Swagger UI, every asset from this server (no CDN, no
+    validator badge calling out): a self-hosted machine without internet gets its docs."""
+    js, css = SWAGGER_UI
+    return get_swagger_ui_html(
+        openapi_url=request.app.openapi_url or "/openapi.json",
+        title=f"{request.app.title} API",
+        swagger_js_url=js,
+        swagger_css_url=css,
+        swagger_favicon_url="/static/icons/favicon.svg",
+        swagger_ui_parameters={"validatorUrl": None},
+    )
