@@ -26,7 +26,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlalchemy.engine.interfaces import DBAPIConnection
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as SATimeoutError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 from sqlalchemy.orm import DeclarativeBase, QueryableAttribute
 from sqlalchemy.pool import ConnectionPoolEntry
@@ -255,6 +256,14 @@ def is_transient(exc: BaseException) -> bool:
         getattr(orig, "__cause__", None), "sqlite_errorcode", None
     )
     return sqlite_code is not None and sqlite_code & 0xFF in (_SQLITE_BUSY, _SQLITE_LOCKED)
+
+
+def is_unreachable(exc: BaseException) -> bool:
+    """The database could not be reached at all (no connection from the pool, the server
+    gone or refusing): everything waits for it, nothing about the work itself is wrong."""
+    if isinstance(exc, DBAPIError):
+        return exc.connection_invalidated or isinstance(exc, OperationalError | InterfaceError)
+    return isinstance(exc, SATimeoutError | OSError | TimeoutError)
 
 
 async def in_transaction(

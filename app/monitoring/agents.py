@@ -20,16 +20,20 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 from sqlalchemy import bindparam, case, func, literal, or_, select, update
-from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
-from sqlalchemy.exc import TimeoutError as SATimeoutError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.checks.result import Step
-from app.db import Database, in_transaction, select_where_in, table_of, utcnow
+from app.db import Database, in_transaction, is_unreachable, select_where_in, table_of, utcnow
 from app.errors import Forbidden, Unauthenticated
 from app.inventory.models import Agent, Monitor, Store
-from app.monitoring.maintenance import redo_rollups_since
-from app.monitoring.writer import AGENT_OFFLINE, CheckOutcome, Transition, apply_outcomes, record_transitions
+from app.monitoring.writer import (
+    AGENT_OFFLINE,
+    CheckOutcome,
+    Transition,
+    apply_outcomes,
+    record_transitions,
+    redo_rollups_since,
+)
 from app.vocabulary import MANUAL_STATES, AgentState, MonitorKind, Outcome, State
 
 log = logging.getLogger(__name__)
@@ -351,13 +355,6 @@ _UPDATE_AGENT = (
 )
 
 
-def _unreachable(exc: Exception) -> bool:
-    """The database could not be reached (no connection from the pool, connection lost)."""
-    if isinstance(exc, DBAPIError):
-        return exc.connection_invalidated or isinstance(exc, OperationalError | InterfaceError)
-    return isinstance(exc, SATimeoutError | OSError | TimeoutError)
-
-
 class AgentWriter:
     """The agents' results and heartbeats, many agents' calls in one transaction.
 
@@ -476,7 +473,7 @@ class AgentWriter:
         try:
             answers = await in_transaction(self.database, lambda session: apply_agent_calls(session, batch))
         except Exception as exc:
-            if len(batch) == 1 or _unreachable(exc):
+            if len(batch) == 1 or is_unreachable(exc):
                 answers = [exc] * len(batch)  # the database's trouble, not one call's: all wait
             else:
                 log.warning("agents' batch of %d calls failed (%s): writing them one by one", len(batch), exc)

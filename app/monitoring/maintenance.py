@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections import defaultdict
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 from sqlalchemy import bindparam, case, delete, func, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -15,16 +15,22 @@ from app.db import Database, dialect_of, table_of, utcnow
 from app.inventory.models import Agent, Monitor
 from app.monitoring.models import CheckResult, Rollup, RollupRedo, StateChange
 from app.monitoring.state import STALE_INTERVALS
-from app.monitoring.writer import Transition, lock_monitors, record_transitions
+from app.monitoring.writer import (
+    HOUR,
+    STALE,
+    Transition,
+    hour_floor,
+    lock_monitors,
+    record_transitions,
+)
 from app.vocabulary import AgentState, Outcome, State
 
 log = logging.getLogger(__name__)
 
-STALE_DIAGNOSIS = "result_stale"
+STALE_DIAGNOSIS = STALE
 _ONLINE_AGENTS = (
     select(Agent.id).where(Agent.state == AgentState.ONLINE).scalar_subquery()
 )  # on the state change: no result for STALE_INTERVALS intervals
-HOUR = timedelta(hours=1)
 
 
 # --- stale -> unknown ----------------------------------------------------------------
@@ -35,6 +41,16 @@ def _is_stale(
 ) -> bool:
     reference = last_checked_at or state_since
     return reference is None or now - reference > timedelta(seconds=STALE_INTERVALS * interval_s)
+
+
+def _silent_since(
+    last_checked_at: datetime | None, state_since: datetime | None, interval_s: int, now: datetime
+) -> datetime:
+    """When the next result was due and did not come (never before the current state began)."""
+    if last_checked_at is None:
+        return max(state_since or now, now - timedelta(seconds=STALE_INTERVALS * interval_s))
+    since = last_checked_at + timedelta(seconds=interval_s)
+    return min(max(since, state_since or since), now)
 
 
 async def mark_stale(session: AsyncSession, now: datetime | None = None) -> int:
@@ -58,26 +74,25 @@ async def mark_stale(session: AsyncSession, now: datetime | None = None) -> int:
         return 0
     # Lock and look again: a result may have landed in between.
     locked = await lock_monitors(session, candidates)
-    current = await session.execute(
-        select(Monitor.id, Monitor.last_checked_at).where(Monitor.id.in_(list(locked)))
-    )
-    last_checked = dict(current.all())
     transitions, updates = [], []
     for mid, m in locked.items():
         if m.state not in (State.UP, State.DOWN) or not _is_stale(
-            last_checked.get(mid), m.state_since, m.interval_s, now
+            m.last_checked_at, m.state_since, m.interval_s, now
         ):
             continue
+        # Back-dated: unknown from when the next result was due, not from when we noticed,
+        # so history shows the silence for its real length.
+        since = _silent_since(m.last_checked_at, m.state_since, m.interval_s, now)
         transitions.append(
-            Transition(mid, m.store_id, m.terminal_id, m.kind, now, m.state, State.UNKNOWN, STALE_DIAGNOSIS)
+            Transition(mid, m.store_id, m.terminal_id, m.kind, since, m.state, State.UNKNOWN, STALE_DIAGNOSIS)
         )
-        updates.append({"b_id": mid})
+        updates.append({"b_id": mid, "since": since})
     if updates:
         table = table_of(Monitor)
         await session.execute(
             update(table)
             .where(table.c.id == bindparam("b_id"))
-            .values(state=State.UNKNOWN, state_since=now)
+            .values(state=State.UNKNOWN, state_since=bindparam("since"))
             .execution_options(synchronize_session=False),
             updates,
         )
@@ -103,10 +118,6 @@ async def purge_results(database: Database, older_than: datetime, batch: int = 1
 
 
 # --- rollups ---------------------------------------------------------------------------
-
-
-def hour_floor(at: datetime) -> datetime:
-    return at.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
 
 
 def seconds_by_state(
@@ -286,16 +297,3 @@ async def rollup_pending(database: Database, now: datetime | None = None, max_ho
             await rollup_day(session, day)
             await session.commit()
     return len(hours)
-
-
-async def redo_rollups_since(session: AsyncSession, since: datetime, now: datetime) -> None:
-    """Results (or state changes) from `since` on arrived late: the complete hours from then
-    to now are rolled up again by the next rollup job."""
-    current, hour = hour_floor(now), hour_floor(since)
-    rows = []
-    while hour < current:
-        rows.append({"bucket_start": hour})
-        hour += HOUR
-    if rows:
-        insert = pg_insert if dialect_of(session) == "postgresql" else sqlite_insert
-        await session.execute(insert(table_of(RollupRedo)).on_conflict_do_nothing(), rows)

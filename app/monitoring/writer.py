@@ -28,16 +28,18 @@ import time
 from collections import defaultdict
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import ARRAY, Integer, Row, Select, bindparam, func, select, text, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.checks.result import ProbeResult, Step
-from app.db import Database, dialect_of, in_transaction, select_where_in, table_of, utcnow
+from app.db import Database, dialect_of, in_transaction, is_unreachable, select_where_in, table_of, utcnow
 from app.inventory.models import Monitor, Terminal
-from app.monitoring.models import CheckResult, StateChange
+from app.monitoring.models import CheckResult, RollupRedo, StateChange
 from app.monitoring.state import MonitorState, step
 from app.monitoring.status import refresh_status
 from app.schedule import next_due_at
@@ -48,7 +50,8 @@ log = logging.getLogger(__name__)
 _CHUNK = 5000
 AGENT_OFFLINE = "agent_offline"  # the diagnosis of a monitor whose store agent went silent
 # Unknown spells we assumed rather than saw: a store agent's buffer may replace them.
-_ASSUMED = frozenset({AGENT_OFFLINE, "result_stale"})
+STALE = "result_stale"  # no result for a while: the state is unknown, not up
+_ASSUMED = frozenset({AGENT_OFFLINE, STALE})
 
 
 @dataclass(slots=True)
@@ -141,6 +144,7 @@ _MONITOR_COLS = (
     Monitor.lease_owner,
     Monitor.lease_expires_at,
     Monitor.last_diagnosis,
+    Monitor.last_checked_at,
 )
 
 _mt = table_of(Monitor)
@@ -223,6 +227,26 @@ def _columns(rows: list[dict[str, Any]]) -> dict[str, list[Any]]:
     return {k: [r[k] for r in rows] for k in rows[0]}
 
 
+HOUR = timedelta(hours=1)
+
+
+def hour_floor(at: datetime) -> datetime:
+    return at.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
+
+
+async def redo_rollups_since(session: AsyncSession, since: datetime, now: datetime) -> None:
+    """Results (or state changes) from `since` on arrived late: the complete hours from then
+    to now are rolled up again by the next rollup job."""
+    current, hour = hour_floor(now), hour_floor(since)
+    rows = []
+    while hour < current:
+        rows.append({"bucket_start": hour})
+        hour += HOUR
+    if rows:
+        insert = pg_insert if dialect_of(session) == "postgresql" else sqlite_insert
+        await session.execute(insert(table_of(RollupRedo)).on_conflict_do_nothing(), rows)
+
+
 async def record_transitions(session: AsyncSession, transitions: list[Transition], now: datetime) -> None:
     """State change rows, then the derived status of the terminals and stores they touch."""
     if not transitions:
@@ -243,6 +267,9 @@ async def record_transitions(session: AsyncSession, transitions: list[Transition
         await session.execute(_PG_INSERT_CHANGES, _columns(rows))
     else:
         await session.execute(_INSERT_CHANGE, rows)
+    earliest = min(t.at for t in transitions)
+    if earliest < hour_floor(now):  # back-dated into an hour already rolled up
+        await redo_rollups_since(session, earliest, now)
     await refresh_status(
         session,
         now,
@@ -302,6 +329,7 @@ async def apply_outcomes(
                 report.retracted.append(m)
         next_due, owner, lease_expires = m.next_due_at, m.lease_owner, m.lease_expires_at
         last: CheckOutcome | None = None
+        heard = m.last_checked_at
         for o in sorted(by_monitor[mid], key=lambda o: o.checked_at):
             if lease_owner is not None and o.due_at is not None and not o.manual:
                 if owner != lease_owner or next_due != o.due_at:
@@ -309,6 +337,16 @@ async def apply_outcomes(
                     continue
                 next_due = o.next_due_at or next_due_at(o.due_at, m.interval_s, m.phase_ms, now)
                 owner = lease_expires = None
+            if (silence := _silence(sm.state, heard, o.checked_at, m.interval_s)) is not None:
+                # Results stopped (our database, worker or agent) and the stale job did not see
+                # it: what we could not observe is unknown, from when a result was missed.
+                report.transitions.append(
+                    Transition(
+                        mid, m.store_id, m.terminal_id, m.kind, silence, sm.state, State.UNKNOWN, STALE
+                    )
+                )
+                sm.state, state_since = State.UNKNOWN, silence
+            heard = o.checked_at
             before = sm.state
             changed = step(sm, o.outcome)
             if changed:
@@ -385,6 +423,17 @@ async def apply_outcomes(
     if seen_by_provider:
         await _set_last_seen(session, seen_by_provider)
     return report
+
+
+def _silence(state: str, heard: datetime | None, checked_at: datetime, interval_s: int) -> datetime | None:
+    """When the monitor's results stopped, if they did between its last result (`heard`) and
+    this one: a whole result missed (more than two intervals, and a margin for lag). The
+    unknown spell starts one interval after the last result, when the next one was due."""
+    if state not in (State.UP, State.DOWN) or heard is None:
+        return None
+    if checked_at - heard <= max(timedelta(seconds=2 * interval_s), timedelta(seconds=interval_s + 15)):
+        return None
+    return heard + timedelta(seconds=interval_s)
 
 
 def _in_agent_offline_spell(m: Row[Any], earliest: datetime) -> bool:
@@ -485,9 +534,16 @@ class ResultWriter:
     """Collects a worker's outcomes (scheduled runs, cloud polls) and writes them in batches.
 
     A batch is written when it reaches `max_batch` outcomes or `max_delay_s` after its
-    first outcome, whichever comes first, one batch at a time. A batch that cannot be
-    written (database down) is given up after the retries: the leases of its monitors
-    expire and they are run again, so nothing is lost.
+    first outcome, whichever comes first, one batch at a time.
+
+    While the database cannot be reached, results wait here, in order, and the writer tries
+    again with backoff (0.5 s doubling to 5 s) until it answers; then they are written with
+    their real times, each once (the lease fence drops one whose run another worker took
+    over meanwhile). Claims need the database too, so little more than what was claimed
+    before the outage waits; past `max_queued` the oldest results are dropped, counted in
+    `lost` and logged. An outage is one warning when it starts and one line when it ends.
+    A batch that fails for another reason (a bug, bad data) is given up and logged: the
+    leases of its monitors expire and they run again.
     """
 
     def __init__(
@@ -497,9 +553,13 @@ class ResultWriter:
         *,
         max_batch: int = 500,
         max_delay_s: float = 0.25,
+        max_queued: int = 100_000,
+        close_timeout_s: float = 10.0,
         on_written: Callable[[list[CheckOutcome], ApplyReport], None] | None = None,
     ):
         self.database = database
+        self.max_queued = max_queued
+        self.close_timeout_s = close_timeout_s
         self.lease_owner = lease_owner
         self.max_batch = max_batch
         self.max_delay_s = max_delay_s
@@ -513,6 +573,11 @@ class ResultWriter:
         self.written = 0
         self.dropped = 0
         self.failed_batches = 0
+        self.lost = 0  # results given up: the queue's bound during an outage, or a failed batch
+        self.outage_since: float | None = None  # monotonic time the database stopped answering
+        self.last_error: str | None = None
+        self._retry_s = 0.0
+        self._close_deadline: float | None = None
         self.batches = 0
         self.write_s = 0.0  # time spent in write transactions
 
@@ -523,6 +588,8 @@ class ResultWriter:
     def submit(self, outcome: CheckOutcome) -> None:
         self._pending.append(outcome)
         self._idle.clear()
+        if len(self._pending) > self.max_queued:
+            self._drop_oldest(len(self._pending) - self.max_queued)
         if len(self._pending) == 1 or len(self._pending) >= self.max_batch:
             self._wake.set()
 
@@ -565,7 +632,12 @@ class ResultWriter:
         try:
             report = await write_outcomes(self.database, batch, lease_owner=self.lease_owner)
         except Exception as exc:
+            if is_unreachable(exc) and not self._past_close_deadline():
+                await self._wait_for_database(batch, exc)
+                return
             self.failed_batches += 1
+            self.lost += len(batch)
+            self.last_error = f"{type(exc).__name__}: {exc}"
             log.error(
                 "could not write %d check results (their monitors run again when the lease expires): %s",
                 len(batch),
@@ -575,6 +647,12 @@ class ResultWriter:
         finally:
             self.batches += 1
             self.write_s += time.perf_counter() - t0
+        if self.outage_since is not None:
+            log.warning(
+                "the database answers again after %.0f s: the results kept meanwhile are being written",
+                time.monotonic() - self.outage_since,
+            )
+            self.outage_since, self._retry_s = None, 0.0
         self.written += report.written
         self.dropped += report.dropped
         if report.dropped:
@@ -584,9 +662,41 @@ class ResultWriter:
         if self.on_written is not None:
             self.on_written(batch, report)
 
+    async def _wait_for_database(self, batch: list[CheckOutcome], exc: Exception) -> None:
+        """Keep the batch (first, in order) and wait before the next try."""
+        self.last_error = f"{type(exc).__name__}: {exc}"
+        if self.outage_since is None:
+            self.outage_since = time.monotonic()
+            log.warning(
+                "the database cannot be reached (%s): check results wait in memory (up to %d) "
+                "and are written when it answers",
+                type(exc).__name__,
+                self.max_queued,
+            )
+        self._pending[:0] = batch
+        if len(self._pending) > self.max_queued:
+            self._drop_oldest(len(self._pending) - self.max_queued)
+        self._retry_s = min(max(self._retry_s * 2, 0.5), 5.0)
+        await asyncio.sleep(self._retry_s)
+
+    def _drop_oldest(self, count: int) -> None:
+        if not self.lost:
+            log.error(
+                "more than %d check results wait for the database: the oldest are dropped "
+                "(their monitors' history has a gap there, recorded as unknown)",
+                self.max_queued,
+            )
+        del self._pending[:count]
+        self.lost += count
+
+    def _past_close_deadline(self) -> bool:
+        return self._close_deadline is not None and time.monotonic() > self._close_deadline
+
     async def close(self) -> None:
-        """Write everything still pending, then stop."""
+        """Write everything still pending, then stop (waiting up to `close_timeout_s` for a
+        database that cannot be reached; what is still waiting then is lost, and logged)."""
         self._closing = True
+        self._close_deadline = time.monotonic() + self.close_timeout_s
         self._wake.set()
         if self._task is not None:
             await self._task

@@ -1,0 +1,117 @@
+"""Our own outages: results kept through a database that cannot be reached, and silences
+recorded as unknown for their real length (back-dated), never as up."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from sqlalchemy import select
+
+from app.checks.result import ProbeResult
+from app.db import Database, utcnow
+from app.monitoring.maintenance import mark_stale
+from app.monitoring.models import CheckResult, StateChange
+from app.monitoring.writer import STALE, CheckOutcome, ResultWriter, write_outcomes
+from app.vocabulary import Outcome
+from tests.monitoring.helpers import add_monitors, add_store, closed_port, wait_for
+
+
+def _now_true(check):
+    async def predicate():
+        return check()
+
+    return predicate
+
+
+def _ok(monitor_id, at, due=None):
+    return CheckOutcome.of(monitor_id, ProbeResult(Outcome.OK, 1.0, [], None, None), at, due_at=due)
+
+
+async def _changes(db, monitor_id):
+    async with db.sessionmaker() as s:
+        rows = await s.execute(
+            select(StateChange.at, StateChange.from_state, StateChange.to_state, StateChange.diagnosis)
+            .where(StateChange.monitor_id == monitor_id)
+            .order_by(StateChange.at, StateChange.id)
+        )
+        return [tuple(r) for r in rows]
+
+
+async def test_a_silence_is_unknown_from_when_a_result_was_missed(db):
+    """Results stopped for 5 minutes (our outage) and came back before the stale job looked:
+    the gap is unknown from last result + one interval to the next result, not up."""
+    store = await add_store(db)
+    [mid] = await add_monitors(db, [{"store_id": store, "kind": "dns", "target": "a.example"}], interval_s=60)
+    t0 = utcnow() - timedelta(minutes=10)
+    await write_outcomes(db, [_ok(mid, t0)])
+    await write_outcomes(db, [_ok(mid, t0 + timedelta(seconds=61))])  # on time: no gap
+    back = t0 + timedelta(seconds=61 + 300)
+    await write_outcomes(db, [_ok(mid, back)])
+    changes = await _changes(db, mid)
+    assert [(f, t) for _, f, t, _ in changes] == [("unknown", "up"), ("up", "unknown"), ("unknown", "up")]
+    _, _, _, why = changes[1]
+    assert why == STALE
+    assert abs((changes[1][0] - (t0 + timedelta(seconds=121))).total_seconds()) < 0.01  # when it was due
+    assert abs((changes[2][0] - back).total_seconds()) < 0.01
+
+
+async def test_the_stale_job_back_dates_the_unknown(db):
+    store = await add_store(db)
+    last = utcnow() - timedelta(seconds=400)
+    [mid] = await add_monitors(
+        db,
+        [{"store_id": store, "kind": "dns", "target": "b.example", "state": "up", "last_checked_at": last}],
+        interval_s=60,
+        state_since=last - timedelta(hours=1),
+    )
+    async with db.sessionmaker() as s:
+        assert await mark_stale(s) == 1
+        await s.commit()
+    [(at, before, after, why)] = await _changes(db, mid)
+    assert (before, after, why) == ("up", "unknown", STALE)
+    assert abs((at - (last + timedelta(seconds=60))).total_seconds()) < 0.01  # not "now"
+
+
+async def test_results_wait_through_a_database_outage_then_are_written_once(db, tmp_path):
+    """The writer's database cannot be reached (a refused port, a missing directory), then is
+    back: every result is written once, in order, with its own time."""
+    store = await add_store(db)
+    ids = await add_monitors(
+        db, [{"store_id": store, "kind": "dns", "target": f"{i}.example"} for i in range(5)]
+    )
+    if db.url.startswith("postgresql"):
+        host, port = closed_port()
+        down = Database(f"postgresql+asyncpg://postgres@{host}:{port}/nowhere")
+    else:
+        down = Database(f"sqlite+aiosqlite:///{tmp_path / 'missing-dir' / 'x.db'}")
+    writer = ResultWriter(down, "outage-test", max_delay_s=0.01)
+    writer.start()
+    made = utcnow() - timedelta(seconds=30)
+    for i, mid in enumerate(ids):
+        writer.submit(_ok(mid, made + timedelta(seconds=i)))
+    await wait_for(
+        _now_true(lambda: writer.outage_since is not None and writer.backlog == len(ids)), within=30
+    )
+    assert writer.written == 0 and writer.lost == 0
+    writer.database = db  # the database answers again
+    await wait_for(_now_true(lambda: writer.written == len(ids)), within=30)
+    await writer.close()
+    assert writer.outage_since is None and writer.lost == 0
+    async with db.sessionmaker() as s:
+        rows = (await s.execute(select(CheckResult.monitor_id, CheckResult.checked_at))).all()
+    assert sorted(rows) == sorted((mid, made + timedelta(seconds=i)) for i, mid in enumerate(ids))
+    await down.dispose()
+
+
+async def test_past_its_bound_the_queue_drops_the_oldest_and_counts_them(db, tmp_path):
+    down = Database(f"sqlite+aiosqlite:///{tmp_path / 'missing-dir' / 'x.db'}")
+    writer = ResultWriter(down, "bound-test", max_delay_s=0.01, max_queued=3, close_timeout_s=0)
+    made = utcnow()
+    for i in range(5):
+        writer.submit(_ok(i + 1, made + timedelta(seconds=i)))
+    assert writer.backlog == 3 and writer.lost == 2
+    assert [o.checked_at for o in writer._pending] == [made + timedelta(seconds=i) for i in (2, 3, 4)]
+    writer.start()
+    await writer.close()  # the database never came back: what waited is given up, and counted
+    assert writer.lost == 5 and writer.backlog == 0
+    await down.dispose()
