@@ -59,13 +59,13 @@ class Settings(BaseSettings):
     base_url: str = "http://127.0.0.1:8000"  # links in notifications point here (store pages)
     alert_evaluate_every_s: float = 2.0
     alert_deliver_every_s: float = 1.0
-    alert_quiet_period_s: int = 120  # all up this long before an incident resolves (flapping)
+    alert_quiet_period_s: float = 120.0  # all up this long before an incident resolves (flapping)
     alert_fleet_stores: int = 10  # more than this many stores failing within the window: one fleet incident
     alert_fleet_cause_stores: int = 5  # this many stores failing of the same cause: one fleet incident
-    alert_fleet_window_s: int = 300
+    alert_fleet_window_s: float = 300.0
     alert_group_wait_s: float = 10.0  # a new store incident waits this long for a fleet-wide event
     alert_stalled_after_s: float = 180.0  # checks overdue this long: "TermPulse cannot check"
-    alert_lease_s: int = 60  # a claimed delivery not finished by then is claimed by another worker
+    alert_lease_s: float = 60.0  # a claimed delivery not finished by then is claimed by another worker
     alert_send_timeout_s: float = 20.0
     alert_max_attempts: int = 8
     alert_retry_base_s: float = 5.0  # backoff: 5 s, 10 s, 20 s ... capped at alert_retry_max_s

@@ -1,5 +1,16 @@
 """Imports every domain's models so the metadata (and Alembic) sees all tables."""
 
+from app.alerts.models import (  # noqa: F401
+    AlertChannel,
+    AlertCursor,
+    AlertRule,
+    DeliveryAttempt,
+    Incident,
+    IncidentEvent,
+    IncidentMember,
+    IncidentNotice,
+    Notification,
+)
 from app.auth.models import User  # noqa: F401
 from app.db import Base  # noqa: F401
 from app.inventory.models import Agent, Monitor, Store, Terminal, TerminalEvent  # noqa: F401

@@ -37,3 +37,4 @@ _BASE, _CLAIM = _claim()  # the socket stays open (and the block ours) until the
 CHECKS = _BASE  # tests/checks: terminals and named endpoints
 CHECKS_SECOND_FLEET = _BASE + 1
 BROWSER = _BASE + 2  # tests/browser: the live server's fleet
+ALERTS = _BASE + 3  # tests/alerts: a blocked port 7003 and the receivers

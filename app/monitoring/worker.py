@@ -23,8 +23,9 @@ import fcntl
 import json
 import logging
 import os
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 
@@ -56,6 +57,19 @@ _LOCK_KEYS = {
     "status": 0x7E57_0005,
     "windows": 0x7E57_0010,
 }
+
+
+@dataclass(frozen=True)
+class PeriodicJob:
+    """A job a layer above runs on the worker's scheduler (the alert evaluator and the outbox
+    delivery of app.alerts): `run` every `every_s`. With `lock_key`, one worker at a time runs
+    it on PostgreSQL (an advisory lock), like the maintenance jobs."""
+
+    name: str
+    every_s: float
+    run: Callable[[], Awaitable[object]]
+    lock_key: int | None = None
+    first_in_s: float = 1.0
 
 
 class SecondWorkerRefused(RuntimeError):
@@ -129,6 +143,7 @@ class Worker:
         stale_every_s: float = 15.0,
         keep_lag: bool = False,
         cloud: bool = True,
+        jobs: Sequence[PeriodicJob] = (),
     ):
         self.settings = settings
         self.database = database
@@ -162,6 +177,7 @@ class Worker:
         # One provider call per (account, store) for the cloud monitors, through the same writer.
         self.cloud_poller = CloudPoller(database, settings, writer=self.writer) if cloud else None
         self._jobs: set[asyncio.Task[None]] = set()  # scheduled jobs running now: stop() waits for them
+        self.extra_jobs = list(jobs)
 
     async def start(self) -> Worker:
         if self._sqlite_lock is not None:
@@ -197,6 +213,8 @@ class Worker:
             every(300, self._rollups, "rollups", 20)
             every(60, self._reconcile_status, "status", 1)
             every(10, self._windows, "windows", 2)  # maintenance windows, trading hours
+        for job in self.extra_jobs:
+            every(job.every_s, self._injected(job), job.name, job.first_in_s)
         sched.start()
         self.scheduler = sched
         self.running = True
@@ -222,6 +240,17 @@ class Worker:
         finally:
             if task is not None:
                 self._jobs.discard(task)
+
+    def _injected(self, job: PeriodicJob) -> Callable[[], Awaitable[object]]:
+        if job.lock_key is None:
+            return job.run
+
+        async def exclusive() -> None:
+            async with self._exclusive(job.name, job.lock_key) as mine:
+                if mine:
+                    await job.run()
+
+        return exclusive
 
     async def _mark_stale(self) -> None:
         async with self._exclusive("stale") as mine:
@@ -269,14 +298,14 @@ class Worker:
         await jobs[name]()
 
     @asynccontextmanager
-    async def _exclusive(self, name: str) -> AsyncIterator[bool]:
+    async def _exclusive(self, name: str, key: int | None = None) -> AsyncIterator[bool]:
         """On PostgreSQL one worker at a time runs each maintenance job: a session advisory
         lock held on its own connection for the job's duration (released by the server if
         the worker dies). SQLite has a single worker anyway."""
         if self.database.dialect != "postgresql":
             yield True
             return
-        key = _LOCK_KEYS[name]
+        key = key if key is not None else _LOCK_KEYS[name]
         async with self.database.engine.connect() as conn:
             got = await conn.scalar(text("SELECT pg_try_advisory_lock(:k)"), {"k": key})
             await conn.commit()
@@ -319,24 +348,31 @@ class _NoWorker:
         return None
 
 
-async def start_embedded_worker(settings: Settings, database: Database) -> Worker | _NoWorker:
+async def start_embedded_worker(
+    settings: Settings, database: Database, *, jobs: Sequence[PeriodicJob] = ()
+) -> Worker | _NoWorker:
     """The worker inside `termpulse serve`; on SQLite with a worker already running, the
-    pages are served without one (said in the log)."""
+    pages are served without one (said in the log). `jobs`: periodic jobs of the layers
+    above (alerts), run beside the checks."""
     try:
-        return await Worker(settings, database).start()
+        return await Worker(settings, database, jobs=jobs).start()
     except SecondWorkerRefused as exc:
         log.error("%s The dashboard runs without an embedded worker.", exc)
         return _NoWorker()
 
 
-def run_worker(settings: Settings) -> int:
-    """`termpulse worker`: run until SIGINT/SIGTERM. 0 on a clean stop, 1 when refused."""
-    return uvloop.run(_worker_main(settings))
+JobsFor = Callable[[Settings, Database], Sequence[PeriodicJob]]
 
 
-async def _worker_main(settings: Settings) -> int:
+def run_worker(settings: Settings, jobs: JobsFor | None = None) -> int:
+    """`termpulse worker`: run until SIGINT/SIGTERM. 0 on a clean stop, 1 when refused.
+    `jobs`: the periodic jobs of the layers above (alerts), made for this worker's database."""
+    return uvloop.run(_worker_main(settings, jobs))
+
+
+async def _worker_main(settings: Settings, jobs: JobsFor | None = None) -> int:
     database = Database(settings.database_url)
-    worker = Worker(settings, database)
+    worker = Worker(settings, database, jobs=jobs(settings, database) if jobs else ())
     try:
         await worker.start()
     except SecondWorkerRefused as exc:

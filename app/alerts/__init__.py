@@ -1,0 +1,1 @@
+"""Alerts: incidents from the state machine, routed to channels through Apprise, via an outbox."""
