@@ -13,8 +13,9 @@ rollups, PostgreSQL.
   down). Rollups: daily for every monitor and day, hourly for the first and last two days, with
   the seconds computed from the same intervals as the state changes (so they agree).
 * Figures: a fleet report over the last `days` whole local days (totals, per day, per region:
-  what /history shows), the same totals from the rollups (`rollup_totals`), and a full CSV
-  export (one row per terminal plus per terminal and day) written to a temporary file.
+  what /history shows), the same totals from the rollups (`rollup_totals`), and the full
+  exports written to temporary files: the CSV summary (one row per terminal), the per-day CSV
+  (one row per terminal and day) and the XLSX (both, with number formats).
 """
 
 from __future__ import annotations
@@ -333,7 +334,7 @@ async def fill(url: str, stores: int, per_store: int, days: int, now: datetime) 
 
 
 async def run(args) -> None:
-    from app.history.export import write_csv
+    from app.history.export import write_csv, write_xlsx
     from app.history.uptime import Period, report, rollup_totals, terminal_chunks
 
     url = os.environ.get("TERMPULSE_BENCH_DATABASE_URL", DEFAULT_URL)
@@ -413,19 +414,31 @@ async def run(args) -> None:
             f"{abs(exact_up - total_up) < 1 and abs(exact_down - total_down) < 1})"
         )
 
-        with tempfile.NamedTemporaryFile("w", suffix=".csv", encoding="utf-8", newline="") as out:
+        for table in ("summary", "days"):
+            with tempfile.NamedTemporaryFile("w", suffix=".csv", encoding="utf-8", newline="") as out:
+                t0 = time.perf_counter()
+                async with database.sessionmaker() as s:
+                    await write_csv(s, out, "fleet", None, period, by="terminal", table=table)
+                out.flush()
+                t_csv = time.perf_counter() - t0
+                # Measured already: blocking file calls are fine from here on.
+                size = os.path.getsize(out.name)  # noqa: ASYNC240
+                with open(out.name, encoding="utf-8") as f_in:  # noqa: ASYNC230
+                    lines = sum(1 for _ in f_in)
+            what = "one row per terminal" if table == "summary" else "one row per terminal and day"
+            print(
+                f"CSV export ({table}), fleet by terminal, {args.days} days: {t_csv:.2f} s — {lines:,} lines "
+                f"({what}), {size / 2**20:.1f} MiB"
+            )
+        with tempfile.NamedTemporaryFile(suffix=".xlsx") as xlsx:
             t0 = time.perf_counter()
             async with database.sessionmaker() as s:
-                await write_csv(s, out, "fleet", None, period, by="terminal")
-            out.flush()
-            t_csv = time.perf_counter() - t0
-            # Measured already: blocking file calls are fine from here on.
-            size = os.path.getsize(out.name)  # noqa: ASYNC240
-            with open(out.name, encoding="utf-8") as f_in:  # noqa: ASYNC230
-                lines = sum(1 for _ in f_in)
+                await write_xlsx(s, xlsx.name, "fleet", None, period, by="terminal")
+            t_xlsx = time.perf_counter() - t0
+            size = os.path.getsize(xlsx.name)  # noqa: ASYNC240
         print(
-            f"full CSV export, fleet by terminal, {args.days} days: {t_csv:.2f} s — {lines:,} lines "
-            f"({f.terminals:,} terminal rows + per terminal and day), {size / 2**20:.0f} MiB"
+            f"XLSX export (summary and per-day sheets, number formats), fleet by terminal, {args.days} days: "
+            f"{t_xlsx:.2f} s — {size / 2**20:.1f} MiB"
         )
     finally:
         await database.dispose()
