@@ -216,12 +216,13 @@ def _import(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _worker(args: argparse.Namespace, settings: Settings) -> int:
+    from app.alerts.runner import alert_jobs
     from app.monitoring.worker import run_worker
 
     if refused := _refuse_weak_secret(args, settings):
         return refused
     _migrate(args, settings)
-    return run_worker(settings)
+    return run_worker(settings, alert_jobs)  # the alert jobs run beside the checks
 
 
 def _check(args: argparse.Namespace, settings: Settings) -> int:

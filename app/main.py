@@ -14,6 +14,7 @@ from app import __version__
 from app.agents.api import router as agents_api
 from app.agents.pages import router as agents_pages
 from app.agents.protocol import router as agent_protocol
+from app.alerts.runner import alert_jobs
 from app.auth.routes import RequireLogin
 from app.auth.routes import router as auth_router
 from app.config import Settings, get_settings
@@ -47,7 +48,9 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        worker = await start_embedded_worker(settings, database) if run_worker else None
+        # The alert jobs (evaluate, deliver the outbox) run beside the checks, on the same worker.
+        jobs = alert_jobs(settings, database)
+        worker = await start_embedded_worker(settings, database, jobs=jobs) if run_worker else None
         yield
         if worker is not None:
             await worker.stop()
