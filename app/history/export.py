@@ -358,8 +358,8 @@ class _Sheet:
             cell.font = bold
             head.append(cell)
         ws.append(head)
-        # One cell per column, its number format set once, reused row after row (a row is
-        # written out before the next is appended): a styled cell per value costs 5x the time.
+        # One cell per column, its number format set once, reused row after row (a row is written
+        # out before the next is appended). Styled cells cost ~1.5x plain values either way.
         self.cells = []
         for c in cols:
             cell = WriteOnlyCell(ws)
