@@ -24,6 +24,7 @@ from starlette.datastructures import MutableHeaders
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from app.db import is_unreachable
 from app.errors import AppError, RateLimited
 from app.web.templating import is_htmx, render
 
@@ -121,6 +122,9 @@ class DatabaseDownBanner:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         # scope["path"] is request.url.path but for the escaping of "?", "#" and "\\", which
         # no prefix holds: the same answer without building the URL, on every request.
+        if scope["type"] == "http" and scope["path"].startswith(API_PREFIX):
+            await self._api(scope, receive, send)
+            return
         if scope["type"] != "http" or scope["path"].startswith(NOT_PAGES):
             await self.app(scope, receive, send)
             return
@@ -142,3 +146,23 @@ class DatabaseDownBanner:
             if answering:  # too late for a banner: the page has begun
                 raise
             await db_down_response(request, exc)(scope, receive, send)
+
+    async def _api(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """The JSON API: a database that cannot be reached is a 503 with a reason (clients
+        and store agents try again), never a bare 500; any other error stays what it is."""
+        answering = False
+
+        async def send_watched(message: Message) -> None:
+            nonlocal answering
+            answering = answering or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_watched)
+        except Exception as exc:
+            if answering or not is_unreachable(exc):
+                raise
+            log.warning("database unavailable for %s: %r", scope["path"], exc)
+            detail = f"the database cannot be reached ({type(exc).__name__}); try again shortly"
+            answer = JSONResponse({"detail": detail}, status_code=503, headers={"Retry-After": "5"})
+            await answer(scope, receive, send)

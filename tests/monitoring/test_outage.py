@@ -115,3 +115,18 @@ async def test_past_its_bound_the_queue_drops_the_oldest_and_counts_them(db, tmp
     await writer.close()  # the database never came back: what waited is given up, and counted
     assert writer.lost == 5 and writer.backlog == 0
     await down.dispose()
+
+
+async def test_the_api_answers_503_with_a_reason_while_the_database_is_down(settings):
+    import httpx
+
+    from app.main import create_app
+
+    dead = Database("postgresql+asyncpg://postgres@127.0.0.1:1/none")
+    app = create_app(settings, database=dead, run_worker=False)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as http:
+        for path in ("/api/v1/terminals", "/api/v1/stores"):
+            r = await http.get(path)
+            assert r.status_code == 503, (path, r.text)
+            assert "database cannot be reached" in r.json()["detail"] and r.headers["Retry-After"]
+    await dead.dispose()
