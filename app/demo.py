@@ -110,7 +110,7 @@ async def _start_story(
         dns_failing,
         unpaired,
         flapping,
-        cloud_store,
+        sims.adyen.store_name(cloud_store),
     )
     return port_blocked, dns_failing
 

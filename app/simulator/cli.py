@@ -55,7 +55,7 @@ async def _run(settings: Settings, fleet: Path, dns_port: int) -> int:
     )
     print(
         f"  Adyen API: {sims.adyen.url} ({len(sims.adyen.terminals)} terminals); "
-        f"story: store {story} loses its cloud connection every few minutes"
+        f"story: store {sims.adyen.store_name(story)} loses its cloud connection every few minutes"
     )
     print(f"  Stripe API: {sims.stripe.url} ({len(sims.stripe.terminals)} readers)")
     print("Provider accounts to add (Providers page, or POST /api/v1/providers):")

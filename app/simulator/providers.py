@@ -58,6 +58,7 @@ class SimTerminal:
     label: str = ""
     cloud_enabled: bool = True  # WebSockets on: only then can it be connected
     connected: bool = True
+    store_code: str | None = None  # the store's code in the inventory (what people say), for logs
     ip: str | None = None
     mac: str | None = None
     firmware: str = "Adyen Android 1.2.3"
@@ -95,6 +96,7 @@ class ProviderSim:
         self._task: asyncio.Task | None = None
         self._drift: asyncio.Task | None = None
         self._stories: list[asyncio.Task] = []
+        self._story_refs: set[str | None] = set()  # stores a story drives: no drift there
         self.app = Starlette(routes=self.routes() + self.control_routes())
 
     # ---- fleet and controls ---------------------------------------------------------------
@@ -140,29 +142,55 @@ class ProviderSim:
         """Every answer waits this long first (0 to stop)."""
         self.slow_s = seconds
 
+    def store_name(self, store_ref: str | None) -> str:
+        """How people name the store: its inventory code (S-0021), else the provider's reference."""
+        for t in self.by_store.get(store_ref, []):
+            if t.store_code:
+                return t.store_code
+        return str(store_ref)
+
     def start_drift(self, period_s: float = 10.0, fraction: float = 0.01, seed: int | None = None) -> None:
-        """Now and then a few terminals drop or regain their connection, as in a real fleet."""
+        """Now and then a few terminals drop their connection for one period and come back, as in
+        a real fleet. Drifted terminals always return: the drift never piles up (a fleet where
+        a quarter of the stores end up down buries the story), and the stores of a story are
+        left to their story."""
         rng = random.Random(seed)
 
         async def drift() -> None:
-            pool = [t for t in self.terminals.values() if t.cloud_enabled]
-            while pool:
+            drifted: list[SimTerminal] = []
+            while True:
                 await asyncio.sleep(period_s)
-                for t in rng.sample(pool, max(1, int(len(pool) * fraction))):
-                    self.set_connected(t.poiid, not t.connected)
+                for t in drifted:
+                    self.set_connected(t.poiid, True)
+                pool = [
+                    t
+                    for t in self.terminals.values()
+                    if t.cloud_enabled and t.connected and t.store_ref not in self._story_refs
+                ]
+                drifted = rng.sample(pool, min(len(pool), max(1, int(len(pool) * fraction)))) if pool else []
+                for t in drifted:
+                    self.set_connected(t.poiid, False)
+                if drifted:
+                    log.info(
+                        "simulator drift: %s lose their cloud connection for %g s",
+                        ", ".join(f"{t.poiid} ({self.store_name(t.store_ref)})" for t in drifted),
+                        period_s,
+                    )
 
         self._drift = asyncio.create_task(drift())
 
     def start_story(self, store_ref: str, *, up_s: float = 120.0, down_s: float = 90.0) -> asyncio.Task:
         """The demo's story: the store's terminals lose the cloud connection, then come back, forever."""
+        self._story_refs.add(store_ref)
+        name = self.store_name(store_ref)
 
         async def story() -> None:
             while True:
                 await asyncio.sleep(up_s)
-                log.info("simulator story: store loses its cloud connection", extra={"store": store_ref})
+                log.info("simulator story: store %s loses its cloud connection", name, extra={"store": name})
                 self.drop_store(store_ref)
                 await asyncio.sleep(down_s)
-                log.info("simulator story: store's cloud connection is back", extra={"store": store_ref})
+                log.info("simulator story: store %s's cloud connection is back", name, extra={"store": name})
                 self.restore_store(store_ref)
 
         task = asyncio.create_task(story())
@@ -533,6 +561,7 @@ def sim_terminals(
             SimTerminal(
                 poiid=normalise_poiid(row["poiid"]),
                 store_ref=ref,
+                store_code=row["store_code"],
                 model=row.get("model", ""),
                 serial=row.get("serial", ""),
                 label=row.get("label", ""),

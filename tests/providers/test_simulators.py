@@ -72,3 +72,33 @@ async def test_sample_fleet_story_drop_and_return(db):
         assert not any(t.connected for t in sims.adyen.by_store[store])
     finally:
         await sims.stop()
+
+
+async def test_drift_returns_terminals_to_healthy_and_leaves_the_story_alone(caplog):
+    """The demo's drift: a few terminals drop for one period and always come back (it never piles
+    up), never in the story's store; logs name stores by their codes."""
+    import asyncio
+    import logging
+
+    sims = await start_provider_simulators(_rows("terminals.csv"), _rows("stores.csv"))
+    try:
+        adyen = sims.adyen
+        pool = [t for t in adyen.terminals.values() if t.cloud_enabled]
+        caplog.set_level(logging.INFO, logger="app.simulator.providers")
+        store = sims.start_demo_story(up_s=0.01, down_s=3600, drift=False)  # the story drops its store
+        adyen.start_drift(period_s=0.02, fraction=0.1, seed=1)
+        most, periods = 0, 0
+        async with asyncio.timeout(120):  # a drift that stopped would hang here
+            while periods < 20:
+                await asyncio.sleep(0.01)
+                down = [t for t in pool if not t.connected and t.store_ref != store]
+                most = max(most, len(down))
+                periods = sum("simulator drift" in r.getMessage() for r in caplog.records)
+        assert 0 < most <= max(1, int(len(pool) * 0.1))  # one period's drift at most, never more
+        assert all(not t.connected for t in adyen.by_store[store])  # the story's, not the drift's
+        code = adyen.store_name(store)
+        assert code.startswith("S-") and code != store
+        assert any(f"store {code} loses" in r.getMessage() for r in caplog.records)
+        assert all(f"({code})" not in r.getMessage() for r in caplog.records if "drift" in r.getMessage())
+    finally:
+        await sims.stop()
