@@ -95,6 +95,8 @@ def main(argv: list[str] | None = None) -> int:
     settings = get_settings()
     configure_logging(settings.log_level, settings.log_format)
     handler = COMMANDS[args.command]
+    if args.command not in NO_DATABASE:
+        print(f"termpulse {args.command}: database {database_words(args, settings)}", file=sys.stderr)
     try:
         return handler(args, settings) or 0
     except KeyboardInterrupt:
@@ -111,6 +113,25 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
+
+
+NO_DATABASE = frozenset({"agent", "simulate"})  # the commands that open no database
+
+
+def database_words(args: argparse.Namespace, settings: Settings) -> str:
+    """The database a command uses, as a person can check it: the URL without its password,
+    and a SQLite file's full path (`./termpulse.db` depends on the directory one is in)."""
+    from sqlalchemy.engine import make_url
+
+    if args.command == "demo" or getattr(args, "demo", False):
+        from app.demo import DEMO_DATABASE
+
+        return f"{DEMO_DATABASE.resolve()} (the demo's, made afresh at each start)"
+    url = make_url(settings.database_url)
+    words = url.render_as_string(hide_password=True)
+    if url.get_backend_name() == "sqlite" and url.database and url.database != ":memory:":
+        words += f" ({Path(url.database).resolve()})"
+    return words
 
 
 def _serve(args: argparse.Namespace, settings: Settings) -> int:
@@ -245,8 +266,9 @@ def _export(args: argparse.Namespace, settings: Settings) -> int:
 
 def _create_user(args: argparse.Namespace, settings: Settings) -> int:
     from app.auth.cli import create_user_command
+    from app.demo import DEMO_DATABASE
 
-    return create_user_command(settings, args)
+    return create_user_command(settings, args, DEMO_DATABASE)
 
 
 def _agent_token(args: argparse.Namespace, settings: Settings) -> int:
