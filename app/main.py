@@ -14,6 +14,9 @@ from app import __version__
 from app.agents.api import router as agents_api
 from app.agents.pages import router as agents_pages
 from app.agents.protocol import router as agent_protocol
+from app.alerts.api import router as incidents_api
+from app.alerts.pages import admin as notifications_pages
+from app.alerts.pages import router as incidents_pages
 from app.alerts.runner import alert_jobs
 from app.auth.routes import RequireLogin
 from app.auth.routes import router as auth_router
@@ -86,9 +89,12 @@ def create_app(
         dashboard_pages,
         history_pages,
         windows_pages,
+        notifications_pages,
+        incidents_pages,
     ):
         app.include_router(router)
-    for router in (inventory_api, checks_api, providers_api, history_api, agents_api, windows_api):
+    apis = (inventory_api, checks_api, providers_api, history_api, agents_api, windows_api, incidents_api)
+    for router in apis:
         app.include_router(router, prefix="/api/v1")
     # Refusals (app.errors): JSON under /api, the message in the page elsewhere.
     app.add_exception_handler(AppError, app_error)

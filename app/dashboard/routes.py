@@ -14,6 +14,7 @@ from fastapi.responses import Response
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.alerts.queries import store_incidents
 from app.checks.diagnoses import explain
 from app.dashboard import checkview, queries
 from app.db import utcnow
@@ -189,6 +190,7 @@ async def store_page(request: Request, code: str, session: SessionDep) -> Respon
         "agent": agent,
         "offline": offline,
         "now": utcnow(),
+        "store_incidents": await store_incidents(session, store.id),
     }
     return render(request, "dashboard/store.html", context, block="results")
 
