@@ -36,6 +36,7 @@ from app.ops.routes import router as ops_routes
 from app.providers.api import router as providers_api
 from app.providers.pages import router as providers_pages
 from app.web.errors import DatabaseDownBanner, app_error, http_error
+from app.web.origin import RefuseCrossOrigin
 from app.windows.api import router as windows_api
 from app.windows.pages import router as windows_pages
 
@@ -76,6 +77,7 @@ def create_app(
     # The last added is the outermost.
     app.add_middleware(RequireLogin)
     app.add_middleware(DatabaseDownBanner)  # outside the login: a down database gets a banner
+    app.add_middleware(RefuseCrossOrigin)  # before the login and any handler: no side effect
     app.add_middleware(RequestMetrics)
     app.mount("/static", StaticFiles(directory=str(settings.static_dir)), name="static")
 

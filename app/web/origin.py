@@ -1,0 +1,82 @@
+"""Cross-site request refusal: a state-changing request a browser sends from another origin.
+
+A session cookie goes with every request the browser makes to this host, whoever's page
+asks: SameSite=Lax stops other sites' POSTs, not a page on another port of the same host
+("same site", different origin). Browsers name the page that sent a request in `Origin`
+(every cross-origin POST, form or fetch) or at least `Referer`: when either names another
+origin than the one the request was sent to, the request is refused (403) before any
+handler runs. Requests without either header are not a browser's cross-origin ones (API
+clients, the store agents, the command line) and go on; token-authenticated calls are not
+exposed to this at all.
+"""
+
+from __future__ import annotations
+
+from urllib.parse import urlsplit
+
+from starlette.datastructures import Headers
+from starlette.requests import Request
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from app.errors import Forbidden
+from app.web.errors import API_PREFIX, html_error, json_error
+
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
+
+
+def _origin_of(url: str) -> str | None:
+    """scheme://host[:port] of a URL, lower-cased, default ports dropped (None if not a URL)."""
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:
+        return None
+    if not parts.scheme or not parts.hostname:
+        return None
+    default = {"http": 80, "https": 443}.get(parts.scheme)
+    host = parts.hostname if port in (None, default) else f"{parts.hostname}:{port}"
+    return f"{parts.scheme.lower()}://{host.lower()}"
+
+
+def own_origin(scope: Scope, headers: Headers) -> str | None:
+    """The origin the request was sent to, as the browser saw it (Host, or a proxy's
+    X-Forwarded-Host/-Proto when uvicorn trusts it and has set the scheme)."""
+    host = headers.get("x-forwarded-host") or headers.get("host")
+    if not host:
+        return None
+    return _origin_of(f"{scope.get('scheme', 'http')}://{host.split(',')[0].strip()}")
+
+
+def cross_origin(scope: Scope) -> str | None:
+    """The foreign origin a state-changing browser request came from, else None."""
+    if scope["method"] in SAFE_METHODS:
+        return None
+    headers = Headers(scope=scope)
+    sender = headers.get("origin") or headers.get("referer")
+    if sender is None:
+        return None
+    if sender == "null":  # a sandboxed frame, a data: URL, a redirect from elsewhere
+        return "null"
+    theirs = _origin_of(sender)
+    return None if theirs is not None and theirs == own_origin(scope, headers) else (theirs or sender)
+
+
+class RefuseCrossOrigin:
+    """Middleware: 403 for a state-changing request from another origin (see the module)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and (sender := cross_origin(scope)) is not None:
+            refusal = Forbidden(
+                f"This request was sent by a page of another origin ({sender}), so it was refused: "
+                "make changes from TermPulse's own pages."
+            )
+            request = Request(scope, receive)
+            answer = (
+                json_error(refusal) if scope["path"].startswith(API_PREFIX) else html_error(request, refusal)
+            )
+            await answer(scope, receive, send)
+            return
+        await self.app(scope, receive, send)
