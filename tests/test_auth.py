@@ -114,3 +114,29 @@ async def test_a_viewer_sees_no_admin_links_and_gets_refusals_as_pages(db, clien
     missing = await client.get("/no/such/page", headers=basic("vera"))
     assert missing.status_code == 404 and missing.headers["content-type"].startswith("text/html")
     assert (await client.get("/api/v1/nothing", headers=basic("vera"))).json() == {"detail": "Not Found"}
+
+
+async def test_failed_logins_lock_the_account_out_alike_whether_it_exists_or_not(db, client):
+    """300 wrong passwords and then the right one used to work. Now after 10 failures the
+    account is locked for a while (the right password too), with the same words for an
+    account that does not exist; HTTP Basic counts and is refused the same way."""
+    await add_user(db, "root", "admin")
+    client._transport.app.state.user_count_cache = [0.0, 0]
+    for name in ("root", "nobody"):
+        for _ in range(10):
+            bad = await client.post("/login", data={"username": name, "password": "guess", "next": "/"})
+            assert bad.status_code == 401 and "Wrong user name or password" in bad.text
+        locked = await client.post(
+            "/login", data={"username": name, "password": "correct horse", "next": "/"}
+        )
+        assert locked.status_code == 429, name
+        assert "Too many failed attempts. Try again in 15 minutes." in text(one(dom(locked), ".banner.error"))
+    assert (await client.get("/api/v1/stores", headers=basic("root"))).status_code == 401  # locked too
+
+    # Another account is not locked by these (the address allows 50 failures in 15 minutes).
+    await add_user(db, "ops", "viewer")
+    assert (await client.get("/api/v1/stores", headers=basic("ops"))).status_code == 200
+    for i in range(30):
+        assert (await client.get("/api/v1/stores", headers=basic(f"u{i}", "x"))).status_code == 401
+    # 50 failures from this address: nothing is checked from here until the window moves on.
+    assert (await client.get("/api/v1/stores", headers=basic("ops"))).status_code == 401

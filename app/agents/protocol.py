@@ -17,8 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
-from collections import deque
 from collections.abc import Awaitable
 from typing import Annotated, Any, TypeVar
 
@@ -39,6 +37,7 @@ from app.monitoring.agents import (
     agent_config,
 )
 from app.web.deps import SessionDep
+from app.web.ratelimit import MovingWindow
 
 router = APIRouter(prefix="/api/agent/v1", tags=["store agents"])
 _Body = TypeVar("_Body", bound=BaseModel)
@@ -46,36 +45,6 @@ _T = TypeVar("_T")
 
 MAX_BODY = 1024 * 1024
 MAX_WAIT_S = 30.0
-
-
-class MovingWindow:
-    """At most `limit` calls per key in any `window_s` seconds; a refused call is not counted.
-
-    In memory, pruned as it goes: limits' MemoryStorage sweeps every key from a thread every
-    10 ms, which with thousands of agents costs more than serving them."""
-
-    def __init__(self, limit: int, window_s: float) -> None:
-        self.limit = limit
-        self.window_s = window_s
-        self._calls: dict[str, deque[float]] = {}
-        self._pruned = time.monotonic()
-
-    def hit(self, key: str) -> float | None:
-        """None if the call may go on, else the seconds until the window lets one more in."""
-        now = time.monotonic()
-        cut = now - self.window_s
-        calls = self._calls.get(key)
-        if calls is None:
-            calls = self._calls[key] = deque()
-        while calls and calls[0] <= cut:
-            calls.popleft()
-        if len(calls) >= self.limit:
-            return calls[0] + self.window_s - now
-        calls.append(now)
-        if now - self._pruned > self.window_s:  # forget the keys gone quiet
-            self._pruned = now
-            self._calls = {k: q for k, q in self._calls.items() if q and q[-1] > cut}
-        return None
 
 
 _PER_AGENT = MovingWindow(240, 60.0)  # a replaying agent sends a batch every few hundred ms at most

@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
+import math
 from urllib.parse import quote
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, RedirectResponse, Response
-from sqlalchemy import select
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from app.auth.models import User
-from app.auth.passwords import verify_password
-from app.auth.sessions import COOKIE, PUBLIC_PREFIXES, SESSION_TTL_S, identify, session_cookie
+from app.auth.sessions import (
+    COOKIE,
+    PUBLIC_PREFIXES,
+    SESSION_TTL_S,
+    identify,
+    locked_out_s,
+    password_user,
+    session_cookie,
+)
 from app.web.deps import SessionDep
 from app.web.templating import render
 
@@ -68,8 +74,13 @@ async def login(request: Request, session: SessionDep) -> Response:
     form = await request.form()
     username, password = str(form.get("username", "")), str(form.get("password", ""))
     target = _safe_next(str(form.get("next", "/")))
-    user = await session.scalar(select(User).where(User.username == username))
-    if user is None or not verify_password(password, user.password_hash):
+    if (wait := locked_out_s(request, username)) is not None:
+        minutes = max(1, math.ceil(wait / 60))
+        error = f"Too many failed attempts. Try again in {minutes} minute{'s' if minutes > 1 else ''}."
+        context = {"next": target, "error": error, "username": username}
+        return render(request, "auth/login.html", context, status_code=429)
+    user = await password_user(request, session, username, password)
+    if user is None:
         context = {"next": target, "error": "Wrong user name or password.", "username": username}
         return render(request, "auth/login.html", context, status_code=401)
     response = RedirectResponse(target, status_code=303)

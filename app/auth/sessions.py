@@ -18,7 +18,8 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.auth.models import User
-from app.auth.passwords import verify_password
+from app.auth.passwords import check_password
+from app.web.ratelimit import MovingWindow
 
 COOKIE = "termpulse_session"
 SESSION_TTL_S = 12 * 3600
@@ -81,17 +82,56 @@ async def identify(request: Request) -> Identity | None:
         if cookie and (user_id := _cookie_user_id(request.app.state.settings.secret_key, cookie)):
             user = await session.get(User, user_id)
         elif request.headers.get("authorization", "").lower().startswith("basic "):
-            user = await _basic_user(session, request.headers["authorization"][6:])
+            user = await _basic_user(request, session, request.headers["authorization"][6:])
     return Identity(user.id, user.username, user.role) if user else None
 
 
-async def _basic_user(session: AsyncSession, encoded: str) -> User | None:
+# Failed password checks (login form and HTTP Basic alike), per account and per client
+# address: past either, no password is checked until the window lets one in again, and the
+# answer is the same whether the account exists or not.
+# Kept per app (one process serves it).
+FAILED_PER_ACCOUNT = (10, 15 * 60.0)
+FAILED_PER_ADDRESS = (50, 15 * 60.0)
+
+
+def _failures(request: Request) -> tuple[MovingWindow, MovingWindow]:
+    state = request.app.state
+    if not hasattr(state, "failed_logins"):
+        state.failed_logins = (MovingWindow(*FAILED_PER_ACCOUNT), MovingWindow(*FAILED_PER_ADDRESS))
+    windows: tuple[MovingWindow, MovingWindow] = state.failed_logins
+    return windows
+
+
+def locked_out_s(request: Request, username: str) -> float | None:
+    """Seconds until a password may be tried again for this account from this client."""
+    per_account, per_address = _failures(request)
+    waits = [per_account.wait_s(username.lower()), per_address.wait_s(_address(request))]
+    return max((w for w in waits if w is not None), default=None)
+
+
+async def password_user(request: Request, session: AsyncSession, username: str, password: str) -> User | None:
+    """The user these credentials name, or None (wrong, unknown, or locked out for a while)."""
+    if locked_out_s(request, username) is not None:
+        return None
+    user = await session.scalar(select(User).where(User.username == username))
+    if await check_password(password, user.password_hash if user else None):
+        return user
+    per_account, per_address = _failures(request)
+    per_account.hit(username.lower())
+    per_address.hit(_address(request))
+    return None
+
+
+def _address(request: Request) -> str:
+    return request.client.host if request.client else "?"
+
+
+async def _basic_user(request: Request, session: AsyncSession, encoded: str) -> User | None:
     try:
         username, password = base64.b64decode(encoded).decode().split(":", 1)
     except (ValueError, UnicodeDecodeError):
         return None
-    user = await session.scalar(select(User).where(User.username == username))
-    return user if user and verify_password(password, user.password_hash) else None
+    return await password_user(request, session, username, password)
 
 
 async def require_admin(request: Request) -> Identity:
