@@ -13,7 +13,9 @@ dashboard shows each kind of failure within a minute of start:
   then its buffered results replace that spell;
 * the last Fullsteam store is in a maintenance window (a refit, for two hours from the start): a
   wrench on the dashboard, its monitors in maintenance; a weekly window for its region is
-  planned (the Maintenance page).
+  planned (the Maintenance page);
+* alerts: a JSON webhook channel posts the story's incidents to a "Notifications sent" page
+  inside the demo (/demo/notifications), one message per store, after 20 s.
 """
 
 from __future__ import annotations
@@ -30,16 +32,20 @@ from pathlib import Path
 import httpx
 import uvicorn
 from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.agent.runner import Agent as StoreAgent
 from app.agents.service import create_agent
+from app.alerts import service as alerts
 from app.config import Settings
-from app.db import Database, utcnow
+from app.db import Database, in_transaction, utcnow
 from app.inventory.csvimport import SAMPLE_FLEET, import_fleet
 from app.inventory.models import Monitor, Store, Terminal
 from app.inventory.monitors import sync_monitors
 from app.main import create_app
 from app.migrate import migrate
+from app.simulator.inbox import INBOX_PATH, DemoInbox
+from app.simulator.inbox import router as inbox_router
 from app.simulator.network import DemoNetwork, start_demo_network, store_source
 from app.simulator.providers import ProviderSimulators, register_simulator_accounts, start_provider_simulators
 from app.simulator.terminals import epos_token, raise_fd_limit
@@ -213,6 +219,8 @@ async def _serve_demo(settings: Settings, database_path: Path, host: str, port: 
             "dns_nameservers": [net.dns.host],
             "dns_port": net.dns.port,
             "trusted_ca_file": ca_file,
+            "base_url": f"http://{host}:{port}",  # the links in notifications
+            "alert_quiet_period_s": 60.0,
         }
     )
     database = Database(settings.database_url)
@@ -228,7 +236,10 @@ async def _serve_demo(settings: Settings, database_path: Path, host: str, port: 
         # whose agent loses its link for a while.
         flaky = next(s["code"] for s in store_rows if s["network_profile"] == "paynt-local")
         tokens = await _enrol_agents(database, [port_blocked, dns_failing, flaky])
+        await _demo_channel(database, settings, f"json://{host}:{port}{INBOX_PATH}")
         app = create_app(settings, database=database, run_worker=True)
+        app.state.demo_inbox = DemoInbox()  # the "Notifications sent" page
+        app.include_router(inbox_router)
         server = uvicorn.Server(
             uvicorn.Config(
                 app, host=host, port=port, log_config=None, access_log=False, timeout_graceful_shutdown=5
@@ -247,6 +258,18 @@ async def _serve_demo(settings: Settings, database_path: Path, host: str, port: 
         await sims.stop()
         await net.stop()
         await database.dispose()
+
+
+async def _demo_channel(database: Database, settings: Settings, url: str) -> None:
+    """A webhook channel posting to the demo's own "Notifications sent" page, and a rule sending
+    it every incident that lasts 20 s (loopback only, like everything in the demo)."""
+
+    async def work(session: AsyncSession) -> None:
+        channel = await alerts.create_channel(session, settings.secret_key, "Demo notifications", url)
+        rule = {"name": "Every incident (demo)", "match": "all", "channel_id": str(channel.id)}
+        await alerts.create_rule(session, rule | {"min_duration_s": "20"})
+
+    await in_transaction(database, work)
 
 
 def run_demo(settings: Settings, *, host: str, port: int) -> int:
