@@ -180,6 +180,7 @@ class Verdict(StrEnum):
     CONNECTED = "connected"
     DISCONNECTED = "disconnected"
     COULD_NOT_CHECK = "could_not_check"
+    NOT_MONITORED = "not_monitored"  # nothing of the terminal's own to check (only its store's network)
 
     @property
     def headline(self) -> str:
@@ -187,7 +188,11 @@ class Verdict(StrEnum):
 
     @property
     def state(self) -> State:
-        return {Verdict.CONNECTED: State.UP, Verdict.DISCONNECTED: State.DOWN}.get(self, State.UNKNOWN)
+        return {
+            Verdict.CONNECTED: State.UP,
+            Verdict.DISCONNECTED: State.DOWN,
+            Verdict.NOT_MONITORED: State.NONE,
+        }.get(self, State.UNKNOWN)
 
     @classmethod
     def of(cls, outcomes: list[Outcome]) -> Verdict:
@@ -204,6 +209,7 @@ _HEADLINES = {
     Verdict.CONNECTED: "Terminal is connected",
     Verdict.DISCONNECTED: "Terminal is disconnected",
     Verdict.COULD_NOT_CHECK: "Could not check the terminal",
+    Verdict.NOT_MONITORED: "Nothing about this terminal can be checked",
 }
 
 

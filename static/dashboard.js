@@ -58,13 +58,34 @@
     }
   });
 
-  // "/" focuses the search box, as in most consoles (not while typing in a field).
+  // "/" focuses the top bar's search, as it advertises (not while typing in a field); an exact
+  // POIID or serial there opens the terminal.
   document.addEventListener("keydown", function (event) {
     if (event.key !== "/" || event.ctrlKey || event.metaKey || event.altKey) return;
     var tag = (event.target.tagName || "").toLowerCase();
     if (tag === "input" || tag === "textarea" || tag === "select" || event.target.isContentEditable) return;
-    var box = document.getElementById("f-q") || document.getElementById("q") || document.getElementById("quick-q");
+    var box = document.getElementById("quick-q");
     if (box) { event.preventDefault(); box.focus(); box.select(); }
+  });
+
+  // Check connection: the keyboard focus stays on the button (htmx disables it while checking,
+  // which drops the focus), and the verdict with its cause and fix is brought into view.
+  document.addEventListener("htmx:afterSettle", function (event) {
+    var target = event.detail && event.detail.target;
+    if (!target || target.id !== "check-result") return;
+    var button = document.getElementById("check-btn");
+    var verdict = target.querySelector(".verdict");
+    function settle() {
+      if (button) button.focus({ preventScroll: true });
+      if (!verdict) return;
+      var last = verdict.querySelector(".diagnosis") || verdict.querySelector(".meta") || verdict;
+      var box = last.getBoundingClientRect();
+      if (box.bottom > window.innerHeight || verdict.getBoundingClientRect().top < 0) {
+        verdict.scrollIntoView({ block: "start" });
+      }
+    }
+    // The button is enabled again once the request is done; focus it after that.
+    setTimeout(settle, 0);
   });
 
   // Live pollers: say so when the server cannot be reached, and when the tab is paused.

@@ -6,6 +6,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from app.monitoring.manual import DiagnosisText, MonitorCheck, TerminalCheckReport
 from app.vocabulary import Outcome, State, Verdict
@@ -21,6 +22,24 @@ class CheckView:
     why: str = ""  # for could-not-check: what stopped us
     started_at: datetime = field(default_factory=lambda: datetime.now(UTC))
     total_ms: float | None = None
+    tz: str = "UTC"  # the store's time zone: the page shows its local time, the report UTC too
+
+    @property
+    def local_started(self) -> datetime:
+        try:
+            return self.started_at.astimezone(ZoneInfo(self.tz or "UTC"))
+        except (ZoneInfoNotFoundError, ValueError):
+            return self.started_at.astimezone(UTC)
+
+    def local_time(self, at: datetime | None = None) -> str:
+        """A moment in the store's local time: '14:02:05 CET' (with the date if not today there)."""
+        at = at or self.started_at
+        try:
+            local = at.astimezone(ZoneInfo(self.tz or "UTC"))
+        except (ZoneInfoNotFoundError, ValueError):
+            local = at.astimezone(UTC)
+        today = datetime.now(local.tzinfo).date()
+        return f"{local:%H:%M:%S %Z}" if local.date() == today else f"{local:%Y-%m-%d %H:%M:%S %Z}"
 
     @property
     def headline(self) -> str:
@@ -35,6 +54,11 @@ class CheckView:
             f"TermPulse connection check: {self.headline}",
             f"Terminal: {self.poiid}" + (f"   Store: {self.store}" if self.store else ""),
             f"Time: {self.started_at.astimezone(UTC):%Y-%m-%d %H:%M:%S} UTC"
+            + (
+                f" ({self.local_started:%Y-%m-%d %H:%M:%S %Z} store time)"
+                if self.tz not in ("", "UTC")
+                else ""
+            )
             + (f"   Duration: {self.total_ms:.0f} ms" if self.total_ms is not None else ""),
         ]
         if self.why and self.verdict == Verdict.COULD_NOT_CHECK:
@@ -48,15 +72,16 @@ class CheckView:
                 detail = f"  {s['detail']}" if s["detail"] else ""
                 lines.append(f"    {s['step']:<12} {s['ms']:7.1f} ms  {mark}{detail}")
             if c.outcome != Outcome.OK and c.diagnosis:
-                lines.append(f"    finding: {c.diagnosis.cause}")
+                lines.append(f"    finding [{c.diagnosis.code}]: {c.diagnosis.cause}")
         if self.diagnosis:
-            lines.append(f"Diagnosis: {self.diagnosis.title}: {self.diagnosis.cause}")
+            lines.append(f"Diagnosis: {self.diagnosis.title} [{self.diagnosis.code}]: {self.diagnosis.cause}")
             lines.append(f"What to do: {self.diagnosis.fix}")
         return "\n".join(lines)
 
 
-def from_report(report: TerminalCheckReport) -> CheckView:
+def from_report(report: TerminalCheckReport, tz: str = "UTC") -> CheckView:
     view = CheckView(
+        tz=tz,
         poiid=report.poiid,
         verdict=report.verdict,
         store=report.store_code,
@@ -70,8 +95,10 @@ def from_report(report: TerminalCheckReport) -> CheckView:
     return view
 
 
-def could_not_check(poiid: str, why: str, store: str = "", started: float | None = None) -> CheckView:
-    view = CheckView(poiid=poiid, verdict=Verdict.COULD_NOT_CHECK, why=why, store=store)
+def could_not_check(
+    poiid: str, why: str, store: str = "", started: float | None = None, tz: str = "UTC"
+) -> CheckView:
+    view = CheckView(poiid=poiid, verdict=Verdict.COULD_NOT_CHECK, why=why, store=store, tz=tz)
     if started is not None:
         view.total_ms = (time.perf_counter() - started) * 1000
     return view

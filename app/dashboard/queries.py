@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar, cast
 
 from sqlalchemy import Select, and_, case, func, or_, select
@@ -18,7 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.dashboard.reasons import Problem, Reason, store_reason
 from app.db import select_where_in, utcnow
-from app.history.uptime import Period, TerminalInfo, terminal_timeline, uptime_for_terminals
+from app.history.uptime import Figures, Period, TerminalInfo, terminal_timeline, uptime_for_terminals
 from app.inventory.models import PROVIDERS, Agent, Monitor, Store, Terminal, TerminalEvent
 from app.monitoring.agents import STORE_OFFLINE
 from app.monitoring.models import CheckResult, Rollup, StateChange
@@ -524,6 +524,10 @@ SORTS = {
 }
 
 
+# The terminals list's status filter: the monitor states worst first, then not monitored.
+TERMINAL_STATUSES: tuple[State, ...] = (*STATES_WORST_FIRST, State.NONE)
+
+
 @dataclass
 class TerminalFilters:
     store: str = ""
@@ -552,7 +556,7 @@ class TerminalFilters:
             ws=get("ws"),
             q=normalise_query(params.get("q")),
         )
-        f.status = f.status if f.status in STATES_WORST_FIRST else ""
+        f.status = f.status if f.status in TERMINAL_STATUSES else ""
         f.ws = f.ws if f.ws in tuple(CloudState) else ""
         f.provider = f.provider if f.provider in PROVIDERS else ""
         f.sort = get("sort") if get("sort") in SORTS else "status"
@@ -688,6 +692,31 @@ def _terminal_filters(stmt: Select, f: TerminalFilters, q_store_ids: Sequence[in
     return stmt
 
 
+async def exact_terminal(session: AsyncSession, q: str) -> str | None:
+    """The POIID of the one terminal whose POIID (any case) or serial is exactly `q`; None when
+    none or several match (the list then shows them). Index lookups: poiid unique, serial."""
+    q = normalise_query(q)
+    if not q:
+        return None
+    found = await session.scalar(select(Terminal.poiid).where(Terminal.poiid == q))
+    if found is not None:
+        return found
+    rows = list(
+        await session.scalars(
+            select(Terminal.poiid).where(or_(Terminal.serial == q, Terminal.poiid == q.upper())).limit(2)
+        )
+    )
+    if len(rows) == 1:
+        return rows[0]
+    if not rows:  # a POIID typed in another case ("a920-611161980"): one more lookup, bounded
+        rows = list(
+            await session.scalars(
+                select(Terminal.poiid).where(func.lower(Terminal.poiid) == q.lower()).limit(2)
+            )
+        )
+    return rows[0] if len(rows) == 1 else None
+
+
 async def _stores_matching(session: AsyncSession, q: str) -> list[int]:
     """Stores whose code contains the search text (the store code column of the search)."""
     if not q:
@@ -791,6 +820,16 @@ async def uptime_24h(
     return {u.terminal.id: u.total.uptime for u in result}
 
 
+async def uptime_figures(
+    session: AsyncSession, rows: list, now: datetime | None = None, hours: float = 24
+) -> dict[int, Figures]:
+    """uptime_24h's figures whole: seconds up, down, unknown and how much was monitored."""
+    now = now or utcnow()
+    infos = [_terminal_info(r) for r in rows]
+    result = await uptime_for_terminals(session, infos, Period.last_hours(hours, now), per_day=False, now=now)
+    return {u.terminal.id: u.total for u in result}
+
+
 def _terminal_info(r: TerminalRow) -> TerminalInfo:
     return TerminalInfo(
         r.id, r.poiid, r.label, r.store_id, r.store_code, r.store_name, r.region, r.tz, r.created_at
@@ -858,6 +897,36 @@ async def store_network_monitors(session: AsyncSession, store_id: int) -> list[M
     )
 
 
+LATENCY_BUCKET_S = 900  # the latency chart's buckets: clock quarter hours
+
+
+@dataclass
+class ProviderAccountRef:
+    """The provider account a terminal's cloud state is polled with: its own, else the first
+    account of its provider (as the poller picks it, app.monitoring.cloud.account_for)."""
+
+    id: int
+    name: str
+    environment: str
+    own: bool  # linked to the terminal; False: the provider's default account
+
+
+async def provider_account_of(session: AsyncSession, terminal: Terminal) -> ProviderAccountRef | None:
+    from app.providers.models import ProviderAccount
+
+    cols = select(ProviderAccount.id, ProviderAccount.name, ProviderAccount.environment)
+    if terminal.provider_account_id is not None:
+        row = (await session.execute(cols.where(ProviderAccount.id == terminal.provider_account_id))).first()
+        if row is not None:
+            return ProviderAccountRef(row.id, row.name, row.environment, own=True)
+    row = (
+        await session.execute(
+            cols.where(ProviderAccount.kind == terminal.provider).order_by(ProviderAccount.id).limit(1)
+        )
+    ).first()
+    return ProviderAccountRef(row.id, row.name, row.environment, own=False) if row is not None else None
+
+
 @dataclass
 class TerminalDetail:
     terminal: Terminal
@@ -869,13 +938,29 @@ class TerminalDetail:
     checks: list[CheckResult]
     timeline_24h: list[Segment]
     timeline_7d: list[Segment]
-    uptime_24h: float | None
-    uptime_7d: float | None
-    latency: list[tuple[datetime, float]]  # per bucket, for the chart
+    uptime_24h: Figures | None  # with how much of the period was monitored
+    uptime_7d: Figures | None
+    latency: list[tuple[datetime, float]]  # per bucket start, for the chart
     latency_label: str
     monitor_names: dict[int, str]
     has_provider_account: bool
     row: TerminalRow | None = None
+    provider_account: ProviderAccountRef | None = None  # the account its cloud state is polled with
+    latency_bucket_s: int = LATENCY_BUCKET_S
+
+    @property
+    def not_monitored(self) -> bool:
+        """Nothing of its own is checked: no cloud connection, no LAN address."""
+        return not self.monitors
+
+    @property
+    def store_network_blamed(self) -> bool:
+        """Down because its store's network is: a network check is down, none of its own."""
+        return self.network_state == State.DOWN and all(m.state != State.DOWN for m in self.monitors)
+
+    @property
+    def network_down(self) -> list[Monitor]:
+        return [m for m in self.network if m.state == State.DOWN]
 
     @property
     def lan_state(self) -> State:
@@ -916,13 +1001,19 @@ async def terminal_detail(
         )
     )
     week = now - timedelta(days=7)
-    recent_changes = list(
-        await session.scalars(
-            select(StateChange)
-            .where(StateChange.terminal_id == terminal.id, StateChange.at >= week)
-            .order_by(StateChange.at.desc())
-            .limit(20)
+    # Its own monitors' changes and its store network's (they take it down too).
+    watched = [m.id for m in monitors] + [m.id for m in network]
+    recent_changes = (
+        list(
+            await session.scalars(
+                select(StateChange)
+                .where(StateChange.monitor_id.in_(watched), StateChange.at >= week)
+                .order_by(StateChange.at.desc())
+                .limit(20)
+            )
         )
+        if watched
+        else []
     )
     monitor_ids = [m.id for m in monitors]
     checks: list[CheckResult] = []
@@ -940,17 +1031,19 @@ async def terminal_detail(
     info = _terminal_info(row)
     t24 = [Segment(*seg) for seg in await terminal_timeline(session, info, now - timedelta(hours=24), now)]
     t7 = [Segment(*seg) for seg in await terminal_timeline(session, info, week, now)]
-    latency, label = await _latency(session, monitors, now)
+    latency, label, bucket_s = await _latency(session, monitors, now)
+    account = await provider_account_of(session, terminal)
     has_account = True
     if (
         terminal.integration in ("cloud", "both")
         and terminal.cloud_enabled
         and terminal.provider in ("adyen", "stripe")
     ):
-        has_account = terminal.provider_account_id is not None
+        has_account = account is not None
     names = {m.id: f"{m.kind} {m.target}" for m in monitors}
-    up24 = (await uptime_24h(session, [row], now, 24)).get(terminal.id)
-    up7d = (await uptime_24h(session, [row], now, 24 * 7)).get(terminal.id)
+    names |= {m.id: f"store network: {m.kind} {m.target}" for m in network}
+    up24 = (await uptime_figures(session, [row], now, 24)).get(terminal.id)
+    up7d = (await uptime_figures(session, [row], now, 24 * 7)).get(terminal.id)
     return TerminalDetail(
         terminal,
         store,
@@ -968,19 +1061,22 @@ async def terminal_detail(
         names,
         has_account,
         row,
+        account,
+        bucket_s,
     )
 
 
 async def _latency(
     session: AsyncSession, monitors: list[Monitor], now: datetime
-) -> tuple[list[tuple[datetime, float]], str]:
-    """Latency of the terminal's main reachability monitor over 24 h in 15-minute buckets
-    (raw results of one monitor), falling back to hourly rollups over 7 days."""
+) -> tuple[list[tuple[datetime, float]], str, int]:
+    """Latency of the terminal's main reachability monitor over 24 h in 15-minute buckets on
+    the clock's quarter hours (raw results of one monitor), falling back to hourly rollups
+    over 7 days. Returns the points (bucket start, mean ms), the label and the bucket size."""
     preferred = [m for m in monitors if m.kind in LAN_KINDS] or [
         m for m in monitors if m.kind == MonitorKind.CLOUD
     ]
     if not preferred:
-        return [], ""
+        return [], "", LATENCY_BUCKET_S
     m = preferred[0]
     start = now - timedelta(hours=24)
     rows = (
@@ -991,19 +1087,23 @@ async def _latency(
                 CheckResult.checked_at >= start,
                 CheckResult.latency_ms.is_not(None),
             )
-            .order_by(CheckResult.checked_at)
+            .order_by(CheckResult.checked_at.desc())
             .limit(3000)
         )
-    ).all()
+    ).all()[::-1]
     label = f"{m.kind} {m.target}"
     if rows:
+        # Buckets on the clock's quarter hours (03:00, 03:15 ...), each point at its bucket start.
+        size = LATENCY_BUCKET_S
         buckets: dict[int, list[float]] = {}
         for at, ms in rows:
             if ms is not None:
-                buckets.setdefault(int((at - start).total_seconds() // 900), []).append(ms)
-        return [
-            (start + timedelta(seconds=k * 900), sum(v) / len(v)) for k, v in sorted(buckets.items())
-        ], label
+                buckets.setdefault(int(at.timestamp()) // size * size, []).append(ms)
+        return (
+            [(datetime.fromtimestamp(k, UTC), sum(v) / len(v)) for k, v in sorted(buckets.items())],
+            label,
+            size,
+        )
     rollups = (
         await session.execute(
             select(Rollup.bucket_start, Rollup.latency_sum_ms, Rollup.count)
@@ -1015,4 +1115,4 @@ async def _latency(
             .order_by(Rollup.bucket_start)
         )
     ).all()
-    return [(b, s / n) for b, s, n in rollups if n], label
+    return [(b, s / n) for b, s, n in rollups if n], label, 3600

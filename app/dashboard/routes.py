@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import logging
 import time
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import quote, urlencode
 
 from fastapi import APIRouter, Request
-from fastapi.responses import Response
+from fastapi.responses import RedirectResponse, Response
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -34,38 +34,71 @@ STORES_PER_PAGE = 50
 LIVE_MAX_IDS = 500
 
 
-def latency_chart(points: list[tuple[datetime, float]], w: int = 900, h: int = 140) -> dict | None:
-    """An inline SVG line: points scaled into the box, three gridlines with labels."""
+def latency_chart(
+    points: list[tuple[datetime, float]], bucket_s: int = 900, now: datetime | None = None, h: int = 140
+) -> dict | None:
+    """An inline SVG line of latency per bucket (x: the bucket's middle on a time axis from
+    the first bucket's start to the last one's end or now). The SVG stretches to the page's
+    width; its labels are HTML beside it, so they never scale with it. Each bucket's hover
+    title says its real span: '03:00-03:15 UTC, 12 ms (mean)'."""
     if not points:
         return None
+    w = 1000
+    step = timedelta(seconds=bucket_s)
+    now = now or utcnow()
     values = sorted(v for _, v in points)
     top = max(values[-1] * 1.1, 1.0)
-    t0, t1 = points[0][0], points[-1][0]
+    t0 = points[0][0]
+    t1 = min(points[-1][0] + step, max(now, points[-1][0]))
     span = max((t1 - t0).total_seconds(), 1.0)
-    left, bottom = 40, h - 16
+
+    def x(at: datetime) -> float:
+        return round(w * min(max((at - t0).total_seconds() / span, 0.0), 1.0), 1)
 
     def y(v: float) -> float:
-        return round(4 + (bottom - 4) * (1 - v / top), 1)
+        return round(4 + (h - 8) * (1 - v / top), 1)
 
-    dots = [(round(left + (w - left) * ((at - t0).total_seconds() / span), 1), y(v)) for at, v in points]
-    coords = " ".join(f"{x},{yy}" for x, yy in dots)
+    day = "%d %b %H:%M" if (t1 - t0) > timedelta(hours=20) else "%H:%M"
+    buckets = []
+    for at, v in points:
+        end = min(at + step, t1)
+        mid = at + (end - at) / 2
+        buckets.append(
+            {
+                "x": x(at),
+                "w": max(round(x(end) - x(at), 1), 0.5),
+                "cx": x(mid),
+                "cy": y(v),
+                "title": f"{at:{day}}\u2013{end:%H:%M} UTC · {v:.1f} ms (mean)",
+            }
+        )
+    coords = " ".join(f"{b['cx']},{b['cy']}" for b in buckets)
     digits = 0 if top >= 10 else 1  # sub-10 ms loopback answers: 0, 0.6, 1.1 rather than 0, 1, 1
-    ticks = [{"y": y(top * f), "label": f"{top * f:.{digits}f}"} for f in (0.0, 0.5, 1.0)]
-    hours = span / 3600
+    ticks = [
+        {"y": y(top * f), "pct": round(100 * y(top * f) / h, 1), "label": f"{top * f:.{digits}f}"}
+        for f in (0.0, 0.5, 1.0)
+    ]
+    seconds = (t1 - t0).total_seconds()
+    hours = seconds / 3600
+    if hours >= 48:
+        spans = f"{hours / 24:.0f} days"
+    elif hours >= 1:
+        spans = f"{hours:.0f} hours" if hours >= 2 else f"{seconds / 60:.0f} min"
+    else:
+        spans = f"{seconds / 60:.0f} min"
     return {
         "w": w,
         "h": h,
         "points": coords,
         "ticks": ticks,
-        "dots": dots,
-        "n": len(dots),
+        "buckets": buckets,
+        "n": len(buckets),
         "median": f"{values[len(values) // 2]:.0f}",
         "max": f"{values[-1]:.0f}",
-        "start": t0.strftime("%d %b %H:%M"),
-        "end": t1.strftime("%d %b %H:%M"),
-        "span": (f"{hours:.0f} hours" if hours >= 1 else f"{span / 60:.0f} min")
-        if hours < 48
-        else f"{hours / 24:.0f} days",
+        "start": f"{t0:%d %b %H:%M} UTC",
+        "end": f"{t1:%d %b %H:%M} UTC",
+        "span": spans,
+        "bucket_min": bucket_s // 60,
     }
 
 
@@ -201,6 +234,14 @@ async def store_page(request: Request, code: str, session: SessionDep) -> Respon
 @router.get("/terminals")
 async def terminals(request: Request, session: SessionDep) -> Response:
     f = queries.TerminalFilters.from_params(request.query_params)
+    if request.query_params.get("go") and f.q and not is_htmx(request):
+        # The top bar's search: an exact POIID or serial opens that terminal directly.
+        poiid = await queries.exact_terminal(session, f.q)
+        if poiid is not None:
+            return RedirectResponse(f"/terminals/{quote(poiid, safe='')}", status_code=303)
+        store = await queries.store_by_code(session, f.q.upper())
+        if store is not None:  # a store's exact code opens the store
+            return RedirectResponse(f"/stores/{quote(store.code, safe='')}", status_code=303)
     rows, total = await queries.terminal_page(session, f)
     regions = await queries.regions(session)
     models = await queries.models(session)
@@ -259,7 +300,9 @@ async def terminal_page(request: Request, poiid: str, session: SessionDep) -> Re
     detail = await queries.terminal_detail(session, poiid)
     if detail is None:
         raise NotFound("terminal", poiid)
-    context = {"d": detail, "t": detail.terminal, "chart": latency_chart(detail.latency), "now": utcnow()}
+    now = utcnow()
+    chart = latency_chart(detail.latency, detail.latency_bucket_s, now)
+    context = {"d": detail, "t": detail.terminal, "chart": chart, "now": now}
     return render(request, "dashboard/terminal.html", context, block="results")
 
 
@@ -272,7 +315,7 @@ async def terminal_status(request: Request, poiid: str, session: SessionDep) -> 
     row = next(iter(detail.values()))
     if request.query_params.get("sig") == row.signature():
         return Response(status_code=204)
-    return render(request, "dashboard/terminal_status.html", {"row": row, "now": utcnow()})
+    return render(request, "dashboard/terminal_status.html", {"row": row, "now": utcnow(), "poll": True})
 
 
 async def _terminal_ids(session: AsyncSession, poiids: list[str]) -> list[int]:
@@ -291,7 +334,7 @@ async def check_connection(request: Request, poiid: str, session: SessionDep) ->
     try:
         state = request.app.state
         report = await check_terminal_now(state.db, state.settings, row.poiid, broker=state.agent_broker)
-        view = checkview.from_report(report)
+        view = checkview.from_report(report, row.tz)
     except DB_ERRORS:
         raise
     except Exception as exc:
@@ -301,6 +344,7 @@ async def check_connection(request: Request, poiid: str, session: SessionDep) ->
             f"TermPulse failed while checking ({exc.__class__.__name__}: {exc})",
             row.store_code,
             started,
+            row.tz,
         )
     detail = await queries.terminal_detail(session, row.poiid)
     # The verdict, and out of band: the badges, recent checks, state changes, what is checked.

@@ -1,7 +1,7 @@
 """Check one terminal now: `termpulse check POIID`, Check connection, the check API.
 
     report = await check_terminal_now(database, settings, "Move5000-203097992")
-    report.verdict      # Verdict.CONNECTED | DISCONNECTED | COULD_NOT_CHECK
+    report.verdict      # Verdict.CONNECTED | DISCONNECTED | COULD_NOT_CHECK | NOT_MONITORED
     report.checks       # one MonitorCheck per monitor: steps with timings, diagnosis
     report.diagnosis    # the first failure's cause and fix (None when connected)
 
@@ -165,6 +165,20 @@ async def check_terminal_now(
         (c for c in checks if c.outcome == Outcome.ERROR), None
     )
     diagnosis = first_bad.diagnosis if first_bad else None
+    if checks and not any(m.terminal_id is not None for m in monitors):
+        # Only its store's network was checked: that says nothing about the terminal itself.
+        verdict = Verdict.NOT_MONITORED
+        if diagnosis is None:
+            diagnosis = DiagnosisText(
+                "not_monitored",
+                "Terminal not monitored",
+                f"The terminal {terminal.poiid} has no LAN address and no enabled cloud connection, so "
+                "TermPulse cannot reach it nor ask a provider about it; only its store's network was "
+                "checked (it reaches the payment processor).",
+                "Ask the store to try a card payment on it. To monitor it, add its LAN address or enable "
+                "its cloud connection in the inventory.",
+                True,
+            )
     if not checks:
         diagnosis = DiagnosisText(
             "no_monitors",

@@ -200,6 +200,39 @@ def uptime(value: float | None) -> Markup:
     return Markup(f'<span class="uptime{low}">{text} %</span>')
 
 
+class _Covered(Protocol):
+    up: float
+    down: float
+    span: float
+
+    @property
+    def uptime(self) -> float | None: ...
+
+
+def period_words(seconds: float) -> str:
+    """A period as people say it: '24 h', '7 days', '45 min'."""
+    if seconds >= 2 * 86400:
+        return f"{seconds / 86400:.0f} days"
+    if seconds >= 3600:
+        return f"{seconds / 3600:.0f} h"
+    return f"{max(seconds, 0) / 60:.0f} min"
+
+
+def uptime_covered(fig: _Covered | None) -> Markup:
+    """Uptime with how much of the period it rests on: '94.2 % (monitored 7 min of 7 days)'."""
+    if fig is None or fig.span <= 0:
+        return Markup('<span class="muted">—</span>')
+    seen = fig.up + fig.down
+    share = seen / fig.span
+    if fig.uptime is None:
+        return Markup(f'<span class="muted">not monitored in the last {period_words(fig.span)}</span>')
+    covered = "all" if share >= 0.999 else duration(seen)
+    return Markup(
+        f'{uptime(fig.uptime)} <span class="muted small-text coverage" data-monitored="{share:.4f}">'
+        f"(monitored {covered} of {period_words(fig.span)})</span>"
+    )
+
+
 class _OnTheLan(Protocol):
     lan_host: str | None
     lan_port: int | None

@@ -301,7 +301,6 @@ async def test_terminal_detail(client, fleet):
     page = text(d)
     for words in (
         "About this terminal",
-        "Cloud connection",
         "Check connection",
         "Address changes",
         "127.1.1.9:2000",
@@ -309,8 +308,14 @@ async def test_terminal_detail(client, fleet):
         "State changes",
     ):
         assert words in page, words
+    # A LAN-only terminal: no Cloud connection panel, and Check connection is a panel of its own.
+    assert not d.cssselect("#cloud") and d.cssselect("#check #check-btn")
     assert texts(d, "figure.timeline figcaption") == ["Status, last 24 hours", "Status, last 7 days"]
     assert d.cssselect("svg polyline.line")  # the latency chart
+    # Its labels are HTML beside the SVG (they never scale with it); buckets on the clock.
+    assert not d.cssselect("figure.chart svg text") and len(d.cssselect("figure.chart .chart-y span")) == 3
+    titles = [t.text for t in d.cssselect("figure.chart rect.bucket title")]
+    assert titles and all(re.match(r"(\d\d \w{3} )?\d\d:(00|15|30|45)\u2013\d\d:\d\d UTC", t) for t in titles)
     f = await client.get(f"/terminals/{poiid}", headers=HX)
     assert f.status_code == 200 and is_fragment(f) and "About this terminal" in text(dom(f))
     assert (await client.get("/terminals/NOPE-1")).status_code == 404
@@ -320,8 +325,9 @@ async def test_terminal_detail_of_a_down_terminal_shows_history(client, fleet):
     poiid = fleet["down"][0]
     d = dom(await client.get(f"/terminals/{poiid}"))
     assert d.cssselect("figure.timeline rect.seg-down") and "Connection timed out (filtered)" in text(d)
-    [uptime] = [kv for kv in d.cssselect("span.kv") if text(one(kv, ".k")) == "Uptime 24 h"]
+    [uptime] = d.cssselect('span.kv[data-uptime="24h"]')
     assert re.fullmatch(r"9\d\.\d\d %", text(one(uptime, "span.uptime")))
+    assert text(one(uptime, ".coverage")) == "(monitored all of 24 h)"
 
 
 async def test_terminal_status_poll_is_204_until_it_changes(client, db, fleet):
