@@ -336,5 +336,12 @@ async def test_page_table_of_stores_and_downloads_from_the_form(fleet, client):
     # the links read the form when clicked (rows per, period), Show pressed or not
     assert all("FormData" in a.get("hx-on:click") for a in links)
     assert any("table=days" in a.get("href") for a in links)
+    frag = await client.get(
+        "/history",
+        params={"scope": "store", "id": "S-7001", "from": "2025-03-04", "to": "2025-03-04"},
+        headers={"HX-Request": "true"},
+    )
+    assert frag.status_code == 200 and is_fragment(frag)
+    assert "Monitored97.9 % of the period" in text(one(dom(frag), ".hist-figures"))  # T2 1 h unknown of 48
     got = await client.get("/history/export.csv", params={"period": "this_month", "by": "region"})
     assert got.status_code == 200 and _table(got.text)[0].keys() >= {"Region", "Monitored %", "Uptime %"}
