@@ -127,8 +127,12 @@ async def list_incidents(
         query = query.where(or_(func.lower(Store.code).like(like), func.lower(Store.name).like(like)))
     if filters.region:
         query = query.where(func.lower(Store.region) == filters.region.lower())
+    # Open first (fleet incidents before the stores inside them), then the most recent.
     query = query.order_by(
-        case((Incident.state == OPEN, 0), else_=1), Incident.opened_at.desc(), Incident.id.desc()
+        case((Incident.state == OPEN, 0), else_=1),
+        case((Incident.parent_id.is_(None), 0), else_=1),
+        Incident.opened_at.desc(),
+        Incident.id.desc(),
     )
     if limit is not None:
         query = query.limit(limit)
