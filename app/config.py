@@ -47,6 +47,10 @@ class Settings(BaseSettings):
     allowed_networks: Annotated[list[str], NoDecode] = ["0.0.0.0/0", "::/0"]
     dns_nameservers: Annotated[list[str], NoDecode] = []
     dns_port: int = 53
+    # Answers that mean "blocked by the store's DNS filter" besides 0.0.0.0 and :: (a filter's
+    # block page address): such answers are the diagnosis dns_blocked.
+    dns_block_addresses: Annotated[list[str], NoDecode] = []
+    tls_expiry_warn_days: int = 21  # a TLS check warns (still up) when a certificate expires sooner
     trusted_ca_file: Path | None = None  # extra CA bundle for TLS/HTTPS checks (e.g. a corporate CA)
     check_interval_s: int = 60
     check_timeout_s: float = 5.0
@@ -74,7 +78,9 @@ class Settings(BaseSettings):
     templates_dir: Path = bundled_dir("templates")
     static_dir: Path = bundled_dir("static")
 
-    _split = field_validator("allowed_networks", "dns_nameservers", mode="before")(_split_list)
+    _split = field_validator("allowed_networks", "dns_nameservers", "dns_block_addresses", mode="before")(
+        _split_list
+    )
 
 
 def weak_secret_key(settings: Settings) -> str | None:

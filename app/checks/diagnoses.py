@@ -61,6 +61,13 @@ CATALOGUE: dict[str, _Entry] = {
         "The DNS zone or the store's DNS filter strips the address of {name}: ask the "
         "store's IT to check DNS filtering for {name}.",
     ),
+    "dns_blocked": _Entry(
+        "Blocked by the store's DNS filter",
+        "The store's DNS filter blocks {name}: it answers with a block address (such as 0.0.0.0) "
+        "instead of the real one.",
+        "Ask the store's IT to allow {name} in their DNS or content filter (router, Pi-hole, "
+        "firewall web filter); the terminal cannot reach it until then.",
+    ),
     # --- TCP -------------------------------------------------------------------------
     "tcp_refused": _Entry(
         "Connection refused",

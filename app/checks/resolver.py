@@ -16,6 +16,17 @@ import dns.resolver
 
 from app.config import Settings
 
+# Answers a DNS filter gives for a name it blocks (Pi-hole, AdGuard, router content filters):
+# the unspecified address, which no real service has. A filter that answers with the address
+# of its own block page is named by TERMPULSE_DNS_BLOCK_ADDRESSES.
+SINKHOLE_NETWORKS = ("0.0.0.0/8", "::/128")
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def block_networks(extra: list[str] | tuple[str, ...] = ()) -> tuple[IPNetwork, ...]:
+    names = (n.strip() for n in (*SINKHOLE_NETWORKS, *extra))
+    return tuple(ipaddress.ip_network(n, strict=False) for n in names if n)
+
 
 class DnsFailure(Exception):
     def __init__(self, code: str, detail: str):
@@ -45,7 +56,10 @@ def is_ip_literal(host: str) -> bool:
 class Resolver:
     """Address lookups with fixed nameservers (or the system's when none are configured)."""
 
-    def __init__(self, nameservers: list[str] | None = None, port: int = 53):
+    def __init__(
+        self, nameservers: list[str] | None = None, port: int = 53, block_addresses: list[str] | None = None
+    ):
+        self.blocks = block_networks(block_addresses or ())
         if nameservers:
             self._resolver = dns.asyncresolver.Resolver(configure=False)
             self._resolver.port = port  # before nameservers: the setter binds the port
@@ -61,7 +75,7 @@ class Resolver:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Resolver:
-        return cls(settings.dns_nameservers, settings.dns_port)
+        return cls(settings.dns_nameservers, settings.dns_port, settings.dns_block_addresses)
 
     def describe(self) -> str:
         return ", ".join(f"{n}:{self.port}" for n in self.nameservers) or "(system)"
@@ -89,13 +103,29 @@ class Resolver:
         except dns.exception.DNSException as exc:  # malformed names and answers
             raise DnsFailure("dns_servfail", f"{host}: {exc}") from None
         records = [r.to_text() for r in answer]
+        addresses = records if rdtype in ("A", "AAAA") else []
+        real = [a for a in addresses if not self.is_block(a)]
+        if addresses and not real:
+            # Decided here, before the guard: the store's filter answered, not the real host.
+            answered = ", ".join(addresses)
+            raise DnsFailure("dns_blocked", f"{host}: the DNS server answered {answered} (a block)")
         return Resolution(
             name=host,
-            addresses=records if rdtype in ("A", "AAAA") else [],
+            addresses=real,
             ttl=answer.rrset.ttl if answer.rrset is not None else None,
             nameserver=str(answer.nameserver),
             records=records,
         )
+
+    def is_block(self, address: str) -> bool:
+        """True for an answer that says 'blocked' rather than where the host is."""
+        try:
+            ip = ipaddress.ip_address(address.split("%", 1)[0])
+        except ValueError:
+            return False
+        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped:
+            ip = ip.ipv4_mapped
+        return any(ip.version == n.version and ip in n for n in self.blocks)
 
     def _no_nameservers(self, host: str, exc: dns.resolver.NoNameservers) -> DnsFailure:
         """Every server failed: an rcode (SERVFAIL, REFUSED) means they answered 'no';

@@ -10,6 +10,9 @@ Modes per name, switchable while running:
     servfail  / refused   the server fails / refuses the query
     drop      no answer at all (the client times out)
     no_a      the name exists but has no A record (empty NOERROR)
+    blocked   what a store's DNS filter answers for a blocked name: 0.0.0.0 (A) and :: (AAAA)
+
+Addresses with a colon are served as AAAA records, the others as A records.
 
 Split horizon: `set_view(source, name, ...)` changes the answer for queries *from* one
 local address only, so one simulated store network (queries from its own 127.x source)
@@ -32,7 +35,7 @@ import dns.rrset
 
 log = logging.getLogger(__name__)
 
-DNS_MODES = ("answer", "nxdomain", "servfail", "refused", "drop", "no_a")
+DNS_MODES = ("answer", "nxdomain", "servfail", "refused", "drop", "no_a", "blocked")
 TTL = 30
 
 
@@ -140,11 +143,16 @@ class SimDNS:
             return None
         elif entry.mode in ("servfail", "refused"):
             response.set_rcode(dns.rcode.SERVFAIL if entry.mode == "servfail" else dns.rcode.REFUSED)
-        elif entry.mode == "answer" and question.rdtype == dns.rdatatype.A and entry.addresses:
-            response.answer.append(
-                dns.rrset.from_text_list(question.name, TTL, "IN", "A", list(entry.addresses))
-            )
-        # otherwise (no_a, AAAA, other types): NOERROR with an empty answer
+        elif entry.mode in ("answer", "blocked") and question.rdtype in (dns.rdatatype.A, dns.rdatatype.AAAA):
+            v6 = question.rdtype == dns.rdatatype.AAAA
+            if entry.mode == "blocked":
+                addresses = ["::"] if v6 else ["0.0.0.0"]
+            else:
+                addresses = [a for a in entry.addresses if (":" in a) == v6]
+            if addresses:
+                rdtype = "AAAA" if v6 else "A"
+                response.answer.append(dns.rrset.from_text_list(question.name, TTL, "IN", rdtype, addresses))
+        # otherwise (no_a, no address of that family, other types): NOERROR with an empty answer
         return response.to_wire()
 
     async def _serve_tcp(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
