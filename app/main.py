@@ -8,6 +8,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
+from sqlalchemy.exc import DataError
 from starlette.exceptions import HTTPException
 
 from app import __version__
@@ -35,8 +36,8 @@ from app.ops.routes import RequestMetrics
 from app.ops.routes import router as ops_routes
 from app.providers.api import router as providers_api
 from app.providers.pages import router as providers_pages
-from app.web.errors import DatabaseDownBanner, app_error, http_error
-from app.web.origin import RefuseCrossOrigin
+from app.web.errors import DatabaseDownBanner, app_error, http_error, unusable_input
+from app.web.security import RefuseCrossOrigin, SecurityHeaders
 from app.windows.api import router as windows_api
 from app.windows.pages import router as windows_pages
 
@@ -78,6 +79,7 @@ def create_app(
     app.add_middleware(RequireLogin)
     app.add_middleware(DatabaseDownBanner)  # outside the login: a down database gets a banner
     app.add_middleware(RefuseCrossOrigin)  # before the login and any handler: no side effect
+    app.add_middleware(SecurityHeaders)
     app.add_middleware(RequestMetrics)
     app.mount("/static", StaticFiles(directory=str(settings.static_dir)), name="static")
 
@@ -101,4 +103,6 @@ def create_app(
     # Refusals (app.errors): JSON under /api, the message in the page elsewhere.
     app.add_exception_handler(AppError, app_error)
     app.add_exception_handler(HTTPException, http_error)  # 401/403/404 on a page: an HTML page
+    for unusable in (DataError, OverflowError):  # a number out of range, a NUL character: a 422
+        app.add_exception_handler(unusable, unusable_input)
     return app

@@ -80,7 +80,7 @@ async def list_stores(
     session: SessionDep,
     q: str | None = Query(None, description="code or name contains"),
     region: str | None = None,
-    page: int = Query(1, ge=1),
+    page: int = Query(1, ge=1, le=queries.MAX_PAGE),
     per_page: int = Query(50, ge=1, le=500),
 ) -> StorePage:
     result = await queries.paginate(session, queries.store_query(q=q, region=region), page, per_page)
@@ -119,7 +119,7 @@ async def list_terminals(
     store: str | None = Query(None, description="store code"),
     provider: Provider | None = Query(None, description="provider kind"),
     status: State | None = Query(None, description="terminal status"),
-    page: int = Query(1, ge=1),
+    page: int = Query(1, ge=1, le=queries.MAX_PAGE),
     per_page: int = Query(50, ge=1, le=500),
 ) -> TerminalPage:
     query = queries.terminal_query(q=q, store=store, provider=provider, status=status)

@@ -23,7 +23,11 @@ class Page:
         return max(1, -(-self.total // self.per_page))
 
 
+MAX_PAGE = 1_000_000
+
+
 async def paginate(session: AsyncSession, query: Select, page: int, per_page: int) -> Page:
+    page = max(1, min(page, MAX_PAGE))  # past the end is an empty page, never an offset overflow
     total = await session.scalar(select(func.count()).select_from(query.order_by(None).subquery()))
     rows = await session.execute(query.limit(per_page).offset((page - 1) * per_page))
     return Page(

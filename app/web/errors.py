@@ -25,7 +25,7 @@ from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.db import is_unreachable
-from app.errors import AppError, RateLimited
+from app.errors import AppError, InvalidInput, RateLimited
 from app.web.templating import is_htmx, render
 
 log = logging.getLogger(__name__)
@@ -98,6 +98,17 @@ async def http_error(request: Request, exc: Exception) -> Response:
     return response
 
 
+async def unusable_input(request: Request, exc: Exception) -> Response:
+    """The handler for a value the database cannot take (a number out of range, a NUL
+    character): the input's fault, so a 422 with the reason, never a 500 nor a banner saying
+    the database is down."""
+    log.info("unusable input for %s: %s", request.url.path, exc)
+    error = InvalidInput(
+        {"input": "a value is out of range or holds a character that cannot be stored (such as NUL)"}
+    )
+    return json_error(error) if request.url.path.startswith(API_PREFIX) else html_error(request, error)
+
+
 def db_down_response(request: Request, exc: BaseException) -> Response:
     log.warning("database unavailable for %s: %r", request.url.path, exc)
     reason = exc.__class__.__name__
@@ -143,7 +154,9 @@ class DatabaseDownBanner:
         try:
             await self.app(scope, receive, send_timed)
         except DB_ERRORS as exc:
-            if answering:  # too late for a banner: the page has begun
+            # Too late for a banner once the page has begun; and an error of the database's
+            # that is not "cannot be reached" is not a down database.
+            if answering or not is_unreachable(exc):
                 raise
             await db_down_response(request, exc)(scope, receive, send)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from app.web.origin import cross_origin
+from app.web.security import cross_origin
 
 
 def _scope(method="POST", **headers):
@@ -48,3 +48,35 @@ async def test_the_api_refuses_in_json(client):
         "/admin/stores/new", data={"code": "S-X"}, headers={"origin": "http://127.0.0.1:1"}
     )
     assert page.status_code == 403 and "another origin" in page.text and "<" in page.text  # a page
+
+
+async def test_every_answer_carries_the_security_headers(client):
+    for path in ("/", "/api/v1/stores", "/static/app.css", "/healthz"):
+        r = await client.get(path)
+        assert "frame-ancestors 'none'" in r.headers["content-security-policy"], path
+        assert r.headers["x-frame-options"] == "DENY" and r.headers["x-content-type-options"] == "nosniff"
+        assert r.headers["referrer-policy"] == "same-origin" and "strict-transport-security" not in r.headers
+
+
+async def test_unusable_input_is_a_422_never_a_500_nor_a_database_banner(client, db):
+    huge = "99999999999999999999"
+    for path in (f"/api/v1/stores?page={huge}", f"/admin/stores?page={huge}", f"/?page={huge}"):
+        r = await client.get(path)
+        assert r.status_code in (200, 422), (path, r.status_code)
+    r = await client.post("/api/v1/stores", json={"code": "S-NUL", "name": "a\\u0000b"})
+    assert r.status_code in (201, 422), r.text  # SQLite stores a NUL; PostgreSQL cannot: 422 then
+    page = await client.post(
+        "/admin/stores/new", data={"code": "S-NUL2", "name": "a\\x00b", "timezone": "UTC"}
+    )
+    assert page.status_code in (303, 422) and "database cannot be reached" not in page.text
+
+
+async def test_a_malformed_session_cookie_is_no_session(client, db):
+    from tests.test_auth import add_user
+
+    await add_user(db, "root", "admin")
+    client._transport.app.state.user_count_cache = [0.0, 0]
+    for cookie in ("é:1:x", "1:notanumber:sig", "::", "x" * 5000, "1:99999999999999999999999:00"):
+        raw = f"termpulse_session={cookie}".encode()  # as a client may send it, non-ASCII included
+        r = await client.get("/admin/stores", headers=[(b"cookie", raw)])
+        assert r.status_code == 303 and r.headers["location"].startswith("/login"), cookie
