@@ -292,9 +292,10 @@ def _simulate(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _rotate_secret(args: argparse.Namespace, settings: Settings) -> int:
+    from app.alerts.service import rotate_channel_urls
     from app.providers.cli import rotate_secret_command
 
-    return rotate_secret_command(settings)
+    return rotate_secret_command(settings, also=[rotate_channel_urls])
 
 
 COMMANDS = {

@@ -9,7 +9,7 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.alerts.channels import check_url, encrypt_url, url_hint
+from app.alerts.channels import check_url, decrypt_url, encrypt_url, url_hint
 from app.alerts.models import MATCH_ALL, MATCH_KINDS, MATCH_REGION, MATCH_TAG, AlertChannel, AlertRule
 from app.errors import InvalidInput, NameTaken, NotFound
 
@@ -174,3 +174,12 @@ async def list_rules(session: AsyncSession) -> list[AlertRule]:
 
 async def channel_count(session: AsyncSession) -> int:
     return int(await session.scalar(select(func.count()).select_from(AlertChannel)) or 0)
+
+
+async def rotate_channel_urls(session: AsyncSession, old_secret: str, new_secret: str) -> int:
+    """Every channel's URL re-encrypted under the new secret key (termpulse rotate-secret), in
+    the caller's transaction: one the old key cannot open raises KeyUnavailable."""
+    channels = (await session.execute(select(AlertChannel))).scalars().all()
+    for channel in channels:
+        channel.url_encrypted = encrypt_url(new_secret, decrypt_url(old_secret, channel.url_encrypted))
+    return len(channels)

@@ -156,3 +156,22 @@ async def test_store_page_shows_its_incidents(db, client, webhook):
     assert page.status_code == 200
     section = one(dom(page), "#store-incidents")
     assert f"#{iid} S-0100 Shop S-0100: 2 of 4 terminals down" in text(section)
+
+
+async def test_rotate_secret_re_encrypts_channel_urls(db, settings, webhook):
+    from app.alerts.channels import decrypt_url
+    from tests.cli import termpulse_async
+
+    await add_channel(db, settings, "Ops", webhook.url())
+    new_key = "a-new-secret-key-for-rotation-0123456789"
+    env = {
+        "TERMPULSE_DATABASE_URL": db.url,
+        "TERMPULSE_SECRET_KEY": new_key,
+        "TERMPULSE_OLD_SECRET_KEY": settings.secret_key,
+    }
+    done = await termpulse_async("rotate-secret", env=env)
+    assert done.returncode == 0, done.stderr
+    assert "1 other stored secret(s) (alert channel URLs) re-encrypted" in done.stdout
+    async with db.sessionmaker() as s:
+        stored = (await s.execute(select(AlertChannel))).scalar_one()
+    assert decrypt_url(new_key, stored.url_encrypted) == webhook.url()
