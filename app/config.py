@@ -56,7 +56,7 @@ class Settings(BaseSettings):
     check_timeout_s: float = 5.0
     worker_concurrency: int = 500
     claim_batch: int = 500
-    lease_s: int = 30
+    lease_s: int = 10  # renewed every lease_s/3 while the worker lives: a dead one's run again soon
     result_retention_days: int = 30
 
     # Alerts (app.alerts)
@@ -74,6 +74,15 @@ class Settings(BaseSettings):
     alert_max_attempts: int = 8
     alert_retry_base_s: float = 5.0  # backoff: 5 s, 10 s, 20 s ... capped at alert_retry_max_s
     alert_retry_max_s: float = 600.0
+
+    # Access (app.auth): sessions end after this long unused, and at the latest this long after
+    # the login; cookies are Secure over HTTPS or always with cookie_secure (behind a proxy
+    # that does not say it served HTTPS); HTTP Basic with a password only when turned on
+    # (API clients use tokens: Authorization: Bearer).
+    session_idle_h: float = Field(default=8.0, gt=0)
+    session_max_days: float = Field(default=7.0, gt=0)
+    cookie_secure: bool = False
+    basic_auth: bool = False
 
     templates_dir: Path = bundled_dir("templates")
     static_dir: Path = bundled_dir("static")

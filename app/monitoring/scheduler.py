@@ -113,6 +113,29 @@ async def release_leases(database: Database, owner: str) -> int:
     return result.rowcount or 0
 
 
+async def renew_leases(database: Database, owner: str, ids: list[int], lease_s: float) -> int:
+    """Extend this worker's leases on these monitors (the ones it has claimed and not yet
+    finished): a live worker keeps them however long a check takes, so leases can be short
+    and a dead worker's monitors run again soon after it died."""
+    if not ids:
+        return 0
+    if database.dialect == "postgresql":
+        until: ColumnElement[datetime] = func.now() + timedelta(seconds=lease_s)
+    else:
+        until = bindparam("until", utcnow() + timedelta(seconds=lease_s), type_=UTCDateTime())
+    renewed = 0
+    async with database.engine.begin() as conn:
+        for start in range(0, len(ids), 5000):
+            chunk = ids[start : start + 5000]
+            result = await conn.execute(
+                update(_mt)
+                .where(_mt.c.id.in_(chunk), _mt.c.lease_owner == owner)
+                .values(lease_expires_at=until)
+            )
+            renewed += result.rowcount or 0
+    return renewed
+
+
 @dataclass
 class DispatchStats:
     claimed: int = 0
@@ -155,6 +178,7 @@ class Dispatcher:
         self.semaphore = asyncio.Semaphore(concurrency)
         self.stats = DispatchStats(lag_s=[] if keep_lag else None)
         self._inflight = 0
+        self._held: set[int] = set()  # claimed and not yet finished: their leases are renewed
         self._handles: dict[int, asyncio.TimerHandle] = {}
         self._tasks: set[asyncio.Task] = set()
         self._stopping = False
@@ -183,6 +207,7 @@ class Dispatcher:
                 break
             total += len(claimed)
             self.stats.claimed += len(claimed)
+            self._held.update(c.id for c in claimed)
             self._inflight += len(claimed)
             wall, mono = time.time(), loop.time()
             for c in claimed:
@@ -219,6 +244,7 @@ class Dispatcher:
             count_check(c.kind, outcome.outcome, outcome.diagnosis)
             self.writer.submit(outcome)
         finally:
+            self._held.discard(c.id)
             self._inflight -= 1
             self.stats.finished += 1
 
@@ -243,6 +269,12 @@ class Dispatcher:
             )
             result = ProbeResult.failed("checker_overloaded", detail, result.steps, result.latency_ms)
         return CheckOutcome.of(c.id, result, started, due_at=c.due_at)
+
+    async def renew(self) -> int:
+        """Renew the leases of the monitors claimed and not yet finished."""
+        if self._stopping:
+            return 0
+        return await renew_leases(self.database, self.owner, sorted(self._held), self.lease_s)
 
     async def stop(self, grace_s: float = 10.0) -> None:
         """Stop claiming, drop checks not started yet, let running ones finish (bounded)."""

@@ -36,7 +36,7 @@ from sqlalchemy.engine import make_url
 
 from app.checks.context import ProbeContext
 from app.config import Settings
-from app.db import Database, in_transaction, utcnow
+from app.db import Database, in_transaction, is_unreachable, utcnow
 from app.monitoring.agents import mark_agents_offline
 from app.monitoring.cloud import CloudPoller
 from app.monitoring.maintenance import mark_stale, purge_results, rollup_pending
@@ -177,6 +177,7 @@ class Worker:
         # One provider call per (account, store) for the cloud monitors, through the same writer.
         self.cloud_poller = CloudPoller(database, settings, writer=self.writer) if cloud else None
         self._jobs: set[asyncio.Task[None]] = set()  # scheduled jobs running now: stop() waits for them
+        self._waiting_for_database: set[str] = set()  # jobs that failed to reach it (logged once)
         self.extra_jobs = list(jobs)
 
     async def start(self) -> Worker:
@@ -204,6 +205,8 @@ class Worker:
             )
 
         every(self.sweep_interval_s, self.dispatcher.sweep, "sweep", 0)
+        # Three renewals per lease: a live worker never loses one, a dead one's expire soon.
+        every(self.settings.lease_s / 3, self.dispatcher.renew, "leases", self.settings.lease_s / 3)
         if self.cloud_poller is not None:
             every(1.0, self.cloud_poller.tick, "cloud", 0)
         if self.maintenance:
@@ -235,8 +238,15 @@ class Worker:
             self._jobs.add(task)
         try:
             await job()
-        except Exception:
-            log.exception("%s job failed (it runs again at its next time)", name)
+            if name in self._waiting_for_database:
+                self._waiting_for_database.discard(name)
+                log.warning("%s job: the database answers again", name)
+        except Exception as exc:
+            if not is_unreachable(exc):
+                log.exception("%s job failed (it runs again at its next time)", name)
+            elif name not in self._waiting_for_database:  # one line per outage, not one per run
+                self._waiting_for_database.add(name)
+                log.warning("%s job waits: the database cannot be reached (%s)", name, type(exc).__name__)
         finally:
             if task is not None:
                 self._jobs.discard(task)

@@ -3,6 +3,7 @@ recorded as unknown for their real length (back-dated), never as up."""
 
 from __future__ import annotations
 
+import asyncio
 from datetime import timedelta
 
 from sqlalchemy import select
@@ -130,3 +131,56 @@ async def test_the_api_answers_503_with_a_reason_while_the_database_is_down(sett
             assert r.status_code == 503, (path, r.text)
             assert "database cannot be reached" in r.json()["detail"] and r.headers["Retry-After"]
     await dead.dispose()
+
+
+async def test_a_live_worker_renews_the_lease_of_a_check_longer_than_the_lease(db, settings, ctx):
+    """Leases are short (a dead worker's monitors run again soon) yet a live worker keeps the
+    lease of a check that runs longer than it: nobody else claims that run, it is stored once."""
+    from app.inventory.models import Monitor
+    from app.monitoring.scheduler import claim_due
+    from app.monitoring.worker import Worker
+    from tests.monitoring.helpers import results_by_due
+
+    async def silent(reader, writer):  # accepts, never says a word: a TLS handshake stalls
+        await asyncio.sleep(30)
+        writer.close()
+
+    tarpit = await asyncio.start_server(silent, "127.0.0.1", 0)
+    port = tarpit.sockets[0].getsockname()[1]
+    store = await add_store(db)
+    [mid] = await add_monitors(
+        db,
+        [
+            {
+                "store_id": store,
+                "kind": "tls",
+                "target": f"127.0.0.1:{port}",
+                "params": {"server_name": "t.example"},
+            }
+        ],
+        timeout_s=4.0,
+    )
+    s = settings.model_copy(update={"lease_s": 1, "claim_batch": 50, "worker_concurrency": 50})
+    worker = Worker(s, db, probe_context=ctx, sweep_interval_s=0.25, write_delay_s=0.05, maintenance=False)
+    await worker.start()
+    try:
+
+        async def claimed_by_worker():
+            async with db.sessionmaker() as session:
+                return (await session.get(Monitor, mid)).lease_owner == worker.worker_id
+
+        await wait_for(claimed_by_worker, within=30)
+        # Well past the 1 s lease, while the check still hangs: the lease is still the worker's.
+        await asyncio.sleep(2.5)
+        assert await claimed_by_worker()
+        assert await claim_due(db, "another-worker", 10, 1, 1.5) == []
+
+        async def stored():
+            return sum((await results_by_due(db)).values()) >= 1
+
+        await wait_for(stored, within=30)
+    finally:
+        await worker.stop()
+        tarpit.close()
+    counts = await results_by_due(db)
+    assert list(counts.values()) == [1]
