@@ -20,6 +20,7 @@ class ProbeContext:
     resolver: Resolver
     guard: TargetGuard
     extra_ca_pem: str | None = None  # trusted besides the system CAs (the simulator's CA)
+    tls_expiry_warn_days: int = 21  # a certificate expiring sooner: the check passes with a warning
     verify_ssl: ssl.SSLContext = field(init=False, repr=False)
     insecure_ssl: ssl.SSLContext = field(init=False, repr=False)
 
@@ -32,7 +33,12 @@ class ProbeContext:
     def from_settings(cls, settings: Settings, extra_ca_pem: str | None = None) -> ProbeContext:
         if extra_ca_pem is None and settings.trusted_ca_file:
             extra_ca_pem = settings.trusted_ca_file.read_text()
-        return cls(Resolver.from_settings(settings), TargetGuard.from_settings(settings), extra_ca_pem)
+        return cls(
+            Resolver.from_settings(settings),
+            TargetGuard.from_settings(settings),
+            extra_ca_pem,
+            settings.tls_expiry_warn_days,
+        )
 
     def ssl_for(self, params: dict[str, Any]) -> ssl.SSLContext:
         return self.insecure_ssl if params.get("accept_self_signed") else self.verify_ssl

@@ -33,7 +33,8 @@ class _Entry:
 
 
 # Placeholders: {host} {port} {target} (host:port or URL) {name} (DNS name) {status}
-# {expected} {answer} {issuer} {subject} {not_after} {timeout_s} {address} {networks} {error}.
+# {expected} {answer} {issuer} {subject} {not_after} {timeout_s} {address} {networks} {error}
+# {days} (until a certificate expires).
 CATALOGUE: dict[str, _Entry] = {
     # --- DNS -------------------------------------------------------------------------
     "dns_nxdomain": _Entry(
@@ -107,6 +108,25 @@ CATALOGUE: dict[str, _Entry] = {
         "The certificate presented for {host} is not trusted (issued by {issuer}): "
         "a TLS-inspecting proxy or an unknown CA.",
         "Ask the store's IT to exclude {host} from TLS/HTTPS inspection on their firewall or proxy.",
+    ),
+    "tls_intercepted": _Entry(
+        "TLS intercepted by a firewall or proxy",
+        "The certificate presented for {host} was issued by {issuer}, not by the authority "
+        "{host} uses: a firewall or proxy at the store inspects TLS.",
+        "Your firewall or proxy inspects TLS; exempt {host} from inspection (its TLS/HTTPS "
+        "inspection or SSL decryption settings). Payment connections fail through inspection.",
+    ),
+    "tls_stalled": _Entry(
+        "TLS handshake stalled",
+        "{host}:{port} accepted the connection but the TLS handshake did not complete within {timeout_s} s.",
+        "A firewall, proxy or filter at the store holds TLS to {host}:{port}: ask the store's IT "
+        "to let it through untouched.",
+    ),
+    "tls_expiring_soon": _Entry(
+        "Certificate expires soon",
+        "The certificate presented for {host} is valid but expires on {not_after}, in {days} days.",
+        "Nothing fails yet. The operator of {host} must renew its certificate before {not_after}; "
+        "if the issuer ({issuer}) is the store's firewall, renew the firewall's certificate.",
     ),
     "tls_expired": _Entry(
         "Certificate expired",
@@ -264,6 +284,7 @@ _FALLBACKS = {
     "timeout_s": "the timeout",
     "address": "?",
     "error": "no detail",
+    "days": "a few",
 }
 
 

@@ -19,7 +19,7 @@ from app.checks import net
 from app.checks.context import ProbeContext, resolve_and_guard, split_host_port
 from app.checks.resolver import is_ip_literal
 from app.checks.result import ProbeFailure, ProbeResult, Run
-from app.checks.transport import check_fingerprint, describe_rejected
+from app.checks.transport import check_certificate, describe_rejected
 
 EPOS_BASE = "/payntpos/1.0.0"
 _MAX_BODY = 64 * 1024  # enough to see the answer; a check never downloads a page
@@ -101,8 +101,7 @@ async def _http_check(
         )
     _record_phases(run, phases, tls, details)
     if tls and cert is not None:
-        run.context.update(subject=cert.subject, issuer=cert.issuer, not_after=cert.not_after)
-        check_fingerprint(run, cert, params.get("fingerprint"))
+        check_certificate(run, ctx, cert, params)
     return _judge(run, response, params, epos)
 
 
@@ -202,6 +201,8 @@ async def _classify(
         return ProbeFailure(net.classify_errno(oserr.errno if oserr else None), text, error=text)
     if any(isinstance(e, (ConnectionResetError, BrokenPipeError)) for e in errors):
         return ProbeFailure("tcp_reset", f"connection reset during {phase}: {text}")
+    if timed_out and phase == "tls":
+        return ProbeFailure("tls_stalled", "the TLS handshake did not complete before the timeout")
     if timed_out:
         return ProbeFailure("stalled", f"no answer during {phase} before the timeout")
     if phase == "tls":

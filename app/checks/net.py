@@ -149,7 +149,7 @@ async def tls_handshake(
     server_hostname: str | None,
 ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter, CertInfo | None]:
     """TLS over a connected socket; records the 'tls' step. Failures are named:
-    verification -> tls_*, no answer -> stalled, reset -> tcp_reset, else handshake failed."""
+    verification -> tls_*, no answer -> tls_stalled, reset -> tcp_reset, else handshake failed."""
     run.begin("tls")
     timeout = run.remaining()
     try:
@@ -169,7 +169,7 @@ async def tls_handshake(
         raise ProbeFailure(code, f"certificate rejected: {exc.verify_message}") from None
     except TimeoutError:
         sock.close()
-        raise ProbeFailure("stalled", "no TLS answer before the timeout") from None
+        raise ProbeFailure("tls_stalled", "the TLS handshake did not complete before the timeout") from None
     except (ConnectionResetError, BrokenPipeError) as exc:
         sock.close()
         raise ProbeFailure("tcp_reset", f"reset during the TLS handshake: {exc}") from None

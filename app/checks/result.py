@@ -33,7 +33,9 @@ class ProbeResult:
     outcome: Outcome  # ok; fail (the target's fault); error (ours: the state is unknown)
     latency_ms: float  # the probe's headline figure (connect, handshake, first byte ...)
     steps: list[Step]  # in the order they ran
-    diagnosis: str | None = None  # a code from app.checks.diagnoses, None when ok
+    # A code from app.checks.diagnoses: what failed; on an ok result a warning that does not
+    # make the monitor down (tls_expiring_soon: the certificate is valid but expires soon).
+    diagnosis: str | None = None
     detail: str = ""  # one line for people: the diagnosis cause, or what was seen
     context: dict[str, Any] = field(default_factory=dict)  # fills the diagnosis texts
 
@@ -74,6 +76,7 @@ class Run:
         self.context: dict[str, Any] = {"timeout_s": f"{timeout_s:g}"}
         self._step: str | None = None
         self.step_started = self.started
+        self.warning: str | None = None  # a diagnosis to report on an ok result (still up)
 
     def remaining(self) -> float:
         # Never zero: asyncio treats a zero timeout as "fail at once" even for ready work.
@@ -98,7 +101,14 @@ class Run:
         return (time.perf_counter() - self.started) * 1000
 
     def ok(self, latency_ms: float, detail: str = "") -> ProbeResult:
-        return ProbeResult(Outcome.OK, latency_ms, self.steps, None, detail, self.context)
+        if self.warning is not None:  # ok, and what needs attention before it fails
+            detail = explain(self.warning, **self.context).cause
+        return ProbeResult(Outcome.OK, latency_ms, self.steps, self.warning, detail, self.context)
+
+    def warn(self, code: str, **ctx: Any) -> None:
+        """The check passes, with a warning (a diagnosis that is not a failure)."""
+        self.context.update(ctx)
+        self.warning = code
 
     def failed(self, exc: ProbeFailure) -> ProbeResult:
         if self._step is not None:

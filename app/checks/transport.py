@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 from typing import Any
 
 from app.checks import net
@@ -64,9 +65,8 @@ async def connect_tls(
             await describe_rejected(run, exc, address, port, sni, source)
         raise
     if info is not None:
-        run.context.update(subject=info.subject, issuer=info.issuer, not_after=info.not_after)
         try:
-            check_fingerprint(run, info, params.get("fingerprint"))
+            check_certificate(run, ctx, info, params)
         except ProbeFailure:
             writer.transport.abort()
             raise
@@ -80,6 +80,34 @@ async def describe_rejected(
     if info is not None:
         exc.ctx.update(subject=info.subject, issuer=info.issuer, not_after=info.not_after)
         exc.detail += f" (subject {info.subject}; issuer {info.issuer}; expires {info.not_after})"
+        if exc.code == "tls_untrusted" and not info.self_signed:
+            # Issued for the name by a CA nobody trusts: what a TLS-inspecting firewall or
+            # proxy does (a self-signed certificate stays 'untrusted').
+            exc.code = "tls_intercepted"
+
+
+def check_certificate(run: Run, ctx: ProbeContext, info: net.CertInfo, params: dict[str, Any]) -> None:
+    """What the handshake's certificate says beyond the chain: the pinned fingerprint, the
+    expected issuer (inspection by a firewall whose CA the checker trusts), and an expiry
+    close enough to warn about (the check still passes)."""
+    run.context.update(subject=info.subject, issuer=info.issuer, not_after=info.not_after)
+    check_fingerprint(run, info, params.get("fingerprint"))
+    if params.get("accept_self_signed"):
+        return  # nothing was verified: issuer and expiry say nothing
+    expected = params.get("expect_issuer")
+    if expected:
+        wanted = [expected] if isinstance(expected, str) else list(expected)
+        if not any(str(w).lower() in info.issuer.lower() for w in wanted):
+            run.add(
+                "issuer", False, 0.0, f"issued by {info.issuer}, expected {' or '.join(map(str, wanted))}"
+            )
+            raise ProbeFailure("tls_intercepted", f"certificate issued by {info.issuer}")
+    warn_days = int(params.get("expiry_warn_days", ctx.tls_expiry_warn_days))
+    left = dt.datetime.fromisoformat(info.not_after) - dt.datetime.now(dt.UTC)
+    if left < dt.timedelta(days=warn_days):
+        days = max(left.days, 0)
+        run.add("expiry", True, 0.0, f"expires {info.not_after}, in {days} days (warning under {warn_days})")
+        run.warn("tls_expiring_soon", days=days, warn_days=warn_days)
 
 
 def check_fingerprint(run: Run, info: net.CertInfo, pinned: str | None) -> None:

@@ -82,10 +82,15 @@ def terminal_monitor_specs(t: TerminalLike) -> list[MonitorSpec]:
 
 
 def store_monitor_specs(s: StoreLike) -> list[MonitorSpec]:
+    # Keys name kind, host and port: a monitor added to a profile later (tls) leaves the keys,
+    # and so the history, of the existing ones as they were.
     specs = []
-    for name, port in NETWORK_PROFILES.get(s.network_profile or "", ()):
+    for d in NETWORK_PROFILES.get(s.network_profile or "", ()):
+        name, target = d.host, f"{d.host}:{d.port}"
         specs.append(MonitorSpec(f"s{s.id}:dns:{name}", s.id, None, MonitorKind.DNS, name))
-        specs.append(MonitorSpec(f"s{s.id}:tcp:{name}:{port}", s.id, None, MonitorKind.TCP, f"{name}:{port}"))
+        specs.append(MonitorSpec(f"s{s.id}:tcp:{target}", s.id, None, MonitorKind.TCP, target))
+        if d.tls:
+            specs.append(MonitorSpec(f"s{s.id}:tls:{target}", s.id, None, MonitorKind.TLS, target))
     return specs
 
 

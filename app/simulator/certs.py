@@ -3,7 +3,8 @@
 * a simulator root CA: trust it (ProbeContext(extra_ca_pem=authority().ca_pem)) and the
   simulated provider endpoints look like real, valid HTTPS;
 * an "inspection" CA nobody trusts: what a TLS-inspecting firewall presents;
-* per host, on demand: valid, expired, wrong-host, self-signed, inspected certificates.
+* per host, on demand: valid, expired, expiring (in 10 days), wrong-host, self-signed,
+  inspected certificates.
 
 EC P-256 keys: generating one takes about a millisecond, so hundreds of terminals are cheap.
 """
@@ -24,7 +25,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-CERT_MODES = ("valid", "expired", "wrong_host", "self_signed", "inspected")
+CERT_MODES = ("valid", "expired", "expiring", "wrong_host", "self_signed", "inspected")
+EXPIRING_DAYS = 10  # "expiring": valid, from the simulator CA, expiring in this many days
 WRONG_HOST = "wrong-host.sim.invalid"
 
 
@@ -72,9 +74,15 @@ class _Issuer:
 class CertAuthority:
     """Issues and caches the simulator's certificates and server SSL contexts."""
 
-    def __init__(self) -> None:
-        self.root = _Issuer("TermPulse Simulator Root CA", "TermPulse Simulator")
-        self.inspection = _Issuer("Contoso SSL Inspection CA", "Contoso Firewall")
+    def __init__(
+        self,
+        root: tuple[str, str] = ("TermPulse Simulator Root CA", "TermPulse Simulator"),
+        inspection: tuple[str, str] = ("Contoso SSL Inspection CA", "Contoso Firewall"),
+    ) -> None:
+        """(common name, organisation) of the root and of the inspection CA: a test can make
+        a CA of its own, which nothing else trusts."""
+        self.root = _Issuer(*root)
+        self.inspection = _Issuer(*inspection)
         self._dir = Path(tempfile.mkdtemp(prefix="termpulse-sim-certs-"))
         self._contexts: dict[tuple[str, str], ssl.SSLContext] = {}
         self._der: dict[tuple[str, str], bytes] = {}
@@ -119,6 +127,11 @@ class CertAuthority:
         not_before, not_after = now - dt.timedelta(days=1), now + dt.timedelta(days=365)
         if mode == "expired":
             not_before, not_after = now - dt.timedelta(days=400), now - dt.timedelta(days=35)
+        elif mode == "expiring":
+            not_before, not_after = (
+                now - dt.timedelta(days=355),
+                now + dt.timedelta(days=EXPIRING_DAYS, hours=1),
+            )
         subject = _name(
             subject_host, "Simulated terminal" if mode == "self_signed" else "TermPulse Simulator"
         )

@@ -13,9 +13,10 @@ Behaviours (any endpoint, any time):
     reset            accept, then RST (SO_LINGER 0)
     stalled          accept, never answer (no TLS handshake, no HTTP answer)
     hung             accept and finish TLS, then never answer the request
-    tls_self_signed / tls_expired / tls_wrong_host / tls_inspected
+    tls_self_signed / tls_expired / tls_expiring / tls_wrong_host / tls_inspected
                      speak TLS with that certificate (inspected: signed by an unknown
-                     "inspection" CA, as a TLS-inspecting firewall does)
+                     "inspection" CA, as a TLS-inspecting firewall does; expiring: valid,
+                     expires in 10 days)
     unpaired         the Paynt EPOS API forgets its tokens: 401 until paired again
     terminal_error   the HTTP APIs answer 500
     flapping         healthy / refusing alternating every `period_s` seconds
@@ -54,6 +55,7 @@ BEHAVIOURS = (
     "hung",
     "tls_self_signed",
     "tls_expired",
+    "tls_expiring",
     "tls_wrong_host",
     "tls_inspected",
     "unpaired",

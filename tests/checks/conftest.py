@@ -53,3 +53,17 @@ def terminal(network):
         return spec
 
     return make
+
+
+@pytest.fixture
+def dns_record(network):
+    """Set a name's records (or mode) for one test; the simulated answer again afterwards."""
+    changed = []
+
+    def set_record(name, addresses=(), mode="answer"):
+        changed.append(name)
+        network.dns.set_record(name, list(addresses), mode)
+
+    yield set_record
+    for name in changed:
+        network.dns.set_record(name, [ENDPOINTS[name][0]])

@@ -14,20 +14,6 @@ from tests.checks.conftest import ENDPOINTS, OCTET
 NAME = "temterminalsnar01.icloud.ingenico.com"
 
 
-@pytest.fixture
-def dns_record(network):
-    """Set a name's records (or mode) for one test; the simulated answer again afterwards."""
-    changed = []
-
-    def set_record(name, addresses=(), mode="answer"):
-        changed.append(name)
-        network.dns.set_record(name, list(addresses), mode)
-
-    yield set_record
-    for name in changed:
-        network.dns.set_record(name, [ENDPOINTS[name][0]])
-
-
 @pytest.mark.parametrize("kind, target", [("dns", NAME), ("tcp", f"{NAME}:7003"), ("tls", f"{NAME}:7003")])
 async def test_a_zero_answer_is_the_store_dns_filter_not_our_guard(ctx, dns_record, kind, target):
     dns_record(NAME, ["0.0.0.0"])

@@ -45,8 +45,11 @@ async def test_terminal_self_signed_accepted_when_allowed_untrusted_otherwise(ct
 async def test_tls_inspection_is_named_with_the_issuer(ctx, endpoint_behaviour):
     await endpoint_behaviour(PROCESSOR, 443, "tls_inspected")
     r = await run_probe("tls", f"{PROCESSOR}:443", {}, 1.0, ctx)
-    assert (r.outcome, r.diagnosis) == ("fail", "tls_untrusted")
-    assert "Contoso SSL Inspection CA" in r.detail and "inspection" in r.explain().fix
+    assert (r.outcome, r.diagnosis) == ("fail", "tls_intercepted")
+    assert "Contoso SSL Inspection CA" in r.detail
+    assert r.explain().fix.startswith(
+        f"Your firewall or proxy inspects TLS; exempt {PROCESSOR} from inspection"
+    )
 
 
 async def test_tls_expired(ctx, endpoint_behaviour):
@@ -92,7 +95,7 @@ async def test_tls_to_a_plain_tcp_service_fails_the_handshake(ctx, terminal):
 async def test_tls_stalled(ctx, terminal):
     t = await terminal("paynt_epos", "stalled", port=8080)
     r = await run_probe("tls", f"{t.host}:8080", {"accept_self_signed": True}, 0.3, ctx)
-    assert (r.outcome, r.diagnosis) == ("fail", "stalled"), r
+    assert (r.outcome, r.diagnosis) == ("fail", "tls_stalled"), r
     assert r.steps[-1]["step"] == "tls"
 
 
@@ -131,7 +134,7 @@ async def test_https_server_error(ctx, endpoint_behaviour):
 @pytest.mark.parametrize(
     "behaviour, code",
     [
-        ("tls_inspected", "tls_untrusted"),
+        ("tls_inspected", "tls_intercepted"),
         ("tls_expired", "tls_expired"),
         ("tls_wrong_host", "tls_wrong_host"),
         ("refusing", "tcp_refused"),
@@ -150,7 +153,7 @@ async def test_https_filtered_and_stalled(ctx, endpoint_behaviour):
     assert r.diagnosis == "tcp_timeout", r
     await endpoint_behaviour(PROCESSOR, 443, "stalled")
     r = await run_probe("https", f"https://{PROCESSOR}/AUTH", {}, 0.3, ctx)
-    assert (r.diagnosis, r.steps[-1]["step"]) == ("stalled", "tls"), r
+    assert (r.diagnosis, r.steps[-1]["step"]) == ("tls_stalled", "tls"), r
 
 
 async def test_https_stalled_after_the_handshake(ctx, terminal):
@@ -207,7 +210,7 @@ async def test_epos_terminal_error(ctx, terminal, network):
 async def test_epos_stalled(ctx, terminal):
     t = await terminal("paynt_epos", "stalled", port=8080)
     r = await run_probe("paynt_epos", f"{t.host}:8080", {"token": "x"}, 0.3, ctx)
-    assert r.diagnosis == "stalled"
+    assert r.diagnosis == "tls_stalled"
 
 
 async def test_epos_pin_mismatch(ctx, terminal):
