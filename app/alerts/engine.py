@@ -208,12 +208,19 @@ class Evaluator:
         store_incidents = {
             i.store_id: i for i in open_incidents if i.kind == STORE and i.store_id is not None
         }
-        down_stores = set(
+        failing = set(
             (await self.session.execute(select(Store.id).where(Store.status.in_(_FAILING)))).scalars()
         )
-        candidates = touched | set(store_incidents) | down_stores
+        # Where to look: stores whose checks changed; failing stores without an incident (a
+        # change committed out of id order is found this way); incidents whose store is no
+        # longer failing or that are in their quiet period. An open incident of a store still
+        # failing and untouched has nothing new: it is not read again (50,000 checks down).
+        settling = {
+            sid for sid, i in store_incidents.items() if sid not in failing or i.recovering_since is not None
+        }
+        candidates = touched | (failing - set(store_incidents)) | settling
         await self._load_stores(candidates)
-        members = await self._members([i.id for i in store_incidents.values()])
+        members = await self._members([i.id for sid, i in store_incidents.items() if sid in candidates])
         new_incidents: list[Incident] = []
         for sid in sorted(candidates):
             store = self.stores.get(sid)
@@ -651,7 +658,9 @@ class Evaluator:
         if not rules and not notices:
             return
         names = dict((await self.session.execute(select(AlertChannel.id, AlertChannel.name))).all())
-        fleet_children = await self._children_facts([i.id for i in top if i.kind == FLEET])
+        unread = {i.store_id for i in top if i.kind == STORE and i.store_id is not None} - set(self.stores)
+        await self._load_stores(unread)
+        queue: list[tuple[Incident, int, str, AlertRule]] = []
         for incident in top:
             if incident.silenced:
                 continue
@@ -678,7 +687,7 @@ class Evaluator:
                     )
                     self.session.add(notice)
                     notices[(incident.id, rule.id)] = notice
-                    self._queue(incident, rule.channel_id, NOTIFY_OPENED, store, fleet_children, names, rule)
+                    queue.append((incident, rule.channel_id, NOTIFY_OPENED, rule))
                     continue
                 if incident.acked_at is not None:
                     continue
@@ -686,9 +695,7 @@ class Evaluator:
                     self.now - (notice.reminded_at or notice.notified_at)
                 ).total_seconds() >= (rule.remind_every_s):
                     notice.reminded_at = self.now
-                    self._queue(
-                        incident, rule.channel_id, NOTIFY_REMINDER, store, fleet_children, names, rule
-                    )
+                    queue.append((incident, rule.channel_id, NOTIFY_REMINDER, rule))
                 if (
                     rule.escalate_channel_id is not None
                     and rule.escalate_after_s is not None
@@ -697,15 +704,12 @@ class Evaluator:
                 ):
                     notice.escalated_at = self.now
                     notice.escalate_channel_id = rule.escalate_channel_id
-                    self._queue(
-                        incident,
-                        rule.escalate_channel_id,
-                        NOTIFY_ESCALATION,
-                        store,
-                        fleet_children,
-                        names,
-                        rule,
-                    )
+                    queue.append((incident, rule.escalate_channel_id, NOTIFY_ESCALATION, rule))
+        # The stores of a fleet incident are read only when it has something to send.
+        fleet_children = await self._children_facts(sorted({i.id for i, _, _, _ in queue if i.kind == FLEET}))
+        for incident, channel_id, kind, rule in queue:
+            store = self.stores.get(incident.store_id or 0)
+            self._queue(incident, channel_id, kind, store, fleet_children, names, rule)
         for incident in self.resolved_now:
             channels: list[int] = []
             for (iid, _), notice in notices.items():
