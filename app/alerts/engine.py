@@ -82,6 +82,9 @@ class AlertConfig:
     fleet_cause_stores: int = 5
     fleet_window_s: float = 300
     stalled_after_s: float = 180
+    # Off for a while after a worker starts: after downtime every check is overdue until the
+    # checker has caught up, which is not a stall.
+    watch_stalled: bool = True
 
     @classmethod
     def from_settings(cls, settings: Settings) -> AlertConfig:
@@ -592,19 +595,36 @@ class Evaluator:
                 since or self.now,
             )
         cutoff = self.now - timedelta(seconds=self.config.stalled_after_s)
-        overdue = await self.session.scalar(
-            select(func.count()).where(
-                Monitor.enabled.is_(True),
-                Monitor.agent_id.is_(None),
-                Monitor.next_due_at < cutoff,
-            )
-        )
+        if not self.config.watch_stalled:
+            if "stalled" in by_key:  # neither opened nor resolved while warming up
+                kept = by_key["stalled"]
+                wanted["stalled"] = (kept.title, kept.cause or "checker_stalled", kept.opened_at)
+            overdue = 0
+        else:
+            overdue = await self._overdue(cutoff)
         if overdue:
             wanted["stalled"] = (
                 f"TermPulse cannot check: {overdue} checks are overdue (is a worker running?)",
                 "checker_stalled",
                 cutoff,
             )
+        await self._open_or_resolve(wanted, by_key)
+
+    async def _overdue(self, cutoff: datetime) -> int:
+        return int(
+            await self.session.scalar(
+                select(func.count()).where(
+                    Monitor.enabled.is_(True),
+                    Monitor.agent_id.is_(None),
+                    Monitor.next_due_at < cutoff,
+                )
+            )
+            or 0
+        )
+
+    async def _open_or_resolve(
+        self, wanted: dict[str, tuple[str, str, datetime]], by_key: dict[str, Incident]
+    ) -> None:
         for key, (title, cause, since) in wanted.items():
             if key in by_key:
                 by_key[key].title = title

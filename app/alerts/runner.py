@@ -9,7 +9,9 @@ PeriodicJobs, so monitoring never imports alerts):
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+import time
 from collections.abc import Sequence
 
 from app.alerts.engine import AlertConfig, Report, evaluate
@@ -30,10 +32,13 @@ class AlertRunner:
         self.database = database
         self.config = AlertConfig.from_settings(settings)
         self.deliverer = Deliverer(settings, database, owner or f"alerts-{new_owner_id()}")
+        self.started = time.monotonic()
 
     async def evaluate(self) -> Report:
         now = utcnow()
-        report = await in_transaction(self.database, lambda session: evaluate(session, now, self.config))
+        warm = time.monotonic() - self.started >= self.settings.alert_stalled_after_s
+        config = dataclasses.replace(self.config, watch_stalled=warm)
+        report = await in_transaction(self.database, lambda session: evaluate(session, now, config))
         if report.opened or report.resolved or report.fleet_opened or report.queued:
             log.info(
                 "alerts: %d incidents opened (%d fleet), %d resolved, %d notifications queued",

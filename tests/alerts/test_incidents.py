@@ -270,3 +270,41 @@ async def test_incident_timeline(db, asettings, webhook):
     assert texts[0].startswith("S-0050 Shop S-0050: 1 of 1 terminals down")
     assert any(t.startswith("Notification to Ops webhook queued") for t in texts)
     assert any(t.startswith("Sent to Ops webhook") for t in texts)
+
+
+async def test_termpulse_cannot_check_a_stalled_checker_or_an_offline_agent(db, webhook):
+    from datetime import timedelta
+
+    from sqlalchemy import update
+
+    from app.inventory.models import Agent, Monitor, Store
+    from tests.alerts.conftest import alert_settings
+
+    settings = alert_settings(db, alert_stalled_after_s=0)
+    channel = await add_channel(db, settings, "Ops webhook", webhook.url())
+    await add_rule(db, "fleet and us", channel, match="fleet")
+    sid = await failing_store(db, "S-0060")
+    async with db.sessionmaker() as s:
+        await s.execute(update(Monitor).values(state="unknown", next_due_at=utcnow() - timedelta(minutes=10)))
+        await s.execute(update(Store).where(Store.id == sid).values(status="unknown"))
+        agent = Agent(name="pi-s0060", token_hash="0" * 64, token_hint="tp_0000", state="offline")
+        s.add(agent)
+        await s.flush()
+        await s.execute(update(Store).where(Store.id == sid).values(agent_id=agent.id))
+        await s.commit()
+    runner = AlertRunner(settings, db)
+    await run_until(runner, lambda: len(webhook.delivered) == 2)
+    titles = sorted(m["title"] for m in webhook.delivered)
+    assert titles == [
+        "[TermPulse] TermPulse cannot check: 1 checks are overdue (is a worker running?)",
+        "[TermPulse] TermPulse cannot check: store agent pi-s0060 is offline (stores S-0060)",
+    ]
+    assert [i.kind for i in await incidents(db)] == ["cannot_check", "cannot_check"]  # unknown: no store one
+    async with db.sessionmaker() as s:
+        await s.execute(update(Monitor).values(next_due_at=utcnow() + timedelta(minutes=1)))
+        await s.execute(update(Agent).values(state="online"))
+        await s.commit()
+    await run_until(runner, lambda: len(webhook.delivered) == 4)
+    assert all(
+        m["title"].startswith("[TermPulse] Resolved: TermPulse cannot check") for m in webhook.delivered[2:]
+    )
