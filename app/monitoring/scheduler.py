@@ -48,6 +48,11 @@ log = logging.getLogger(__name__)
 _TIMEOUT_DIAGNOSES = {"tcp_timeout", "dns_timeout", "stalled"}
 
 
+def _log_failure(task: asyncio.Task[int]) -> None:
+    if not task.cancelled() and (exc := task.exception()) is not None:
+        log.warning("claim after a check finished failed (the next sweep claims): %s", exc)
+
+
 @dataclass(slots=True)
 class Claimed:
     id: int
@@ -149,7 +154,14 @@ class DispatchStats:
 
 
 class Dispatcher:
-    """Claims due monitors and runs each at its due time under a concurrency limit."""
+    """Claims due monitors and runs each at its due time under a concurrency limit.
+
+    A claim takes what this worker can start now: no more than its free concurrency (the
+    limit minus the checks started and not finished), so a backlog spreads over all the
+    workers instead of queueing behind one worker's semaphore, and checks hanging until
+    their timeout keep only their own slots. While there is a backlog, a check finishing
+    frees room and the next claim follows at once, not at the next sweep.
+    """
 
     def __init__(
         self,
@@ -175,7 +187,12 @@ class Dispatcher:
         # Claimed but not yet handed to the writer: bounded, so a slow worker does not sit
         # on leases it cannot run in time (it leaves them to the other workers).
         self.max_claimed = max_claimed or max(concurrency * 8, claim_batch * 2)
+        self.concurrency = concurrency
         self.semaphore = asyncio.Semaphore(concurrency)
+        self._running = 0  # started (due) and not finished
+        self._backlog = False  # the last claim found more due than it could take
+        self._sweeping = False
+        self._refill: asyncio.Task[int] | None = None
         self.stats = DispatchStats(lag_s=[] if keep_lag else None)
         self._inflight = 0
         self._held: set[int] = set()  # claimed and not yet finished: their leases are renewed
@@ -189,14 +206,23 @@ class Dispatcher:
 
     async def sweep(self) -> int:
         """One sweep: claim batches until nothing more is due or the claim budget is used."""
-        if self._stopping:
+        if self._stopping or self._sweeping:
             return 0
+        self._sweeping = True
+        try:
+            return await self._claim_all()
+        finally:
+            self._sweeping = False
+
+    async def _claim_all(self) -> int:
         self.stats.sweeps += 1
         total = 0
         loop = asyncio.get_running_loop()
+        self._backlog = False
         while not self._stopping:
-            room = min(self.claim_batch, self.max_claimed - self._inflight)
+            room = min(self.claim_batch, self.max_claimed - self._inflight, self.concurrency - self._running)
             if room <= 0:
+                self._backlog = True  # more may be due: claimed when room frees up
                 break
             t0 = time.perf_counter()
             claimed = await claim_due(self.database, self.owner, room, self.lease_s, self.horizon_s)
@@ -220,8 +246,24 @@ class Dispatcher:
                 break
         return total
 
+    def _finished(self) -> None:
+        """A check is done: with a backlog, claim again as soon as a quarter of the slots are
+        free (not at the next sweep, which would leave them idle meanwhile)."""
+        self._running -= 1
+        if (
+            self._backlog
+            and not self._sweeping
+            and not self._stopping
+            and (self._refill is None or self._refill.done())
+            and self.concurrency - self._running >= max(1, self.concurrency // 4)
+            and self._inflight < self.max_claimed
+        ):
+            self._refill = asyncio.get_running_loop().create_task(self.sweep())
+            self._refill.add_done_callback(_log_failure)
+
     def _start(self, c: Claimed) -> None:
         self._handles.pop(c.id, None)
+        self._running += 1
         task = asyncio.get_running_loop().create_task(self._run(c))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -247,6 +289,7 @@ class Dispatcher:
             self._held.discard(c.id)
             self._inflight -= 1
             self.stats.finished += 1
+            self._finished()
 
     async def _probe(self, c: Claimed, started: datetime, t0: float) -> CheckOutcome:
         try:
@@ -279,6 +322,8 @@ class Dispatcher:
     async def stop(self, grace_s: float = 10.0) -> None:
         """Stop claiming, drop checks not started yet, let running ones finish (bounded)."""
         self._stopping = True
+        if self._refill is not None and not self._refill.done():
+            await asyncio.wait([self._refill], timeout=grace_s)  # a claim in flight: let it end
         not_started = len(self._handles)
         for handle in self._handles.values():
             handle.cancel()

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 from datetime import timedelta
 
+import pytest
 from sqlalchemy import select
 
 from app.checks.result import ProbeResult
@@ -184,3 +185,79 @@ async def test_a_live_worker_renews_the_lease_of_a_check_longer_than_the_lease(d
         tarpit.close()
     counts = await results_by_due(db)
     assert list(counts.values()) == [1]
+
+
+async def test_a_worker_claims_only_what_it_can_start(db, settings, ctx, servers):
+    """30 checks that hang until their timeout, due first, and 20 healthy ones, on two
+    workers of 30 slots each (PostgreSQL): the first claim takes only as many as it can start
+    (the hung ones), so the other worker runs the healthy ones at once, instead of their
+    waiting behind the first worker's hung checks for the timeout."""
+    if db.dialect != "postgresql":
+        pytest.skip("several workers share a fleet on PostgreSQL only")
+    from app.monitoring.worker import Worker
+
+    async def silent(reader, writer):
+        await asyncio.sleep(60)
+        writer.close()
+
+    tarpit = await asyncio.start_server(silent, "127.0.0.1", 0)
+    hung_port = tarpit.sockets[0].getsockname()[1]
+    h, p = await servers.listen()
+    store = await add_store(db)
+    now = utcnow()
+    hung = await add_monitors(
+        db,
+        [
+            {
+                "store_id": store,
+                "kind": "tls",
+                "target": f"127.0.0.1:{hung_port}",
+                "params": {"server_name": "x"},
+            }
+            for _ in range(30)
+        ],
+        timeout_s=20.0,
+        due=now - timedelta(seconds=2),
+    )
+    healthy = await add_monitors(
+        db,
+        [
+            {"store_id": store, "kind": "tcp", "target": f"{h}:{p}", "params": {"settle_ms": 0}}
+            for _ in range(20)
+        ],
+        due=now - timedelta(seconds=1),
+    )
+    s = settings.model_copy(update={"lease_s": 30, "claim_batch": 100, "worker_concurrency": 30})
+    workers = [
+        Worker(
+            s,
+            db,
+            probe_context=ctx,
+            sweep_interval_s=0.25,
+            write_delay_s=0.05,
+            maintenance=False,
+            cloud=False,
+        )
+        for _ in range(2)
+    ]
+
+    async def stored(ids):
+        async with db.sessionmaker() as session:
+            rows = await session.scalars(
+                select(CheckResult.monitor_id).where(CheckResult.monitor_id.in_(ids))
+            )
+            return set(rows)
+
+    for w in workers:
+        await w.start()
+    try:
+
+        async def all_healthy_stored():
+            return await stored(healthy) == set(healthy)
+
+        await wait_for(all_healthy_stored, within=15)  # well inside the hung checks' 20 s
+        assert await stored(hung) == set()  # they still hang: the healthy ones did not wait for them
+    finally:
+        for w in workers:
+            await w.stop()
+        tarpit.close()
