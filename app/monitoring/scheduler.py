@@ -247,7 +247,7 @@ class Dispatcher:
         return total
 
     def _finished(self) -> None:
-        """A check is done: with a backlog, claim again as soon as a quarter of the slots are
+        """A check is done: with a backlog, claim again as soon as half of the slots are
         free (not at the next sweep, which would leave them idle meanwhile)."""
         self._running -= 1
         if (
@@ -255,7 +255,7 @@ class Dispatcher:
             and not self._sweeping
             and not self._stopping
             and (self._refill is None or self._refill.done())
-            and self.concurrency - self._running >= max(1, self.concurrency // 4)
+            and self.concurrency - self._running >= max(1, self.concurrency // 2)
             and self._inflight < self.max_claimed
         ):
             self._refill = asyncio.get_running_loop().create_task(self.sweep())
