@@ -172,9 +172,9 @@ class ProviderSim:
                     self.set_connected(t.poiid, False)
                 if drifted:
                     log.info(
-                        "simulator drift: %s lose their cloud connection for %g s",
-                        ", ".join(f"{t.poiid} ({self.store_name(t.store_ref)})" for t in drifted),
+                        "simulator drift: cloud connection lost for %g s by %s",
                         period_s,
+                        ", ".join(f"{t.poiid} ({self.store_name(t.store_ref)})" for t in drifted),
                     )
 
         self._drift = asyncio.create_task(drift())
