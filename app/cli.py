@@ -70,7 +70,11 @@ def _parser() -> argparse.ArgumentParser:
 
     user = sub.add_parser("create-user", help="create a user (asks for the password)")
     user.add_argument("username")
-    user.add_argument("--role", choices=("admin", "operator", "viewer"), default="admin")
+    user.add_argument(
+        "--role",
+        choices=("viewer", "support", "manager", "admin", "operator"),
+        help="what the user may do (asked when not given; operator is the old name of support)",
+    )
     user.add_argument("--password", help="take the password from here instead of asking")
 
     token = sub.add_parser("agent-token", help="enrol store agents: create, rotate or revoke their tokens")

@@ -148,7 +148,10 @@ async def pg_db(pg_database) -> Database:
 def settings(db, tmp_path):
     from app.config import Settings
 
-    return Settings(database_url=db.url, secret_key="test-secret-key", allowed_networks=["127.0.0.0/8"])
+    # basic_auth: the tests log in with HTTP Basic for brevity (off by default: tests/test_tokens.py).
+    return Settings(
+        database_url=db.url, secret_key="test-secret-key", allowed_networks=["127.0.0.0/8"], basic_auth=True
+    )
 
 
 @pytest.fixture

@@ -43,11 +43,17 @@ async def test_dry_run_and_create_user(db):
     assert dry.returncode == 0 and "dry run, nothing written" in dry.stdout
     assert "60 created" in (await termpulse(db, "import", STORES)).stdout  # the dry run wrote nothing
 
-    short = await termpulse(db, "create-user", "alice", stdin="short\n")
+    short = await termpulse(db, "create-user", "alice", "--role", "viewer", stdin="short\n")
     assert short.returncode == 2 and "too short" in short.stderr
+    # No role given: asked for (here, no terminal: refused), never admin by default.
+    no_role = await termpulse(db, "create-user", "alice", stdin="long enough password\n")
+    assert no_role.returncode == 2
+    assert "give the user's role: --role viewer|support|manager|admin" in no_role.stderr
+    # operator, the old name, is support.
     made = await termpulse(db, "create-user", "alice", "--role", "operator", stdin="long enough password\n")
-    assert made.returncode == 0 and "created operator alice" in made.stdout
-    assert (await termpulse(db, "create-user", "alice", stdin="long enough password\n")).returncode == 2
+    assert made.returncode == 0 and "created support alice" in made.stdout
+    again = await termpulse(db, "create-user", "alice", "--role", "admin", stdin="long enough password\n")
+    assert again.returncode == 2
 
 
 def test_a_bad_command_line_exits_2_with_usage():

@@ -36,6 +36,8 @@ async def test_create_user_against_the_demo_database_says_so(tmp_path, monkeypat
     made = await termpulse_async(
         "create-user",
         "ann",
+        "--role",
+        "admin",
         env={"TERMPULSE_DATABASE_URL": "sqlite+aiosqlite:///termpulse-demo.db"},
         stdin="long enough password\n",
     )
@@ -51,6 +53,8 @@ async def test_create_user_against_the_demo_database_says_so(tmp_path, monkeypat
         other = await termpulse_async(
             "create-user",
             "bob",
+            "--role",
+            "admin",
             env={"TERMPULSE_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'termpulse.db'}"},
             stdin="long enough password\n",
         )
@@ -59,6 +63,8 @@ async def test_create_user_against_the_demo_database_says_so(tmp_path, monkeypat
         again = await termpulse_async(
             "create-user",
             "cy",
+            "--role",
+            "admin",
             env={"TERMPULSE_DATABASE_URL": "sqlite+aiosqlite:///termpulse-demo.db"},
             stdin="long enough password\n",
         )
@@ -68,6 +74,8 @@ async def test_create_user_against_the_demo_database_says_so(tmp_path, monkeypat
     plain = await termpulse_async(
         "create-user",
         "dee",
+        "--role",
+        "admin",
         env={"TERMPULSE_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'termpulse.db'}"},
         stdin="long enough password\n",
     )

@@ -226,13 +226,13 @@ async def incident_page(request: Request, incident_id: int, session: SessionDep)
 
 
 async def acting_identity(request: Request) -> Identity:
-    """Who acknowledges: an admin or an operator (a viewer only looks)."""
+    """Who acknowledges: support and above (a viewer only looks; app.auth.rules)."""
     identity: Identity | None = getattr(request.state, "identity", None) or await identify(request)
     if identity is None:
         raise HTTPException(401, "log in first", headers={"WWW-Authenticate": 'Basic realm="TermPulse"'})
-    if identity.role not in ("admin", "operator"):
+    if not identity.can("support"):
         raise HTTPException(
-            403, f"{identity.username} may not acknowledge incidents (admins and operators may)"
+            403, f"{identity.username} may not acknowledge incidents (support, managers and admins may)"
         )
     return identity
 

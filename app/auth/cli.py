@@ -1,4 +1,5 @@
-"""`termpulse create-user NAME [--role admin|operator|viewer] [--password P]`."""
+"""`termpulse create-user NAME --role viewer|support|manager|admin [--password P]`: the role is
+asked for when not given, never admin by default."""
 
 from __future__ import annotations
 
@@ -15,16 +16,29 @@ from sqlalchemy.engine import make_url
 
 from app.auth.models import User
 from app.auth.passwords import hash_password
+from app.auth.roles import ROLES, WHAT_EACH_MAY_DO, normalize
 from app.config import Settings
 from app.db import Database
 from app.migrate import migrate
 
 MIN_PASSWORD = 8
+_ROLES_HELP = "; ".join(f"{role}: {what}" for role, what in WHAT_EACH_MAY_DO.items())
 
 
 def create_user_command(
     settings: Settings, args: argparse.Namespace, demo_database: Path | None = None
 ) -> int:
+    role = args.role
+    if role is None:
+        if not sys.stdin.isatty():
+            print(f"give the user's role: --role {'|'.join(ROLES)} ({_ROLES_HELP})", file=sys.stderr)
+            return 2
+        role = input(f"Role for {args.username} ({', '.join(ROLES)}): ")
+    try:
+        role = normalize(role)
+    except ValueError as exc:
+        print(exc, file=sys.stderr)
+        return 2
     password = args.password
     if password is None:
         if not sys.stdin.isatty():
@@ -37,7 +51,7 @@ def create_user_command(
     if len(password) < MIN_PASSWORD:
         print(f"password too short: at least {MIN_PASSWORD} characters", file=sys.stderr)
         return 2
-    return asyncio.run(_create(settings, args.username.strip(), args.role, password, demo_database))
+    return asyncio.run(_create(settings, args.username.strip(), role, password, demo_database))
 
 
 async def _create(

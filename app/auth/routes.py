@@ -1,31 +1,50 @@
-"""Log in and out; the middleware that keeps pages behind a login once users exist."""
+"""Log in and out, the account page (password, sessions, API tokens); the middleware that keeps
+pages behind a login once users exist and lets each role only where the rule table says."""
 
 from __future__ import annotations
 
 import math
+from datetime import timedelta
 from urllib.parse import quote
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, RedirectResponse, Response
-from starlette.types import ASGIApp, Receive, Scope, Send
+from sqlalchemy import select, update
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from app.auth import audit
+from app.auth.models import ApiToken, User
+from app.auth.passwords import check_password, hash_password
+from app.auth.roles import RANK, ROLES, normalize
+from app.auth.rules import needed_role, refusal_detail
 from app.auth.sessions import (
     COOKIE,
     PUBLIC_PREFIXES,
-    SESSION_TTL_S,
+    Identity,
+    create_token,
+    current_identity,
+    end_all_sessions,
+    end_session,
     identify,
     locked_out_s,
     password_user,
-    session_cookie,
+    sessions_of,
+    set_session_cookie,
+    start_session,
 )
+from app.db import utcnow
 from app.web.deps import SessionDep
+from app.web.errors import API_PREFIX, forbidden
 from app.web.templating import render
 
 router = APIRouter(include_in_schema=False)
 
+MIN_PASSWORD = 8
+
 
 class RequireLogin:
-    """Middleware: once users exist, everything but the public paths needs a login.
+    """Middleware: once users exist, everything but the public paths needs a login, and a role
+    at least the one the rule table (app.auth.rules) names for the method and path.
 
     Plain ASGI (no task and no body relay per request, as Starlette's BaseHTTPMiddleware
     has): the store agents alone make hundreds of calls a second."""
@@ -46,15 +65,37 @@ class RequireLogin:
             await _login_first(request, path)(scope, receive, send)
             return
         request.state.identity = identity
-        await self.app(scope, receive, send)
+        needed = needed_role(scope["method"], path, scope.get("app"))
+        if needed is not None and not identity.can(needed):
+            await audit.record_request(request, identity, "refused", needed=needed)
+            await forbidden(request, refusal_detail(identity, needed), needed)(scope, receive, send)
+            return
+        action = audit.action_for(scope["method"], path)
+        if action is None:
+            await self.app(scope, receive, send)
+            return
+        status = 500  # unless an answer starts
+
+        async def send_watched(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_watched)
+        finally:
+            await audit.record_request(
+                request, identity, audit.outcome_of(status), action=action, status=status
+            )
 
 
 def _login_first(request: Request, path: str) -> Response:
-    if path.startswith("/api/"):
+    if path.startswith(API_PREFIX):
         return JSONResponse(
-            {"detail": "log in first (HTTP Basic or a session)"},
+            {"detail": "log in first (an API token: Authorization: Bearer, or a session)"},
             401,
-            headers={"WWW-Authenticate": 'Basic realm="TermPulse"'},
+            headers={"WWW-Authenticate": 'Bearer realm="TermPulse"'},
         )
     target = path + (f"?{request.url.query}" if request.url.query else "")
     return RedirectResponse(f"/login?next={quote(target)}", status_code=303)
@@ -72,30 +113,173 @@ async def login_page(request: Request, next: str = "/") -> Response:
 @router.post("/login")
 async def login(request: Request, session: SessionDep) -> Response:
     form = await request.form()
-    username, password = str(form.get("username", "")), str(form.get("password", ""))
+    username, password = str(form.get("username", ""))[:100], str(form.get("password", ""))
     target = _safe_next(str(form.get("next", "/")))
     if (wait := locked_out_s(request, username)) is not None:
         minutes = max(1, math.ceil(wait / 60))
         error = f"Too many failed attempts. Try again in {minutes} minute{'s' if minutes > 1 else ''}."
+        await audit.record(
+            session, request, None, "login", outcome="refused", who=username, detail="locked out"
+        )
+        await session.commit()
         context = {"next": target, "error": error, "username": username}
         return render(request, "auth/login.html", context, status_code=429)
     user = await password_user(request, session, username, password)
     if user is None:
+        await audit.record(session, request, None, "login", outcome="failed", who=username)
+        await session.commit()
         context = {"next": target, "error": "Wrong user name or password.", "username": username}
         return render(request, "auth/login.html", context, status_code=401)
+    token = await start_session(session, request, user)
+    await audit.record(session, request, None, "login", who=user.username)
+    await session.commit()
     response = RedirectResponse(target, status_code=303)
-    response.set_cookie(
-        COOKIE,
-        session_cookie(request.app.state.settings.secret_key, user.id),
-        max_age=SESSION_TTL_S,
-        httponly=True,
-        samesite="lax",
-    )
+    set_session_cookie(response, request, token)
     return response
 
 
 @router.post("/logout")
-async def logout() -> Response:
+async def logout(request: Request, session: SessionDep) -> Response:
+    identity: Identity | None = getattr(request.state, "identity", None)
+    await end_session(session, request.cookies.get(COOKIE))
+    if identity is not None and identity.user_id is not None:
+        await audit.record(session, request, identity, "logout")
+    await session.commit()
     response = RedirectResponse("/login", status_code=303)
     response.delete_cookie(COOKIE)
     return response
+
+
+# --- the account page: every user's own ------------------------------------------------------
+
+
+async def _account_user(request: Request, session: SessionDep) -> tuple[Identity, User | None]:
+    identity = await current_identity(request)
+    user = await session.get(User, identity.user_id) if identity.user_id is not None else None
+    return identity, user
+
+
+async def _account_page(
+    request: Request, session: SessionDep, status_code: int = 200, **context: object
+) -> Response:
+    identity, user = await _account_user(request, session)
+    logins = await sessions_of(session, user.id) if user else []
+    tokens = (
+        list(await session.scalars(select(ApiToken).where(ApiToken.user_id == user.id).order_by(ApiToken.id)))
+        if user
+        else []
+    )
+    grantable = [r for r in ROLES if user and RANK[r] <= RANK[normalize(user.role)]]
+    values: dict[str, object] = {
+        "who": identity,
+        "user": user,
+        "logins": logins,
+        "tokens": tokens,
+        "grantable": grantable,
+        "now": utcnow(),
+        "errors": {},
+        "message": None,
+        "new_token": None,
+    }
+    values.update(context)
+    return render(request, "auth/account.html", values, status_code=status_code)
+
+
+@router.get("/account")
+async def account_page(request: Request, session: SessionDep) -> Response:
+    return await _account_page(request, session)
+
+
+@router.post("/account/password")
+async def change_password(request: Request, session: SessionDep) -> Response:
+    identity, user = await _account_user(request, session)
+    if user is None:
+        return await _account_page(request, session, 409, message="No users exist yet: nothing to change.")
+    form = await request.form()
+    current, new, again = (str(form.get(k, "")) for k in ("current", "new", "again"))
+    errors = {}
+    if not await check_password(current, user.password_hash):
+        errors["current"] = "This is not your current password."
+    elif len(new) < MIN_PASSWORD:
+        errors["new"] = f"At least {MIN_PASSWORD} characters."
+    elif new != again:
+        errors["again"] = "The two new passwords differ."
+    if errors:
+        return await _account_page(request, session, 422, errors=errors)
+    user.password_hash = hash_password(new)
+    ended = await end_all_sessions(session, user.id)
+    token = await start_session(session, request, user)  # this browser stays logged in
+    await audit.record(
+        session,
+        request,
+        identity,
+        "password change",
+        target=user.username,
+        detail=f"{ended} session(s) ended",
+    )
+    await session.commit()
+    response = await _account_page(
+        request, session, message="Password changed: every other session of yours has ended."
+    )
+    set_session_cookie(response, request, token)
+    return response
+
+
+@router.post("/account/logout-everywhere")
+async def logout_everywhere(request: Request, session: SessionDep) -> Response:
+    identity, user = await _account_user(request, session)
+    if user is not None:
+        ended = await end_all_sessions(session, user.id)
+        await audit.record(
+            session, request, identity, "log out everywhere", detail=f"{ended} session(s) ended"
+        )
+        await session.commit()
+    response = RedirectResponse("/login", status_code=303)
+    response.delete_cookie(COOKIE)
+    return response
+
+
+TOKEN_DAYS = (7, 30, 90, 365)
+
+
+@router.post("/account/tokens")
+async def new_token(request: Request, session: SessionDep) -> Response:
+    identity, user = await _account_user(request, session)
+    if user is None:
+        return await _account_page(request, session, 409, message="No users exist yet: tokens need a user.")
+    form = await request.form()
+    name, role, days = (str(form.get(k, "")).strip() for k in ("name", "role", "days"))
+    errors = {}
+    if not name or len(name) > 100:
+        errors["name"] = "Give the token a name (up to 100 characters), to recognise it later."
+    try:
+        role = normalize(role)
+        if RANK[role] > RANK[normalize(user.role)]:
+            errors["role"] = f"At most your own role ({normalize(user.role)})."
+    except ValueError:
+        errors["role"] = f"One of {', '.join(ROLES)}."
+    if days not in ("", *map(str, TOKEN_DAYS)):
+        errors["days"] = f"One of {', '.join(map(str, TOKEN_DAYS))} days, or never."
+    if errors:
+        return await _account_page(request, session, 422, errors=errors)
+    expires = utcnow() + timedelta(days=int(days)) if days else None
+    row, token = await create_token(session, user, name, role, expires)
+    await audit.record(session, request, identity, "api token created", target=name, detail=f"role {role}")
+    await session.commit()
+    return await _account_page(request, session, new_token=token, message=f"Token “{row.name}” created.")
+
+
+@router.post("/account/tokens/{token_id}/revoke")
+async def revoke_token(request: Request, token_id: int, session: SessionDep) -> Response:
+    identity, user = await _account_user(request, session)
+    row = await session.get(ApiToken, token_id)
+    # An admin may revoke anybody's (from the Users page); others only their own.
+    if row is None or user is None or (row.user_id != user.id and not identity.is_admin):
+        return await _account_page(request, session, 404, message="No such token.")
+    if row.revoked_at is None:
+        await session.execute(update(ApiToken).where(ApiToken.id == row.id).values(revoked_at=utcnow()))
+        await audit.record(session, request, identity, "api token revoked", target=row.name)
+        await session.commit()
+    if row.user_id != user.id:
+        return RedirectResponse(f"/admin/users/{row.user_id}", status_code=303)
+    return await _account_page(request, session, message=f"Token “{row.name}” revoked.")

@@ -68,8 +68,10 @@ def refusal(request: Request, exc: HTTPException) -> Refusal:
     identity = getattr(request.state, "identity", None)
     if exc.status_code == 403:
         who = f"You are logged in as {identity.username} ({identity.role}). " if identity else ""
+        needed = getattr(request.state, "needed_role", "admin")
+        page_is_for = "admins" if needed == "admin" else f"the {needed} role and above"
         return Refusal(
-            403, "Not for your role", f"{who}This page is for admins: ask an admin to do it for you."
+            403, "Not for your role", f"{who}This page is for {page_is_for}: ask an admin to do it for you."
         )
     if exc.status_code == 401:
         return Refusal(401, "Log in first", "This page needs a login.")
@@ -96,6 +98,16 @@ async def http_error(request: Request, exc: Exception) -> Response:
     for name, value in (exc.headers or {}).items():
         response.headers[name] = value
     return response
+
+
+def forbidden(request: Request, detail: str, needed: str) -> Response:
+    """The answer to a role below what the request needs (app.auth.rules): JSON under /api,
+    else the refusal page saying who is logged in and which role the page is for."""
+    if request.url.path.startswith(NOT_PAGES):
+        return JSONResponse({"detail": detail}, status_code=403)
+    request.state.needed_role = needed
+    error = refusal(request, HTTPException(403, detail))
+    return render(request, "web/error.html", {"error": error}, block="message", status_code=403)
 
 
 async def unusable_input(request: Request, exc: Exception) -> Response:

@@ -1,4 +1,5 @@
-"""Who may change maintenance windows and trading hours: admins and operators (viewers read)."""
+"""Who may change maintenance windows and trading hours: admins (every other role reads), as
+the rule table says (app.auth.rules)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ from fastapi import HTTPException, Request
 
 from app.auth.sessions import Identity, identify
 
-WRITERS = ("admin", "operator")
+WRITERS = ("admin",)
 
 
 async def require_operator(request: Request) -> Identity:
@@ -14,7 +15,5 @@ async def require_operator(request: Request) -> Identity:
     if identity is None:
         raise HTTPException(401, "log in first", headers={"WWW-Authenticate": 'Basic realm="TermPulse"'})
     if identity.role not in WRITERS:
-        raise HTTPException(
-            403, f"{identity.username} may not change maintenance windows (admin or operator)"
-        )
+        raise HTTPException(403, f"{identity.username} may not change maintenance windows (admins may)")
     return identity
