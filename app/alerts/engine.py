@@ -202,6 +202,8 @@ class Evaluator:
         self.events: list[dict[str, Any]] = []
         self.notes: list[dict[str, Any]] = []  # outbox rows
         self.resolved_now: list[Incident] = []
+        self.opening: list[tuple[Incident, _Store, list[_MonitorRow], StoreFacts]] = []
+        self.member_rows: list[dict[str, Any]] = []  # inserted at the end, in one statement
 
     # --- the pass ----------------------------------------------------------------------------
 
@@ -236,7 +238,18 @@ class Evaluator:
             if opened is not None:
                 new_incidents.append(opened)
                 store_incidents[sid] = opened
-        await self.session.flush()
+        self.session.add_all(new_incidents)
+        await self.session.flush()  # one INSERT for every incident opened in this pass
+        for incident, store, down, facts in self.opening:
+            self.report.opened += 1
+            d = messages.diagnosis_of(facts.diagnosis, facts.target)
+            self._event(
+                incident.id,
+                "opened",
+                f"{facts.label}: {store.terminals_down} of {store.terminals_total} terminals down, "
+                f"{len(down)} checks failing" + (f" ({d.title})" if d else ""),
+            )
+            self._add_members(incident, down, announce=False)
         quiet = await quiet_stores(
             self.session, [sid for sid, i in store_incidents.items() if i.state == OPEN], self.now
         )
@@ -363,17 +376,8 @@ class Evaluator:
                     terminals_down=store.terminals_down,
                     terminals_total=store.terminals_total,
                 )
-                self.session.add(incident)
-                await self.session.flush()
-                self.report.opened += 1
-                d = messages.diagnosis_of(facts.diagnosis, facts.target)
-                self._event(
-                    incident.id,
-                    "opened",
-                    f"{facts.label}: {store.terminals_down} of {store.terminals_total} terminals down, "
-                    f"{len(down)} checks failing" + (f" ({d.title})" if d else ""),
-                )
-                self._add_members(incident, down, announce=False)
+                # Inserted with the others opened in this pass (one flush), then its timeline.
+                self.opening.append((incident, store, down, facts))
                 return incident
             if incident.recovering_since is not None:
                 incident.recovering_since = None
@@ -415,16 +419,17 @@ class Evaluator:
 
     def _add_members(self, incident: Incident, monitors: list[_MonitorRow], *, announce: bool) -> None:
         for m in monitors:
-            self.session.add(
-                IncidentMember(
-                    incident_id=incident.id,
-                    monitor_id=m.id,
-                    terminal_id=m.terminal_id,
-                    kind=m.kind,
-                    target=m.target,
-                    diagnosis=m.diagnosis,
-                    down_since=m.state_since or self.now,
-                )
+            self.member_rows.append(
+                {
+                    "incident_id": incident.id,
+                    "monitor_id": m.id,
+                    "terminal_id": m.terminal_id,
+                    "kind": m.kind,
+                    "target": m.target,
+                    "diagnosis": m.diagnosis,
+                    "down_since": m.state_since or self.now,
+                    "up_at": None,
+                }
             )
             if announce:
                 d = messages.diagnosis_of(m.diagnosis, m.target)
@@ -831,6 +836,8 @@ class Evaluator:
         self.report.queued += 1
 
     async def _write(self) -> None:
+        if self.member_rows:
+            await self.session.execute(insert(IncidentMember), self.member_rows)
         if self.notes:
             await self.session.execute(insert(Notification), self.notes)
         if self.events:
