@@ -14,6 +14,6 @@ from app.alerts.models import (  # noqa: F401
 from app.auth.models import User  # noqa: F401
 from app.db import Base  # noqa: F401
 from app.inventory.models import Agent, Monitor, Store, Terminal, TerminalEvent  # noqa: F401
-from app.monitoring.models import CheckResult, Rollup, RollupRedo, StateChange  # noqa: F401
+from app.monitoring.models import CheckResult, Rollup, RollupRedo, StateChange, WorkerBeat  # noqa: F401
 from app.providers.models import ProviderAccount  # noqa: F401
 from app.windows.models import MaintenanceWindow, TradingHours  # noqa: F401

@@ -61,6 +61,7 @@ RULES = _rules(
     (READ, "/incidents/export.*", "manager"),
     # admin: inventory, import, providers, users, agents, channels, windows, audit log.
     (ANY, "/admin/**", "admin"),
+    (READ, "/status", "admin"),  # the checkers themselves (app.ops)
     (POST, "/maintenance/**", "admin"),
     (POST, "/stores/*/trading-hours", "admin"),
     (WRITE, "/api/v1/stores/**", "admin"),

@@ -76,3 +76,19 @@ class RollupRedo(Base):
     __tablename__ = "rollup_redo"
 
     bucket_start: Mapped[datetime] = mapped_column(UTCDateTime, primary_key=True)
+
+
+class WorkerBeat(Base):
+    """A checking worker's heartbeat and figures, for the status page: written by each
+    worker every few seconds; a worker silent for long is shown as stopped, then forgotten."""
+
+    __tablename__ = "workers"
+
+    id: Mapped[str] = mapped_column(String(100), primary_key=True)  # the worker's lease owner
+    host: Mapped[str] = mapped_column(String(200))
+    pid: Mapped[int] = mapped_column(Integer)
+    version: Mapped[str] = mapped_column(String(32))
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    heartbeat_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    stopped_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    figures: Mapped[dict] = mapped_column(JSONData, default=dict)

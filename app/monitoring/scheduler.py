@@ -27,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import deque
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -190,6 +191,7 @@ class Dispatcher:
         self.concurrency = concurrency
         self.semaphore = asyncio.Semaphore(concurrency)
         self._running = 0  # started (due) and not finished
+        self.recent_lag_s: deque[float] = deque(maxlen=2000)  # start minus due of the latest checks
         self._backlog = False  # the last claim found more due than it could take
         self._sweeping = False
         self._refill: asyncio.Task[int] | None = None
@@ -203,6 +205,11 @@ class Dispatcher:
     @property
     def inflight(self) -> int:
         return self._inflight
+
+    @property
+    def running(self) -> int:
+        """Checks started and not finished (hung ones included)."""
+        return self._running
 
     async def sweep(self) -> int:
         """One sweep: claim batches until nothing more is due or the claim budget is used."""

@@ -19,10 +19,12 @@ kernel when the process dies, so a crashed worker never blocks the next.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import fcntl
 import json
 import logging
 import os
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -43,6 +45,7 @@ from app.monitoring.maintenance import mark_stale, purge_results, rollup_pending
 from app.monitoring.scheduler import Dispatcher, release_leases
 from app.monitoring.status import reconcile_status
 from app.monitoring.windows import apply_windows
+from app.monitoring.workers import BEAT_EVERY_S, beat
 from app.monitoring.writer import ResultWriter, new_owner_id
 from app.shutdown import until_terminated
 
@@ -179,6 +182,8 @@ class Worker:
         self._jobs: set[asyncio.Task[None]] = set()  # scheduled jobs running now: stop() waits for them
         self._waiting_for_database: set[str] = set()  # jobs that failed to reach it (logged once)
         self.extra_jobs = list(jobs)
+        self.started_at = utcnow()
+        self._last_figures = (time.monotonic(), 0)
 
     async def start(self) -> Worker:
         if self._sqlite_lock is not None:
@@ -209,6 +214,7 @@ class Worker:
         every(self.settings.lease_s / 3, self.dispatcher.renew, "leases", self.settings.lease_s / 3)
         if self.cloud_poller is not None:
             every(1.0, self.cloud_poller.tick, "cloud", 0)
+        every(BEAT_EVERY_S, self._beat, "heartbeat", 0)
         if self.maintenance:
             every(self.stale_every_s, self._mark_stale, "stale", self.stale_every_s)
             every(5, self._agent_health, "agents", 5)
@@ -261,6 +267,37 @@ class Worker:
                     await job.run()
 
         return exclusive
+
+    def figures(self) -> dict[str, object]:
+        """What the status page shows of this worker (counted since the previous heartbeat
+        where it is a rate)."""
+        now = time.monotonic()
+        finished = self.dispatcher.stats.finished
+        previous_at, previous = self._last_figures
+        self._last_figures = (now, finished)
+        lags = sorted(self.dispatcher.recent_lag_s)
+        writer = self.writer
+        return {
+            "checks_per_s": round((finished - previous) / max(now - previous_at, 1e-3), 1),
+            "running": self.dispatcher.running,
+            "lag_p99_ms": round(lags[int(len(lags) * 0.99)] * 1000, 1) if lags else None,
+            "queued": writer.backlog,
+            "lost": writer.lost,
+            "dropped": writer.dropped,
+            "failed_batches": writer.failed_batches,
+            "database_down_s": round(now - writer.outage_since, 1)
+            if writer.outage_since is not None
+            else None,
+            "last_error": writer.last_error,
+            "concurrency": self.settings.worker_concurrency,
+        }
+
+    async def _beat(self, *, stopped: bool = False) -> None:
+        figures, now = self.figures(), utcnow()
+        await in_transaction(
+            self.database,
+            lambda session: beat(session, self.worker_id, self.started_at, figures, now, stopped=stopped),
+        )
 
     async def _mark_stale(self) -> None:
         async with self._exclusive("stale") as mine:
@@ -342,6 +379,8 @@ class Worker:
         if self.cloud_poller is not None:
             await self.cloud_poller.close()
         await self.writer.close()
+        with contextlib.suppress(Exception):  # the status page then says "stopped", not "silent"
+            await self._beat(stopped=True)
         try:
             released = await release_leases(self.database, self.worker_id)
             if released:

@@ -18,9 +18,11 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.db import utcnow
 from app.inventory.models import Agent, Monitor, Store, Terminal
+from app.monitoring.workers import is_running, workers
 from app.vocabulary import State
 from app.web.deps import SessionDep
 from app.web.errors import DB_ERRORS
+from app.web.templating import render
 
 router = APIRouter(tags=["operations"])
 
@@ -87,6 +89,20 @@ class _Snapshot(Collector):
 OVERDUE_GRACE = timedelta(seconds=10)  # due this long ago and not run yet: overdue
 
 
+async def _overdue(session: AsyncSession, now: datetime) -> tuple[int, datetime | None]:
+    """Centrally run monitors overdue (due over OVERDUE_GRACE ago, not run), and the oldest due."""
+    count, oldest = (
+        await session.execute(
+            select(func.count(), func.min(Monitor.next_due_at)).where(
+                Monitor.enabled.is_(True),
+                Monitor.agent_id.is_(None),  # a store agent keeps its own schedule
+                Monitor.next_due_at < now - OVERDUE_GRACE,
+            )
+        )
+    ).one()
+    return count, oldest
+
+
 async def fleet_families(session: AsyncSession, now: datetime | None = None) -> list[Metric]:
     """Gauges from the database, each one grouped query: terminals and stores by state and region,
     monitors by kind and state, failing monitors by kind and diagnosis, overdue monitors and the
@@ -127,15 +143,7 @@ async def fleet_families(session: AsyncSession, now: datetime | None = None) -> 
         monitors.add_metric([kind, state], n)
     for (kind, diagnosis), n in sorted(bad.items()):
         failing.add_metric([kind, diagnosis], n)
-    overdue_n, oldest = (
-        await session.execute(
-            select(func.count(), func.min(Monitor.next_due_at)).where(
-                Monitor.enabled.is_(True),
-                Monitor.agent_id.is_(None),  # a store agent keeps its own schedule
-                Monitor.next_due_at < now - OVERDUE_GRACE,
-            )
-        )
-    ).one()
+    overdue_n, oldest = await _overdue(session, now)
     overdue = GaugeMetricFamily(
         "termpulse_monitors_overdue",
         f"Centrally run monitors due more than {OVERDUE_GRACE.seconds} s ago and not run yet",
@@ -151,7 +159,53 @@ async def fleet_families(session: AsyncSession, now: datetime | None = None) -> 
         select(Agent.state, func.count()).where(Agent.revoked_at.is_(None)).group_by(Agent.state)
     ):
         agents.add_metric([state], n)
-    return [terminals, stores, monitors, failing, overdue, lag, agents]
+    running = GaugeMetricFamily(
+        "termpulse_workers_running", "Checking workers that sent a heartbeat in the last 15 s"
+    )
+    per_worker = {
+        name: GaugeMetricFamily(f"termpulse_worker_{name}", text, labels=["worker"])
+        for name, text in (
+            ("checks_per_s", "Checks finished per second, per running worker"),
+            ("results_queued", "Results waiting to be written (the database was slow or down)"),
+            ("results_lost", "Results given up since the worker started (queue bound, failed batches)"),
+        )
+    }
+    alive = [w for w in await workers(session) if is_running(w, now)]
+    running.add_metric([], len(alive))
+    for w in alive:
+        f = w.figures or {}
+        per_worker["checks_per_s"].add_metric([w.id], float(f.get("checks_per_s") or 0))
+        per_worker["results_queued"].add_metric([w.id], float(f.get("queued") or 0))
+        per_worker["results_lost"].add_metric([w.id], float(f.get("lost") or 0))
+    return [terminals, stores, monitors, failing, overdue, lag, agents, running, *per_worker.values()]
+
+
+@router.get("/status", include_in_schema=False)  # admin: app.auth.rules
+async def status_page(request: Request, session: SessionDep) -> Response:
+    """Is TermPulse itself checking? Workers (heartbeat, rate, lag, queue, losses, database
+    errors), overdue monitors, store agents."""
+    now = utcnow()
+    overdue_n, oldest = await _overdue(session, now)
+    agents = dict(
+        (
+            await session.execute(
+                select(Agent.state, func.count()).where(Agent.revoked_at.is_(None)).group_by(Agent.state)
+            )
+        )
+        .tuples()
+        .all()
+    )
+    rows = [(w, is_running(w, now)) for w in await workers(session)]
+    context = {
+        "workers": rows,
+        "running": sum(1 for _, alive in rows if alive),
+        "overdue": overdue_n,
+        "lag_s": (now - oldest).total_seconds() if oldest is not None else 0.0,
+        "grace_s": OVERDUE_GRACE.seconds,
+        "agents": agents,
+        "now": now,
+    }
+    return render(request, "ops/status.html", context)
 
 
 @router.get("/metrics", summary="Prometheus metrics")

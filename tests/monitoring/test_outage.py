@@ -261,3 +261,26 @@ async def test_a_worker_claims_only_what_it_can_start(db, settings, ctx, servers
         for w in workers:
             await w.stop()
         tarpit.close()
+
+
+async def test_the_status_page_shows_each_worker_and_its_figures(db, settings, ctx, client):
+    """Workers write a heartbeat; the admin's status page lists them (running, then stopped)."""
+    from app.monitoring.worker import Worker
+    from tests.html import dom, text
+
+    worker = Worker(settings, db, probe_context=ctx, sweep_interval_s=0.25, maintenance=False, cloud=False)
+    await worker.start()
+    try:
+
+        async def beating():
+            return worker.worker_id in (await client.get("/status")).text
+
+        await wait_for(beating, within=30)
+        page = text(dom(await client.get("/status")))
+        assert "1 worker running" in page and "No monitor is overdue" in page
+        metrics = (await client.get("/metrics")).text
+        assert "termpulse_workers_running 1.0" in metrics
+    finally:
+        await worker.stop()
+    page = text(dom(await client.get("/status")))
+    assert "No worker is running" in page and "stopped" in page
