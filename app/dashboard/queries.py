@@ -16,7 +16,7 @@ from typing import Any, TypeVar, cast
 from sqlalchemy import Select, and_, case, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.dashboard.reasons import Problem, Reason, store_reason
+from app.dashboard.reasons import Problem, Reason, network_rank, store_reason
 from app.db import select_where_in, utcnow
 from app.history.uptime import Figures, Period, TerminalInfo, terminal_timeline, uptime_for_terminals
 from app.inventory.models import PROVIDERS, Agent, Monitor, Store, Terminal, TerminalEvent
@@ -960,7 +960,9 @@ class TerminalDetail:
 
     @property
     def network_down(self) -> list[Monitor]:
-        return [m for m in self.network if m.state == State.DOWN]
+        """Its store's failing network checks, the one that explains the others first."""
+        down = [m for m in self.network if m.state == State.DOWN]
+        return sorted(down, key=lambda m: (network_rank(m.kind, m.last_diagnosis), m.target, m.kind))
 
     @property
     def lan_state(self) -> State:

@@ -69,6 +69,21 @@ def network_words(p: Problem) -> str:
     return "Store network down"
 
 
+def network_rank(kind: str, diagnosis: str | None) -> int:
+    """Which of a store's failing network checks explains the others: DNS, then a blocked
+    port, then other connection faults, then the rest (TLS, HTTP)."""
+    code = diagnosis or ""
+    if code in DNS_CODES or kind == MonitorKind.DNS:
+        return 0
+    if code == "tcp_timeout":
+        return 1
+    if code.startswith(("tcp_", "host_")):
+        return 2
+    if kind == MonitorKind.TCP:
+        return 3
+    return 4
+
+
 def terminal_words(code: str, n: int) -> str:
     one, many = _TERMINAL_WORDS.get(code, ("", ""))
     if one:
@@ -84,10 +99,13 @@ def store_reason(
     down = [p for p in problems if p.state == State.DOWN]
     net_down = [p for p in down if p.terminal_id is None]
     if net_down:
-        worst = min(net_down, key=lambda p: (p.kind != MonitorKind.DNS, p.target))
-        dns = next((p for p in net_down if p.kind == MonitorKind.DNS), None)
-        p = dns or worst
-        return Reason(network_words(p), p.diagnosis or "", f"{p.kind} {p.target}: {title(p.diagnosis)}")
+        # The fault that explains the others first: DNS, then a blocked port, then the rest.
+        p = min(net_down, key=lambda p: (network_rank(p.kind, p.diagnosis), p.target, p.kind))
+        text = network_words(p)
+        others = len({network_words(o) for o in net_down} - {text})
+        if others:
+            text += f" (+{others} more)"
+        return Reason(text, p.diagnosis or "", f"{p.kind} {p.target}: {title(p.diagnosis)}")
     if down:
         # Per terminal its first down monitor's diagnosis; the commonest cause names the row.
         per_terminal: dict[int, str] = {}
