@@ -179,3 +179,29 @@ async def test_top_search_opens_an_exact_poiid_serial_or_store(client, db, fleet
     # The top bar's form asks for the jump.
     d = dom(await client.get("/"))
     assert one(d, "form.quick-search").cssselect('input[name="go"][value="1"]')
+
+
+async def test_the_cloud_panel_follows_the_live_status(client, db, fleet):
+    """S-0021's story: the header turns Disconnected, and so must the Cloud connection panel."""
+    async with db.sessionmaker() as s:
+        poiid = await s.scalar(
+            select(Terminal.poiid)
+            .where(Terminal.cloud_enabled.is_(True), Terminal.id.in_(select(Monitor.terminal_id)))
+            .order_by(Terminal.poiid)
+            .limit(1)
+        )
+        await s.execute(update(Terminal).where(Terminal.poiid == poiid).values(cloud_state="connected"))
+        await s.commit()
+    d = dom(await client.get(f"/terminals/{poiid}"))
+    assert one(d, "#cloud #cloud-line").get("data-ws") == "connected"
+    poll = one(d, "#tstatus").get("hx-get")
+    async with db.sessionmaker() as s:
+        await s.execute(update(Terminal).where(Terminal.poiid == poiid).values(cloud_state="disconnected"))
+        await s.commit()
+    r = await client.get(poll, headers=HX)
+    assert r.status_code == 200
+    p = dom(r)
+    assert one(p, "#tstatus").cssselect('[data-ws="disconnected"]')
+    line = one(p, "#cloud-line")
+    assert line.get("hx-swap-oob") == "true" and line.get("data-ws") == "disconnected"
+    assert "no live connection" in text(line)
