@@ -508,13 +508,8 @@ async def _strips(
 
 SORTS = {
     # Worst first: the status names sort so (down, maintenance, paused, unknown, up), but for
-    # "none" (not monitored), which goes last.
-    "status": (
-        case((Terminal.status == State.NONE, 1), else_=0),
-        Terminal.status,
-        Terminal.status_since,
-        Terminal.id,
-    ),
+    # "none" (not monitored), which terminal_page puts last (on the index, see _status_groups).
+    "status": (Terminal.status, Terminal.status_since, Terminal.id),
     "poiid": (Terminal.poiid,),
     "model": (Terminal.model, Terminal.poiid),
     "store": (Store.code, Terminal.poiid),
@@ -735,6 +730,10 @@ async def terminal_page(
     count_stmt = _terminal_filters(select(func.count()).select_from(Terminal), f, q_stores)
     columns = SORTS[f.sort]
     order = [c.desc() if f.dir == "desc" else c.asc() for c in columns]
+    by_status = f.sort == "status" and not f.status
+    if f.q and by_status:  # the whole table is read anyway: not monitored last by expression
+        none_last = case((Terminal.status == State.NONE, 1), else_=0)
+        order = [none_last.desc() if f.dir == "desc" else none_last.asc(), *order]
     if f.q:
         # A substring search reads the whole table once: count in the same pass (window).
         stmt = _terminal_filters(base.add_columns(func.count().over().label("total")), f, q_stores)
@@ -753,10 +752,33 @@ async def terminal_page(
         total = await session.scalar(count_stmt) or 0
         pages = max(1, -(-total // f.per))
         f.page = min(f.page, pages)
-        stmt = _terminal_filters(base, f, q_stores).order_by(*order).limit(f.per).offset((f.page - 1) * f.per)
-        rows = [TerminalRow(**r._mapping) for r in (await session.execute(stmt)).all()]
+        stmt = _terminal_filters(base, f, q_stores).order_by(*order)
+        if by_status:
+            rows = await _status_groups(session, stmt, count_stmt, f)
+        else:
+            stmt = stmt.limit(f.per).offset((f.page - 1) * f.per)
+            rows = [TerminalRow(**r._mapping) for r in (await session.execute(stmt)).all()]
     await decorate_terminals(session, rows, now=now)
     return rows, total
+
+
+async def _status_groups(
+    session: AsyncSession, stmt: Select, count_stmt: Select, f: TerminalFilters
+) -> list[TerminalRow]:
+    """One page of the worst-first list with the not-monitored terminals after all the others
+    (before them when descending), each group read in index order on (status, status_since):
+    an ORDER BY on an expression would sort the whole fleet for every page."""
+    monitored, bare = Terminal.status != State.NONE, Terminal.status == State.NONE
+    groups = [monitored, bare] if f.dir != "desc" else [bare, monitored]
+    first_count = await session.scalar(count_stmt.where(groups[0])) or 0
+    offset = (f.page - 1) * f.per
+    found: list[Any] = []
+    if offset < first_count:
+        found += (await session.execute(stmt.where(groups[0]).limit(f.per).offset(offset))).all()
+    if len(found) < f.per:
+        rest = stmt.where(groups[1]).limit(f.per - len(found)).offset(max(0, offset - first_count))
+        found += (await session.execute(rest)).all()
+    return [TerminalRow(**r._mapping) for r in found]
 
 
 async def terminal_rows(

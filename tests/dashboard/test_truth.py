@@ -205,3 +205,22 @@ async def test_the_cloud_panel_follows_the_live_status(client, db, fleet):
     line = one(p, "#cloud-line")
     assert line.get("hx-swap-oob") == "true" and line.get("data-ws") == "disconnected"
     assert "no live connection" in text(line)
+
+
+@pytest.mark.parametrize("direction", ["asc", "desc"])
+async def test_terminals_list_puts_not_monitored_last_across_pages(client, fleet, direction):
+    seen: list[tuple[str, str]] = []
+    for page in range(1, 6):
+        params = {"per": "50", "page": str(page), "dir": direction}
+        d = dom(await client.get("/terminals", params=params))
+        for tr in d.cssselect('tr[id^="t-"]'):
+            seen.append((tr.get("id"), one(tr, ".status-cell [data-state]").get("data-state")))
+    assert len(seen) == 246 and len({i for i, _ in seen}) == 246  # every terminal once
+    states = [s for _, s in seen]
+    bare = [i for i, s in enumerate(states) if s == "none"]
+    assert bare, "the sample fleet has terminals not monitored"
+    if direction == "asc":
+        assert bare == list(range(len(states) - len(bare), len(states)))  # all at the end
+        assert states[0] == "down"
+    else:
+        assert bare == list(range(len(bare)))  # first when reversed
