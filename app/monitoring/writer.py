@@ -427,13 +427,14 @@ async def apply_outcomes(
 
 def _silence(state: str, heard: datetime | None, checked_at: datetime, interval_s: int) -> datetime | None:
     """When the monitor's results stopped, if they did between its last result (`heard`) and
-    this one: a whole result missed (more than two intervals, and a margin for lag). The
-    unknown spell starts one interval after the last result, when the next one was due."""
+    this one: the next result came more than half an interval (at least 5 s: a loaded
+    machine's lag) after it was due. Unknown from when it was due to when it came."""
     if state not in (State.UP, State.DOWN) or heard is None:
         return None
-    if checked_at - heard <= max(timedelta(seconds=2 * interval_s), timedelta(seconds=interval_s + 15)):
+    due = heard + timedelta(seconds=interval_s)
+    if checked_at - due <= max(timedelta(seconds=5), timedelta(seconds=interval_s / 2)):
         return None
-    return heard + timedelta(seconds=interval_s)
+    return due
 
 
 def _in_agent_offline_spell(m: Row[Any], earliest: datetime) -> bool:
