@@ -24,6 +24,13 @@ from app.vocabulary import (
 from app.web import ui
 
 
+def may(request: Request, role: str) -> bool:
+    """Whether the caller's role reaches `role` (app.auth.roles), for showing only what it may
+    do; no identity (no login middleware) shows nothing role-bound."""
+    identity = getattr(request.state, "identity", None)
+    return bool(identity is not None and identity.can(role))
+
+
 def _register(env: Environment) -> None:
     env.filters.update(
         ago=ui.ago,
@@ -41,6 +48,7 @@ def _register(env: Environment) -> None:
         MonitorKind=MonitorKind,
         STATES_WORST_FIRST=STATES_WORST_FIRST,
         timedelta=timedelta,
+        may=may,
     )
 
 
