@@ -34,7 +34,7 @@ class _Entry:
 
 # Placeholders: {host} {port} {target} (host:port or URL) {name} (DNS name) {status}
 # {expected} {answer} {issuer} {subject} {not_after} {timeout_s} {address} {networks} {error}
-# {days} (until a certificate expires).
+# {days} (until a certificate expires) {device_at} {known_as} {answers_as} (app.checks.identity).
 CATALOGUE: dict[str, _Entry] = {
     # --- DNS -------------------------------------------------------------------------
     "dns_nxdomain": _Entry(
@@ -145,6 +145,22 @@ CATALOGUE: dict[str, _Entry] = {
         "{host}:{port} presented a certificate whose fingerprint differs from the pinned one.",
         "The device at {host} is not the paired terminal or its certificate was "
         "renewed: check the device, then update the pinned fingerprint.",
+    ),
+    # --- the device at a terminal's address (app.checks.identity) ------------------
+    "device_changed": _Entry(
+        "Another device at the terminal's address",
+        "The device at {device_at} is no longer {known_as} (it answers as {answers_as}): the "
+        "terminal's DHCP address has probably moved.",
+        "Give the terminal {known_as} a DHCP reservation (a fixed address) on the store's router "
+        "and update its address in TermPulse. Do not re-pair with the device now at {device_at}. "
+        "If the terminal was really replaced, an admin re-learns its identity.",
+    ),
+    "not_terminal": _Entry(
+        "Not the terminal at its address",
+        "The device at {device_at} is not the terminal {known_as}: it answers {answers_as}.",
+        "Another device (a printer, a PC, a router's page) has the terminal's address: its DHCP "
+        "address has probably moved. Find the terminal's address on its network settings screen, "
+        "give it a DHCP reservation and update its address in TermPulse.",
     ),
     # --- HTTP ------------------------------------------------------------------------
     "http_status": _Entry(
@@ -285,6 +301,9 @@ _FALLBACKS = {
     "address": "?",
     "error": "no detail",
     "days": "a few",
+    "device_at": "the terminal's address",
+    "known_as": "the terminal",
+    "answers_as": "another device",
 }
 
 

@@ -8,6 +8,7 @@ never resolves anything, so it can't reach an address the guard did not see.
 from __future__ import annotations
 
 import asyncio
+import json
 import ssl
 import time
 from collections.abc import Iterator
@@ -15,11 +16,11 @@ from typing import Any
 
 import httpx
 
-from app.checks import net
+from app.checks import identity, net
 from app.checks.context import ProbeContext, resolve_and_guard, split_host_port
 from app.checks.resolver import is_ip_literal
 from app.checks.result import ProbeFailure, ProbeResult, Run
-from app.checks.transport import check_certificate, describe_rejected
+from app.checks.transport import check_certificate, describe_rejected, not_speaking_tls
 
 EPOS_BASE = "/payntpos/1.0.0"
 _MAX_BODY = 64 * 1024  # enough to see the answer; a check never downloads a page
@@ -78,7 +79,8 @@ async def probe_paynt_epos(run: Run, ctx: ProbeContext, target: str, params: dic
     path = params.get("path", EPOS_BASE)
     url = httpx.URL(scheme="https", host=host.strip("[]"), port=port, path=path)
     run.context.update(host=host, port=port, target=str(url))
-    params = {"accept_self_signed": True, **params}  # terminals present self-signed certs
+    # Terminals present self-signed certificates; it is a terminal (identity, plain HTTP).
+    params = {"accept_self_signed": True, "terminal": True, **params}
     headers = dict(params.get("headers") or {})
     if params.get("token"):
         headers["Authorization"] = str(params["token"])
@@ -93,7 +95,12 @@ async def _http_check(
     tls = url.scheme == "https"
     sslctx = ctx.ssl_for(params) if tls else ctx.insecure_ssl  # unused for plain http
     phases = _Phases()
-    response, cert = await _send(run, url, address, port, params, sslctx, phases, source)
+    try:
+        response, cert = await _send(run, url, address, port, params, sslctx, phases, source)
+    except ProbeFailure as exc:
+        if exc.code == "tls_handshake_failed" and tls and identity.is_terminal(params):
+            raise await not_speaking_tls(run, exc, params, address, port, url.host, source) from None
+        raise
     details = {"connect": f"connected to {address}:{port}"}
     if cert is not None:
         details["tls"] = (
@@ -101,8 +108,29 @@ async def _http_check(
         )
     _record_phases(run, phases, tls, details)
     if tls and cert is not None:
+        identity.check_certificate(run, params, cert.fingerprint, cert.subject)
         check_certificate(run, ctx, cert, params)
+    device = _reported_device(response)
+    identity.check_reported(run, params, device)
+    if tls and cert is not None:
+        identity.record(run, params, cert.fingerprint, cert.subject, device)
     return _judge(run, response, params, epos)
+
+
+def _reported_device(response: httpx.Response) -> str | None:
+    """The POIID or serial a terminal's local API reports in its JSON answer, if it does."""
+    body = getattr(response, "_probe_body", b"")
+    if not body.lstrip().startswith(b"{"):
+        return None
+    try:
+        data = json.loads(body)
+    except ValueError:
+        return None
+    for key in ("poiid", "POIID", "serial", "serialNumber", "serial_number"):
+        value = data.get(key) if isinstance(data, dict) else None
+        if isinstance(value, str) and value.strip():
+            return value.strip()[:64]
+    return None
 
 
 async def _send(

@@ -205,3 +205,32 @@ async def fetch_cert(
         return None
     await close_writer(writer)
     return info
+
+
+async def plain_http_answer(
+    address: str, port: int, host: str, source: str | None, timeout_s: float
+) -> str | None:
+    """Second pass after a failed TLS handshake: does the port answer plain HTTP? Returns its
+    status line (a printer's or router's web page on a terminal's TLS port), else None."""
+    scratch = Run(timeout_s)
+    try:
+        sock = await tcp_connect(scratch, address, port, source)
+    except ProbeFailure:
+        return None
+    loop = asyncio.get_running_loop()
+    try:
+        async with asyncio.timeout(scratch.remaining()):
+            await loop.sock_sendall(sock, f"GET / HTTP/1.0\r\nHost: {host}\r\n\r\n".encode())
+            data = b""
+            while b"\r\n" not in data and len(data) < 512:
+                chunk = await loop.sock_recv(sock, 512)
+                if not chunk:
+                    break
+                data += chunk
+    except (TimeoutError, OSError):
+        return None
+    finally:
+        sock.close()
+    if not data.startswith(b"HTTP/"):
+        return None
+    return data.split(b"\r\n", 1)[0].decode("latin-1")[:100]

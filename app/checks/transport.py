@@ -6,7 +6,7 @@ import asyncio
 import datetime as dt
 from typing import Any
 
-from app.checks import net
+from app.checks import identity, net
 from app.checks.context import ProbeContext, resolve_and_guard, split_host_port
 from app.checks.resolver import DnsFailure
 from app.checks.result import ProbeFailure, ProbeResult, Run
@@ -43,9 +43,11 @@ async def probe_tcp(run: Run, ctx: ProbeContext, target: str, params: dict) -> P
 async def probe_tls(run: Run, ctx: ProbeContext, target: str, params: dict) -> ProbeResult:
     host, port = split_host_port(target, 443)
     run.context.update(host=host, port=port, target=f"{host}:{port}")
-    _, writer, _info = await connect_tls(run, ctx, host, port, params)
+    _, writer, info = await connect_tls(run, ctx, host, port, params)
     await net.close_writer(writer)
-    detail = run.steps[-1]["detail"]
+    detail = next(s["detail"] for s in reversed(run.steps) if s["step"] == "tls")
+    if info is not None:
+        identity.record(run, params, info.fingerprint, info.subject, None)
     return run.ok(run.elapsed_ms(), detail)
 
 
@@ -63,9 +65,12 @@ async def connect_tls(
     except ProbeFailure as exc:
         if exc.code in ("tls_untrusted", "tls_expired", "tls_wrong_host"):
             await describe_rejected(run, exc, address, port, sni, source)
+        if exc.code == "tls_handshake_failed" and identity.is_terminal(params):
+            raise await not_speaking_tls(run, exc, params, address, port, host, source) from None
         raise
     if info is not None:
         try:
+            identity.check_certificate(run, params, info.fingerprint, info.subject)
             check_certificate(run, ctx, info, params)
         except ProbeFailure:
             writer.transport.abort()
@@ -84,6 +89,26 @@ async def describe_rejected(
             # Issued for the name by a CA nobody trusts: what a TLS-inspecting firewall or
             # proxy does (a self-signed certificate stays 'untrusted').
             exc.code = "tls_intercepted"
+
+
+async def not_speaking_tls(
+    run: Run,
+    exc: ProbeFailure,
+    params: dict[str, Any],
+    address: str,
+    port: int,
+    host: str,
+    source: str | None,
+) -> ProbeFailure:
+    """A terminal's TLS port that fails the handshake: a device answering plain HTTP there is
+    not the terminal (a printer's page), not a proxy; else the handshake failure stands."""
+    answer = await net.plain_http_answer(address, port, host, source, run.remaining())
+    if answer is None:
+        return exc
+    run.end(False, exc.detail)  # the tls step, before the identity finding
+    return identity.not_terminal(
+        run, params, f"plain HTTP ({answer})", f"plain HTTP on the TLS port: {answer}"
+    )
 
 
 def check_certificate(run: Run, ctx: ProbeContext, info: net.CertInfo, params: dict[str, Any]) -> None:

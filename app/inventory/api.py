@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Query, Response
 from pydantic import BaseModel, ConfigDict
 
-from app.auth.sessions import require_admin
+from app.auth.sessions import Identity, require_admin
 from app.errors import NotFound
 from app.inventory import queries
+from app.inventory.identity import relearn_terminal
 from app.inventory.models import PROVIDERS, Store, Terminal
 from app.inventory.schemas import StoreIn, TerminalIn
 from app.inventory.service import delete_store, delete_terminal, save_store, save_terminal
+from app.poiid import normalise_poiid
 from app.vocabulary import State
 from app.web.deps import SessionDep
 
@@ -152,3 +154,18 @@ async def update_terminal(poiid: str, data: TerminalIn, session: SessionDep) -> 
 async def remove_terminal(poiid: str, session: SessionDep) -> Response:
     await delete_terminal(session, poiid)
     return Response(status_code=204)
+
+
+class RelearnOut(BaseModel):
+    poiid: str
+    forgotten: int  # monitors whose learned identity was dropped; the next healthy check learns anew
+
+
+@router.post("/terminals/{poiid}/identity/relearn", dependencies=ADMIN)
+async def relearn_terminal_identity(
+    poiid: str, session: SessionDep, admin: Annotated[Identity, Depends(require_admin)]
+) -> RelearnOut:
+    """After a real replacement: forget the device identity learned at the terminal's address
+    (recorded as a terminal event); its next healthy check learns the new device."""
+    forgotten = await relearn_terminal(session, poiid, admin.username)
+    return RelearnOut(poiid=normalise_poiid(poiid), forgotten=forgotten)

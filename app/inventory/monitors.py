@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.config import get_settings
 from app.db import bulk_insert, select_where_in, table_of, utcnow
+from app.inventory.identity import without_learned
 from app.inventory.models import Monitor, Store
 from app.inventory.profiles import NETWORK_PROFILES
 from app.schedule import first_due_at, phase_ms
@@ -74,10 +75,13 @@ def terminal_monitor_specs(t: TerminalLike) -> list[MonitorSpec]:
     if t.integration in ("local", "both") and t.lan_host and t.lan_port:
         lan = f"{t.lan_host}:{t.lan_port}"
         specs.append(spec(MonitorKind.TCP, lan))
+        # poiid: the checks compare the device at the address with the terminal (app.checks.identity).
         if t.local_api == "paynt_epos":
-            specs.append(spec(MonitorKind.PAYNT_EPOS, lan, token=t.epos_token))
+            specs.append(spec(MonitorKind.PAYNT_EPOS, lan, token=t.epos_token, poiid=t.poiid))
         elif t.local_api == "adyen_local":
-            specs.append(spec(MonitorKind.TLS, lan, accept_self_signed=True))
+            specs.append(
+                spec(MonitorKind.TLS, lan, accept_self_signed=True, poiid=t.poiid, local_api="adyen_local")
+            )
     return specs
 
 
@@ -126,9 +130,15 @@ async def sync_monitors(
                     "state_since": now,
                 }
             )
-        elif (current.store_id, current.target, current.params) != (spec.store_id, spec.target, spec.params):
+        elif (current.store_id, current.target, without_learned(current.params)) != (
+            spec.store_id,
+            spec.target,
+            spec.params,
+        ):
+            # The identity a check learned stays (app.inventory.identity): same terminal.
+            params = spec.params | {k: v for k, v in (current.params or {}).items() if k == "identity"}
             changed.append(
-                {"id": current.id, "store_id": spec.store_id, "target": spec.target, "params": spec.params}
+                {"id": current.id, "store_id": spec.store_id, "target": spec.target, "params": params}
             )
     obsolete = [m.id for key, m in existing.items() if key not in wanted]
 

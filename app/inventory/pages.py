@@ -7,7 +7,8 @@ import tempfile
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
+from urllib.parse import quote
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import RedirectResponse, Response
@@ -15,14 +16,16 @@ from pydantic import ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.datastructures import UploadFile
 
-from app.auth.sessions import require_admin
+from app.auth.sessions import Identity, require_admin
 from app.errors import AppError, InvalidInput, NotFound
 from app.inventory import queries
 from app.inventory.csvimport import ImportFailed, import_fleet
+from app.inventory.identity import learned_identities, relearn_terminal
 from app.inventory.models import INTEGRATIONS, LOCAL_APIS, PROVIDERS
 from app.inventory.profiles import NETWORK_PROFILES
 from app.inventory.schemas import StoreIn, TerminalIn, field_errors
 from app.inventory.service import delete_store, delete_terminal, save_store, save_terminal
+from app.poiid import normalise_poiid
 from app.web.deps import SessionDep
 from app.web.templating import is_htmx, render
 
@@ -150,7 +153,8 @@ async def edit_terminal_form(request: Request, poiid: str, session: SessionDep) 
     terminal, store_code = found
     values = {f: getattr(terminal, f) for f in TerminalIn.model_fields if f != "store_code"}
     values["store_code"] = store_code
-    context = {"values": values, "errors": {}, "current": terminal.poiid, **CHOICES}
+    identities = await learned_identities(session, terminal.id)
+    context = {"values": values, "errors": {}, "current": terminal.poiid, "identities": identities, **CHOICES}
     return render(request, "inventory/terminal_form.html", context)
 
 
@@ -167,6 +171,15 @@ async def submit_terminal(request: Request, session: SessionDep, poiid: str | No
         done=lambda t: f"/admin/terminals?q={t.poiid}",
         defaults={"cloud_enabled": "no"},
     )  # an unticked checkbox is absent from the form
+
+
+@router.post("/terminals/{poiid}/relearn-identity")
+async def relearn_identity(
+    request: Request, poiid: str, session: SessionDep, admin: Annotated[Identity, Depends(require_admin)]
+) -> Response:
+    """After replacing the terminal at this address: its next healthy check learns the new device."""
+    await relearn_terminal(session, poiid, admin.username)
+    return _go(request, f"/admin/terminals/{quote(normalise_poiid(poiid), safe='')}/edit?relearn=1")
 
 
 @router.post("/terminals/{poiid}/delete")

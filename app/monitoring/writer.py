@@ -38,6 +38,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.checks.result import ProbeResult, Step
 from app.db import Database, dialect_of, in_transaction, is_unreachable, select_where_in, table_of, utcnow
+from app.inventory.identity import learn_identities
 from app.inventory.models import Monitor, Terminal
 from app.monitoring.models import CheckResult, RollupRedo, StateChange
 from app.monitoring.state import MonitorState, step
@@ -395,6 +396,10 @@ async def apply_outcomes(
             }
         )
 
+    # A terminal's first healthy check records the device that answered (app.inventory.identity).
+    await learn_identities(
+        session, [(r["monitor_id"], r["steps"]) for r in results if r["outcome"] == Outcome.OK]
+    )
     if _is_pg(session):
         if monitor_rows:
             await session.execute(_PG_UPDATE_MONITORS, _columns(monitor_rows))

@@ -24,7 +24,8 @@ Behaviours (any endpoint, any time):
 APIs (TerminalSpec.api): "tcp" (echo), "paynt_epos" (HTTPS, self-signed; GET
 /payntpos/1.0.0/pair -> {"token"}; other paths need the token in Authorization),
 "adyen_local" (HTTPS, self-signed, 200 JSON), "https" (HTTPS with a certificate from the
-simulator CA for `cert_host`: the provider/processor endpoints), "tls" (TLS then echo).
+simulator CA for `cert_host`: the provider/processor endpoints), "tls" (TLS then echo),
+"http" (plain HTTP answering 200: another device, such as a printer's web page).
 """
 
 from __future__ import annotations
@@ -86,8 +87,19 @@ class TerminalSpec:
     host: str
     port: int
     api: str = "tcp"
-    cert_host: str | None = None  # the name in the certificate (default: host)
+    cert_host: str | None = None  # the name in the certificate (default: see cert_name)
     behaviour: str = "healthy"
+
+    @property
+    def cert_name(self) -> str:
+        """The name its certificate is for: endpoints their host name; a terminal its own
+        identity, so a second terminal at the same address presents another certificate
+        (Adyen terminals: `{POIID}.test.terminal.adyen.com`, as Adyen's local guide says)."""
+        if self.cert_host:
+            return self.cert_host
+        if self.api == "adyen_local":
+            return f"{self.key}.test.terminal.adyen.com"
+        return self.key if self.api in ("paynt_epos", "tls") else self.host
 
     @classmethod
     def from_row(cls, row: dict) -> TerminalSpec | None:
@@ -224,13 +236,15 @@ class Endpoint:
             mode = self.spec.default_cert
         else:
             return None
-        return self.certs.server_context(self.spec.cert_host or self.spec.host, mode)
+        return self.certs.server_context(self.spec.cert_name, mode)
 
     def respond(self, method: str, path: str, headers: dict[str, str]) -> tuple[int, dict]:
         """The HTTP answer of the simulated API."""
         self.stats.requests += 1
         if self.spec.api == "paynt_epos":
             return self._epos(method, path, headers)
+        if self.spec.api == "http":  # another device's web page (a printer) on plain HTTP
+            return 200, {"device": "printer", "status": "ready", "id": self.spec.key}
         if self.effective == "terminal_error":
             return 500, {"error": "internal terminal error"}
         return 200, {"status": "ok", "id": self.spec.key, "path": path}
@@ -276,7 +290,7 @@ class _Connection(asyncio.Protocol):
             self.mode = "silent"
             return
         ctx = ep.tls_context()
-        self.mode = "http" if ep.spec.api in ("paynt_epos", "adyen_local", "https") else "echo"
+        self.mode = "http" if ep.spec.api in ("paynt_epos", "adyen_local", "https", "http") else "echo"
         if ep.effective == "hung":
             self.mode = "silent"
         if ctx is not None:
@@ -309,7 +323,13 @@ class _Connection(asyncio.Protocol):
             self.transport.write(data)
         elif self.mode == "http":
             self.buffer += data
-            if b"\r\n\r\n" in self.buffer:
+            if not self.buffer[:1].isupper():  # not a request line (a TLS ClientHello): as web servers do
+                self.transport.write(
+                    b"HTTP/1.1 400 Bad Request\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"
+                )
+                self.mode = "done"
+                self.transport.close()
+            elif b"\r\n\r\n" in self.buffer:
                 self._answer_http()
             elif len(self.buffer) > 65536:
                 self.transport.abort()
@@ -358,6 +378,10 @@ class TerminalSimulator:
     async def add(self, spec: TerminalSpec) -> Endpoint:
         await self.start([spec])
         return self.endpoints[spec.key]
+
+    async def remove(self, key: str) -> None:
+        """Take a terminal off the network (its address is free for another device)."""
+        await self.endpoints.pop(key).stop()
 
     def set_behaviour(self, key: str, name: str, period_s: float | None = None) -> asyncio.Task:
         """Switch a terminal's behaviour; await the returned task to know it is in place."""

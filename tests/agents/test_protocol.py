@@ -82,7 +82,8 @@ async def test_enrol_then_config_holds_the_stores_network_and_lan_checks(client,
         "tcp",
         "tcp",
         "tcp",
-    ]  # 2 destinations x dns+tcp, 4 tills
+        "tls",
+    ]  # 2 destinations x dns+tcp (+ tls on the processor's 443), 4 tills
     unchanged = await client.get(f"{API}/config", headers={**auth, "If-None-Match": r.headers["ETag"]})
     assert unchanged.status_code == 304
 

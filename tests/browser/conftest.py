@@ -81,6 +81,8 @@ async def live_server(tmp_path_factory, sim):
     from app.main import create_app
 
     path = tmp_path_factory.mktemp("browser") / "termpulse.db"
+    ca_file = path.with_name("simulator-ca.pem")
+    ca_file.write_text(sim.ca_pem)
     url = f"sqlite+aiosqlite:///{path}"
     database = Database(url)
     await migrate(database.engine)
@@ -104,6 +106,7 @@ async def live_server(tmp_path_factory, sim):
         dns_port=sim.dns.port,
         check_interval_s=2,
         check_timeout_s=2.0,
+        trusted_ca_file=ca_file,  # the processor endpoints' certificates (their TLS checks)
     )
     application = create_app(settings, database=database, run_worker=True)
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)

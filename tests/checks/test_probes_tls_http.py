@@ -68,7 +68,7 @@ async def test_tls_wrong_host(ctx, endpoint_behaviour):
 
 async def test_tls_fingerprint_pin(ctx, terminal, network):
     t = await terminal("paynt_epos", port=8080)
-    good = network.certs.fingerprint(t.host, "self_signed")
+    good = network.certs.fingerprint(t.cert_name, "self_signed")
     pinned = ":".join(good[i : i + 2] for i in range(0, 64, 2)).upper()  # as browsers show it
     r = await run_probe(
         "tls", f"{t.host}:8080", {"accept_self_signed": True, "fingerprint": pinned}, 1.0, ctx
@@ -183,7 +183,7 @@ async def test_epos_paired_terminal_is_up(ctx, terminal):
     t = await terminal("paynt_epos", port=8080, key="A920-0001")
     r = await run_probe("paynt_epos", f"{t.host}:8080", {"token": epos_token("A920-0001")}, 1.0, ctx)
     assert r.outcome == "ok", r
-    assert [s["step"] for s in r.steps] == ["connect", "tls", "first_byte", "http"]
+    assert [s["step"] for s in r.steps] == ["connect", "tls", "first_byte", "identity", "http"]
 
 
 async def test_epos_unpaired_is_401_and_pairing_fixes_it(ctx, terminal, network):
