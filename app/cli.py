@@ -11,10 +11,15 @@ import errno
 import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from app.agent.cli import add_arguments as add_agent_arguments
 from app.config import Settings, get_settings, weak_secret_key
 from app.logging import configure_logging
+from app.monitoring.processes import Supervisor, default_processes
+
+if TYPE_CHECKING:
+    from fastapi import FastAPI
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -28,6 +33,13 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, default=None)
     serve.add_argument("--no-worker", action="store_true", help="serve pages only, run no checks")
     serve.add_argument(
+        "--checker-processes",
+        type=int,
+        default=0,
+        metavar="N",
+        help="run the checker as N processes beside the web server (PostgreSQL; default: in the server)",
+    )
+    serve.add_argument(
         "--demo", action="store_true", help="fresh SQLite demo database with a simulated fleet"
     )
 
@@ -36,7 +48,14 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--port", type=int, default=None)
 
     sub.add_parser("migrate", help="upgrade the database schema to the newest version")
-    sub.add_parser("worker", help="run checks only (add more workers to share the fleet)")
+    worker = sub.add_parser("worker", help="run checks only (add more workers to share the fleet)")
+    worker.add_argument(
+        "--processes",
+        type=int,
+        default=None,
+        metavar="N",
+        help="worker processes sharing the fleet (PostgreSQL; default: one per core; SQLite: 1)",
+    )
 
     imp = sub.add_parser("import", help="import stores and terminals from CSV (all or nothing)")
     imp.add_argument("files", nargs="+", metavar="CSV", help="STORES.csv [TERMINALS.csv]")
@@ -139,7 +158,6 @@ def database_words(args: argparse.Namespace, settings: Settings) -> str:
 
 
 def _serve(args: argparse.Namespace, settings: Settings) -> int:
-    import uvicorn
 
     from app.demo import run_demo
     from app.main import create_app
@@ -149,7 +167,24 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
     if refused := _refuse_weak_secret(args, settings):
         return refused
     _migrate(args, settings)
-    app = create_app(settings, run_worker=not args.no_worker)
+    checkers = (
+        _processes(args.checker_processes, settings, "--checker-processes") if args.checker_processes else 0
+    )
+    if checkers is None:
+        return 2
+    app = create_app(settings, run_worker=not args.no_worker and not checkers)
+    supervisor = Supervisor(checkers).start() if checkers else None
+    try:
+        _run_server(app, args, settings)
+    finally:
+        if supervisor is not None:
+            supervisor.stop()
+    return 0
+
+
+def _run_server(app: FastAPI, args: argparse.Namespace, settings: Settings) -> None:
+    import uvicorn
+
     uvicorn.run(
         app,
         host=args.host or settings.host,
@@ -161,7 +196,39 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
         # they never send on one the server is closing, and their calls reuse it.
         timeout_keep_alive=75,
     )
-    return 0
+
+
+def _processes(asked: int | None, settings: Settings, flag: str) -> int | None:
+    """How many worker processes to run: None (with the reason said) when that cannot be."""
+    sqlite = settings.database_url.startswith("sqlite")
+    if asked is not None and asked < 1:
+        print(f"termpulse: {flag} needs 1 or more", file=sys.stderr)
+        return None
+    if sqlite:
+        if asked is not None and asked > 1:
+            print(
+                f"termpulse: {flag} {asked}: SQLite supports one worker only; use PostgreSQL for several",
+                file=sys.stderr,
+            )
+            return None
+        return 1
+    return asked if asked is not None else default_processes()
+
+
+def _supervise(processes: int) -> int:
+    """`termpulse worker --processes N`: N children until SIGINT/SIGTERM."""
+    import signal
+    import threading
+
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
+    supervisor = Supervisor(processes).start()
+    while not stop.wait(1.0):
+        if supervisor.failed:
+            supervisor.stop()
+            return 1
+    return supervisor.stop()
 
 
 _MAKE_A_KEY = "python3 -c 'import secrets; print(secrets.token_urlsafe(32))'"
@@ -247,6 +314,11 @@ def _worker(args: argparse.Namespace, settings: Settings) -> int:
     if refused := _refuse_weak_secret(args, settings):
         return refused
     _migrate(args, settings)
+    processes = _processes(args.processes, settings, "--processes")
+    if processes is None:
+        return 2
+    if processes > 1:
+        return _supervise(processes)
     return run_worker(settings, alert_jobs)  # the alert jobs run beside the checks
 
 
