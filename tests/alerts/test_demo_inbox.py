@@ -56,3 +56,13 @@ async def test_demo_notifications_arrive_on_the_notifications_sent_page(db):
 
 async def _started(server) -> bool:
     return server.started
+
+
+async def test_the_incidents_page_points_to_the_demo_inbox_in_the_demo_only(db, client):
+    from tests.html import one
+
+    page = await client.get("/incidents")
+    assert "/demo/notifications" not in page.text
+    client._transport.app.state.demo_inbox = DemoInbox()
+    page = await client.get("/incidents")
+    assert one(dom(page), 'a[href="/demo/notifications"]') is not None
