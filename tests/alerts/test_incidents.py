@@ -308,3 +308,28 @@ async def test_termpulse_cannot_check_a_stalled_checker_or_an_offline_agent(db, 
     assert all(
         m["title"].startswith("[TermPulse] Resolved: TermPulse cannot check") for m in webhook.delivered[2:]
     )
+
+
+async def test_a_fleet_incident_resolves_once_every_store_has(db, webhook):
+    from tests.alerts.conftest import alert_settings
+
+    settings = alert_settings(db, alert_fleet_stores=10, alert_fleet_cause_stores=1000)
+    channel = await add_channel(db, settings, "Ops webhook", webhook.url())
+    await add_rule(db, "everything", channel)
+    stores = [await failing_store(db, f"S-{300 + i}") for i in range(12)]
+    runner = AlertRunner(settings, db)
+    await run_until(runner, lambda: webhook.delivered)
+    for sid in stores[:-1]:
+        await heal_store(db, sid)
+    for _ in range(3):
+        await runner.evaluate()
+        await runner.deliver()
+    assert len(webhook.delivered) == 1  # one store still down: the fleet incident stays open
+    await heal_store(db, stores[-1])
+    await run_until(runner, lambda: len(webhook.delivered) == 2)
+    assert webhook.delivered[1]["title"].startswith("[TermPulse] Resolved: Fleet incident: 12 stores failing")
+    for _ in range(3):
+        await runner.evaluate()
+        await runner.deliver()
+    assert len(webhook.delivered) == 2  # no resolution per store
+    assert {i.state for i in await incidents(db)} == {"resolved"}
