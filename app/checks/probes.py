@@ -21,7 +21,10 @@ Targets and params per kind (params are all optional unless said):
               self-signed certificates are accepted (terminals use them).
 
 Every kind also takes params {"source": "127.2.0.5"}: the local address to query DNS and
-connect from (a checker host with one egress address per store network).
+connect from (a checker host with one egress address per store network), and {"owner":
+"terminal" | "network" | "provider"}: who owns the target, for the fix texts (by default a
+terminal's check says so by its "poiid"; otherwise a LAN address is a terminal's, a name a
+processor's or provider's host).
 
 Outcome "ok" | "fail" | "error": "error" means our side failed (target refused by the
 guard, internal error): the monitor goes unknown, never down. A probe never raises.
@@ -34,8 +37,9 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from app.checks import http, transport
+from app.checks import http, identity, transport
 from app.checks.context import ProbeContext
+from app.checks.diagnoses import OWNERS, TERMINAL
 from app.checks.result import ProbeFailure, ProbeResult, Run
 from app.vocabulary import MonitorKind
 
@@ -58,6 +62,13 @@ async def run_probe(
     """Run one check. Never raises (except cancellation): failures come back named."""
     run = Run(timeout_s)
     run.context.setdefault("target", target)
+    params = params or {}
+    # Who owns the target words the fixes (app.checks.diagnoses); else told by its address.
+    owner = params.get("owner") or (
+        TERMINAL if kind == MonitorKind.PAYNT_EPOS or identity.is_terminal(params) else None
+    )
+    if owner in OWNERS:
+        run.context["owner"] = owner
     probe = PROBES.get(kind)
     if probe is None:
         return run.failed(
@@ -66,7 +77,7 @@ async def run_probe(
     try:
         # The probes keep their own deadline; this only catches a probe that overruns it.
         async with asyncio.timeout(timeout_s + 2):
-            return await probe(run, ctx, target, params or {})
+            return await probe(run, ctx, target, params)
     except ProbeFailure as exc:
         return run.failed(exc)
     except TimeoutError:

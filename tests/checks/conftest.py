@@ -67,3 +67,17 @@ def dns_record(network):
     yield set_record
     for name in changed:
         network.dns.set_record(name, [ENDPOINTS[name][0]])
+
+
+@pytest.fixture
+async def endpoint_behaviour(network):
+    """Switch a named endpoint's behaviour for one test, healthy again afterwards."""
+    changed = []
+
+    async def switch(name, port, behaviour):
+        changed.append((name, port))
+        await network.set_endpoint_behaviour(name, port, behaviour)
+
+    yield switch
+    for name, port in changed:
+        await network.set_endpoint_behaviour(name, port, "healthy")

@@ -1,5 +1,7 @@
 """The catalogue: every code has its texts, names the target, and marks our own failures."""
 
+from pathlib import Path
+
 from app.checks.diagnoses import CATALOGUE, explain, is_ours
 
 REQUIRED = {
@@ -27,6 +29,13 @@ REQUIRED = {
     "provider_auth_rejected",
     "provider_rate_limited",
     "provider_unavailable",
+    # issue 11: DNS filters, TLS to the processors, the device at a terminal's address
+    "dns_blocked",
+    "tls_intercepted",
+    "tls_stalled",
+    "tls_expiring_soon",
+    "device_changed",
+    "not_terminal",
 }
 OURS = {
     "agent_offline",
@@ -70,3 +79,10 @@ def test_missing_context_still_reads_and_unknown_code_is_ours():
     assert "the host" in explain("tcp_refused").cause
     d = explain("no_such_code")
     assert d.code == "internal_error" and d.ours and "no_such_code" in d.cause
+
+
+def test_the_readme_lists_every_diagnosis():
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    section = readme.split("## Diagnoses", 1)[1].split("\n## ", 1)[0]
+    missing = [code for code in CATALOGUE if f"`{code}`" not in section]
+    assert not missing, f"README's Diagnoses section lacks {missing}"

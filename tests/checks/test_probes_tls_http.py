@@ -9,20 +9,6 @@ from app.simulator.terminals import epos_token
 PROCESSOR = "prodssl.protectedtransactions.com"
 
 
-@pytest.fixture
-async def endpoint_behaviour(network):
-    """Switch a named endpoint's behaviour for one test, healthy again afterwards."""
-    changed = []
-
-    async def switch(name, port, behaviour):
-        changed.append((name, port))
-        await network.set_endpoint_behaviour(name, port, behaviour)
-
-    yield switch
-    for name, port in changed:
-        await network.set_endpoint_behaviour(name, port, "healthy")
-
-
 # --- tls ---------------------------------------------------------------------------------
 
 
