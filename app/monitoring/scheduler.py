@@ -46,7 +46,7 @@ log = logging.getLogger(__name__)
 
 # Diagnoses that mean "the target did not answer in time": if our event loop was too busy
 # to even notice the deadline on time, the silence may be ours, not the terminal's.
-_TIMEOUT_DIAGNOSES = {"tcp_timeout", "dns_timeout", "stalled"}
+_TIMEOUT_DIAGNOSES = {"tcp_timeout", "dns_timeout", "stalled", "tls_stalled"}
 
 
 def _log_failure(task: asyncio.Task[int]) -> None:
