@@ -9,8 +9,11 @@ the supervisor starts it again. PostgreSQL only: SQLite has one worker, said at 
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import logging
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -20,6 +23,15 @@ log = logging.getLogger(__name__)
 
 RESTART_DELAY_S = 2.0
 MAX_RESTARTS_PER_MINUTE = 5  # past this a child fails at once: stop restarting it, say so
+
+
+def _die_with_parent() -> None:
+    """In the child, before exec: SIGTERM when the parent dies (Linux prctl PR_SET_PDEATHSIG)."""
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass  # not Linux: the supervisor's own stop() is what stops them
 
 
 def default_processes() -> int:
@@ -56,8 +68,10 @@ class Supervisor:
 
     def _spawn(self, i: int) -> None:
         # Its own process group: a Ctrl-C in the terminal reaches the supervisor only, which
-        # stops the children in order (else they would stop before the supervisor knew).
-        self.children[i] = subprocess.Popen(self.command, start_new_session=True)
+        # stops the children in order (else they would stop before the supervisor knew). And
+        # a SIGTERM from the kernel when the supervisor dies however it dies (uvicorn re-raises
+        # the signal that stopped it, which ends `serve` before any `finally`): never an orphan.
+        self.children[i] = subprocess.Popen(self.command, start_new_session=True, preexec_fn=_die_with_parent)
 
     def _alive(self) -> list[subprocess.Popen[bytes]]:
         return [c for c in self.children if c is not None and c.poll() is None]
