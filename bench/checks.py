@@ -41,6 +41,7 @@ from app.db import server_execute
 from bench.machine import describe
 
 BENCH_DB = "termpulse_bench_checks"
+ALERTS = False  # --alerts
 PORT = 2000
 
 
@@ -183,7 +184,12 @@ async def scenario(
     from app.monitoring.worker import Worker
 
     await reset_monitors(db, n, interval, all_due_now)
-    worker = Worker(settings, db, keep_lag=True, maintenance=False)
+    jobs = ()
+    if ALERTS:  # --alerts: the alert jobs on the worker too, as serve and worker run them
+        from app.alerts.runner import alert_jobs
+
+        jobs = alert_jobs(settings, db)
+    worker = Worker(settings, db, keep_lag=True, maintenance=False, jobs=jobs)
     me = psutil.Process()
     await worker.start()
     try:
@@ -382,8 +388,10 @@ if __name__ == "__main__":
     parser.add_argument("--only", choices=("steady-10s", "steady-5s", "backlog"))
     parser.add_argument("--profile", action="store_true", help="cProfile the worker during steady-5s")
     parser.add_argument("--keep", action="store_true", help="keep the bench database")
+    parser.add_argument("--alerts", action="store_true", help="run the alert jobs on the worker too")
     parser.add_argument("--simulator", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    ALERTS = args.alerts
     if args.simulator:
         run_simulator(args.simulator)
         sys.exit(0)
