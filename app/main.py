@@ -21,6 +21,7 @@ from app.alerts.pages import router as incidents_pages
 from app.alerts.runner import alert_jobs
 from app.auth.routes import RequireLogin
 from app.auth.routes import router as auth_router
+from app.auth.audit_pages import router as audit_pages
 from app.auth.users import router as users_pages
 from app.config import Settings, get_settings
 from app.dashboard.routes import router as dashboard_pages
@@ -89,6 +90,7 @@ def create_app(
         ops_routes,
         auth_router,
         users_pages,
+        audit_pages,
         inventory_pages,
         providers_pages,
         agents_pages,
