@@ -6,6 +6,7 @@ No per-service code lives here: Apprise speaks every service through its URL sch
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from dataclasses import dataclass
 from urllib.parse import urlsplit
@@ -14,6 +15,10 @@ import apprise
 
 from app.errors import InvalidInput
 from app.providers.crypto import KeyUnavailable, decrypt_api_key, encrypt_api_key
+
+# Apprise says "Notifying 1 service(s)" for every message; what a channel answered is kept on
+# the delivery attempt (and a failure still logs its warning).
+logging.getLogger("apprise").setLevel(logging.WARNING)
 
 _TYPES = {
     "opened": apprise.NotifyType.FAILURE,
