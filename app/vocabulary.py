@@ -215,9 +215,11 @@ _HEADLINES = {
 
 class MonitorKind(StrEnum):
     DNS = "dns"
+    PING = "ping"
     TCP = "tcp"
     TLS = "tls"
     HTTPS = "https"
+    WEBSOCKET = "websocket"
     PAYNT_EPOS = "paynt_epos"
     CLOUD = "cloud"
 
@@ -233,9 +235,11 @@ class MonitorKind(StrEnum):
 
 _KIND_WORDS = {
     MonitorKind.DNS: "DNS",
+    MonitorKind.PING: "Ping",
     MonitorKind.TCP: "TCP",
     MonitorKind.TLS: "TLS",
     MonitorKind.HTTPS: "HTTPS",
+    MonitorKind.WEBSOCKET: "WebSocket",
     MonitorKind.PAYNT_EPOS: "EPOS API",
     MonitorKind.CLOUD: "Cloud",
 }

@@ -141,6 +141,23 @@ CATALOGUE: dict[str, _Entry] = {
             ),
         },
     ),
+    "ping_lost": _Entry(
+        "No reply to ping",
+        "{host} did not answer any of {count} pings: it is off, not at this address, or ICMP is blocked.",
+        "Check that {host} is on and reachable; if its other checks pass, ICMP is only blocked on the "
+        "way and the ping check can be removed.",
+        fixes={
+            TERMINAL: (
+                "Check that the terminal is turned on and on the store network; its DHCP address may "
+                "have changed (give it a DHCP reservation). If its payment port answers, ICMP is only "
+                "blocked: remove the ping check."
+            ),
+            PROVIDER: (
+                "Many internet hosts do not answer ping: if the TCP and TLS checks of {host} pass, remove "
+                "the ping check; otherwise check the store's internet connection."
+            ),
+        },
+    ),
     # --- TLS -------------------------------------------------------------------------
     "tls_handshake_failed": _Entry(
         "TLS handshake failed",
@@ -296,6 +313,13 @@ CATALOGUE: dict[str, _Entry] = {
         "Nothing to do at the store: an administrator must fix the monitor's target or the allowed networks.",
         ours=True,
     ),
+    "ping_not_permitted": _Entry(
+        "Ping not permitted on the checker",
+        "TermPulse cannot ping {host} from this machine: the system does not allow it ICMP "
+        "sockets ({error}).",
+        "Nothing to do at the store: an administrator must {allow}, or remove the ping check.",
+        ours=True,
+    ),
     "internal_error": _Entry(
         "Checker error",
         "TermPulse failed while checking {target} ({error}).",
@@ -410,6 +434,8 @@ _FALLBACKS = {
     "device_at": "the terminal's address",
     "known_as": "the terminal",
     "answers_as": "another device",
+    "count": "several",
+    "allow": "allow ICMP sockets for TermPulse (net.ipv4.ping_group_range, or CAP_NET_RAW)",
 }
 
 

@@ -9,6 +9,8 @@ Targets and params per kind (params are all optional unless said):
 
   dns         target "prodssl.protectedtransactions.com"
               params {"rdtype": "A"}
+  ping        target "192.168.1.23" (or a name)
+              params {"count": 3, "interval_s": 0.2, "privileged": null}  ICMP echo (app.checks.ping)
   tcp         target "host:port"  ("[2001:db8::1]:443" for IPv6)
               params {"settle_ms": 50}   how long to watch for a reset after connecting
   tls         target "host:port"
@@ -37,7 +39,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from app.checks import http, identity, transport
+from app.checks import http, identity, ping, transport
 from app.checks.context import ProbeContext
 from app.checks.diagnoses import OWNERS, TERMINAL
 from app.checks.result import ProbeFailure, ProbeResult, Run
@@ -49,6 +51,7 @@ Probe = Callable[[Run, ProbeContext, str, dict[str, Any]], Awaitable[ProbeResult
 
 PROBES: dict[str, Probe] = {
     MonitorKind.DNS: transport.probe_dns,
+    MonitorKind.PING: ping.probe_ping,
     MonitorKind.TCP: transport.probe_tcp,
     MonitorKind.TLS: transport.probe_tls,
     MonitorKind.HTTPS: http.probe_https,
