@@ -36,6 +36,7 @@ REQUIRED = {
     "tls_expiring_soon",
     "device_changed",
     "not_terminal",
+    "ping_lost",
 }
 OURS = {
     "agent_offline",
@@ -47,6 +48,7 @@ OURS = {
     "provider_auth_rejected",
     "provider_rate_limited",
     "provider_unavailable",
+    "ping_not_permitted",  # the checker's system allows no ICMP socket
 }
 
 
