@@ -155,7 +155,7 @@ async def test_terminal_and_store_status_follow_their_monitors(db):
         "up",
         "disconnected",
         "not_enabled",
-        "down",
+        "degraded",  # one of two terminals down: the store can still take cards
     )
     assert await apply((cloud, "error", "provider_rate_limited")) == (
         "unknown",
@@ -169,14 +169,14 @@ async def test_terminal_and_store_status_follow_their_monitors(db):
         "down",
         "connected",
         "not_enabled",
-        "down",
-    )  # the store's network fails them all
+        "cannot_pay",
+    )  # the store's network fails them all: the store cannot take cards
     assert await apply((net, "ok", None), (cloud, "fail", "cloud_not_enabled")) == (
         "down",
         "up",
         "not_enabled",
         "not_enabled",
-        "down",
+        "degraded",
     )
     assert await apply((cloud, "ok", None)) == ("up", "up", "connected", "not_enabled", "up")
     async with db.sessionmaker() as s:
