@@ -240,6 +240,31 @@ CATALOGUE: dict[str, _Entry] = {
         "The device at {host} is not the paired terminal or its certificate was "
         "renewed: check the device, then update the pinned fingerprint.",
     ),
+    # --- WebSocket (app.checks.ws) ----------------------------------------------------
+    "ws_rejected": _Entry(
+        "WebSocket upgrade refused",
+        "{target} answered HTTP {status} instead of accepting the WebSocket upgrade.",
+        "The service at {host}:{port} answers HTTP but not as the expected WebSocket service: check "
+        "the URL's path and that the service is enabled.",
+        fixes={
+            TERMINAL: (
+                "The terminal at {host} answers on port {port} but refuses the WebSocket: enable its "
+                "WebSocket (ECR) service and check the path, then restart the terminal."
+            ),
+        },
+    ),
+    "ws_handshake_failed": _Entry(
+        "Not a WebSocket service",
+        "{target} does not speak WebSocket ({error}).",
+        "Another service (or a proxy) answers on port {port} of {host}: check the port of the "
+        "WebSocket service, and ask the store's IT to let it through untouched.",
+        fixes={
+            TERMINAL: (
+                "Another service answers on port {port} of {host}: check that the device at {host} is the "
+                "terminal (its DHCP address may have moved) and the port of its WebSocket service."
+            ),
+        },
+    ),
     # --- the device at a terminal's address (app.checks.identity) ------------------
     "device_changed": _Entry(
         "Another device at the terminal's address",

@@ -183,7 +183,7 @@ def _peer_cert(response: httpx.Response) -> net.CertInfo | None:
     return info
 
 
-def _chain(exc: BaseException) -> Iterator[BaseException]:
+def exception_chain(exc: BaseException) -> Iterator[BaseException]:
     """The exception and its causes, outermost first."""
     seen = set()
     current: BaseException | None = exc
@@ -212,7 +212,7 @@ async def _classify(
         )
     )
     run.begin("first_byte" if phase == "http" else phase, at=start)
-    errors = list(_chain(exc))
+    errors = list(exception_chain(exc))
     timed_out = any(isinstance(e, (httpx.TimeoutException, TimeoutError)) for e in errors)
     verify = next((e for e in errors if isinstance(e, ssl.SSLCertVerificationError)), None)
     oserr = next((e for e in errors if isinstance(e, OSError) and e.errno), None)

@@ -18,6 +18,8 @@ Targets and params per kind (params are all optional unless said):
   https       target "https://host[:port]/path"  (http:// works too, without the TLS step)
               params {"expect_status": [200, "3xx"], "accept_self_signed": false,
                       "fingerprint": ..., "method": "GET", "headers": {...}}
+  websocket   target "ws://host:3000/" or "wss://host/path"  the WebSocket opening handshake
+              params {"headers": {...}, "subprotocols": [...], "accept_self_signed": false}
   paynt_epos  target "host:port" of the terminal's EPOS API
               params {"token": "...", "path": "/payntpos/1.0.0", "fingerprint": ...}
               self-signed certificates are accepted (terminals use them).
@@ -39,7 +41,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from app.checks import http, identity, ping, transport
+from app.checks import http, identity, ping, transport, ws
 from app.checks.context import ProbeContext
 from app.checks.diagnoses import OWNERS, TERMINAL
 from app.checks.result import ProbeFailure, ProbeResult, Run
@@ -55,6 +57,7 @@ PROBES: dict[str, Probe] = {
     MonitorKind.TCP: transport.probe_tcp,
     MonitorKind.TLS: transport.probe_tls,
     MonitorKind.HTTPS: http.probe_https,
+    MonitorKind.WEBSOCKET: ws.probe_websocket,
     MonitorKind.PAYNT_EPOS: http.probe_paynt_epos,
 }
 

@@ -25,12 +25,14 @@ APIs (TerminalSpec.api): "tcp" (echo), "paynt_epos" (HTTPS, self-signed; GET
 /payntpos/1.0.0/pair -> {"token"}; other paths need the token in Authorization),
 "adyen_local" (HTTPS, self-signed, 200 JSON), "https" (HTTPS with a certificate from the
 simulator CA for `cert_host`: the provider/processor endpoints), "tls" (TLS then echo),
-"http" (plain HTTP answering 200: another device, such as a printer's web page).
+"http" (plain HTTP answering 200: another device, such as a printer's web page),
+"websocket" (plain HTTP accepting the WebSocket upgrade: Torgsoft's JSON service on 3000).
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import hashlib
 import json
 import logging
@@ -66,6 +68,7 @@ BEHAVIOURS = (
 TLS_APIS = ("paynt_epos", "adyen_local", "https", "tls")
 EPOS_BASE = "/payntpos/1.0.0"
 _LINGER_RST = struct.pack("ii", 1, 0)  # SO_LINGER on, 0 s: close() sends RST
+_WS_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"  # RFC 6455
 
 
 def epos_token(poiid: str) -> str:
@@ -243,6 +246,10 @@ class Endpoint:
         self.stats.requests += 1
         if self.spec.api == "paynt_epos":
             return self._epos(method, path, headers)
+        if self.spec.api == "websocket":  # a plain request to a WebSocket service
+            if self.effective == "terminal_error":
+                return 500, {"error": "service error"}
+            return 426, {"error": "upgrade required"}
         if self.spec.api == "http":  # another device's web page (a printer) on plain HTTP
             return 200, {"device": "printer", "status": "ready", "id": self.spec.key}
         if self.effective == "terminal_error":
@@ -290,7 +297,9 @@ class _Connection(asyncio.Protocol):
             self.mode = "silent"
             return
         ctx = ep.tls_context()
-        self.mode = "http" if ep.spec.api in ("paynt_epos", "adyen_local", "https", "http") else "echo"
+        self.mode = (
+            "http" if ep.spec.api in ("paynt_epos", "adyen_local", "https", "http", "websocket") else "echo"
+        )
         if ep.effective == "hung":
             self.mode = "silent"
         if ctx is not None:
@@ -312,6 +321,22 @@ class _Connection(asyncio.Protocol):
         if self.pending:  # decrypted data that arrived before start_tls returned
             data, self.pending = self.pending, b""
             self.data_received(data)
+
+    def _upgrade(self, headers: dict[str, str]) -> bool:
+        """The WebSocket opening handshake (RFC 6455): 101, then the connection stays open."""
+        key = headers.get("sec-websocket-key")
+        if "websocket" not in headers.get("upgrade", "").lower() or not key:
+            return False  # a plain request: answered below (426)
+        if self.endpoint.effective == "terminal_error":
+            return False
+        accept = base64.b64encode(hashlib.sha1((key + _WS_GUID).encode()).digest()).decode()
+        self.transport.write(
+            "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            f"Sec-WebSocket-Accept: {accept}\r\n\r\n".encode()
+        )
+        self.endpoint.stats.requests += 1
+        self.mode = "done"  # frames from the client are read and dropped
+        return True
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.endpoint._conns.discard(self.raw)
@@ -342,9 +367,17 @@ class _Connection(asyncio.Protocol):
         for line in lines[1:]:
             name, _, value = line.partition(":")
             headers[name.strip().lower()] = value.strip()
+        if self.endpoint.spec.api == "websocket" and self._upgrade(headers):
+            return
         status, body = self.endpoint.respond(method, path.split("?", 1)[0], headers)
         payload = json.dumps(body).encode()
-        reason = {200: "OK", 401: "Unauthorized", 404: "Not Found", 500: "Internal Server Error"}
+        reason = {
+            200: "OK",
+            401: "Unauthorized",
+            404: "Not Found",
+            426: "Upgrade Required",
+            500: "Internal Server Error",
+        }
         self.transport.write(
             f"HTTP/1.1 {status} {reason.get(status, 'Status')}\r\nContent-Type: application/json\r\n"
             f"Content-Length: {len(payload)}\r\nConnection: close\r\n\r\n".encode()

@@ -37,6 +37,8 @@ REQUIRED = {
     "device_changed",
     "not_terminal",
     "ping_lost",
+    "ws_rejected",
+    "ws_handshake_failed",
 }
 OURS = {
     "agent_offline",
