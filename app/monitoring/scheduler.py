@@ -321,10 +321,11 @@ class Dispatcher:
         return CheckOutcome.of(c.id, result, started, due_at=c.due_at)
 
     async def renew(self) -> int:
-        """Renew the leases of the monitors claimed and not yet finished."""
+        """Renew the leases of the monitors claimed and not yet written."""
         if self._stopping:
             return 0
-        return await renew_leases(self.database, self.owner, sorted(self._held), self.lease_s)
+        held = self._held | self.writer.waiting_monitor_ids()
+        return await renew_leases(self.database, self.owner, sorted(held), self.lease_s)
 
     async def stop(self, grace_s: float = 10.0) -> None:
         """Stop claiming, drop checks not started yet, let running ones finish (bounded)."""

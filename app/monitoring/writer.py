@@ -571,6 +571,7 @@ class ResultWriter:
         self.max_delay_s = max_delay_s
         self.on_written = on_written
         self._pending: list[CheckOutcome] = []
+        self._writing: list[CheckOutcome] = []
         self._wake = asyncio.Event()
         self._idle = asyncio.Event()
         self._idle.set()
@@ -602,6 +603,14 @@ class ResultWriter:
     @property
     def backlog(self) -> int:
         return len(self._pending)
+
+    def waiting_monitor_ids(self) -> set[int]:
+        """Monitors whose scheduled result waits here (or is being written): their worker
+        renews the leases until written, else a slow write would let the run be claimed
+        again and done twice."""
+        return {
+            o.monitor_id for o in (*self._writing, *self._pending) if o.due_at is not None and not o.manual
+        }
 
     async def flush(self) -> None:
         """Wait until everything submitted so far has been written (or given up)."""
@@ -635,6 +644,7 @@ class ResultWriter:
 
     async def _write(self, batch: list[CheckOutcome]) -> None:
         t0 = time.perf_counter()
+        self._writing = batch
         try:
             report = await write_outcomes(self.database, batch, lease_owner=self.lease_owner)
         except Exception as exc:
@@ -651,6 +661,7 @@ class ResultWriter:
             )
             return
         finally:
+            self._writing = []
             self.batches += 1
             self.write_s += time.perf_counter() - t0
         if self.outage_since is not None:
