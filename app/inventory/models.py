@@ -14,7 +14,9 @@ from app.db import Base, BigId, JSONData, UTCDateTime, utcnow
 from app.vocabulary import AgentState, CloudState, State
 
 INTEGRATIONS = ("cloud", "local", "both")
-LOCAL_APIS = ("paynt_epos", "adyen_local", "tcp")
+# torgsoft: Torgsoft's bank-terminal set (BPOS 2000/2100, the JSON WebSocket service on 3000,
+# PosApi 5001): its port, the WebSocket handshake when that is 3000, and a ping (app.inventory.monitors).
+LOCAL_APIS = ("paynt_epos", "adyen_local", "tcp", "torgsoft")
 PROVIDERS = ("adyen", "stripe", "paynt", "ingenico", "generic")
 
 

@@ -15,7 +15,7 @@ from app.config import get_settings
 from app.db import bulk_insert, select_where_in, table_of, utcnow
 from app.inventory.identity import without_learned
 from app.inventory.models import Monitor, Store
-from app.inventory.profiles import NETWORK_PROFILES
+from app.inventory.profiles import NETWORK_PROFILES, TORGSOFT_WEBSOCKET_PORT
 from app.schedule import first_due_at, phase_ms
 from app.vocabulary import MonitorKind, State
 
@@ -82,6 +82,11 @@ def terminal_monitor_specs(t: TerminalLike) -> list[MonitorSpec]:
             specs.append(
                 spec(MonitorKind.TLS, lan, accept_self_signed=True, poiid=t.poiid, local_api="adyen_local")
             )
+        elif t.local_api == "torgsoft":
+            # The Torgsoft guide's checks: the protocol's port (above), its WebSocket service, ping.
+            if t.lan_port == TORGSOFT_WEBSOCKET_PORT:
+                specs.append(spec(MonitorKind.WEBSOCKET, f"ws://{lan}/"))
+            specs.append(spec(MonitorKind.PING, t.lan_host))
     return specs
 
 

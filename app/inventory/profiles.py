@@ -22,10 +22,25 @@ FULLSTEAM_INGENICO = (
     Destination("temterminalsnar01.icloud.ingenico.com", 7003),  # persistent TCP from the terminal
 )
 ADYEN_CLOUD = (Destination("terminal-api-live.adyen.com", 443, tls=True),)
+# Stripe Terminal readers (Stripe's "Domains and IP addresses", Stripe Terminal domains; the
+# *.terminal-events.stripe.com wildcard cannot be checked by name).
+STRIPE_TERMINAL = (
+    Destination("api.stripe.com", 443, tls=True),
+    Destination("armada.stripe.com", 443, tls=True),
+    Destination("gator.stripe.com", 443, tls=True),
+    Destination("api.emms.bbpos.com", 443, tls=True),
+)
 
 NETWORK_PROFILES: dict[str, tuple[Destination, ...]] = {
     "fullsteam-ingenico": FULLSTEAM_INGENICO,
     "adyen-cloud": ADYEN_CLOUD,
     "paynt-local": (),  # the terminals' own EPOS checks cover it
     "mixed": FULLSTEAM_INGENICO + ADYEN_CLOUD,
+    "stripe-terminal": STRIPE_TERMINAL,
 }
+
+# Torgsoft's bank-terminal protocols by the terminal's port (a terminal with local_api
+# "torgsoft"): 3000 is the JSON WebSocket service, checked with a WebSocket handshake; the
+# others with a TCP connect. InpasEcrCom (5555) listens on the PC, not on the terminal.
+TORGSOFT_PORTS = {2000: "BPOS", 2100: "BPOS", 3000: "JSON WebSocket", 5001: "PosApi"}
+TORGSOFT_WEBSOCKET_PORT = 3000
