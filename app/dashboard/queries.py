@@ -754,7 +754,7 @@ async def terminal_page(
         f.page = min(f.page, pages)
         stmt = _terminal_filters(base, f, q_stores).order_by(*order)
         if by_status:
-            rows = await _status_groups(session, stmt, count_stmt, f)
+            rows = await _status_groups(session, stmt, count_stmt, f, total)
         else:
             stmt = stmt.limit(f.per).offset((f.page - 1) * f.per)
             rows = [TerminalRow(**r._mapping) for r in (await session.execute(stmt)).all()]
@@ -763,14 +763,15 @@ async def terminal_page(
 
 
 async def _status_groups(
-    session: AsyncSession, stmt: Select, count_stmt: Select, f: TerminalFilters
+    session: AsyncSession, stmt: Select, count_stmt: Select, f: TerminalFilters, total: int
 ) -> list[TerminalRow]:
     """One page of the worst-first list with the not-monitored terminals after all the others
     (before them when descending), each group read in index order on (status, status_since):
     an ORDER BY on an expression would sort the whole fleet for every page."""
     monitored, bare = Terminal.status != State.NONE, Terminal.status == State.NONE
     groups = [monitored, bare] if f.dir != "desc" else [bare, monitored]
-    first_count = await session.scalar(count_stmt.where(groups[0])) or 0
+    bare_count = await session.scalar(count_stmt.where(bare)) or 0  # an index range: few rows
+    first_count = total - bare_count if f.dir != "desc" else bare_count
     offset = (f.page - 1) * f.per
     found: list[Any] = []
     if offset < first_count:
