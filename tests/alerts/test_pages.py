@@ -175,3 +175,14 @@ async def test_rotate_secret_re_encrypts_channel_urls(db, settings, webhook):
     async with db.sessionmaker() as s:
         stored = (await s.execute(select(AlertChannel))).scalar_one()
     assert decrypt_url(new_key, stored.url_encrypted) == webhook.url()
+
+
+async def test_incidents_list_refreshes_itself_as_a_fragment(db, client, webhook):
+    from tests.html import is_fragment
+
+    iid, _ = await _incident(db, webhook)
+    page = await client.get("/incidents?state=open")
+    live = one(dom(page), "#results")
+    assert live.get("hx-get") == "/incidents?state=open" and live.get("hx-trigger") == "every 10s"
+    fragment = await client.get("/incidents?state=open", headers={"HX-Request": "true"})
+    assert is_fragment(fragment) and f"incident-{iid}" in fragment.text
