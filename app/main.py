@@ -39,6 +39,7 @@ from app.ops.routes import router as ops_routes
 from app.providers.api import router as providers_api
 from app.providers.pages import router as providers_pages
 from app.web.errors import DatabaseDownBanner, app_error, http_error, unusable_input
+from app.web.limits import RefuseLargeBodies
 from app.web.security import RefuseCrossOrigin, SecurityHeaders
 from app.windows.api import router as windows_api
 from app.windows.pages import router as windows_pages
@@ -83,6 +84,7 @@ def create_app(
     app.add_middleware(RefuseCrossOrigin)  # before the login and any handler: no side effect
     app.add_middleware(SecurityHeaders)
     app.add_middleware(RequestMetrics)
+    app.add_middleware(RefuseLargeBodies, limit_mb=settings.upload_max_mb)  # before anything reads it
     app.mount("/static", StaticFiles(directory=str(settings.static_dir)), name="static")
 
     for router in (

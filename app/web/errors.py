@@ -54,6 +54,13 @@ async def app_error(request: Request, exc: Exception) -> Response:
     return html_error(request, exc)
 
 
+def too_large_message(limit_mb: float) -> str:
+    return (
+        f"This upload is larger than TermPulse takes ({limit_mb:g} MB, TERMPULSE_UPLOAD_MAX_MB): "
+        "split the file, or ask whoever runs TermPulse to raise the limit."
+    )
+
+
 @dataclass(frozen=True)
 class Refusal:
     """What web/error.html shows for an HTTP refusal (the fields an AppError has)."""
@@ -77,6 +84,8 @@ def refusal(request: Request, exc: HTTPException) -> Refusal:
         return Refusal(401, "Log in first", "This page needs a login.")
     if exc.status_code == 404:
         return Refusal(404, "No such page", f"There is no page at {request.url.path[:200]}.")
+    if exc.status_code == 413:  # a body over the limit, found while reading it (app.web.limits)
+        return Refusal(413, "Too large", str(exc.detail))
     if exc.status_code == 405:
         return Refusal(405, "Not possible here", f"{request.method} is not possible on this page.")
     return Refusal(exc.status_code, "Not possible", str(exc.detail)[:300])
