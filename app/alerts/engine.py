@@ -751,7 +751,14 @@ class Evaluator:
                         "kind": NOTIFY_RESOLVED,
                         "title": messages.resolved_title(incident.title),
                         "body": messages.resolved_body(
-                            incident.title, incident.opened_at, self.now, self.config.base_url, incident.id
+                            incident.title,
+                            incident.opened_at,
+                            self.now,
+                            self.config.base_url,
+                            incident.id,
+                            tz=store.timezone
+                            if (store := self.stores.get(incident.store_id or 0))
+                            else "UTC",
                         ),
                         "state": "pending",
                         "created_at": self.now,

@@ -152,14 +152,15 @@ def resolved_title(title: str) -> str:
 
 
 def resolved_body(
-    title: str, opened_at: datetime, resolved_at: datetime, base_url: str, incident_id: int
+    title: str, opened_at: datetime, resolved_at: datetime, base_url: str, incident_id: int, tz: str = "UTC"
 ) -> str:
+    """`tz`: the store's time zone (fleet and cannot-check incidents: UTC)."""
     minutes = max(1, round((resolved_at - opened_at).total_seconds() / 60))
     return "\n".join(
         [
             f"Resolved: {title.removeprefix(PREFIX).strip()}",
             f"Everything involved is up again, after about {minutes} min "
-            f"(opened {local_time(opened_at, 'UTC')}, resolved {local_time(resolved_at, 'UTC')}).",
+            f"(opened {local_time(opened_at, tz)}, resolved {local_time(resolved_at, tz)}).",
             f"Incident: {incident_link(base_url, incident_id)}",
         ]
     )
