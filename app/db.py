@@ -6,12 +6,14 @@ import asyncio
 import json
 from collections.abc import Awaitable, Callable, Iterable
 from datetime import UTC, datetime
+from operator import itemgetter
 from typing import Any, Literal, TypeVar, TypeVarTuple, cast, overload
 
 from sqlalchemy import (
     JSON,
     URL,
     BigInteger,
+    Column,
     ColumnElement,
     DateTime,
     Dialect,
@@ -193,28 +195,46 @@ async def bulk_insert(session: AsyncSession, table: Table, rows: list[dict[str, 
     if connection.dialect.name != "postgresql" or len(rows) < 500:
         await session.execute(table.insert(), rows)
         return
-    rows = _with_defaults(table, rows)  # COPY skips the Python-side column defaults
-    columns = list(rows[0])
-    json_columns = {
-        c.name
-        for c in table.columns
-        if isinstance(c.type, (JSON, JSONB)) or isinstance(getattr(c.type, "impl", None), JSON)
-    }
-    records = [tuple(json.dumps(row[c]) if c in json_columns else row[c] for c in columns) for row in rows]
+    columns, records = copy_records(table, rows)
     raw = await connection.get_raw_connection()
     assert raw.driver_connection is not None  # asyncpg's connection, open while the session is
     await raw.driver_connection.copy_records_to_table(table.name, records=records, columns=columns)
 
 
-def _with_defaults(table: Table, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def copy_records(table: Table, rows: list[dict[str, Any]]) -> tuple[list[str], list[tuple[Any, ...]]]:
+    """The columns and the records COPY takes for `rows` (all with the keys of the first): the
+    Python-side column defaults added (COPY skips them), JSON columns as text. Built with
+    itemgetter, no dict per row: a first import builds a hundred thousand of them."""
+    given = list(rows[0])
+    defaults = _defaults(table, given)
+    json_at = [i for i, name in enumerate(given) if _is_json(table.columns[name])]
+    extra = tuple(defaults.values())
+    get = itemgetter(*given)
+    values = [(get(row),) for row in rows] if len(given) == 1 else [get(row) for row in rows]
+    if json_at:
+        dumps = json.dumps
+        for n, record in enumerate(values):
+            cells = list(record)
+            for i in json_at:
+                cells[i] = dumps(cells[i])
+            values[n] = tuple(cells)
+    records = [record + extra for record in values] if extra else values
+    return given + list(defaults), records
+
+
+def _is_json(column: Column[Any]) -> bool:
+    return isinstance(column.type, (JSON, JSONB)) or isinstance(getattr(column.type, "impl", None), JSON)
+
+
+def _defaults(table: Table, given: list[str]) -> dict[str, Any]:
     defaults: dict[str, Any] = {}
     for column in table.columns:
-        if column.name in rows[0] or column.default is None or column.primary_key:
+        if column.name in given or column.default is None or column.primary_key:
             continue
         assert isinstance(column.default, ColumnDefault)  # the models' defaults: values or callables
         arg = column.default.arg
         defaults[column.name] = arg(None) if callable(arg) else arg
-    return [{**defaults, **row} for row in rows] if defaults else rows
+    return defaults
 
 
 async def server_execute(url: str | URL, statement: str) -> None:

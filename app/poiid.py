@@ -9,4 +9,6 @@ _DASHES = dict.fromkeys(map(ord, "\u2010\u2011\u2012\u2013\u2014\u2015\u2212\ufe
 
 
 def normalise_poiid(value: str) -> str:
+    if value.isascii():  # NFKC and the dashes change nothing in ASCII
+        return value.strip()
     return unicodedata.normalize("NFKC", value).translate(_DASHES).strip()

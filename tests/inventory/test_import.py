@@ -152,3 +152,39 @@ async def test_cloud_state_is_set_from_the_inventory(db):
         ).all()
     for integration, enabled, state in rows:
         assert state == ("unknown" if integration != "local" and enabled else "not_enabled")
+
+
+async def test_large_import_copies_rows_and_keys_monitors_by_the_right_terminal(db):
+    """Past 500 rows PostgreSQL takes stores, terminals and monitors by COPY and reads the new
+    ids back: each monitor belongs to its own terminal and store; a re-import changes nothing."""
+    from bench.fleetgen import generate
+
+    stores_csv, terminals_csv = generate(60, 10, seed=7)
+    files = [("stores.csv", stores_csv), ("terminals.csv", terminals_csv)]
+    summary = await run_import(db, files)
+    assert (summary.stores.created, summary.terminals.created) == (60, 600)
+    async with db.sessionmaker() as session:
+        rows = (
+            await session.execute(
+                select(
+                    Monitor.key,
+                    Monitor.target,
+                    Monitor.store_id,
+                    Terminal.id,
+                    Terminal.store_id,
+                    Terminal.lan_host,
+                    Terminal.poiid,
+                    Monitor.kind,
+                ).join(Terminal, Monitor.terminal_id == Terminal.id)
+            )
+        ).all()
+        created = set(await session.scalars(select(Terminal.created_at)))
+    assert len(rows) > 600
+    for key, target, store_id, terminal_id, terminal_store, lan_host, poiid, kind in rows:
+        assert key == f"t{terminal_id}:{kind}" and store_id == terminal_store
+        assert target == poiid if kind == "cloud" else target.startswith(f"{lan_host}:")
+    assert None not in created
+
+    again = await run_import(db, files)
+    assert (again.terminals.unchanged, again.stores.unchanged) == (600, 60)
+    assert again.monitors == {"created": 0, "updated": 0, "deleted": 0}

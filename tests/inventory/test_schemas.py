@@ -1,7 +1,7 @@
 import pytest
 from pydantic import ValidationError
 
-from app.inventory.schemas import StoreIn, TerminalIn, field_errors, normalise_mac
+from app.inventory.schemas import StoreIn, TerminalIn, field_errors, normalise_mac, validate_host
 from app.poiid import normalise_poiid
 
 
@@ -10,7 +10,9 @@ def test_poiid_dashes_become_hyphen(dash):
     assert normalise_poiid(f"  P400Plus{dash}275039202 ") == "P400Plus-275039202"
 
 
-@pytest.mark.parametrize("raw", ["02-00-00-01-01-5C", "0200.0001.015c", "020000:01015c", "02:00:00:01:01:5c"])
+@pytest.mark.parametrize(
+    "raw", ["02-00-00-01-01-5C", "0200.0001.015c", "020000:01015c", "02:00:00:01:01:5c", "02:00:00:01:01:5C"]
+)
 def test_mac_normalised(raw):
     assert normalise_mac(raw) == "02:00:00:01:01:5c"
 
@@ -53,3 +55,42 @@ def test_store_validation():
     errors = _errors(StoreIn, code="S 1", name="", timezone="Mars/Olympus", network_profile="wifi")
     assert set(errors) == {"code", "name", "timezone", "network_profile"}
     assert StoreIn(code="S-1", name="x", tags=" a ; b;;").tags == "a;b"
+
+
+@pytest.mark.parametrize(
+    ("raw", "normal"),
+    [
+        ("127.1.1.1", "127.1.1.1"),
+        ("255.255.255.255", "255.255.255.255"),
+        (" 10.0.0.9 ", "10.0.0.9"),
+        ("::1", "::1"),
+        ("FE80::0001", "fe80::1"),
+        ("Till-1.Store.Local.", "till-1.store.local"),
+    ],
+)
+def test_hosts_normalised(raw, normal):
+    assert validate_host(raw) == normal
+
+
+@pytest.mark.parametrize("raw", ["01.2.3.4", "256.1.1.1", "1.2.3", "1.2.3.4.5", "\u0661.2.3.4", "a b"])
+def test_bad_hosts_rejected(raw):
+    with pytest.raises(ValueError, match="not an IP address or host name"):
+        validate_host(raw)
+
+
+@pytest.mark.parametrize("raw", ["02:00:00:01:01:5c0", "02:00:00:01:01", "02:00:00:01:01:5g", ""])
+def test_bad_macs_rejected(raw):
+    with pytest.raises(ValueError, match="not a MAC address"):
+        normalise_mac(raw)
+
+
+@pytest.mark.parametrize("space", [" ", "\t", "\u00a0", "\u2003", "\u3000"])
+def test_poiid_with_any_space_rejected(space):
+    assert _errors(TerminalIn, store_code="S-1", poiid=f"A{space}1") == {
+        "poiid": "must not be empty or contain spaces"
+    }
+
+
+def test_poiid_ascii_and_not():
+    assert normalise_poiid(" P400Plus-1 ") == "P400Plus-1"
+    assert normalise_poiid("\uff30400\u2011\uff11") == "P400-1"  # full-width letters and digits: NFKC
