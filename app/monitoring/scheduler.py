@@ -194,6 +194,7 @@ class Dispatcher:
         self.recent_lag_s: deque[float] = deque(maxlen=2000)  # start minus due of the latest checks
         self._backlog = False  # the last claim found more due than it could take
         self._sweeping = False
+        self._renewed_at = time.monotonic()
         self._refill: asyncio.Task[int] | None = None
         self.stats = DispatchStats(lag_s=[] if keep_lag else None)
         self._inflight = 0
@@ -226,6 +227,12 @@ class Dispatcher:
         total = 0
         loop = asyncio.get_running_loop()
         self._backlog = False
+        if self.writer.outage_since is not None or self.writer.backlog > 2 * self.writer.max_batch:
+            # Results wait to be written (the database was down or is slow): claiming more
+            # would only pile them up, and their leases must be renewed first.
+            return 0
+        if time.monotonic() - self._renewed_at > self.lease_s / 3:
+            await self.renew()  # overdue (the database was down): before claiming anything new
         while not self._stopping:
             room = min(self.claim_batch, self.max_claimed - self._inflight, self.concurrency - self._running)
             if room <= 0:
@@ -325,7 +332,9 @@ class Dispatcher:
         if self._stopping:
             return 0
         held = self._held | self.writer.waiting_monitor_ids()
-        return await renew_leases(self.database, self.owner, sorted(held), self.lease_s)
+        renewed = await renew_leases(self.database, self.owner, sorted(held), self.lease_s)
+        self._renewed_at = time.monotonic()
+        return renewed
 
     async def stop(self, grace_s: float = 10.0) -> None:
         """Stop claiming, drop checks not started yet, let running ones finish (bounded)."""
