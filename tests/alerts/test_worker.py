@@ -15,6 +15,7 @@ from sqlalchemy import select
 
 from app.alerts.models import AlertCursor, DeliveryAttempt, Notification
 from app.alerts.runner import AlertRunner
+from app.checks.diagnoses import explain
 from app.inventory.models import Store, Terminal
 from app.monitoring.worker import Worker
 from app.simulator.terminals import TerminalSimulator, TerminalSpec
@@ -83,8 +84,9 @@ async def test_blocked_port_7003_opens_one_incident_and_sends_one_message(db, pr
         title = "[TermPulse] S-7003 Harbour Street: cannot take cards (all 2 terminals down)"
         assert message["title"] == title
         body = message["message"]
-        assert f"Port 7003 to {host} is filtered" in body
-        assert "allow outbound TCP 7003" in body  # the fix
+        named = explain("tcp_timeout", host=host, port=7003)  # the catalogue's words
+        assert f"Diagnosis: {named.title}. {named.cause}" in body
+        assert f"Fix: {named.fix}" in body
         assert "(Europe/London)" in body and "http://termpulse.test/stores/S-7003" in body
         assert "Port 7003" in smtp.messages[0].get_content()
         [incident] = await incidents(db)
