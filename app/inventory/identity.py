@@ -111,6 +111,17 @@ async def learned_identities(session: AsyncSession, terminal_id: int) -> list[di
     ]
 
 
+async def identity_events(session: AsyncSession, terminal_id: int, limit: int = 5) -> list[TerminalEvent]:
+    """The terminal's latest identity events (learned, re-learned), newest first."""
+    query = (
+        select(TerminalEvent)
+        .where(TerminalEvent.terminal_id == terminal_id, TerminalEvent.kind.in_((LEARNED, RELEARN)))
+        .order_by(TerminalEvent.at.desc(), TerminalEvent.id.desc())
+        .limit(limit)
+    )
+    return list((await session.scalars(query)).all())
+
+
 def without_learned(params: dict[str, Any] | None) -> dict[str, Any]:
     """A monitor's params as the inventory derives them (the learned identity left out)."""
     return {k: v for k, v in (params or {}).items() if k != "identity"}

@@ -20,7 +20,7 @@ from app.auth.sessions import Identity, require_admin
 from app.errors import AppError, InvalidInput, NotFound
 from app.inventory import queries
 from app.inventory.csvimport import ImportFailed, import_fleet
-from app.inventory.identity import learned_identities, relearn_terminal
+from app.inventory.identity import identity_events, learned_identities, relearn_terminal
 from app.inventory.models import INTEGRATIONS, LOCAL_APIS, PROVIDERS
 from app.inventory.profiles import NETWORK_PROFILES
 from app.inventory.schemas import StoreIn, TerminalIn, field_errors
@@ -154,7 +154,15 @@ async def edit_terminal_form(request: Request, poiid: str, session: SessionDep) 
     values = {f: getattr(terminal, f) for f in TerminalIn.model_fields if f != "store_code"}
     values["store_code"] = store_code
     identities = await learned_identities(session, terminal.id)
-    context = {"values": values, "errors": {}, "current": terminal.poiid, "identities": identities, **CHOICES}
+    events = await identity_events(session, terminal.id)
+    context = {
+        "values": values,
+        "errors": {},
+        "current": terminal.poiid,
+        "identities": identities,
+        "identity_events": events,
+        **CHOICES,
+    }
     return render(request, "inventory/terminal_form.html", context)
 
 

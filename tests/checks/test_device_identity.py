@@ -11,6 +11,7 @@ from app.inventory.models import Monitor, TerminalEvent
 from app.monitoring.manual import check_terminal_now
 from app.simulator.terminals import TerminalSpec, epos_token
 from tests.checks.conftest import _addresses
+from tests.html import dom, texts
 
 FIRST, SECOND = "A920-905011011", "A920-905011099"
 
@@ -191,3 +192,7 @@ async def test_the_edit_page_shows_the_identity_and_relearns(db, settings, clien
     assert done.status_code == 303 and done.headers["location"] == f"/admin/terminals/{FIRST}/edit?relearn=1"
     page = await client.get(done.headers["location"])
     assert "Identity forgotten" in page.text and "Nothing learned yet" in page.text
+    events = texts(dom(page), "#identity-events li")
+    assert (
+        "re-learn asked (re-learn by " in events[0] and f"learned (first healthy check), {FIRST}" in events[1]
+    )
