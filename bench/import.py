@@ -1,6 +1,8 @@
 """Import benchmark: 5,000 stores and 50,000 terminals into PostgreSQL, first run and unchanged re-run.
 
-Targets: first import < 10 s, unchanged re-import < 5 s. Run: .venv/bin/python bench/import.py
+Targets: first import < 10 s, unchanged re-import < 3 s. On a shared machine the wall time
+follows the load: the importing process's CPU time and the load average are printed beside it.
+Run: .venv/bin/python bench/import.py
 Database: TERMPULSE_BENCH_DATABASE_URL (default: a fresh termpulse_bench_import on the local server).
 """
 
@@ -37,11 +39,12 @@ async def fresh_database(url: str) -> Database:
     return database
 
 
-async def timed_import(database: Database, files) -> tuple[float, object]:
+async def timed_import(database: Database, files) -> tuple[float, float, object]:
+    """(wall s, CPU s of this process, summary)."""
     async with database.sessionmaker() as session:
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), time.process_time()
         summary = await import_fleet(session, files)
-        return time.perf_counter() - started, summary
+        return time.perf_counter() - started, time.process_time() - cpu, summary
 
 
 async def main() -> None:
@@ -50,8 +53,9 @@ async def main() -> None:
     files = [("stores.csv", stores_csv), ("terminals.csv", terminals_csv)]
     database = await fresh_database(url)
     try:
-        first, summary = await timed_import(database, files)
-        again, unchanged = await timed_import(database, files)
+        load = os.getloadavg()[0]
+        first, first_cpu, summary = await timed_import(database, files)
+        again, again_cpu, unchanged = await timed_import(database, files)
         async with database.sessionmaker() as session:
             monitors = await session.scalar(select(func.count()).select_from(Monitor))
             version = await session.scalar(text("SHOW server_version"))
@@ -62,12 +66,18 @@ async def main() -> None:
         f" ({len(terminals_csv) / 2**20:.1f} MiB CSV), "
         f"{monitors:,} monitors derived"
     )
-    print(f"machine: {describe()}; PostgreSQL {version}")
     print(
-        f"first import:       {first:6.2f} s  ({summary.stores}; terminals {summary.terminals})"
-        "  target < 10 s"
+        f"machine: {describe()}; PostgreSQL {version};"
+        f" load average {load:.1f} before, {os.getloadavg()[0]:.1f} after"
     )
-    print(f"unchanged re-import:{again:6.2f} s  (terminals {unchanged.terminals})  target < 5 s")
+    print(
+        f"first import:       {first:6.2f} s, CPU {first_cpu:5.2f} s"
+        f"  ({summary.stores}; terminals {summary.terminals})  target < 10 s"
+    )
+    print(
+        f"unchanged re-import:{again:6.2f} s, CPU {again_cpu:5.2f} s"
+        f"  (terminals {unchanged.terminals})  target < 3 s"
+    )
 
 
 if __name__ == "__main__":

@@ -8,8 +8,10 @@ by its header, so the order of the files does not matter.
 from __future__ import annotations
 
 import csv
+import gc
 import io
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -150,6 +152,26 @@ async def import_fleet(
     Raises ImportFailed with every bad row. With dry_run the writes are rolled back, so the
     summary is exactly what a real run would do.
     """
+    with _collector_paused():
+        return await _import(session, files, dry_run)
+
+
+@contextmanager
+def _collector_paused() -> Iterator[None]:
+    """An import builds a few hundred thousand objects (rows, models, records) that all live
+    until it ends; the cyclic garbage collector would scan them over and over (about a fifth
+    to half of the import's CPU). Reference counting still frees everything; the collector
+    runs again when the import ends."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
+async def _import(session: AsyncSession, files: list[tuple[str, bytes]], dry_run: bool) -> UpsertSummary:
     fleet = ParsedFleet()
     for name, data in files:
         parse_file(name, data, fleet)
