@@ -152,6 +152,7 @@ async def test_xlsx_formats_for_people(fleet, tmp_path):
     assert cell("Monitored %").value == pytest.approx(1 - 3600 / (2 * 2 * 86400))
     assert cell("Down (h:mm)").number_format == "[h]:mm" and cell("Down (h:mm)").value == timedelta(hours=1.5)
     assert cell("Outages").value == 1 and cell("Terminals").value == 2
+    assert cell("Store name").number_format == "General" and cell("Time zone").value == "Europe/Paris"
     for name, width in (("Store name", 26), ("Uptime %", 11), ("Paused/maintenance (h:mm)", 16)):
         assert ws.column_dimensions[cell(name).column_letter].width == width
     days = wb["Per day"]
