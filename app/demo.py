@@ -23,8 +23,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import csv
+import fcntl
 import io
 import logging
+import sys
 import tempfile
 from datetime import timedelta
 from pathlib import Path
@@ -273,7 +275,29 @@ async def _demo_channel(database: Database, settings: Settings, url: str) -> Non
 
 
 def run_demo(settings: Settings, *, host: str, port: int) -> int:
+    if _demo_running_here():
+        print(
+            f"termpulse demo: a demo is already running from this folder (it holds {DEMO_DATABASE}): "
+            "stop it first, or start this one from another folder.",
+            file=sys.stderr,
+        )
+        return 2
     for suffix in ("", "-wal", "-shm", ".worker.lock"):
         DEMO_DATABASE.with_name(DEMO_DATABASE.name + suffix).unlink(missing_ok=True)
     asyncio.run(_serve_demo(settings, DEMO_DATABASE.resolve(), host, port))
     return 0
+
+
+def _demo_running_here() -> bool:
+    """Another demo's worker holds the lock on this folder's demo database: deleting that
+    database (a fresh start) would pull it from under the running demo."""
+    lock = DEMO_DATABASE.with_name(DEMO_DATABASE.name + ".worker.lock")
+    if not lock.exists():
+        return False
+    with lock.open("a") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        fcntl.flock(f, fcntl.LOCK_UN)
+    return False

@@ -86,3 +86,16 @@ def test_server_and_worker_refuse_a_weak_secret_key(tmp_path):
             assert done.returncode == 2, (command, key, done.stderr)
             assert why in done.stderr and "token_urlsafe" in done.stderr
     assert not (tmp_path / "weak.db").exists()  # refused before touching the database
+
+
+def test_a_second_demo_in_the_same_folder_leaves_the_running_one_alone(tmp_path, monkeypatch):
+    """It used to delete the running demo's database before finding its ports taken."""
+    import fcntl
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "termpulse-demo.db").write_bytes(b"the running demo's data")
+    with (tmp_path / "termpulse-demo.db.worker.lock").open("a") as held:
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)  # as the running demo's worker holds it
+        done = termpulse_sync("demo", "--port", "1")
+    assert done.returncode == 2 and "already running from this folder" in done.stderr
+    assert (tmp_path / "termpulse-demo.db").read_bytes() == b"the running demo's data"
