@@ -144,8 +144,12 @@ def _slot(fig: Figures, state: str, seconds: float) -> None:
 
 
 @lru_cache(maxsize=8192)
-def terminal_state(states: tuple[str, ...]) -> str:
-    """The combined state of a terminal's monitors (own + store network) at one instant."""
+def terminal_state(states: tuple[str, ...], own: int | None = None) -> str:
+    """The combined state of a terminal's monitors (own + store network) at one instant.
+    `own`: the first `own` states are the terminal's own monitors; while none of them existed
+    yet the terminal was not monitored (its store's network says nothing about it)."""
+    if own is not None and all(s == NONE for s in states[:own]):
+        return NONE
     known = [s for s in states if s != NONE]
     if not known:
         return NONE
@@ -154,19 +158,20 @@ def terminal_state(states: tuple[str, ...]) -> str:
 
 
 def combined_segments(
-    timelines: list[tuple[str, list[tuple[float, str]]]], begin: float, end: float
+    timelines: list[tuple[str, list[tuple[float, str]]]], begin: float, end: float, own: int | None = None
 ) -> list[tuple[float, float, str]]:
     """Segments (start, end, state) of a terminal over [begin, end), adjacent equal states merged.
 
     `timelines`: per monitor its state at `begin` (or earlier) and its changes (t, to_state) in
-    order; changes at or before `begin` only set the state it starts with."""
+    order; changes at or before `begin` only set the state it starts with. `own`: how many of
+    them (the first) are the terminal's own monitors (see terminal_state)."""
     if end <= begin:
         return []
     states = [initial for initial, _ in timelines]
     events = [(t, i, s) for i, (_, changes) in enumerate(timelines) for t, s in changes]
     events.sort(key=itemgetter(0))  # stable: a monitor's changes at one instant keep their order
     out: list[list] = []
-    cursor, current = begin, terminal_state(tuple(states))
+    cursor, current = begin, terminal_state(tuple(states), own)
     for t, i, s in events:
         if t >= end:
             break
@@ -177,7 +182,7 @@ def combined_segments(
                 out.append([cursor, t, current])
             cursor = t
         states[i] = s
-        current = terminal_state(tuple(states))
+        current = terminal_state(tuple(states), own)
     if out and out[-1][2] == current:
         out[-1][1] = end
     else:
@@ -445,6 +450,11 @@ def _watching(
     return mine + network.get(t.store_id, []) if mine else []
 
 
+def _own(monitors: list[_MonitorRow]) -> int:
+    """How many of `_watching`'s monitors (its own first) are the terminal's own."""
+    return sum(1 for m in monitors if m.terminal_id is not None)
+
+
 async def _changes(session: AsyncSession, monitor_ids: list[int], start: datetime, end: datetime) -> Changes:
     """Changes (t, from_state, to_state) in [start, end) per monitor, in order."""
     sc = StateChange.__table__
@@ -487,7 +497,7 @@ def terminal_uptime(
     end_dt = max(end, begin_dt)
     begin, stop = begin_dt.timestamp(), end_dt.timestamp()
     timelines = [_timeline(m, changes.get(m.id, ()), begin) for m in monitors]
-    segments = combined_segments(timelines, begin, stop) if timelines else []
+    segments = combined_segments(timelines, begin, stop, _own(monitors)) if timelines else []
     downs = [(a, b) for a, b, s in segments if s == DOWN]
     if per_day and stop > begin:
         dates, cuts = day_cuts(t.tz, begin, stop)
@@ -668,7 +678,7 @@ async def terminal_timeline(
     if not monitors:
         return [*segments, (begin, end, NONE)]
     timelines = [_timeline(m, changes.get(m.id, ()), begin.timestamp()) for m in monitors]
-    for a, b, state in combined_segments(timelines, begin.timestamp(), end.timestamp()):
+    for a, b, state in combined_segments(timelines, begin.timestamp(), end.timestamp(), _own(monitors)):
         segments.append((datetime.fromtimestamp(a, UTC), datetime.fromtimestamp(b, UTC), state))
     return segments
 

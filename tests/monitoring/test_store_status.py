@@ -140,3 +140,15 @@ async def test_derived_rows(db):
         assert await s.scalar(select(Terminal.status).where(Terminal.id == bare)) == NONE
         assert await s.scalar(select(Store.status)) == StoreStatus.CANNOT_PAY
         assert await reconcile_status(s, now) == {"terminals": 0, "stores": 0}
+
+
+def test_history_counts_no_time_before_a_terminal_had_a_check_of_its_own():
+    """Its LAN check added at t=10 (none before); its store's DNS check up all along: the time
+    before is not monitored, not up (the live status's rule, in history)."""
+    from app.history.uptime import combined_segments
+
+    own = ("none", [(10.0, "up")])
+    network = ("up", [])
+    assert combined_segments([own, network], 0.0, 30.0, own=1) == [(0.0, 10.0, "none"), (10.0, 30.0, "up")]
+    # Without the own count (a store-level view), the network's state is the terminal's.
+    assert combined_segments([own, network], 0.0, 30.0) == [(0.0, 30.0, "up")]
