@@ -9,6 +9,7 @@ import argparse
 import asyncio
 import errno
 import os
+import secrets
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -172,7 +173,9 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
     )
     if checkers is None:
         return 2
-    app = create_app(settings, run_worker=not args.no_worker and not checkers)
+    # A fresh install (no user yet) serves only the setup page, with this token from the log.
+    setup_token = secrets.token_urlsafe(18)
+    app = create_app(settings, run_worker=not args.no_worker and not checkers, setup_token=setup_token)
     supervisor = Supervisor(checkers).start() if checkers else None
     try:
         _run_server(app, args, settings)

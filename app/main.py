@@ -19,9 +19,9 @@ from app.alerts.api import router as incidents_api
 from app.alerts.pages import admin as notifications_pages
 from app.alerts.pages import router as incidents_pages
 from app.alerts.runner import alert_jobs
-from app.auth.routes import RequireLogin
-from app.auth.routes import router as auth_router
 from app.auth.audit_pages import router as audit_pages
+from app.auth.routes import RequireLogin, announce_setup
+from app.auth.routes import router as auth_router
 from app.auth.users import router as users_pages
 from app.config import Settings, get_settings
 from app.dashboard.routes import router as dashboard_pages
@@ -48,8 +48,15 @@ log = logging.getLogger(__name__)
 
 
 def create_app(
-    settings: Settings | None = None, *, database: Database | None = None, run_worker: bool = False
+    settings: Settings | None = None,
+    *,
+    database: Database | None = None,
+    run_worker: bool = False,
+    setup_token: str | None = None,
 ) -> FastAPI:
+    """The application. With `setup_token` (termpulse serve), a database without users serves
+    only the setup page, which needs that token (printed in the log at start); without it (the
+    demo, the tests), such a database is open to everyone, with a banner saying so."""
     settings = settings or get_settings()
     owns_database = database is None
     database = database or Database(settings.database_url)
@@ -59,6 +66,8 @@ def create_app(
         # The alert jobs (evaluate, deliver the outbox) run beside the checks, on the same worker.
         jobs = alert_jobs(settings, database)
         worker = await start_embedded_worker(settings, database, jobs=jobs) if run_worker else None
+        if setup_token is not None:
+            await announce_setup(database, setup_token)
         yield
         if worker is not None:
             await worker.stop()
@@ -75,6 +84,7 @@ def create_app(
         redoc_url=None,
     )
     app.state.settings = settings
+    app.state.setup_token = setup_token
     app.state.db = database
     app.state.agent_broker = AgentBroker()  # Check connection -> the store agents' long polls
     app.state.agent_writer = AgentWriter(database)  # the store agents' results and heartbeats

@@ -3,13 +3,16 @@ pages behind a login once users exist and lets each role only where the rule tab
 
 from __future__ import annotations
 
+import asyncio
+import hmac
+import logging
 import math
 from datetime import timedelta
 from urllib.parse import quote
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, RedirectResponse, Response
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.auth import audit
@@ -21,6 +24,7 @@ from app.auth.sessions import (
     COOKIE,
     PUBLIC_PREFIXES,
     Identity,
+    count_failure,
     create_token,
     current_identity,
     end_all_sessions,
@@ -32,11 +36,12 @@ from app.auth.sessions import (
     set_session_cookie,
     start_session,
 )
-from app.db import utcnow
+from app.db import Database, utcnow
 from app.web.deps import SessionDep
 from app.web.errors import API_PREFIX, forbidden
 from app.web.templating import render
 
+log = logging.getLogger(__name__)
 router = APIRouter(include_in_schema=False)
 
 MIN_PASSWORD = 8
@@ -63,6 +68,9 @@ class RequireLogin:
         identity = await identify(request)
         if identity is None:
             await _login_first(request, path)(scope, receive, send)
+            return
+        if identity.via == "open" and getattr(request.app.state, "setup_token", None):
+            await _setup_first(path)(scope, receive, send)
             return
         request.state.identity = identity
         needed = needed_role(scope["method"], path, scope.get("app"))
@@ -99,6 +107,14 @@ def _login_first(request: Request, path: str) -> Response:
         )
     target = path + (f"?{request.url.query}" if request.url.query else "")
     return RedirectResponse(f"/login?next={quote(target)}", status_code=303)
+
+
+def _setup_first(path: str) -> Response:
+    """A fresh install (no user yet, not the demo) serves nothing but the setup page."""
+    if path.startswith(API_PREFIX):
+        detail = "TermPulse is not set up yet: create the first user at /setup (or termpulse create-user)"
+        return JSONResponse({"detail": detail}, 503)
+    return RedirectResponse("/setup", status_code=303)
 
 
 def _safe_next(target: str) -> str:
@@ -206,7 +222,7 @@ async def change_password(request: Request, session: SessionDep) -> Response:
         errors["again"] = "The two new passwords differ."
     if errors:
         return await _account_page(request, session, 422, errors=errors)
-    user.password_hash = hash_password(new)
+    user.password_hash = await asyncio.to_thread(hash_password, new)  # scrypt off the event loop
     ended = await end_all_sessions(session, user.id)
     token = await start_session(session, request, user)  # this browser stays logged in
     await audit.record(
@@ -283,3 +299,80 @@ async def revoke_token(request: Request, token_id: int, session: SessionDep) -> 
     if row.user_id != user.id:
         return RedirectResponse(f"/admin/users/{row.user_id}", status_code=303)
     return await _account_page(request, session, message=f"Token “{row.name}” revoked.")
+
+
+# --- first run: the first user, with the one-time token the server printed in its log --------
+
+
+async def announce_setup(database: Database, token: str) -> None:
+    """At start (termpulse serve): with no user yet, the log says where to set up, with the token."""
+    async with database.sessionmaker() as session:
+        if await session.scalar(select(func.count()).select_from(User)):
+            return
+    log.warning(
+        "No user exists yet: TermPulse serves only its setup page. Open /setup and give this one-time "
+        "setup token: %s (or run termpulse create-user NAME --role admin)",
+        token,
+    )
+
+
+async def _setup_pending(request: Request, session: SessionDep) -> bool:
+    if not getattr(request.app.state, "setup_token", None):
+        return False
+    if await session.scalar(select(func.count()).select_from(User)):
+        request.app.state.setup_token = None  # a user was made meanwhile (create-user)
+        return False
+    return True
+
+
+@router.get("/setup")
+async def setup_page(request: Request, session: SessionDep) -> Response:
+    if not await _setup_pending(request, session):
+        return RedirectResponse("/login", status_code=303)
+    return render(request, "auth/setup.html", {"values": {}, "errors": {}})
+
+
+@router.post("/setup")
+async def setup(request: Request, session: SessionDep) -> Response:
+    if not await _setup_pending(request, session):
+        return RedirectResponse("/login", status_code=303)
+    form = await request.form()
+    token, username, password, again = (
+        str(form.get(k, "")) for k in ("token", "username", "password", "again")
+    )
+    username = username.strip()
+    values, errors = {"username": username}, {}
+    if (wait := locked_out_s(request, "setup")) is not None:
+        errors["token"] = f"Too many wrong tokens. Try again in {max(1, math.ceil(wait / 60))} minutes."
+    elif not hmac.compare_digest(token.strip().encode(), str(request.app.state.setup_token).encode()):
+        count_failure(request, "setup")
+        await audit.record(
+            session, request, None, "setup", outcome="failed", who=username, detail="wrong token"
+        )
+        await session.commit()
+        errors["token"] = (
+            "This is not the setup token: copy it from the server's log (a new one at each start)."
+        )
+    if not username or len(username) > 100 or any(not c.isprintable() for c in username):
+        errors["username"] = "A user name of 1 to 100 printable characters."
+    if len(password) < MIN_PASSWORD:
+        errors["password"] = f"At least {MIN_PASSWORD} characters."
+    elif password != again:
+        errors["again"] = "The two passwords differ."
+    if errors:
+        return render(request, "auth/setup.html", {"values": values, "errors": errors}, status_code=422)
+    user = User(
+        username=username, role="admin", password_hash=await asyncio.to_thread(hash_password, password)
+    )
+    session.add(user)
+    await session.flush()
+    cookie = await start_session(session, request, user)
+    await audit.record(
+        session, request, None, "first user created", target=username, who=username, detail="setup page"
+    )
+    await session.commit()
+    request.app.state.setup_token = None  # one time
+    request.app.state.user_count_cache = None
+    response = RedirectResponse("/", status_code=303)
+    set_session_cookie(response, request, cookie)
+    return response

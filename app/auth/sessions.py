@@ -37,7 +37,7 @@ COOKIE = "termpulse_session"
 _USER_COUNT_TTL_S = 5.0
 _TOUCH_EVERY = timedelta(seconds=60)  # last_seen_at is written at most this often per session
 # /api/agent/: store agents authenticate each call with their own token (app.agents), not a user.
-PUBLIC_PREFIXES = ("/login", "/healthz", "/readyz", "/metrics", "/static/", "/api/agent/")
+PUBLIC_PREFIXES = ("/login", "/setup", "/healthz", "/readyz", "/metrics", "/static/", "/api/agent/")
 
 
 @dataclass(frozen=True)
@@ -274,6 +274,13 @@ async def password_user(request: Request, session: AsyncSession, username: str, 
     per_account.hit(username.lower())
     per_address.hit(client_address(request))
     return None
+
+
+def count_failure(request: Request, account: str) -> None:
+    """A failed secret (a setup token) counts as a failed password for the account and address."""
+    per_account, per_address = _failures(request)
+    per_account.hit(account.lower())
+    per_address.hit(client_address(request))
 
 
 async def _basic_user(request: Request, session: AsyncSession, encoded: str) -> User | None:

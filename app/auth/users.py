@@ -6,6 +6,8 @@ could manage users any more)."""
 
 from __future__ import annotations
 
+import asyncio
+
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import RedirectResponse, Response
 from sqlalchemy import func, select
@@ -103,7 +105,9 @@ async def create_user(request: Request, session: SessionDep) -> Response:
     if errors:
         values = {"username": username, "role": role}
         return await _list_page(request, session, 422, errors=errors, values=values)
-    session.add(User(username=username, role=role, password_hash=hash_password(password)))
+    session.add(
+        User(username=username, role=role, password_hash=await asyncio.to_thread(hash_password, password))
+    )
     await audit.record(session, request, identity, "user created", target=username, detail=f"role {role}")
     await session.commit()
     request.app.state.user_count_cache = None  # the first user closes the open mode at once
@@ -204,7 +208,7 @@ async def reset_password(request: Request, user_id: int, session: SessionDep) ->
     password = str(form.get("password", ""))
     if message := _password_error(password):
         return await _user_page(request, session, user, 422, errors={"password": message})
-    user.password_hash = hash_password(password)
+    user.password_hash = await asyncio.to_thread(hash_password, password)  # scrypt off the event loop
     ended = await end_all_sessions(session, user.id)
     await audit.record(
         session,

@@ -21,6 +21,8 @@ import httpx
 import pytest
 from sqlalchemy import func, select, update
 
+from app.auth.models import User
+from app.auth.sessions import create_token
 from app.db import Database, utcnow
 from app.inventory.models import Agent, Monitor, Store, Terminal
 from app.monitoring.models import CheckResult
@@ -98,6 +100,13 @@ async def world(pg_db: Database, tmp_path: Path) -> AsyncIterator[dict[str, Any]
     specs.append({"store_id": store, "terminal_id": terminals[0], "kind": "cloud", "target": "P400-cloud"})
     specs.append({"store_id": other, "kind": "tcp", "target": "127.0.0.1:9", "params": {"settle_ms": 0}})
     await add_monitors(pg_db, specs, interval_s=2, timeout_s=1.0)
+    # `serve` without users shows only its setup page: an admin with an API token calls the API.
+    async with pg_db.sessionmaker() as session:
+        admin = User(username="e2e", role="admin", password_hash="-")
+        session.add(admin)
+        await session.flush()
+        _, api_token = await create_token(session, admin, "e2e", "admin", None)
+        await session.commit()
     port = free_port()
     env = {
         **os.environ,
@@ -138,7 +147,8 @@ async def world(pg_db: Database, tmp_path: Path) -> AsyncIterator[dict[str, Any]
         agents.append(proc)
         return await proc.start()
 
-    async with httpx.AsyncClient(base_url=base, timeout=30) as http:
+    bearer = {"Authorization": f"Bearer {api_token}"}
+    async with httpx.AsyncClient(base_url=base, timeout=30, headers=bearer) as http:
         try:
             await start_server()
             yield {
