@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ssl
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any
 
 from app.checks import net
@@ -63,17 +64,30 @@ def split_host_port(target: str, default_port: int | None = None) -> tuple[str, 
     return host, int(port)
 
 
+@lru_cache(maxsize=65536)
+def literal_address(host: str) -> str | None:
+    """The address a target names itself ('127.1.1.1', '[::1]'), None for a name to resolve.
+    Cached, as the guard's decision per address is: a fleet has a bounded set of addresses,
+    and parsing each one per check shows at thousands of checks a second."""
+    return host.strip("[]") if is_ip_literal(host) else None
+
+
 async def resolve_and_guard(run: Run, ctx: ProbeContext, host: str, source: str | None) -> str:
     """The address to connect to: resolved through our resolver, then checked by the guard."""
     run.context.setdefault("host", host)
-    if is_ip_literal(host):
-        address = host.strip("[]")
-    else:
+    address = literal_address(host)
+    if address is None:
         run.begin("resolve")
+        timeout = run.remaining()
+        if run.bounded:  # the check's deadline during the lookup reads as the resolver's own
+            detail = f"{host}: no answer from {ctx.resolver.describe()} in {timeout:g} s"
+            run.if_timeout = ProbeFailure("dns_timeout", detail, name=host)
         try:
-            res = await ctx.resolver.resolve(host, run.remaining(), source=source)
+            res = await ctx.resolver.resolve(host, timeout, source=source)
         except DnsFailure as exc:
+            run.if_timeout = None
             raise ProbeFailure(exc.code, exc.detail, name=host) from None
+        run.if_timeout = None
         address = res.addresses[0]
         run.end(True, f"{host} -> {', '.join(res.addresses)}")
     run.context["address"] = address

@@ -43,20 +43,28 @@ async def tcp_connect(run: Run, address: str, port: int, source: str | None = No
         raise ProbeFailure("internal_error", f"socket(): {exc}", error=str(exc)) from None
     sock.setblocking(False)
     run.begin("connect")
+    timed_out = ProbeFailure("tcp_timeout", f"no answer to connect to {address}:{port} within the timeout")
+    loop = asyncio.get_running_loop()
     try:
         if source:
             sock.bind((source, 0))
-        # asyncio.timeout, not wait_for: no extra task per check (it shows at 10k checks/s).
-        async with asyncio.timeout(run.remaining()):
-            await asyncio.get_running_loop().sock_connect(sock, (address, port))
+        if run.bounded:  # the check's one timeout (run_probe) names it from if_timeout
+            run.if_timeout = timed_out
+            await loop.sock_connect(sock, (address, port))
+        else:  # asyncio.timeout, not wait_for: no extra task
+            async with asyncio.timeout(run.remaining()):
+                await loop.sock_connect(sock, (address, port))
     except TimeoutError:
         sock.close()
-        raise ProbeFailure(
-            "tcp_timeout", f"no answer to connect to {address}:{port} within the timeout"
-        ) from None
+        raise timed_out from None
     except OSError as exc:
         sock.close()
+        run.if_timeout = None
         raise ProbeFailure(classify_errno(exc.errno), f"connect: {exc}", error=str(exc)) from None
+    except BaseException:  # cancelled: the check's deadline, or the worker stopping
+        sock.close()
+        raise
+    run.if_timeout = None
     run.end(True, f"connected to {address}:{port}")
     return sock
 
@@ -64,14 +72,17 @@ async def tcp_connect(run: Run, address: str, port: int, source: str | None = No
 async def watch_for_reset(run: Run, sock: socket.socket, settle_s: float) -> str:
     """Wait briefly after connecting: a peer that accepts and resets does it at once.
 
-    Returns what was seen; raises tcp_reset on a reset."""
+    Returns what was seen; raises tcp_reset on a reset. Sleeps the settle time, then reads
+    what came without waiting: no timeout that fires (and cancels) on every healthy check."""
     if settle_s <= 0:
         return "connected"
-    loop = asyncio.get_running_loop()
+    # Short of the check's deadline, so the settle never reads as the check timing out.
+    wait_s = min(settle_s, run.remaining() - 0.01)
+    if wait_s > 0:
+        await asyncio.sleep(wait_s)
     try:
-        async with asyncio.timeout(min(settle_s, run.remaining())):
-            data = await loop.sock_recv(sock, 256)
-    except TimeoutError:
+        data = sock.recv(256)
+    except BlockingIOError:
         return "connected; connection held open"
     except (ConnectionResetError, ConnectionAbortedError) as exc:
         raise ProbeFailure("tcp_reset", f"reset right after connect: {exc}") from None
@@ -152,24 +163,29 @@ async def tls_handshake(
     verification -> tls_*, no answer -> tls_stalled, reset -> tcp_reset, else handshake failed."""
     run.begin("tls")
     timeout = run.remaining()
+    stalled = ProbeFailure("tls_stalled", "the TLS handshake did not complete before the timeout")
+    handshake = asyncio.open_connection(
+        sock=sock,
+        ssl=ctx,
+        server_hostname=server_hostname,
+        # Ours must fire first so a silent peer reads as 'stalled', not an abort.
+        ssl_handshake_timeout=timeout + 5,
+    )
     try:
-        reader, writer = await asyncio.wait_for(
-            asyncio.open_connection(
-                sock=sock,
-                ssl=ctx,
-                server_hostname=server_hostname,
-                # Ours must fire first so a silent peer reads as 'stalled', not an abort.
-                ssl_handshake_timeout=timeout + 5,
-            ),
-            timeout,
-        )
+        if run.bounded:  # the check's one timeout (run_probe) names it from if_timeout
+            run.if_timeout = stalled
+            reader, writer = await handshake
+        else:  # asyncio.timeout, not wait_for: no extra task
+            async with asyncio.timeout(timeout):
+                reader, writer = await handshake
+        run.if_timeout = None
     except ssl.SSLCertVerificationError as exc:
         sock.close()
         code = verify_diagnosis(exc.verify_code)
         raise ProbeFailure(code, f"certificate rejected: {exc.verify_message}") from None
     except TimeoutError:
         sock.close()
-        raise ProbeFailure("tls_stalled", "the TLS handshake did not complete before the timeout") from None
+        raise stalled from None
     except (ConnectionResetError, BrokenPipeError) as exc:
         sock.close()
         raise ProbeFailure("tcp_reset", f"reset during the TLS handshake: {exc}") from None
@@ -177,6 +193,9 @@ async def tls_handshake(
         sock.close()
         text = getattr(exc, "reason", None) or str(exc) or type(exc).__name__
         raise ProbeFailure("tls_handshake_failed", f"TLS: {text}", error=text) from None
+    except BaseException:  # cancelled: the check's deadline, or the worker stopping
+        sock.close()
+        raise
     ssl_obj = writer.get_extra_info("ssl_object")
     der = ssl_obj.getpeercert(binary_form=True) if ssl_obj else None
     info = CertInfo.from_der(der) if der else None

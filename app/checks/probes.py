@@ -61,6 +61,8 @@ PROBES: dict[str, Probe] = {
     MonitorKind.PAYNT_EPOS: http.probe_paynt_epos,
 }
 
+_BOUNDED = frozenset((MonitorKind.TCP, MonitorKind.TLS))
+
 
 async def run_probe(
     kind: str, target: str, params: dict[str, Any] | None, timeout_s: float, ctx: ProbeContext
@@ -80,14 +82,18 @@ async def run_probe(
         return run.failed(
             ProbeFailure("internal_error", f"unknown probe kind {kind!r}", error=f"kind {kind}")
         )
+    # One timeout per check. The tcp and tls probes set none of their own: this one fires at
+    # their deadline and the step awaited names it (Run.if_timeout). The others keep their
+    # own deadline (their libraries need one); this only catches one that overruns it.
+    run.bounded = kind in _BOUNDED
     try:
-        # The probes keep their own deadline; this only catches a probe that overruns it.
-        async with asyncio.timeout(timeout_s + 2):
+        async with asyncio.timeout(timeout_s if run.bounded else timeout_s + 2):
             return await probe(run, ctx, target, params)
     except ProbeFailure as exc:
         return run.failed(exc)
     except TimeoutError:
-        return run.failed(ProbeFailure("internal_error", "probe overran its deadline", error="overrun"))
+        overran = ProbeFailure("internal_error", "probe overran its deadline", error="overrun")
+        return run.failed(run.if_timeout or overran)
     except Exception as exc:  # a bug of ours must not be reported as the terminal's fault
         log.exception("probe %s %s failed", kind, target)
         text = f"{type(exc).__name__}: {exc}"

@@ -77,6 +77,12 @@ class Run:
         self._step: str | None = None
         self.step_started = self.started
         self.warning: str | None = None  # a diagnosis to report on an ok result (still up)
+        # One timeout per check: run_probe bounds a "bounded" run at its deadline (the steps
+        # then set none of their own), and a timeout is named by what was awaited when it
+        # fired: `if_timeout`, set by the step (a connect: tcp_timeout; a handshake:
+        # tls_stalled; a failure already found while a second pass looks closer: that one).
+        self.bounded = False
+        self.if_timeout: ProbeFailure | None = None
 
     def remaining(self) -> float:
         # Never zero: asyncio treats a zero timeout as "fail at once" even for ready work.

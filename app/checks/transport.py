@@ -63,6 +63,7 @@ async def connect_tls(
     try:
         reader, writer, info = await net.tls_handshake(run, sock, ctx.ssl_for(params), sni)
     except ProbeFailure as exc:
+        run.if_timeout = exc  # the deadline during a second pass: this failure stands
         if exc.code in ("tls_untrusted", "tls_expired", "tls_wrong_host"):
             await describe_rejected(run, exc, address, port, sni, source)
         if exc.code == "tls_handshake_failed" and identity.is_terminal(params):
