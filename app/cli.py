@@ -269,6 +269,7 @@ def _migrate(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _import(args: argparse.Namespace, settings: Settings) -> int:
+    from app.auth.audit import record_command
     from app.db import Database
     from app.inventory.csvimport import ImportFailed, import_fleet
 
@@ -286,6 +287,11 @@ def _import(args: argparse.Namespace, settings: Settings) -> int:
         try:
             async with database.sessionmaker() as session:
                 summary = await import_fleet(session, files, dry_run=args.dry_run)
+                if not args.dry_run:
+                    names = ", ".join(Path(name).name for name, _ in files)
+                    detail = f"stores: {summary.stores}; terminals: {summary.terminals}"
+                    await record_command(session, "import", target=names, detail=detail)
+                    await session.commit()
         except ImportFailed as failed:
             for error in failed.errors:
                 print(error, file=sys.stderr)

@@ -82,3 +82,19 @@ async def test_the_page_filters_and_exports(db, client):
     assert sorted(r[1] for r in table[1:]) == ["'=cmd|' /C calc'!A0", "root"]  # no formula
     assert ("root", "export", "/admin/audit/export.csv", "ok", "127.0.0.1") in await entries(db)
     assert (await client.get("/admin/audit/export.csv?since=x", headers=basic("root"))).status_code == 422
+
+
+async def test_commands_are_recorded_too(db):
+    from tests.test_cli import STORES, TERMINALS, termpulse
+
+    assert (await termpulse(db, "import", "--dry-run", STORES, TERMINALS)).returncode == 0  # nothing written
+    assert (await termpulse(db, "import", STORES, TERMINALS)).returncode == 0
+    made = await termpulse(db, "create-user", "sam", "--role", "support", stdin="long enough password\n")
+    assert made.returncode == 0
+    async with db.sessionmaker() as session:
+        rows = list(await session.scalars(select(AuditEvent).order_by(AuditEvent.id)))
+    assert [(e.action, e.target, e.address) for e in rows] == [
+        ("import", "stores.csv, terminals.csv", "command line"),
+        ("user created", "sam", "command line"),
+    ]
+    assert rows[0].username.endswith("(command line)") and "stores: 60 created" in rows[0].detail

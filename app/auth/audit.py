@@ -12,6 +12,7 @@ Written in two ways:
 
 from __future__ import annotations
 
+import getpass
 import logging
 import re
 from typing import TYPE_CHECKING, Any
@@ -121,3 +122,27 @@ async def record_request(
             await session.commit()
     except Exception as exc:  # the audit log must not turn an answer into an error
         log.warning("audit entry not written for %s %s: %r", method, path, exc)
+
+
+def command_line_user() -> str:
+    """Who ran a command: the system user, marked as the command line."""
+    try:
+        name = getpass.getuser()
+    except (KeyError, OSError):
+        name = "?"
+    return f"{name} (command line)"[:100]
+
+
+async def record_command(session: AsyncSession, action: str, *, target: str = "", detail: str = "") -> None:
+    """An entry for a `termpulse` command (create-user, import), added to `session`."""
+    session.add(
+        AuditEvent(
+            at=utcnow(),
+            username=command_line_user(),
+            action=action,
+            target=target[:300],
+            outcome="ok",
+            address="command line",
+            detail=detail[:1000],
+        )
+    )

@@ -14,6 +14,7 @@ from pathlib import Path
 from sqlalchemy import select
 from sqlalchemy.engine import make_url
 
+from app.auth import audit
 from app.auth.models import User
 from app.auth.passwords import hash_password
 from app.auth.roles import ROLES, WHAT_EACH_MAY_DO, normalize
@@ -65,6 +66,7 @@ async def _create(
                 print(f"user {username} already exists", file=sys.stderr)
                 return 2
             session.add(User(username=username, role=role, password_hash=hash_password(password)))
+            await audit.record_command(session, "user created", target=username, detail=f"role {role}")
             await session.commit()
     finally:
         await database.dispose()
