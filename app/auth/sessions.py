@@ -88,8 +88,9 @@ async def identify(request: Request) -> Identity | None:
             return OPEN
         cookie = request.cookies.get(COOKIE)
         authorization = request.headers.get("authorization", "")
-        if cookie:
-            return await _session_identity(request, session, cookie)
+        # A stale cookie beside a token (a script keeping cookies) falls through to the token.
+        if cookie and (identity := await _session_identity(request, session, cookie)) is not None:
+            return identity
         if authorization[:7].lower() == "bearer ":
             return await _token_identity(session, authorization[7:].strip())
         if authorization[:6].lower() == "basic " and _settings(request).basic_auth:
