@@ -107,13 +107,19 @@ async def _http_check(
             f"{cert.protocol}; subject {cert.subject}; issuer {cert.issuer}; expires {cert.not_after}"
         )
     _record_phases(run, phases, tls, details)
+    # Who answers first (it takes precedence over certificate, 401 and HTTP findings), then
+    # the certificate's pin, issuer and expiry, then the HTTP status.
+    pending = None
     if tls and cert is not None:
-        identity.check_certificate(run, params, cert.fingerprint, cert.subject)
-        check_certificate(run, ctx, cert, params)
+        pending = identity.check_certificate(
+            run, params, cert.fingerprint, cert.subject, api_reports_later=epos
+        )
     device = _reported_device(response)
+    renewed = pending is not None and identity.renewed(run, params, pending, device)
     identity.check_reported(run, params, device)
     if tls and cert is not None:
-        identity.record(run, params, cert.fingerprint, cert.subject, device)
+        check_certificate(run, ctx, cert, params)
+        identity.record(run, params, cert.fingerprint, cert.subject, device, renewed=renewed)
     return _judge(run, response, params, epos)
 
 

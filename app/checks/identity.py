@@ -21,7 +21,10 @@ from app.poiid import normalise_poiid
 
 STEP = "identity"
 ADYEN_CN = re.compile(r"^(?P<poiid>.+)\.(?P<env>test|live)\.terminal\.adyen\.com$", re.IGNORECASE)
-_STEP_RE = re.compile(r"^sha256=(?P<fingerprint>[0-9a-f]*) device=(?P<device>\S*) subject=(?P<subject>.*)$")
+_STEP_RE = re.compile(
+    r"^(?P<renewed>renewed )?sha256=(?P<fingerprint>[0-9a-f]*) device=(?P<device>\S*)"
+    r" subject=(?P<subject>.*)$"
+)
 
 
 def common_name(subject: str | None) -> str | None:
@@ -64,11 +67,17 @@ def not_terminal(run: Run, params: dict[str, Any], seen: str, why: str) -> Probe
     )
 
 
-def check_certificate(run: Run, params: dict[str, Any], fingerprint: str, subject: str) -> None:
+def check_certificate(
+    run: Run, params: dict[str, Any], fingerprint: str, subject: str, *, api_reports_later: bool = False
+) -> ProbeFailure | None:
     """Compare the certificate with what the terminal is known by; raises device_changed or
-    not_terminal. Before any HTTP finding: another device's 401 is not this terminal's."""
+    not_terminal. Before any HTTP finding: another device's 401 is not this terminal's.
+
+    With `api_reports_later` (the EPOS API may still report the POIID it learned), a new
+    certificate under the same name is returned, not raised: the caller raises it unless the
+    API then reports the learned device (the same terminal, its certificate renewed)."""
     if not is_terminal(params):
-        return
+        return None
     poiid = normalise_poiid(str(params.get("poiid") or ""))
     cn = common_name(subject) or subject
     if params.get("local_api") == "adyen_local" and poiid:
@@ -80,18 +89,26 @@ def check_certificate(run: Run, params: dict[str, Any], fingerprint: str, subjec
         if normalise_poiid(match["poiid"]).upper() != poiid.upper():
             raise changed(run, params, match["poiid"], f"certificate for {cn}, expected {poiid}")
     learned = params.get("identity") or {}
-    if learned.get("fingerprint") and learned["fingerprint"] != fingerprint:
-        seen = (
-            cn
-            if cn != common_name(learned.get("subject"))
-            else f"another certificate (sha256 {fingerprint[:16]}…)"
+    if not learned.get("fingerprint") or learned["fingerprint"] == fingerprint:
+        return None
+    same_name = cn == common_name(learned.get("subject"))
+    why = f"certificate sha256 {fingerprint}, learned {learned['fingerprint']} ({subject})"
+    seen = f"another certificate (sha256 {fingerprint[:16]}…)" if same_name else cn
+    if api_reports_later and same_name and learned.get("device"):
+        return ProbeFailure(
+            "device_changed", why, device_at=_where(run), known_as=_expected(params), answers_as=seen
         )
-        raise changed(
-            run,
-            params,
-            seen,
-            f"certificate sha256 {fingerprint}, learned {learned['fingerprint']} ({subject})",
-        )
+    raise changed(run, params, seen, why)
+
+
+def renewed(run: Run, params: dict[str, Any], pending: ProbeFailure, reported: str | None) -> bool:
+    """After a deferred certificate change: True when the API reports the learned device (the
+    same terminal, a renewed certificate); else the change is raised."""
+    learned = (params.get("identity") or {}).get("device")
+    if reported and learned and normalise_poiid(reported).upper() == normalise_poiid(str(learned)).upper():
+        return True
+    run.add(STEP, False, 0.0, pending.detail)
+    raise pending
 
 
 def check_reported(run: Run, params: dict[str, Any], reported: str | None) -> None:
@@ -106,10 +123,20 @@ def check_reported(run: Run, params: dict[str, Any], reported: str | None) -> No
         raise changed(run, params, reported, f"the API reports {reported}")
 
 
-def record(run: Run, params: dict[str, Any], fingerprint: str, subject: str, device: str | None) -> None:
-    """The identity step of a terminal check: what a first healthy check is learned from."""
+def record(
+    run: Run,
+    params: dict[str, Any],
+    fingerprint: str,
+    subject: str,
+    device: str | None,
+    *,
+    renewed: bool = False,
+) -> None:
+    """The identity step of a terminal check: what a first healthy check is learned from (and,
+    marked renewed, what replaces a learned certificate the terminal itself renewed)."""
     if is_terminal(params):
-        run.add(STEP, True, 0.0, f"sha256={fingerprint} device={device or '-'} subject={subject}")
+        mark = "renewed " if renewed else ""
+        run.add(STEP, True, 0.0, f"{mark}sha256={fingerprint} device={device or '-'} subject={subject}")
 
 
 def parse_step(detail: str) -> dict[str, str] | None:
@@ -120,4 +147,6 @@ def parse_step(detail: str) -> dict[str, str] | None:
     found = {"fingerprint": match["fingerprint"], "subject": match["subject"]}
     if match["device"] and match["device"] != "-":
         found["device"] = match["device"]
+    if match["renewed"]:
+        found["renewed"] = "yes"  # the learned device, with a new certificate
     return found

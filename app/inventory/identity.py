@@ -23,6 +23,7 @@ from app.poiid import normalise_poiid
 
 LEARNED = "identity_learned"
 RELEARN = "identity_relearn"
+RENEWED = "identity_renewed"  # the same terminal (its API reports the learned POIID), a new certificate
 
 
 def identity_from_steps(steps: Sequence[Any]) -> dict[str, str] | None:
@@ -47,17 +48,25 @@ async def learn_identities(session: AsyncSession, results: Iterable[tuple[int, S
     learned = 0
     for row in rows:
         params = dict(row.params or {})
-        if params.get("identity") or row.terminal_id is None:
+        ident = dict(found[row.id])
+        renewal = ident.pop("renewed", None) is not None
+        current = params.get("identity") or {}
+        if row.terminal_id is None:
             continue
-        params["identity"] = found[row.id]
+        if current and not (renewal and current.get("device") == ident.get("device") and current != ident):
+            continue  # learned already; only the same terminal's renewed certificate replaces it
+        params["identity"] = ident
         await session.execute(update(Monitor).where(Monitor.id == row.id).values(params=params))
+        detail = {"monitor_id": row.id, **ident}
+        if current:
+            detail["previous_fingerprint"] = current.get("fingerprint", "")
         session.add(
             TerminalEvent(
                 terminal_id=row.terminal_id,
                 at=utcnow(),
-                kind=LEARNED,
-                detail={"monitor_id": row.id, **found[row.id]},
-                source="first healthy check",
+                kind=RENEWED if current else LEARNED,
+                detail=detail,
+                source="its API reported the learned POIID" if current else "first healthy check",
             )
         )
         learned += 1
@@ -115,7 +124,7 @@ async def identity_events(session: AsyncSession, terminal_id: int, limit: int = 
     """The terminal's latest identity events (learned, re-learned), newest first."""
     query = (
         select(TerminalEvent)
-        .where(TerminalEvent.terminal_id == terminal_id, TerminalEvent.kind.in_((LEARNED, RELEARN)))
+        .where(TerminalEvent.terminal_id == terminal_id, TerminalEvent.kind.in_((LEARNED, RELEARN, RENEWED)))
         .order_by(TerminalEvent.at.desc(), TerminalEvent.id.desc())
         .limit(limit)
     )

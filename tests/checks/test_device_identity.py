@@ -196,3 +196,34 @@ async def test_the_edit_page_shows_the_identity_and_relearns(db, settings, clien
     assert (
         "re-learn asked (re-learn by " in events[0] and f"learned (first healthy check), {FIRST}" in events[1]
     )
+
+
+async def test_the_same_terminal_with_a_renewed_certificate_is_not_another_device(ctx, lan, network):
+    await lan.put(FIRST, "paynt_epos", 8080)
+    params = {"token": epos_token(FIRST), "poiid": FIRST}
+    identity = learned(await run_probe("paynt_epos", f"{lan.host}:8080", params, 1.0, ctx))
+    await network.sim.set_behaviour(FIRST, "tls_expiring")  # a new certificate, the same name and API
+    r = await run_probe("paynt_epos", f"{lan.host}:8080", params | {"identity": identity}, 1.0, ctx)
+    assert r.outcome == "ok", r  # its API reports the learned POIID: renewed, not replaced
+    step = next(s for s in r.steps if s["step"] == "identity")
+    assert (
+        step["detail"].startswith("renewed sha256=") and learned(r)["fingerprint"] != identity["fingerprint"]
+    )
+    # Without the API saying who it is (its token refused), the new certificate is another device.
+    r = await run_probe(
+        "paynt_epos", f"{lan.host}:8080", {"token": "x", "poiid": FIRST, "identity": identity}, 1.0, ctx
+    )
+    assert r.diagnosis == "device_changed", r
+
+
+async def test_a_renewed_certificate_is_learned_as_an_event(db, settings, client, ctx, lan, network):
+    await lan.put(FIRST, "paynt_epos", 8080)
+    await add_terminal(client, lan.host)
+    await check_terminal_now(db, settings, FIRST, probe_context=ctx)
+    first = (await epos_params(db))["identity"]
+    await network.sim.set_behaviour(FIRST, "tls_expiring")
+    report = await check_terminal_now(db, settings, FIRST, probe_context=ctx)
+    assert report.verdict == "connected", report
+    now = (await epos_params(db))["identity"]
+    assert now["device"] == FIRST and now["fingerprint"] != first["fingerprint"] and "renewed" not in now
+    assert [k for k, _ in await events(db)] == ["identity_learned", "identity_renewed"]
