@@ -17,6 +17,7 @@ import csv
 import json
 import logging
 import os
+import tempfile
 from pathlib import Path
 
 from app.config import Settings
@@ -48,10 +49,15 @@ async def _run(settings: Settings, fleet: Path, dns_port: int) -> int:
         stripe_port=int(os.environ.get("TERMPULSE_SIM_STRIPE_PORT", 8702)),
     )
     story = sims.start_demo_story()
+    ca_file = write_ca_file(network.ca_pem)
     print(f"Simulating {len(terminals)} terminals of {len(stores) or '?'} stores on loopback.")
     print(
         f"  DNS: 127.0.0.1:{network.dns.port}  -> TERMPULSE_DNS_NAMESERVERS=127.0.0.1 "
         f"TERMPULSE_DNS_PORT={network.dns.port} TERMPULSE_ALLOWED_NETWORKS=127.0.0.0/8"
+    )
+    print(
+        f"  Simulator CA (new at each start): {ca_file}  -> TERMPULSE_TRUSTED_CA_FILE={ca_file} "
+        "(else the processor hosts' TLS checks report tls_intercepted, as through an inspecting firewall)"
     )
     print(
         f"  Adyen API: {sims.adyen.url} ({len(sims.adyen.terminals)} terminals); "
@@ -68,6 +74,15 @@ async def _run(settings: Settings, fleet: Path, dns_port: int) -> int:
         await sims.stop()
         await network.stop()
     return 0
+
+
+def write_ca_file(ca_pem: str) -> Path:
+    """The simulator CA where TermPulse can be told to trust it (a private file of this user)."""
+    folder = Path(tempfile.gettempdir()) / f"termpulse-simulator-{os.getuid()}"
+    folder.mkdir(mode=0o700, exist_ok=True)
+    path = folder / "ca.pem"
+    path.write_text(ca_pem)
+    return path
 
 
 def simulate_command(settings: Settings, args: argparse.Namespace) -> int:

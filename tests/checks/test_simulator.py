@@ -124,3 +124,14 @@ async def test_demo_network_on_the_real_fleet_addresses_and_ports():
         assert len(net.sim.endpoints) == 184
     finally:
         await net.stop()
+
+
+def test_simulate_writes_its_ca_for_termpulse_to_trust():
+    import stat
+
+    from app.simulator.certs import authority
+    from app.simulator.cli import write_ca_file
+
+    path = write_ca_file(authority().ca_pem)
+    assert path.read_text() == authority().ca_pem and "BEGIN CERTIFICATE" in path.read_text()
+    assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
