@@ -57,6 +57,8 @@ async def test_a_token_is_shown_once_stored_hashed_and_acts_with_its_role(db, cl
     admin_token = text(one(dom(await make_token(client, "root", "admin")), "#token-value"))
     made = await client.post("/api/v1/stores", json={"code": "S-1", "name": "x"}, headers=bearer(admin_token))
     assert made.status_code == 201
+    stale = {**bearer(admin_token), "Cookie": "termpulse_session=ended-long-ago"}
+    assert (await client.get("/api/v1/stores", headers=stale)).status_code == 200  # the token counts
     for junk in ("tp_nope", "x" * 500, "tp_é", ""):  # non-ASCII as a client may send it
         answer = await client.get("/api/v1/stores", headers=[(b"authorization", f"Bearer {junk}".encode())])
         assert answer.status_code == 401, junk
