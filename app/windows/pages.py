@@ -1,5 +1,5 @@
 """The Maintenance page (active and upcoming windows, a form to create one) and a store's
-trading hours form. Everyone signed in reads; admins and operators change."""
+trading hours form. Everyone signed in reads; admins change (app.auth.rules)."""
 
 from __future__ import annotations
 
