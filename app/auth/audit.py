@@ -12,6 +12,7 @@ Written in two ways:
 
 from __future__ import annotations
 
+import asyncio
 import getpass
 import logging
 import re
@@ -117,10 +118,10 @@ async def record_request(
         detail += f" -> {status}"
     try:
         db: Any = request.app.state.db
-        async with db.sessionmaker() as session:
+        async with asyncio.timeout(5), db.sessionmaker() as session:
             await record(session, request, identity, action, target=path, outcome=outcome, detail=detail)
             await session.commit()
-    except Exception as exc:  # the audit log must not turn an answer into an error
+    except Exception as exc:  # the audit log must not turn an answer into an error (nor hold it)
         log.warning("audit entry not written for %s %s: %r", method, path, exc)
 
 

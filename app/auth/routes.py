@@ -82,7 +82,7 @@ class RequireLogin:
         if action is None:
             await self.app(scope, receive, send)
             return
-        status = 500  # unless an answer starts
+        status = 0
 
         async def send_watched(message: Message) -> None:
             nonlocal status
@@ -90,12 +90,10 @@ class RequireLogin:
                 status = message["status"]
             await send(message)
 
-        try:
-            await self.app(scope, receive, send_watched)
-        finally:
-            await audit.record_request(
-                request, identity, audit.outcome_of(status), action=action, status=status
-            )
+        # A request that raised (a database that cannot be reached) leaves no entry: the answer
+        # (the 503 banner) must not wait for an audit write that cannot succeed.
+        await self.app(scope, receive, send_watched)
+        await audit.record_request(request, identity, audit.outcome_of(status), action=action, status=status)
 
 
 def _login_first(request: Request, path: str) -> Response:
