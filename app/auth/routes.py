@@ -37,9 +37,11 @@ from app.auth.sessions import (
     start_session,
 )
 from app.db import Database, utcnow
+from app.errors import RateLimited
 from app.web.deps import SessionDep
-from app.web.errors import API_PREFIX, forbidden
-from app.web.templating import render
+from app.web.errors import API_PREFIX, forbidden, html_error, json_error
+from app.web.ratelimit import MovingWindow
+from app.web.templating import is_htmx, render
 
 log = logging.getLogger(__name__)
 router = APIRouter(include_in_schema=False)
@@ -82,6 +84,10 @@ class RequireLogin:
         if action is None:
             await self.app(scope, receive, send)
             return
+        if action == "check connection" and (wait := _check_limit(request, identity)) is not None:
+            await audit.record_request(request, identity, "refused", action=action, status=429)
+            await _too_many_checks(request, wait)(scope, receive, send)
+            return
         status = 0
 
         async def send_watched(message: Message) -> None:
@@ -94,6 +100,32 @@ class RequireLogin:
         # (the 503 banner) must not wait for an audit write that cannot succeed.
         await self.app(scope, receive, send_watched)
         await audit.record_request(request, identity, audit.outcome_of(status), action=action, status=status)
+
+
+def _check_limit(request: Request, identity: Identity) -> float | None:
+    """Seconds to wait before this user may press Check connection again, None if now."""
+    state = request.app.state
+    if not hasattr(state, "check_presses"):
+        state.check_presses = MovingWindow(state.settings.check_per_user_per_minute, 60.0)
+    presses: MovingWindow = state.check_presses
+    return presses.hit(identity.username)
+
+
+def _too_many_checks(request: Request, wait: float) -> Response:
+    """A page's htmx press gets the message where the result goes (htmx swaps no 4xx answer)."""
+    limit = request.app.state.settings.check_per_user_per_minute
+    error = RateLimited(
+        f"You pressed Check connection {limit} times within a minute: "
+        f"try again in {max(1, math.ceil(wait))} s (the scheduled checks go on meanwhile).",
+        wait,
+    )
+    if request.url.path.startswith(API_PREFIX):
+        return json_error(error)
+    response = html_error(request, error)
+    if is_htmx(request):
+        response.status_code = 200
+    response.headers["Retry-After"] = f"{math.ceil(wait)}"
+    return response
 
 
 def _login_first(request: Request, path: str) -> Response:
