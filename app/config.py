@@ -83,6 +83,8 @@ class Settings(BaseSettings):
     session_max_days: float = Field(default=7.0, gt=0)
     cookie_secure: bool = False
     basic_auth: bool = False
+    # When set, /metrics answers only `Authorization: Bearer <metrics_token>` (else no login).
+    metrics_token: str = ""
     # Check connection presses (page and API) per user and minute; more are a 429 saying when.
     check_per_user_per_minute: int = Field(default=20, gt=0)
     # The largest request body taken (a CSV import, a JSON call): larger ones are a 413.

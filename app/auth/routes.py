@@ -13,6 +13,7 @@ from urllib.parse import quote
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, RedirectResponse, Response
 from sqlalchemy import func, select, update
+from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.auth import audit
@@ -63,6 +64,14 @@ class RequireLogin:
         # scope["path"] is request.url.path but for the escaping of "?", "#" and "\\", which
         # no prefix holds: the same answer without building the URL, on every request.
         if scope["type"] != "http" or scope["path"].startswith(PUBLIC_PREFIXES):
+            if scope["type"] == "http" and scope["path"] == "/metrics" and not _metrics_allowed(scope):
+                answer = JSONResponse(
+                    {"detail": "/metrics needs its token: Authorization: Bearer <TERMPULSE_METRICS_TOKEN>"},
+                    401,
+                    headers={"WWW-Authenticate": 'Bearer realm="TermPulse metrics"'},
+                )
+                await answer(scope, receive, send)
+                return
             await self.app(scope, receive, send)
             return
         request = Request(scope, receive)
@@ -100,6 +109,15 @@ class RequireLogin:
         # (the 503 banner) must not wait for an audit write that cannot succeed.
         await self.app(scope, receive, send_watched)
         await audit.record_request(request, identity, audit.outcome_of(status), action=action, status=status)
+
+
+def _metrics_allowed(scope: Scope) -> bool:
+    """/metrics is open unless TERMPULSE_METRICS_TOKEN is set; then it needs that token."""
+    expected: str = scope["app"].state.settings.metrics_token
+    if not expected:
+        return True
+    given = Headers(scope=scope).get("authorization", "")
+    return hmac.compare_digest(given.encode(), f"Bearer {expected}".encode())
 
 
 def _check_limit(request: Request, identity: Identity) -> float | None:
