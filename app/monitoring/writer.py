@@ -308,6 +308,7 @@ async def apply_outcomes(
         by_monitor[o.monitor_id].append(o)
 
     results: list[dict[str, Any]] = []
+    plain: list[int] = []  # indexes in results of plain successes
     monitor_rows: list[dict[str, Any]] = []
     seen_ok: dict[int, datetime] = {}  # terminal id -> newest ok result: last seen by us
     seen_by_provider: dict[int, datetime] = {}  # terminal id -> the provider's own last seen
@@ -370,6 +371,8 @@ async def apply_outcomes(
                     "manual": o.manual,
                 }
             )
+            if o.outcome == Outcome.OK and not changed and not o.manual and not o.diagnosis:
+                plain.append(len(results) - 1)
             if m.terminal_id is not None:
                 if o.seen_at is not None:
                     seen_by_provider[m.terminal_id] = o.seen_at
@@ -400,6 +403,10 @@ async def apply_outcomes(
     await learn_identities(
         session, [(r["monitor_id"], r["steps"]) for r in results if r["outcome"] == Outcome.OK]
     )
+    for i in plain:
+        # A plain success (ok, no change, no warning, not a manual check) is stored without its
+        # steps: they are the same every time, nobody opens them, and they were most of its bytes.
+        results[i]["steps"] = []
     if _is_pg(session):
         if monitor_rows:
             await session.execute(_PG_UPDATE_MONITORS, _columns(monitor_rows))

@@ -186,15 +186,8 @@ async def status_page(request: Request, session: SessionDep) -> Response:
     errors), overdue monitors, store agents."""
     now = utcnow()
     overdue_n, oldest = await _overdue(session, now)
-    agents = dict(
-        (
-            await session.execute(
-                select(Agent.state, func.count()).where(Agent.revoked_at.is_(None)).group_by(Agent.state)
-            )
-        )
-        .tuples()
-        .all()
-    )
+    by_state = select(Agent.state, func.count()).where(Agent.revoked_at.is_(None)).group_by(Agent.state)
+    agents = {state: n for state, n in await session.execute(by_state)}
     rows = [(w, is_running(w, now)) for w in await workers(session)]
     context = {
         "workers": rows,

@@ -102,7 +102,7 @@ async def test_a_postgresql_restart_loses_nothing_and_is_recorded_as_unknown(pri
             rows = await session.execute(
                 select(CheckResult.monitor_id, func.count()).group_by(CheckResult.monitor_id)
             )
-            return dict(rows.tuples().all())
+            return {monitor: n for monitor, n in rows}
 
     await worker.start()
     try:
