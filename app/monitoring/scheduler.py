@@ -293,6 +293,7 @@ class Dispatcher:
                 t0 = time.perf_counter()
                 self.stats.started += 1
                 lag = (started - c.due_at).total_seconds()
+                self.recent_lag_s.append(lag)
                 if self.stats.lag_s is not None:
                     self.stats.lag_s.append(lag)
                 START_LAG.observe(max(lag, 0.0))

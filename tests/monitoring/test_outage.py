@@ -278,9 +278,32 @@ async def test_the_status_page_shows_each_worker_and_its_figures(db, settings, c
         await wait_for(beating, within=30)
         page = text(dom(await client.get("/status")))
         assert "1 worker running" in page and "No monitor is overdue" in page
+        assert worker.figures()["concurrency"] == settings.worker_concurrency
         metrics = (await client.get("/metrics")).text
         assert "termpulse_workers_running 1.0" in metrics
     finally:
         await worker.stop()
     page = text(dom(await client.get("/status")))
     assert "No worker is running" in page and "stopped" in page
+
+
+async def test_a_workers_figures_carry_its_recent_lag(db, settings, ctx, servers):
+    from app.monitoring.worker import Worker
+
+    h, p = await servers.listen()
+    store = await add_store(db)
+    await add_monitors(
+        db, [{"store_id": store, "kind": "tcp", "target": f"{h}:{p}", "params": {"settle_ms": 0}}]
+    )
+    worker = Worker(settings, db, probe_context=ctx, sweep_interval_s=0.25, maintenance=False, cloud=False)
+    await worker.start()
+    try:
+
+        async def ran():
+            return worker.dispatcher.stats.finished >= 1
+
+        await wait_for(ran, within=30)
+        figures = worker.figures()
+        assert figures["lag_p99_ms"] is not None and figures["running"] == 0 and figures["lost"] == 0
+    finally:
+        await worker.stop()
