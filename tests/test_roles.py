@@ -61,7 +61,9 @@ async def test_every_route_as_every_role(db, client):
     client.cookies.clear()
     problems = []
     for method, path in routes(app):
-        if (method, path) in NOT_SWEPT:
+        # The store agents' protocol checks its own tokens (and limits bad ones per address for
+        # the whole process: calling it here would lock the agent tests out).
+        if (method, path) in NOT_SWEPT or path.startswith("/api/agent/"):
             continue
         rule, url = rule_for(method, sample(path)), sample(path)
         anonymous = await client.request(method, url)
