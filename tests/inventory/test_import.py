@@ -161,8 +161,13 @@ async def test_large_import_copies_rows_and_keys_monitors_by_the_right_terminal(
 
     stores_csv, terminals_csv = generate(60, 10, seed=7)
     files = [("stores.csv", stores_csv), ("terminals.csv", terminals_csv)]
+    dry = await run_import(db, files, dry_run=True)
+    assert dry.terminals.created == 600 and dry.monitors["created"] > 600
+    assert (await count(db, Store), await count(db, Terminal), await count(db, Monitor)) == (0, 0, 0)
+
     summary = await run_import(db, files)
     assert (summary.stores.created, summary.terminals.created) == (60, 600)
+    assert summary.monitors == dry.monitors
     async with db.sessionmaker() as session:
         rows = (
             await session.execute(
@@ -188,3 +193,19 @@ async def test_large_import_copies_rows_and_keys_monitors_by_the_right_terminal(
     again = await run_import(db, files)
     assert (again.terminals.unchanged, again.stores.unchanged) == (600, 60)
     assert again.monitors == {"created": 0, "updated": 0, "deleted": 0}
+
+
+async def test_import_leaves_the_garbage_collector_as_it_found_it(db):
+    import gc
+
+    await run_import(db, sample_files(), dry_run=True)
+    assert gc.isenabled()
+    with pytest.raises(ImportFailed):
+        await run_import(db, [("terminals.csv", b"store_code,poiid\nS-404,P-1\n")])
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        await run_import(db, sample_files(), dry_run=True)
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
