@@ -15,13 +15,13 @@ async def test_a_stalled_processor_host_is_not_told_to_restart_the_terminal(
     ctx, endpoint_behaviour, terminal
 ):
     await endpoint_behaviour(PROCESSOR, 443, "hung")  # TLS done, then no HTTP answer
-    r = await run_probe("https", f"https://{PROCESSOR}/AUTH", {}, 0.4, ctx)
+    r = await run_probe("https", f"https://{PROCESSOR}/AUTH", {}, 1.5, ctx)
     d = r.explain()
     assert (r.diagnosis, d.owner) == ("stalled", "provider"), r
     assert "the terminal" not in d.fix and "status page" in d.fix and f"{PROCESSOR}:443" in d.fix
 
     t = await terminal("adyen_local", "hung", port=8443)
-    r = await run_probe("https", f"https://{t.host}:8443/", {"accept_self_signed": True}, 0.4, ctx)
+    r = await run_probe("https", f"https://{t.host}:8443/", {"accept_self_signed": True}, 1.5, ctx)
     d = r.explain()
     assert (r.diagnosis, d.owner) == ("stalled", "terminal"), r
     assert d.fix.startswith("The terminal's service is hung: restart the terminal")
@@ -31,12 +31,12 @@ async def test_a_stalled_handshake_store_network_for_a_processor_restart_for_a_t
     ctx, endpoint_behaviour, terminal
 ):
     await endpoint_behaviour(PROCESSOR, 443, "stalled")
-    r = await run_probe("tls", f"{PROCESSOR}:443", {}, 0.3, ctx)
+    r = await run_probe("tls", f"{PROCESSOR}:443", {}, 1.5, ctx)
     assert (
         r.diagnosis == "tls_stalled" and "store's IT" in r.explain().fix and "restart" not in r.explain().fix
     )
     t = await terminal("paynt_epos", "stalled", port=8080)
-    r = await run_probe("paynt_epos", f"{t.host}:8080", {"token": "x"}, 0.3, ctx)
+    r = await run_probe("paynt_epos", f"{t.host}:8080", {"token": "x"}, 1.5, ctx)
     assert r.diagnosis == "tls_stalled" and "restart the terminal" in r.explain().fix
 
 

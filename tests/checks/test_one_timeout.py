@@ -65,7 +65,7 @@ async def test_tls_check_sets_one_timeout_and_a_stall_is_named(ctx, terminal, ti
 
     timeouts.clear()
     stalled = await terminal("paynt_epos", "stalled", port=8080)
-    r = await run_probe("tls", f"{stalled.host}:8080", {"accept_self_signed": True}, 0.3, ctx)
+    r = await run_probe("tls", f"{stalled.host}:8080", {"accept_self_signed": True}, 1.5, ctx)
     assert (r.outcome, r.diagnosis, r.steps[-1]["step"]) == ("fail", "tls_stalled", "tls"), r
     assert r.steps[-1]["detail"] == "the TLS handshake did not complete before the timeout"
     assert len(timeouts) == 1
