@@ -209,3 +209,30 @@ async def test_import_leaves_the_garbage_collector_as_it_found_it(db):
         assert not gc.isenabled()
     finally:
         gc.enable()
+
+
+async def test_reimport_of_some_columns_compares_only_those(db):
+    """A file with fewer columns updates what it gives and leaves the rest; a terminal whose
+    only change is its store is updated (moved), not taken as unchanged."""
+    await run_import(db, sample_files())
+    async with db.sessionmaker() as session:
+        first, second = (await session.execute(select(Terminal).order_by(Terminal.id).limit(2))).scalars()
+        codes = dict((await session.execute(select(Store.id, Store.code))).all())
+    other = next(code for sid, code in codes.items() if sid != first.store_id)
+    rows = [
+        "store_code,poiid,label",
+        f"{codes[first.store_id]},{first.poiid},{first.label}",  # unchanged
+        f"{codes[second.store_id]},{second.poiid},Renamed till",  # label changed
+    ]
+    summary = await run_import(db, [("terminals.csv", "\n".join(rows).encode())])
+    assert (summary.terminals.updated, summary.terminals.unchanged) == (1, 1)
+    moved = [
+        "store_code,poiid,label,lan_host",
+        f"{other},{first.poiid},{first.label},{first.lan_host or ''}",
+    ]
+    summary = await run_import(db, [("terminals.csv", "\n".join(moved).encode())])
+    assert (summary.terminals.updated, summary.terminals.unchanged) == (1, 0)
+    async with db.sessionmaker() as session:
+        after = {t.id: t for t in (await session.scalars(select(Terminal))).all()}
+    assert after[second.id].label == "Renamed till" and after[second.id].mac == second.mac
+    assert codes[after[first.id].store_id] == other and after[first.id].lan_port == first.lan_port
