@@ -4,6 +4,7 @@ and every route is called as every role (refused with 403 exactly when the role 
 rule's; an HTML page for pages, JSON under /api). Both databases."""
 
 import re
+from types import SimpleNamespace
 
 from fastapi.routing import _IncludedRouter
 from starlette.routing import Mount
@@ -37,8 +38,10 @@ def sample(path):
 
 
 def test_every_route_has_a_rule(client):
+    from app.simulator.inbox import router as demo_inbox  # mounted by `termpulse demo` only
+
     app = client._transport.app
-    every = routes(app)
+    every = routes(app) + routes(SimpleNamespace(routes=demo_inbox.routes))
     assert len(every) > 100  # the walk sees the included routers' routes
     missing = [(m, p) for m, p in every if rule_for(m, sample(p)) is None]
     assert not missing, f"routes without a rule in app.auth.rules.RULES: {missing}"

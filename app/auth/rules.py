@@ -44,6 +44,7 @@ RULES = _rules(
     (READ, "/healthz", PUBLIC),
     (READ, "/readyz", PUBLIC),
     (READ, "/metrics", PUBLIC),
+    (POST, "/demo/inbox", PUBLIC),  # the demo's webhook channel (termpulse demo only)
     (READ, "/static/**", PUBLIC),
     (ANY, "/api/agent/**", PUBLIC),  # each store agent's own token (app.agents)
     # Every user: their own account, logging out, the API's description.
@@ -72,6 +73,7 @@ RULES = _rules(
     (WRITE, "/api/v1/maintenance-windows/**", "admin"),
     # viewer: every page, fragment and read of the API not named above.
     (READ, "/", "viewer"),
+    (READ, "/demo/notifications", "viewer"),  # the demo's "Notifications sent" page
     (READ, "/live/**", "viewer"),
     (READ, "/stores/**", "viewer"),
     (READ, "/terminals/**", "viewer"),

@@ -37,7 +37,18 @@ COOKIE = "termpulse_session"
 _USER_COUNT_TTL_S = 5.0
 _TOUCH_EVERY = timedelta(seconds=60)  # last_seen_at is written at most this often per session
 # /api/agent/: store agents authenticate each call with their own token (app.agents), not a user.
-PUBLIC_PREFIXES = ("/login", "/setup", "/healthz", "/readyz", "/metrics", "/static/", "/api/agent/")
+# /demo/inbox: the demo's own webhook channel posting to the demo (only mounted by `termpulse
+# demo`), which must keep working if someone creates a user there.
+PUBLIC_PREFIXES = (
+    "/login",
+    "/setup",
+    "/healthz",
+    "/readyz",
+    "/metrics",
+    "/static/",
+    "/api/agent/",
+    "/demo/inbox",
+)
 
 
 @dataclass(frozen=True)

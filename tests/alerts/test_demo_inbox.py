@@ -66,3 +66,25 @@ async def test_the_incidents_page_points_to_the_demo_inbox_in_the_demo_only(db, 
     client._transport.app.state.demo_inbox = DemoInbox()
     page = await client.get("/incidents")
     assert one(dom(page), 'a[href="/demo/notifications"]') is not None
+
+
+async def test_the_demo_inbox_takes_its_channel_posts_once_users_exist(db):
+    """Someone created a user in the demo: the demo's own channel still delivers (the inbox
+    is public), while the page that lists what arrived needs a login like every page."""
+    from tests.test_auth import add_user
+
+    settings = alert_settings(db, base_url="http://testserver")
+    app = create_app(settings, database=db, run_worker=False)
+    app.state.demo_inbox = DemoInbox()
+    app.include_router(inbox_router)
+    await add_user(db, "root", "admin")
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://testserver"
+    ) as http:
+        sent = await http.post(
+            INBOX_PATH, json={"title": "[TermPulse] S-1 down", "body": "x", "type": "failure"}
+        )
+        assert sent.status_code == 204
+        assert [item.title for item in app.state.demo_inbox.items] == ["[TermPulse] S-1 down"]
+        page = await http.get("/demo/notifications")
+        assert page.status_code == 303 and page.headers["location"].startswith("/login")
