@@ -268,10 +268,9 @@ def is_transient(exc: BaseException) -> bool:
     failure, SQLite busy or locked, a connection the pool has just invalidated."""
     if isinstance(exc, DBAPIError) and exc.connection_invalidated:
         return True
-    orig = getattr(exc, "orig", None)
-    sqlstate = getattr(orig, "sqlstate", None) or getattr(getattr(orig, "__cause__", None), "sqlstate", None)
-    if sqlstate in _TRANSIENT_SQLSTATES:
+    if _sqlstate(exc) in _TRANSIENT_SQLSTATES:
         return True
+    orig = getattr(exc, "orig", None)
     sqlite_code = getattr(orig, "sqlite_errorcode", None) or getattr(
         getattr(orig, "__cause__", None), "sqlite_errorcode", None
     )
@@ -282,8 +281,24 @@ def is_unreachable(exc: BaseException) -> bool:
     """The database could not be reached at all (no connection from the pool, the server
     gone or refusing): everything waits for it, nothing about the work itself is wrong."""
     if isinstance(exc, DBAPIError):
-        return exc.connection_invalidated or isinstance(exc, OperationalError | InterfaceError)
+        return (
+            exc.connection_invalidated
+            or isinstance(exc, OperationalError | InterfaceError)
+            or _sqlstate(exc)[:2] in _UNREACHABLE_SQLSTATE_CLASSES
+        )
     return isinstance(exc, SATimeoutError | OSError | TimeoutError)
+
+
+# PostgreSQL SQLSTATE classes of a server that is going away or not there: 08 connection
+# exception, 57 operator intervention (57P01 admin shutdown, 57P02 crash, 57P03 starting up).
+_UNREACHABLE_SQLSTATE_CLASSES = frozenset({"08", "57"})
+
+
+def _sqlstate(exc: BaseException) -> str:
+    orig = getattr(exc, "orig", None)
+    return str(
+        getattr(orig, "sqlstate", None) or getattr(getattr(orig, "__cause__", None), "sqlstate", None) or ""
+    )
 
 
 async def in_transaction(

@@ -307,3 +307,22 @@ async def test_a_workers_figures_carry_its_recent_lag(db, settings, ctx, servers
         assert figures["lag_p99_ms"] is not None and figures["running"] == 0 and figures["lost"] == 0
     finally:
         await worker.stop()
+
+
+def test_a_server_shutting_down_is_unreachable_not_a_failure_of_the_work():
+    """'the database system is shutting down' (SQLSTATE 57P01) during a restart used to fail
+    the batch (its results given up) instead of keeping it until the server is back."""
+    from sqlalchemy.exc import DBAPIError
+
+    from app.db import is_transient, is_unreachable
+
+    def error(sqlstate):
+        orig = Exception("x")
+        orig.sqlstate = sqlstate
+        return DBAPIError("SELECT 1", {}, orig)
+
+    assert (
+        is_unreachable(error("57P01")) and is_unreachable(error("57P03")) and is_unreachable(error("08006"))
+    )
+    assert not is_unreachable(error("23505")) and not is_unreachable(error("22P02"))
+    assert is_transient(error("40P01")) and not is_transient(error("57P01"))
