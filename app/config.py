@@ -24,6 +24,11 @@ def bundled_dir(name: str) -> Path:
 
 
 DEFAULT_SECRET_KEY = "change-me-in-production"
+
+# Where checks may connect unless TERMPULSE_ALLOWED_NETWORKS says otherwise: the private and
+# CGNAT ranges (stores' networks). The network profiles' hosts are allowed by name besides
+# (app.checks.guard); loopback, link-local and the metadata addresses only when listed.
+DEFAULT_ALLOWED_NETWORKS = ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10", "fc00::/7")
 MIN_SECRET_KEY_LENGTH = 32
 
 
@@ -44,7 +49,7 @@ class Settings(BaseSettings):
     log_format: str = Field(default="text", pattern="^(text|json)$")
 
     # Checking engine
-    allowed_networks: Annotated[list[str], NoDecode] = ["0.0.0.0/0", "::/0"]
+    allowed_networks: Annotated[list[str], NoDecode] = list(DEFAULT_ALLOWED_NETWORKS)
     dns_nameservers: Annotated[list[str], NoDecode] = []
     dns_port: int = 53
     # Answers that mean "blocked by the store's DNS filter" besides 0.0.0.0 and :: (a filter's
@@ -90,12 +95,16 @@ class Settings(BaseSettings):
     # The largest request body taken (a CSV import, a JSON call): larger ones are a 413.
     upload_max_mb: float = Field(default=20.0, gt=0)
 
+    # Provider API hosts (host or host:port) a provider account may call besides the official
+    # ones (app.providers.hosts): a key is never sent anywhere else.
+    provider_hosts: Annotated[list[str], NoDecode] = []
+
     templates_dir: Path = bundled_dir("templates")
     static_dir: Path = bundled_dir("static")
 
-    _split = field_validator("allowed_networks", "dns_nameservers", "dns_block_addresses", mode="before")(
-        _split_list
-    )
+    _split = field_validator(
+        "allowed_networks", "dns_nameservers", "dns_block_addresses", "provider_hosts", mode="before"
+    )(_split_list)
 
 
 def weak_secret_key(settings: Settings) -> str | None:

@@ -548,6 +548,7 @@ def start_server(url: str, port: int, args: argparse.Namespace, log: Any) -> lis
         "TERMPULSE_LOG_LEVEL": "WARNING",
         "TERMPULSE_SECRET_KEY": "bench-secret-key-0123456789abcdefghij",
         "TERMPULSE_CHECK_INTERVAL_S": str(args.interval),
+        "TERMPULSE_ALLOWED_NETWORKS": "127.0.0.0/8",  # the simulated stores live on loopback
     }
     exe = str(Path(sys.executable).parent / "termpulse")
     serve = [exe, "serve", "--host", "127.0.0.1", "--port", str(port)]

@@ -15,6 +15,7 @@ import argparse
 import os
 import ssl
 import sys
+from collections.abc import Iterable
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -66,7 +67,8 @@ def server_ssl_context(ca_file: str | None) -> ssl.SSLContext:
     return context
 
 
-def agent_command(args: argparse.Namespace, settings: Settings) -> int:
+def agent_command(args: argparse.Namespace, settings: Settings, allowed_hosts: Iterable[str] = ()) -> int:
+    """`allowed_hosts`: the network profiles' hosts, allowed by the target guard by name."""
     try:
         token = (args.token or os.environ.get(TOKEN_ENV) or "").strip()
         if not token:
@@ -80,7 +82,7 @@ def agent_command(args: argparse.Namespace, settings: Settings) -> int:
             url,
             token,
             state_dir,
-            probe_context=ProbeContext.from_settings(settings),
+            probe_context=ProbeContext.from_settings(settings, allowed_hosts=allowed_hosts),
             verify=verify,
             options=AgentOptions(concurrency=args.concurrency),
         )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ssl
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
@@ -31,12 +32,15 @@ class ProbeContext:
         self.insecure_ssl = net.make_insecure_context()
 
     @classmethod
-    def from_settings(cls, settings: Settings, extra_ca_pem: str | None = None) -> ProbeContext:
+    def from_settings(
+        cls, settings: Settings, extra_ca_pem: str | None = None, allowed_hosts: Iterable[str] = ()
+    ) -> ProbeContext:
+        """`allowed_hosts`: names the guard allows wherever they resolve (the profiles' hosts)."""
         if extra_ca_pem is None and settings.trusted_ca_file:
             extra_ca_pem = settings.trusted_ca_file.read_text()
         return cls(
             Resolver.from_settings(settings),
-            TargetGuard.from_settings(settings),
+            TargetGuard.from_settings(settings, allowed_hosts),
             extra_ca_pem,
             settings.tls_expiry_warn_days,
         )
@@ -76,6 +80,7 @@ async def resolve_and_guard(run: Run, ctx: ProbeContext, host: str, source: str 
     """The address to connect to: resolved through our resolver, then checked by the guard."""
     run.context.setdefault("host", host)
     address = literal_address(host)
+    name = None if address is not None else host
     if address is None:
         run.begin("resolve")
         timeout = run.remaining()
@@ -91,7 +96,7 @@ async def resolve_and_guard(run: Run, ctx: ProbeContext, host: str, source: str 
         address = res.addresses[0]
         run.end(True, f"{host} -> {', '.join(res.addresses)}")
     run.context["address"] = address
-    if not ctx.guard.allows(address):
-        run.add("guard", False, 0.0, f"{address} outside {ctx.guard.describe()}")
-        raise ProbeFailure("target_refused", f"{address} is outside the allowed networks")
+    if not ctx.guard.allows(address, name):
+        run.add("guard", False, 0.0, f"{ctx.guard.refusal(address)} (allowed: {ctx.guard.describe()})")
+        raise ProbeFailure("target_refused", ctx.guard.refusal(address))
     return address

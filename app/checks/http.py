@@ -245,9 +245,9 @@ async def _classify(
         # Closed without an answer: the peer dropped us, the nearest named cause is a reset.
         return ProbeFailure("tcp_reset", f"closed without an HTTP answer: {text}")
     if isinstance(exc, (httpx.RemoteProtocolError, httpx.DecodingError)):
-        return ProbeFailure(
-            "http_status", f"not a valid HTTP answer: {text}", answer="something that is not HTTP"
-        )
+        # Named by the error's type only: the parser's message quotes what the target sent.
+        what = f"not a valid HTTP answer ({type(exc).__name__})"
+        return ProbeFailure("http_status", what, answer="something that is not HTTP")
     return ProbeFailure("internal_error", text, error=text)
 
 
@@ -267,7 +267,7 @@ def _judge(run: Run, response: httpx.Response, params: dict[str, Any], epos: boo
     status = response.status_code
     expected = expected_statuses(params.get("expect_status"))
     run.context.update(status=status, answer=f"HTTP {status}", expected=_describe(expected))
-    detail = f"HTTP {status} {response.reason_phrase}"
+    detail = f"HTTP {status}"  # the status code only: never a reason phrase or body the target chose
     if status in expected:
         run.add("http", True, 0.0, detail)
         return run.ok(run.elapsed_ms(), detail)

@@ -85,7 +85,8 @@ async def probe_websocket(run: Run, ctx: ProbeContext, target: str, params: dict
         if any(isinstance(e, EOFError) for e in chain):
             # Closed without an answer: the peer dropped us, the nearest named cause is a reset.
             raise ProbeFailure("tcp_reset", "closed without answering the WebSocket handshake") from None
-        text = f"{type(exc).__name__}: {exc}"
+        # A handshake error's message may quote the target's headers: its type names it.
+        text = f"{type(exc).__name__}: {exc}" if isinstance(exc, OSError) else type(exc).__name__
         raise ProbeFailure("ws_handshake_failed", text, error=text) from None
     detail = "HTTP 101 Switching Protocols" + (f"; subprotocol {ws.subprotocol}" if ws.subprotocol else "")
     ms = run.end(True, detail)

@@ -39,6 +39,10 @@ NETWORK_PROFILES: dict[str, tuple[Destination, ...]] = {
     "stripe-terminal": STRIPE_TERMINAL,
 }
 
+# The provider and processor hosts the profiles check: the target guard allows them by name
+# wherever they resolve (app.checks.guard), besides the allowed networks.
+PROFILE_HOSTS = frozenset(d.host for destinations in NETWORK_PROFILES.values() for d in destinations)
+
 # Torgsoft's bank-terminal protocols by the terminal's port (a terminal with local_api
 # "torgsoft"): 3000 is the JSON WebSocket service, checked with a WebSocket handshake; the
 # others with a TCP connect. InpasEcrCom (5555) listens on the PC, not on the terminal.
