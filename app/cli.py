@@ -62,8 +62,11 @@ def _parser() -> argparse.ArgumentParser:
     imp.add_argument("files", nargs="+", metavar="CSV", help="STORES.csv [TERMINALS.csv]")
     imp.add_argument("--dry-run", action="store_true", help="validate and report, write nothing")
 
-    check = sub.add_parser("check", help="check one terminal now and explain the result")
-    check.add_argument("poiid")
+    check = sub.add_parser(
+        "check", help="check one terminal (or --store: a whole store) now and explain the result"
+    )
+    check.add_argument("poiid", nargs="?", help="the terminal's POIID")
+    check.add_argument("--store", metavar="CODE", help="check every network and terminal check of this store")
     check.add_argument("--json", action="store_true")
 
     agent = sub.add_parser("agent", help="run a store agent: this store's checks, reported to the server")
@@ -332,8 +335,13 @@ def _worker(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _check(args: argparse.Namespace, settings: Settings) -> int:
-    from app.monitoring.cli import check_command
+    from app.monitoring.cli import check_command, check_store_command
 
+    if (args.poiid is None) == (args.store is None):
+        print("termpulse check: give a terminal's POIID or --store CODE (one of them)", file=sys.stderr)
+        return 2
+    if args.store is not None:
+        return check_store_command(settings, args.store, as_json=args.json)
     return check_command(settings, args.poiid, as_json=args.json)
 
 

@@ -38,6 +38,7 @@ ACTIONS: list[tuple[tuple[str, ...], str, str | None]] = [
     (_WRITE, r"/admin/users(/.*)?|/api/v1/users(/.*)?", None),
     (_WRITE, r"/admin/import/preview", None),  # nothing is written until the commit
     (_WRITE, r"(/api/v1)?/terminals/[^/]+/check", "check connection"),
+    (_WRITE, r"(/api/v1)?/stores/[^/]+/check", "check store"),
     (_WRITE, r"(/api/v1)?/incidents/[^/]+/ack", "incident acknowledged"),
     (("GET", "HEAD"), r"/(history|incidents)/export\.[a-z]+|/admin/audit/export\.csv", "export"),
     (_WRITE, r"/admin/import/commit", "import"),

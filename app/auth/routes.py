@@ -93,7 +93,7 @@ class RequireLogin:
         if action is None:
             await self.app(scope, receive, send)
             return
-        if action == "check connection" and (wait := _check_limit(request, identity)) is not None:
+        if action in CHECKS and (wait := _check_limit(request, identity)) is not None:
             await audit.record_request(request, identity, "refused", action=action, status=429)
             await _too_many_checks(request, wait)(scope, receive, send)
             return
@@ -120,8 +120,12 @@ def _metrics_allowed(scope: Scope) -> bool:
     return hmac.compare_digest(given.encode(), f"Bearer {expected}".encode())
 
 
+# Check connection and Check store share one budget per user (a store check counts as one).
+CHECKS = ("check connection", "check store")
+
+
 def _check_limit(request: Request, identity: Identity) -> float | None:
-    """Seconds to wait before this user may press Check connection again, None if now."""
+    """Seconds to wait before this user may press Check connection (or Check store) again, None if now."""
     state = request.app.state
     if not hasattr(state, "check_presses"):
         state.check_presses = MovingWindow(state.settings.check_per_user_per_minute, 60.0)
@@ -132,8 +136,9 @@ def _check_limit(request: Request, identity: Identity) -> float | None:
 def _too_many_checks(request: Request, wait: float) -> Response:
     """A page's htmx press gets the message where the result goes (htmx swaps no 4xx answer)."""
     limit = request.app.state.settings.check_per_user_per_minute
+    button = "Check store or Check connection" if "/stores/" in request.url.path else "Check connection"
     error = RateLimited(
-        f"You pressed Check connection {limit} times within a minute: "
+        f"You pressed {button} {limit} times within a minute: "
         f"try again in {max(1, math.ceil(wait))} s (the scheduled checks go on meanwhile).",
         wait,
     )

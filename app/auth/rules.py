@@ -53,9 +53,11 @@ RULES = _rules(
     (POST, "/account/**", "viewer"),
     (READ, "/openapi.json", "viewer"),
     (READ, "/docs", "viewer"),
-    # support: Check connection, acknowledge incidents.
+    # support: Check connection, Check store, acknowledge incidents.
     (POST, "/terminals/*/check", "support"),
     (POST, "/api/v1/terminals/*/check", "support"),
+    (POST, "/stores/*/check", "support"),  # Check store
+    (POST, "/api/v1/stores/*/check", "support"),
     (POST, "/incidents/*/ack", "support"),
     (POST, "/api/v1/incidents/*/ack", "support"),
     # manager: exports.

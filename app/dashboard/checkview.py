@@ -1,5 +1,5 @@
-"""Check connection on the terminal page: the check's report as the page shows it, and the
-plain-text evidence a support agent pastes into a ticket."""
+"""Check connection on the terminal page and Check store on the store page: the check's report
+as the page shows it, and the plain-text evidence a support agent pastes into a ticket."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from app.monitoring.manual import DiagnosisText, MonitorCheck, TerminalCheckReport
+from app.monitoring.manual import DiagnosisText, MonitorCheck, StoreCheckReport, TerminalCheckReport
 from app.vocabulary import Outcome, State, Verdict
 
 
@@ -23,6 +23,8 @@ class CheckView:
     started_at: datetime = field(default_factory=lambda: datetime.now(UTC))
     total_ms: float | None = None
     tz: str = "UTC"  # the store's time zone: the page shows its local time, the report UTC too
+    title: str = ""  # the headline, when not the terminal verdict's (a store's network)
+    subject: str = ""  # what was checked, when not a terminal ("Store S-0001 network")
 
     @property
     def local_started(self) -> datetime:
@@ -43,7 +45,7 @@ class CheckView:
 
     @property
     def headline(self) -> str:
-        return self.verdict.headline
+        return self.title or self.verdict.headline
 
     @property
     def state(self) -> State:
@@ -52,7 +54,7 @@ class CheckView:
     def report_text(self) -> str:
         lines = [
             f"TermPulse connection check: {self.headline}",
-            f"Terminal: {self.poiid}" + (f"   Store: {self.store}" if self.store else ""),
+            self.subject or f"Terminal: {self.poiid}" + (f"   Store: {self.store}" if self.store else ""),
             f"Time: {self.started_at.astimezone(UTC):%Y-%m-%d %H:%M:%S} UTC"
             + (
                 f" ({self.local_started:%Y-%m-%d %H:%M:%S %Z} store time)"
@@ -102,3 +104,60 @@ def could_not_check(
     if started is not None:
         view.total_ms = (time.perf_counter() - started) * 1000
     return view
+
+
+@dataclass
+class StoreCheckView:
+    """Check store: the store's network first, then a CheckView per terminal (its own checks;
+    its verdict counts the network, as Check connection's does)."""
+
+    store: str
+    name: str
+    network: CheckView
+    terminals: list[CheckView]
+    report: StoreCheckReport
+
+    @property
+    def summary(self) -> str:
+        """'2 connected, 1 disconnected' (the terminals' verdicts)."""
+        words = {
+            Verdict.CONNECTED: "connected",
+            Verdict.DISCONNECTED: "disconnected",
+            Verdict.COULD_NOT_CHECK: "could not be checked",
+            Verdict.NOT_MONITORED: "not monitored",
+        }
+        counts = self.report.counts
+        return ", ".join(f"{counts[v]} {words[v]}" for v in words if counts.get(v)) or "no terminals"
+
+    def report_text(self) -> str:
+        parts = [
+            f"TermPulse store check: {self.store} {self.name}: {self.network.headline.lower()}; "
+            f"terminals: {self.summary}",
+            self.network.report_text(),
+            *(t.report_text() for t in self.terminals),
+        ]
+        return "\n\n".join(parts)
+
+
+def from_store_report(report: StoreCheckReport, tz: str = "UTC") -> StoreCheckView:
+    network = CheckView(
+        poiid="",
+        verdict=report.network_verdict,
+        store=report.store_code,
+        checks=report.network,
+        diagnosis=report.network_diagnosis,
+        started_at=report.checked_at,
+        total_ms=report.duration_ms,
+        tz=tz,
+        title=report.network_headline,
+        subject=f"Store network: {report.store_code} {report.store_name}",
+    )
+    if report.network_verdict == Verdict.COULD_NOT_CHECK and report.network_diagnosis:
+        network.why = report.network_diagnosis.cause
+    return StoreCheckView(
+        store=report.store_code,
+        name=report.store_name,
+        network=network,
+        terminals=[from_report(t, tz) for t in report.terminals],
+        report=report,
+    )

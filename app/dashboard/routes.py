@@ -21,7 +21,7 @@ from app.db import utcnow
 from app.errors import NotFound
 from app.inventory.models import PROVIDERS, Terminal
 from app.monitoring.agents import STORE_OFFLINE
-from app.monitoring.manual import check_terminal_now
+from app.monitoring.manual import check_store_now, check_terminal_now
 from app.web.deps import SessionDep
 from app.web.errors import DB_ERRORS
 from app.web.templating import is_htmx, render
@@ -320,6 +320,28 @@ async def terminal_status(request: Request, poiid: str, session: SessionDep) -> 
 
 async def _terminal_ids(session: AsyncSession, poiids: list[str]) -> list[int]:
     return list(await session.scalars(select(Terminal.id).where(Terminal.poiid.in_(poiids))))
+
+
+@router.post("/stores/{code}/check")
+async def check_store(request: Request, code: str, session: SessionDep) -> Response:
+    """Check store: every network and terminal check of the store now, one report (its
+    network first, then each terminal's verdict, cause and fix)."""
+    store = await queries.store_by_code(session, code)
+    if store is None:
+        raise NotFound("store", code)
+    store_code, tz = store.code, store.timezone
+    await session.close()  # no connection held (nor, on SQLite, an old snapshot) while checking
+    context: dict[str, Any] = {"sv": None, "error": None}
+    try:
+        state = request.app.state
+        report = await check_store_now(state.db, state.settings, store_code, broker=state.agent_broker)
+        context["sv"] = checkview.from_store_report(report, tz)
+    except DB_ERRORS:
+        raise
+    except Exception as exc:
+        log.exception("store check of %s failed", store_code)
+        context["error"] = f"TermPulse failed while checking ({exc.__class__.__name__}: {exc})"
+    return render(request, "dashboard/store_check_result.html", context)
 
 
 @router.post("/terminals/{poiid}/check")

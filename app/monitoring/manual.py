@@ -37,7 +37,7 @@ from app.monitoring.writer import CheckOutcome, write_outcomes
 from app.poiid import normalise_poiid
 from app.providers.check import cloud_status_now
 from app.providers.models import ProviderAccount
-from app.vocabulary import AgentState, CloudState, MonitorKind, Outcome, State, Verdict
+from app.vocabulary import AgentState, CloudState, MonitorKind, Outcome, State, StoreStatus, Verdict
 
 
 @dataclass
@@ -116,17 +116,205 @@ async def check_terminal_now(
     ctx = probe_context or ProbeContext.from_settings(settings, allowed_hosts=PROFILE_HOSTS)
     terminal, store_code, monitors, account, agents = await _load(database, normalise_poiid(poiid), poiid)
     started, checked_at = time.perf_counter(), utcnow()
+    runs = await _run_now(settings, ctx, broker, monitors, agents, {terminal.id: (terminal, account)})
+    duration_ms = (time.perf_counter() - started) * 1000
+    states = await _write(database, monitors, runs) if persist else {}
+    async with database.sessionmaker() as session:
+        status, cloud_state = (
+            await session.execute(
+                select(Terminal.status, Terminal.cloud_state).where(Terminal.id == terminal.id)
+            )
+        ).one()
+    return _terminal_report(
+        terminal, store_code, monitors, runs, states, checked_at, duration_ms, status, cloud_state
+    )
 
-    async def one(m: Monitor) -> tuple[datetime, ProbeResult | None]:
+
+Runs = dict[int, tuple[datetime, ProbeResult | None]]
+
+
+STORE_CHECK_CONCURRENCY = 32  # probes of one Check store run at once (each under its own timeout)
+
+NETWORK_HEADLINES = {
+    Verdict.CONNECTED: "The store's network reaches every destination",
+    Verdict.DISCONNECTED: "The store's network cannot reach a destination",
+    Verdict.COULD_NOT_CHECK: "Could not check the store's network",
+    Verdict.NOT_MONITORED: "No network checks (the store has no network profile)",
+}
+
+
+@dataclass
+class StoreCheckReport:
+    """Check store: the store's network first, then each terminal's verdict, cause and fix
+    (the JSON answer of the store check API as well). Each terminal's verdict counts its
+    store's network as Check connection does; its `checks` are its own only (the network's
+    are listed once, in `network`)."""
+
+    store_code: str
+    store_name: str
+    checked_at: datetime
+    duration_ms: float
+    network_verdict: Verdict
+    network_headline: str
+    network: list[MonitorCheck] = field(default_factory=list)
+    network_diagnosis: DiagnosisText | None = None
+    terminals: list[TerminalCheckReport] = field(default_factory=list)
+    status: StoreStatus = StoreStatus.UNKNOWN  # the store's status after the check (can it take cards?)
+
+    @property
+    def counts(self) -> dict[Verdict, int]:
+        """How many terminals got each verdict."""
+        counts: dict[Verdict, int] = {}
+        for t in self.terminals:
+            counts[t.verdict] = counts.get(t.verdict, 0) + 1
+        return counts
+
+    @property
+    def all_connected(self) -> bool:
+        return self.network_verdict in (Verdict.CONNECTED, Verdict.NOT_MONITORED) and all(
+            t.verdict in (Verdict.CONNECTED, Verdict.NOT_MONITORED) for t in self.terminals
+        )
+
+    def as_dict(self) -> dict[str, Any]:
+        return _STORE_REPORT_JSON.dump_python(self, mode="json")
+
+
+_STORE_REPORT_JSON = TypeAdapter(StoreCheckReport)
+
+
+async def check_store_now(
+    database: Database,
+    settings: Settings,
+    code: str,
+    *,
+    probe_context: ProbeContext | None = None,
+    persist: bool = True,
+    broker: AgentBroker | None = None,
+    concurrency: int = STORE_CHECK_CONCURRENCY,
+) -> StoreCheckReport:
+    """Run every network and terminal check of the store now, at once (at most `concurrency`
+    probes at a time; a store agent's in one request), store them as manual results, and
+    answer one report. Raises NotFound for an unknown store code."""
+    ctx = probe_context or ProbeContext.from_settings(settings, allowed_hosts=PROFILE_HOSTS)
+    store, terminals, monitors, agents = await _load_store(database, code)
+    started, checked_at = time.perf_counter(), utcnow()
+    runs = await _run_now(settings, ctx, broker, monitors, agents, terminals, concurrency)
+    duration_ms = (time.perf_counter() - started) * 1000
+    states = await _write(database, monitors, runs) if persist else {}
+    async with database.sessionmaker() as session:
+        store_status = await session.scalar(select(Store.status).where(Store.id == store.id))
+        after = {
+            row.id: (row.status, row.cloud_state)
+            for row in await session.execute(
+                select(Terminal.id, Terminal.status, Terminal.cloud_state).where(
+                    Terminal.store_id == store.id
+                )
+            )
+        }
+    network = [m for m in monitors if m.terminal_id is None]
+    network_checks = _checks(network, runs, states, checked_at)
+    network_verdict = (
+        Verdict.of([c.outcome for c in network_checks]) if network_checks else Verdict.NOT_MONITORED
+    )
+    first_bad = next((c for c in network_checks if c.outcome == Outcome.FAIL), None) or next(
+        (c for c in network_checks if c.outcome == Outcome.ERROR), None
+    )
+    reports = []
+    for terminal, _ in sorted(terminals.values(), key=lambda pair: pair[0].poiid):
+        own = [m for m in monitors if m.terminal_id == terminal.id]
+        status, cloud_state = after.get(terminal.id, (terminal.status, terminal.cloud_state))
+        report = _terminal_report(
+            terminal, store.code, network + own, runs, states, checked_at, duration_ms, status, cloud_state
+        )
+        report.checks = [c for c in report.checks if c.scope == "terminal"]
+        reports.append(report)
+    return StoreCheckReport(
+        store_code=store.code,
+        store_name=store.name,
+        checked_at=checked_at,
+        duration_ms=round(duration_ms, 3),
+        network_verdict=network_verdict,
+        network_headline=NETWORK_HEADLINES[network_verdict],
+        network=network_checks,
+        network_diagnosis=first_bad.diagnosis if first_bad else None,
+        terminals=reports,
+        status=StoreStatus(store_status or StoreStatus.UNKNOWN),
+    )
+
+
+async def _load_store(
+    database: Database, code: str
+) -> tuple[Store, dict[int, tuple[Terminal, ProviderAccount | None]], list[Monitor], dict[int, Agent]]:
+    """The store, its terminals (each with the provider account that covers it), every enabled
+    monitor of the store and its terminals (network first, then by kind), and its agents."""
+    async with database.sessionmaker() as session:
+        store = await session.scalar(select(Store).where(Store.code == code.strip()))
+        if store is None:
+            store = await session.scalar(select(Store).where(Store.code == code.strip().upper()))
+        if store is None:
+            raise NotFound("store", repr(code))
+        rows = list(await session.scalars(select(Terminal).where(Terminal.store_id == store.id)))
+        monitors = list(
+            await session.scalars(
+                select(Monitor).where(Monitor.enabled.is_(True), Monitor.store_id == store.id)
+            )
+        )
+        cloud = {m.terminal_id for m in monitors if m.kind == MonitorKind.CLOUD}
+        accounts: list[ProviderAccount] = []
+        if cloud:
+            accounts = list(await session.scalars(select(ProviderAccount).order_by(ProviderAccount.id)))
+        agent_ids = {m.agent_id for m in monitors if m.agent_id is not None}
+        agents = {
+            a.id: a for a in (await session.scalars(select(Agent).where(Agent.id.in_(agent_ids)))).all()
+        }
+
+    def account_of(t: Terminal) -> ProviderAccount | None:
+        if t.id not in cloud:
+            return None
+        if t.provider_account_id is not None:
+            return next((a for a in accounts if a.id == t.provider_account_id), None)
+        return next((a for a in accounts if a.kind == t.provider), None)
+
+    terminals = {t.id: (t, account_of(t)) for t in rows}
+    known = set(terminals)
+    ordered = sorted(
+        (m for m in monitors if m.terminal_id is None or m.terminal_id in known),
+        key=lambda m: (m.terminal_id is not None, MonitorKind(m.kind).order, m.id),
+    )
+    return store, terminals, ordered, agents
+
+
+async def _run_now(
+    settings: Settings,
+    ctx: ProbeContext,
+    broker: AgentBroker | None,
+    monitors: list[Monitor],
+    agents: dict[int, Agent],
+    terminals: dict[int, tuple[Terminal, ProviderAccount | None]],
+    concurrency: int | None = None,
+) -> Runs:
+    """Every monitor run now, at once: ours here (at most `concurrency` at a time when given),
+    a store agent's handed to it in one request. A cloud monitor without a provider account
+    has no result (None: the caller reports the last poll)."""
+    limit = asyncio.Semaphore(concurrency) if concurrency else None
+
+    async def probe(m: Monitor) -> tuple[datetime, ProbeResult | None]:
         at = utcnow()
         if m.kind != MonitorKind.CLOUD:
             return at, await run_probe(m.kind, m.target, m.params or {}, m.timeout_s, ctx)
-        if account is None:  # no account covers it: the caller reports the last poll
+        terminal, account = terminals.get(m.terminal_id or 0, (None, None))
+        if terminal is None or account is None:  # no account covers it: the caller reports the last poll
             return at, None
         reader = terminal.provider_terminal_id or f"tmr_{terminal.serial}"
         return at, await cloud_status_now(settings.secret_key, account, terminal.poiid, reader)
 
-    async def central() -> dict[int, tuple[datetime, ProbeResult | None]]:
+    async def one(m: Monitor) -> tuple[datetime, ProbeResult | None]:
+        if limit is None:
+            return await probe(m)
+        async with limit:
+            return await probe(m)
+
+    async def central() -> Runs:
         ours = [m for m in monitors if m.agent_id is None]
         return dict(zip([m.id for m in ours], await asyncio.gather(*(one(m) for m in ours)), strict=True))
 
@@ -134,33 +322,51 @@ async def check_terminal_now(
         _via_agent(broker, agents[agent_id], [m for m in monitors if m.agent_id == agent_id])
         for agent_id in sorted(agents)
     ]
-    by_id: dict[int, tuple[datetime, ProbeResult | None]] = {}
+    by_id: Runs = {}
     for part in await asyncio.gather(central(), *groups):
         by_id.update(part)
-    runs = [by_id[m.id] for m in monitors]
-    duration_ms = (time.perf_counter() - started) * 1000
+    return by_id
 
+
+async def _write(database: Database, monitors: list[Monitor], runs: Runs) -> dict[int, State]:
+    """The results, stored as manual results (the one writer); each monitor's state after."""
     outcomes = [
         CheckOutcome.of(m.id, result, at, manual=True)
-        for m, (at, result) in zip(monitors, runs, strict=True)
+        for m in monitors
+        for at, result in [runs[m.id]]
         if result is not None
     ]
-    states: dict[int, State] = {}
-    if persist and outcomes:
-        states = (await write_outcomes(database, outcomes)).states
-    async with database.sessionmaker() as session:
-        status, cloud_state = (
-            await session.execute(
-                select(Terminal.status, Terminal.cloud_state).where(Terminal.id == terminal.id)
-            )
-        ).one()
+    if not outcomes:
+        return {}
+    return (await write_outcomes(database, outcomes)).states
 
-    checks = [
+
+def _checks(
+    monitors: list[Monitor], runs: Runs, states: dict[int, State], checked_at: datetime
+) -> list[MonitorCheck]:
+    return [
         _monitor_check(m, at, result, states.get(m.id))
         if result is not None
         else _cloud_from_last_poll(m, checked_at)
-        for m, (at, result) in zip(monitors, runs, strict=True)
+        for m in monitors
+        for at, result in [runs[m.id]]
     ]
+
+
+def _terminal_report(
+    terminal: Terminal,
+    store_code: str,
+    monitors: list[Monitor],
+    runs: Runs,
+    states: dict[int, State],
+    checked_at: datetime,
+    duration_ms: float,
+    status: str,
+    cloud_state: str,
+) -> TerminalCheckReport:
+    """The verdict on one terminal from its monitors' runs and its store network's (ordered
+    network first)."""
+    checks = _checks(monitors, runs, states, checked_at)
     verdict = Verdict.of([c.outcome for c in checks])
     first_bad = next((c for c in checks if c.outcome == Outcome.FAIL), None) or next(
         (c for c in checks if c.outcome == Outcome.ERROR), None
