@@ -218,6 +218,7 @@ async def _serve_demo(settings: Settings, database_path: Path, host: str, port: 
         update={
             "database_url": f"sqlite+aiosqlite:///{database_path}",
             "allowed_networks": ["127.0.0.0/8"],  # the demo's world lives on loopback only
+            "provider_hosts": sims.hosts(),  # its provider APIs are simulators on loopback
             "dns_nameservers": [net.dns.host],
             "dns_port": net.dns.port,
             "trusted_ca_file": ca_file,

@@ -156,6 +156,7 @@ async def main() -> None:
     from app.inventory.models import Monitor
     from app.migrate import migrate
     from app.monitoring.cloud import CloudPoller
+    from app.providers.hosts import ProviderHosts
     from app.providers.models import ProviderAccount
     from app.providers.schemas import AccountIn
     from app.providers.service import create_account
@@ -167,7 +168,10 @@ async def main() -> None:
         await _load(database, args.stores, args.per_store)
         load_s = time.perf_counter() - t0
         sim_url = await asyncio.to_thread(queue.get, True, 120)
-        settings = Settings(database_url=database.url, secret_key="bench-secret")
+        # The simulator on loopback, listed as an admin would (no official provider host).
+        settings = Settings(
+            database_url=database.url, secret_key="bench-secret", provider_hosts=["127.0.0.1"]
+        )
         from app.simulator.providers import ADYEN_TEST_KEY, MERCHANT_ACCOUNT
 
         async with database.sessionmaker() as session:
@@ -183,6 +187,7 @@ async def main() -> None:
                     requests_per_second=1000,
                     poll_interval_s=60,
                 ),
+                hosts=ProviderHosts.from_settings(settings),
             )
         control = httpx.AsyncClient(base_url=sim_url)
         terminals = args.stores * args.per_store

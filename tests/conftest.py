@@ -148,9 +148,14 @@ async def pg_db(pg_database) -> Database:
 def settings(db, tmp_path):
     from app.config import Settings
 
-    # basic_auth: the tests log in with HTTP Basic for brevity (off by default: tests/test_tokens.py).
+    # basic_auth: the tests log in with HTTP Basic for brevity (off by default: tests/test_tokens.py);
+    # provider_hosts: the provider simulators on loopback, listed as an admin would.
     return Settings(
-        database_url=db.url, secret_key="test-secret-key", allowed_networks=["127.0.0.0/8"], basic_auth=True
+        database_url=db.url,
+        secret_key="test-secret-key",
+        allowed_networks=["127.0.0.0/8"],
+        provider_hosts=["127.0.0.1"],
+        basic_auth=True,
     )
 
 

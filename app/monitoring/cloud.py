@@ -43,6 +43,7 @@ from app.monitoring.status import refresh_status
 from app.monitoring.writer import CheckOutcome, ResultWriter, new_owner_id
 from app.providers.adapters import Adapter, make_adapter
 from app.providers.crypto import KeyUnavailable, decrypt_api_key
+from app.providers.hosts import ProviderHosts
 from app.providers.http import ProviderError, ProviderHTTP, TokenBucket
 from app.providers.models import ProviderAccount
 from app.schedule import first_due_at, phase_ms
@@ -219,6 +220,7 @@ class CloudPoller:
             backoff_s=self.backoff_s,
             timeout_s=self.timeout_s,
             counter=self._count,
+            hosts=ProviderHosts.from_settings(self.settings),
         )
         adapter: Adapter | None = None
         key_error: str | None = None

@@ -36,6 +36,7 @@ from app.monitoring.agents import AgentAnswer, AgentBroker, to_server_clock
 from app.monitoring.writer import CheckOutcome, write_outcomes
 from app.poiid import normalise_poiid
 from app.providers.check import cloud_status_now
+from app.providers.hosts import ProviderHosts
 from app.providers.models import ProviderAccount
 from app.vocabulary import AgentState, CloudState, MonitorKind, Outcome, State, StoreStatus, Verdict
 
@@ -306,7 +307,9 @@ async def _run_now(
         if terminal is None or account is None:  # no account covers it: the caller reports the last poll
             return at, None
         reader = terminal.provider_terminal_id or f"tmr_{terminal.serial}"
-        return at, await cloud_status_now(settings.secret_key, account, terminal.poiid, reader)
+        return at, await cloud_status_now(
+            settings.secret_key, account, terminal.poiid, reader, hosts=ProviderHosts.from_settings(settings)
+        )
 
     async def one(m: Monitor) -> tuple[datetime, ProbeResult | None]:
         if limit is None:

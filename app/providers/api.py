@@ -8,6 +8,7 @@ from pydantic import BaseModel
 from app.auth.sessions import require_admin
 from app.providers import service
 from app.providers.check import try_account
+from app.providers.hosts import ProviderHosts
 from app.providers.models import ProviderAccount
 from app.providers.schemas import AccountIn, AccountOut, AccountUpdate, KeyIn
 from app.providers.sync import SyncPreview, apply_preview, build_preview, fetch_remote, recall, remember
@@ -41,6 +42,10 @@ def _secret(request: Request) -> str:
     return request.app.state.settings.secret_key
 
 
+def _hosts(request: Request) -> ProviderHosts:
+    return ProviderHosts.from_settings(request.app.state.settings)
+
+
 def _out(account: ProviderAccount) -> AccountOut:
     return AccountOut.model_validate(service.account_out(account))
 
@@ -52,7 +57,7 @@ async def list_accounts(session: SessionDep) -> list[AccountOut]:
 
 @router.post("", status_code=201, summary="Add a provider account")
 async def create(data: AccountIn, request: Request, session: SessionDep) -> AccountOut:
-    return _out(await service.create_account(session, _secret(request), data))
+    return _out(await service.create_account(session, _secret(request), data, hosts=_hosts(request)))
 
 
 @router.get("/{account_id}")
@@ -63,7 +68,7 @@ async def get(account_id: int, session: SessionDep) -> AccountOut:
 @router.put("/{account_id}", summary="Replace an account's settings (omit api_key to keep the stored key)")
 async def replace(account_id: int, data: AccountUpdate, request: Request, session: SessionDep) -> AccountOut:
     account = await service.get_account(session, account_id)
-    return _out(await service.update_account(session, _secret(request), account, data))
+    return _out(await service.update_account(session, _secret(request), account, data, hosts=_hosts(request)))
 
 
 @router.put("/{account_id}/key", status_code=204, summary="Replace the API key alone")
@@ -81,7 +86,8 @@ async def delete(account_id: int, session: SessionDep) -> Response:
 
 @router.post("/{account_id}/test", summary="One call with the stored key")
 async def test(account_id: int, request: Request, session: SessionDep) -> TestOut:
-    ok, message = await try_account(_secret(request), await service.get_account(session, account_id))
+    account = await service.get_account(session, account_id)
+    ok, message = await try_account(_secret(request), account, hosts=_hosts(request))
     return TestOut(ok=ok, message=message)
 
 
@@ -119,7 +125,7 @@ async def sync(
         preview = recall(token, account.id)
     else:
         preview = await build_preview(
-            session, account, await fetch_remote(session, _secret(request), account)
+            session, account, await fetch_remote(session, _secret(request), account, hosts=_hosts(request))
         )
         remember(preview)
     if not apply:

@@ -12,6 +12,7 @@ from app.checks.diagnoses import explain
 from app.checks.result import ProbeResult, Step, step
 from app.providers.adapters import make_adapter
 from app.providers.crypto import KeyUnavailable, decrypt_api_key
+from app.providers.hosts import ProviderHosts
 from app.providers.http import ProviderError, ProviderHTTP
 from app.vocabulary import Outcome
 
@@ -19,7 +20,11 @@ _T = TypeVar("_T")
 
 
 async def _with_adapter(
-    secret_key: str, account: Any, client: httpx.AsyncClient | None, call: Callable[[Any], Awaitable[_T]]
+    secret_key: str,
+    account: Any,
+    client: httpx.AsyncClient | None,
+    call: Callable[[Any], Awaitable[_T]],
+    hosts: ProviderHosts,
 ) -> _T:
     """`call(adapter)` with the account's adapter, on `client` or a client of its own."""
     own = client is None
@@ -28,7 +33,7 @@ async def _with_adapter(
         adapter = make_adapter(
             account,
             decrypt_api_key(secret_key, account.api_key_encrypted),
-            ProviderHTTP(client, retries=0, timeout_s=10),
+            ProviderHTTP(client, retries=0, timeout_s=10, hosts=hosts),
         )
         return await call(adapter)
     finally:
@@ -37,16 +42,16 @@ async def _with_adapter(
 
 
 async def try_account(
-    secret_key: str, account: Any, *, client: httpx.AsyncClient | None = None
+    secret_key: str, account: Any, *, hosts: ProviderHosts, client: httpx.AsyncClient | None = None
 ) -> tuple[bool, str]:
     """One cheap call with the stored key: (ok, what people should read)."""
     started = time.perf_counter()
     try:
         if account.kind == "adyen":
-            poll = await _with_adapter(secret_key, account, client, lambda a: a.poll_store(None))
+            poll = await _with_adapter(secret_key, account, client, lambda a: a.poll_store(None), hosts)
             seen = f"{len(poll.devices)} terminal(s) connected right now"
         else:
-            readers = await _with_adapter(secret_key, account, client, lambda a: a.readers(None))
+            readers = await _with_adapter(secret_key, account, client, lambda a: a.readers(None), hosts)
             seen = f"{len(readers)} reader(s) registered"
     except KeyUnavailable as exc:
         return False, str(exc)
@@ -57,7 +62,13 @@ async def try_account(
 
 
 async def cloud_status_now(
-    secret_key: str, account: Any, poiid: str, reader_id: str, *, client: httpx.AsyncClient | None = None
+    secret_key: str,
+    account: Any,
+    poiid: str,
+    reader_id: str,
+    *,
+    hosts: ProviderHosts,
+    client: httpx.AsyncClient | None = None,
 ) -> ProbeResult:
     """The provider's answer for one terminal right now (Adyen device status by POIID, Stripe
     reader by `reader_id`), as a probe result."""
@@ -68,10 +79,12 @@ async def cloud_status_now(
 
     try:
         if account.kind == "adyen":
-            connected = await _with_adapter(secret_key, account, client, lambda a: a.device_connected(poiid))
+            connected = await _with_adapter(
+                secret_key, account, client, lambda a: a.device_connected(poiid), hosts
+            )
         else:
             connected, _seen = await _with_adapter(
-                secret_key, account, client, lambda a: a.device_connected(reader_id)
+                secret_key, account, client, lambda a: a.device_connected(reader_id), hosts
             )
     except KeyUnavailable as exc:
         return ProbeResult.failed("provider_auth_rejected", str(exc), steps(False, str(exc)), target=poiid)

@@ -19,6 +19,8 @@ from typing import Any
 
 import httpx
 
+from app.providers.hosts import ProviderHosts
+
 log = logging.getLogger(__name__)
 
 DEFAULT_RETRY_AFTER_S = 30.0
@@ -96,8 +98,10 @@ class ProviderHTTP:
         backoff_s: float = 0.5,
         timeout_s: float = 10.0,
         counter: Callable[[str], None] | None = None,
+        hosts: ProviderHosts,
     ) -> None:
         self.client = client
+        self.hosts = hosts  # where the key may go: checked before every request
         self.bucket = bucket
         self.retries = retries
         self.backoff_s = backoff_s
@@ -106,6 +110,9 @@ class ProviderHTTP:
 
     async def request(self, method: str, url: str, *, what: str, **kwargs: Any) -> httpx.Response:
         """Returns a 2xx response or raises ProviderError. `what` names the call in errors."""
+        refused = self.hosts.refusal(url)
+        if refused is not None:  # never send the key there, whatever the account says
+            raise ProviderError("provider_unavailable", f"{what}: not sent, {refused}")
         attempt = 0
         while True:
             if self.bucket is not None:

@@ -18,6 +18,7 @@ from app.inventory.models import Terminal, TerminalEvent
 from app.inventory.schemas import field_errors
 from app.providers import service
 from app.providers.check import try_account
+from app.providers.hosts import ProviderHosts
 from app.providers.models import ENVIRONMENTS, PROVIDER_KINDS, ProviderAccount
 from app.providers.schemas import AccountIn, AccountUpdate, KeyIn
 from app.providers.sync import apply_preview, build_preview, fetch_remote, recall, remember
@@ -37,6 +38,10 @@ def _go(request: Request, url: str) -> Response:
 
 def _secret(request: Request) -> str:
     return request.app.state.settings.secret_key
+
+
+def _hosts(request: Request) -> ProviderHosts:
+    return ProviderHosts.from_settings(request.app.state.settings)
 
 
 def _form_values(form: FormData) -> dict[str, Any]:
@@ -74,12 +79,14 @@ async def create(request: Request, session: SessionDep) -> Response:
     form = await request.form()
     try:
         account = await service.create_account(
-            session, _secret(request), AccountIn.model_validate(dict(form))
+            session, _secret(request), AccountIn.model_validate(dict(form)), hosts=_hosts(request)
         )
     except ValidationError as exc:
         return _form_again(request, form, field_errors(exc), None)
     except NameTaken as exc:
         return _form_again(request, form, {"name": exc.message}, None)
+    except InvalidInput as exc:
+        return _form_again(request, form, exc.errors, None)
     return _go(request, f"/admin/providers?created={account.id}")
 
 
@@ -98,7 +105,11 @@ async def update(request: Request, account_id: int, session: SessionDep) -> Resp
     form = await request.form()
     try:
         await service.update_account(
-            session, _secret(request), account, AccountUpdate.model_validate(dict(form))
+            session,
+            _secret(request),
+            account,
+            AccountUpdate.model_validate(dict(form)),
+            hosts=_hosts(request),
         )
     except ValidationError as exc:
         return _form_again(request, form, field_errors(exc), account)
@@ -138,14 +149,16 @@ async def delete(request: Request, account_id: int, session: SessionDep) -> Resp
 @router.post("/{account_id}/test")
 async def test(request: Request, account_id: int, session: SessionDep) -> Response:
     account = await service.get_account(session, account_id)
-    ok, text = await try_account(_secret(request), account)
+    ok, text = await try_account(_secret(request), account, hosts=_hosts(request))
     return await _page(request, session, message=(ok, f"{account.name}: {text}"))
 
 
 @router.get("/{account_id}/sync")
 async def sync_preview(request: Request, account_id: int, session: SessionDep) -> Response:
     account = await service.get_account(session, account_id)
-    preview = await build_preview(session, account, await fetch_remote(session, _secret(request), account))
+    preview = await build_preview(
+        session, account, await fetch_remote(session, _secret(request), account, hosts=_hosts(request))
+    )
     remember(preview)
     return render(request, "providers/sync.html", {"account": account, "preview": preview})
 

@@ -8,6 +8,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.db import utcnow
 from app.errors import InvalidInput, NameTaken, NotFound
 from app.providers.crypto import decrypt_api_key, encrypt_api_key, key_hint
+from app.providers.hosts import ProviderHosts
 from app.providers.models import ProviderAccount
 from app.providers.schemas import AccountFields, AccountIn, AccountUpdate
 
@@ -42,9 +43,23 @@ def _set_key(account: ProviderAccount, secret_key: str, api_key: str) -> None:
     account.last_error = None
 
 
-async def create_account(session: AsyncSession, secret_key: str, data: AccountIn) -> ProviderAccount:
+def _check_hosts(data: AccountIn | AccountUpdate, hosts: ProviderHosts) -> None:
+    """The account's URLs must be provider API hosts: its key goes nowhere else."""
+    errors = {
+        name: refused
+        for name in ("api_base_url", "management_base_url")
+        if (url := getattr(data, name)) and (refused := hosts.refusal(url)) is not None
+    }
+    if errors:
+        raise InvalidInput(errors)
+
+
+async def create_account(
+    session: AsyncSession, secret_key: str, data: AccountIn, *, hosts: ProviderHosts
+) -> ProviderAccount:
     if await _name_taken(session, data.name, None):
         raise NameTaken(f"an account named {data.name!r} already exists", field="name")
+    _check_hosts(data, hosts)
     account = ProviderAccount(**data.model_dump(include=set(_FIELDS)))
     _set_key(account, secret_key, data.api_key)
     session.add(account)
@@ -53,10 +68,16 @@ async def create_account(session: AsyncSession, secret_key: str, data: AccountIn
 
 
 async def update_account(
-    session: AsyncSession, secret_key: str, account: ProviderAccount, data: AccountUpdate
+    session: AsyncSession,
+    secret_key: str,
+    account: ProviderAccount,
+    data: AccountUpdate,
+    *,
+    hosts: ProviderHosts,
 ) -> ProviderAccount:
     if await _name_taken(session, data.name, account.id):
         raise NameTaken(f"an account named {data.name!r} already exists", field="name")
+    _check_hosts(data, hosts)
     if not data.api_key and _where_key_goes(account) != _where_key_goes(data):
         # Else an admin (or a stolen admin session) could send the stored key to any host:
         # point the account elsewhere, press Test, read the Authorization header there.

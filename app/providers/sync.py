@@ -26,6 +26,7 @@ from app.poiid import normalise_poiid
 from app.providers.adapters import make_adapter
 from app.providers.base import RemoteTerminal
 from app.providers.crypto import KeyUnavailable, decrypt_api_key
+from app.providers.hosts import ProviderHosts
 from app.providers.http import ProviderError, ProviderHTTP, TokenBucket
 from app.providers.models import ProviderAccount
 
@@ -94,17 +95,22 @@ async def fetch_remote(
     secret_key: str,
     account: ProviderAccount,
     *,
+    hosts: ProviderHosts,
     client: httpx.AsyncClient | None = None,
 ) -> list[RemoteTerminal]:
     """The provider's terminals (raises UpstreamFailed when they cannot be read)."""
     try:
-        return await _fetch_remote(session, secret_key, account, client)
+        return await _fetch_remote(session, secret_key, account, client, hosts)
     except (ProviderError, KeyUnavailable) as exc:
         raise UpstreamFailed(f"the provider's inventory could not be read: {exc}") from exc
 
 
 async def _fetch_remote(
-    session: AsyncSession, secret_key: str, account: ProviderAccount, client: httpx.AsyncClient | None
+    session: AsyncSession,
+    secret_key: str,
+    account: ProviderAccount,
+    client: httpx.AsyncClient | None,
+    hosts: ProviderHosts,
 ) -> list[RemoteTerminal]:
     api_key = decrypt_api_key(secret_key, account.api_key_encrypted)
     ref_col = Store.adyen_store_id if account.kind == "adyen" else Store.stripe_location_id
@@ -114,7 +120,9 @@ async def _fetch_remote(
     own = client is None
     client = client or httpx.AsyncClient()
     try:
-        http = ProviderHTTP(client, TokenBucket(account.requests_per_second), retries=2, timeout_s=20)
+        http = ProviderHTTP(
+            client, TokenBucket(account.requests_per_second), retries=2, timeout_s=20, hosts=hosts
+        )
         adapter = make_adapter(account, api_key, http)
         return await adapter.list_terminals(refs if account.kind == "adyen" else [])
     finally:

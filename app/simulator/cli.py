@@ -64,7 +64,10 @@ async def _run(settings: Settings, fleet: Path, dns_port: int) -> int:
         f"story: store {sims.adyen.store_name(story)} loses its cloud connection every few minutes"
     )
     print(f"  Stripe API: {sims.stripe.url} ({len(sims.stripe.terminals)} readers)")
-    print("Provider accounts to add (Providers page, or POST /api/v1/providers):")
+    print(
+        "Provider accounts to add (Providers page, or POST /api/v1/providers), with "
+        f"TERMPULSE_PROVIDER_HOSTS={','.join(sims.hosts())} (no official provider host):"
+    )
     for spec in sims.account_specs():
         print("  " + json.dumps(spec))
     print("Ctrl-C to stop.", flush=True)

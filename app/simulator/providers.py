@@ -579,6 +579,10 @@ class ProviderSimulators:
     adyen: AdyenSim
     stripe: StripeSim
 
+    def hosts(self) -> list[str]:
+        """The simulators' host:port, for TERMPULSE_PROVIDER_HOSTS (they are no official host)."""
+        return [sim.url.split("//", 1)[1] for sim in (self.adyen, self.stripe)]
+
     def account_specs(self) -> list[dict]:
         """What to create as provider accounts so TermPulse polls these simulators."""
         return [
@@ -637,9 +641,12 @@ async def register_simulator_accounts(
     """Create (or point again at the simulators) one provider account per simulator. Idempotent by name."""
     from sqlalchemy import select
 
+    from app.providers.hosts import ProviderHosts
     from app.providers.models import ProviderAccount
     from app.providers.schemas import AccountIn, AccountUpdate
     from app.providers.service import create_account, update_account
+
+    hosts = ProviderHosts(sims.hosts())  # the simulators, listed explicitly
 
     accounts = []
     async with database.sessionmaker() as session:
@@ -649,9 +656,11 @@ async def register_simulator_accounts(
                 await session.execute(select(ProviderAccount).where(ProviderAccount.name == spec["name"]))
             ).scalar_one_or_none()
             if current is None:
-                accounts.append(await create_account(session, secret_key, AccountIn(**spec)))
+                accounts.append(await create_account(session, secret_key, AccountIn(**spec), hosts=hosts))
             else:
-                accounts.append(await update_account(session, secret_key, current, AccountUpdate(**spec)))
+                accounts.append(
+                    await update_account(session, secret_key, current, AccountUpdate(**spec), hosts=hosts)
+                )
     return accounts
 
 

@@ -102,6 +102,7 @@ async def live_server(tmp_path_factory, sim):
         database_url=url,
         secret_key="browser-test",
         allowed_networks=["127.0.0.0/8"],
+        provider_hosts=["127.0.0.1"],  # the provider simulators
         dns_nameservers=["127.0.0.1"],
         dns_port=sim.dns.port,
         check_interval_s=2,

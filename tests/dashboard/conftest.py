@@ -16,6 +16,7 @@ def settings(db, tmp_path):
         database_url=db.url,
         secret_key="test-secret-key",
         allowed_networks=["127.0.0.0/8"],
+        provider_hosts=["127.0.0.1"],  # the provider simulators
         dns_nameservers=["127.0.0.1"],
         dns_port=9,
         check_timeout_s=1.0,

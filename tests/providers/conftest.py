@@ -9,6 +9,7 @@ from app.db import utcnow
 from app.inventory.models import Monitor
 from app.inventory.schemas import StoreIn, TerminalIn
 from app.inventory.service import upsert_inventory
+from app.providers.hosts import ProviderHosts
 from app.providers.schemas import AccountIn
 from app.providers.service import create_account
 from app.simulator.providers import AdyenSim, SimTerminal, StripeSim
@@ -71,7 +72,7 @@ async def make_account(db, sim, *, kind: str = "adyen", key: str | None = None, 
         **extra,
     }
     async with db.sessionmaker() as session:
-        return await create_account(session, SECRET, AccountIn(**data))
+        return await create_account(session, SECRET, AccountIn(**data), hosts=ProviderHosts(["127.0.0.1"]))
 
 
 async def make_due(db) -> None:

@@ -8,7 +8,9 @@ from tests.providers.conftest import SECRET, cloud_states, load_fleet, make_acco
 async def test_check_connection_asks_the_provider_now(db, adyen_sim):
     stores, terminals = adyen_sim.fleet
     await load_fleet(db, stores, terminals)
-    settings = Settings(database_url=db.url, secret_key=SECRET, allowed_networks=["127.0.0.0/8"])
+    settings = Settings(
+        database_url=db.url, secret_key=SECRET, allowed_networks=["127.0.0.0/8"], provider_hosts=["127.0.0.1"]
+    )
     poiid = terminals[0].poiid
 
     no_account = await check_terminal_now(db, settings, poiid)  # no account yet: the last poll, never made

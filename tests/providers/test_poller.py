@@ -14,7 +14,9 @@ from tests.providers.conftest import SECRET, cloud_states, load_fleet, make_acco
 def _settings(db):
     from app.config import Settings
 
-    return Settings(database_url=db.url, secret_key=SECRET, allowed_networks=["127.0.0.0/8"])
+    return Settings(
+        database_url=db.url, secret_key=SECRET, allowed_networks=["127.0.0.0/8"], provider_hosts=["127.0.0.1"]
+    )
 
 
 async def _sweep(db, poller, times: int = 1):

@@ -29,7 +29,9 @@ async def test_sample_fleet_story_drop_and_return(db):
     try:
         await register_simulator_accounts(db, SECRET, sims)
         await register_simulator_accounts(db, SECRET, sims)  # idempotent
-        poller = CloudPoller(db, Settings(database_url=db.url, secret_key=SECRET), backoff_s=0.01)
+        poller = CloudPoller(
+            db, Settings(database_url=db.url, secret_key=SECRET, provider_hosts=sims.hosts()), backoff_s=0.01
+        )
 
         async def cloud_of(store_ref: str) -> set[str]:
             async with db.sessionmaker() as session:
