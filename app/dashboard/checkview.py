@@ -25,6 +25,7 @@ class CheckView:
     tz: str = "UTC"  # the store's time zone: the page shows its local time, the report UTC too
     title: str = ""  # the headline, when not the terminal verdict's (a store's network)
     subject: str = ""  # what was checked, when not a terminal ("Store S-0001 network")
+    note: str = ""  # Check store: why its verdict is its store network's, said above it
 
     @property
     def local_started(self) -> datetime:
@@ -158,6 +159,19 @@ def from_store_report(report: StoreCheckReport, tz: str = "UTC") -> StoreCheckVi
         store=report.store_code,
         name=report.store_name,
         network=network,
-        terminals=[from_report(t, tz) for t in report.terminals],
+        terminals=[_in_store(from_report(t, tz), report) for t in report.terminals],
         report=report,
     )
+
+
+def _in_store(view: CheckView, report: StoreCheckReport) -> CheckView:
+    """A terminal whose own checks pass but whose store's network fails: its verdict's cause is
+    the network's, shown once above it, so it says so instead of repeating it."""
+    own_fine = all(c.outcome == Outcome.OK for c in view.checks)
+    network_failed = report.network_diagnosis is not None
+    if network_failed and own_fine and view.diagnosis == report.network_diagnosis:
+        view.diagnosis = None
+        state = "could not be checked" if view.verdict == Verdict.COULD_NOT_CHECK else "is disconnected"
+        own = "Its own checks pass" if view.checks else "It has no checks of its own"
+        view.note = f"{own}: it {state} because of the store's network (above)."
+    return view

@@ -99,7 +99,9 @@ def render_store_report(report: StoreCheckReport) -> str:
         lines += ["", f"Terminal {t.poiid}:"]
         lines += ["  " + line for line in _check_lines(t.checks)]
         lines.append(f"  Verdict: {t.headline}")
-        if t.diagnosis:
+        if t.diagnosis is not None and t.diagnosis == report.network_diagnosis:
+            lines.append("  Cause:   the store's network (above)")
+        elif t.diagnosis:
             lines += [f"  Cause:   {t.diagnosis.cause}", f"  Fix:     {t.diagnosis.fix}"]
     counts = ", ".join(f"{n} {verdict.replace('_', ' ')}" for verdict, n in sorted(report.counts.items()))
     lines += [

@@ -149,7 +149,8 @@ class StoreCheckReport:
     """Check store: the store's network first, then each terminal's verdict, cause and fix
     (the JSON answer of the store check API as well). Each terminal's verdict counts its
     store's network as Check connection does; its `checks` are its own only (the network's
-    are listed once, in `network`)."""
+    are listed once, in `network`), and its diagnosis is its own first failure, else the one
+    that made its verdict (the network's)."""
 
     store_code: str
     store_name: str
@@ -228,6 +229,11 @@ async def check_store_now(
             terminal, store.code, network + own, runs, states, checked_at, duration_ms, status, cloud_state
         )
         report.checks = [c for c in report.checks if c.scope == "terminal"]
+        own_bad = next((c for c in report.checks if c.outcome == Outcome.FAIL), None) or next(
+            (c for c in report.checks if c.outcome == Outcome.ERROR), None
+        )
+        if own_bad is not None and own_bad.diagnosis is not None:
+            report.diagnosis = own_bad.diagnosis  # its own fault first: the network's is said once, above
         reports.append(report)
     return StoreCheckReport(
         store_code=store.code,

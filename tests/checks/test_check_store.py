@@ -111,7 +111,7 @@ async def test_check_store_now_network_first_then_each_terminal(db, settings, ct
     ok, refused = terminals["CS-B-OK"], terminals["CS-B-REFUSED"]
     assert [c.scope for c in ok.checks] == ["terminal"] and ok.checks[0].outcome == "ok"
     assert ok.verdict == "disconnected" and ok.diagnosis.code == "tcp_timeout"
-    assert refused.verdict == "disconnected" and refused.checks[0].diagnosis.code == "tcp_refused"
+    assert refused.verdict == "disconnected" and refused.diagnosis.code == "tcp_refused"  # its own fault
     json.dumps(report.as_dict())
 
     # Stored as manual results, one per monitor of the store, through the one writer.
@@ -155,9 +155,17 @@ async def test_store_page_check_store_button_and_report(client, fleet):
     assert html.index("store-check-network") < html.index("store-check-terminal")
     for s in sections:
         assert one(s, "h4 a").get("href") == f"/terminals/{s.get('data-poiid')}"
-        assert text(one(s, ".diagnosis .cause")) and text(one(s, ".diagnosis .fix"))
+    # A terminal whose own checks pass points at the network's cause (said once, above) ...
+    ok = next(s for s in sections if s.get("data-poiid") == "CS-B-OK")
+    assert not ok.cssselect(".diagnosis") and "because of the store's network" in text(
+        one(ok, ".network-note")
+    )
+    # ... one with a fault of its own names it, with its fix.
     refused = next(s for s in sections if s.get("data-poiid") == "CS-B-REFUSED")
-    assert "Connection refused" in texts(refused, ".finding strong")[0]
+    assert text(one(refused, ".diagnosis .diag-title")) == "Connection refused"
+    assert (
+        text(one(refused, ".diagnosis .fix")) and "Connection refused" in texts(refused, ".finding strong")[0]
+    )
     report = one(d, "pre#store-report-text").text_content()
     assert report.index("Store network") < report.index("CS-B-OK") and "tcp_timeout" in report
     assert len({e.get("id") for e in d.cssselect("[id]")}) == len(d.cssselect("[id]"))  # ids unique
@@ -198,6 +206,7 @@ async def test_cli_check_store(db, settings, fleet):
     assert done.returncode == 1, out + done.stderr
     assert out.index("Network:") < out.index("Terminal CS-B-OK") < out.index("Terminal CS-B-REFUSED")
     assert "cannot reach a destination" in out and "Cause:" in out and "Fix:" in out and "7003" in out
+    assert "Cause:   the store's network (above)" in out and "refused" in out
 
     done = await termpulse_async("check", "--store", BLOCKED, "--json", env=env)
     assert json.loads(done.stdout)["network_verdict"] == "disconnected"
