@@ -73,6 +73,7 @@ RULES = _rules(
     (ANY, "/api/v1/providers/**", "admin"),
     (ANY, "/api/v1/agents/**", "admin"),
     (WRITE, "/api/v1/maintenance-windows/**", "admin"),
+    (WRITE, "/api/v1/check-settings/**", "admin"),
     # viewer: every page, fragment and read of the API not named above.
     (READ, "/", "viewer"),
     (READ, "/demo/notifications", "viewer"),  # the demo's "Notifications sent" page
@@ -84,6 +85,7 @@ RULES = _rules(
     (READ, "/incidents/**", "viewer"),
     (READ, "/api/v1/stores/**", "viewer"),
     (READ, "/api/v1/terminals/**", "viewer"),
+    (READ, "/api/v1/check-settings", "viewer"),
     (READ, "/api/v1/uptime", "viewer"),  # what the History page shows, as JSON
     (READ, "/api/v1/maintenance-windows/**", "viewer"),
     (READ, "/api/v1/incidents/**", "viewer"),

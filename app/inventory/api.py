@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query, Response
 from pydantic import BaseModel, ConfigDict
@@ -13,8 +13,15 @@ from app.errors import NotFound
 from app.inventory import queries
 from app.inventory.identity import relearn_terminal
 from app.inventory.models import PROVIDERS, Store, Terminal
-from app.inventory.schemas import StoreIn, TerminalIn
-from app.inventory.service import delete_store, delete_terminal, save_store, save_terminal
+from app.inventory.schemas import CheckSettingsIn, StoreIn, TerminalIn
+from app.inventory.service import (
+    check_settings_list,
+    delete_store,
+    delete_terminal,
+    save_check_settings,
+    save_store,
+    save_terminal,
+)
 from app.poiid import normalise_poiid
 from app.vocabulary import State
 from app.web.deps import SessionDep
@@ -169,3 +176,47 @@ async def relearn_terminal_identity(
     (recorded as a terminal event); its next healthy check learns the new device."""
     forgotten = await relearn_terminal(session, poiid, admin.username)
     return RelearnOut(poiid=normalise_poiid(poiid), forgotten=forgotten)
+
+
+# --- check settings of a region or a network profile ------------------------------------------
+
+
+class CheckSettingsOut(CheckSettingsIn):
+    scope: Literal["region", "profile"]
+    name: str
+    monitors_changed: int | None = None  # after a change: the monitors given the new values
+
+
+@router.get("/check-settings", summary="Check settings of regions and network profiles")
+async def list_check_settings(session: SessionDep) -> list[CheckSettingsOut]:
+    """Interval, timeout and down/up thresholds set per region (every monitor of its stores)
+    and per network profile (its stores' network monitors). A store's own (on the store) win
+    over its region's, which win over its profile's; unset values fall through to the next
+    level, then to the defaults (TERMPULSE_CHECK_INTERVAL_S, TERMPULSE_CHECK_TIMEOUT_S, down
+    after 2 failed checks, up after 1 passed)."""
+    return [_settings_out(c.scope, c.name, c) for c in await check_settings_list(session)]
+
+
+@router.put(
+    "/check-settings/{scope}/{name}", dependencies=ADMIN, summary="Set a region's or profile's checks"
+)
+async def put_check_settings(
+    scope: Literal["region", "profile"], name: str, data: CheckSettingsIn, session: SessionDep
+) -> CheckSettingsOut:
+    """Set them (null leaves a value to the next level; all null removes the entry) and apply
+    them to the monitors of the stores concerned now; the monitors keep their keys and history."""
+    changed = await save_check_settings(session, scope, name, data)
+    return CheckSettingsOut(scope=scope, name=name.strip(), **data.model_dump(), monitors_changed=changed)
+
+
+def _settings_out(scope: str, name: str, c: Any) -> CheckSettingsOut:
+    return CheckSettingsOut.model_validate(
+        {
+            "scope": scope,
+            "name": name,
+            "check_interval_s": c.interval_s,
+            "check_timeout_s": c.timeout_s,
+            "down_after": c.down_after,
+            "up_after": c.up_after,
+        }
+    )

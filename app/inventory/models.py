@@ -38,6 +38,12 @@ class Store(Base):
     status_reason: Mapped[str | None] = mapped_column(String(64))
     # The store agent that runs its network and LAN checks; None: they run centrally.
     agent_id: Mapped[int | None] = mapped_column(ForeignKey("agents.id", ondelete="SET NULL"), index=True)
+    # Its own check settings (None: its region's, else its network profile's, else the defaults;
+    # app.inventory.monitors applies them to every monitor of the store).
+    check_interval_s: Mapped[int | None] = mapped_column(Integer)
+    check_timeout_s: Mapped[float | None] = mapped_column(Float)
+    down_after: Mapped[int | None] = mapped_column(Integer)  # failed checks in a row before down
+    up_after: Mapped[int | None] = mapped_column(Integer)  # passed checks in a row before up again
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
 
@@ -46,6 +52,22 @@ class Store(Base):
     @property
     def tag_list(self) -> list[str]:
         return [t for t in self.tags.split(";") if t]
+
+
+class CheckSettings(Base):
+    """Interval, timeout and down/up thresholds set for a region (every monitor of its stores)
+    or a network profile (its stores' network monitors); None: not set at this level. A
+    store's own settings win over its region's, which win over its profile's."""
+
+    __tablename__ = "check_settings"
+
+    scope: Mapped[str] = mapped_column(String(16), primary_key=True)  # "region" or "profile"
+    name: Mapped[str] = mapped_column(String(100), primary_key=True)
+    interval_s: Mapped[int | None] = mapped_column(Integer)
+    timeout_s: Mapped[float | None] = mapped_column(Float)
+    down_after: Mapped[int | None] = mapped_column(Integer)
+    up_after: Mapped[int | None] = mapped_column(Integer)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
 
 
 class Terminal(Base):

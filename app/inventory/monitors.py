@@ -14,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.config import get_settings
 from app.db import bulk_insert, select_where_in, table_of, utcnow
 from app.inventory.identity import without_learned
-from app.inventory.models import Monitor, Store
+from app.inventory.models import CheckSettings, Monitor, Store
 from app.inventory.profiles import NETWORK_PROFILES, TORGSOFT_WEBSOCKET_PORT
 from app.schedule import first_due_at, phase_ms
 from app.vocabulary import MonitorKind, State
@@ -111,13 +111,16 @@ async def sync_monitors(
     wanted |= {s.key: s for st in stores for s in store_monitor_specs(st)}
     existing = await _existing(session, [s.id for s in stores], [t.id for t in terminals])
 
-    settings, now = get_settings(), utcnow()
+    now = utcnow()
     new_rows: list[dict[str, Any]] = []
     changed: list[dict[str, Any]] = []
+    new_keys = [key for key in wanted if key not in existing]
+    levels = await check_settings_of(session, {wanted[k].store_id for k in new_keys}) if new_keys else {}
     for key, spec in wanted.items():
         current = existing.get(key)
         if current is None:
-            interval = settings.check_interval_s
+            chosen = levels[spec.store_id].of(spec.terminal_id is None)
+            interval = chosen.interval_s
             phase = phase_ms(key, interval)
             new_rows.append(
                 {
@@ -128,7 +131,9 @@ async def sync_monitors(
                     "target": spec.target,
                     "params": spec.params,
                     "interval_s": interval,
-                    "timeout_s": settings.check_timeout_s,
+                    "timeout_s": chosen.timeout_s,
+                    "fail_threshold": chosen.down_after,
+                    "success_threshold": chosen.up_after,
                     "phase_ms": phase,
                     "next_due_at": first_due_at(now, interval, phase),
                     "state": State.UNKNOWN,
@@ -146,15 +151,130 @@ async def sync_monitors(
                 {"id": current.id, "store_id": spec.store_id, "target": spec.target, "params": params}
             )
     obsolete = [m.id for key, m in existing.items() if key not in wanted]
+    existing_store = {m.id: m.store_id for m in existing.values()}
 
     if new_rows:
         await bulk_insert(session, table_of(Monitor), new_rows)
     if changed:
         await session.execute(update(Monitor), changed)
+        moved = {c["store_id"] for c in changed if c["store_id"] != existing_store.get(c["id"])}
+        await apply_check_settings(session, moved)  # a moved terminal takes its new store's values
     if obsolete:
         await session.execute(delete(Monitor).where(Monitor.id.in_(obsolete)))
     await assign_agents(session, {s.id for s in stores} | {t.store_id for t in terminals})
     return {"created": len(new_rows), "updated": len(changed), "deleted": len(obsolete)}
+
+
+# --- interval, timeout and down/up thresholds: the store's, else its region's, else (network
+# monitors) its network profile's, else the defaults. Applied to the monitors as they are: the
+# keys, and so the history, stay.
+
+CHECK_SETTING_FIELDS = ("interval_s", "timeout_s", "down_after", "up_after")
+DEFAULT_DOWN_AFTER, DEFAULT_UP_AFTER = 2, 1
+
+
+@dataclass(frozen=True)
+class CheckValues:
+    interval_s: int
+    timeout_s: float
+    down_after: int
+    up_after: int
+
+
+@dataclass(frozen=True)
+class StoreCheckValues:
+    network: CheckValues  # its network monitors' (the profile counts)
+    terminals: CheckValues  # its terminals' monitors'
+
+    def of(self, network: bool) -> CheckValues:
+        return self.network if network else self.terminals
+
+
+def _choose(defaults: CheckValues, *levels: dict[str, Any]) -> CheckValues:
+    """Each value from the first level (most specific first) that sets it, else the default."""
+    values = {
+        f: next((level[f] for level in levels if level.get(f) is not None), getattr(defaults, f))
+        for f in CHECK_SETTING_FIELDS
+    }
+    return CheckValues(
+        int(values["interval_s"]),
+        float(values["timeout_s"]),
+        *map(int, (values["down_after"], values["up_after"])),
+    )
+
+
+async def check_settings_of(session: AsyncSession, store_ids: set[int]) -> dict[int, StoreCheckValues]:
+    """The check values each of these stores' monitors take."""
+    settings = get_settings()
+    defaults = CheckValues(
+        settings.check_interval_s, settings.check_timeout_s, DEFAULT_DOWN_AFTER, DEFAULT_UP_AFTER
+    )
+    levels = {
+        (c.scope, c.name): {f: getattr(c, f) for f in CHECK_SETTING_FIELDS}
+        for c in await session.scalars(select(CheckSettings))
+    }
+    query = select(
+        Store.id,
+        Store.region,
+        Store.network_profile,
+        Store.check_interval_s,
+        Store.check_timeout_s,
+        Store.down_after,
+        Store.up_after,
+    )
+    chosen = {}
+    for row in await select_where_in(session, query, Store.id, store_ids):
+        own = {
+            "interval_s": row.check_interval_s,
+            "timeout_s": row.check_timeout_s,
+            "down_after": row.down_after,
+            "up_after": row.up_after,
+        }
+        region = levels.get(("region", row.region), {}) if row.region else {}
+        profile = levels.get(("profile", row.network_profile or ""), {})
+        chosen[row.id] = StoreCheckValues(
+            _choose(defaults, own, region, profile), _choose(defaults, own, region)
+        )
+    return chosen
+
+
+async def apply_check_settings(session: AsyncSession, store_ids: set[int]) -> int:
+    """Give these stores' monitors the check values they should have now (after a change of the
+    store's, its region's or its profile's settings); returns the monitors changed. A monitor
+    whose interval changes is placed on its new interval's phase from now."""
+    if not store_ids:
+        return 0
+    chosen = await check_settings_of(session, store_ids)
+    query = select(
+        Monitor.id,
+        Monitor.key,
+        Monitor.store_id,
+        Monitor.terminal_id,
+        Monitor.interval_s,
+        Monitor.timeout_s,
+        Monitor.fail_threshold,
+        Monitor.success_threshold,
+    )
+    now, changes = utcnow(), []
+    for m in await select_where_in(session, query, Monitor.store_id, store_ids):
+        want = chosen[m.store_id].of(m.terminal_id is None)
+        have = (m.interval_s, m.timeout_s, m.fail_threshold, m.success_threshold)
+        if have == (want.interval_s, want.timeout_s, want.down_after, want.up_after):
+            continue
+        change: dict[str, Any] = {
+            "id": m.id,
+            "interval_s": want.interval_s,
+            "timeout_s": want.timeout_s,
+            "fail_threshold": want.down_after,
+            "success_threshold": want.up_after,
+        }
+        if m.interval_s != want.interval_s:
+            phase = phase_ms(m.key, want.interval_s)
+            change |= {"phase_ms": phase, "next_due_at": first_due_at(now, want.interval_s, phase)}
+        changes.append(change)
+    for keys in {tuple(c) for c in changes}:  # one bulk update per set of columns
+        await session.execute(update(Monitor), [c for c in changes if tuple(c) == keys])
+    return len(changes)
 
 
 async def assign_agents(session: AsyncSession, store_ids: set[int]) -> int:

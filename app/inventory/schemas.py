@@ -85,7 +85,31 @@ class _Input(BaseModel):
     model_config = ConfigDict(str_strip_whitespace=True, extra="ignore")
 
 
-class StoreIn(_Input):
+class _CheckValues(_Input):
+    """Interval, timeout and down/up thresholds at one level (a store, a region, a network
+    profile); None: this level leaves it to the next (app.inventory.monitors)."""
+
+    check_interval_s: int | None = Field(None, ge=10, le=86_400, description="seconds between checks")
+    check_timeout_s: float | None = Field(None, gt=0, le=60, description="seconds a check may take")
+    down_after: int | None = Field(None, ge=1, le=100, description="failed checks in a row before down")
+    up_after: int | None = Field(None, ge=1, le=100, description="passed checks in a row before up again")
+
+    _check_blanks = field_validator(
+        "check_interval_s", "check_timeout_s", "down_after", "up_after", mode="before"
+    )(_blank_to_none)
+
+    @model_validator(mode="after")
+    def _timeout_within_interval(self) -> _CheckValues:
+        if self.check_interval_s and self.check_timeout_s and self.check_timeout_s >= self.check_interval_s:
+            raise ValueError("check_timeout_s: must be shorter than the check interval")
+        return self
+
+
+class CheckSettingsIn(_CheckValues):
+    """A region's or a network profile's check settings (the API and the Stores admin page)."""
+
+
+class StoreIn(_CheckValues):
     code: str = Field(min_length=1, max_length=64)
     name: str = Field(min_length=1, max_length=200)
     region: str = Field("", max_length=100)

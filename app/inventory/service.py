@@ -12,10 +12,11 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import InstrumentedAttribute
 
 from app.db import bulk_insert, select_where_in, table_of, utcnow
-from app.errors import Conflict, NameTaken, NotFound
-from app.inventory.models import Store, Terminal, TerminalEvent
-from app.inventory.monitors import sync_monitors
-from app.inventory.schemas import StoreIn, TerminalIn
+from app.errors import Conflict, InvalidInput, NameTaken, NotFound
+from app.inventory.models import CheckSettings, Store, Terminal, TerminalEvent
+from app.inventory.monitors import apply_check_settings, sync_monitors
+from app.inventory.profiles import NETWORK_PROFILES
+from app.inventory.schemas import CheckSettingsIn, StoreIn, TerminalIn
 from app.poiid import normalise_poiid
 from app.vocabulary import CloudState
 
@@ -32,6 +33,12 @@ _MONITOR_INPUTS = (
     "local_api",
     "cloud_enabled",
     "epos_token",
+)
+
+
+# Store columns the check values come from: a change re-applies them to the store's monitors.
+_CHECK_INPUTS = frozenset(
+    {"region", "network_profile", "check_interval_s", "check_timeout_s", "down_after", "up_after"}
 )
 
 
@@ -58,16 +65,21 @@ async def upsert_inventory(
 ) -> UpsertSummary:
     """Create or update by store code and POIID. The caller owns the transaction."""
     summary = UpsertSummary()
-    store_rows = await _upsert_stores(session, stores, summary.stores)
+    store_rows, resettle = await _upsert_stores(session, stores, summary.stores)
     touched_terminals = await _upsert_terminals(session, terminals, summary, source)
     summary.monitors = await sync_monitors(session, stores=store_rows, terminals=touched_terminals)
+    await apply_check_settings(session, resettle)
     return summary
 
 
-async def _upsert_stores(session: AsyncSession, stores: list[StoreIn], counts: Counts) -> list:
-    """Returns the created and changed stores (their network monitors need deriving)."""
+async def _upsert_stores(
+    session: AsyncSession, stores: list[StoreIn], counts: Counts
+) -> tuple[list, set[int]]:
+    """Returns the created and changed stores (their network monitors need deriving) and the
+    stores whose check settings may have changed (their own, their region or profile)."""
     existing = await _stores_by_code(session, [s.code for s in stores])
     new, changed, touched = [], [], []
+    resettle: set[int] = set()
     for item in stores:
         values = item.model_dump(include=item.model_fields_set | {"code"})
         row = existing.get(item.code)
@@ -77,6 +89,8 @@ async def _upsert_stores(session: AsyncSession, stores: list[StoreIn], counts: C
             changed.append({"id": row.id, **values, "updated_at": utcnow()})
             if values.get("network_profile", row.network_profile) != row.network_profile:
                 touched.append(SimpleNamespace(id=row.id, network_profile=values["network_profile"]))
+            if any(k in _CHECK_INPUTS and getattr(row, k) != v for k, v in values.items()):
+                resettle.add(row.id)
         else:
             counts.unchanged += 1
     if new:
@@ -89,7 +103,7 @@ async def _upsert_stores(session: AsyncSession, stores: list[StoreIn], counts: C
     if changed:
         await session.execute(update(Store), changed)
     counts.created, counts.updated = len(new), len(changed)
-    return touched
+    return touched, resettle
 
 
 async def _upsert_terminals(
@@ -275,3 +289,48 @@ async def delete_terminal(session: AsyncSession, poiid: str) -> None:
         raise NotFound("terminal", poiid)
     await session.delete(terminal)
     await session.commit()
+
+
+# --- a region's or a network profile's check settings -----------------------------------------
+
+CHECK_SCOPES = ("region", "profile")
+
+
+async def save_check_settings(session: AsyncSession, scope: str, name: str, data: CheckSettingsIn) -> int:
+    """Set a region's or a network profile's interval, timeout and down/up thresholds (None
+    leaves each to the next level; all None removes the entry) and apply them to the monitors
+    of its stores at once (keys and history kept). Returns the monitors changed. Commits."""
+    name = name.strip()
+    if scope not in CHECK_SCOPES:
+        raise InvalidInput({"scope": f"must be one of: {', '.join(CHECK_SCOPES)}"})
+    if not name or len(name) > 100:
+        raise InvalidInput({"name": "a region or profile name of 1 to 100 characters"})
+    if scope == "profile" and name not in NETWORK_PROFILES:
+        raise InvalidInput({"name": f"unknown network profile (one of: {', '.join(NETWORK_PROFILES)})"})
+    values = {
+        "interval_s": data.check_interval_s,
+        "timeout_s": data.check_timeout_s,
+        "down_after": data.down_after,
+        "up_after": data.up_after,
+    }
+    row = await session.get(CheckSettings, (scope, name))
+    if all(v is None for v in values.values()):
+        if row is not None:
+            await session.delete(row)
+    elif row is None:
+        session.add(CheckSettings(scope=scope, name=name, **values))
+    else:
+        for key, value in values.items():
+            setattr(row, key, value)
+    await session.flush()
+    column = Store.region if scope == "region" else Store.network_profile
+    store_ids = set(await session.scalars(select(Store.id).where(column == name)))
+    changed = await apply_check_settings(session, store_ids)
+    await session.commit()
+    return changed
+
+
+async def check_settings_list(session: AsyncSession) -> list[CheckSettings]:
+    return list(
+        await session.scalars(select(CheckSettings).order_by(CheckSettings.scope, CheckSettings.name))
+    )
