@@ -4,8 +4,9 @@
 
 * PostgreSQL: its own database (`termpulse_bench_agents_<pid>` on the server of
   TERMPULSE_TEST_DATABASE_URL, default the local one), migrated, dropped at the end.
-* The fleet: one store per agent, network profile fullsteam-ingenico (2 destinations x dns+tcp)
-  and 4 LAN terminals (adyen_local: tcp + tls), so 12 non-cloud monitors per store at a 60 s
+* The fleet: one store per agent, network profile fullsteam-ingenico (2 destinations: dns and
+  tcp each, tls for the one on 443) and 4 LAN terminals (adyen_local: tcp + tls), so 13
+  non-cloud monitors per store at a 60 s
   interval, each on its stable phase. Every agent is enrolled with app.agents.service.create_agent
   (the real token, hashed on the server).
 * The server: `termpulse serve` (the real app, app.main.create_app under uvicorn, uvloop and
@@ -644,8 +645,8 @@ async def main(args: argparse.Namespace) -> int:
         print(
             f"fleet:    {args.agents} stores, one agent each ({ready['agents']} configured in time), "
             f"{ready['monitors']} monitors "
-            f"({12} per store: fullsteam-ingenico dns+tcp x2, "
-            f"{TERMINALS_PER_STORE} LAN terminals tcp+tls), interval {args.interval} s, "
+            f"({ready['monitors'] // args.agents} per store: the fullsteam-ingenico profile's dns, tcp"
+            f" and tls checks, {TERMINALS_PER_STORE} LAN terminals tcp+tls), interval {args.interval} s, "
             f"{100 * args.flapping:.0f}% flapping; built and enrolled in {setup_s:.0f} s"
         )
         print(
