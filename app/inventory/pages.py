@@ -17,14 +17,24 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.datastructures import UploadFile
 
 from app.auth.sessions import Identity, require_admin
+from app.config import get_settings
 from app.errors import AppError, InvalidInput, NotFound
 from app.inventory import queries
 from app.inventory.csvimport import ImportFailed, import_fleet
 from app.inventory.identity import identity_events, learned_identities, relearn_terminal
 from app.inventory.models import INTEGRATIONS, LOCAL_APIS, PROVIDERS
+from app.inventory.monitors import DEFAULT_DOWN_AFTER, DEFAULT_UP_AFTER
 from app.inventory.profiles import NETWORK_PROFILES
-from app.inventory.schemas import StoreIn, TerminalIn, field_errors
-from app.inventory.service import delete_store, delete_terminal, save_store, save_terminal
+from app.inventory.schemas import CheckSettingsIn, StoreIn, TerminalIn, field_errors
+from app.inventory.service import (
+    check_scope_problems,
+    check_settings_list,
+    delete_store,
+    delete_terminal,
+    save_check_settings,
+    save_store,
+    save_terminal,
+)
 from app.poiid import normalise_poiid
 from app.web.deps import SessionDep
 from app.web.templating import is_htmx, render
@@ -55,7 +65,47 @@ async def stores_page(
 ) -> Response:
     result = await queries.paginate(session, queries.store_query(q=q, region=region), max(page, 1), PER_PAGE)
     context = {"page": result, "q": q, "region": region, "regions": await queries.regions(session)}
+    context |= await _check_settings_context(session)
     return render(request, "inventory/stores.html", context, block="results")
+
+
+async def _check_settings_context(session: AsyncSession, **more: Any) -> dict[str, Any]:
+    settings = get_settings()
+    defaults = (
+        f"every {settings.check_interval_s} s, timeout {settings.check_timeout_s:g} s, "
+        f"down after {DEFAULT_DOWN_AFTER}, up after {DEFAULT_UP_AFTER}"
+    )
+    return {
+        "cs_rows": await check_settings_list(session),
+        "cs_regions": await queries.regions(session),
+        "cs_defaults": defaults,
+        "cs_values": {"scope": "region"},
+        "cs_errors": {},
+        "cs_message": "",
+        "profiles": tuple(NETWORK_PROFILES),
+        **more,
+    }
+
+
+@router.post("/check-settings")
+async def submit_check_settings(request: Request, session: SessionDep) -> Response:
+    """Set a region's or a network profile's check settings: the section again, with the
+    result or each error by its field."""
+    values: dict[str, Any] = dict(await request.form())
+    scope, name = str(values.get("scope", "")), str(values.get("name", ""))
+    try:
+        changed = await save_check_settings(session, scope, name, CheckSettingsIn.model_validate(values))
+    except ValidationError as exc:
+        errors = check_scope_problems(scope, name) | field_errors(exc, values, CheckSettingsIn)
+    except InvalidInput as exc:
+        errors = dict(exc.errors)
+    else:
+        message = f"Saved for {scope} {name.strip()}: {changed} monitor{'' if changed == 1 else 's'} changed."
+        context = await _check_settings_context(session, cs_message=message, cs_values={"scope": scope})
+        return render(request, "inventory/_check_settings.html", context)
+    await session.rollback()
+    context = await _check_settings_context(session, cs_values=values, cs_errors=errors)
+    return render(request, "inventory/_check_settings.html", context, status_code=422)
 
 
 @router.get("/stores/new")

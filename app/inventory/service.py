@@ -296,17 +296,25 @@ async def delete_terminal(session: AsyncSession, poiid: str) -> None:
 CHECK_SCOPES = ("region", "profile")
 
 
+def check_scope_problems(scope: str, name: str) -> dict[str, str]:
+    """What is wrong with a check settings entry's scope and name, by field (empty: nothing)."""
+    name = name.strip()
+    if scope not in CHECK_SCOPES:
+        return {"scope": f"must be one of: {', '.join(CHECK_SCOPES)}"}
+    if not name or len(name) > 100:
+        return {"name": "a region or profile name of 1 to 100 characters"}
+    if scope == "profile" and name not in NETWORK_PROFILES:
+        return {"name": f"unknown network profile (one of: {', '.join(NETWORK_PROFILES)})"}
+    return {}
+
+
 async def save_check_settings(session: AsyncSession, scope: str, name: str, data: CheckSettingsIn) -> int:
     """Set a region's or a network profile's interval, timeout and down/up thresholds (None
     leaves each to the next level; all None removes the entry) and apply them to the monitors
     of its stores at once (keys and history kept). Returns the monitors changed. Commits."""
     name = name.strip()
-    if scope not in CHECK_SCOPES:
-        raise InvalidInput({"scope": f"must be one of: {', '.join(CHECK_SCOPES)}"})
-    if not name or len(name) > 100:
-        raise InvalidInput({"name": "a region or profile name of 1 to 100 characters"})
-    if scope == "profile" and name not in NETWORK_PROFILES:
-        raise InvalidInput({"name": f"unknown network profile (one of: {', '.join(NETWORK_PROFILES)})"})
+    if problems := check_scope_problems(scope, name):
+        raise InvalidInput(problems)
     values = {
         "interval_s": data.check_interval_s,
         "timeout_s": data.check_timeout_s,

@@ -157,3 +157,31 @@ async def test_store_form_sets_and_shows_them(client, db):
     assert (
         one(dom(r), "#e-check_timeout_s").text_content().strip() == "must be shorter than the check interval"
     )
+
+
+async def test_region_settings_section_on_the_stores_admin_page(client, db, settings):
+    await add_store(client, "TH-51", region="West")
+    page = dom(await client.get("/admin/stores"))
+    section = one(page, "section#check-settings")
+    assert one(section, "form").get("hx-post") == "/admin/check-settings"
+    assert "West" in [o.get("value") for o in section.cssselect("#cs-names option")]
+
+    form = {"scope": "region", "name": "West", "check_interval_s": "90", "up_after": "2"}
+    r = await client.post("/admin/check-settings", data=form, headers={"HX-Request": "true"})
+    assert r.status_code == 200, r.text
+    section = one(dom(r), "section#check-settings")
+    assert "monitors changed" in one(section, ".banner.ok").text_content()
+    row = one(section, 'tr[data-scope="region"][data-name="West"]')
+    assert [td.text_content() for td in row.cssselect("td.num")] == ["90", "—", "—", "2"]
+    t = settings.check_timeout_s
+    assert await values(db, "TH-51") == {"network": {(90, t, 2, 2)}, "terminal": {(90, t, 2, 2)}}
+
+    bad = await client.post(
+        "/admin/check-settings",
+        data={"scope": "profile", "name": "nope", "down_after": "0"},
+        headers={"HX-Request": "true"},
+    )
+    assert bad.status_code == 422
+    d = dom(bad)
+    assert "unknown network profile" in one(d, "#e-name").text_content()
+    assert one(d, "#e-down_after").text_content()
