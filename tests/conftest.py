@@ -169,4 +169,20 @@ async def client(db, settings):
     application = create_app(settings, database=db, run_worker=False)
     transport = httpx.ASGITransport(app=application)
     async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as http:
+        http.event_hooks["request"].append(csrf_header_hook(settings))
         yield http
+
+
+def csrf_header_hook(settings):
+    """A logged-in client sends its session's CSRF token as TermPulse's pages do (htmx's header),
+    unless the request names one itself: tests/test_csrf.py tests the check."""
+    from app.auth.sessions import COOKIE
+    from app.web.security import csrf_token_for
+
+    async def hook(request):
+        sent = dict(p.strip().split("=", 1) for p in request.headers.get("cookie", "").split(";") if "=" in p)
+        cookie = sent.get(COOKIE)
+        if cookie and "x-csrf-token" not in request.headers:
+            request.headers["X-CSRF-Token"] = csrf_token_for(settings.secret_key, cookie)
+
+    return hook

@@ -38,10 +38,11 @@ from app.auth.sessions import (
     start_session,
 )
 from app.db import Database, utcnow
-from app.errors import RateLimited
+from app.errors import Forbidden, RateLimited
 from app.web.deps import SessionDep
 from app.web.errors import API_PREFIX, forbidden, html_error, json_error
 from app.web.ratelimit import MovingWindow
+from app.web.security import SAFE_METHODS, csrf_matches, csrf_token_for, submitted_csrf_token
 from app.web.templating import is_htmx, render
 
 log = logging.getLogger(__name__)
@@ -84,6 +85,14 @@ class RequireLogin:
             await _setup_first(path)(scope, receive, send)
             return
         request.state.identity = identity
+        if identity.via == "session":
+            expected = csrf_token_for(request.app.state.settings.secret_key, request.cookies[COOKIE])
+            request.state.csrf_token = expected  # for the pages' forms and htmx's header
+            if scope["method"] not in SAFE_METHODS:
+                given, receive = await submitted_csrf_token(scope, receive)
+                if not csrf_matches(expected, given):
+                    await _csrf_refused(request, path)(scope, receive, send)
+                    return
         needed = needed_role(scope["method"], path, scope.get("app"))
         if needed is not None and not identity.can(needed):
             await audit.record_request(request, identity, "refused", needed=needed)
@@ -109,6 +118,14 @@ class RequireLogin:
         # (the 503 banner) must not wait for an audit write that cannot succeed.
         await self.app(scope, receive, send_watched)
         await audit.record_request(request, identity, audit.outcome_of(status), action=action, status=status)
+
+
+def _csrf_refused(request: Request, path: str) -> Response:
+    refusal = Forbidden(
+        "This request did not carry this session's CSRF token, so nothing was changed: "
+        "reload the page and try again."
+    )
+    return json_error(refusal) if path.startswith(API_PREFIX) else html_error(request, refusal)
 
 
 def _metrics_allowed(scope: Scope) -> bool:

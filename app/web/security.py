@@ -15,6 +15,8 @@ exposed to this at all.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 from urllib.parse import urlsplit
 
 from starlette.datastructures import Headers
@@ -117,3 +119,64 @@ class SecurityHeaders:
             await send(message)
 
         await self.app(scope, receive, send_with_headers)
+
+
+# --- CSRF tokens ------------------------------------------------------------------------------
+#
+# On top of the Origin/Referer check: a state-changing request that a browser authenticates with
+# the session cookie must carry the session's CSRF token, in the X-CSRF-Token header (htmx sends
+# it: base.html sets hx-headers on <body>) or in the form field csrf_token (every POST form has
+# it as a hidden input). The token is an HMAC of the session's cookie under the secret key: one
+# per session, never stored, unknown to a page that cannot read the cookie. API tokens, agent
+# tokens and HTTP Basic are not sent by a browser on its own, so they need none.
+
+CSRF_HEADER = "x-csrf-token"
+CSRF_FIELD = "csrf_token"
+_FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
+
+
+def csrf_token_for(secret_key: str, session_cookie: str) -> str:
+    return hmac.new(secret_key.encode(), b"csrf:" + session_cookie.encode(), hashlib.sha256).hexdigest()
+
+
+def csrf_matches(expected: str, given: str | None) -> bool:
+    return given is not None and given.isascii() and hmac.compare_digest(expected.encode(), given.encode())
+
+
+async def submitted_csrf_token(scope: Scope, receive: Receive) -> tuple[str | None, Receive]:
+    """The CSRF token a request carries (header, else form field) and a `receive` that gives
+    the app the body again (a form's body is read here to find the field)."""
+    headers = Headers(scope=scope)
+    if (given := headers.get(CSRF_HEADER)) is not None:
+        return given, receive
+    content_type = headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    if content_type not in _FORM_TYPES:
+        return None, receive
+    chunks: list[bytes] = []
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            return None, receive  # the client went away
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body", False):
+            break
+    body = b"".join(chunks)
+
+    def replay() -> Receive:
+        sent = False
+
+        async def again() -> Message:
+            nonlocal sent
+            if not sent:
+                sent = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()  # a disconnect, as the server reports it
+
+        return again
+
+    form = await Request(scope, replay()).form()
+    try:
+        value = form.get(CSRF_FIELD)
+    finally:
+        await form.close()
+    return (value if isinstance(value, str) else None), replay()

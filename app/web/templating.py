@@ -8,8 +8,10 @@ from typing import Any
 
 from fastapi import Request
 from fastapi.responses import Response
-from jinja2 import Environment
+from jinja2 import Environment, pass_context
+from jinja2.runtime import Context
 from jinja2_fragments.fastapi import Jinja2Blocks
+from markupsafe import Markup
 
 from app.config import get_settings
 from app.vocabulary import (
@@ -31,6 +33,20 @@ def may(request: Request, role: str) -> bool:
     return bool(identity is not None and identity.can(role))
 
 
+@pass_context
+def csrf_token(context: Context) -> str:
+    """This session's CSRF token ('' without a session: the form is not checked)."""
+    request = context.get("request")
+    return getattr(request.state, "csrf_token", "") if request is not None else ""
+
+
+@pass_context
+def csrf_field(context: Context) -> Markup:
+    """The hidden input every POST form carries (app.web.security: CSRF tokens)."""
+    token = csrf_token(context)
+    return Markup('<input type="hidden" name="csrf_token" value="{}">').format(token) if token else Markup("")
+
+
 def _register(env: Environment) -> None:
     env.filters.update(
         ago=ui.ago,
@@ -49,6 +65,8 @@ def _register(env: Environment) -> None:
         STATES_WORST_FIRST=STATES_WORST_FIRST,
         timedelta=timedelta,
         may=may,
+        csrf_token=csrf_token,
+        csrf_field=csrf_field,
     )
 
 
