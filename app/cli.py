@@ -191,17 +191,20 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
 def _run_server(app: FastAPI, args: argparse.Namespace, settings: Settings) -> None:
     import uvicorn
 
-    uvicorn.run(
+    from app.main import StoppingServer
+
+    config = uvicorn.Config(
         app,
         host=args.host or settings.host,
         port=args.port or settings.port,
         log_config=None,
         access_log=False,
-        timeout_graceful_shutdown=5,  # store agents' long polls would hold a stop for 25 s
+        timeout_graceful_shutdown=5,
         # Longer than the store agents keep an idle connection (60 s): they close it first, so
         # they never send on one the server is closing, and their calls reuse it.
         timeout_keep_alive=75,
     )
+    StoppingServer(config, app).run()
 
 
 def _processes(asked: int | None, settings: Settings, flag: str) -> int | None:

@@ -44,7 +44,7 @@ from app.db import Database, in_transaction, utcnow
 from app.inventory.csvimport import SAMPLE_FLEET, import_fleet
 from app.inventory.models import Monitor, Store, Terminal
 from app.inventory.monitors import sync_monitors
-from app.main import create_app
+from app.main import StoppingServer, create_app
 from app.migrate import migrate
 from app.simulator.inbox import INBOX_PATH, DemoInbox
 from app.simulator.inbox import router as inbox_router
@@ -243,10 +243,11 @@ async def _serve_demo(settings: Settings, database_path: Path, host: str, port: 
         app = create_app(settings, database=database, run_worker=True)
         app.state.demo_inbox = DemoInbox()  # the "Notifications sent" page
         app.include_router(inbox_router)
-        server = uvicorn.Server(
+        server = StoppingServer(
             uvicorn.Config(
                 app, host=host, port=port, log_config=None, access_log=False, timeout_graceful_shutdown=5
-            )
+            ),
+            app,
         )
         log.info("TermPulse demo on http://%s:%s (Ctrl-C to stop)", host, port)
         stop = asyncio.Event()

@@ -232,12 +232,14 @@ async def next_work(
 ) -> Response | WorkOut:
     # Ends early when the agent has gone: a long poll never holds on for nobody. Waited for,
     # not polled (thousands of agents wait here at any time), and with no database connection.
-    work = asyncio.ensure_future(_broker(request).next_work(agent.agent_id, wait))
+    broker = _broker(request)
+    work = asyncio.ensure_future(broker.next_work(agent.agent_id, wait))
     gone = asyncio.ensure_future(_gone(request))
+    stopping = asyncio.ensure_future(broker.stopping.wait())  # the server stops: answer now
     try:
-        await asyncio.wait((work, gone), return_when=asyncio.FIRST_COMPLETED)
+        await asyncio.wait((work, gone, stopping), return_when=asyncio.FIRST_COMPLETED)
     finally:
-        for task in (work, gone):
+        for task in (work, gone, stopping):
             task.cancel()
     item = work.result() if work.done() and not work.cancelled() else None
     if item is None:

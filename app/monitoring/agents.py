@@ -637,6 +637,12 @@ class AgentBroker:
     def __init__(self) -> None:
         self._queues: dict[int, asyncio.Queue[WorkItem]] = {}
         self._open: dict[str, WorkItem] = {}
+        self.stopping = asyncio.Event()  # set when the server begins to stop: long polls end
+
+    def stop(self) -> None:
+        """The server is stopping: every long poll ends now with no work (each would otherwise
+        hold the stop until its graceful timeout and be cancelled)."""
+        self.stopping.set()
 
     def _queue(self, agent_id: int) -> asyncio.Queue[WorkItem]:
         return self._queues.setdefault(agent_id, asyncio.Queue())

@@ -359,3 +359,20 @@ async def test_an_agent_never_heard_from_leaves_its_monitors_unknown_not_as_they
         states = set((await s.scalars(select(Monitor.state).where(Monitor.agent_id == agent_id))).all())
         agent = await s.get(Agent, agent_id)
     assert states == {State.UNKNOWN} and agent.state == "never_seen"
+
+
+async def test_a_stopping_server_ends_the_long_polls_at_once(client, db):
+    """When the server begins to stop, every agent's long poll answers 'no work' at once,
+    instead of holding the stop until the graceful timeout and being cancelled."""
+    await fleet(db)
+    _, auth = await enrol(client, "S-0001")
+    await beat(client, auth)
+    waiting = asyncio.create_task(client.get(f"{API}/work", params={"wait": 30}, headers=auth))
+    await asyncio.sleep(0.2)
+    assert not waiting.done()  # it waits for work
+    client._transport.app.state.agent_broker.stop()
+    answer = await asyncio.wait_for(waiting, 20)  # well before its 30 s wait
+    assert answer.status_code == 204
+    # A long poll arriving while the server stops answers at once too.
+    again = await asyncio.wait_for(client.get(f"{API}/work", params={"wait": 30}, headers=auth), 20)
+    assert again.status_code == 204
