@@ -341,6 +341,8 @@ async def check_store(request: Request, code: str, session: SessionDep) -> Respo
     except Exception as exc:
         log.exception("store check of %s failed", store_code)
         context["error"] = f"TermPulse failed while checking ({exc.__class__.__name__}: {exc})"
+    # Out of band: the page's network checks as the check left them (the terminals poll).
+    context |= {"store": store, "network": await queries.store_network_monitors(session, store.id)}
     return render(request, "dashboard/store_check_result.html", context)
 
 

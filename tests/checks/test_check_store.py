@@ -170,6 +170,13 @@ async def test_store_page_check_store_button_and_report(client, fleet):
     assert report.index("Store network") < report.index("CS-B-OK") and "tcp_timeout" in report
     assert len({e.get("id") for e in d.cssselect("[id]")}) == len(d.cssselect("[id]"))  # ids unique
 
+    # The page's network checks follow out of band: each just checked, the blocked port named.
+    oob = one(d, "#store-network")
+    assert oob.get("hx-swap-oob") == "true" and len(oob.cssselect("tbody tr")) == len(
+        d.cssselect(".store-check-network .check-group")
+    )
+    assert "never" not in text(oob) and "filtered" in text(oob)
+
     assert (await client.post("/stores/NOPE-1/check", headers=HX)).status_code == 404
 
 
