@@ -185,3 +185,26 @@ async def test_region_settings_section_on_the_stores_admin_page(client, db, sett
     d = dom(bad)
     assert "unknown network profile" in one(d, "#e-name").text_content()
     assert one(d, "#e-down_after").text_content()
+
+
+async def test_down_after_is_what_the_state_machine_counts(client, db, settings):
+    import socket
+
+    from app.monitoring.manual import check_terminal_now
+
+    with socket.socket() as sock:  # a loopback port where nothing listens: refused
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    assert (
+        await client.post("/api/v1/stores", json={"code": "TH-61", "name": "x", "down_after": 3})
+    ).status_code == 201
+    body = {
+        "store_code": "TH-61",
+        "poiid": "TH-61-T",
+        "integration": "local",
+        "lan_host": "127.0.0.1",
+        "lan_port": port,
+    }
+    assert (await client.post("/api/v1/terminals", json=body)).status_code == 201
+    states = [(await check_terminal_now(db, settings, "TH-61-T")).status for _ in range(3)]
+    assert states == ["unknown", "unknown", "down"]  # three refusals in a row, not the default two
