@@ -326,3 +326,40 @@ def test_a_server_shutting_down_is_unreachable_not_a_failure_of_the_work():
     )
     assert not is_unreachable(error("23505")) and not is_unreachable(error("22P02"))
     assert is_transient(error("40P01")) and not is_transient(error("57P01"))
+
+
+async def test_a_stop_with_checks_in_flight_writes_every_one_of_them(db, settings, ctx):
+    """SIGTERM (what `termpulse worker` does on it: Worker.stop) while 20 checks are running:
+    the stop waits for them and every result is written, none lost."""
+    from app.monitoring.worker import Worker
+
+    async def silent(reader, writer):  # the TLS handshake stalls until the check's 2 s timeout
+        await asyncio.sleep(30)
+        writer.close()
+
+    tarpit = await asyncio.start_server(silent, "127.0.0.1", 0)
+    port = tarpit.sockets[0].getsockname()[1]
+    store = await add_store(db)
+    ids = await add_monitors(
+        db,
+        [
+            {"store_id": store, "kind": "tls", "target": f"127.0.0.1:{port}", "params": {"server_name": "x"}}
+            for _ in range(20)
+        ],
+        timeout_s=2.0,
+    )
+    worker = Worker(settings, db, probe_context=ctx, sweep_interval_s=0.25, maintenance=False, cloud=False)
+    await worker.start()
+    try:
+
+        async def all_running():
+            return worker.dispatcher.running == len(ids)
+
+        await wait_for(all_running, within=30)
+    finally:
+        await worker.stop()  # while all 20 are in flight
+        tarpit.close()
+    assert worker.writer.lost == 0 and worker.writer.failed_batches == 0
+    async with db.sessionmaker() as session:
+        stored = set((await session.scalars(select(CheckResult.monitor_id))).all())
+    assert stored == set(ids)
