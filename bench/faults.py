@@ -140,6 +140,10 @@ async def outage(db, cluster: Cluster, args: argparse.Namespace, down_s: float, 
                 {"t0": stopped_at - timedelta(seconds=args.interval * 2)},
             )
         ).all()
+        burst = await s.scalar(
+            text("SELECT count(*) FROM check_results WHERE checked_at >= :a AND checked_at < :b"),
+            {"a": back_at, "b": back_at + timedelta(seconds=5)},
+        )
     monitors = {r.monitor_id for r in spells}
     slack = timedelta(seconds=args.interval + 5)
     covering = {
@@ -152,7 +156,8 @@ async def outage(db, cluster: Cluster, args: argparse.Namespace, down_s: float, 
         f"{name:<9} PostgreSQL down {(back_at - stopped_at).total_seconds():5.1f} s: results stored {stored},"
         f" lost {w.lost} (failed batches {w.failed_batches}), stored twice {doubled};"
         f" monitors recorded unknown {len(monitors)} of {args.terminals},"
-        f" their spell covering the outage {len(covering)}",
+        f" their spell covering the outage {len(covering)}; checks in the first 5 s after it {burst}"
+        f" (steady {args.terminals // args.interval}/s)",
         flush=True,
     )
 

@@ -54,6 +54,45 @@ def _log_failure(task: asyncio.Task[int]) -> None:
         log.warning("claim after a check finished failed (the next sweep claims): %s", exc)
 
 
+CATCHUP_S = 60.0  # how long after an outage claims are paced
+
+
+class _Pace:
+    """How fast this worker claims in normal times (a moving average), and, for CATCHUP_S
+    after an outage, a budget of claims per second (a token bucket) at a given rate."""
+
+    def __init__(self) -> None:
+        self.rate = 0.0  # claims/s in normal times
+        self._count, self._since = 0, time.monotonic()
+        self._until = 0.0
+        self._limit = self._tokens = 0.0
+        self._at = 0.0
+
+    def claimed(self, n: int) -> None:
+        now = time.monotonic()
+        if now < self._until:
+            self._tokens -= n
+            return
+        self._count += n
+        if now - self._since >= 5.0:  # a sample per 5 s: the average follows the fleet's pace
+            self.rate = 0.8 * self.rate + 0.2 * self._count / (now - self._since)
+            self._count, self._since = 0, now
+
+    def catch_up(self, per_s: float) -> None:
+        now = time.monotonic()
+        self._until, self._limit, self._tokens, self._at = now + CATCHUP_S, per_s, per_s, now
+        log.info("the database is back: catching up at %.0f checks/s for %.0f s", per_s, CATCHUP_S)
+
+    def allowance(self) -> int:
+        """Claims allowed now (any number outside a catch-up)."""
+        now = time.monotonic()
+        if now >= self._until:
+            return 1 << 30
+        self._tokens = min(self._limit, self._tokens + (now - self._at) * self._limit)
+        self._at = now
+        return int(self._tokens)
+
+
 @dataclass(slots=True)
 class Claimed:
     id: int
@@ -177,6 +216,7 @@ class Dispatcher:
         horizon_s: float = 1.5,
         max_claimed: int | None = None,
         keep_lag: bool = False,
+        catchup_min_per_s: float = 100.0,
     ):
         self.database = database
         self.owner = owner
@@ -196,6 +236,11 @@ class Dispatcher:
         self._sweeping = False
         self._renewed_at = time.monotonic()
         self._refill: asyncio.Task[int] | None = None
+        # After an outage, claims catch up at twice the pace of normal times (not all at once:
+        # every terminal and the database would get the whole backlog in a burst).
+        self.catchup_min_per_s = catchup_min_per_s
+        self._held_back = False  # claims were held back by an outage: catch up when it ends
+        self._pace = _Pace()
         self.stats = DispatchStats(lag_s=[] if keep_lag else None)
         self._inflight = 0
         self._held: set[int] = set()  # claimed and not yet finished: their leases are renewed
@@ -230,11 +275,16 @@ class Dispatcher:
         if self.writer.outage_since is not None or self.writer.backlog > 2 * self.writer.max_batch:
             # Results wait to be written (the database was down or is slow): claiming more
             # would only pile them up, and their leases must be renewed first.
+            self._held_back = self._held_back or self.writer.outage_since is not None
             return 0
+        if self._held_back:
+            self._held_back = False
+            self._pace.catch_up(max(2 * self._pace.rate, self.catchup_min_per_s))
         if time.monotonic() - self._renewed_at > self.lease_s / 3:
             await self.renew()  # overdue (the database was down): before claiming anything new
         while not self._stopping:
             room = min(self.claim_batch, self.max_claimed - self._inflight, self.concurrency - self._running)
+            room = min(room, self._pace.allowance())
             if room <= 0:
                 self._backlog = True  # more may be due: claimed when room frees up
                 break
@@ -246,6 +296,7 @@ class Dispatcher:
                 await release_leases(self.database, self.owner)
                 break
             total += len(claimed)
+            self._pace.claimed(len(claimed))
             self.stats.claimed += len(claimed)
             self._held.update(c.id for c in claimed)
             self._inflight += len(claimed)

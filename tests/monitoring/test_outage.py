@@ -363,3 +363,50 @@ async def test_a_stop_with_checks_in_flight_writes_every_one_of_them(db, setting
     async with db.sessionmaker() as session:
         stored = set((await session.scalars(select(CheckResult.monitor_id))).all())
     assert stored == set(ids)
+
+
+async def test_after_an_outage_claims_catch_up_at_a_pace(db, ctx, servers):
+    """300 monitors overdue when the database comes back: the worker catches up at its
+    catch-up pace (here 50/s), not all at once, so terminals and the database get no burst;
+    a worker starting fresh (no outage) takes a backlog at full speed."""
+    import time
+
+    from app.monitoring.scheduler import Dispatcher
+
+    h, p = await servers.listen()
+    store = await add_store(db)
+    spec = {"store_id": store, "kind": "tcp", "target": f"{h}:{p}", "params": {"settle_ms": 0}}
+    await add_monitors(db, [dict(spec) for _ in range(300)], due=utcnow() - timedelta(seconds=30))
+    writer = ResultWriter(db, "pace-test", max_delay_s=0.01)
+    writer.start()
+    dispatcher = Dispatcher(
+        db, "pace-test", writer, ctx, concurrency=1000, claim_batch=1000, catchup_min_per_s=50
+    )
+    try:
+        writer.outage_since = time.monotonic()  # the database was down: claims are held back
+        assert await dispatcher.sweep() == 0
+        writer.outage_since = None  # it answers again
+        assert await dispatcher.sweep() == 50  # one second's worth at the catch-up pace
+
+        async def all_claimed():
+            await dispatcher.sweep()
+            return dispatcher.stats.claimed == 300
+
+        await wait_for(all_claimed, within=60)
+    finally:
+        await dispatcher.stop()
+        await writer.close()
+
+    h2, p2 = await servers.listen()
+    other = {**spec, "target": f"{h2}:{p2}"}
+    await add_monitors(db, [dict(other) for _ in range(200)], due=utcnow() - timedelta(seconds=30))
+    fresh_writer = ResultWriter(db, "fresh", max_delay_s=0.01)
+    fresh_writer.start()
+    fresh = Dispatcher(
+        db, "fresh", fresh_writer, ctx, concurrency=1000, claim_batch=1000, catchup_min_per_s=50
+    )
+    try:
+        assert await fresh.sweep() == 200
+    finally:
+        await fresh.stop()
+        await fresh_writer.close()
