@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Awaitable, Callable
+from typing import Any, Protocol, TypeVar
 
 import uvloop
 from sqlalchemy.exc import DBAPIError, OperationalError
@@ -26,48 +28,62 @@ from app.monitoring.manual import (
 )
 
 
+class _Report(Protocol):
+    def as_dict(self) -> Any: ...
+
+
+_R = TypeVar("_R", bound=_Report)
+
+
 def check_command(settings: Settings, poiid: str, as_json: bool = False) -> int:
-    return uvloop.run(_check(settings, poiid, as_json))
-
-
-async def _check(settings: Settings, poiid: str, as_json: bool) -> int:
-    database = Database(settings.database_url)
-    try:
-        report = await check_terminal_now(database, settings, poiid)
-    except NotFound as exc:
-        return _error(as_json, "unknown_poiid", exc.message)
-    except (DBAPIError, OperationalError, OSError) as exc:
-        reason = getattr(exc, "orig", None) or exc
-        return _error(as_json, "database_error", f"cannot reach the database: {reason}")
-    finally:
-        await database.dispose()
-    if as_json:
-        print(json.dumps(report.as_dict(), indent=2))
-    else:
-        print(render_report(report))
-    return 0 if report.connected else 1
+    return uvloop.run(
+        _run(
+            settings,
+            as_json,
+            lambda database: check_terminal_now(database, settings, poiid),
+            unknown="unknown_poiid",
+            render=render_report,
+            connected=lambda report: report.connected,
+        )
+    )
 
 
 def check_store_command(settings: Settings, code: str, as_json: bool = False) -> int:
-    return uvloop.run(_check_store(settings, code, as_json))
+    return uvloop.run(
+        _run(
+            settings,
+            as_json,
+            lambda database: check_store_now(database, settings, code),
+            unknown="unknown_store",
+            render=render_store_report,
+            connected=lambda report: report.all_connected,
+        )
+    )
 
 
-async def _check_store(settings: Settings, code: str, as_json: bool) -> int:
+async def _run(
+    settings: Settings,
+    as_json: bool,
+    check: Callable[[Database], Awaitable[_R]],
+    *,
+    unknown: str,
+    render: Callable[[_R], str],
+    connected: Callable[[_R], bool],
+) -> int:
+    """Run one check command: its report printed (text or JSON); exit 0 connected, 1 not,
+    2 on an error (what was named does not exist, no database)."""
     database = Database(settings.database_url)
     try:
-        report = await check_store_now(database, settings, code)
+        report = await check(database)
     except NotFound as exc:
-        return _error(as_json, "unknown_store", exc.message)
+        return _error(as_json, unknown, exc.message)
     except (DBAPIError, OperationalError, OSError) as exc:
         reason = getattr(exc, "orig", None) or exc
         return _error(as_json, "database_error", f"cannot reach the database: {reason}")
     finally:
         await database.dispose()
-    if as_json:
-        print(json.dumps(report.as_dict(), indent=2))
-    else:
-        print(render_store_report(report))
-    return 0 if report.all_connected else 1
+    print(json.dumps(report.as_dict(), indent=2) if as_json else render(report))
+    return 0 if connected(report) else 1
 
 
 def _error(as_json: bool, code: str, message: str) -> int:
