@@ -547,7 +547,12 @@ class ResultWriter:
     """Collects a worker's outcomes (scheduled runs, cloud polls) and writes them in batches.
 
     A batch is written when it reaches `max_batch` outcomes or `max_delay_s` after its
-    first outcome, whichever comes first, one batch at a time.
+    first outcome, whichever comes first. On PostgreSQL up to `max_in_flight` batches are
+    written at once (each in its own transaction), so the next batch is sent while the
+    database works on the last: batches in flight never share a monitor (a monitor's
+    outcomes are applied in order, under the lease fence), and what they share (a
+    terminal's or store's status row) at worst deadlocks, which the one retry rule retries.
+    SQLite has one writer at a time: one batch.
 
     While the database cannot be reached, results wait here, in order, and the writer tries
     again with backoff (0.5 s doubling to 5 s) until it answers; then they are written with
@@ -567,6 +572,7 @@ class ResultWriter:
         max_batch: int = 500,
         max_delay_s: float = 0.25,
         max_queued: int = 100_000,
+        max_in_flight: int = 2,
         close_timeout_s: float = 10.0,
         on_written: Callable[[list[CheckOutcome], ApplyReport], None] | None = None,
     ):
@@ -577,8 +583,9 @@ class ResultWriter:
         self.max_batch = max_batch
         self.max_delay_s = max_delay_s
         self.on_written = on_written
+        self.max_in_flight = max_in_flight if database.dialect == "postgresql" else 1
         self._pending: list[CheckOutcome] = []
-        self._writing: list[CheckOutcome] = []
+        self._writing: dict[asyncio.Task[None], list[CheckOutcome]] = {}  # batches in flight
         self._wake = asyncio.Event()
         self._idle = asyncio.Event()
         self._idle.set()
@@ -593,7 +600,7 @@ class ResultWriter:
         self._retry_s = 0.0
         self._close_deadline: float | None = None
         self.batches = 0
-        self.write_s = 0.0  # time spent in write transactions
+        self.write_s = 0.0  # time spent in write transactions (summed over the batches in flight)
 
     def start(self) -> None:
         if self._task is None:
@@ -615,9 +622,8 @@ class ResultWriter:
         """Monitors whose scheduled result waits here (or is being written): their worker
         renews the leases until written, else a slow write would let the run be claimed
         again and done twice."""
-        return {
-            o.monitor_id for o in (*self._writing, *self._pending) if o.due_at is not None and not o.manual
-        }
+        writing = (o for batch in self._writing.values() for o in batch)
+        return {o.monitor_id for o in (*writing, *self._pending) if o.due_at is not None and not o.manual}
 
     async def flush(self) -> None:
         """Wait until everything submitted so far has been written (or given up)."""
@@ -625,33 +631,70 @@ class ResultWriter:
         await self._idle.wait()
 
     async def _run(self) -> None:
+        try:
+            while True:
+                if not self._pending or len(self._writing) >= self._slots():
+                    if not self._pending and not self._writing:
+                        self._idle.set()
+                        if self._closing:
+                            return
+                    await self._wake.wait()
+                    self._wake.clear()
+                    continue
+                await self._fill()
+                batch = self._take_batch()
+                if not batch:  # every pending outcome's monitor is in a batch in flight
+                    await self._wake.wait()
+                    self._wake.clear()
+                    continue
+                task = asyncio.create_task(self._write(batch), name="termpulse-result-batch")
+                self._writing[task] = batch
+                task.add_done_callback(self._written)
+        finally:
+            if self._writing:
+                await asyncio.gather(*self._writing, return_exceptions=True)
+
+    def _slots(self) -> int:
+        # During an outage one batch tries (and waits) at a time: the others keep their order.
+        return 1 if self.outage_since is not None else self.max_in_flight
+
+    async def _fill(self) -> None:
+        """Let the batch fill up a little: fewer, bigger transactions."""
         loop = asyncio.get_running_loop()
-        while True:
-            if not self._pending:
-                self._idle.set()
-                if self._closing:
-                    return
-                await self._wake.wait()
-                self._wake.clear()
-                continue
-            # Let the batch fill up a little: fewer, bigger transactions.
-            deadline = loop.time() + self.max_delay_s
-            while len(self._pending) < self.max_batch and not self._closing:
-                remaining = deadline - loop.time()
-                if remaining <= 0:
-                    break
-                try:
-                    async with asyncio.timeout(remaining):
-                        await self._wake.wait()
-                except TimeoutError:
-                    break
-                self._wake.clear()
+        deadline = loop.time() + self.max_delay_s
+        while len(self._pending) < self.max_batch and not self._closing:
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return
+            try:
+                async with asyncio.timeout(remaining):
+                    await self._wake.wait()
+            except TimeoutError:
+                return
+            self._wake.clear()
+
+    def _take_batch(self) -> list[CheckOutcome]:
+        """The oldest pending outcomes (up to max_batch) of monitors not in a batch in flight."""
+        busy = {o.monitor_id for batch in self._writing.values() for o in batch}
+        if not busy:
             batch, self._pending = self._pending[: self.max_batch], self._pending[self.max_batch :]
-            await self._write(batch)
+            return batch
+        batch, rest = [], []
+        for o in self._pending:
+            if len(batch) < self.max_batch and o.monitor_id not in busy:
+                batch.append(o)
+            else:
+                busy.add(o.monitor_id)  # keep a monitor's later outcomes behind its earlier ones
+                rest.append(o)
+        self._pending = rest
+        return batch
+
+    def _written(self, task: asyncio.Task[None]) -> None:
+        self._writing.pop(task, None)
+        self._wake.set()
 
     async def _write(self, batch: list[CheckOutcome]) -> None:
         t0 = time.perf_counter()
-        self._writing = batch
         try:
             report = await write_outcomes(self.database, batch, lease_owner=self.lease_owner)
         except Exception as exc:
@@ -668,7 +711,6 @@ class ResultWriter:
             )
             return
         finally:
-            self._writing = []
             self.batches += 1
             self.write_s += time.perf_counter() - t0
         if self.outage_since is not None:
