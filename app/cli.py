@@ -324,6 +324,7 @@ def _import(args: argparse.Namespace, settings: Settings) -> int:
 
 def _worker(args: argparse.Namespace, settings: Settings) -> int:
     from app.alerts.runner import alert_jobs
+    from app.history.daily import daily_uptime_jobs
     from app.monitoring.worker import run_worker
 
     if refused := _refuse_weak_secret(args, settings):
@@ -334,7 +335,8 @@ def _worker(args: argparse.Namespace, settings: Settings) -> int:
         return 2
     if processes > 1:
         return _supervise(processes)
-    return run_worker(settings, alert_jobs)  # the alert jobs run beside the checks
+    # The alert jobs and the daily uptime job run beside the checks.
+    return run_worker(settings, lambda s, d: [*alert_jobs(s, d), *daily_uptime_jobs(s, d)])
 
 
 def _check(args: argparse.Namespace, settings: Settings) -> int:

@@ -62,10 +62,13 @@ CACHE_TTL_S = 60.0
 LIVE_CACHE_TTL_S = 1.0
 
 
-async def _cached(key: tuple, loader: Callable[[], Awaitable[T]], ttl: float | None = None) -> T:
+async def _cached(
+    key: tuple, loader: Callable[[], Awaitable[T]], ttl: float | None = None, fresh: bool = False
+) -> T:
+    """`fresh`: read now (a change was just published) and keep that for the next ones."""
     ttl = CACHE_TTL_S if ttl is None else ttl
     hit = _CACHE.get(key)
-    if hit and time.monotonic() - hit[0] < ttl:
+    if hit and not fresh and time.monotonic() - hit[0] < ttl:
         return cast(T, hit[1])
     value = await loader()
     if ttl > 0:
@@ -132,10 +135,9 @@ def _other(counts: dict[str, int]) -> int:
     return counts.get(State.PAUSED, 0) + counts.get(State.MAINTENANCE, 0)
 
 
-async def fleet_summary(session: AsyncSession, *, region: str = "") -> Summary:
-    return await _cached(
-        ("summary", id(session.bind), region), lambda: _fleet_summary(session, region), LIVE_CACHE_TTL_S
-    )
+async def fleet_summary(session: AsyncSession, *, region: str = "", fresh: bool = False) -> Summary:
+    key = ("summary", id(session.bind), region)
+    return await _cached(key, lambda: _fleet_summary(session, region), LIVE_CACHE_TTL_S, fresh)
 
 
 async def _fleet_summary(session: AsyncSession, region: str) -> Summary:
@@ -312,11 +314,13 @@ async def store_page(
     per_page: int = 50,
     sort: str = "status",
     desc: bool = False,
+    fresh: bool = False,
 ) -> tuple[list[StoreRow], int]:
     return await _cached(
         ("stores", id(session.bind), region, q, page, per_page, sort, desc),
         lambda: _store_page(session, region, q, page, per_page, sort, desc),
         LIVE_CACHE_TTL_S,
+        fresh,
     )
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 from app.config import Settings
 from app.db import Database
 from app.errors import InvalidInput
+from app.history.daily import stored_uptime
 from app.history.export import ROW_UNITS, write_csv, write_xlsx
 from app.history.params import parse_period, resolve_scope
 
@@ -60,7 +61,17 @@ async def _export(
         async with database.sessionmaker() as session:
             scope, key, title = await resolve_scope(session, args.scope, args.id)
             if output is None:
-                await write_csv(session, sys.stdout, scope, key, period, by=by, table=table, title=title)
+                await write_csv(
+                    session,
+                    sys.stdout,
+                    scope,
+                    key,
+                    period,
+                    by=by,
+                    table=table,
+                    title=title,
+                    compute=stored_uptime,
+                )
                 sys.stdout.flush()
                 return 0
             # Written next to the target, then renamed: never a half-written file under its name.
@@ -71,10 +82,22 @@ async def _export(
             try:
                 if fmt == "csv":
                     with os.fdopen(fd, "w", encoding="utf-8", newline="") as out:
-                        await write_csv(session, out, scope, key, period, by=by, table=table, title=title)
+                        await write_csv(
+                            session,
+                            out,
+                            scope,
+                            key,
+                            period,
+                            by=by,
+                            table=table,
+                            title=title,
+                            compute=stored_uptime,
+                        )
                 else:
                     os.close(fd)
-                    await write_xlsx(session, tmp, scope, key, period, by=by, title=title)
+                    await write_xlsx(
+                        session, tmp, scope, key, period, by=by, title=title, compute=stored_uptime
+                    )
                 os.replace(tmp, target)
             except BaseException:
                 Path(tmp).unlink(missing_ok=True)  # noqa: ASYNC240

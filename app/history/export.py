@@ -26,7 +26,17 @@ from typing import IO, Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.history.uptime import Figures, Period, ScopeKey, TerminalUptime, iter_uptime, store_outages, zone
+from app.history.uptime import (
+    ChunkUptime,
+    Figures,
+    Period,
+    ScopeKey,
+    TerminalUptime,
+    iter_uptime,
+    store_outages,
+    uptime_for_terminals,
+    zone,
+)
 
 ROW_UNITS = ("terminal", "store", "region")
 TABLES = ("summary", "days")
@@ -250,9 +260,11 @@ async def export_rows(
     per_day: bool = True,
     now: datetime | None = None,
     chunk: int = 2000,
+    compute: ChunkUptime = uptime_for_terminals,
 ) -> AsyncIterator[tuple[list[Row], list[Row]]]:
     builder = RowBuilder(by, period, per_day=per_day)
-    async for row in iter_uptime(session, scope, key, period, per_day=per_day, now=now, chunk=chunk):
+    rows = iter_uptime(session, scope, key, period, per_day=per_day, now=now, chunk=chunk, compute=compute)
+    async for row in rows:
         summary, days = builder.feed(row)
         if summary or days:
             yield summary, days
@@ -309,6 +321,7 @@ async def csv_chunks(
     table: str = "summary",
     title: str = "",
     now: datetime | None = None,
+    compute: ChunkUptime = uptime_for_terminals,
 ) -> AsyncIterator[str]:
     """The CSV text, piece by piece: one table, the summary (one row per unit over the period)
     or `table="days"` (one row per unit and local day)."""
@@ -318,7 +331,9 @@ async def csv_chunks(
     cols = columns(by, per_day=per_day, seconds=True)
     fmt = _csv_formatter(cols)
     yield _csv_text([[c.name for c in cols]])
-    async for summary, days in export_rows(session, scope, key, period, by=by, per_day=per_day, now=now):
+    async for summary, days in export_rows(
+        session, scope, key, period, by=by, per_day=per_day, now=now, compute=compute
+    ):
         rows = days if per_day else summary
         if rows:
             yield _csv_text([fmt(r) for r in rows])
@@ -335,8 +350,10 @@ async def write_csv(
     table: str = "summary",
     title: str = "",
     now: datetime | None = None,
+    compute: ChunkUptime = uptime_for_terminals,
 ) -> None:
-    async for text in csv_chunks(session, scope, key, period, by=by, table=table, title=title, now=now):
+    chunks = csv_chunks(session, scope, key, period, by=by, table=table, now=now, compute=compute)
+    async for text in chunks:
         out.write(text)
 
 
@@ -406,6 +423,7 @@ async def write_xlsx(
     by: str = "terminal",
     title: str = "",
     now: datetime | None = None,
+    compute: ChunkUptime = uptime_for_terminals,
 ) -> None:
     """A workbook (write-only, rows streamed to disk): sheet "Summary" with one row per unit,
     sheet "Per day" (continued on "Per day 2", ... past Excel's row limit), sheet "About"."""
@@ -419,7 +437,7 @@ async def write_xlsx(
     summary_ws = _Sheet(wb.create_sheet("Summary"), summary_cols)
     day_sheets = [_Sheet(wb.create_sheet("Per day"), day_cols)]
     n_summary, n_days = len(summary_cols), len(day_cols)
-    async for summary, days in export_rows(session, scope, key, period, by=by, now=now):
+    async for summary, days in export_rows(session, scope, key, period, by=by, now=now, compute=compute):
         for row in summary:
             summary_ws.append(row[:n_summary])
         for row in days:

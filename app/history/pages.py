@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.background import BackgroundTask
 
 from app.errors import InvalidInput
+from app.history.daily import stored_uptime
 from app.history.export import ROW_UNITS, TABLES, csv_chunks, write_xlsx
 from app.history.params import resolve
 from app.history.uptime import Figures, Period, report
@@ -109,7 +110,7 @@ async def history_page(request: Request, session: SessionDep) -> Response:
         ctx = await _form_context(session, form, exc.errors)
         return render(request, "history/page.html", ctx, block="history", status_code=422)
     ctx = await _form_context(session, form, {})
-    rep = await report(session, scope, key, period, title=title, group_by=form["by"])
+    rep = await report(session, scope, key, period, title=title, group_by=form["by"], compute=stored_uptime)
     query = {
         k: v
         for k, v in form.items()
@@ -161,7 +162,9 @@ async def export_csv(request: Request, session: SessionDep) -> Response:
         )
 
     async def body() -> AsyncIterator[bytes]:  # streams through the request's session
-        async for text in csv_chunks(session, scope, key, period, by=form["by"], table=table, title=title):
+        async for text in csv_chunks(
+            session, scope, key, period, by=form["by"], table=table, title=title, compute=stored_uptime
+        ):
             yield text.encode("utf-8")
 
     name = _filename(scope, title, period, "csv" if table == "summary" else "per-day.csv")
@@ -182,7 +185,7 @@ async def export_xlsx(request: Request, session: SessionDep) -> Response:
     fd, path = tempfile.mkstemp(prefix="termpulse-export-", suffix=".xlsx")
     os.close(fd)
     try:
-        await write_xlsx(session, path, scope, key, period, by=form["by"], title=title)
+        await write_xlsx(session, path, scope, key, period, by=form["by"], title=title, compute=stored_uptime)
     except BaseException:
         os.unlink(path)
         raise

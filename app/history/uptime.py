@@ -33,12 +33,12 @@ from the hourly/daily rollups with state changes for the partial edges only.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from functools import lru_cache
 from operator import itemgetter
-from typing import Any, TypeVarTuple
+from typing import Any, Protocol, TypeVarTuple
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from sqlalchemy import Select, select
@@ -441,6 +441,28 @@ async def _monitors(
     return own, network
 
 
+async def _from_first_change(
+    session: AsyncSession, monitors: Iterable[_MonitorRow], before: datetime
+) -> None:
+    """Without a change before `before`, a monitor was in the from_state of its first change,
+    also when that change comes after the window: the same state whatever window is asked
+    (stored days are computed a few days at a time and must add up to any period's figures)."""
+    sc = StateChange.__table__
+    first = (
+        select(sc.c.from_state)
+        .where(sc.c.monitor_id == Monitor.id, sc.c.at >= before)
+        .order_by(sc.c.at, sc.c.id)
+        .limit(1)
+        .correlate(Monitor)
+        .scalar_subquery()
+    )
+    unchanged = {m.id: m for m in monitors if m.before is None}
+    for mid, state in await select_where_in(
+        session, select(Monitor.id, first), Monitor.id, sorted(unchanged)
+    ):
+        unchanged[mid].before = state
+
+
 def _watching(
     t: TerminalInfo, own: dict[int, list[_MonitorRow]], network: dict[int, list[_MonitorRow]]
 ) -> list[_MonitorRow]:
@@ -528,9 +550,23 @@ async def uptime_for_terminals(
     for t in terminals:
         s, e = period.window(t.tz)
         windows[t.id] = (s, min(e, now))
+    return await uptime_in_windows(session, terminals, windows, per_day=per_day)
+
+
+async def uptime_in_windows(
+    session: AsyncSession,
+    terminals: list[TerminalInfo],
+    windows: dict[int, tuple[datetime, datetime]],
+    *,
+    per_day: bool = True,
+) -> list[TerminalUptime]:
+    """Exact figures of these terminals, each over its own window [start, end) (in `windows`)."""
+    if not terminals:
+        return []
     lo = min(s for s, _ in windows.values())
     hi = max(e for _, e in windows.values())
     own, network = await _monitors(session, terminals, lo)
+    await _from_first_change(session, [m for ms in (*own.values(), *network.values()) for m in ms], lo)
     ids = sorted({m.id for ms in own.values() for m in ms} | {m.id for ms in network.values() for m in ms})
     changes = await _changes(session, ids, lo, hi) if hi > lo else {}
     out = []
@@ -538,6 +574,21 @@ async def uptime_for_terminals(
         s, e = windows[t.id]
         out.append(terminal_uptime(t, _watching(t, own, network), changes, s, e, per_day=per_day))
     return out
+
+
+class ChunkUptime(Protocol):
+    """How a chunk of terminals gets its figures: `uptime_for_terminals` (exact, the reference)
+    or `app.history.daily.stored_uptime` (stored days plus the exact computation for the rest)."""
+
+    def __call__(
+        self,
+        session: AsyncSession,
+        terminals: list[TerminalInfo],
+        period: Period,
+        *,
+        per_day: bool = True,
+        now: datetime | None = None,
+    ) -> Awaitable[list[TerminalUptime]]: ...
 
 
 async def iter_uptime(
@@ -549,11 +600,12 @@ async def iter_uptime(
     per_day: bool = True,
     now: datetime | None = None,
     chunk: int = CHUNK,
+    compute: ChunkUptime = uptime_for_terminals,
 ) -> AsyncIterator[TerminalUptime]:
     """Every terminal of a scope with its figures, read and computed a chunk at a time."""
     now = now or utcnow()
     async for terminals in terminal_chunks(session, scope, key, chunk):
-        for row in await uptime_for_terminals(session, terminals, period, per_day=per_day, now=now):
+        for row in await compute(session, terminals, period, per_day=per_day, now=now):
             yield row
 
 
@@ -597,6 +649,7 @@ async def report(
     now: datetime | None = None,
     max_groups: int = 500,
     group_by: str | None = None,
+    compute: ChunkUptime = uptime_for_terminals,
 ) -> Report:
     """Totals, per-day and one level of breakdown (by default a fleet by region, a region by
     store, a store by terminal; `group_by` a finer unit) for a scope, terminal-weighted.
@@ -624,7 +677,7 @@ async def report(
             days[d].outages += dn
             days[d].longest_outage = max(days[d].longest_outage, dl)
 
-    async for row in iter_uptime(session, scope, key, period, now=now):
+    async for row in iter_uptime(session, scope, key, period, now=now, compute=compute):
         t = row.terminal
         if not per_terminal and t.store_id != store[0]:
             close_store()

@@ -78,6 +78,19 @@ class RollupRedo(Base):
     bucket_start: Mapped[datetime] = mapped_column(UTCDateTime, primary_key=True)
 
 
+class UptimeRedo(Base):
+    """State changes dated `since` arrived late (an agent's replay, a back-dated maintenance
+    window): the stored days of this terminal (or, without one, of every terminal of the
+    store) from the local day of `since` on are computed again (app.history.daily)."""
+
+    __tablename__ = "uptime_redo"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    store_id: Mapped[int] = mapped_column(Integer)
+    terminal_id: Mapped[int | None] = mapped_column(Integer)
+    since: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
 class WorkerBeat(Base):
     """A checking worker's heartbeat and figures, for the status page: written by each
     worker every few seconds; a worker silent for long is shown as stopped, then forgotten."""

@@ -32,6 +32,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db import dialect_of, select_where_in, table_of
 from app.inventory.models import Monitor, Store, Terminal
+from app.monitoring.changes import note_changes
 from app.vocabulary import CloudState, MonitorKind, State, StoreStatus
 
 _ACTIVE = (State.UP, State.DOWN, State.UNKNOWN)
@@ -175,6 +176,8 @@ async def refresh_status(
         changed_terminals = len(updates)
 
     changed_stores = await _refresh_stores(session, sorted(store_ids), now)
+    # Open dashboards show these rows: published when the transaction commits.
+    note_changes(session, terminals, store_ids)
     return {"terminals": changed_terminals, "stores": changed_stores}
 
 

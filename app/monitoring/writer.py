@@ -40,7 +40,7 @@ from app.checks.result import ProbeResult, Step
 from app.db import Database, dialect_of, in_transaction, is_unreachable, select_where_in, table_of, utcnow
 from app.inventory.identity import learn_identities
 from app.inventory.models import Monitor, Terminal
-from app.monitoring.models import CheckResult, RollupRedo, StateChange
+from app.monitoring.models import CheckResult, RollupRedo, StateChange, UptimeRedo
 from app.monitoring.state import MonitorState, step
 from app.monitoring.status import refresh_status
 from app.schedule import next_due_at
@@ -248,6 +248,26 @@ async def redo_rollups_since(session: AsyncSession, since: datetime, now: dateti
         await session.execute(insert(table_of(RollupRedo)).on_conflict_do_nothing(), rows)
 
 
+# A change dated this long before it is written is late: the stored days it falls in
+# (app.history.daily stores a day only a while longer after it ended) are computed again.
+UPTIME_LATE = timedelta(minutes=5)
+
+
+async def mark_uptime_redo(
+    session: AsyncSession, changed: Sequence[tuple[int, int | None, datetime]], now: datetime
+) -> None:
+    """The (store, terminal or None for a store network monitor, time) of changes to history;
+    the late ones, the earliest per store and terminal, go to `uptime_redo`."""
+    earliest: dict[tuple[int, int | None], datetime] = {}
+    for store_id, terminal_id, at in changed:
+        if at < now - UPTIME_LATE:
+            key = (store_id, terminal_id)
+            earliest[key] = min(at, earliest.get(key, at))
+    if earliest:
+        rows = [{"store_id": s, "terminal_id": t, "since": at} for (s, t), at in earliest.items()]
+        await session.execute(table_of(UptimeRedo).insert(), rows)
+
+
 async def record_transitions(session: AsyncSession, transitions: list[Transition], now: datetime) -> None:
     """State change rows, then the derived status of the terminals and stores they touch."""
     if not transitions:
@@ -268,6 +288,7 @@ async def record_transitions(session: AsyncSession, transitions: list[Transition
         await session.execute(_PG_INSERT_CHANGES, _columns(rows))
     else:
         await session.execute(_INSERT_CHANGE, rows)
+    await mark_uptime_redo(session, [(t.store_id, t.terminal_id, t.at) for t in transitions], now)
     earliest = min(t.at for t in transitions)
     if earliest < hour_floor(now):  # back-dated into an hour already rolled up
         await redo_rollups_since(session, earliest, now)
@@ -329,6 +350,7 @@ async def apply_outcomes(
             if restored is not None:
                 sm.state, state_since = restored
                 report.retracted.append(m)
+                await mark_uptime_redo(session, [(m.store_id, m.terminal_id, first)], now)
         next_due, owner, lease_expires = m.next_due_at, m.lease_owner, m.lease_expires_at
         last: CheckOutcome | None = None
         heard = m.last_checked_at

@@ -1,0 +1,495 @@
+"""Stored daily uptime: each terminal's closed local days, computed once by the exact
+computation (`uptime.uptime_in_windows`, the reference) and added up by long reports.
+
+The job (`DailyUptimeJob`, a periodic job of the worker):
+
+1. Late state changes: the writer marks `uptime_redo` with the store, the terminal (none for
+   a store network monitor: every terminal of the store) and the time of any transition dated
+   more than `LATE` before it was written (an agent's buffer replayed, a maintenance window
+   applied from its start). The job moves those terminals' `filled_until` back to the day
+   before that time's local day and deletes their days after it: dirty from the earliest
+   changed time, refilled below. A day is stored only `GRACE` after it ended, and GRACE is
+   longer than LATE, so a change of a stored day is always late, hence always marked.
+2. What a terminal's days were computed under (its store, the store's time zone, the
+   monitors watching it) is kept beside `filled_until`: when it differs from now (the terminal
+   was moved, the zone edited, a monitor added or removed) its days are dropped and refilled,
+   as the exact computation counts all of a terminal's past under its current store.
+3. Fill: per terminal, from the day after `filled_until` (at first the later of the day it was
+   added and `BACKFILL_DAYS` ago) up to the last closed local day of its store, at most
+   `DAYS_AT_ONCE` days per pass, a chunk of terminals per transaction, until `budget_s`.
+
+Reading (`stored_uptime`, the same call as `uptime.uptime_for_terminals`): per terminal, the
+stored whole days inside the period, plus the exact computation for the rest (today, a rolling
+window's partial first day, days not filled yet). Outages come from the stored down spells,
+merged where they meet at midnight, so the figures are those of the exact computation.
+"""
+
+from __future__ import annotations
+
+import logging
+import time as clock
+from collections import defaultdict
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, time, timedelta
+from functools import partial
+from operator import itemgetter
+from typing import Any
+
+from sqlalchemy import ColumnElement, delete, func, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.config import Settings
+from app.db import Database, bulk_insert, in_transaction, select_where_in, table_of, utcnow
+from app.history.models import DailyUptime, DailyUptimeFill
+from app.history.uptime import (
+    _TERMINAL_COLS,
+    Figures,
+    Period,
+    TerminalInfo,
+    TerminalUptime,
+    store_outages,
+    uptime_in_windows,
+    zone,
+)
+from app.inventory.models import Monitor, Store, Terminal
+from app.monitoring.models import UptimeRedo
+from app.monitoring.worker import PeriodicJob
+
+log = logging.getLogger(__name__)
+
+GRACE = timedelta(minutes=15)  # a local day is stored this long after it ended
+BACKFILL_DAYS = 400  # the longest period a report takes (app.history.params.MAX_DAYS)
+DAYS_AT_ONCE = 31
+CHUNK = 500
+EVERY_S = 300.0
+LOCK_KEY = 0x7E57_0D01
+
+
+# --- local days --------------------------------------------------------------------------------
+
+
+def day_start(d: date, tz: str | None) -> datetime:
+    """The UTC instant of local midnight starting `d` (as `uptime.Period.window` makes it)."""
+    return datetime.combine(d, time(), zone(tz)).astimezone(UTC)
+
+
+def local_date(at: datetime, tz: str | None) -> date:
+    return at.astimezone(zone(tz)).date()
+
+
+def last_closed_day(tz: str | None, now: datetime) -> date:
+    """The last local day that ended at least GRACE ago."""
+    return local_date(now - GRACE, tz) - timedelta(days=1)
+
+
+# --- the job ------------------------------------------------------------------------------------
+
+
+@dataclass
+class FillReport:
+    redone: int = 0  # terminals whose days were invalidated by late changes
+    reset: int = 0  # terminals whose days were dropped (moved, zone or monitors changed)
+    days: int = 0  # terminal-days stored
+    left: int = 0  # terminals not filled up to their last closed day yet (budget spent)
+
+
+def _signature(own: list[int], network: list[int]) -> str:
+    return ",".join(map(str, sorted(own))) + "|" + ",".join(map(str, sorted(network)))
+
+
+async def _current(session: AsyncSession) -> dict[int, tuple[int, str, str]]:
+    """Per terminal: (store, time zone, monitors signature) as they are now."""
+    terminals = (
+        await session.execute(select(Terminal.id, Terminal.store_id, Store.timezone).join(Store))
+    ).all()
+    own: dict[int, list[int]] = defaultdict(list)
+    network: dict[int, list[int]] = defaultdict(list)
+    for mid, store_id, terminal_id in (
+        await session.execute(select(Monitor.id, Monitor.store_id, Monitor.terminal_id))
+    ).all():
+        if terminal_id is None:
+            network[store_id].append(mid)
+        else:
+            own[terminal_id].append(mid)
+    return {tid: (sid, tz or "UTC", _signature(own[tid], network[sid])) for tid, sid, tz in terminals}
+
+
+async def apply_redo(session: AsyncSession) -> int:
+    """Late changes: move the terminals' filled_until back to before the changed local day."""
+    marks = (
+        await session.execute(
+            select(UptimeRedo.id, UptimeRedo.store_id, UptimeRedo.terminal_id, UptimeRedo.since).limit(10_000)
+        )
+    ).all()
+    if not marks:
+        return 0
+    by_terminal: dict[int, datetime] = {}
+    by_store: dict[int, datetime] = {}
+    for _id, store_id, terminal_id, since in marks:
+        target, key = (by_terminal, terminal_id) if terminal_id is not None else (by_store, store_id)
+        target[key] = min(since, target.get(key, since))
+    f = table_of(DailyUptimeFill)
+    cols = select(f.c.terminal_id, f.c.store_id, f.c.tz, f.c.filled_until).where(
+        f.c.filled_until.is_not(None)
+    )
+    rows = await select_where_in(session, cols, f.c.terminal_id, sorted(by_terminal))
+    rows += await select_where_in(session, cols, f.c.store_id, sorted(by_store))
+    redone = set()
+    for tid, store_id, tz, until in rows:
+        since = min(t for t in (by_terminal.get(tid), by_store.get(store_id)) if t is not None)
+        back = local_date(since, tz) - timedelta(days=1)
+        if back < until:
+            await _truncate(session, tid, back)
+            redone.add(tid)
+    await session.execute(delete(UptimeRedo).where(UptimeRedo.id.in_([m[0] for m in marks])))
+    return len(redone)
+
+
+async def _truncate(session: AsyncSession, terminal_id: int, until: date | None) -> None:
+    d = table_of(DailyUptime)
+    gone = d.c.terminal_id == terminal_id
+    await session.execute(delete(d).where(gone if until is None else gone & (d.c.day > until)))
+    f = table_of(DailyUptimeFill)
+    await session.execute(update(f).where(f.c.terminal_id == terminal_id).values(filled_until=until))
+
+
+async def reconcile(session: AsyncSession) -> int:
+    """Terminals whose days were computed under another store, zone or set of monitors lose
+    them; terminals seen for the first time get their fill row."""
+    current = await _current(session)
+    f = table_of(DailyUptimeFill)
+    known = {
+        r[0]: tuple(r[1:])
+        for r in (await session.execute(select(f.c.terminal_id, f.c.store_id, f.c.tz, f.c.monitors))).all()
+    }
+    reset = 0
+    new = []
+    for tid, now_is in current.items():
+        was = known.get(tid)
+        if was is None:
+            new.append(
+                {
+                    "terminal_id": tid,
+                    "store_id": now_is[0],
+                    "tz": now_is[1],
+                    "monitors": now_is[2],
+                    "filled_until": None,
+                }
+            )
+        elif was != now_is:
+            await _truncate(session, tid, None)
+            await session.execute(
+                update(f)
+                .where(f.c.terminal_id == tid)
+                .values(store_id=now_is[0], tz=now_is[1], monitors=now_is[2])
+            )
+            reset += 1
+    if new:
+        await bulk_insert(session, f, new)
+    return reset
+
+
+async def _due(session: AsyncSession, now: datetime, limit: int) -> list[tuple[TerminalInfo, date, date]]:
+    """Terminals with closed days not stored yet: (terminal, first day to fill, last)."""
+    f = table_of(DailyUptimeFill)
+    rows = (
+        await session.execute(
+            select(*_TERMINAL_COLS, f.c.filled_until)
+            .join(Store, Store.id == Terminal.store_id)
+            .join(f, f.c.terminal_id == Terminal.id)
+            .where(f.c.store_id == Terminal.store_id, f.c.tz == Store.timezone)
+            .order_by(f.c.filled_until.is_not(None), f.c.filled_until, Terminal.id)
+        )
+    ).all()
+    floor = (now - timedelta(days=BACKFILL_DAYS)).date()
+    due = []
+    for *cols, until in rows:
+        t = TerminalInfo(*cols)
+        last = last_closed_day(t.tz, now)
+        first = until + timedelta(days=1) if until else max(floor, local_date(t.created_at or now, t.tz))
+        if first <= last:
+            due.append((t, first, min(last, first + timedelta(days=DAYS_AT_ONCE - 1))))
+            if len(due) >= limit:
+                break
+    return due
+
+
+async def fill_chunk(session: AsyncSession, *, due: list[tuple[TerminalInfo, date, date]]) -> int:
+    """Compute and store these terminals' days [first, last] with the exact computation."""
+    terminals = [t for t, _f, _l in due]
+    windows = {
+        t.id: (day_start(first, t.tz), day_start(last + timedelta(days=1), t.tz)) for t, first, last in due
+    }
+    rows = []
+    for u in await uptime_in_windows(session, terminals, windows, per_day=True):
+        for d, fig in u.days:
+            lo, hi = (
+                day_start(d, u.terminal.tz).timestamp(),
+                day_start(d + timedelta(days=1), u.terminal.tz).timestamp(),
+            )
+            rows.append(
+                _row(u.terminal, d, fig, [[max(a, lo), min(b, hi)] for a, b in u.downs if a < hi and b > lo])
+            )
+    if rows:
+        await bulk_insert(session, table_of(DailyUptime), rows)
+    f = table_of(DailyUptimeFill)
+    for t, _first, last in due:
+        await session.execute(update(f).where(f.c.terminal_id == t.id).values(filled_until=last))
+    return len(rows)
+
+
+def _row(t: TerminalInfo, d: date, fig: Figures, downs: list[list[float]]) -> dict[str, object]:
+    return {
+        "terminal_id": t.id,
+        "day": d,
+        "store_id": t.store_id,
+        "up_s": fig.up,
+        "down_s": fig.down,
+        "unknown_s": fig.unknown,
+        "paused_s": fig.paused,
+        "not_monitored_s": max(0.0, fig.span - fig.observed),
+        "span_s": fig.span,
+        "outages": fig.outages,
+        "longest_outage_s": fig.longest_outage,
+        "downs": downs,
+    }
+
+
+async def fill_days(
+    database: Database, *, now: datetime | None = None, budget_s: float = 30.0, chunk: int = CHUNK
+) -> FillReport:
+    """One pass of the job: late changes, changed terminals, then fill closed days."""
+    now = now or utcnow()
+    report = FillReport()
+    report.redone = await in_transaction(database, apply_redo)
+    report.reset = await in_transaction(database, reconcile)
+    started = clock.monotonic()
+    while True:
+        async with database.sessionmaker() as session:
+            due = await _due(session, now, chunk)
+        if not due:
+            return report
+        if clock.monotonic() - started > budget_s:
+            report.left = len(due)
+            return report
+        report.days += await in_transaction(database, partial(fill_chunk, due=due))
+
+
+class DailyUptimeJob:
+    def __init__(self, database: Database) -> None:
+        self.database = database
+
+    async def run(self) -> FillReport:
+        report = await fill_days(self.database)
+        if report.days or report.redone or report.reset:
+            log.info(
+                "daily uptime: %d terminal-days stored, %d terminals redone after late changes, "
+                "%d reset (moved, zone or monitors changed), %d left for the next pass",
+                report.days,
+                report.redone,
+                report.reset,
+                report.left,
+            )
+        return report
+
+
+def daily_uptime_jobs(settings: Settings, database: Database) -> list[PeriodicJob]:
+    """What a worker runs to keep the stored days filled (one worker at a time on PostgreSQL)."""
+    return [PeriodicJob("daily-uptime", EVERY_S, DailyUptimeJob(database).run, LOCK_KEY, first_in_s=30.0)]
+
+
+# --- reading ------------------------------------------------------------------------------------
+
+
+def _whole_days(tz: str | None, start: datetime, end: datetime) -> tuple[date, date]:
+    """The first and last local days wholly inside [start, end) (first > last: none)."""
+    first = local_date(start, tz)
+    if day_start(first, tz) < start:
+        first += timedelta(days=1)
+    return first, local_date(end, tz) - timedelta(days=1)
+
+
+async def stored_uptime(
+    session: AsyncSession,
+    terminals: list[TerminalInfo],
+    period: Period,
+    *,
+    per_day: bool = True,
+    now: datetime | None = None,
+) -> list[TerminalUptime]:
+    """The figures of `uptime.uptime_for_terminals`, from the stored days where there are
+    any and the exact computation around them."""
+    if not terminals:
+        return []
+    now = now or utcnow()
+    windows = {}
+    for t in terminals:
+        s, e = period.window(t.tz)
+        windows[t.id] = (s, min(e, now))
+    stored = await _read_days(session, terminals, windows, per_day=per_day)
+    heads, tails = {}, {}
+    for t in terminals:
+        s, e = windows[t.id]
+        got = stored.get(t.id)
+        if got is None:
+            heads[t.id] = (s, e)
+            continue
+        a, b = day_start(got.first, t.tz), day_start(got.last + timedelta(days=1), t.tz)
+        if s < a:
+            heads[t.id] = (s, a)
+        if b < e:
+            tails[t.id] = (b, e)
+    head = {u.terminal.id: u for u in await _exact(session, terminals, heads, per_day)}
+    tail = {u.terminal.id: u for u in await _exact(session, terminals, tails, per_day)}
+    return [_combine(t, windows[t.id], head.get(t.id), stored.get(t.id), tail.get(t.id)) for t in terminals]
+
+
+async def _exact(
+    session: AsyncSession,
+    terminals: list[TerminalInfo],
+    windows: dict[int, tuple[datetime, datetime]],
+    per_day: bool,
+) -> list[TerminalUptime]:
+    some = [t for t in terminals if t.id in windows]
+    return await uptime_in_windows(session, some, windows, per_day=per_day) if some else []
+
+
+@dataclass
+class _Stored:
+    first: date
+    last: date
+    count: int
+    total: Figures
+    days: list[tuple[date, Figures]]
+    downs: list[tuple[float, float]]
+
+
+async def _read_days(
+    session: AsyncSession,
+    terminals: list[TerminalInfo],
+    windows: dict[int, tuple[datetime, datetime]],
+    *,
+    per_day: bool,
+) -> dict[int, _Stored]:
+    """Each terminal's stored days inside its window, if they run unbroken; computed under its
+    current store and zone only (a moved terminal's old days are not its figures any more)."""
+    f, d = table_of(DailyUptimeFill), table_of(DailyUptime)
+    fills = {
+        tid: (store_id, tz, until)
+        for tid, store_id, tz, until in await select_where_in(
+            session,
+            select(f.c.terminal_id, f.c.store_id, f.c.tz, f.c.filled_until),
+            f.c.terminal_id,
+            [t.id for t in terminals],
+        )
+    }
+    ranges: dict[int, tuple[date, date]] = {}
+    for t in terminals:
+        fill = fills.get(t.id)
+        if fill is None or fill[2] is None or fill[0] != t.store_id or fill[1] != (t.tz or "UTC"):
+            continue
+        first, last = _whole_days(t.tz, *windows[t.id])
+        last = min(last, fill[2])
+        if first <= last:
+            ranges[t.id] = (first, last)
+    if not ranges:
+        return {}
+    by_range: dict[tuple[date, date], list[int]] = defaultdict(list)
+    for tid, r in ranges.items():
+        by_range[r].append(tid)
+    out: dict[int, _Stored] = {}
+    for (first, last), ids in by_range.items():
+        inside = (d.c.day >= first) & (d.c.day <= last)
+        out |= await (_days(session, inside, ids) if per_day else _sums(session, inside, ids))
+    # Only an unbroken run of days is used (a gap, which the job never leaves, would be
+    # counted as nothing): else the whole window is computed exactly.
+    return {tid: s for tid, s in out.items() if (s.last - s.first).days + 1 == s.count}
+
+
+async def _days(session: AsyncSession, inside: ColumnElement[bool], ids: list[int]) -> dict[int, _Stored]:
+    d = table_of(DailyUptime)
+    q = select(
+        d.c.terminal_id,
+        d.c.day,
+        d.c.up_s,
+        d.c.down_s,
+        d.c.unknown_s,
+        d.c.paused_s,
+        d.c.outages,
+        d.c.longest_outage_s,
+        d.c.span_s,
+        d.c.downs,
+    ).where(inside)
+    by_terminal: dict[int, list[Any]] = defaultdict(list)
+    for r in await select_where_in(session, q, d.c.terminal_id, ids):
+        by_terminal[r[0]].append(r)
+    out = {}
+    for tid, rows in by_terminal.items():
+        rows.sort(key=itemgetter(1))
+        days = [(r[1], Figures(r[2], r[3], r[4], r[5], r[6], r[7], terminals=1, span=r[8])) for r in rows]
+        total = Figures()
+        for _d, fig in days:
+            _add_seconds(total, fig)
+        downs = [(float(a), float(b)) for r in rows for a, b in r[9]]
+        out[tid] = _Stored(rows[0][1], rows[-1][1], len(rows), total, days, downs)
+    return out
+
+
+async def _sums(session: AsyncSession, inside: ColumnElement[bool], ids: list[int]) -> dict[int, _Stored]:
+    """Totals only (no per-day figures): summed by the database, down spells of the days with any."""
+    d = table_of(DailyUptime)
+    q = (
+        select(
+            d.c.terminal_id,
+            func.min(d.c.day),
+            func.max(d.c.day),
+            func.count(),
+            func.sum(d.c.up_s),
+            func.sum(d.c.down_s),
+            func.sum(d.c.unknown_s),
+            func.sum(d.c.paused_s),
+        )
+        .where(inside)
+        .group_by(d.c.terminal_id)
+    )
+    out = {}
+    for tid, first, last, n, *seconds in await select_where_in(session, q, d.c.terminal_id, ids):
+        out[tid] = _Stored(first, last, n, Figures(*seconds), [], [])
+    q = select(d.c.terminal_id, d.c.day, d.c.downs).where(inside & (d.c.outages > 0))
+    for tid, _day, downs in sorted(
+        await select_where_in(session, q, d.c.terminal_id, ids), key=itemgetter(0, 1)
+    ):
+        out[tid].downs.extend((float(a), float(b)) for a, b in downs)
+    return out
+
+
+def _add_seconds(total: Figures, part: Figures) -> None:
+    total.up += part.up
+    total.down += part.down
+    total.unknown += part.unknown
+    total.paused += part.paused
+
+
+def _combine(
+    t: TerminalInfo,
+    window: tuple[datetime, datetime],
+    head: TerminalUptime | None,
+    stored: _Stored | None,
+    tail: TerminalUptime | None,
+) -> TerminalUptime:
+    """One terminal's figures from its exact head, stored days and exact tail, in time order:
+    as `uptime.terminal_uptime` makes them over the whole window."""
+    start, end = window
+    begin = max(start, t.created_at) if t.created_at else start
+    total = Figures(terminals=1, span=max(0.0, (end - start).total_seconds()))
+    days: list[tuple[date, Figures]] = []
+    downs: list[tuple[float, float]] = []
+    for part in (head, stored, tail):
+        if part is None:
+            continue
+        _add_seconds(total, part.total)
+        days += part.days
+        downs += part.downs
+    # An outage crossing midnight is one outage: spells meeting at a cut are merged.
+    total.outages, total.longest_outage, _ = store_outages(downs)
+    return TerminalUptime(t, begin, max(end, begin), total, days, downs)
