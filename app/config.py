@@ -99,11 +99,30 @@ class Settings(BaseSettings):
     # ones (app.providers.hosts): a key is never sent anywhere else.
     provider_hosts: Annotated[list[str], NoDecode] = []
 
+    # Single sign-on with OpenID Connect (app.auth.oidc), on when oidc_issuer is set. The role
+    # comes from the groups in oidc_groups_claim through oidc_role_map ("group=role" pairs, the
+    # highest wins; no mapped group, no login). oidc_only: "non-admins" keeps password login
+    # for admins only, "all" for nobody. Calls go only to the issuer's host and oidc_hosts.
+    oidc_issuer: str = ""
+    oidc_client_id: str = ""
+    oidc_client_secret: str = ""
+    oidc_scopes: str = "openid profile email"
+    oidc_groups_claim: str = "groups"
+    oidc_role_map: Annotated[list[str], NoDecode] = []
+    oidc_only: str = Field(default="off", pattern="^(off|non-admins|all)$")
+    oidc_hosts: Annotated[list[str], NoDecode] = []
+
     templates_dir: Path = bundled_dir("templates")
     static_dir: Path = bundled_dir("static")
 
     _split = field_validator(
-        "allowed_networks", "dns_nameservers", "dns_block_addresses", "provider_hosts", mode="before"
+        "allowed_networks",
+        "dns_nameservers",
+        "dns_block_addresses",
+        "provider_hosts",
+        "oidc_role_map",
+        "oidc_hosts",
+        mode="before",
     )(_split_list)
 
 

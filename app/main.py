@@ -26,13 +26,14 @@ from app.alerts.runner import alert_jobs
 from app.auth.audit_pages import router as audit_pages
 from app.auth.routes import RequireLogin, announce_setup
 from app.auth.routes import router as auth_router
+from app.auth.sso import oidc_client
+from app.auth.sso import router as sso_pages
 from app.auth.users import router as users_pages
 from app.config import Settings, get_settings
 from app.dashboard.routes import router as dashboard_pages
 from app.db import Database
 from app.errors import AppError
 from app.history.api import router as history_api
-from app.history.daily import daily_uptime_jobs
 from app.history.pages import router as history_pages
 from app.inventory.api import router as inventory_api
 from app.inventory.pages import router as inventory_pages
@@ -69,8 +70,7 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         # The alert jobs (evaluate, deliver the outbox) run beside the checks, on the same worker.
-        # So does the daily uptime job (stored days for long reports).
-        jobs = [*alert_jobs(settings, database), *daily_uptime_jobs(settings, database)]
+        jobs = alert_jobs(settings, database)
         worker = await start_embedded_worker(settings, database, jobs=jobs) if run_worker else None
         if setup_token is not None:
             await announce_setup(database, setup_token)
@@ -91,6 +91,7 @@ def create_app(
     )
     app.state.settings = settings
     app.state.setup_token = setup_token
+    app.state.oidc = oidc_client(settings)  # None without TERMPULSE_OIDC_ISSUER; a wrong setting stops here
     app.state.db = database
     app.state.agent_broker = AgentBroker()  # Check connection -> the store agents' long polls
     app.state.agent_writer = AgentWriter(database)  # the store agents' results and heartbeats
@@ -107,6 +108,7 @@ def create_app(
         agent_protocol,  # /api/agent/v1, token-authenticated; first: most calls are the agents'
         ops_routes,
         auth_router,
+        sso_pages,
         users_pages,
         audit_pages,
         inventory_pages,

@@ -2,13 +2,13 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import Boolean, ForeignKey, Index, Integer, String, true
+from sqlalchemy import Boolean, ForeignKey, Index, Integer, String, UniqueConstraint, true
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.auth.roles import ROLES
 from app.db import Base, BigId, UTCDateTime, utcnow
 
-__all__ = ["ROLES", "ApiToken", "AuditEvent", "User", "UserSession"]
+__all__ = ["ROLES", "ApiToken", "AuditEvent", "OidcIdentity", "OidcLogin", "User", "UserSession"]
 
 
 class User(Base):
@@ -69,3 +69,33 @@ class AuditEvent(Base):
     outcome: Mapped[str] = mapped_column(String(16), default="ok")  # ok, failed, refused
     address: Mapped[str] = mapped_column(String(64), default="")
     detail: Mapped[str] = mapped_column(String(1000), default="")
+
+
+class OidcIdentity(Base):
+    """A user who signs in with SSO: linked by the issuer and its subject, never by name."""
+
+    __tablename__ = "oidc_identities"
+    __table_args__ = (UniqueConstraint("issuer", "subject"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    issuer: Mapped[str] = mapped_column(String(300))
+    subject: Mapped[str] = mapped_column(String(255))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    last_login_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class OidcLogin(Base):
+    """An SSO sign-in under way (minutes): what the callback checks the provider's answer
+    against, kept on the server (any process may take the callback) and bound to the browser
+    that started it by the SHA-256 of a cookie only that browser has."""
+
+    __tablename__ = "oidc_logins"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    state: Mapped[str] = mapped_column(String(64), unique=True)
+    browser_hash: Mapped[str] = mapped_column(String(64))
+    nonce: Mapped[str] = mapped_column(String(64))
+    code_verifier: Mapped[str] = mapped_column(String(128))
+    next_path: Mapped[str] = mapped_column(String(1000), default="/")
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)

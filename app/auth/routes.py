@@ -7,6 +7,7 @@ import asyncio
 import hmac
 import logging
 import math
+from collections.abc import Mapping
 from datetime import timedelta
 from urllib.parse import quote
 
@@ -18,6 +19,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.auth import audit
 from app.auth.models import ApiToken, User
+from app.auth.oidc import password_allowed
 from app.auth.passwords import check_password, hash_password
 from app.auth.roles import RANK, ROLES, normalize
 from app.auth.rules import needed_role, refusal_detail
@@ -37,6 +39,7 @@ from app.auth.sessions import (
     set_session_cookie,
     start_session,
 )
+from app.auth.sso import login_options
 from app.db import Database, utcnow
 from app.errors import Forbidden, RateLimited
 from app.web.deps import SessionDep
@@ -191,9 +194,13 @@ def _safe_next(target: str) -> str:
     return target if target.startswith("/") and not target.startswith("//") else "/"
 
 
+def _login_page(request: Request, context: Mapping[str, object], status_code: int = 200) -> Response:
+    return render(request, "auth/login.html", {**context, **login_options(request)}, status_code=status_code)
+
+
 @router.get("/login")
 async def login_page(request: Request, next: str = "/") -> Response:
-    return render(request, "auth/login.html", {"next": _safe_next(next), "error": None})
+    return _login_page(request, {"next": _safe_next(next), "error": None})
 
 
 @router.post("/login")
@@ -209,13 +216,20 @@ async def login(request: Request, session: SessionDep) -> Response:
         )
         await session.commit()
         context = {"next": target, "error": error, "username": username}
-        return render(request, "auth/login.html", context, status_code=429)
+        return _login_page(request, context, 429)
     user = await password_user(request, session, username, password)
     if user is None:
         await audit.record(session, request, None, "login", outcome="failed", who=username)
         await session.commit()
         context = {"next": target, "error": "Wrong user name or password.", "username": username}
-        return render(request, "auth/login.html", context, status_code=401)
+        return _login_page(request, context, 401)
+    if not password_allowed(request.app.state.settings, user.role):  # TERMPULSE_OIDC_ONLY
+        await audit.record(
+            session, request, None, "login", outcome="refused", who=user.username, detail="SSO only"
+        )
+        await session.commit()
+        error = "This account signs in with SSO only: use “Sign in with SSO”."
+        return _login_page(request, {"next": target, "error": error, "username": username}, 403)
     token = await start_session(session, request, user)
     await audit.record(session, request, None, "login", who=user.username)
     await session.commit()

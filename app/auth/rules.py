@@ -40,6 +40,7 @@ def _rules(*rows: tuple[frozenset[str], str, str]) -> tuple[Rule, ...]:
 RULES = _rules(
     # Without a login (the middleware lets these through before looking anything up).
     (ANY, "/login", PUBLIC),
+    (READ, "/login/sso/**", PUBLIC),  # SSO: to the identity provider and back (app.auth.sso)
     (ANY, "/setup", PUBLIC),  # the first user, with the one-time token from the server log
     (READ, "/healthz", PUBLIC),
     (READ, "/readyz", PUBLIC),

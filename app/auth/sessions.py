@@ -27,6 +27,7 @@ from sqlalchemy import delete, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.auth.models import ApiToken, User, UserSession
+from app.auth.oidc import password_allowed
 from app.auth.passwords import check_password
 from app.auth.roles import RANK, at_least, lower_of, normalize
 from app.config import Settings
@@ -106,7 +107,7 @@ async def identify(request: Request) -> Identity | None:
             return await _token_identity(session, authorization[7:].strip())
         if authorization[:6].lower() == "basic " and _settings(request).basic_auth:
             user = await _basic_user(request, session, authorization[6:])
-            if user is not None:
+            if user is not None and password_allowed(_settings(request), user.role):
                 await session.commit()  # the failure counters are in memory; nothing else
                 return Identity(user.id, user.username, normalize(user.role), via="basic")
     return None
