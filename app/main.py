@@ -34,6 +34,7 @@ from app.dashboard.routes import router as dashboard_pages
 from app.db import Database
 from app.errors import AppError
 from app.history.api import router as history_api
+from app.history.daily import daily_uptime_jobs
 from app.history.pages import router as history_pages
 from app.inventory.api import router as inventory_api
 from app.inventory.pages import router as inventory_pages
@@ -70,7 +71,8 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         # The alert jobs (evaluate, deliver the outbox) run beside the checks, on the same worker.
-        jobs = alert_jobs(settings, database)
+        # So does the daily uptime job (stored days for long reports).
+        jobs = [*alert_jobs(settings, database), *daily_uptime_jobs(settings, database)]
         worker = await start_embedded_worker(settings, database, jobs=jobs) if run_worker else None
         if setup_token is not None:
             await announce_setup(database, setup_token)
