@@ -30,6 +30,8 @@ from app.auth.sso import oidc_client
 from app.auth.sso import router as sso_pages
 from app.auth.users import router as users_pages
 from app.config import Settings, get_settings
+from app.dashboard.live import LiveHub
+from app.dashboard.live import router as live_events
 from app.dashboard.routes import router as dashboard_pages
 from app.db import Database
 from app.errors import AppError
@@ -77,6 +79,8 @@ def create_app(
         if setup_token is not None:
             await announce_setup(database, setup_token)
         yield
+        if app.state.live is not None:
+            await app.state.live.stop()
         if worker is not None:
             await worker.stop()
         await app.state.agent_writer.close()
@@ -97,6 +101,10 @@ def create_app(
     app.state.db = database
     app.state.agent_broker = AgentBroker()  # Check connection -> the store agents' long polls
     app.state.agent_writer = AgentWriter(database)  # the store agents' results and heartbeats
+    # Live updates pushed to open pages: where this process hears every change (NOTIFY on
+    # PostgreSQL; on SQLite only its own checker's, so only with one). Else the pages poll.
+    hears_changes = database.dialect == "postgresql" or run_worker
+    app.state.live = LiveHub(database) if hears_changes else None
     # The last added is the outermost.
     app.add_middleware(RequireLogin)
     app.add_middleware(DatabaseDownBanner)  # outside the login: a down database gets a banner
@@ -117,6 +125,7 @@ def create_app(
         providers_pages,
         agents_pages,
         dashboard_pages,
+        live_events,
         history_pages,
         windows_pages,
         notifications_pages,
@@ -142,8 +151,11 @@ class StoppingServer(uvicorn.Server):
     def __init__(self, config: uvicorn.Config, app: FastAPI) -> None:
         super().__init__(config)
         self.broker: AgentBroker = app.state.agent_broker
+        self.live: LiveHub | None = app.state.live
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         with contextlib.suppress(RuntimeError):  # no loop running (not serving yet): none waits
             asyncio.get_running_loop().call_soon_threadsafe(self.broker.stop)
+            if self.live is not None:  # the open pages' streams end too
+                asyncio.get_running_loop().call_soon_threadsafe(self.live.end_streams)
         super().handle_exit(sig, frame)
