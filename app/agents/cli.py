@@ -10,6 +10,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.agents import service
+from app.auth.audit import record_command
 from app.config import Settings
 from app.db import Database
 from app.errors import AppError
@@ -40,6 +41,9 @@ async def _run(settings: Settings, args: argparse.Namespace) -> int:
             if args.action == "create":
                 name = args.name or f"{args.store[0]} agent"
                 enrolled = await service.create_agent(session, name, args.store)
+                await record_command(
+                    session, "agent change", target=name, detail=_said("created", args.store)
+                )
                 await session.commit()
                 token = enrolled.token
                 print(
@@ -49,10 +53,14 @@ async def _run(settings: Settings, args: argparse.Namespace) -> int:
                 agent = await _find(session, args.agent)
                 if args.action == "revoke":
                     await service.revoke(session, agent)
+                    await record_command(session, "agent change", target=agent.name, detail=_said("revoked"))
                     await session.commit()
                     print(f"agent {agent.name} revoked: its stores are checked centrally again")
                     return 0
                 token = await service.rotate(session, agent)
+                await record_command(
+                    session, "agent change", target=agent.name, detail=_said("token rotated")
+                )
                 await session.commit()
                 print(f"agent {agent.name}: new token (the old one no longer works)", file=sys.stderr)
     except AppError as exc:
@@ -65,6 +73,11 @@ async def _run(settings: Settings, args: argparse.Namespace) -> int:
     hint = f"on the store's machine: termpulse agent --server https://<this server> --token {token}"
     print(hint, file=sys.stderr)
     return 0
+
+
+def _said(what: str, stores: list[str] | None = None) -> str:
+    """The audit entry's detail: what the command did, as the Agents page's entries say it."""
+    return f"termpulse agent-token: {what}" + (f" for {', '.join(stores)}" if stores else "")
 
 
 async def _find(session: AsyncSession, key: str) -> Agent:

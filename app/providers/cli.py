@@ -9,6 +9,7 @@ from collections.abc import Awaitable, Callable, Sequence
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.auth.audit import record_command
 from app.config import Settings, weak_secret_key
 from app.db import Database, in_transaction
 from app.migrate import migrate
@@ -56,8 +57,10 @@ async def _rotate(settings: Settings, old: str, also: Sequence[Rotator] = ()) ->
 
     async def work(session: AsyncSession) -> tuple[int, int]:
         keys = await rotate_keys(session, old, settings.secret_key)
-        others = [await rotate(session, old, settings.secret_key) for rotate in also]
-        return keys, sum(others)
+        others = sum([await rotate(session, old, settings.secret_key) for rotate in also])
+        detail = f"{keys} provider key(s) and {others} other secret(s) re-encrypted under the new key"
+        await record_command(session, "secret rotated", detail=detail)
+        return keys, others
 
     try:
         await migrate(database.engine)
