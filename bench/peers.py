@@ -40,7 +40,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import psutil
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 from sqlalchemy.engine import make_url
 
 from app.db import server_execute
@@ -179,6 +179,7 @@ def blackbox_round(n: int, duration: float, tmp: Path) -> dict:
             "pg_cpu": 0.0,
             "machine": 100 * (sys1 - sys0) / wall_s / (os.cpu_count() or 1),
             "rss": peak,
+            "hot": None,
         }
     finally:
         exporter.send_signal(signal.SIGTERM)
@@ -226,6 +227,11 @@ async def termpulse_round(db, url: str, n: int, args) -> dict:
         worker.send_signal(signal.SIGTERM)
         await asyncio.to_thread(worker.wait, 30)
     async with db.sessionmaker() as s:
+        hot = (
+            await s.execute(
+                text("SELECT n_tup_upd, n_tup_hot_upd FROM pg_stat_user_tables WHERE relname = 'monitors'")
+            )
+        ).one()
         window = (CheckResult.checked_at >= w0, CheckResult.checked_at < w1)
         persisted = await s.scalar(select(func.count()).select_from(CheckResult).where(*window))
         failed = await s.scalar(
@@ -240,6 +246,7 @@ async def termpulse_round(db, url: str, n: int, args) -> dict:
         "pg_cpu": 100 * (pg1 - pg0) / wall,
         "machine": 100 * (sys1 - sys0) / wall / (os.cpu_count() or 1),
         "rss": peak,
+        "hot": 100 * hot.n_tup_hot_upd / max(hot.n_tup_upd, 1),
     }
 
 
@@ -250,7 +257,8 @@ def show(tool: str, i: int, r: dict) -> None:
         f"{tool:<17} round {i}: {r['rate']:7.0f} checks/s ok | failed {r['failed']:5d} | CPU {r['cpu']:4.0f}%"
         f"{extra} = {per_check:.2f} ms CPU per check | machine {r['machine']:3.0f}% busy"
         f" | RSS {r['rss']:5.0f} MiB"
-        f" | load {os.getloadavg()[0]:.1f}",
+        f" | load {os.getloadavg()[0]:.1f}"
+        + (f" | monitors updates HOT {r['hot']:.0f}%" if r["hot"] is not None else ""),
         flush=True,
     )
 
