@@ -352,9 +352,8 @@ def _check(args: argparse.Namespace, settings: Settings) -> int:
 
 def _agent(args: argparse.Namespace, settings: Settings) -> int:
     from app.agent.cli import agent_command
-    from app.inventory.profiles import PROFILE_HOSTS
 
-    return agent_command(args, settings, allowed_hosts=PROFILE_HOSTS)
+    return agent_command(args, settings)
 
 
 def _export(args: argparse.Namespace, settings: Settings) -> int:

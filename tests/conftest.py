@@ -122,6 +122,19 @@ async def empty_all_tables(database: Database) -> None:
         else:
             for name in reversed(tables):
                 await conn.execute(text(f"DELETE FROM {name}"))
+        await seed_presets(conn)
+
+
+async def seed_presets(conn) -> None:
+    """The network profiles a new installation has (migration 0008 seeds them)."""
+    from app.inventory.models import NetworkProfile
+    from app.inventory.profiles import PRESETS
+
+    rows = [
+        {"name": name, "description": text, "destinations": [d.as_json() for d in dests]}
+        for name, (text, dests) in PRESETS.items()
+    ]
+    await conn.execute(NetworkProfile.__table__.insert(), rows)
 
 
 @pytest.fixture(params=BACKENDS)

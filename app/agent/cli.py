@@ -15,7 +15,6 @@ import argparse
 import os
 import ssl
 import sys
-from collections.abc import Iterable
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -67,8 +66,7 @@ def server_ssl_context(ca_file: str | None) -> ssl.SSLContext:
     return context
 
 
-def agent_command(args: argparse.Namespace, settings: Settings, allowed_hosts: Iterable[str] = ()) -> int:
-    """`allowed_hosts`: the network profiles' hosts, allowed by the target guard by name."""
+def agent_command(args: argparse.Namespace, settings: Settings) -> int:
     try:
         token = (args.token or os.environ.get(TOKEN_ENV) or "").strip()
         if not token:
@@ -82,7 +80,7 @@ def agent_command(args: argparse.Namespace, settings: Settings, allowed_hosts: I
             url,
             token,
             state_dir,
-            probe_context=ProbeContext.from_settings(settings, allowed_hosts=allowed_hosts),
+            probe_context=ProbeContext.from_settings(settings),
             verify=verify,
             options=AgentOptions(concurrency=args.concurrency),
         )

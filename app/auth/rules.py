@@ -75,6 +75,7 @@ RULES = _rules(
     (ANY, "/api/v1/agents/**", "admin"),
     (WRITE, "/api/v1/maintenance-windows/**", "admin"),
     (WRITE, "/api/v1/check-settings/**", "admin"),
+    (WRITE, "/api/v1/network-profiles/**", "admin"),
     # viewer: every page, fragment and read of the API not named above.
     (READ, "/", "viewer"),
     (READ, "/demo/notifications", "viewer"),  # the demo's "Notifications sent" page
@@ -87,6 +88,7 @@ RULES = _rules(
     (READ, "/api/v1/stores/**", "viewer"),
     (READ, "/api/v1/terminals/**", "viewer"),
     (READ, "/api/v1/check-settings", "viewer"),
+    (READ, "/api/v1/network-profiles/**", "viewer"),  # what each profile checks
     (READ, "/api/v1/uptime", "viewer"),  # what the History page shows, as JSON
     (READ, "/api/v1/maintenance-windows/**", "viewer"),
     (READ, "/api/v1/incidents/**", "viewer"),

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import ssl
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
@@ -32,15 +31,12 @@ class ProbeContext:
         self.insecure_ssl = net.make_insecure_context()
 
     @classmethod
-    def from_settings(
-        cls, settings: Settings, extra_ca_pem: str | None = None, allowed_hosts: Iterable[str] = ()
-    ) -> ProbeContext:
-        """`allowed_hosts`: names the guard allows wherever they resolve (the profiles' hosts)."""
+    def from_settings(cls, settings: Settings, extra_ca_pem: str | None = None) -> ProbeContext:
         if extra_ca_pem is None and settings.trusted_ca_file:
             extra_ca_pem = settings.trusted_ca_file.read_text()
         return cls(
             Resolver.from_settings(settings),
-            TargetGuard.from_settings(settings, allowed_hosts),
+            TargetGuard.from_settings(settings),
             extra_ca_pem,
             settings.tls_expiry_warn_days,
         )
@@ -76,11 +72,14 @@ def literal_address(host: str) -> str | None:
     return host.strip("[]") if is_ip_literal(host) else None
 
 
-async def resolve_and_guard(run: Run, ctx: ProbeContext, host: str, source: str | None) -> str:
-    """The address to connect to: resolved through our resolver, then checked by the guard."""
+async def resolve_and_guard(run: Run, ctx: ProbeContext, host: str, params: dict[str, Any]) -> str:
+    """The address to connect to: resolved through our resolver (from params' "source"), then
+    checked by the guard. params {"by_name": true} (a network profile's destination, which only
+    an admin sets): the name is allowed wherever it resolves (app.checks.guard)."""
     run.context.setdefault("host", host)
+    source = params.get("source")
     address = literal_address(host)
-    name = None if address is not None else host
+    by_name = address is None and bool(params.get("by_name"))
     if address is None:
         run.begin("resolve")
         timeout = run.remaining()
@@ -96,7 +95,7 @@ async def resolve_and_guard(run: Run, ctx: ProbeContext, host: str, source: str 
         address = res.addresses[0]
         run.end(True, f"{host} -> {', '.join(res.addresses)}")
     run.context["address"] = address
-    if not ctx.guard.allows(address, name):
+    if not ctx.guard.allows(address, by_name=by_name):
         run.add("guard", False, 0.0, f"{ctx.guard.refusal(address)} (allowed: {ctx.guard.describe()})")
         raise ProbeFailure("target_refused", ctx.guard.refusal(address))
     return address

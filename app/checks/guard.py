@@ -7,8 +7,8 @@ The policy (README, Security: the target policy):
 
 * an address inside one of the allowed networks is allowed (`TERMPULSE_ALLOWED_NETWORKS`,
   by default the private and CGNAT ranges, `DEFAULT_ALLOWED_NETWORKS`);
-* a name among the allowed hosts (the network profiles' provider and processor hosts) is
-  allowed at whatever address it resolves to;
+* a name that is a network profile's destination (the provider and processor hosts an admin
+  lists; its monitor says {"by_name": true}) is allowed at whatever address it resolves to;
 * but loopback, link-local and the cloud metadata addresses are refused in both cases unless
   a listed network lies inside them (`127.0.0.0/8` lists loopback; `0.0.0.0/0` does not,
   `169.254.0.0/16` lists link-local but not the metadata address inside it).
@@ -46,30 +46,21 @@ def _sensitive(ip: IPAddress) -> tuple[IPNetwork, str] | None:
 
 
 class TargetGuard:
-    def __init__(self, networks: Iterable[str], hosts: Iterable[str] = ()):
+    def __init__(self, networks: Iterable[str]):
         # strict=False: "127.0.0.1/8" means 127.0.0.0/8, as people write it.
         self.networks: list[IPNetwork] = [
             ipaddress.ip_network(n.strip(), strict=False) for n in networks if n.strip()
         ]
-        self.hosts = frozenset(h.strip().lower().rstrip(".") for h in hosts if h.strip())
 
     @classmethod
-    def from_settings(cls, settings: Settings, hosts: Iterable[str] = ()) -> TargetGuard:
-        """`hosts`: names allowed wherever they resolve (the network profiles' hosts, given by
-        the caller: the checks know nothing of the inventory)."""
-        return cls(settings.allowed_networks, hosts)
-
-    def allows(self, address: str, name: str | None = None) -> bool:
-        """May we connect to `address` (which `name`, if any, resolved to)?"""
-        # Cached: a fleet has a bounded set of addresses and parsing shows in profiles.
-        if name is not None:
-            name = name.lower().rstrip(".")
-            if name not in self.hosts:
-                name = None
-        return self._allows(address, name)
+    def from_settings(cls, settings: Settings) -> TargetGuard:
+        return cls(settings.allowed_networks)
 
     @lru_cache(maxsize=65536)  # noqa: B019 - one guard per process, kept for its lifetime
-    def _allows(self, address: str, name: str | None) -> bool:
+    def allows(self, address: str, by_name: bool = False) -> bool:
+        """May we connect to `address`? `by_name`: it is what a network profile's destination
+        name resolved to. Cached: a fleet has a bounded set of addresses and parsing shows in
+        profiles."""
         try:
             ip = ipaddress.ip_address(address.split("%", 1)[0])  # drop an IPv6 zone id
         except ValueError:
@@ -83,7 +74,7 @@ class TargetGuard:
                 ip.version == n.version and ip in n and n.subnet_of(sensitive[0])  # type: ignore[arg-type]
                 for n in self.networks
             )
-        if name is not None:
+        if by_name:
             return True  # a profile's host, wherever it lives
         return any(ip.version == n.version and ip in n for n in self.networks)
 

@@ -91,7 +91,7 @@ async def _http_check(
     run: Run, ctx: ProbeContext, url: httpx.URL, port: int, params: dict[str, Any], epos: bool
 ) -> ProbeResult:
     source = params.get("source")
-    address = await resolve_and_guard(run, ctx, url.host, source)
+    address = await resolve_and_guard(run, ctx, url.host, params)
     tls = url.scheme == "https"
     sslctx = ctx.ssl_for(params) if tls else ctx.insecure_ssl  # unused for plain http
     phases = _Phases()

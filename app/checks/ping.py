@@ -44,7 +44,7 @@ async def probe_ping(run: Run, ctx: ProbeContext, target: str, params: dict) -> 
     host = target.strip()
     run.context.update(host=host, target=host)
     source = params.get("source")
-    address = await resolve_and_guard(run, ctx, host, source)
+    address = await resolve_and_guard(run, ctx, host, params)
     count = max(1, min(int(params.get("count", 3)), 10))
     interval = max(0.01, float(params.get("interval_s", 0.2)))
     run.context["count"] = count

@@ -30,7 +30,7 @@ async def probe_tcp(run: Run, ctx: ProbeContext, target: str, params: dict) -> P
     host, port = split_host_port(target)
     run.context.update(host=host, port=port, target=f"{host}:{port}")
     source = params.get("source")
-    address = await resolve_and_guard(run, ctx, host, source)
+    address = await resolve_and_guard(run, ctx, host, params)
     sock = await net.tcp_connect(run, address, port, source)
     connect_ms = run.steps[-1]["ms"]
     try:
@@ -56,7 +56,7 @@ async def connect_tls(
 ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter, net.CertInfo | None]:
     """Resolve, guard, connect and handshake; names a rejected certificate precisely."""
     source = params.get("source")
-    address = await resolve_and_guard(run, ctx, host, source)
+    address = await resolve_and_guard(run, ctx, host, params)
     # An address works too: Python sends no SNI for it and checks it against the IP SANs.
     sni = params.get("sni") or host.strip("[]")
     sock = await net.tcp_connect(run, address, port, source)

@@ -34,7 +34,7 @@ async def probe_websocket(run: Run, ctx: ProbeContext, target: str, params: dict
     port = url.port or (443 if secure else 80)
     run.context.update(host=host, port=port, target=target)
     source = params.get("source")
-    address = await resolve_and_guard(run, ctx, host, source)
+    address = await resolve_and_guard(run, ctx, host, params)
     sock = await net.tcp_connect(run, address, port, source)
     sslctx = ctx.ssl_for(params) if secure else None
     run.begin("handshake")

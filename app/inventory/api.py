@@ -13,7 +13,14 @@ from app.errors import NotFound
 from app.inventory import queries
 from app.inventory.identity import relearn_terminal
 from app.inventory.models import PROVIDERS, Store, Terminal
-from app.inventory.schemas import CheckSettingsIn, StoreIn, TerminalIn
+from app.inventory.profile_service import (
+    delete_profile,
+    get_profile,
+    profiles_with_use,
+    save_profile,
+    stores_using,
+)
+from app.inventory.schemas import CheckSettingsIn, DestinationIn, NetworkProfileIn, StoreIn, TerminalIn
 from app.inventory.service import (
     check_settings_list,
     delete_store,
@@ -53,6 +60,7 @@ class TerminalOut(BaseModel):
     integration: str
     lan_host: str | None
     lan_port: int | None
+    tcp_ports: str
     local_api: str | None
     mac: str | None
     cloud_enabled: bool
@@ -219,4 +227,58 @@ def _settings_out(scope: str, name: str, c: Any) -> CheckSettingsOut:
             "down_after": c.down_after,
             "up_after": c.up_after,
         }
+    )
+
+
+# --- network profiles ------------------------------------------------------------------------
+
+
+class NetworkProfileOut(BaseModel):
+    name: str
+    description: str
+    destinations: list[DestinationIn]
+    stores: int  # stores using it
+    monitors: dict[str, int] | None = None  # after a write: the monitors created, updated, deleted
+
+
+@router.get("/network-profiles", summary="Network profiles")
+async def list_network_profiles(session: SessionDep) -> list[NetworkProfileOut]:
+    """What each store network profile checks: its destinations (host, port, checks: dns, tcp,
+    tls, https, websocket, ping), and how many stores use it."""
+    return [_profile_out(p, used) for p, used in await profiles_with_use(session)]
+
+
+@router.get("/network-profiles/{name}")
+async def get_network_profile(name: str, session: SessionDep) -> NetworkProfileOut:
+    return _profile_out(await get_profile(session, name), await stores_using(session, name))
+
+
+@router.post("/network-profiles", status_code=201, dependencies=ADMIN)
+async def create_network_profile(data: NetworkProfileIn, session: SessionDep) -> NetworkProfileOut:
+    saved = await save_profile(session, data)
+    return _profile_out(saved.profile, saved.stores, saved.monitors)
+
+
+@router.put("/network-profiles/{name}", dependencies=ADMIN)
+async def update_network_profile(name: str, data: NetworkProfileIn, session: SessionDep) -> NetworkProfileOut:
+    """Replace it (a new name renames it; its stores follow). The monitors of the stores using
+    it are re-derived at once: existing checks keep their history, removed ones go."""
+    saved = await save_profile(session, data, current=name)
+    return _profile_out(saved.profile, saved.stores, saved.monitors)
+
+
+@router.delete("/network-profiles/{name}", status_code=204, dependencies=ADMIN)
+async def remove_network_profile(name: str, session: SessionDep) -> Response:
+    """Refused (409) while stores use it."""
+    await delete_profile(session, name)
+    return Response(status_code=204)
+
+
+def _profile_out(profile: Any, stores: int, monitors: dict[str, int] | None = None) -> NetworkProfileOut:
+    return NetworkProfileOut(
+        name=profile.name,
+        description=profile.description,
+        destinations=[DestinationIn.model_validate(d) for d in profile.destinations],
+        stores=stores,
+        monitors=monitors,
     )

@@ -22,6 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.db import select_where_in
 from app.errors import Conflict
 from app.inventory.models import Store
+from app.inventory.profile_service import profile_names
 from app.inventory.schemas import StoreIn, TerminalIn, field_errors
 from app.inventory.service import UpsertSummary, upsert_inventory
 
@@ -144,6 +145,16 @@ async def _check_store_references(session: AsyncSession, fleet: ParsedFleet) -> 
             )
 
 
+async def _check_profile_references(session: AsyncSession, fleet: ParsedFleet) -> None:
+    """A store's network_profile must name one of the profile records."""
+    known = await profile_names(session)
+    for store in fleet.stores:
+        if store.network_profile is not None and store.network_profile not in known:
+            name, line = fleet.store_lines[store.code]
+            reason = f"no network profile {store.network_profile!r} (one of: {', '.join(known)})"
+            fleet.errors.append(RowError(name, line, "network_profile", reason))
+
+
 async def import_fleet(
     session: AsyncSession, files: list[tuple[str, bytes]], *, dry_run: bool = False
 ) -> UpsertSummary:
@@ -176,6 +187,7 @@ async def _import(session: AsyncSession, files: list[tuple[str, bytes]], dry_run
     for name, data in files:
         parse_file(name, data, fleet)
     await _check_store_references(session, fleet)
+    await _check_profile_references(session, fleet)
     if fleet.errors:
         fleet.errors.sort(key=lambda e: (e.file, e.line))
         raise ImportFailed(fleet.errors)

@@ -70,6 +70,20 @@ class CheckSettings(Base):
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
 
 
+class NetworkProfile(Base):
+    """A store network profile: the outbound destinations its stores' networks must reach, each
+    {"host", "port", "checks"} (app.inventory.profiles). Stores name it in `network_profile`."""
+
+    __tablename__ = "network_profiles"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    description: Mapped[str] = mapped_column(String(500), default="")
+    destinations: Mapped[list] = mapped_column(JSONData, default=list)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+
+
 class Terminal(Base):
     __tablename__ = "terminals"
     __table_args__ = (
@@ -92,6 +106,8 @@ class Terminal(Base):
     integration: Mapped[str] = mapped_column(String(8), default="cloud")
     lan_host: Mapped[str | None] = mapped_column(String(255))
     lan_port: Mapped[int | None] = mapped_column(Integer)
+    # Its other ports, each checked with a TCP connect (';'-separated, as in the CSV: "2000;5001").
+    tcp_ports: Mapped[str] = mapped_column(String(200), default="")
     local_api: Mapped[str | None] = mapped_column(String(32))
     mac: Mapped[str | None] = mapped_column(String(17))
     cloud_enabled: Mapped[bool] = mapped_column(Boolean, default=False)

@@ -14,8 +14,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.config import get_settings
 from app.db import bulk_insert, select_where_in, table_of, utcnow
 from app.inventory.identity import without_learned
-from app.inventory.models import CheckSettings, Monitor, Store
-from app.inventory.profiles import NETWORK_PROFILES, TORGSOFT_WEBSOCKET_PORT
+from app.inventory.models import CheckSettings, Monitor, NetworkProfile, Store
+from app.inventory.profiles import TORGSOFT_WEBSOCKET_PORT, Destination
 from app.schedule import first_due_at, phase_ms
 from app.vocabulary import MonitorKind, State
 
@@ -49,6 +49,8 @@ class TerminalLike(Protocol):
     def local_api(self) -> str | None: ...
     @property
     def epos_token(self) -> str | None: ...
+    @property
+    def tcp_ports(self) -> str: ...
 
 
 # --- what to check
@@ -87,20 +89,51 @@ def terminal_monitor_specs(t: TerminalLike) -> list[MonitorSpec]:
             if t.lan_port == TORGSOFT_WEBSOCKET_PORT:
                 specs.append(spec(MonitorKind.WEBSOCKET, f"ws://{lan}/"))
             specs.append(spec(MonitorKind.PING, t.lan_host))
+    if t.integration in ("local", "both") and t.lan_host:
+        # Its other ports (the Torgsoft set's BPOS and PosApi beside its main one): a TCP connect each.
+        for port in sorted(set(parse_ports(t.tcp_ports or "")) - {t.lan_port}):
+            target = f"{t.lan_host}:{port}"
+            specs.append(MonitorSpec(f"t{t.id}:tcp:{port}", t.store_id, t.id, MonitorKind.TCP, target, {}))
     return specs
 
 
-def store_monitor_specs(s: StoreLike) -> list[MonitorSpec]:
-    # Keys name kind, host and port: a monitor added to a profile later (tls) leaves the keys,
-    # and so the history, of the existing ones as they were.
-    specs = []
-    for d in NETWORK_PROFILES.get(s.network_profile or "", ()):
-        name, target = d.host, f"{d.host}:{d.port}"
-        specs.append(MonitorSpec(f"s{s.id}:dns:{name}", s.id, None, MonitorKind.DNS, name))
-        specs.append(MonitorSpec(f"s{s.id}:tcp:{target}", s.id, None, MonitorKind.TCP, target))
-        if d.tls:
-            specs.append(MonitorSpec(f"s{s.id}:tls:{target}", s.id, None, MonitorKind.TLS, target))
+def parse_ports(text: str) -> list[int]:
+    """A stored port list ("2000;5001", validated on input) as numbers."""
+    return [int(p) for p in text.split(";") if p.strip()]
+
+
+def _host_port(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def store_monitor_specs(s: StoreLike, destinations: Sequence[Destination]) -> list[MonitorSpec]:
+    """The network monitors of a store whose profile lists these destinations."""
+    # Keys name kind, host and port: a check added to a destination later (tls) leaves the keys,
+    # and so the history, of the existing ones as they were. by_name: the target guard allows a
+    # profile's host wherever it resolves (only admins write profiles).
+    specs: list[MonitorSpec] = []
+    for d in destinations:
+        hostport = _host_port(d.host, d.port)
+        scheme = "wss" if MonitorKind.TLS in d.checks else "ws"
+        targets = {
+            MonitorKind.DNS: (d.host, d.host),
+            MonitorKind.TCP: (hostport, hostport),
+            MonitorKind.TLS: (hostport, hostport),
+            MonitorKind.HTTPS: (hostport, f"https://{hostport}/"),
+            MonitorKind.WEBSOCKET: (hostport, f"{scheme}://{hostport}/"),
+            MonitorKind.PING: (d.host, d.host),
+        }
+        for check in d.checks:
+            named, target = targets[MonitorKind(check)]
+            key = f"s{s.id}:{check}:{named}"
+            specs.append(MonitorSpec(key, s.id, None, check, target, {"by_name": True}))
     return specs
+
+
+async def profile_destinations(session: AsyncSession) -> dict[str, tuple[Destination, ...]]:
+    """Every network profile's destinations, by profile name (a handful of small rows)."""
+    rows = await session.execute(select(NetworkProfile.name, NetworkProfile.destinations))
+    return {name: tuple(Destination.from_json(d) for d in dests) for name, dests in rows}
 
 
 async def sync_monitors(
@@ -108,7 +141,11 @@ async def sync_monitors(
 ) -> dict[str, int]:
     """Make the monitors of these stores (network) and terminals match what they need."""
     wanted = {s.key: s for t in terminals for s in terminal_monitor_specs(t)}
-    wanted |= {s.key: s for st in stores for s in store_monitor_specs(st)}
+    if stores:
+        profiles = await profile_destinations(session)
+        for st in stores:
+            destinations = profiles.get(st.network_profile or "", ())
+            wanted |= {s.key: s for s in store_monitor_specs(st, destinations)}
     existing = await _existing(session, [s.id for s in stores], [t.id for t in terminals])
 
     now = utcnow()

@@ -24,8 +24,22 @@ from app.inventory.csvimport import ImportFailed, import_fleet
 from app.inventory.identity import identity_events, learned_identities, relearn_terminal
 from app.inventory.models import INTEGRATIONS, LOCAL_APIS, PROVIDERS
 from app.inventory.monitors import DEFAULT_DOWN_AFTER, DEFAULT_UP_AFTER
-from app.inventory.profiles import NETWORK_PROFILES
-from app.inventory.schemas import CheckSettingsIn, StoreIn, TerminalIn, field_errors
+from app.inventory.profile_service import (
+    delete_profile,
+    get_profile,
+    profile_names,
+    profiles_with_use,
+    save_profile,
+)
+from app.inventory.profiles import DESTINATION_CHECKS
+from app.inventory.schemas import (
+    CheckSettingsIn,
+    NetworkProfileIn,
+    StoreIn,
+    TerminalIn,
+    field_errors,
+    profile_errors,
+)
 from app.inventory.service import (
     check_scope_problems,
     check_settings_list,
@@ -45,8 +59,12 @@ CHOICES = {
     "integrations": INTEGRATIONS,
     "local_apis": LOCAL_APIS,
     "providers": PROVIDERS,
-    "profiles": tuple(NETWORK_PROFILES),
 }
+
+
+async def _choices(session: AsyncSession) -> dict[str, Any]:
+    """The form's choices, with the network profiles as they are now."""
+    return CHOICES | {"profiles": await profile_names(session)}
 
 
 def _go(request: Request, url: str) -> Response:
@@ -82,7 +100,7 @@ async def _check_settings_context(session: AsyncSession, **more: Any) -> dict[st
         "cs_values": {"scope": "region"},
         "cs_errors": {},
         "cs_message": "",
-        "profiles": tuple(NETWORK_PROFILES),
+        "profiles": await profile_names(session),
         **more,
     }
 
@@ -96,7 +114,7 @@ async def submit_check_settings(request: Request, session: SessionDep) -> Respon
     try:
         changed = await save_check_settings(session, scope, name, CheckSettingsIn.model_validate(values))
     except ValidationError as exc:
-        errors = check_scope_problems(scope, name) | field_errors(exc, values, CheckSettingsIn)
+        errors = await check_scope_problems(session, scope, name) | field_errors(exc, values, CheckSettingsIn)
     except InvalidInput as exc:
         errors = dict(exc.errors)
     else:
@@ -109,10 +127,9 @@ async def submit_check_settings(request: Request, session: SessionDep) -> Respon
 
 
 @router.get("/stores/new")
-async def new_store_form(request: Request) -> Response:
-    return render(
-        request, "inventory/store_form.html", {"values": {"timezone": "UTC"}, "errors": {}, **CHOICES}
-    )
+async def new_store_form(request: Request, session: SessionDep) -> Response:
+    context = {"values": {"timezone": "UTC"}, "errors": {}, **await _choices(session)}
+    return render(request, "inventory/store_form.html", context)
 
 
 @router.get("/stores/{code}/edit")
@@ -121,9 +138,8 @@ async def edit_store_form(request: Request, code: str, session: SessionDep) -> R
     if store is None:
         raise NotFound("store", code)
     values = {f: getattr(store, f) for f in StoreIn.model_fields}
-    return render(
-        request, "inventory/store_form.html", {"values": values, "errors": {}, "current": code, **CHOICES}
-    )
+    context = {"values": values, "errors": {}, "current": code, **await _choices(session)}
+    return render(request, "inventory/store_form.html", context)
 
 
 @router.post("/stores/new")
@@ -164,7 +180,8 @@ async def _submit(
         errors = {exc.field: exc.message}
     else:
         return _go(request, done(saved))
-    context = {"values": values, "errors": errors, "current": current, **CHOICES}
+    await session.rollback()
+    context = {"values": values, "errors": errors, "current": current, **await _choices(session)}
     return render(request, template, context, block="form", status_code=422)
 
 
@@ -318,3 +335,95 @@ async def _run_import(
         "token": _stash(files) if dry_run else None,
     }
     return render(request, "inventory/import.html", context, block="result")
+
+
+# ---- network profiles ---------------------------------------------------------------------
+# Destinations are edited as lines of text, "host port checks...": one per line, errors by line.
+
+PROFILE_LINE_HELP = "one per line: host port checks, e.g. api.stripe.com 443 dns tcp tls"
+
+
+@router.get("/network-profiles")
+async def profiles_page(request: Request, session: SessionDep) -> Response:
+    context = {"rows": await profiles_with_use(session), "checks": DESTINATION_CHECKS}
+    return render(request, "inventory/profiles.html", context)
+
+
+@router.get("/network-profiles/new")
+async def new_profile_form(request: Request) -> Response:
+    return _profile_form(request, {"destinations": "api.example.com 443 dns tcp tls"}, {})
+
+
+@router.get("/network-profiles/{name}/edit")
+async def edit_profile_form(request: Request, name: str, session: SessionDep) -> Response:
+    profile = await get_profile(session, name)
+    values = {
+        "name": profile.name,
+        "description": profile.description,
+        "destinations": "\n".join(
+            f"{d['host']} {d['port']} {' '.join(d['checks'])}" for d in profile.destinations
+        ),
+    }
+    return _profile_form(request, values, {}, current=name)
+
+
+@router.post("/network-profiles/new")
+@router.post("/network-profiles/{name}/edit")
+async def submit_profile(request: Request, session: SessionDep, name: str | None = None) -> Response:
+    """Save a profile: its stores' monitors follow at once; on error the form again, each
+    message by its field (a destination's names its line)."""
+    values = {k: str(v) for k, v in (await request.form()).items()}
+    destinations, lines, errors = _destination_lines(values.get("destinations", ""))
+    try:
+        data = NetworkProfileIn.model_validate({**values, "destinations": destinations})
+    except ValidationError as exc:
+        errors = profile_errors(exc, lambda i: f"line {lines[i]}") | errors
+    else:
+        if not errors:
+            try:
+                await save_profile(session, data, name)
+            except AppError as exc:
+                if exc.field is None:
+                    raise
+                errors = {exc.field: exc.message}
+            else:
+                return _go(request, "/admin/network-profiles")
+    await session.rollback()
+    return _profile_form(request, values, errors, current=name, status_code=422)
+
+
+def _destination_lines(text: str) -> tuple[list[dict[str, Any]], list[int], dict[str, str]]:
+    """The destinations the lines give, the line number of each, and the first line that
+    is not "host port checks..." (as {"destinations": reason})."""
+    destinations, lines = [], []
+    for number, line in enumerate(text.splitlines(), 1):
+        words = line.split()
+        if not words or words[0].startswith("#"):
+            continue
+        if len(words) < 2 or not words[1].isdigit():
+            reason = f"line {number}: expected host, port and checks ({PROFILE_LINE_HELP})"
+            return [], [], {"destinations": reason}
+        destinations.append({"host": words[0], "port": words[1], "checks": words[2:] or ["dns", "tcp"]})
+        lines.append(number)
+    return destinations, lines, {}
+
+
+def _profile_form(
+    request: Request, values: dict[str, Any], errors: dict[str, str], current: str | None = None, **kw: Any
+) -> Response:
+    context = {
+        "values": values,
+        "errors": errors,
+        "current": current,
+        "checks": DESTINATION_CHECKS,
+        "line_help": PROFILE_LINE_HELP,
+    }
+    block = "form" if errors else None
+    return render(request, "inventory/profile_form.html", context, block=block, **kw)
+
+
+@router.post("/network-profiles/{name}/delete")
+async def remove_profile(request: Request, name: str, session: SessionDep) -> Response:
+    """Refused, where the button was, while stores use it."""
+    await delete_profile(session, name)
+    return _go(request, "/admin/network-profiles")

@@ -13,7 +13,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from app.inventory.models import INTEGRATIONS, LOCAL_APIS, PROVIDERS
-from app.inventory.profiles import NETWORK_PROFILES
+from app.inventory.profiles import DESTINATION_CHECKS
 from app.poiid import normalise_poiid
 
 _HOSTNAME = re.compile(r"^(?=.{1,253}$)(?!-)[a-z0-9-]{1,63}(?<!-)(\.(?!-)[a-z0-9-]{1,63}(?<!-))*\.?$", re.I)
@@ -145,8 +145,10 @@ class StoreIn(_CheckValues):
     @field_validator("network_profile")
     @classmethod
     def _profile(cls, value: str | None) -> str | None:
-        if value is not None and value not in NETWORK_PROFILES:
-            raise ValueError(f"unknown network profile (one of: {', '.join(NETWORK_PROFILES)})")
+        # Its syntax; that the profile exists is checked against the records when it is written
+        # (app.inventory.service, app.inventory.csvimport with the line).
+        if value is not None and not _CODE.match(value):
+            raise ValueError("not a network profile name (letters, digits, '-', '_' or '.')")
         return value
 
     @field_validator("tags", mode="before")
@@ -171,6 +173,7 @@ class TerminalIn(_Input):
     mac: str | None = None
     cloud_enabled: bool = False
     epos_token: str | None = Field(None, max_length=200)
+    tcp_ports: str = Field("", description="its other ports, each checked with a TCP connect: 2000;5001")
 
     _blanks = field_validator(
         "provider_terminal_id", "lan_host", "lan_port", "local_api", "mac", "epos_token", mode="before"
@@ -214,6 +217,21 @@ class TerminalIn(_Input):
             raise ValueError("must be from 1 to 65535")
         return value
 
+    @field_validator("tcp_ports", mode="before")
+    @classmethod
+    def _tcp_ports(cls, value: object) -> str:
+        items = value if isinstance(value, list) else re.split(r"[;,\s]+", str(value or ""))
+        ports = []
+        for item in (str(i).strip() for i in items):
+            if not item:
+                continue
+            if not item.isdigit() or not 1 <= int(item) <= 65535:
+                raise ValueError(f"{item!r} is not a port (whole numbers from 1 to 65535, separated by ;)")
+            ports.append(int(item))
+        if len(set(ports)) > 20:
+            raise ValueError("at most 20 ports")
+        return ";".join(str(p) for p in sorted(set(ports)))
+
     @field_validator("mac")
     @classmethod
     def _mac(cls, value: str | None) -> str | None:
@@ -229,7 +247,7 @@ class TerminalIn(_Input):
         if self.local_api == "adyen_local" and self.lan_port is None:
             self.lan_port = 8443  # Adyen's local Terminal API port
         for column, reason in _connection_problems(
-            self.integration, self.local_api, self.lan_host, self.lan_port
+            self.integration, self.local_api, self.lan_host, self.lan_port, self.tcp_ports
         ).items():
             raise ValueError(f"{column}: {reason}")
         return self
@@ -238,21 +256,32 @@ class TerminalIn(_Input):
     def cross_field_problems(cls, raw: Mapping[str, object]) -> dict[str, str]:
         """The same checks on raw input, so a row with other errors reports these too."""
         text = {
-            k: str(raw.get(k) or "").strip() for k in ("integration", "local_api", "lan_host", "lan_port")
+            k: str(raw.get(k) or "").strip()
+            for k in ("integration", "local_api", "lan_host", "lan_port", "tcp_ports")
         }
         local_api = text["local_api"].lower() or None
         port = text["lan_port"] or ("8443" if local_api == "adyen_local" else None)
-        return _connection_problems(text["integration"].lower(), local_api, text["lan_host"] or None, port)
+        return _connection_problems(
+            text["integration"].lower(), local_api, text["lan_host"] or None, port, text["tcp_ports"]
+        )
 
 
 def _connection_problems(
-    integration: str, local_api: str | None, lan_host: str | None, lan_port: int | str | None
+    integration: str,
+    local_api: str | None,
+    lan_host: str | None,
+    lan_port: int | str | None,
+    tcp_ports: str = "",
 ) -> dict[str, str]:
     problems = {}
     if local_api and not lan_host:
         problems["lan_host"] = f"required when local_api is {local_api}"
     if local_api and not lan_port:
         problems["lan_port"] = f"required when local_api is {local_api}"
+    if tcp_ports and not lan_host:
+        problems["lan_host"] = "required when tcp_ports are given"
+    if tcp_ports and integration == "cloud":
+        problems["integration"] = "is cloud but tcp_ports are given; use local or both"
     if integration == "cloud" and local_api:
         problems["integration"] = f"is cloud but local_api is {local_api}; use both"
     return problems
@@ -273,4 +302,87 @@ def field_errors(
     if raw is not None and model is not None and hasattr(model, "cross_field_problems"):
         for column, reason in model.cross_field_problems(raw).items():
             errors.setdefault(column, reason)
+    return errors
+
+
+# --- network profiles
+
+
+class DestinationIn(_Input):
+    """One destination of a network profile: where the store's network must reach, and how."""
+
+    host: str = Field(description="a host name (or address) the store's network must reach")
+    port: int = Field(ge=1, le=65535)
+    checks: list[str] = Field(
+        default_factory=lambda: ["dns", "tcp"],
+        description=f"what to check: {', '.join(DESTINATION_CHECKS)}",
+    )
+
+    @field_validator("host")
+    @classmethod
+    def _host(cls, value: str) -> str:
+        return validate_host(value)
+
+    @field_validator("checks")
+    @classmethod
+    def _checks(cls, value: list[str]) -> list[str]:
+        asked = {c.strip().lower() for c in value if c.strip()}
+        unknown = sorted(asked - set(DESTINATION_CHECKS))
+        if unknown:
+            raise ValueError(f"unknown check {unknown[0]!r} (use: {', '.join(DESTINATION_CHECKS)})")
+        if not asked:
+            raise ValueError(f"name at least one check ({', '.join(DESTINATION_CHECKS)})")
+        return [c for c in DESTINATION_CHECKS if c in asked]
+
+    @model_validator(mode="after")
+    def _dns_of_a_name(self) -> DestinationIn:
+        if "dns" in self.checks and _is_address(self.host):
+            raise ValueError(f"checks: dns needs a host name, {self.host} is an address")
+        return self
+
+
+def _is_address(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
+class NetworkProfileIn(_Input):
+    name: str = Field(min_length=1, max_length=64)
+    description: str = Field("", max_length=500)
+    destinations: list[DestinationIn] = Field(default_factory=list, max_length=50)
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        if not _CODE.match(value):
+            raise ValueError("use letters, digits, '-', '_' or '.' (e.g. torgsoft-store)")
+        return value
+
+    @field_validator("destinations")
+    @classmethod
+    def _distinct(cls, value: list[DestinationIn]) -> list[DestinationIn]:
+        seen: set[tuple[str, int]] = set()
+        for d in value:
+            if (d.host, d.port) in seen:
+                raise ValueError(f"{d.host} port {d.port} is listed twice")
+            seen.add((d.host, d.port))
+        return value
+
+
+def profile_errors(
+    exc: ValidationError, label: Callable[[int], str] = lambda i: f"destination {i + 1}"
+) -> dict[str, str]:
+    """{field: reason} for a profile; a destination's error names it (`label` of its index:
+    "destination 2: port: ..."; the page says "line 2")."""
+    errors: dict[str, str] = {}
+    for err in exc.errors():
+        message = err["msg"].removeprefix("Value error, ")
+        loc = err["loc"]
+        if loc and loc[0] == "destinations" and len(loc) > 1 and isinstance(loc[1], int):
+            where = ": ".join(str(p) for p in loc[2:] if not isinstance(p, int))
+            message = f"{label(loc[1])}: {where + ': ' if where else ''}{message}"
+        errors.setdefault(str(loc[0]) if loc else "row", message)
     return errors

@@ -15,7 +15,7 @@ from app.db import bulk_insert, select_where_in, table_of, utcnow
 from app.errors import Conflict, InvalidInput, NameTaken, NotFound
 from app.inventory.models import CheckSettings, Store, Terminal, TerminalEvent
 from app.inventory.monitors import apply_check_settings, sync_monitors
-from app.inventory.profiles import NETWORK_PROFILES
+from app.inventory.profile_service import check_profile_names, profile_names
 from app.inventory.schemas import CheckSettingsIn, StoreIn, TerminalIn
 from app.poiid import normalise_poiid
 from app.vocabulary import CloudState
@@ -25,6 +25,7 @@ TERMINAL_FIELDS = tuple(f for f in TerminalIn.model_fields if f != "store_code")
 # Columns the monitors are derived from: a change re-derives the terminal's monitors.
 _MONITOR_INPUTS = (
     "store_id",
+    "tcp_ports",
     "poiid",
     "provider",
     "integration",
@@ -65,6 +66,7 @@ async def upsert_inventory(
 ) -> UpsertSummary:
     """Create or update by store code and POIID. The caller owns the transaction."""
     summary = UpsertSummary()
+    await check_profile_names(session, {s.network_profile for s in stores})
     store_rows, resettle = await _upsert_stores(session, stores, summary.stores)
     touched_terminals = await _upsert_terminals(session, terminals, summary, source)
     summary.monitors = await sync_monitors(session, stores=store_rows, terminals=touched_terminals)
@@ -296,15 +298,15 @@ async def delete_terminal(session: AsyncSession, poiid: str) -> None:
 CHECK_SCOPES = ("region", "profile")
 
 
-def check_scope_problems(scope: str, name: str) -> dict[str, str]:
+async def check_scope_problems(session: AsyncSession, scope: str, name: str) -> dict[str, str]:
     """What is wrong with a check settings entry's scope and name, by field (empty: nothing)."""
     name = name.strip()
     if scope not in CHECK_SCOPES:
         return {"scope": f"must be one of: {', '.join(CHECK_SCOPES)}"}
     if not name or len(name) > 100:
         return {"name": "a region or profile name of 1 to 100 characters"}
-    if scope == "profile" and name not in NETWORK_PROFILES:
-        return {"name": f"unknown network profile (one of: {', '.join(NETWORK_PROFILES)})"}
+    if scope == "profile" and name not in (names := await profile_names(session)):
+        return {"name": f"unknown network profile (one of: {', '.join(names)})"}
     return {}
 
 
@@ -313,7 +315,7 @@ async def save_check_settings(session: AsyncSession, scope: str, name: str, data
     leaves each to the next level; all None removes the entry) and apply them to the monitors
     of its stores at once (keys and history kept). Returns the monitors changed. Commits."""
     name = name.strip()
-    if problems := check_scope_problems(scope, name):
+    if problems := await check_scope_problems(session, scope, name):
         raise InvalidInput(problems)
     values = {
         "interval_s": data.check_interval_s,

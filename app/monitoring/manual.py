@@ -31,7 +31,6 @@ from app.config import Settings
 from app.db import Database, utcnow
 from app.errors import NotFound
 from app.inventory.models import Agent, Monitor, Store, Terminal
-from app.inventory.profiles import PROFILE_HOSTS
 from app.monitoring.agents import AgentAnswer, AgentBroker, to_server_clock
 from app.monitoring.writer import CheckOutcome, write_outcomes
 from app.poiid import normalise_poiid
@@ -114,7 +113,7 @@ async def check_terminal_now(
 
     Monitors that run on a store agent are handed to it through `broker` (the web process's);
     without one (the CLI), or with the agent offline, they are reported as not checked."""
-    ctx = probe_context or ProbeContext.from_settings(settings, allowed_hosts=PROFILE_HOSTS)
+    ctx = probe_context or ProbeContext.from_settings(settings)
     terminal, store_code, monitors, account, agents = await _load(database, normalise_poiid(poiid), poiid)
     started, checked_at = time.perf_counter(), utcnow()
     runs = await _run_now(settings, ctx, broker, monitors, agents, {terminal.id: (terminal, account)})
@@ -197,7 +196,7 @@ async def check_store_now(
     """Run every network and terminal check of the store now, at once (at most `concurrency`
     probes at a time; a store agent's in one request), store them as manual results, and
     answer one report. Raises NotFound for an unknown store code."""
-    ctx = probe_context or ProbeContext.from_settings(settings, allowed_hosts=PROFILE_HOSTS)
+    ctx = probe_context or ProbeContext.from_settings(settings)
     store, terminals, monitors, agents = await _load_store(database, code)
     started, checked_at = time.perf_counter(), utcnow()
     runs = await _run_now(settings, ctx, broker, monitors, agents, terminals, concurrency)

@@ -39,7 +39,6 @@ from sqlalchemy.engine import make_url
 from app.checks.context import ProbeContext
 from app.config import Settings
 from app.db import Database, in_transaction, is_unreachable, utcnow
-from app.inventory.profiles import PROFILE_HOSTS
 from app.monitoring.agents import mark_agents_offline
 from app.monitoring.cloud import CloudPoller
 from app.monitoring.maintenance import mark_stale, purge_results, rollup_pending
@@ -152,9 +151,7 @@ class Worker:
         self.settings = settings
         self.database = database
         self.worker_id = worker_id or new_owner_id()
-        self.probe_context = probe_context or ProbeContext.from_settings(
-            settings, allowed_hosts=PROFILE_HOSTS
-        )
+        self.probe_context = probe_context or ProbeContext.from_settings(settings)
         self.sweep_interval_s = sweep_interval_s
         self.maintenance = maintenance
         self.stale_every_s = stale_every_s

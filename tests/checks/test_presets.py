@@ -9,6 +9,7 @@ from sqlalchemy import select
 
 from app.inventory import monitors as derive
 from app.inventory.models import Monitor
+from app.inventory.profiles import PRESETS
 from app.monitoring.manual import check_terminal_now
 from tests.checks.test_ping import may_ping
 
@@ -16,7 +17,7 @@ STRIPE = ("api.stripe.com", "armada.stripe.com", "gator.stripe.com", "api.emms.b
 
 
 def test_the_stripe_terminal_profile_checks_dns_tcp_and_tls_of_each_stripe_host():
-    specs = derive.store_monitor_specs(SimpleNamespace(id=3, network_profile="stripe-terminal"))
+    specs = derive.store_monitor_specs(SimpleNamespace(id=3), PRESETS["stripe-terminal"][1])
     assert sorted((s.kind, s.target) for s in specs) == sorted(
         [("dns", h) for h in STRIPE] + [(k, f"{h}:443") for h in STRIPE for k in ("tcp", "tls")]
     )

@@ -8,8 +8,8 @@ import pytest
 from sqlalchemy import select
 
 from app.inventory import monitors as derive
-from app.inventory.models import Monitor, Store, Terminal
-from app.inventory.profiles import NETWORK_PROFILES, Destination
+from app.inventory.models import Monitor, NetworkProfile, Store, Terminal
+from app.inventory.profiles import PRESETS, Destination
 from app.monitoring.manual import check_terminal_now
 from tests.monitoring.helpers import add_store, add_terminals
 
@@ -18,7 +18,7 @@ INGENICO = "temterminalsnar01.icloud.ingenico.com"
 
 
 def test_tls_destinations_get_a_tls_monitor_and_the_others_keep_their_keys():
-    specs = derive.store_monitor_specs(SimpleNamespace(id=7, network_profile="mixed"))
+    specs = derive.store_monitor_specs(SimpleNamespace(id=7), PRESETS["mixed"][1])
     assert {(s.key, s.kind, s.target) for s in specs} == {
         (f"s7:dns:{PROCESSOR}", "dns", PROCESSOR),
         (f"s7:tcp:{PROCESSOR}:443", "tcp", f"{PROCESSOR}:443"),
@@ -29,7 +29,8 @@ def test_tls_destinations_get_a_tls_monitor_and_the_others_keep_their_keys():
         ("s7:tcp:terminal-api-live.adyen.com:443", "tcp", "terminal-api-live.adyen.com:443"),
         ("s7:tls:terminal-api-live.adyen.com:443", "tls", "terminal-api-live.adyen.com:443"),
     }
-    assert all(not s.params for s in specs)  # verified against the system CAs
+    # Verified against the system CAs; by_name: the guard allows the profile's host wherever it resolves.
+    assert all(s.params == {"by_name": True} for s in specs)
 
 
 async def store_with_profile(db, profile):
@@ -48,17 +49,21 @@ async def monitor_ids(db, sid):
         return dict(rows.all())
 
 
-async def test_an_existing_store_gains_the_tls_monitor_and_keeps_its_monitors(db, monkeypatch):
+async def set_destinations(db, name, destinations):
+    async with db.sessionmaker() as s:
+        profile = await s.scalar(select(NetworkProfile).where(NetworkProfile.name == name))
+        profile.destinations = [d.as_json() for d in destinations]
+        await s.commit()
+
+
+async def test_an_existing_store_gains_the_tls_monitor_and_keeps_its_monitors(db):
     # As a store derived before TLS checks existed: DNS and TCP only.
-    monkeypatch.setitem(
-        NETWORK_PROFILES,
-        "fullsteam-ingenico",
-        tuple(Destination(d.host, d.port) for d in NETWORK_PROFILES["fullsteam-ingenico"]),
-    )
+    preset = PRESETS["fullsteam-ingenico"][1]
+    await set_destinations(db, "fullsteam-ingenico", [Destination(d.host, d.port) for d in preset])
     sid = await store_with_profile(db, "fullsteam-ingenico")
     before = await monitor_ids(db, sid)
     assert len(before) == 4 and not any(":tls:" in k for k in before)
-    monkeypatch.undo()
+    await set_destinations(db, "fullsteam-ingenico", preset)
     async with db.sessionmaker() as s:
         counts = await derive.sync_monitors(s, stores=[await s.get(Store, sid)])
         await s.commit()

@@ -52,7 +52,8 @@ def test_adyen_local_defaults_to_port_8443():
 
 
 def test_store_validation():
-    errors = _errors(StoreIn, code="S 1", name="", timezone="Mars/Olympus", network_profile="wifi")
+    # The profile's name syntax here; that the record exists is checked when the store is written.
+    errors = _errors(StoreIn, code="S 1", name="", timezone="Mars/Olympus", network_profile="wi fi")
     assert set(errors) == {"code", "name", "timezone", "network_profile"}
     assert StoreIn(code="S-1", name="x", tags=" a ; b;;").tags == "a;b"
 
