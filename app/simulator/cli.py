@@ -4,7 +4,9 @@
   terminal of the fleet with a LAN address (127.1.x.y), plus the network-profile endpoints;
 * the provider API simulators (app.simulator.providers): Adyen on 127.0.0.1:8701 and
   Stripe on 127.0.0.1:8702 (TERMPULSE_SIM_ADYEN_PORT / TERMPULSE_SIM_STRIPE_PORT), with
-  the demo story (one store's terminals lose their cloud connection and come back).
+  the demo story (one store's terminals lose their cloud connection and come back);
+* an OpenID Connect provider (app.simulator.oidc) on 127.0.0.1:8703 (TERMPULSE_SIM_OIDC_PORT),
+  to try SSO: its sign-in page lets you pick a test user (one per role, and one no role maps).
 
 It prints what to configure in TermPulse to watch this world.
 """
@@ -35,6 +37,7 @@ def _rows(path: Path) -> list[dict[str, str]]:
 
 async def _run(settings: Settings, fleet: Path, dns_port: int) -> int:
     from app.simulator.network import start_demo_network
+    from app.simulator.oidc import OidcSim
     from app.simulator.providers import start_provider_simulators
     from app.simulator.terminals import raise_fd_limit
 
@@ -49,6 +52,7 @@ async def _run(settings: Settings, fleet: Path, dns_port: int) -> int:
         stripe_port=int(os.environ.get("TERMPULSE_SIM_STRIPE_PORT", 8702)),
     )
     story = sims.start_demo_story()
+    oidc = await OidcSim().start(port=int(os.environ.get("TERMPULSE_SIM_OIDC_PORT", 8703)))
     ca_file = write_ca_file(network.ca_pem)
     print(f"Simulating {len(terminals)} terminals of {len(stores) or '?'} stores on loopback.")
     print(
@@ -70,10 +74,13 @@ async def _run(settings: Settings, fleet: Path, dns_port: int) -> int:
     )
     for spec in sims.account_specs():
         print("  " + json.dumps(spec))
+    oidc_env = " ".join(f"TERMPULSE_{k.upper()}={v}" for k, v in oidc.settings().items())
+    print(f"  OpenID Connect provider (SSO): {oidc.url}  -> {oidc_env}")
     print("Ctrl-C to stop.", flush=True)
     try:
         await until_terminated()
     finally:
+        await oidc.stop()
         await sims.stop()
         await network.stop()
     return 0
