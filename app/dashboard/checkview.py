@@ -52,6 +52,12 @@ class CheckView:
     def state(self) -> State:
         return self.verdict.state
 
+    @property
+    def warnings(self) -> list[MonitorCheck]:
+        """Checks that passed with a warning (a certificate expiring soon): shown with their
+        fix, never as the verdict."""
+        return [c for c in self.checks if c.outcome == Outcome.OK and c.diagnosis]
+
     def report_text(self) -> str:
         lines = [
             f"TermPulse connection check: {self.headline}",
@@ -74,11 +80,15 @@ class CheckView:
                 mark = "ok" if s["ok"] else "FAILED"
                 detail = f"  {s['detail']}" if s["detail"] else ""
                 lines.append(f"    {s['step']:<12} {s['ms']:7.1f} ms  {mark}{detail}")
-            if c.outcome != Outcome.OK and c.diagnosis:
-                lines.append(f"    finding [{c.diagnosis.code}]: {c.diagnosis.cause}")
+            if c.diagnosis:
+                said = "finding" if c.outcome != Outcome.OK else "warning"
+                lines.append(f"    {said} [{c.diagnosis.code}]: {c.diagnosis.cause}")
         if self.diagnosis:
             lines.append(f"Diagnosis: {self.diagnosis.title} [{self.diagnosis.code}]: {self.diagnosis.cause}")
             lines.append(f"What to do: {self.diagnosis.fix}")
+        for d in [c.diagnosis for c in self.warnings if c.diagnosis]:
+            lines.append(f"Warning: {d.title} [{d.code}]: {d.cause}")
+            lines.append(f"What to do: {d.fix}")
         return "\n".join(lines)
 
 
