@@ -19,6 +19,7 @@ from sqlalchemy import select, update
 from app.auth.models import AuditEvent, OidcIdentity, User, UserSession
 from app.auth.oidc import OidcConfig
 from app.auth.sessions import COOKIE
+from app.auth.sso import STARTS_PER_ADDRESS
 from app.config import Settings
 from app.main import create_app
 from app.simulator.oidc import DEFAULT_ROLE_MAP, OidcSim, SimUser
@@ -229,6 +230,13 @@ async def test_a_disabled_user_stays_out(db, http):
     http.cookies.clear()
     response = await sign_in(http, "sam")
     await assert_refused(db, http, response, 403, "sam is disabled", "refused")
+
+
+async def test_sign_ins_started_are_limited_per_address(db, http):
+    for _ in range(STARTS_PER_ADDRESS[0]):
+        assert (await http.get("/login/sso")).status_code == 303
+    refused = await http.get("/login/sso")
+    assert refused.status_code == 429 and "Too many sign-ins" in refusal(refused)
 
 
 async def test_calls_go_only_to_the_issuer(db, http, provider):

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import math
 import secrets
 from datetime import timedelta
 from typing import Any
@@ -27,11 +28,12 @@ from app.auth import audit
 from app.auth.models import OidcIdentity, OidcLogin, User
 from app.auth.oidc import OidcClient, OidcConfig, OidcError, groups_of, password_allowed
 from app.auth.roles import normalize
-from app.auth.sessions import set_session_cookie, start_session
+from app.auth.sessions import client_address, set_session_cookie, start_session
 from app.checks.guard import TargetGuard
 from app.config import Settings
 from app.db import utcnow
 from app.web.deps import SessionDep
+from app.web.ratelimit import MovingWindow
 from app.web.templating import render
 
 log = logging.getLogger(__name__)
@@ -40,6 +42,8 @@ router = APIRouter(include_in_schema=False)
 BROWSER_COOKIE = "termpulse_sso"
 SIGN_IN_MINUTES = 10
 ACTION = "sso login"
+# Sign-ins started per client address (each keeps a row until its callback or its end).
+STARTS_PER_ADDRESS = (30, SIGN_IN_MINUTES * 60.0)
 
 
 def oidc_client(settings: Settings) -> OidcClient | None:
@@ -72,6 +76,14 @@ def _refused(request: Request, message: str, status_code: int, next_path: str = 
     return response
 
 
+def _starts(request: Request) -> MovingWindow:
+    state = request.app.state
+    if not hasattr(state, "sso_starts"):
+        state.sso_starts = MovingWindow(*STARTS_PER_ADDRESS)
+    starts: MovingWindow = state.sso_starts
+    return starts
+
+
 def _safe_next(target: str) -> str:
     return target if target.startswith("/") and not target.startswith("//") else "/"
 
@@ -86,6 +98,9 @@ async def sign_in(request: Request, session: SessionDep, next: str = "/") -> Res
     if client is None:
         return _refused(request, "Single sign-on is not configured here: log in with a password.", 404)
     target = _safe_next(next[:1000])
+    if (wait := _starts(request).hit(client_address(request))) is not None:
+        message = f"Too many sign-ins started from here: try again in {math.ceil(wait / 60)} minute(s)."
+        return _refused(request, message, 429, target)
     try:
         start = await client.start()
     except OidcError as exc:
