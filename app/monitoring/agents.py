@@ -366,6 +366,10 @@ class AgentWriter:
     came, and each agent's seq fence and last_seq move in the same transaction as its results.
     A refused call (401, 403) is left out of its transaction; a transaction that fails is tried
     again call by call, so one call's failure is its own and never loses another's.
+    On PostgreSQL up to `max_in_flight` transactions run at once (the next is sent while the
+    database works on the last), never two with the same agent: an agent's stores, monitors
+    and seq are its own, so transactions in flight share no row but a terminal's or store's
+    status at worst, and a deadlock there is retried by the one retry rule.
     """
 
     def __init__(
@@ -375,8 +379,10 @@ class AgentWriter:
         max_calls: int = 1000,
         max_results: int = 5000,
         max_delay_s: float = 0.25,
+        max_in_flight: int = 2,
     ) -> None:
         self.database = database
+        self.max_in_flight = max_in_flight if database.dialect == "postgresql" else 1
         self.max_calls = max_calls
         self.max_results = max_results
         self.max_delay_s = max_delay_s
@@ -384,7 +390,7 @@ class AgentWriter:
         self._wake: asyncio.Event | None = None
         self._task: asyncio.Task[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._writing: list[AgentCall] = []
+        self._writing: dict[asyncio.Task[None], list[AgentCall]] = {}  # transactions in flight
         self._started = -1e9  # loop time the last transaction started
         self.transactions = 0
         self.calls = 0
@@ -423,15 +429,18 @@ class AgentWriter:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
-        for call in [*self._writing, *self._queue]:
+        for task in self._writing:
+            task.cancel()
+        writing = [call for batch in self._writing.values() for call in batch]
+        for call in [*writing, *self._queue]:
             if call.done is not None and not call.done.done():
                 call.done.set_exception(RuntimeError("the server is stopping"))
-        self._writing, self._queue = [], deque()
+        self._writing, self._queue = {}, deque()
 
     async def _run(self) -> None:
         assert self._wake is not None
         while True:
-            if not self._queue:
+            if not self._queue or len(self._writing) >= self.max_in_flight:
                 self._wake.clear()
                 await self._wake.wait()
                 continue
@@ -442,15 +451,26 @@ class AgentWriter:
             wait = self._started + self.max_delay_s - loop.time()
             if wait > 0 and len(self._queue) < self.max_calls:
                 await asyncio.sleep(wait)
-            self._started = loop.time()
             batch = self._take()
-            if batch:
-                await self._write(batch)
+            if not batch:  # every waiting call's agent has a transaction in flight
+                self._wake.clear()
+                await self._wake.wait()
+                continue
+            self._started = loop.time()
+            task = loop.create_task(self._write(batch), name="termpulse-agent-batch")
+            self._writing[task] = batch
+            task.add_done_callback(self._written)
+
+    def _written(self, task: asyncio.Task[None]) -> None:
+        self._writing.pop(task, None)
+        if self._wake is not None:
+            self._wake.set()
 
     def _take(self) -> list[AgentCall]:
-        """The calls waiting, oldest first, one per agent, within the limits; the rest wait."""
+        """The calls waiting, oldest first, one per agent and none of an agent with a
+        transaction in flight, within the limits; the rest wait."""
         batch: list[AgentCall] = []
-        agents: set[int] = set()
+        agents = {call.agent_id for calls in self._writing.values() for call in calls}  # in flight
         results = 0
         rest: deque[AgentCall] = deque()
         for call in self._queue:
@@ -469,7 +489,6 @@ class AgentWriter:
 
     async def _write(self, batch: list[AgentCall]) -> None:
         answers: list[object]
-        self._writing = batch
         try:
             answers = await in_transaction(self.database, lambda session: apply_agent_calls(session, batch))
         except Exception as exc:
@@ -478,7 +497,6 @@ class AgentWriter:
             else:
                 log.warning("agents' batch of %d calls failed (%s): writing them one by one", len(batch), exc)
                 answers = [await self._write_one(call) for call in batch]
-        self._writing = []
         self.transactions += 1
         self.calls += len(batch)
         for call, answer in zip(batch, answers, strict=True):

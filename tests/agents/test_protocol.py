@@ -4,6 +4,7 @@ enrolment, configuration, results exactly once, health, and Check connection thr
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from datetime import timedelta
 
 from sqlalchemy import delete, select, update
@@ -376,3 +377,59 @@ async def test_a_stopping_server_ends_the_long_polls_at_once(client, db):
     # A long poll arriving while the server stops answers at once too.
     again = await asyncio.wait_for(client.get(f"{API}/work", params={"wait": 30}, headers=auth), 20)
     assert again.status_code == 204
+
+
+async def test_two_agents_calls_are_written_at_once_but_one_agents_in_order(client, db, monkeypatch):
+    """On PostgreSQL two transactions run at once (one on SQLite), never two of one agent: an
+    agent's calls apply in the order they came, so its seq fence loses none of them."""
+    import app.monitoring.agents as agents_module
+
+    await fleet(db)
+    auths = [(await enrol(client, code))[1] for code in ("S-0001", "S-0002")]
+    monitors = []
+    for auth in auths:
+        await beat(client, auth)
+        monitors.append((await client.get(f"{API}/config", headers=auth)).json()["monitors"][0]["id"])
+    real = agents_module.apply_agent_calls
+    flying: list[set[int]] = []
+    peak, first = 0, True
+    second = asyncio.Event()
+
+    async def slow_apply(session, calls):
+        nonlocal peak, first
+        mine = {c.agent_id for c in calls}
+        assert all(not (mine & other) for other in flying), "one agent in two transactions at once"
+        flying.append(mine)
+        peak = max(peak, len(flying))
+        if len(flying) == 2:
+            second.set()
+        try:
+            if first:  # the first transaction holds on until a second one runs beside it (or 2 s)
+                first = False
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(2):
+                        await second.wait()
+            return await real(session, calls)
+        finally:
+            flying.remove(mine)
+
+    monkeypatch.setattr(agents_module, "apply_agent_calls", slow_apply)
+    at = utcnow() - timedelta(seconds=30)
+
+    def post(auth, monitor, seq):
+        batch = [result(seq, monitor, "ok", at + timedelta(seconds=seq))]
+        return client.post(f"{API}/results", headers=auth, json={"instance": INSTANCE, "results": batch})
+
+    (a, b), (ma, mb) = auths, monitors
+    opening = asyncio.create_task(post(a, ma, 1))
+    while not flying:  # noqa: ASYNC110 (the writer has no event to await)
+        await asyncio.sleep(0.01)
+    rest = await asyncio.gather(post(b, mb, 1), post(a, ma, 2), post(b, mb, 2), post(a, ma, 3))
+    answers = [await opening, *rest]
+    assert [r.json()["accepted"] for r in answers] == [1] * 5
+    assert peak == (2 if db.dialect == "postgresql" else 1)
+    async with db.sessionmaker() as s:
+        stored = (
+            await s.execute(select(CheckResult.monitor_id).where(CheckResult.monitor_id.in_(monitors)))
+        ).all()
+    assert len(stored) == 5
