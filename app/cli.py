@@ -20,6 +20,8 @@ from app.logging import configure_logging
 from app.monitoring.processes import Supervisor, default_processes
 
 if TYPE_CHECKING:
+    import socket
+
     from fastapi import FastAPI
 
 
@@ -40,6 +42,15 @@ def _parser() -> argparse.ArgumentParser:
         metavar="N",
         help="run the checker as N processes beside the web server (PostgreSQL; default: in the server)",
     )
+    serve.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        metavar="N",
+        help="serve pages from N processes sharing the port (PostgreSQL; the checker then runs as "
+        "--checker-processes, default 1)",
+    )
+    serve.add_argument("--listen-fd", type=int, default=None, help=argparse.SUPPRESS)  # one of --workers
     serve.add_argument(
         "--demo", action="store_true", help="fresh SQLite demo database with a simulated fleet"
     )
@@ -170,6 +181,10 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
         return run_demo(settings, host=args.host or settings.host, port=args.port or settings.port)
     if refused := _refuse_weak_secret(args, settings):
         return refused
+    if args.listen_fd is not None:
+        return _serve_one_of_many(args, settings)
+    if args.workers != 1:
+        return _serve_many(args, settings)
     _migrate(args, settings)
     checkers = (
         _processes(args.checker_processes, settings, "--checker-processes") if args.checker_processes else 0
@@ -188,7 +203,85 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def _run_server(app: FastAPI, args: argparse.Namespace, settings: Settings) -> None:
+SETUP_TOKEN_ENV = "TERMPULSE_SETUP_TOKEN"  # from `serve --workers N` to its web processes
+
+
+def _serve_many(args: argparse.Namespace, settings: Settings) -> int:
+    """`serve --workers N`: N web processes accepting on one socket (bound here, inherited),
+    the checker beside them as its own processes, each started again if it dies. They share
+    nothing but the database (app.relay), so a request may reach any of them."""
+    import signal
+    import socket
+    import threading
+
+    if args.workers < 1:
+        print("termpulse serve: --workers needs 1 or more", file=sys.stderr)
+        return 2
+    if settings.database_url.startswith("sqlite"):
+        print(
+            f"termpulse serve: --workers {args.workers}: SQLite is served by one process; "
+            "use PostgreSQL for several",
+            file=sys.stderr,
+        )
+        return 2
+    _migrate(args, settings)
+    checkers = 0 if args.no_worker else args.checker_processes or 1
+    setup_token = secrets.token_urlsafe(18)
+    asyncio.run(_announce_setup(settings, setup_token))
+    host, port = args.host or settings.host, args.port or settings.port
+    listening = socket.create_server((host, port), family=socket.AF_INET6 if ":" in host else socket.AF_INET)
+    listening.set_inheritable(True)
+    fd = listening.fileno()
+    web = Supervisor(
+        args.workers,
+        command=[sys.executable, "-m", "app.cli", "serve", "--no-worker", "--listen-fd", str(fd)],
+        what="web",
+        pass_fds=(fd,),
+        env={**os.environ, SETUP_TOKEN_ENV: setup_token},
+    )
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
+    checker = Supervisor(checkers).start() if checkers else None
+    web.start()
+    print(f"termpulse serve: {args.workers} web processes on http://{host}:{port}", file=sys.stderr)
+    while not stop.wait(1.0):
+        if web.failed:
+            break
+    status = web.stop()
+    if checker is not None:
+        status = checker.stop() or status
+    listening.close()
+    return 1 if web.failed else status
+
+
+async def _announce_setup(settings: Settings, setup_token: str) -> None:
+    from app.auth.routes import announce_setup
+    from app.db import Database
+
+    database = Database(settings.database_url)
+    try:
+        await announce_setup(database, setup_token)
+    finally:
+        await database.dispose()
+
+
+def _serve_one_of_many(args: argparse.Namespace, settings: Settings) -> int:
+    """One web process of `serve --workers N`: pages only, on the socket it was given."""
+    import socket
+
+    from app.main import create_app
+
+    listening = socket.socket(fileno=args.listen_fd)
+    setup_token = os.environ.get(SETUP_TOKEN_ENV)
+    app = create_app(settings, setup_token=setup_token, announce=False)
+    _run_server(app, args, settings, sockets=[listening])
+    return 0
+
+
+def _run_server(
+    app: FastAPI, args: argparse.Namespace, settings: Settings, sockets: list[socket.socket] | None = None
+) -> None:
     import uvicorn
 
     from app.main import StoppingServer
@@ -204,7 +297,7 @@ def _run_server(app: FastAPI, args: argparse.Namespace, settings: Settings) -> N
         # they never send on one the server is closing, and their calls reuse it.
         timeout_keep_alive=75,
     )
-    StoppingServer(config, app).run()
+    StoppingServer(config, app).run(sockets=sockets)
 
 
 def _processes(asked: int | None, settings: Settings, flag: str) -> int | None:

@@ -19,6 +19,7 @@ from app import __version__
 from app.agents.api import router as agents_api
 from app.agents.pages import router as agents_pages
 from app.agents.protocol import router as agent_protocol
+from app.agents.service import TOKENS, TOKENS_CHANNEL
 from app.alerts.api import router as incidents_api
 from app.alerts.pages import admin as notifications_pages
 from app.alerts.pages import router as incidents_pages
@@ -32,6 +33,7 @@ from app.auth.users import router as users_pages
 from app.config import Settings, get_settings
 from app.dashboard.live import LiveHub
 from app.dashboard.live import router as live_events
+from app.dashboard.queries import clear_caches
 from app.dashboard.routes import router as dashboard_pages
 from app.db import Database
 from app.errors import AppError
@@ -40,6 +42,7 @@ from app.history.daily import daily_uptime_jobs
 from app.history.pages import router as history_pages
 from app.inventory.api import router as inventory_api
 from app.inventory.pages import router as inventory_pages
+from app.inventory.service import INVENTORY_CHANNEL
 from app.monitoring.agents import AgentBroker, AgentWriter
 from app.monitoring.api import router as checks_api
 from app.monitoring.worker import start_embedded_worker
@@ -47,6 +50,7 @@ from app.ops.routes import RequestMetrics
 from app.ops.routes import router as ops_routes
 from app.providers.api import router as providers_api
 from app.providers.pages import router as providers_pages
+from app.relay import Relay
 from app.web.errors import DatabaseDownBanner, app_error, http_error, unusable_input
 from app.web.limits import RefuseLargeBodies
 from app.web.security import RefuseCrossOrigin, SecurityHeaders
@@ -62,6 +66,7 @@ def create_app(
     database: Database | None = None,
     run_worker: bool = False,
     setup_token: str | None = None,
+    announce: bool = True,
 ) -> FastAPI:
     """The application. With `setup_token` (termpulse serve), a database without users serves
     only the setup page, which needs that token (printed in the log at start); without it (the
@@ -75,8 +80,9 @@ def create_app(
         # The alert jobs (evaluate, deliver the outbox) run beside the checks, on the same worker.
         # So does the daily uptime job (stored days for long reports).
         jobs = [*alert_jobs(settings, database), *daily_uptime_jobs(settings, database)]
+        await relay.start()  # before any request: a check handed over by another process is heard
         worker = await start_embedded_worker(settings, database, jobs=jobs) if run_worker else None
-        if setup_token is not None:
+        if setup_token is not None and announce:  # serve --workers N: said once, by the parent
             await announce_setup(database, setup_token)
         yield
         if app.state.live is not None:
@@ -84,6 +90,7 @@ def create_app(
         if worker is not None:
             await worker.stop()
         await app.state.agent_writer.close()
+        await relay.close()
         if owns_database:
             await database.dispose()
 
@@ -99,7 +106,12 @@ def create_app(
     app.state.setup_token = setup_token
     app.state.oidc = oidc_client(settings)  # None without TERMPULSE_OIDC_ISSUER; a wrong setting stops here
     app.state.db = database
-    app.state.agent_broker = AgentBroker()  # Check connection -> the store agents' long polls
+    # Messages between this server's processes (app.relay): nothing shared is kept only in memory.
+    relay = app.state.relay = Relay(database)
+    relay.subscribe(INVENTORY_CHANNEL, lambda _message: clear_caches())  # a store, a region, a model
+    relay.subscribe(TOKENS_CHANNEL, lambda message: TOKENS.forget(message["agent"]))
+    relay.on_reconnect(clear_caches)
+    app.state.agent_broker = AgentBroker(relay)  # Check connection -> the store agents' long polls
     app.state.agent_writer = AgentWriter(database)  # the store agents' results and heartbeats
     # Live updates pushed to open pages: where this process hears every change (NOTIFY on
     # PostgreSQL; on SQLite only its own checker's, so only with one). Else the pages poll.

@@ -184,6 +184,7 @@ async def client(db, settings):
     async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as http:
         http.event_hooks["request"].append(csrf_header_hook(settings))
         yield http
+    await application.state.relay.close()  # started on first use: no lifespan runs here
 
 
 def csrf_header_hook(settings):

@@ -250,7 +250,8 @@ async def next_work(
 @router.post("/work/{work_id}", summary="The answer to an on-demand check", status_code=204)
 async def answer(request: Request, agent: CheckedAgentDep, work_id: str) -> Response:
     data = await _body(request, AnswersIn)
-    if not _broker(request).answer(agent.id, work_id, [r.model_dump(mode="json") for r in data.results]):
+    answers = [r.model_dump(mode="json") for r in data.results]
+    if not await _broker(request).answer(agent.id, work_id, answers):
         raise NotFound("open check", work_id)
     return Response(status_code=204)
 

@@ -15,6 +15,7 @@ from app.db import utcnow
 from app.errors import InvalidInput, NameTaken, NotFound
 from app.inventory.models import Agent, Store
 from app.inventory.monitors import assign_agents
+from app.relay import notify_in
 from app.vocabulary import AgentState
 
 TOKEN_PREFIX = "tpa_"
@@ -57,8 +58,9 @@ class TokenCache:
     """Which agent holds a token, remembered for `ttl_s`, so that a call that checks the token
     again where it writes (results and heartbeats: under the agent's row lock, in the writer's
     transaction) or that only waits (the long poll) need not look it up first. Revoking or
-    rotating forgets the agent here at once; done by another process (termpulse agent-token),
-    it takes effect on those calls within ttl_s, and on everything else at once."""
+    rotating forgets the agent in every process at once (app.relay; on SQLite, where the
+    command `termpulse agent-token` is another process with no relay, within ttl_s on those
+    calls, and on everything else at once)."""
 
     def __init__(self, ttl_s: float = 60.0, max_entries: int = 100_000) -> None:
         self.ttl_s = ttl_s
@@ -84,6 +86,8 @@ class TokenCache:
 
 
 TOKENS = TokenCache()  # this process's; the protocol's calls look tokens up through it
+# Told to every process when an agent's token is revoked or rotated: each forgets it at once.
+TOKENS_CHANNEL = "termpulse_agent_tokens"
 
 
 async def create_agent(session: AsyncSession, name: str, store_codes: list[str]) -> Enrolled:
@@ -134,6 +138,7 @@ async def revoke(session: AsyncSession, agent: Agent) -> None:
     agent.revoked_at = utcnow()
     agent.state, agent.state_since = AgentState.REVOKED, agent.revoked_at
     TOKENS.forget(agent.id)
+    await notify_in(session, TOKENS_CHANNEL, {"agent": agent.id})
     stores = set((await session.scalars(select(Store.id).where(Store.agent_id == agent.id))).all())
     await session.execute(
         update(Store).where(Store.agent_id == agent.id).values(agent_id=None, status_reason=None)
@@ -148,4 +153,5 @@ async def rotate(session: AsyncSession, agent: Agent) -> str:
     token = new_token()
     agent.token_hash, agent.token_hint = token_hash(token), token[:10]
     TOKENS.forget(agent.id)
+    await notify_in(session, TOKENS_CHANNEL, {"agent": agent.id})
     return token

@@ -89,7 +89,8 @@ async def _users_exist(request: Request, session: AsyncSession) -> bool:
     cache = getattr(request.app.state, "user_count_cache", None) or [0.0, 0]
     if time.monotonic() - cache[0] > _USER_COUNT_TTL_S:
         cache = [time.monotonic(), await session.scalar(select(func.count()).select_from(User))]
-        request.app.state.user_count_cache = cache
+        if cache[1]:  # only a yes is kept: the first user, made through any process, closes the
+            request.app.state.user_count_cache = cache  # open mode in every process at once
     return cache[1] > 0
 
 

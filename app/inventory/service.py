@@ -18,6 +18,7 @@ from app.inventory.monitors import apply_check_settings, sync_monitors
 from app.inventory.profile_service import check_profile_names, profile_names
 from app.inventory.schemas import CheckSettingsIn, StoreIn, TerminalIn
 from app.poiid import normalise_poiid
+from app.relay import notify_in
 from app.vocabulary import CloudState
 
 STORE_FIELDS = tuple(f for f in StoreIn.model_fields)
@@ -71,7 +72,17 @@ async def upsert_inventory(
     touched_terminals = await _upsert_terminals(session, terminals, summary, source)
     summary.monitors = await sync_monitors(session, stores=store_rows, terminals=touched_terminals)
     await apply_check_settings(session, resettle)
+    await inventory_changed(session)
     return summary
+
+
+# Told to every process when an inventory change commits: the pages' caches (regions, models,
+# the overview's rows) are dropped everywhere at once, not when they expire.
+INVENTORY_CHANNEL = "termpulse_inventory"
+
+
+async def inventory_changed(session: AsyncSession) -> None:
+    await notify_in(session, INVENTORY_CHANNEL, {})
 
 
 async def _upsert_stores(
@@ -282,6 +293,7 @@ async def delete_store(session: AsyncSession, code: str) -> None:
     if count:
         raise Conflict(f"store {code} still has {count} terminal(s): move or delete them first", field="code")
     await session.delete(store)
+    await inventory_changed(session)
     await session.commit()
 
 
@@ -290,6 +302,7 @@ async def delete_terminal(session: AsyncSession, poiid: str) -> None:
     if terminal is None:
         raise NotFound("terminal", poiid)
     await session.delete(terminal)
+    await inventory_changed(session)
     await session.commit()
 
 

@@ -34,6 +34,7 @@ from app.monitoring.writer import (
     record_transitions,
     redo_rollups_since,
 )
+from app.relay import Relay
 from app.vocabulary import MANUAL_STATES, AgentState, MonitorKind, Outcome, State
 
 log = logging.getLogger(__name__)
@@ -644,62 +645,107 @@ class WorkItem:
     id: str
     agent_id: int
     monitor_ids: list[int]
-    answer: asyncio.Future[list[dict[str, Any]]] = field(repr=False)
+    expires: float  # loop time: a copy whose `closed` never came (its asker died) is let go then
+    taken: bool = False  # handed to the agent by some process's long poll
+
+
+WORK_CHANNEL = "termpulse_agent_work"
 
 
 class AgentBroker:
     """Hands on-demand checks to agents waiting in their long poll, and their answers back.
 
-    In-process: the web process that serves the agents' long polls is the one that asks."""
+    Across processes: the process that asks, the one holding the agent's long poll and the one
+    its answer reaches may all differ (`serve --workers N`, servers behind a proxy). So every
+    step is a message on the relay, which every process hears: `open` (a check for this agent),
+    `taken` (a long poll handed it out: the others let it be), `answer` (the asking process
+    gets the results), `closed` (answered or given up: forgotten everywhere). What a process
+    keeps is a copy of the open checks, to hand out and to check an answer against."""
 
-    def __init__(self) -> None:
-        self._queues: dict[int, asyncio.Queue[WorkItem]] = {}
-        self._open: dict[str, WorkItem] = {}
+    def __init__(self, relay: Relay) -> None:
+        self.relay = relay
+        self._open: dict[str, WorkItem] = {}  # every open check, asked here or heard of
+        self._answers: dict[str, asyncio.Future[list[dict[str, Any]]]] = {}  # those asked here
+        self._wake: dict[int, asyncio.Event] = {}  # per agent: a check for it opened
         self.stopping = asyncio.Event()  # set when the server begins to stop: long polls end
+        relay.subscribe(WORK_CHANNEL, self._heard)
 
     def stop(self) -> None:
         """The server is stopping: every long poll ends now with no work (each would otherwise
         hold the stop until its graceful timeout and be cancelled)."""
         self.stopping.set()
 
-    def _queue(self, agent_id: int) -> asyncio.Queue[WorkItem]:
-        return self._queues.setdefault(agent_id, asyncio.Queue())
+    def _heard(self, message: dict[str, Any]) -> None:
+        event, work_id = message["event"], message["id"]
+        if event == "open":
+            now = asyncio.get_running_loop().time()
+            for old in [i for i in self._open.values() if i.expires < now]:
+                del self._open[old.id]
+            item = WorkItem(work_id, message["agent"], message["monitors"], now + message["wait_s"])
+            self._open[work_id] = item
+            self._wake.setdefault(message["agent"], asyncio.Event()).set()
+        elif event == "taken" and (taken := self._open.get(work_id)) is not None:
+            taken.taken = True
+        elif event == "answer" and (future := self._answers.get(work_id)) is not None:
+            if not future.done():
+                future.set_result(message["results"])
+        elif event == "closed":
+            self._open.pop(work_id, None)
 
     async def run(
         self, agent_id: int, monitor_ids: list[int], timeout_s: float
     ) -> list[dict[str, Any]] | None:
         """Ask the agent to run these monitors now; its results, or None if none came in time."""
-        item = WorkItem(
-            secrets.token_urlsafe(12), agent_id, monitor_ids, asyncio.get_running_loop().create_future()
-        )
-        self._open[item.id] = item
-        self._queue(agent_id).put_nowait(item)
+        await self.relay.start()
+        work_id = secrets.token_urlsafe(12)
+        answer = self._answers[work_id] = asyncio.get_running_loop().create_future()
         try:
+            await self.relay.publish(
+                WORK_CHANNEL,
+                {
+                    "event": "open",
+                    "id": work_id,
+                    "agent": agent_id,
+                    "monitors": monitor_ids,
+                    "wait_s": timeout_s,
+                },
+            )
             async with asyncio.timeout(timeout_s):
-                return await item.answer
+                return await answer
         except TimeoutError:
             return None
         finally:
-            self._open.pop(item.id, None)
+            self._answers.pop(work_id, None)
+            with contextlib.suppress(Exception):  # unreachable database: the others' copies expire
+                await self.relay.publish(WORK_CHANNEL, {"event": "closed", "id": work_id})
 
     async def next_work(self, agent_id: int, wait_s: float) -> WorkItem | None:
         """The next check for this agent, waiting up to `wait_s` (its long poll)."""
-        queue = self._queue(agent_id)
+        await self.relay.start()
+        wake = self._wake.setdefault(agent_id, asyncio.Event())
         try:
             async with asyncio.timeout(wait_s):
                 while True:
-                    item = await queue.get()
-                    if item.id in self._open:  # not given up on meanwhile
+                    wake.clear()
+                    item = next(
+                        (i for i in self._open.values() if i.agent_id == agent_id and not i.taken), None
+                    )
+                    if item is not None:
+                        item.taken = True
+                        with contextlib.suppress(Exception):  # at worst another poll runs it again
+                            await self.relay.publish(WORK_CHANNEL, {"event": "taken", "id": item.id})
                         return item
+                    await wake.wait()
         except TimeoutError:
             return None
 
-    def answer(self, agent_id: int, work_id: str, results: list[dict[str, Any]]) -> bool:
+    async def answer(self, agent_id: int, work_id: str, results: list[dict[str, Any]]) -> bool:
         """The agent's answer; False when the check is not this agent's or was given up on."""
+        await self.relay.start()
         item = self._open.get(work_id)
-        if item is None or item.agent_id != agent_id or item.answer.done():
+        if item is None or item.agent_id != agent_id:
             return False
         if not {r.get("monitor_id") for r in results} <= set(item.monitor_ids):
             raise Forbidden("an answer for monitors this check did not ask for")
-        item.answer.set_result(results)
+        await self.relay.publish(WORK_CHANNEL, {"event": "answer", "id": work_id, "results": results})
         return True

@@ -1,5 +1,5 @@
-"""Several checking workers as processes of one command: `termpulse worker --processes N`
-and `termpulse serve --checker-processes N`.
+"""Several processes of one command: checking workers (`termpulse worker --processes N`,
+`termpulse serve --checker-processes N`) and web processes (`termpulse serve --workers N`).
 
 One worker process uses one core (its event loop); a machine's cores are used by running one
 per core. They share the fleet through the leases like workers on several hosts do, so a
@@ -44,12 +44,25 @@ def _child_command() -> list[str]:
 
 class Supervisor:
     """Starts `count` worker processes, starts again one that dies (not too often), stops
-    them all on `stop()` (SIGTERM, then SIGKILL after `grace_s`)."""
+    them all on `stop()` (SIGTERM, then SIGKILL after `grace_s`). `what` names them in the log;
+    `pass_fds` and `env` go to each (web processes share the listening socket)."""
 
-    def __init__(self, count: int, *, command: list[str] | None = None, grace_s: float = 30.0) -> None:
+    def __init__(
+        self,
+        count: int,
+        *,
+        command: list[str] | None = None,
+        grace_s: float = 30.0,
+        what: str = "worker",
+        pass_fds: tuple[int, ...] = (),
+        env: dict[str, str] | None = None,
+    ) -> None:
         self.count = count
         self.command = command or _child_command()
         self.grace_s = grace_s
+        self.what = what
+        self.pass_fds = pass_fds
+        self.env = env
         self.children: list[subprocess.Popen[bytes] | None] = [None] * count
         self._restarts: list[list[float]] = [[] for _ in range(count)]
         self._given_up: set[int] = set()
@@ -62,7 +75,10 @@ class Supervisor:
         self._thread = threading.Thread(target=self._watch, name="termpulse-supervisor", daemon=True)
         self._thread.start()
         log.info(
-            "%d worker processes started (pids %s)", self.count, ", ".join(str(p.pid) for p in self._alive())
+            "%d %s processes started (pids %s)",
+            self.count,
+            self.what,
+            ", ".join(str(p.pid) for p in self._alive()),
         )
         return self
 
@@ -71,7 +87,13 @@ class Supervisor:
         # stops the children in order (else they would stop before the supervisor knew). And
         # a SIGTERM from the kernel when the supervisor dies however it dies (uvicorn re-raises
         # the signal that stopped it, which ends `serve` before any `finally`): never an orphan.
-        self.children[i] = subprocess.Popen(self.command, start_new_session=True, preexec_fn=_die_with_parent)
+        self.children[i] = subprocess.Popen(
+            self.command,
+            start_new_session=True,
+            preexec_fn=_die_with_parent,
+            pass_fds=self.pass_fds,
+            env=self.env,
+        )
 
     def _alive(self) -> list[subprocess.Popen[bytes]]:
         return [c for c in self.children if c is not None and c.poll() is None]
@@ -87,14 +109,16 @@ class Supervisor:
                 if len(recent) > MAX_RESTARTS_PER_MINUTE:
                     self._given_up.add(i)
                     log.error(
-                        "worker process %d keeps exiting (status %s, %d times in a minute): not restarted",
+                        "%s process %d keeps exiting (status %s, %d times in a minute): not restarted",
+                        self.what,
                         i + 1,
                         child.returncode,
                         len(recent),
                     )
                     continue
                 log.warning(
-                    "worker process %d (pid %d) exited with status %s: starting it again in %.0f s",
+                    "%s process %d (pid %d) exited with status %s: starting it again in %.0f s",
+                    self.what,
                     i + 1,
                     child.pid,
                     child.returncode,
@@ -122,7 +146,9 @@ class Supervisor:
             try:
                 child.wait(timeout=max(0.1, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
-                log.warning("worker process %d did not stop in %.0f s: killed", child.pid, self.grace_s)
+                log.warning(
+                    "%s process %d did not stop in %.0f s: killed", self.what, child.pid, self.grace_s
+                )
                 child.kill()
                 child.wait()
             status = status or (child.returncode or 0)
