@@ -14,7 +14,7 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.auth import audit
-from app.auth.models import ApiToken, User, UserSession
+from app.auth.models import ApiToken, OidcIdentity, User, UserSession
 from app.auth.passwords import hash_password
 from app.auth.roles import ROLES, WHAT_EACH_MAY_DO, normalize
 from app.auth.sessions import Identity, end_all_sessions, require_admin, sessions_of
@@ -70,6 +70,7 @@ async def _list_page(
         "users": users,
         "sessions": counts,
         "tokens": live_tokens,
+        "sso": set(await session.scalars(select(OidcIdentity.user_id))),
         "roles": ROLES,
         "what": WHAT_EACH_MAY_DO,
         "values": {"role": "viewer"},
@@ -125,6 +126,7 @@ async def _user_page(
         "role": normalize(user.role),
         "logins": await sessions_of(session, user.id),
         "tokens": tokens,
+        "sso": await session.scalar(select(OidcIdentity).where(OidcIdentity.user_id == user.id)),
         "roles": ROLES,
         "what": WHAT_EACH_MAY_DO,
         "now": utcnow(),
