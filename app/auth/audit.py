@@ -42,7 +42,11 @@ ACTIONS: list[tuple[tuple[str, ...], str, str | None]] = [
     (_WRITE, r"(/api/v1)?/incidents/[^/]+/ack", "incident acknowledged"),
     (("GET", "HEAD"), r"/(history|incidents)/export\.[a-z]+|/admin/audit/export\.csv", "export"),
     (_WRITE, r"/admin/import/commit", "import"),
-    (_WRITE, r"(/admin|/api/v1)/(stores|terminals|check-settings)(/.*)?", "inventory change"),
+    (
+        _WRITE,
+        r"(/admin|/api/v1)/(stores|terminals|check-settings|network-profiles)(/.*)?",
+        "inventory change",
+    ),
     (_WRITE, r"(/admin|/api/v1)/providers(/.*)?", "provider change"),
     (_WRITE, r"(/admin|/api/v1)/agents(/.*)?", "agent change"),
     (_WRITE, r"/admin/notifications(/.*)?", "channel change"),

@@ -216,3 +216,37 @@ async def test_the_admin_page_lists_creates_edits_and_refuses_delete(client, db)
     assert r.status_code == 409 and "used by 1 store(s) (S-P1)" in r.text
     store_form = await client.get("/admin/stores/new")
     assert 'value="page-made"' in store_form.text  # the store form offers the records
+
+
+def test_profile_changes_are_audited_as_inventory_changes():
+    from app.auth.audit import action_for
+
+    for method, path in [
+        ("POST", "/api/v1/network-profiles"),
+        ("PUT", "/api/v1/network-profiles/mixed"),
+        ("DELETE", "/api/v1/network-profiles/mixed"),
+        ("POST", "/admin/network-profiles/new"),
+        ("POST", "/admin/network-profiles/mixed/delete"),
+    ]:
+        assert action_for(method, path) == "inventory change", (method, path)
+
+
+async def test_the_terminals_csv_tcp_ports_column_is_checked_by_line(db):
+    stores = b"code,name\nS-C9,Nine\n"
+    terminals = (
+        b"store_code,poiid,integration,lan_host,lan_port,local_api,tcp_ports\n"
+        b"S-C9,TRG-1,local,192.168.1.20,3000,torgsoft,2000;2100;5001\n"
+        b"S-C9,TRG-2,local,192.168.1.21,3000,torgsoft,2000;70000\n"
+    )
+    async with db.sessionmaker() as s:
+        try:
+            await import_fleet(s, [("stores.csv", stores), ("terminals.csv", terminals)])
+        except ImportFailed as failed:
+            errors = [str(e) for e in failed.errors]
+        else:
+            raise AssertionError("imported a terminal with port 70000")
+    assert errors == [
+        "terminals.csv:3: tcp_ports: '70000' is not a port (whole numbers from 1 to 65535, separated by ;)"
+    ]
+    async with db.sessionmaker() as s:
+        assert await s.scalar(select(func.count()).select_from(Store)) == 0
