@@ -28,7 +28,9 @@ Every kind also takes params {"source": "127.2.0.5"}: the local address to query
 connect from (a checker host with one egress address per store network), and {"owner":
 "terminal" | "network" | "provider"}: who owns the target, for the fix texts (by default a
 terminal's check says so by its "poiid"; otherwise a LAN address is a terminal's, a name a
-processor's or provider's host).
+processor's or provider's host), and {"by_name": true}: the target is a network profile's
+destination, allowed by name wherever it resolves (app.checks.guard; loopback, link-local and
+metadata addresses still only when listed).
 
 Outcome "ok" | "fail" | "error": "error" means our side failed (target refused by the
 guard, internal error): the monitor goes unknown, never down. A probe never raises.
