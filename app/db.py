@@ -28,7 +28,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlalchemy.engine.interfaces import DBAPIConnection
-from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import DataError, DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as SATimeoutError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 from sqlalchemy.orm import DeclarativeBase, QueryableAttribute
@@ -287,6 +287,15 @@ def is_unreachable(exc: BaseException) -> bool:
             or _sqlstate(exc)[:2] in _UNREACHABLE_SQLSTATE_CLASSES
         )
     return isinstance(exc, SATimeoutError | OSError | TimeoutError)
+
+
+def is_bad_value(exc: BaseException) -> bool:
+    """The database refused a value as such (SQLSTATE class 22, data exception: a number out
+    of range, a string too long, a NUL character), or its driver did before sending it (asyncpg:
+    an integer beyond int32/int64): the input's fault, not the database's."""
+    return isinstance(exc, DataError | OverflowError) or (
+        isinstance(exc, DBAPIError) and _sqlstate(exc)[:2] == "22"
+    )
 
 
 # PostgreSQL SQLSTATE classes of a server that is going away or not there: 08 connection

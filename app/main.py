@@ -12,7 +12,7 @@ from types import FrameType
 import uvicorn
 from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
-from sqlalchemy.exc import DataError
+from sqlalchemy.exc import DBAPIError
 from starlette.exceptions import HTTPException
 
 from app import __version__
@@ -51,7 +51,7 @@ from app.ops.routes import router as ops_routes
 from app.providers.api import router as providers_api
 from app.providers.pages import router as providers_pages
 from app.relay import Relay
-from app.web.errors import DatabaseDownBanner, app_error, http_error, unusable_input
+from app.web.errors import DatabaseDownBanner, app_error, document_errors, http_error, unusable_input
 from app.web.limits import RefuseLargeBodies
 from app.web.security import RefuseCrossOrigin, SecurityHeaders
 from app.windows.api import router as windows_api
@@ -150,8 +150,9 @@ def create_app(
     # Refusals (app.errors): JSON under /api, the message in the page elsewhere.
     app.add_exception_handler(AppError, app_error)
     app.add_exception_handler(HTTPException, http_error)  # 401/403/404 on a page: an HTML page
-    for unusable in (DataError, OverflowError):  # a number out of range, a NUL character: a 422
+    for unusable in (DBAPIError, OverflowError):  # a value the database cannot hold: a 422 (else raised on)
         app.add_exception_handler(unusable, unusable_input)
+    document_errors(app)
     return app
 
 

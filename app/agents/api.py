@@ -14,7 +14,7 @@ from app.agents.queries import AgentView, agent_view, agent_views
 from app.auth.sessions import require_admin
 from app.errors import NotFound
 from app.vocabulary import AgentState
-from app.web.deps import SessionDep
+from app.web.deps import RowId, SessionDep
 
 router = APIRouter(prefix="/agents", tags=["store agents"], dependencies=[Depends(require_admin)])
 
@@ -85,12 +85,12 @@ async def create(data: AgentIn, session: SessionDep) -> EnrolledOut:
 
 
 @router.get("/{agent_id}")
-async def get(agent_id: int, session: SessionDep) -> AgentOut:
+async def get(agent_id: RowId, session: SessionDep) -> AgentOut:
     return await _out(session, agent_id)
 
 
 @router.put("/{agent_id}/stores", summary="The stores this agent checks (others go back to central)")
-async def set_stores(agent_id: int, data: StoresIn, session: SessionDep) -> AgentOut:
+async def set_stores(agent_id: RowId, data: StoresIn, session: SessionDep) -> AgentOut:
     agent = await service.get_agent(session, agent_id)
     await service.assign_stores(session, agent, data.stores)
     await session.commit()
@@ -98,7 +98,7 @@ async def set_stores(agent_id: int, data: StoresIn, session: SessionDep) -> Agen
 
 
 @router.post("/{agent_id}/rotate", summary="A new token; the old one stops working at once")
-async def rotate(agent_id: int, session: SessionDep) -> EnrolledOut:
+async def rotate(agent_id: RowId, session: SessionDep) -> EnrolledOut:
     agent = await service.get_agent(session, agent_id)
     token = await service.rotate(session, agent)
     await session.commit()
@@ -106,7 +106,7 @@ async def rotate(agent_id: int, session: SessionDep) -> EnrolledOut:
 
 
 @router.post("/{agent_id}/revoke", status_code=204, summary="Revoke the token; the checks go back to central")
-async def revoke(agent_id: int, session: SessionDep) -> Response:
+async def revoke(agent_id: RowId, session: SessionDep) -> Response:
     agent = await service.get_agent(session, agent_id)
     await service.revoke(session, agent)
     await session.commit()

@@ -226,7 +226,12 @@ async def results(request: Request) -> Response:
     return Response(content=_json(out), media_type="application/json")
 
 
-@router.get("/work", summary="Long poll: an on-demand check to run now", response_model=None)
+@router.get(
+    "/work",
+    summary="Long poll: an on-demand check to run now",
+    response_model=None,
+    responses={200: {"model": WorkOut}, 204: {"description": "no check asked for within `wait` seconds"}},
+)
 async def next_work(
     request: Request, agent: AgentDep, wait: Annotated[float, Query(ge=0, le=MAX_WAIT_S)] = 25.0
 ) -> Response | WorkOut:

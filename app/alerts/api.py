@@ -12,7 +12,7 @@ from app.alerts.engine import acknowledge
 from app.alerts.pages import acting_identity
 from app.auth.sessions import Identity
 from app.db import utcnow
-from app.web.deps import SessionDep
+from app.web.deps import BigRowId, SessionDep
 
 router = APIRouter(tags=["incidents"])
 
@@ -91,7 +91,7 @@ async def incidents_api(
 
 
 @router.get("/incidents/{incident_id}")
-async def incident_api(incident_id: int, session: SessionDep) -> IncidentDetailOut:
+async def incident_api(incident_id: BigRowId, session: SessionDep) -> IncidentDetailOut:
     """One incident with its timeline (opened, checks joined, notified where, acknowledged by,
     resolved) and every notification with each delivery attempt."""
     d = await queries.incident_detail(session, incident_id)
@@ -117,7 +117,7 @@ async def incident_api(incident_id: int, session: SessionDep) -> IncidentDetailO
 
 @router.post("/incidents/{incident_id}/ack")
 async def ack_api(
-    incident_id: int, session: SessionDep, identity: Identity = Depends(acting_identity)
+    incident_id: BigRowId, session: SessionDep, identity: Identity = Depends(acting_identity)
 ) -> IncidentOut:
     """Acknowledge: reminders and escalation stop; who and when are kept. 409 when it was
     acknowledged already, 404 when there is no such incident."""

@@ -62,11 +62,21 @@ def parse_bool(value: object) -> bool:
     raise ValueError("expected yes or no")
 
 
+def text(value: object) -> str:
+    """Raw input that must be text (None: blank): a number, a list or an object is refused,
+    not turned into its Python spelling."""
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise ValueError("must be text")
+    return value
+
+
 def choice(options: tuple[str, ...], default: str = "") -> Callable[[object], str]:
     """A before-validator: the value, trimmed and lower-cased (blank = `default`), one of `options`."""
 
     def check(value: object) -> str:
-        value = str(value or default).strip().lower()
+        value = text(value).strip().lower() or default
         if value not in options:
             raise ValueError(f"must be one of: {', '.join(options)}")
         return value
@@ -154,8 +164,10 @@ class StoreIn(_CheckValues):
     @field_validator("tags", mode="before")
     @classmethod
     def _tags(cls, value: object) -> str:
-        items = value if isinstance(value, list) else str(value or "").split(";")
-        return ";".join(t.strip() for t in items if str(t).strip())
+        if isinstance(value, list) and not all(isinstance(t, str) for t in value):
+            raise ValueError("must be text, or a list of texts")
+        items = value if isinstance(value, list) else text(value).split(";")
+        return ";".join(t.strip() for t in items if t.strip())
 
 
 class TerminalIn(_Input):

@@ -12,7 +12,7 @@ from app.providers.hosts import ProviderHosts
 from app.providers.models import ProviderAccount
 from app.providers.schemas import AccountIn, AccountOut, AccountUpdate, KeyIn
 from app.providers.sync import SyncPreview, apply_preview, build_preview, fetch_remote, recall, remember
-from app.web.deps import SessionDep
+from app.web.deps import RowId, SessionDep
 
 router = APIRouter(prefix="/providers", tags=["providers"], dependencies=[Depends(require_admin)])
 
@@ -61,31 +61,33 @@ async def create(data: AccountIn, request: Request, session: SessionDep) -> Acco
 
 
 @router.get("/{account_id}")
-async def get(account_id: int, session: SessionDep) -> AccountOut:
+async def get(account_id: RowId, session: SessionDep) -> AccountOut:
     return _out(await service.get_account(session, account_id))
 
 
 @router.put("/{account_id}", summary="Replace an account's settings (omit api_key to keep the stored key)")
-async def replace(account_id: int, data: AccountUpdate, request: Request, session: SessionDep) -> AccountOut:
+async def replace(
+    account_id: RowId, data: AccountUpdate, request: Request, session: SessionDep
+) -> AccountOut:
     account = await service.get_account(session, account_id)
     return _out(await service.update_account(session, _secret(request), account, data, hosts=_hosts(request)))
 
 
 @router.put("/{account_id}/key", status_code=204, summary="Replace the API key alone")
-async def replace_key(account_id: int, data: KeyIn, request: Request, session: SessionDep) -> Response:
+async def replace_key(account_id: RowId, data: KeyIn, request: Request, session: SessionDep) -> Response:
     account = await service.get_account(session, account_id)
     await service.replace_key(session, _secret(request), account, data.api_key)
     return Response(status_code=204)
 
 
 @router.delete("/{account_id}", status_code=204)
-async def delete(account_id: int, session: SessionDep) -> Response:
+async def delete(account_id: RowId, session: SessionDep) -> Response:
     await service.delete_account(session, await service.get_account(session, account_id))
     return Response(status_code=204)
 
 
 @router.post("/{account_id}/test", summary="One call with the stored key")
-async def test(account_id: int, request: Request, session: SessionDep) -> TestOut:
+async def test(account_id: RowId, request: Request, session: SessionDep) -> TestOut:
     account = await service.get_account(session, account_id)
     ok, message = await try_account(_secret(request), account, hosts=_hosts(request))
     return TestOut(ok=ok, message=message)
@@ -118,7 +120,7 @@ def _sync_out(preview: SyncPreview, applied: bool) -> SyncOut:
     summary="Sync terminals from the provider: preview (default), or apply a preview's token",
 )
 async def sync(
-    account_id: int, request: Request, session: SessionDep, apply: bool = False, token: str | None = None
+    account_id: RowId, request: Request, session: SessionDep, apply: bool = False, token: str | None = None
 ) -> SyncOut:
     account = await service.get_account(session, account_id)
     if token:

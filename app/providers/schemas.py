@@ -6,14 +6,12 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from app.inventory.schemas import choice, parse_bool
+from app.inventory.schemas import choice, parse_bool, text
 from app.providers.models import ENVIRONMENTS, PROVIDER_KINDS
 
 
-def _url(value: str | None) -> str | None:
-    if value is None:
-        return None
-    value = value.strip()
+def _url(value: object) -> str | None:
+    value = text(value).strip()
     if not value:
         return None
     parts = urlsplit(value)

@@ -15,8 +15,9 @@ import asyncio
 import logging
 import time
 from dataclasses import dataclass
+from typing import Any
 
-from fastapi import Request
+from fastapi import FastAPI, Request
 from fastapi.exception_handlers import http_exception_handler
 from fastapi.responses import JSONResponse, Response
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
@@ -24,7 +25,7 @@ from starlette.datastructures import MutableHeaders
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.db import is_unreachable
+from app.db import is_bad_value, is_unreachable
 from app.errors import AppError, InvalidInput, RateLimited
 from app.web.templating import is_htmx, render
 
@@ -122,7 +123,9 @@ def forbidden(request: Request, detail: str, needed: str) -> Response:
 async def unusable_input(request: Request, exc: Exception) -> Response:
     """The handler for a value the database cannot take (a number out of range, a NUL
     character): the input's fault, so a 422 with the reason, never a 500 nor a banner saying
-    the database is down."""
+    the database is down. Any other database error is not the input's: raised on."""
+    if not is_bad_value(exc):
+        raise exc
     log.info("unusable input for %s: %s", request.url.path, exc)
     error = InvalidInput(
         {"input": "a value is out of range or holds a character that cannot be stored (such as NUL)"}
@@ -200,3 +203,65 @@ class DatabaseDownBanner:
             detail = f"the database cannot be reached ({type(exc).__name__}); try again shortly"
             answer = JSONResponse({"detail": detail}, status_code=503, headers={"Retry-After": "5"})
             await answer(scope, receive, send)
+
+
+ERROR_SCHEMA = {
+    "title": "Error",
+    "description": "Every refusal: a sentence, a {field, reason}, or a list of {field, message} "
+    "(app.errors); FastAPI's own 422 lists its validation errors.",
+    "type": "object",
+    "properties": {"detail": {"title": "Detail"}},
+    "required": ["detail"],
+}
+ANY_CALL = {
+    "401": "no credentials, or a token that is unknown, expired or revoked",
+    "403": "the token's role may not do this",
+    "413": "the body is larger than TermPulse takes",
+    "422": "input that cannot be used: FastAPI's list of {loc, msg, type}, or the field and the reason",
+    "429": "too many calls: try again after Retry-After seconds",
+    "503": "the database cannot be reached: try again after Retry-After seconds",
+}
+ONE_THING = {"404": "no such thing: the path names one that does not exist"}
+A_WRITE = {
+    "400": "not possible as asked",
+    "409": "conflicts with what is stored (a name taken, a reference still in use)",
+}
+PROVIDER_CALL = {"502": "the provider did not answer usefully"}
+
+
+def _refusals(path: str, method: str) -> dict[str, str]:
+    refusals = dict(ANY_CALL)
+    if "{" in path:
+        refusals |= ONE_THING
+    if method != "get":
+        refusals |= A_WRITE
+    if path.startswith("/api/v1/providers/") and path.endswith(("/test", "/sync")):
+        refusals |= PROVIDER_CALL
+    return refusals
+
+
+def document_errors(app: FastAPI) -> None:
+    """The refusals each JSON API operation can answer, added to the app's OpenAPI: every
+    call's (login, role, body size, limits, database), 404 where the path names a thing, 400
+    and 409 for writes, 502 where a provider is called. Here rather than per route: they come
+    from the one error base (app.errors) and the middleware, not from each handler."""
+    plain = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is not None:
+            return app.openapi_schema
+        spec = plain()
+        spec.setdefault("components", {}).setdefault("schemas", {})["Error"] = ERROR_SCHEMA
+        body = {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}
+        for path, operations in spec["paths"].items():
+            if not path.startswith(API_PREFIX):
+                continue
+            for method, operation in operations.items():
+                answers = operation.setdefault("responses", {})
+                for status, description in _refusals(path, method).items():
+                    # 422 too: FastAPI documents only its own shape, the app's refusals have theirs.
+                    answers[status] = {"description": description, "content": body}
+        app.openapi_schema = spec
+        return spec
+
+    app.openapi = openapi  # type: ignore[method-assign]

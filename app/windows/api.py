@@ -13,7 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.auth.sessions import Identity
 from app.db import utcnow
 from app.errors import NotFound
-from app.web.deps import SessionDep
+from app.web.deps import RowId, SessionDep
 from app.windows import service
 from app.windows.auth import require_operator
 from app.windows.schemas import DayHours, TradingHoursIn, WindowIn
@@ -101,12 +101,12 @@ async def create_window(data: WindowIn, session: SessionDep, who: Operator) -> W
 
 
 @router.get("/maintenance-windows/{window_id}")
-async def get_window(window_id: int, session: SessionDep) -> WindowOut:
+async def get_window(window_id: RowId, session: SessionDep) -> WindowOut:
     return await _view(session, window_id)
 
 
 @router.post("/maintenance-windows/{window_id}/end")
-async def end_window(window_id: int, session: SessionDep, who: Operator) -> Response:
+async def end_window(window_id: RowId, session: SessionDep, who: Operator) -> Response:
     """End it now: a running window (or a weekly series) stops now; one not started yet is
     removed (204). The stores leave maintenance at the worker's next run (seconds)."""
     window = await service.end_window(session, window_id)
@@ -117,7 +117,7 @@ async def end_window(window_id: int, session: SessionDep, who: Operator) -> Resp
 
 
 @router.delete("/maintenance-windows/{window_id}", status_code=204)
-async def delete_window(window_id: int, session: SessionDep, who: Operator) -> Response:
+async def delete_window(window_id: RowId, session: SessionDep, who: Operator) -> Response:
     await service.delete_window(session, window_id)
     return Response(status_code=204)
 

@@ -8,6 +8,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from app.inventory.schemas import choice
 from app.windows.models import SCOPES
 from app.windows.timecalc import MAX_DURATION_MIN, WEEKDAYS, parse_hhmm, weekday_index, zone
 
@@ -54,13 +55,7 @@ class WindowIn(BaseModel):
             zone(value)  # ValueError names it
         return value
 
-    @field_validator("scope", mode="before")
-    @classmethod
-    def _scope(cls, value: object) -> str:
-        value = str(value or "store").strip().lower()
-        if value not in SCOPES:
-            raise ValueError(f"must be one of: {', '.join(SCOPES)}")
-        return value
+    _scope = field_validator("scope", mode="before")(choice(SCOPES, "store"))
 
     @field_validator("weekdays", mode="before")
     @classmethod

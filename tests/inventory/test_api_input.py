@@ -1,0 +1,14 @@
+"""Store fields that must be text refuse anything else with a 422 naming the field (a list of
+tags holding null was a 500: `.strip()` on None). Found by tests/test_api_fuzz.py."""
+
+
+async def test_tags_and_choices_must_be_text(db, client):
+    for bad in ({"tags": [None]}, {"tags": [1, "x"]}, {"tags": {}}, {"timezone": 5}):
+        answer = await client.post("/api/v1/stores", json={"code": "S-1", "name": "One", **bad})
+        assert answer.status_code == 422, (bad, answer.text)
+        assert answer.json()["detail"][0]["loc"][-1] == next(iter(bad)), answer.text
+    made = await client.post("/api/v1/stores", json={"code": "S-1", "name": "One", "tags": ["a ", " ", "b"]})
+    assert made.status_code == 201 and made.json()["tags"] == "a;b"
+    terminal = {"store_code": "S-1", "poiid": "T-1", "integration": True}
+    answer = await client.post("/api/v1/terminals", json=terminal)
+    assert answer.status_code == 422 and "must be text" in answer.text
