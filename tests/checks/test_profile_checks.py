@@ -102,3 +102,25 @@ async def test_a_terminals_tcp_port_list_is_checked_port_by_port(
         assert set(await s.scalars(select(Monitor.key).where(Monitor.terminal_id == tid))) == {f"t{tid}:tcp"}
     r = await client.put("/api/v1/terminals/PL-0001", json={**body, "tcp_ports": "2000;70000"})
     assert r.status_code == 422 and "'70000' is not a port" in r.text
+
+
+def test_a_port_list_instead_of_one_port():
+    from types import SimpleNamespace
+
+    from app.inventory.monitors import terminal_monitor_specs
+    from app.inventory.schemas import TerminalIn
+
+    data = TerminalIn(
+        store_code="S-1",
+        poiid="TRG-9",
+        integration="local",
+        lan_host="192.168.1.5",
+        tcp_ports="5001, 2100 2000",  # as people type them
+    )
+    assert data.lan_port is None and data.tcp_ports == "2000;2100;5001"
+    specs = terminal_monitor_specs(
+        SimpleNamespace(id=9, store_id=2, **data.model_dump(exclude={"store_code"}))
+    )
+    assert [(s.key, s.kind, s.target) for s in specs] == [
+        (f"t9:tcp:{port}", "tcp", f"192.168.1.5:{port}") for port in (2000, 2100, 5001)
+    ]
