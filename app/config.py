@@ -62,7 +62,10 @@ class Settings(BaseSettings):
     worker_concurrency: int = 500
     claim_batch: int = 500
     lease_s: int = 10  # renewed every lease_s/3 while the worker lives: a dead one's run again soon
-    result_retention_days: int = 30
+    result_retention_days: int = 14  # raw results (failures, changes, manual checks)
+    # A plain success (ok, no change, no warning, not manual) is folded into its monitor's day
+    # (app.monitoring.compact); true keeps each as a row too (~250 KB per monitor per day at 60 s).
+    keep_plain_results: bool = False
 
     # Alerts (app.alerts)
     base_url: str = "http://127.0.0.1:8000"  # links in notifications point here (store pages)

@@ -1,16 +1,21 @@
-"""Benchmark: what a check result costs on disk in PostgreSQL.
+"""Benchmark: what checking a terminal costs on disk in PostgreSQL, per day.
 
-    .venv/bin/python bench/storage.py [--monitors 200] [--results 1000]
+    .venv/bin/python bench/storage.py [--monitors 100] [--days 2]
 
-Writes `--monitors` x `--results` results through the real writer (app.monitoring.writer,
-batches of 1,000), 99 % plain successes and 1 % failures, each with the steps a real TCP probe
-against a loopback listener produced, into a fresh PostgreSQL database; then reads the size of
-`check_results` (table, TOAST and indexes) and prints bytes per result, and what a terminal
-with one monitor at a 60 s interval costs per day and for 14 days of raw retention.
+Writes `--days` whole UTC days of results at a 60 s interval for `--monitors` monitors (one
+monitor per terminal) through the real writer (app.monitoring.writer, batches of 1,000), with
+the steps a real TCP probe against a loopback listener produced, into a fresh PostgreSQL
+database; rolls the hours and days up (app.monitoring.maintenance); then reads the size of
+each table (heap, TOAST and indexes, after VACUUM FULL: what the data takes, less what the
+empty tables and day partitions take: a fixed few KiB per day for the whole fleet) and prints bytes
+per terminal per day, by component: raw results (kept `RAW_DAYS` = 14 days) and what is kept
+forever (folded plain successes, state changes, rollups).
 
-Run twice: results stored as the writer stores them (a plain success without its steps), and
-for comparison as before, every result with its steps (written as manual checks, which keep
-them: the only difference in the row is the steps and the manual flag).
+Two days of checking, each in two ways:
+  healthy:  every check ok but one short outage a day (two refusals: down, then up again);
+  1 % fail: every 100th check refused (a single refusal: no state change), the rest ok;
+  before:   every result a row, a plain success without its steps (TERMPULSE_KEEP_PLAIN_RESULTS);
+  after:    plain successes folded into latency_days (the default).
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ import argparse
 import asyncio
 import os
 import sys
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -31,6 +36,13 @@ from app.db import server_execute
 from bench.machine import describe
 
 BENCH_DB = "termpulse_bench_storage"
+RAW_DAYS = 14
+TABLES = ("check_results", "latency_days", "state_changes", "rollups")
+
+
+def _load() -> str:
+    """The load average (1, 5, 15 min): figures on a loaded machine are noisy."""
+    return " ".join(Path("/proc/loadavg").read_text().split()[:3])
 
 
 async def _probe_steps() -> tuple[list, list]:
@@ -49,42 +61,80 @@ async def _probe_steps() -> tuple[list, list]:
     return ok.steps, refused.steps
 
 
-async def run(db, monitors: int, per_monitor: int, full_steps: bool) -> dict:
-    from app.db import utcnow
+def _fails(profile: str, r: int, m: int, per_day: int) -> bool:
+    if profile == "healthy":  # one outage a day, at a different time for each monitor
+        return (r - m * 7) % per_day in (600, 601)
+    return (r + m) % 100 == 0
+
+
+async def _sizes(db) -> dict[str, int]:
+    """Bytes of each table (all partitions of check_results), heap + TOAST + indexes, after
+    VACUUM FULL (what the data takes, no dead rows)."""
+    async with db.engine.connect() as conn:
+        await conn.execution_options(isolation_level="AUTOCOMMIT")
+        await conn.execute(text("VACUUM FULL"))
+        sizes = {}
+        for table in TABLES:
+            sizes[table] = int(
+                await conn.scalar(
+                    text(
+                        "SELECT coalesce(sum(pg_total_relation_size(relid)), 0) "
+                        "FROM pg_partition_tree(CAST(:t AS regclass))"
+                    ),
+                    {"t": table},
+                )
+                or await conn.scalar(
+                    text("SELECT pg_total_relation_size(CAST(:t AS regclass))"), {"t": table}
+                )
+            )
+    return sizes
+
+
+async def run(db, monitors: int, days: int, profile: str, keep_plain: bool) -> dict[str, float]:
+    from app.config import get_settings
+    from app.monitoring.maintenance import rollup_pending
+    from app.monitoring.partitions import create_partition
     from app.monitoring.writer import CheckOutcome, write_outcomes
     from app.vocabulary import Outcome
 
+    os.environ["TERMPULSE_KEEP_PLAIN_RESULTS"] = "true" if keep_plain else "false"
+    get_settings.cache_clear()
     async with db.engine.begin() as conn:
-        await conn.execute(text("TRUNCATE check_results, state_changes RESTART IDENTITY"))
+        await conn.execute(
+            text("TRUNCATE check_results, latency_days, state_changes, rollups, rollup_redo RESTART IDENTITY")
+        )
+        await conn.execute(text("UPDATE monitors SET state = 'up', last_checked_at = NULL"))
     ok_steps, fail_steps = await _probe_steps()
-    start = utcnow() - timedelta(seconds=60 * per_monitor)
+    today = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    start = today - timedelta(days=days)
+    async with db.engine.begin() as conn:  # as the retention job makes them ahead
+        for d in range(days):
+            await create_partition(conn, (start + timedelta(days=d)).date())
+    # What the empty tables and partitions take: fixed, whatever the fleet (not per terminal).
+    empty = await _sizes(db)
+    per_day = 1440
     batch: list[CheckOutcome] = []
-    written = 0
-    for r in range(per_monitor):
+    for r in range(per_day * days):
         for m in range(1, monitors + 1):
-            failed = (r * monitors + m) % 100 == 0
+            failed = _fails(profile, r, m, per_day)
             batch.append(
                 CheckOutcome(
                     m,
                     Outcome.FAIL if failed else Outcome.OK,
                     start + timedelta(seconds=60 * r, milliseconds=m),
-                    1.2,
+                    1.0 + (r * m) % 13 * 0.1,
                     fail_steps if failed else ok_steps,
                     "tcp_refused" if failed else None,
                     "connection refused" if failed else None,
-                    manual=full_steps,
                 )
             )
             if len(batch) == 1000:
-                written += (await write_outcomes(db, batch)).written
+                await write_outcomes(db, batch)
                 batch = []
     if batch:
-        written += (await write_outcomes(db, batch)).written
-    async with db.engine.connect() as conn:
-        size = await conn.scalar(text("SELECT pg_total_relation_size('check_results')"))
-        heap = await conn.scalar(text("SELECT pg_relation_size('check_results')"))
-    per = size / written
-    return {"written": written, "bytes": size, "heap": heap, "per_result": per}
+        await write_outcomes(db, batch)
+    await rollup_pending(db, today, max_hours=24 * days)
+    return {t: (b - empty[t]) / (monitors * days) for t, b in (await _sizes(db)).items()}
 
 
 async def main(args: argparse.Namespace) -> int:
@@ -118,22 +168,34 @@ async def main(args: argparse.Namespace) -> int:
                         "timeout_s": 5.0,
                         "phase_ms": 0,
                         "state": "up",
+                        "state_since": datetime.now(UTC) - timedelta(days=args.days + 1),
                         "enabled": False,  # nothing claims them: only the writer writes
                     }
                     for i in range(args.monitors)
                 ],
             )
-        print(f"machine:  {describe()}")
-        print(f"results:  {args.monitors} monitors x {args.results} (99 % ok, 1 % refused), PostgreSQL\n")
-        for label, full in (("compact (as stored now)", False), ("every result with steps (before)", True)):
-            r = await run(db, args.monitors, args.results, full)
-            day = r["per_result"] * 1440
-            print(
-                f"{label:<34} {r['per_result']:6.0f} bytes per result (table+TOAST+indexes)"
-                f" -> {day / 1024:6.0f} KiB per terminal per day at 60 s,"
-                f" {14 * day / 2**20:5.2f} MiB for 14 days raw",
-                flush=True,
-            )
+        print(f"machine:  {describe()}, load average {_load()}")
+        print(
+            f"fleet:    {args.monitors} terminals (one monitor each) x {args.days} days at 60 s, PostgreSQL\n"
+            "          bytes per terminal per day (table+TOAST+indexes, after VACUUM FULL),"
+            f" raw kept {RAW_DAYS} days\n"
+        )
+        print(
+            f"{'profile':<9} {'stored':<7} {'raw':>8} {'folded':>7} {'changes':>8} {'rollups':>8}"
+            f" {'per day':>9} {'forever/day':>12} {'raw 14 days':>12}"
+        )
+        for profile in ("healthy", "1 % fail"):
+            for label, keep in (("before", True), ("after", False)):
+                b = await run(db, args.monitors, args.days, profile, keep)
+                forever = b["latency_days"] + b["state_changes"] + b["rollups"]
+                print(
+                    f"{profile:<9} {label:<7} {b['check_results']:8.0f} {b['latency_days']:7.0f}"
+                    f" {b['state_changes']:8.0f} {b['rollups']:8.0f}"
+                    f" {b['check_results'] + forever:9.0f} {forever:12.0f}"
+                    f" {RAW_DAYS * b['check_results'] / 1024:9.0f} KiB",
+                    flush=True,
+                )
+        print(f"\nload average after: {_load()}")
         return 0
     finally:
         await db.dispose()
@@ -144,6 +206,6 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--monitors", type=int, default=200)
-    parser.add_argument("--results", type=int, default=1000)
+    parser.add_argument("--monitors", type=int, default=100)
+    parser.add_argument("--days", type=int, default=2)
     sys.exit(asyncio.run(main(parser.parse_args())))

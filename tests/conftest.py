@@ -200,3 +200,21 @@ def csrf_header_hook(settings):
             request.headers["X-CSRF-Token"] = csrf_token_for(settings.secret_key, cookie)
 
     return hook
+
+
+@pytest.fixture
+def keep_plain_results():
+    """Every result a row, plain successes too (TERMPULSE_KEEP_PLAIN_RESULTS, subprocesses
+    included): for the tests that look at each scheduled run (its due time, when it was
+    checked and written), not at how results are stored (tests/monitoring/test_compact_results.py)."""
+    from app.config import get_settings
+
+    before = os.environ.get("TERMPULSE_KEEP_PLAIN_RESULTS")
+    os.environ["TERMPULSE_KEEP_PLAIN_RESULTS"] = "true"
+    get_settings.cache_clear()
+    yield
+    if before is None:
+        del os.environ["TERMPULSE_KEEP_PLAIN_RESULTS"]
+    else:
+        os.environ["TERMPULSE_KEEP_PLAIN_RESULTS"] = before
+    get_settings.cache_clear()

@@ -21,6 +21,7 @@ from app.db import select_where_in, utcnow
 from app.history.uptime import Figures, Period, TerminalInfo, terminal_timeline, uptime_for_terminals
 from app.inventory.models import PROVIDERS, Agent, Monitor, Store, Terminal, TerminalEvent
 from app.monitoring.agents import STORE_OFFLINE
+from app.monitoring.compact import PlainResult, plain_buckets, recent_plain
 from app.monitoring.models import CheckResult, Rollup, StateChange
 from app.vocabulary import (
     STATES_WORST_FIRST,
@@ -962,7 +963,7 @@ class TerminalDetail:
     network: list[Monitor]
     events: list[TerminalEvent]
     changes: list[StateChange]
-    checks: list[CheckResult]
+    checks: list[CheckResult | PlainResult]
     timeline_24h: list[Segment]
     timeline_7d: list[Segment]
     uptime_24h: Figures | None  # with how much of the period was monitored
@@ -1045,7 +1046,7 @@ async def terminal_detail(
         else []
     )
     monitor_ids = [m.id for m in monitors]
-    checks: list[CheckResult] = []
+    checks: list[CheckResult | PlainResult] = []
     if monitor_ids:
         checks = list(
             await session.scalars(
@@ -1055,6 +1056,9 @@ async def terminal_detail(
                 .limit(20)
             )
         )
+        # Plain successes are folded, not rows: their newest are kept as they were.
+        checks += await recent_plain(session, monitor_ids, now)
+        checks = sorted(checks, key=lambda c: c.checked_at, reverse=True)[:20]
 
     row = (await terminal_rows(session, [terminal.id], uptime=False))[terminal.id]
     info = _terminal_info(row)
@@ -1120,16 +1124,21 @@ async def _latency(
             .limit(3000)
         )
     ).all()[::-1]
+    # Plain successes are folded per 5 minutes (app.monitoring.compact): each bucket counts as
+    # its number of latencies at its mean, in the quarter hour it starts in.
+    plain = [b for b in await plain_buckets(session, [m.id], start, now) if b.timed]
     label = f"{m.kind} {m.target}"
-    if rows:
+    if rows or plain:
         # Buckets on the clock's quarter hours (03:00, 03:15 ...), each point at its bucket start.
         size = LATENCY_BUCKET_S
-        buckets: dict[int, list[float]] = {}
-        for at, ms in rows:
-            if ms is not None:
-                buckets.setdefault(int(at.timestamp()) // size * size, []).append(ms)
+        sums: dict[int, list[float]] = {}
+        raw = [(at, ms, 1) for at, ms in rows if ms is not None]
+        for at, ms, n in raw + [(b.start, b.mean_ms, b.timed) for b in plain]:
+            total = sums.setdefault(int(at.timestamp()) // size * size, [0.0, 0])
+            total[0] += ms * n
+            total[1] += n
         return (
-            [(datetime.fromtimestamp(k, UTC), sum(v) / len(v)) for k, v in sorted(buckets.items())],
+            [(datetime.fromtimestamp(k, UTC), v[0] / v[1]) for k, v in sorted(sums.items())],
             label,
             size,
         )

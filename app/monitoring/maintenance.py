@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections import defaultdict
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from sqlalchemy import bindparam, case, delete, func, or_, select, update
@@ -13,7 +14,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db import Database, dialect_of, table_of, utcnow
 from app.inventory.models import Agent, Monitor
+from app.monitoring.compact import PlainBucket, first_day, forget_recent, plain_buckets
 from app.monitoring.models import CheckResult, Rollup, RollupRedo, StateChange
+from app.monitoring.partitions import keep_partitions
 from app.monitoring.state import STALE_INTERVALS
 from app.monitoring.writer import (
     HOUR,
@@ -105,7 +108,17 @@ async def mark_stale(session: AsyncSession, now: datetime | None = None) -> int:
 
 
 async def purge_results(database: Database, older_than: datetime, batch: int = 10000) -> int:
-    """Delete raw check results older than the retention, a batch per transaction."""
+    """Remove raw check results older than the retention: on PostgreSQL whole day partitions
+    (and the next days' partitions are made ahead, app.monitoring.partitions), on SQLite a
+    batch per transaction. Also clears the folded days' recent successes nobody reads now.
+    Returns the number of results removed."""
+    now = utcnow()
+    async with database.sessionmaker() as session:
+        await forget_recent(session, now.date())
+        await session.commit()
+    if database.dialect == "postgresql":
+        async with database.engine.begin() as conn:
+            return await keep_partitions(conn, now, older_than)
     total = 0
     table = table_of(CheckResult)
     while True:
@@ -142,11 +155,11 @@ async def rollup_hour(session: AsyncSession, start: datetime) -> int:
     end = start + HOUR
     cr = table_of(CheckResult)
     stats = {
-        r.monitor_id: r
+        r.monitor_id: _HourStats(r.n, int(r.ok_count or 0), r.lat_sum, r.lat_min, r.lat_max)
         for r in await session.execute(
             select(
                 cr.c.monitor_id,
-                func.count().label("count"),
+                func.count().label("n"),
                 func.sum(case((cr.c.outcome == Outcome.OK, 1), else_=0)).label("ok_count"),
                 func.sum(cr.c.latency_ms).label("lat_sum"),
                 func.min(cr.c.latency_ms).label("lat_min"),
@@ -156,6 +169,10 @@ async def rollup_hour(session: AsyncSession, start: datetime) -> int:
             .group_by(cr.c.monitor_id)
         )
     }
+    # Plain successes are folded (app.monitoring.compact), not rows: count them in. Their
+    # latency min and max are those of their 5-minute means.
+    for b in await plain_buckets(session, None, start, end):
+        stats[b.monitor_id] = _with_plain(stats.get(b.monitor_id), b)
     # Every change from the hour's start on: the first one after it also tells the state
     # at the start (its from_state); a monitor without any is in its current state.
     changes: dict[int, list] = defaultdict(list)
@@ -188,7 +205,7 @@ async def rollup_hour(session: AsyncSession, start: datetime) -> int:
                 "period": "hour",
                 "bucket_start": start,
                 "count": s.count if s else 0,
-                "ok_count": int(s.ok_count or 0) if s else 0,
+                "ok_count": s.ok_count if s else 0,
                 "latency_sum_ms": float(s.lat_sum or 0.0) if s else 0.0,
                 "latency_min_ms": s.lat_min if s else None,
                 "latency_max_ms": s.lat_max if s else None,
@@ -198,6 +215,27 @@ async def rollup_hour(session: AsyncSession, start: datetime) -> int:
         )
     await _upsert_rollups(session, rows)
     return len(rows)
+
+
+@dataclass
+class _HourStats:
+    count: int
+    ok_count: int
+    lat_sum: float | None
+    lat_min: float | None
+    lat_max: float | None
+
+
+def _with_plain(s: _HourStats | None, b: PlainBucket) -> _HourStats:
+    """The hour's figures of a monitor's raw results plus a bucket of its plain successes."""
+    s = s or _HourStats(0, 0, None, None, None)
+    s.count += b.count
+    s.ok_count += b.count
+    if b.timed:
+        s.lat_sum = (s.lat_sum or 0.0) + b.latency_sum_ms
+        s.lat_min = b.mean_ms if s.lat_min is None else min(s.lat_min, b.mean_ms)
+        s.lat_max = b.mean_ms if s.lat_max is None else max(s.lat_max, b.mean_ms)
+    return s
 
 
 async def rollup_day(session: AsyncSession, day_start: datetime) -> int:
@@ -270,7 +308,9 @@ async def rollup_pending(database: Database, now: datetime | None = None, max_ho
     current = hour_floor(now)
     async with database.sessionmaker() as session:
         last = await session.scalar(select(func.max(Rollup.bucket_start)).where(Rollup.period == "hour"))
-        first_result = await session.scalar(select(func.min(CheckResult.checked_at)))
+        first_raw = await session.scalar(select(func.min(CheckResult.checked_at)))
+        first_folded = await first_day(session)
+    first_result = min((t for t in (first_raw, first_folded) if t is not None), default=None)
     if last is not None:
         start = last + HOUR
     elif first_result is not None:

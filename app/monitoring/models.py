@@ -3,16 +3,19 @@ inventory: app.inventory.models.Monitor)."""
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime
 
-from sqlalchemy import Boolean, Float, ForeignKey, Index, Integer, String, Text
+from sqlalchemy import Boolean, Date, Float, ForeignKey, Index, Integer, LargeBinary, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.db import Base, BigId, JSONData, UTCDateTime
 
 
 class CheckResult(Base):
-    """One run of a monitor. Raw rows are kept for the retention period only."""
+    """One run of a monitor that somebody may open: a failure, a warning, a state change, a
+    manual check (a plain success is folded into `LatencyDay` instead). Raw rows are kept for
+    the retention period only. On PostgreSQL the table is partitioned by day on checked_at
+    (app.monitoring.partitions; the primary key there is (id, checked_at))."""
 
     __tablename__ = "check_results"
     __table_args__ = (
@@ -30,6 +33,20 @@ class CheckResult(Base):
     diagnosis: Mapped[str | None] = mapped_column(String(64))
     detail: Mapped[str | None] = mapped_column(Text)
     manual: Mapped[bool] = mapped_column(Boolean, default=False)
+
+
+class LatencyDay(Base):
+    """A monitor's plain successes of one UTC day, folded: per 5-minute bucket how many there
+    were and their mean latency (`buckets`, app.monitoring.compact), and the last few of them
+    as they were (`recent`, for the terminal page's recent checks; cleared after two days).
+    Kept forever: a few hundred bytes per monitor and day instead of a row per check."""
+
+    __tablename__ = "latency_days"
+
+    monitor_id: Mapped[int] = mapped_column(ForeignKey("monitors.id", ondelete="CASCADE"), primary_key=True)
+    day: Mapped[date] = mapped_column(Date, primary_key=True)
+    buckets: Mapped[bytes] = mapped_column(LargeBinary)
+    recent: Mapped[bytes | None] = mapped_column(LargeBinary)
 
 
 class StateChange(Base):

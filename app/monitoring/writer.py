@@ -40,6 +40,7 @@ from app.checks.result import ProbeResult, Step
 from app.db import Database, dialect_of, in_transaction, is_unreachable, select_where_in, table_of, utcnow
 from app.inventory.identity import learn_identities
 from app.inventory.models import Monitor, Terminal
+from app.monitoring.compact import store_plain
 from app.monitoring.models import CheckResult, RollupRedo, StateChange, UptimeRedo
 from app.monitoring.state import MonitorState, step
 from app.monitoring.status import refresh_status
@@ -425,10 +426,10 @@ async def apply_outcomes(
     await learn_identities(
         session, [(r["monitor_id"], r["steps"]) for r in results if r["outcome"] == Outcome.OK]
     )
-    for i in plain:
-        # A plain success (ok, no change, no warning, not a manual check) is stored without its
-        # steps: they are the same every time, nobody opens them, and they were most of its bytes.
-        results[i]["steps"] = []
+    # A plain success (ok, no change, no warning, not a manual check) is no row of its own:
+    # folded into its monitor's day (count and latency per 5 minutes, app.monitoring.compact).
+    report.written = len(results)
+    results = await store_plain(session, results, plain)
     if _is_pg(session):
         if monitor_rows:
             await session.execute(_PG_UPDATE_MONITORS, _columns(monitor_rows))
@@ -441,7 +442,6 @@ async def apply_outcomes(
             await session.execute(_UPDATE_MONITOR.execution_options(synchronize_session=False), monitor_rows)
         if results:
             await session.execute(_INSERT_RESULT, results)
-    report.written = len(results)
     await record_transitions(session, report.transitions, now)
     if report.retracted:
         await refresh_status(

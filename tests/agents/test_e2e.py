@@ -29,7 +29,7 @@ from app.monitoring.models import CheckResult
 from app.vocabulary import MonitorKind, State
 from tests.monitoring.helpers import add_monitors, add_store, add_terminals
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("keep_plain_results")]  # each run's row
 
 DEADLINE = 90.0  # s: a loaded 2-core machine is slow; nothing asserts a duration
 

@@ -38,7 +38,11 @@ from tests.monitoring.helpers import (
     wait_for,
 )
 
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("multiworker")]
+pytestmark = [
+    pytest.mark.usefixtures("keep_plain_results"),  # they look at each scheduled run's row
+    pytest.mark.slow,
+    pytest.mark.xdist_group("multiworker"),
+]
 
 N = 2000
 INTERVAL = 4

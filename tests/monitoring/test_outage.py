@@ -17,6 +17,8 @@ from app.monitoring.writer import STALE, CheckOutcome, ResultWriter, write_outco
 from app.vocabulary import Outcome
 from tests.monitoring.helpers import add_monitors, add_store, closed_port, wait_for
 
+pytestmark = pytest.mark.usefixtures("keep_plain_results")  # they look at each scheduled run's row
+
 
 def _now_true(check):
     async def predicate():

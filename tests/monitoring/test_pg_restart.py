@@ -25,7 +25,11 @@ from app.monitoring.models import CheckResult, StateChange
 from app.monitoring.worker import Worker
 from tests.monitoring.helpers import add_monitors, add_store, wait_for
 
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("multiworker")]
+pytestmark = [
+    pytest.mark.usefixtures("keep_plain_results"),  # they look at each scheduled run's row
+    pytest.mark.slow,
+    pytest.mark.xdist_group("multiworker"),
+]
 
 PG_BIN = next(iter(sorted(Path("/usr/lib/postgresql").glob("*/bin"), reverse=True)), None)
 

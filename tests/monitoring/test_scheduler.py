@@ -31,6 +31,8 @@ from tests.monitoring.helpers import (
     wait_for,
 )
 
+pytestmark = pytest.mark.usefixtures("keep_plain_results")  # they look at each scheduled run's row
+
 DEADLINE = 120  # s to wait for runs that take a few seconds on an idle machine
 TAKEOVER_BOUND = 30  # s after an expired lease
 CLOCK_SKEW = timedelta(seconds=0.2)
