@@ -128,7 +128,9 @@ async def test_first_sign_in_creates_the_user_with_the_mapped_role(db, http, pro
     log = await audit_log(db)
     assert log[-2][:3] == ("user created", "ok", "alice") and "role admin" in log[-2][3]
     assert log[-1][:3] == ("sso login", "ok", "alice") and "role admin" in log[-1][3]
-    # The Users page says who signs in with SSO.
+    # No password to change on the account page; the Users page says who signs in with SSO.
+    account = dom(await http.get("/account"))
+    assert "You sign in with SSO" in text(one(account, "#pw-sso")) and not account.cssselect("#pw-current")
     assert "(SSO)" in text(one(dom(await http.get("/admin/users")), f"#user-{alice.id}"))
     said = text(one(dom(await http.get(f"/admin/users/{alice.id}")), "#sso-link"))
     assert f"Signs in with SSO ({provider.url}, subject {link.subject})" in said
