@@ -106,6 +106,7 @@ async def test_a_rename_takes_the_stores_and_check_settings_along(client, db):
     before = await network_monitors(db, "S-T2")
     r = await client.put("/api/v1/network-profiles/torgsoft-shop", json={**SHOP, "name": "torgsoft-2"})
     assert r.status_code == 200, r.text
+    assert r.json()["monitors"] == {"created": 0, "updated": 0, "deleted": 0}  # same checks: none touched
     async with db.sessionmaker() as s:
         assert await s.scalar(select(Store.network_profile).where(Store.code == "S-T2")) == "torgsoft-2"
         assert await s.get(CheckSettings, ("profile", "torgsoft-2")) is not None
