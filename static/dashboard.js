@@ -115,6 +115,39 @@
 
   // Live updates pushed by the server (Server-Sent Events: the #sse element, the htmx SSE
   // extension swaps each update out of band). While its stream is heard from (an update or its
+  // 15 s ping within 40 s) the pollers skip their timed turns; when it breaks (a proxy that
+  // buffers, the server away) they poll as before. Opening it, a resync (the server missed
+  // changes while reconnecting to the database) and a tab shown again poll once.
+  var heardAt = 0;
+  function pushed() { return Date.now() - heardAt < 40000; }
+  function catchUp() {
+    document.querySelectorAll(".live[hx-get], #tstatus[hx-get]").forEach(function (el) {
+      var done = htmx.ajax("GET", el.getAttribute("hx-get"), { source: el, target: el, swap: "outerHTML", event: new CustomEvent("live-catchup") });
+      if (done && done.catch) done.catch(function () {}); // a failed poll says so itself (htmx:sendError)
+    });
+  }
+  document.addEventListener("htmx:confirm", function (event) {
+    var d = event.detail, elt = d && d.elt;
+    if (!elt || !pushed() || !(elt.id === "tstatus" || (elt.classList && elt.classList.contains("live")))) return;
+    if (!d.triggeringEvent) event.preventDefault(); // a timed poll ("every Ns") has no event
+  });
+  document.addEventListener("htmx:sseOpen", function () { heardAt = Date.now(); catchUp(); });
+  document.addEventListener("htmx:sseMessage", function (event) {
+    heardAt = Date.now();
+    if (event.detail && event.detail.type === "resync") catchUp();
+    if (event.detail && event.detail.type === "order") sortStores(event.detail.data);
+    // "Live · updated": when the server was last heard (pushes do not replace the poller).
+    var now = new Date();
+    document.querySelectorAll(".live").forEach(function (el) {
+      el.classList.remove("offline");
+      var time = el.querySelector("time");
+      if (time) { time.setAttribute("datetime", now.toISOString()); time.textContent = now.toISOString().slice(11, 19) + " UTC"; }
+    });
+  });
+  document.addEventListener("htmx:sseError", function () { heardAt = 0; });
+
+  // Live updates pushed by the server (Server-Sent Events: the #sse element, the htmx SSE
+  // extension swaps each update out of band). While its stream is heard from (an update or its
   // 15 s ping within 40 s) the pollers skip their turn; when it breaks (a proxy that buffers,
   // the server away) they poll as before. Opening it, and a resync (the server missed changes
   // while reconnecting to the database), poll once: what changed meanwhile was not pushed.

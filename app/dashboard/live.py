@@ -36,6 +36,7 @@ from app.dashboard import queries
 from app.dashboard.routes import STORES_PER_PAGE, _overview_params, _qs
 from app.db import Database, utcnow
 from app.monitoring.changes import ChangeFeed, Changes
+from app.web.errors import DB_ERRORS
 from app.web.templating import templates
 
 log = logging.getLogger(__name__)
@@ -43,6 +44,9 @@ router = APIRouter(include_in_schema=False)
 
 PING_S = 15.0  # an idle stream says it is alive this often (pages poll after 40 s of silence)
 QUEUE_MAX = 64  # messages a slow page may owe; past that its stream ends and it reconnects
+# A stream ends after this long and the page connects again: through the login check again
+# (a session ended or a user disabled meanwhile stops getting updates), with one catch-up poll.
+STREAM_MAX_S = 15 * 60
 MAX_IDS = 500  # terminal rows one page may follow (a terminals list's largest page)
 _PING = format_sse_event(event="ping", data_str="", retry=5000)
 _RESYNC = format_sse_event(event="resync", data_str="")
@@ -101,7 +105,8 @@ class Subscriber:
 
     async def stream(self) -> AsyncIterator[bytes]:
         yield _PING  # at once: the page knows the stream works (and a proxy sends the headers)
-        while True:
+        ends = asyncio.get_running_loop().time() + STREAM_MAX_S
+        while asyncio.get_running_loop().time() < ends:
             try:
                 async with asyncio.timeout(PING_S):
                     message = await self.queue.get()
@@ -150,6 +155,15 @@ class LiveHub:
         sub = Subscriber(view)
         self.subscribers.add(sub)
         return sub
+
+    async def remember(self, view: View) -> None:
+        """What a new overview page shows now, so the next change sends it only what changed
+        (the page itself polls once on connecting for what changed before)."""
+        if not isinstance(view, OverviewView) or view in self._shown:
+            return
+        async with self.database.sessionmaker() as session:
+            summary, stores = await _overview_page(session, view, fresh=False)
+        self._shown.setdefault(view, (summary.signature(), [(s.id, s.signature()) for s in stores]))
 
     def unsubscribe(self, sub: Subscriber) -> None:
         self.subscribers.discard(sub)
@@ -201,34 +215,27 @@ class LiveHub:
     async def _overview(
         self, session: AsyncSession, view: OverviewView, changes: Changes, now: datetime
     ) -> bytes | None:
-        """The summary bar and the rows of this stores page that changed (the page body when
-        the worst-first order moved), or None when nothing it shows changed."""
-        summary = await queries.fleet_summary(session, region=view.region, fresh=True)
-        stores, _ = await queries.store_page(
-            session,
-            region=view.region,
-            q=view.q,
-            page=view.page,
-            per_page=STORES_PER_PAGE,
-            sort=view.sort,
-            desc=view.desc,
-            fresh=True,
-        )
-        first = view not in self._shown  # what its pages show is not known: the whole body
+        """The summary bar and the rows of this stores page that changed, or None when nothing
+        it shows changed. When the worst-first order moved: the rows that came onto the page
+        too, and an `order` event (the rows' ids in order: the page sorts its rows by it and
+        drops the others), not the whole body again (a hundred kilobytes, to every screen)."""
+        summary, stores = await _overview_page(session, view, fresh=True)
+        # What its pages show is not known yet (or nothing is left on it): the whole body.
+        whole = view not in self._shown or not stores
         before_summary, before = self._shown.get(view, ("", []))
         shown = [(s.id, s.signature()) for s in stores]
         self._shown[view] = (summary.signature(), shown)
-        order_changed = first or [i for i, _ in before] != [i for i, _ in shown]
+        order_changed = [i for i, _ in before] != [i for i, _ in shown]
         old = dict(before)
         changed = [s for s in stores if old.get(s.id) != s.signature() or s.id in changes.stores]
         summary_changed = summary.signature() != before_summary
-        if not (order_changed or changed or summary_changed):
+        if not (whole or order_changed or changed or summary_changed):
             return None
         html = templates.env.get_template("dashboard/overview_live.html").render(
             summary=summary,
             stores=stores,
-            changed=changed,
-            order_changed=order_changed,
+            changed=[s for s in changed if s.id in old],
+            order_changed=whole,
             summary_changed=summary_changed,
             region=view.region,
             q=view.q,
@@ -237,7 +244,15 @@ class LiveHub:
             qs=view.qs,
             pushed=True,
         )
-        return format_sse_event(event="update", data_str=html)
+        entered = [s for s in stores if s.id not in old]
+        if entered and not whole:  # appended, then put in place by the order
+            ui: Any = templates.env.get_template("dashboard/_ui.html").module
+            rows = "".join(str(ui.store_row(s)) for s in entered)
+            html += f'<template><tbody hx-swap-oob="beforeend:#stores-body">{rows}</tbody></template>'
+        message = format_sse_event(event="update", data_str=html)
+        if order_changed and not whole:
+            message += format_sse_event(event="order", data_str=",".join(str(i) for i, _ in shown))
+        return message
 
     async def _rows(
         self,
@@ -287,6 +302,23 @@ class LiveHub:
                 _send_all(subs, format_sse_event(event="update", data_str=str(html)))
 
 
+async def _overview_page(
+    session: AsyncSession, view: OverviewView, *, fresh: bool
+) -> tuple[queries.Summary, list[queries.StoreRow]]:
+    summary = await queries.fleet_summary(session, region=view.region, fresh=fresh)
+    stores, _ = await queries.store_page(
+        session,
+        region=view.region,
+        q=view.q,
+        page=view.page,
+        per_page=STORES_PER_PAGE,
+        sort=view.sort,
+        desc=view.desc,
+        fresh=fresh,
+    )
+    return summary, stores
+
+
 def _send_all(subs: list[Subscriber], message: bytes) -> None:
     for sub in subs:
         sub.send(message)
@@ -325,6 +357,10 @@ async def live_events(request: Request) -> Response:
 
     async def stream() -> AsyncIterator[bytes]:
         try:
+            try:
+                await hub.remember(view)
+            except DB_ERRORS as exc:  # the first change sends the whole page then
+                log.warning("live updates: %s", type(exc).__name__)
             async for message in sub.stream():
                 yield message
         finally:

@@ -136,6 +136,16 @@ async def test_a_change_reaches_the_pages_that_show_its_row_only(db, server):
 
         await take_down(db, other)
         await terminal_page.wait_for(lambda u: any('id="tstatus"' in d and "down" in d.lower() for d in u))
+        # Its store now cannot take cards (all its terminals down): first on the overview, which
+        # gets the changed row and the new order, not the page body again.
+        other_store = ids["store_of"][elsewhere[0]]
+
+        def first_in_order(_updates) -> bool:
+            orders = [data for name, data in overview.events if name == "order"]
+            return bool(orders) and orders[-1].split(",")[0] == str(other_store)
+
+        await overview.wait_for(first_in_order)
+        assert not any('id="stores-body"' in d for d in overview.updates)  # never the whole body
         # A change the store page shows, after the other's: the store page got nothing between.
         await take_down(db, third)
         await store_page.wait_for(lambda u: any(f'id="t-{third}"' in d for d in u))

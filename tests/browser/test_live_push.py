@@ -1,0 +1,72 @@
+"""Live updates pushed in a real browser: a terminal stops answering and its open terminal page
+and the overview show it without a reload, with their polls blocked (only the server's push
+can bring it)."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.browser.conftest import shot
+from tests.browser.test_flows import wait_until
+
+pytestmark = pytest.mark.browser
+
+POIID = "Move5000-613397570"  # S-0001, Till 4: a LAN terminal checked every 2 s here
+POLLS = ("**/live/overview?*", "**/terminals/live?*", "**/status?*")
+
+
+async def _pushed_only(page) -> None:
+    """Count the pushed updates; every poll fails (what a broken poll would look like)."""
+    await page.add_init_script(
+        "window.__updates = 0; document.addEventListener('htmx:sseMessage', function (e) {"
+        " if (e.detail && e.detail.type === 'update') window.__updates++; });"
+    )
+    for pattern in POLLS:
+        await page.route(pattern, lambda route: route.abort())
+
+
+async def test_a_terminal_going_down_is_pushed_to_its_page_and_the_overview(page, live_server, sim):
+    base = live_server["url"]
+    overview = await page.context.new_page()
+    fleet = await page.context.new_page()  # the whole fleet's first page, worst first
+    for p in (page, overview, fleet):
+        await _pushed_only(p)
+    await page.goto(f"{base}/terminals/{POIID}")
+    await overview.goto(base + "/?q=S-0001")  # its own filter: the stores page it shows
+    await fleet.goto(base + "/")
+    status = page.locator("#tstatus [data-state]").first
+    row = overview.locator("#stores-body tr", has_text="S-0001")
+    assert await wait_until(lambda: _state_is(status, "up"), within=30), await status.inner_html()
+    # Up, or unknown when the loaded machine's simulated DNS was slow to answer its network check.
+    assert await wait_until(lambda: _store_is(row, ("up", "unknown")), within=30), await row.inner_html()
+    for p in (page, overview, fleet):
+        await p.evaluate("window.__noReload = 1")
+
+    await sim.sim.set_behaviour(POIID, "refusing")
+    try:
+        assert await wait_until(lambda: _state_is(status, "down"), within=30), await status.inner_html()
+        assert await wait_until(lambda: _store_is(row, ("degraded", "cannot_pay")), within=30)
+        # The fleet's page: S-0001 moved up among the worst (onto the page if it was not on it),
+        # every row once, still one page of rows.
+        fleet_row = fleet.locator("#stores-body tr", has_text="S-0001")
+        assert await wait_until(lambda: _store_is(fleet_row, ("degraded", "cannot_pay")), within=30)
+        ids = await fleet.eval_on_selector_all("#stores-body tr", "rows => rows.map(r => r.id)")
+        assert len(ids) == len(set(ids)) <= 50, ids
+        for p in (page, overview, fleet):
+            assert await p.evaluate("window.__noReload") == 1, "the page was reloaded"
+            assert await p.evaluate("window.__updates") >= 1
+        assert int(await overview.locator("#summary .tile-down .n").inner_text()) >= 1
+        await shot(overview, "live-overview-pushed", full_page=False)
+        await shot(page, "live-terminal-pushed", full_page=False)
+    finally:
+        await sim.sim.set_behaviour(POIID, "healthy")
+        await overview.close()
+        await fleet.close()
+
+
+async def _state_is(locator, state: str) -> bool:
+    return await locator.count() > 0 and await locator.get_attribute("data-state") == state
+
+
+async def _store_is(row, statuses: tuple[str, ...]) -> bool:
+    return await row.count() == 1 and await row.get_attribute("data-store-status") in statuses
