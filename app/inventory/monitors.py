@@ -125,8 +125,13 @@ def store_monitor_specs(s: StoreLike, destinations: Sequence[Destination]) -> li
         }
         for check in d.checks:
             named, target = targets[MonitorKind(check)]
+            params: dict[str, Any] = {"by_name": True}
+            if check == MonitorKind.HTTPS:
+                # Any answer but a server error: the host was reached through a verified TLS
+                # session (a processor's "/" may well be a 404); a 5xx is the host failing.
+                params["expect_status"] = ["2xx", "3xx", "4xx"]
             key = f"s{s.id}:{check}:{named}"
-            specs.append(MonitorSpec(key, s.id, None, check, target, {"by_name": True}))
+            specs.append(MonitorSpec(key, s.id, None, check, target, params))
     return specs
 
 

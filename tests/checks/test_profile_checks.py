@@ -124,3 +124,35 @@ def test_a_port_list_instead_of_one_port():
     assert [(s.key, s.kind, s.target) for s in specs] == [
         (f"t9:tcp:{port}", "tcp", f"192.168.1.5:{port}") for port in (2000, 2100, 5001)
     ]
+
+
+@pytest.mark.parametrize(("status", "outcome"), [(404, "ok"), (401, "ok"), (503, "fail")])
+async def test_a_profiles_https_check_passes_on_any_answer_but_a_server_error(network, ctx, status, outcome):
+    """A processor's "/" may well be a 404: reached through a verified TLS session all the same."""
+    import asyncio
+    from types import SimpleNamespace
+
+    from app.checks.probes import run_probe
+    from app.inventory.monitors import store_monitor_specs
+    from app.inventory.profiles import Destination
+
+    name = "api.https-test.example"
+
+    async def answer(reader, writer):
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(f"HTTP/1.1 {status} X\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".encode())
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(answer, "127.0.0.1", 0, ssl=network.certs.server_context(name))
+    port = server.sockets[0].getsockname()[1]
+    network.dns.set_record(name, ["127.0.0.1"])
+    try:
+        [spec] = store_monitor_specs(SimpleNamespace(id=1), [Destination(name, port, ("https",))])
+        result = await run_probe(spec.kind, spec.target, spec.params, 3.0, ctx)
+    finally:
+        server.close()
+        await server.wait_closed()
+    assert result.outcome == outcome, result
+    if outcome == "fail":
+        assert result.diagnosis == "http_5xx"
