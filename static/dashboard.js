@@ -145,28 +145,17 @@
     });
   });
   document.addEventListener("htmx:sseError", function () { heardAt = 0; });
-
-  // Live updates pushed by the server (Server-Sent Events: the #sse element, the htmx SSE
-  // extension swaps each update out of band). While its stream is heard from (an update or its
-  // 15 s ping within 40 s) the pollers skip their turn; when it breaks (a proxy that buffers,
-  // the server away) they poll as before. Opening it, and a resync (the server missed changes
-  // while reconnecting to the database), poll once: what changed meanwhile was not pushed.
-  var heardAt = 0;
-  function pushed() { return Date.now() - heardAt < 40000; }
-  function catchUp() {
-    document.querySelectorAll(".live[hx-get], #tstatus[hx-get]").forEach(function (el) {
-      htmx.ajax("GET", el.getAttribute("hx-get"), { source: el, target: el, swap: "outerHTML", event: new CustomEvent("live-catchup") });
+  // The overview's worst-first order moved: its rows in the order pushed ("12,7,3"), the rows
+  // no longer on the page removed (the rows that came onto it were appended just before).
+  function sortStores(ids) {
+    var body = document.getElementById("stores-body");
+    if (!body) return;
+    var rows = {};
+    Array.prototype.forEach.call(body.children, function (tr) { rows[tr.id] = tr; });
+    ids.split(",").forEach(function (id) {
+      var tr = rows["s-" + id];
+      if (tr) { body.appendChild(tr); delete rows["s-" + id]; }
     });
+    Object.keys(rows).forEach(function (key) { rows[key].remove(); });
   }
-  document.addEventListener("htmx:confirm", function (event) {
-    var d = event.detail, elt = d && d.elt;
-    if (!elt || !pushed() || !(elt.id === "tstatus" || (elt.classList && elt.classList.contains("live")))) return;
-    if (!(d.triggeringEvent && d.triggeringEvent.type === "live-catchup")) event.preventDefault();
-  });
-  document.addEventListener("htmx:sseOpen", function () { heardAt = Date.now(); catchUp(); });
-  document.addEventListener("htmx:sseMessage", function (event) {
-    heardAt = Date.now();
-    if (event.detail && event.detail.type === "resync") catchUp();
-  });
-  document.addEventListener("htmx:sseError", function () { heardAt = 0; });
 })();
