@@ -18,7 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.dashboard.reasons import Problem, Reason, network_rank, store_reason
 from app.db import select_where_in, utcnow
-from app.history.uptime import Figures, Period, TerminalInfo, terminal_timeline, uptime_for_terminals
+from app.history.uptime import Figures, Period, TerminalInfo, terminal_history, uptime_for_terminals
 from app.inventory.models import PROVIDERS, Agent, Monitor, Store, Terminal, TerminalEvent
 from app.monitoring.agents import STORE_OFFLINE
 from app.monitoring.compact import PlainResult, plain_buckets, recent_plain
@@ -848,16 +848,6 @@ async def uptime_24h(
     return {u.terminal.id: u.total.uptime for u in result}
 
 
-async def uptime_figures(
-    session: AsyncSession, rows: list, now: datetime | None = None, hours: float = 24
-) -> dict[int, Figures]:
-    """uptime_24h's figures whole: seconds up, down, unknown and how much was monitored."""
-    now = now or utcnow()
-    infos = [_terminal_info(r) for r in rows]
-    result = await uptime_for_terminals(session, infos, Period.last_hours(hours, now), per_day=False, now=now)
-    return {u.terminal.id: u.total for u in result}
-
-
 def _terminal_info(r: TerminalRow) -> TerminalInfo:
     return TerminalInfo(
         r.id, r.poiid, r.label, r.store_id, r.store_code, r.store_name, r.region, r.tz, r.created_at
@@ -1062,8 +1052,12 @@ async def terminal_detail(
 
     row = (await terminal_rows(session, [terminal.id], uptime=False))[terminal.id]
     info = _terminal_info(row)
-    t24 = [Segment(*seg) for seg in await terminal_timeline(session, info, now - timedelta(hours=24), now)]
-    t7 = [Segment(*seg) for seg in await terminal_timeline(session, info, week, now)]
+    (day, up24), (seven_days, up7d) = await terminal_history(
+        session,
+        info,
+        [Period.last_hours(24, now).window(info.tz), Period.last_hours(24 * 7, now).window(info.tz)],
+    )
+    t24, t7 = [Segment(*seg) for seg in day], [Segment(*seg) for seg in seven_days]
     latency, label, bucket_s = await _latency(session, monitors, now)
     account = await provider_account_of(session, terminal)
     has_account = True
@@ -1075,8 +1069,6 @@ async def terminal_detail(
         has_account = account is not None
     names = {m.id: f"{m.kind} {m.target}" for m in monitors}
     names |= {m.id: f"store network: {m.kind} {m.target}" for m in network}
-    up24 = (await uptime_figures(session, [row], now, 24)).get(terminal.id)
-    up7d = (await uptime_figures(session, [row], now, 24 * 7)).get(terminal.id)
     return TerminalDetail(
         terminal,
         store,

@@ -11,6 +11,7 @@ from app.history.uptime import (
     combined_segments,
     report,
     tally,
+    terminal_history,
     terminal_timeline,
     terminal_uptimes,
     uptime_for_terminals,
@@ -232,3 +233,46 @@ async def test_timeline_follows_the_same_rules_as_the_uptime(db):
         segments = await terminal_timeline(ses, t_info, at(0), at(4))
     assert segments == [(at(0), at(1), "up"), (at(1), at(2), "down"), (at(2), at(4), "up")]
     assert (await figures(db, t, at(0), at(4))).total.down == 3600
+
+
+CASES = {
+    "changes before and in both windows": [
+        (at(-5), "down"),
+        (at(30), "up"),
+        (at(24 * 7, 50), "down"),
+        (at(24 * 7 + 2), "up"),
+        (at(24 * 8), "unknown"),
+    ],
+    "first change inside the day": [(at(24 * 8 - 3), "down")],
+    "first change before the week only": [(at(-24 * 20), "down"), (at(-24 * 19), "up")],
+    "never changed": [],
+    "created inside the week": [(at(24 * 4), "up"), (at(24 * 7, 45), "down")],
+    "store network only changes": [(at(-24 * 20), "up")],
+}
+
+
+@pytest.mark.parametrize("case", list(CASES))
+async def test_terminal_history_is_the_timelines_and_figures_each_window_gives_alone(db, case):
+    # The detail page reads its 24 h and 7 day timelines and figures at once (terminal_history):
+    # what it shows must be what each computed on its own shows.
+    now = at(24 * 8, 30)
+    day, week = (now - timedelta(hours=24), now), (now - timedelta(days=7), now)
+    s = await store(db)
+    t = await terminal(db, s, created=at(24 * 4) if case == "created inside the week" else at(-24 * 30))
+    await monitor(db, s, t, CASES[case], initial="up" if case == "never changed" else "unknown")
+    if case == "store network only changes":
+        network = [(at(24 * 3), "down"), (at(24 * 3, 20), "up"), (at(24 * 8 - 1), "down")]
+        await monitor(db, s, None, network, kind="dns", initial="up")
+    info = await terminal_info(db, t)
+    async with db.sessionmaker() as ses:
+        together = await terminal_history(ses, info, [day, week])
+        alone = [
+            (
+                await terminal_timeline(ses, info, *window),
+                (await uptime_for_terminals(ses, [info], Period.rolling(*window), per_day=False, now=now))[
+                    0
+                ].total,
+            )
+            for window in (day, week)
+        ]
+    assert together == alone
