@@ -6,13 +6,14 @@ from __future__ import annotations
 from datetime import datetime
 
 from fastapi import APIRouter, Depends, Response
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.agents import service
 from app.agents.queries import AgentView, agent_view, agent_views
 from app.auth.sessions import require_admin
 from app.errors import NotFound
+from app.inventory.schemas import printable
 from app.vocabulary import AgentState
 from app.web.deps import RowId, SessionDep
 
@@ -23,9 +24,13 @@ class AgentIn(BaseModel):
     name: str = Field(max_length=100)
     stores: list[str] = Field(min_length=1, max_length=500, description="store codes the agent sits in")
 
+    _printable = field_validator("*")(printable)
+
 
 class StoresIn(BaseModel):
     stores: list[str] = Field(min_length=1, max_length=500)
+
+    _printable = field_validator("*")(printable)
 
 
 class AgentOut(BaseModel):

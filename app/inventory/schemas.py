@@ -91,8 +91,24 @@ def _blank_to_none(value: object) -> object:
     return value
 
 
+# C0 control characters but tab and line breaks, and DEL: no name, code, URL or note holds
+# one, and PostgreSQL cannot store a NUL (SQLite would, silently).
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+
+
+def printable(value: object) -> object:
+    """An after-validator for every field of an input model (`field_validator("*")`): text,
+    or a list of texts, holding a control character is refused, naming the field."""
+    texts = value if isinstance(value, list) else [value]
+    if any(isinstance(t, str) and _CONTROL.search(t) for t in texts):
+        raise ValueError("must not contain control characters (such as NUL)")
+    return value
+
+
 class _Input(BaseModel):
     model_config = ConfigDict(str_strip_whitespace=True, extra="ignore")
+
+    _printable = field_validator("*")(printable)
 
 
 class _CheckValues(_Input):

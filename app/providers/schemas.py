@@ -6,7 +6,7 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from app.inventory.schemas import choice, parse_bool, text
+from app.inventory.schemas import choice, parse_bool, printable, text
 from app.providers.models import ENVIRONMENTS, PROVIDER_KINDS
 
 
@@ -24,6 +24,7 @@ def _url(value: object) -> str | None:
 
 class AccountFields(BaseModel):
     model_config = ConfigDict(str_strip_whitespace=True, extra="ignore")
+    _printable = field_validator("*")(printable)
 
     name: str = Field(min_length=1, max_length=100)
     kind: str
@@ -81,6 +82,8 @@ class AccountUpdate(AccountFields):
 
 class KeyIn(BaseModel):
     api_key: str = Field(min_length=8, max_length=500)
+
+    _printable = field_validator("*")(printable)
 
 
 class AccountOut(BaseModel):

@@ -8,7 +8,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from app.inventory.schemas import choice
+from app.inventory.schemas import choice, printable
 from app.windows.models import SCOPES
 from app.windows.timecalc import MAX_DURATION_MIN, WEEKDAYS, parse_hhmm, weekday_index, zone
 
@@ -28,6 +28,7 @@ class WindowIn(BaseModel):
     or the fleet's, when all their stores share one; else UTC)."""
 
     model_config = ConfigDict(str_strip_whitespace=True, extra="ignore")
+    _printable = field_validator("*")(printable)
 
     scope: str = Field("store", description="store, region or fleet")
     store: str | None = Field(None, description="store code (scope store)")

@@ -12,3 +12,16 @@ async def test_tags_and_choices_must_be_text(db, client):
     terminal = {"store_code": "S-1", "poiid": "T-1", "integration": True}
     answer = await client.post("/api/v1/terminals", json=terminal)
     assert answer.status_code == 422 and "must be text" in answer.text
+
+
+async def test_control_characters_are_refused_naming_the_field_on_both_databases(db, client):
+    # Was: stored on SQLite, and on PostgreSQL a 422 from the database naming no field.
+    for bad in ({"name": "a\x00b"}, {"region": "\x1b[31mNorth"}, {"tags": ["ok", "b\x7f"]}):
+        answer = await client.post("/api/v1/stores", json={"code": "S-1", "name": "One", **bad})
+        assert answer.status_code == 422, (bad, answer.text)
+        (problem,) = answer.json()["detail"]
+        assert problem["loc"][-1] == next(iter(bad)) and "control characters" in problem["msg"]
+    page = await client.post("/admin/stores/new", data={"code": "S-1", "name": "a\x00b", "timezone": "UTC"})
+    assert page.status_code == 422 and "control characters" in page.text
+    lines = await client.post("/api/v1/stores", json={"code": "S-1", "name": "Two\tlines\nok"})
+    assert lines.status_code == 201, lines.text  # tab and line breaks are text
