@@ -34,6 +34,7 @@ log = logging.getLogger(__name__)
 
 CHANNEL = "termpulse_changes"
 MAX_PAYLOAD = 7900  # bytes: PostgreSQL refuses a NOTIFY payload of 8000 or more
+_LIST_BUDGET = (MAX_PAYLOAD - len('{"t":,"s":}')) // 2  # bytes for each list of ids
 _PENDING = "termpulse_changes"  # session.info key: (terminal ids, store ids) of this transaction
 
 
@@ -51,8 +52,8 @@ class Changes:
         out: list[str] = []
         t_left, s_left = sorted(self.terminals), sorted(self.stores)
         while t_left or s_left or not out:
-            t_part, t_left = _fit(t_left, MAX_PAYLOAD // 2)
-            s_part, s_left = _fit(s_left, MAX_PAYLOAD // 2)
+            t_part, t_left = _fit(t_left, _LIST_BUDGET)
+            s_part, s_left = _fit(s_left, _LIST_BUDGET)
             out.append(json.dumps({"t": t_part, "s": s_part}, separators=(",", ":")))
         return out
 
