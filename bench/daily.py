@@ -27,7 +27,6 @@ import hashlib
 import json
 import os
 import random
-import resource
 import subprocess
 import sys
 import tempfile
@@ -336,7 +335,7 @@ async def measure(url: str, path: str, by: str, days: int, now: datetime) -> dic
             rep = await report(s, "fleet", None, period, now=now, compute=compute)
         seconds = time.perf_counter() - t0
         await database.dispose()
-        rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        rss_mb = peak_rss_mb()
         text_ = json.dumps(rep.as_dict(), sort_keys=True, default=str)
         return {"seconds": seconds, "rss_mb": rss_mb, "lines": len(rep.days), "sha256": _digest(text_)}
     digest = hashlib.sha256()
@@ -352,8 +351,16 @@ async def measure(url: str, path: str, by: str, days: int, now: datetime) -> dic
             digest.update(line.encode())
             lines += 1
     await database.dispose()
-    rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    rss_mb = peak_rss_mb()
     return {"seconds": seconds, "rss_mb": rss_mb, "lines": lines, "sha256": digest.hexdigest()}
+
+
+def peak_rss_mb() -> float:
+    """This process's peak RSS since it started (VmHWM: ru_maxrss would carry the parent's
+    peak over fork and exec)."""
+    with open("/proc/self/status") as f:
+        kib = next(int(line.split()[1]) for line in f if line.startswith("VmHWM:"))
+    return kib / 1024
 
 
 def _digest(text_: str) -> str:
