@@ -417,7 +417,8 @@ async def test_two_agents_calls_are_written_at_once_but_one_agents_in_order(clie
     at = utcnow() - timedelta(seconds=30)
 
     def post(auth, monitor, seq):
-        batch = [result(seq, monitor, "ok", at + timedelta(seconds=seq))]
+        # Failures: each is a row of its own (a plain success is folded into its monitor's day).
+        batch = [result(seq, monitor, "fail", at + timedelta(seconds=seq), diagnosis="tcp_timeout")]
         return client.post(f"{API}/results", headers=auth, json={"instance": INSTANCE, "results": batch})
 
     (a, b), (ma, mb) = auths, monitors
