@@ -6,16 +6,19 @@ Writes `--days` whole UTC days of results at a 60 s interval for `--monitors` mo
 monitor per terminal) through the real writer (app.monitoring.writer, batches of 1,000), with
 the steps a real TCP probe against a loopback listener produced, into a fresh PostgreSQL
 database; rolls the hours and days up (app.monitoring.maintenance); then reads the size of
-each table (heap, TOAST and indexes, after VACUUM FULL: what the data takes, less what the
-empty tables and day partitions take: a fixed few KiB per day for the whole fleet) and prints bytes
+each table (heap, TOAST and indexes, of a fresh copy: what the rows take, less what the empty
+tables take: a fixed few KiB for the whole fleet) and prints bytes
 per terminal per day, by component: raw results (kept `RAW_DAYS` = 14 days) and what is kept
-forever (folded plain successes, state changes, rollups).
+forever (folded plain successes, as they are once their last 20 are cleared two days on; state
+changes; rollups).
 
-Two days of checking, each in two ways:
-  healthy:  every check ok but one short outage a day (two refusals: down, then up again);
+Three profiles of checking, each stored two ways:
+  quiet:    every check ok;
+  outage:   every check ok but one short outage every day (two refusals: down, then up again);
   1 % fail: every 100th check refused (a single refusal: no state change), the rest ok;
   before:   every result a row, a plain success without its steps (TERMPULSE_KEEP_PLAIN_RESULTS);
   after:    plain successes folded into latency_days (the default).
+Also the writer's pace (results/s, batches of 1,000 of 5-minute spans: noisy on a loaded machine).
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ import argparse
 import asyncio
 import os
 import sys
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -62,36 +66,31 @@ async def _probe_steps() -> tuple[list, list]:
 
 
 def _fails(profile: str, r: int, m: int, per_day: int) -> bool:
-    if profile == "healthy":  # one outage a day, at a different time for each monitor
+    if profile == "quiet":
+        return False
+    if profile == "outage":  # one outage a day, at a different time for each monitor
         return (r - m * 7) % per_day in (600, 601)
     return (r + m) % 100 == 0
 
 
 async def _sizes(db) -> dict[str, int]:
-    """Bytes of each table (all partitions of check_results), heap + TOAST + indexes, after
-    VACUUM FULL (what the data takes, no dead rows)."""
-    async with db.engine.connect() as conn:
-        await conn.execution_options(isolation_level="AUTOCOMMIT")
-        await conn.execute(text("VACUUM FULL"))
-        sizes = {}
+    """Bytes each table's rows take (all partitions of check_results), heap + TOAST + indexes:
+    measured on a fresh copy with the same indexes, so dead row versions (a day's row is
+    rewritten as results are folded; VACUUM cannot remove them while another database's
+    transaction is open on this shared server) are not counted."""
+    sizes = {}
+    async with db.engine.begin() as conn:
         for table in TABLES:
-            sizes[table] = int(
-                await conn.scalar(
-                    text(
-                        "SELECT coalesce(sum(pg_total_relation_size(relid)), 0) "
-                        "FROM pg_partition_tree(CAST(:t AS regclass))"
-                    ),
-                    {"t": table},
-                )
-                or await conn.scalar(
-                    text("SELECT pg_total_relation_size(CAST(:t AS regclass))"), {"t": table}
-                )
-            )
+            await conn.execute(text(f"CREATE TEMP TABLE copy_{table} (LIKE {table} INCLUDING ALL)"))
+            await conn.execute(text(f"INSERT INTO copy_{table} SELECT * FROM {table}"))
+            sizes[table] = await conn.scalar(text(f"SELECT pg_total_relation_size('copy_{table}')"))
+            await conn.execute(text(f"DROP TABLE copy_{table}"))
     return sizes
 
 
 async def run(db, monitors: int, days: int, profile: str, keep_plain: bool) -> dict[str, float]:
     from app.config import get_settings
+    from app.monitoring.compact import RECENT_DAYS, forget_recent
     from app.monitoring.maintenance import rollup_pending
     from app.monitoring.partitions import create_partition
     from app.monitoring.writer import CheckOutcome, write_outcomes
@@ -101,7 +100,10 @@ async def run(db, monitors: int, days: int, profile: str, keep_plain: bool) -> d
     get_settings.cache_clear()
     async with db.engine.begin() as conn:
         await conn.execute(
-            text("TRUNCATE check_results, latency_days, state_changes, rollups, rollup_redo RESTART IDENTITY")
+            text(
+                "TRUNCATE check_results, latency_days, state_changes, rollups, rollup_redo, rolled_up_hours"
+                " RESTART IDENTITY"
+            )
         )
         await conn.execute(text("UPDATE monitors SET state = 'up', last_checked_at = NULL"))
     ok_steps, fail_steps = await _probe_steps()
@@ -114,6 +116,7 @@ async def run(db, monitors: int, days: int, profile: str, keep_plain: bool) -> d
     empty = await _sizes(db)
     per_day = 1440
     batch: list[CheckOutcome] = []
+    t0 = time.perf_counter()
     for r in range(per_day * days):
         for m in range(1, monitors + 1):
             failed = _fails(profile, r, m, per_day)
@@ -133,8 +136,13 @@ async def run(db, monitors: int, days: int, profile: str, keep_plain: bool) -> d
                 batch = []
     if batch:
         await write_outcomes(db, batch)
+    rate = per_day * days * monitors / (time.perf_counter() - t0)
     await rollup_pending(db, today, max_hours=24 * days)
-    return {t: (b - empty[t]) / (monitors * days) for t, b in (await _sizes(db)).items()}
+    async with db.sessionmaker() as session:  # as the retention job does two days on
+        await forget_recent(session, (today + timedelta(days=RECENT_DAYS)).date())
+        await session.commit()
+    sizes = {t: (b - empty[t]) / (monitors * days) for t, b in (await _sizes(db)).items()}
+    return sizes | {"rate": rate}
 
 
 async def main(args: argparse.Namespace) -> int:
@@ -177,14 +185,14 @@ async def main(args: argparse.Namespace) -> int:
         print(f"machine:  {describe()}, load average {_load()}")
         print(
             f"fleet:    {args.monitors} terminals (one monitor each) x {args.days} days at 60 s, PostgreSQL\n"
-            "          bytes per terminal per day (table+TOAST+indexes, after VACUUM FULL),"
+            "          bytes per terminal per day (table+TOAST+indexes of the rows),"
             f" raw kept {RAW_DAYS} days\n"
         )
         print(
             f"{'profile':<9} {'stored':<7} {'raw':>8} {'folded':>7} {'changes':>8} {'rollups':>8}"
-            f" {'per day':>9} {'forever/day':>12} {'raw 14 days':>12}"
+            f" {'per day':>9} {'forever/day':>12} {'raw 14 days':>12} {'written/s':>10}"
         )
-        for profile in ("healthy", "1 % fail"):
+        for profile in ("quiet", "outage", "1 % fail"):
             for label, keep in (("before", True), ("after", False)):
                 b = await run(db, args.monitors, args.days, profile, keep)
                 forever = b["latency_days"] + b["state_changes"] + b["rollups"]
@@ -192,7 +200,7 @@ async def main(args: argparse.Namespace) -> int:
                     f"{profile:<9} {label:<7} {b['check_results']:8.0f} {b['latency_days']:7.0f}"
                     f" {b['state_changes']:8.0f} {b['rollups']:8.0f}"
                     f" {b['check_results'] + forever:9.0f} {forever:12.0f}"
-                    f" {RAW_DAYS * b['check_results'] / 1024:9.0f} KiB",
+                    f" {RAW_DAYS * b['check_results'] / 1024:8.0f} KiB {b['rate']:10.0f}",
                     flush=True,
                 )
         print(f"\nload average after: {_load()}")

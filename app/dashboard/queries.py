@@ -22,7 +22,7 @@ from app.history.uptime import Figures, Period, TerminalInfo, terminal_history, 
 from app.inventory.models import PROVIDERS, Agent, Monitor, Store, Terminal, TerminalEvent
 from app.monitoring.agents import STORE_OFFLINE
 from app.monitoring.compact import PlainResult, plain_buckets, recent_plain
-from app.monitoring.models import CheckResult, Rollup, StateChange
+from app.monitoring.models import CheckResult, StateChange
 from app.vocabulary import (
     STATES_WORST_FIRST,
     STORES_AFFECTED,
@@ -1095,54 +1095,49 @@ async def _latency(
     session: AsyncSession, monitors: list[Monitor], now: datetime
 ) -> tuple[list[tuple[datetime, float]], str, int]:
     """Latency of the terminal's main reachability monitor over 24 h in 15-minute buckets on
-    the clock's quarter hours (raw results of one monitor), falling back to hourly rollups
-    over 7 days. Returns the points (bucket start, mean ms), the label and the bucket size."""
+    the clock's quarter hours, falling back to hourly buckets over 7 days. Returns the points
+    (bucket start, mean ms), the label and the bucket size."""
     preferred = [m for m in monitors if m.kind in LAN_KINDS] or [
         m for m in monitors if m.kind == MonitorKind.CLOUD
     ]
     if not preferred:
         return [], "", LATENCY_BUCKET_S
     m = preferred[0]
-    start = now - timedelta(hours=24)
+    label = f"{m.kind} {m.target}"
+    for span, size in ((timedelta(hours=24), LATENCY_BUCKET_S), (timedelta(days=7), 3600)):
+        points = await _latency_points(session, m.id, now - span, now, size)
+        if points:
+            return points, label, size
+    return [], label, LATENCY_BUCKET_S
+
+
+async def _latency_points(
+    session: AsyncSession, monitor_id: int, start: datetime, now: datetime, size: int
+) -> list[tuple[datetime, float]]:
+    """Mean latency per clock-aligned bucket of `size` seconds (each point at its bucket start),
+    of the raw results and of the folded plain successes (app.monitoring.compact: each
+    5-minute bucket counts as its number of latencies at its mean)."""
     rows = (
         await session.execute(
             select(CheckResult.checked_at, CheckResult.latency_ms)
             .where(
-                CheckResult.monitor_id == m.id,
+                CheckResult.monitor_id == monitor_id,
                 CheckResult.checked_at >= start,
                 CheckResult.latency_ms.is_not(None),
             )
             .order_by(CheckResult.checked_at.desc())
             .limit(3000)
         )
-    ).all()[::-1]
-    # Plain successes are folded per 5 minutes (app.monitoring.compact): each bucket counts as
-    # its number of latencies at its mean, in the quarter hour it starts in.
-    plain = [b for b in await plain_buckets(session, [m.id], start, now) if b.timed]
-    label = f"{m.kind} {m.target}"
-    if rows or plain:
-        # Buckets on the clock's quarter hours (03:00, 03:15 ...), each point at its bucket start.
-        size = LATENCY_BUCKET_S
-        sums: dict[int, list[float]] = {}
-        raw = [(at, ms, 1) for at, ms in rows if ms is not None]
-        for at, ms, n in raw + [(b.start, b.mean_ms, b.timed) for b in plain]:
-            total = sums.setdefault(int(at.timestamp()) // size * size, [0.0, 0])
-            total[0] += ms * n
-            total[1] += n
-        return (
-            [(datetime.fromtimestamp(k, UTC), v[0] / v[1]) for k, v in sorted(sums.items())],
-            label,
-            size,
-        )
-    rollups = (
-        await session.execute(
-            select(Rollup.bucket_start, Rollup.latency_sum_ms, Rollup.count)
-            .where(
-                Rollup.monitor_id == m.id,
-                Rollup.period == "hour",
-                Rollup.bucket_start >= now - timedelta(days=7),
-            )
-            .order_by(Rollup.bucket_start)
-        )
     ).all()
-    return [(b, s / n) for b, s, n in rollups if n], label, 3600
+    raw = [(at, ms, 1) for at, ms in rows if ms is not None]
+    plain = [
+        (b.start, b.mean_ms, b.timed)
+        for b in await plain_buckets(session, [monitor_id], start, now)
+        if b.timed
+    ]
+    sums: dict[int, list[float]] = {}
+    for at, ms, n in raw + plain:
+        total = sums.setdefault(int(at.timestamp()) // size * size, [0.0, 0])
+        total[0] += ms * n
+        total[1] += n
+    return [(datetime.fromtimestamp(k, UTC), v[0] / v[1]) for k, v in sorted(sums.items())]

@@ -41,7 +41,7 @@ from operator import itemgetter
 from typing import Any, Protocol, TypeVarTuple
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from sqlalchemy import Select, select
+from sqlalchemy import Select, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db import select_where_in, utcnow
@@ -869,19 +869,15 @@ async def rollup_totals(
     added inside the window, is computed from its state changes instead; so are buckets not
     rolled up yet. The result is the same as the exact figures (outages are not counted here:
     `outages` stays 0). Returns the figures and how many terminals needed the state changes."""
-    from app.monitoring.models import Rollup
+    from app.monitoring.models import RolledUpHour, Rollup
 
     now = now or utcnow()
     end = min(end, now)
     result: dict[int, Figures] = {}
     if not terminals or end <= start:
         return result, 0
-    last_hour = await session.scalar(
-        select(Rollup.bucket_start)
-        .where(Rollup.period == "hour")
-        .order_by(Rollup.bucket_start.desc())
-        .limit(1)
-    )
+    # How far the rollups go (a healthy monitor has no hour row: app.monitoring.maintenance).
+    last_hour = await session.scalar(select(func.max(RolledUpHour.bucket_start)))
     covered = (last_hour + timedelta(hours=1)).timestamp() if last_hour else start.timestamp()
     h0, h1, buckets = rollup_buckets(start.timestamp(), min(end.timestamp(), covered))
     if not buckets:

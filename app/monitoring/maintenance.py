@@ -6,6 +6,7 @@ import logging
 from collections import defaultdict
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 from sqlalchemy import bindparam, case, delete, func, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -15,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.db import Database, dialect_of, table_of, utcnow
 from app.inventory.models import Agent, Monitor
 from app.monitoring.compact import PlainBucket, first_day, forget_recent, plain_buckets
-from app.monitoring.models import CheckResult, Rollup, RollupRedo, StateChange
+from app.monitoring.models import CheckResult, RolledUpHour, Rollup, RollupRedo, StateChange
 from app.monitoring.partitions import keep_partitions
 from app.monitoring.state import STALE_INTERVALS
 from app.monitoring.writer import (
@@ -151,11 +152,13 @@ def seconds_by_state(
 
 
 async def rollup_hour(session: AsyncSession, start: datetime) -> int:
-    """Compute the hour rollups of every monitor for [start, start + 1 h); idempotent."""
+    """Compute the hour rollups for [start, start + 1 h); idempotent. A monitor gets an hour
+    row only if there is something in it beyond its folded plain successes (raw results, time
+    down or unknown): a healthy hour is in latency_days already. The hour is marked rolled up."""
     end = start + HOUR
     cr = table_of(CheckResult)
     stats = {
-        r.monitor_id: _HourStats(r.n, int(r.ok_count or 0), r.lat_sum, r.lat_min, r.lat_max)
+        r.monitor_id: _Stats(r.n, int(r.ok_count or 0), r.lat_sum, r.lat_min, r.lat_max, raw=r.n)
         for r in await session.execute(
             select(
                 cr.c.monitor_id,
@@ -169,8 +172,7 @@ async def rollup_hour(session: AsyncSession, start: datetime) -> int:
             .group_by(cr.c.monitor_id)
         )
     }
-    # Plain successes are folded (app.monitoring.compact), not rows: count them in. Their
-    # latency min and max are those of their 5-minute means.
+    # Plain successes are folded (app.monitoring.compact), not rows: count them in.
     for b in await plain_buckets(session, None, start, end):
         stats[b.monitor_id] = _with_plain(stats.get(b.monitor_id), b)
     # Every change from the hour's start on: the first one after it also tells the state
@@ -198,80 +200,88 @@ async def rollup_hour(session: AsyncSession, start: datetime) -> int:
         if begin >= end:
             continue
         spent = seconds_by_state(initial, [(at, to) for at, _f, to in mine or ()], begin, end)
-        s = stats.get(mid)
-        rows.append(
-            {
-                "monitor_id": mid,
-                "period": "hour",
-                "bucket_start": start,
-                "count": s.count if s else 0,
-                "ok_count": s.ok_count if s else 0,
-                "latency_sum_ms": float(s.lat_sum or 0.0) if s else 0.0,
-                "latency_min_ms": s.lat_min if s else None,
-                "latency_max_ms": s.lat_max if s else None,
-                "seconds_down": round(spent.get(State.DOWN, 0.0), 3),
-                "seconds_unknown": round(spent.get(State.UNKNOWN, 0.0), 3),
-            }
-        )
+        down, unknown = round(spent.get(State.DOWN, 0.0), 3), round(spent.get(State.UNKNOWN, 0.0), 3)
+        s = stats.get(mid) or _Stats(0, 0, None, None, None)
+        if s.raw or down or unknown:
+            rows.append(s.row(mid, "hour", start) | {"seconds_down": down, "seconds_unknown": unknown})
+    r = table_of(Rollup)
+    await session.execute(delete(r).where(r.c.period == "hour", r.c.bucket_start == start))
     await _upsert_rollups(session, rows)
+    insert = pg_insert if dialect_of(session) == "postgresql" else sqlite_insert
+    await session.execute(insert(table_of(RolledUpHour)).values(bucket_start=start).on_conflict_do_nothing())
     return len(rows)
 
 
 @dataclass
-class _HourStats:
+class _Stats:
+    """A monitor's results over a bucket: raw rows and folded plain successes together."""
+
     count: int
     ok_count: int
     lat_sum: float | None
     lat_min: float | None
     lat_max: float | None
+    raw: int = 0  # of them raw rows
+
+    def add(self, other: _Stats) -> None:
+        self.count += other.count
+        self.ok_count += other.ok_count
+        self.raw += other.raw
+        if other.lat_sum is not None:
+            self.lat_sum = (self.lat_sum or 0.0) + other.lat_sum
+        if other.lat_min is not None:
+            self.lat_min = other.lat_min if self.lat_min is None else min(self.lat_min, other.lat_min)
+        if other.lat_max is not None:
+            self.lat_max = other.lat_max if self.lat_max is None else max(self.lat_max, other.lat_max)
+
+    def row(self, monitor_id: int, period: str, bucket_start: datetime) -> dict[str, Any]:
+        return {
+            "monitor_id": monitor_id,
+            "period": period,
+            "bucket_start": bucket_start,
+            "count": self.count,
+            "ok_count": self.ok_count,
+            "latency_sum_ms": float(self.lat_sum or 0.0),
+            "latency_min_ms": self.lat_min,
+            "latency_max_ms": self.lat_max,
+        }
 
 
-def _with_plain(s: _HourStats | None, b: PlainBucket) -> _HourStats:
-    """The hour's figures of a monitor's raw results plus a bucket of its plain successes."""
-    s = s or _HourStats(0, 0, None, None, None)
-    s.count += b.count
-    s.ok_count += b.count
-    if b.timed:
-        s.lat_sum = (s.lat_sum or 0.0) + b.latency_sum_ms
-        s.lat_min = b.mean_ms if s.lat_min is None else min(s.lat_min, b.mean_ms)
-        s.lat_max = b.mean_ms if s.lat_max is None else max(s.lat_max, b.mean_ms)
+def _with_plain(s: _Stats | None, b: PlainBucket) -> _Stats:
+    """A monitor's figures plus a bucket of its plain successes (latency min and max: of the
+    buckets' 5-minute means)."""
+    s = s or _Stats(0, 0, None, None, None)
+    mean = b.mean_ms if b.timed else None
+    s.add(_Stats(b.count, b.count, b.latency_sum_ms if b.timed else None, mean, mean))
     return s
 
 
 async def rollup_day(session: AsyncSession, day_start: datetime) -> int:
-    """The day rollups (UTC day) from that day's hour rollups."""
+    """The day rollups (UTC day): the day's hour rollups plus the folded plain successes of
+    the hours without one (a healthy hour has none)."""
     r = table_of(Rollup)
-    rows = [
-        {
-            "monitor_id": row.monitor_id,
-            "period": "day",
-            "bucket_start": day_start,
-            "count": row.count,
-            "ok_count": row.ok_count,
-            "latency_sum_ms": row.lat_sum or 0.0,
-            "latency_min_ms": row.lat_min,
-            "latency_max_ms": row.lat_max,
-            "seconds_down": row.down or 0.0,
-            "seconds_unknown": row.unknown or 0.0,
-        }
-        for row in await session.execute(
-            select(
-                r.c.monitor_id,
-                func.sum(r.c.count).label("count"),
-                func.sum(r.c.ok_count).label("ok_count"),
-                func.sum(r.c.latency_sum_ms).label("lat_sum"),
-                func.min(r.c.latency_min_ms).label("lat_min"),
-                func.max(r.c.latency_max_ms).label("lat_max"),
-                func.sum(r.c.seconds_down).label("down"),
-                func.sum(r.c.seconds_unknown).label("unknown"),
-            )
-            .where(
-                r.c.period == "hour",
-                r.c.bucket_start >= day_start,
-                r.c.bucket_start < day_start + timedelta(days=1),
-            )
-            .group_by(r.c.monitor_id)
+    day_end = day_start + timedelta(days=1)
+    stats: dict[int, _Stats] = {}
+    faults: dict[int, list[float]] = defaultdict(lambda: [0.0, 0.0])
+    rolled: set[tuple[int, datetime]] = set()
+    hours = await session.execute(
+        select(r).where(r.c.period == "hour", r.c.bucket_start >= day_start, r.c.bucket_start < day_end)
+    )
+    for row in hours.mappings():
+        mid = row["monitor_id"]
+        got = _Stats(
+            row["count"], row["ok_count"], row["latency_sum_ms"], row["latency_min_ms"], row["latency_max_ms"]
         )
+        stats.setdefault(mid, _Stats(0, 0, None, None, None)).add(got)
+        faults[mid][0] += row["seconds_down"] or 0.0
+        faults[mid][1] += row["seconds_unknown"] or 0.0
+        rolled.add((mid, row["bucket_start"]))
+    for b in await plain_buckets(session, None, day_start, day_end):
+        if (b.monitor_id, hour_floor(b.start)) not in rolled:
+            stats[b.monitor_id] = _with_plain(stats.get(b.monitor_id), b)
+    rows = [
+        s.row(mid, "day", day_start) | {"seconds_down": faults[mid][0], "seconds_unknown": faults[mid][1]}
+        for mid, s in sorted(stats.items())
     ]
     await _upsert_rollups(session, rows)
     return len(rows)
@@ -307,7 +317,7 @@ async def rollup_pending(database: Database, now: datetime | None = None, max_ho
     now = now or utcnow()
     current = hour_floor(now)
     async with database.sessionmaker() as session:
-        last = await session.scalar(select(func.max(Rollup.bucket_start)).where(Rollup.period == "hour"))
+        last = await session.scalar(select(func.max(RolledUpHour.bucket_start)))
         first_raw = await session.scalar(select(func.min(CheckResult.checked_at)))
         first_folded = await first_day(session)
     first_result = min((t for t in (first_raw, first_folded) if t is not None), default=None)

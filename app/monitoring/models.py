@@ -86,6 +86,16 @@ class Rollup(Base):
     seconds_unknown: Mapped[float] = mapped_column(Float, default=0.0)
 
 
+class RolledUpHour(Base):
+    """An hour whose rollups are done. An hour row exists only for a monitor with something
+    in it beyond its folded plain successes (raw results, time down or unknown), so this says
+    how far the rollups go (app.history.uptime reads whole hours from them up to here)."""
+
+    __tablename__ = "rolled_up_hours"
+
+    bucket_start: Mapped[datetime] = mapped_column(UTCDateTime, primary_key=True)
+
+
 class RollupRedo(Base):
     """An hour whose rollups must be computed again: results arrived after it was rolled up
     (a store agent's buffer, replayed after it was offline)."""

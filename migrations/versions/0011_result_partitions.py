@@ -1,5 +1,6 @@
-"""compact results and day partitions: plain successes folded into latency_days; on
-PostgreSQL check_results range-partitioned by day on checked_at
+"""compact results and day partitions: plain successes folded into latency_days, hour rollups
+only where there is something to say (rolled_up_hours says how far they go); on PostgreSQL
+check_results range-partitioned by day on checked_at
 
 Revision ID: 0011
 Revises: 0010
@@ -67,6 +68,15 @@ def upgrade() -> None:
         ),
         sa.PrimaryKeyConstraint("monitor_id", "day", name=op.f("pk_latency_days")),
     )
+    op.create_table(
+        "rolled_up_hours",
+        sa.Column("bucket_start", sa.DateTime(timezone=True), nullable=False),
+        sa.PrimaryKeyConstraint("bucket_start", name=op.f("pk_rolled_up_hours")),
+    )
+    op.execute(
+        "INSERT INTO rolled_up_hours (bucket_start) "
+        "SELECT DISTINCT bucket_start FROM rollups WHERE period = 'hour'"
+    )
     if op.get_bind().dialect.name != "postgresql":
         return
     op.execute("DROP INDEX ix_check_results_at")
@@ -97,6 +107,7 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    op.drop_table("rolled_up_hours")
     op.drop_table("latency_days")
     if op.get_bind().dialect.name != "postgresql":
         return

@@ -115,6 +115,22 @@ async def test_the_terminal_page_shows_what_every_row_showed(db):
     assert (m.last_checked_at, m.last_latency_ms) == (last.checked_at, last.latency_ms)
 
 
+async def test_without_a_day_of_results_the_chart_shows_7_days_in_hours(db):
+    monitor, poiid = await _terminal(db)
+    now = utcnow()
+    outcomes = _outcomes(monitor, now - timedelta(days=3), 100)
+    await _write(db, outcomes)
+    async with db.sessionmaker() as s:
+        detail = await terminal_detail(s, poiid, now)
+    assert detail is not None and detail.latency_bucket_s == 3600
+    hourly: dict[int, list[float]] = {}
+    for o in outcomes:
+        hourly.setdefault(int(o.checked_at.timestamp()) // 3600 * 3600, []).append(o.latency_ms)
+    assert [(int(at.timestamp()), ms) for at, ms in detail.latency] == [
+        (k, pytest.approx(sum(v) / len(v), rel=3e-3)) for k, v in sorted(hourly.items())
+    ]
+
+
 async def test_hour_rollups_count_the_folded_successes(db):
     monitor, _ = await _terminal(db)
     hour = hour_floor(utcnow()) - timedelta(hours=3)
@@ -130,6 +146,31 @@ async def test_hour_rollups_count_the_folded_successes(db):
     assert r.latency_sum_ms == pytest.approx(sum(o.latency_ms for o in scheduled), rel=2e-3)
     # Min and max of the raw results and of the folded 5-minute means.
     assert (r.latency_min_ms, r.latency_max_ms) == (1.0, 1000.0)
+
+
+async def test_a_healthy_hour_has_no_hour_row_and_the_day_counts_it(db):
+    from app.monitoring.maintenance import rollup_day, rollup_pending
+    from app.monitoring.models import RolledUpHour
+
+    monitor, _ = await _terminal(db)
+    day = (utcnow() - timedelta(days=2)).replace(hour=0, minute=0, second=0, microsecond=0)
+    outcomes = _outcomes(monitor, day + timedelta(hours=5), 120)  # an outage in hour 5
+    await _write(db, outcomes)
+    assert await rollup_pending(db, day + timedelta(days=1), max_hours=24) == 24
+    async with db.sessionmaker() as s:
+        await rollup_day(s, day)
+        await s.commit()
+        hours = (await s.execute(select(Rollup).where(Rollup.period == "hour"))).scalars().all()
+        [whole] = (await s.execute(select(Rollup).where(Rollup.period == "day"))).scalars().all()
+        marked = await s.scalar(select(func.count()).select_from(RolledUpHour))
+    # Hour 5 holds the outage (raw results, a minute down) and the warning; the hours of plain
+    # successes only (a manual check is no sample of the schedule) are in latency_days: no row.
+    assert [h.bucket_start.hour for h in hours] == [5]
+    assert marked == 24  # but every hour is rolled up
+    scheduled = [o for o in outcomes if not o.manual]
+    assert (whole.count, whole.ok_count) == (len(scheduled), len(scheduled) - 2)
+    assert whole.latency_sum_ms == pytest.approx(sum(o.latency_ms for o in scheduled), rel=2e-3)
+    assert whole.seconds_down == pytest.approx(sum(h.seconds_down for h in hours)) and whole.seconds_down > 0
 
 
 async def test_recent_successes_of_two_days_then_forgotten(db):
