@@ -130,6 +130,7 @@ class LiveHub:
         self._task: asyncio.Task[None] | None = None
         # What each overview page showed after the last push: (summary signature, rows).
         self._shown: dict[OverviewView, tuple[str, list[tuple[int, str]]]] = {}
+        self._remembering: dict[OverviewView, asyncio.Future[None]] = {}
 
     def start(self) -> None:
         if self._task is None:
@@ -161,6 +162,13 @@ class LiveHub:
         (the page itself polls once on connecting for what changed before)."""
         if not isinstance(view, OverviewView) or view in self._shown:
             return
+        reading = self._remembering.get(view)
+        if reading is None:  # pages that open together (a server restart) share one read
+            reading = self._remembering[view] = asyncio.ensure_future(self._read_shown(view))
+            reading.add_done_callback(lambda _done: self._remembering.pop(view, None))
+        await asyncio.shield(reading)
+
+    async def _read_shown(self, view: OverviewView) -> None:
         async with self.database.sessionmaker() as session:
             summary, stores = await _overview_page(session, view, fresh=False)
         self._shown.setdefault(view, (summary.signature(), [(s.id, s.signature()) for s in stores]))

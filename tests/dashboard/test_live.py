@@ -199,3 +199,26 @@ async def test_the_listener_hears_again_after_its_connection_is_killed(pg_db):
                 await arrived.wait()
     finally:
         await feed.stop()
+
+
+async def test_overview_pages_opening_together_share_one_read(db):
+    """A server restart: every wall screen connects at once; what their page shows is read once."""
+    from sqlalchemy import event
+
+    from app.dashboard.live import OverviewView
+
+    await import_sample(db)
+    await seed_states(db)
+    hub = LiveHub(db)
+    reads: list[int] = []
+
+    def count(_conn) -> None:
+        reads.append(1)
+
+    event.listen(db.engine.sync_engine, "begin", count)
+    try:
+        await asyncio.gather(*(hub.remember(OverviewView()) for _ in range(50)))
+        await hub.remember(OverviewView())  # known now: no read
+    finally:
+        event.remove(db.engine.sync_engine, "begin", count)
+    assert len(reads) == 1
