@@ -11,7 +11,7 @@ from app.providers.check import try_account
 from app.providers.hosts import ProviderHosts
 from app.providers.models import ProviderAccount
 from app.providers.schemas import AccountIn, AccountOut, AccountUpdate, KeyIn
-from app.providers.sync import SyncPreview, apply_preview, build_preview, fetch_remote, recall, remember
+from app.providers.sync import SyncPreview, apply_preview, build_preview, fetch_remote, preview_again
 from app.web.deps import RowId, SessionDep
 
 router = APIRouter(prefix="/providers", tags=["providers"], dependencies=[Depends(require_admin)])
@@ -124,12 +124,11 @@ async def sync(
 ) -> SyncOut:
     account = await service.get_account(session, account_id)
     if token:
-        preview = recall(token, account.id)
+        preview = await preview_again(session, _secret(request), account, token, hosts=_hosts(request))
     else:
         preview = await build_preview(
             session, account, await fetch_remote(session, _secret(request), account, hosts=_hosts(request))
         )
-        remember(preview)
     if not apply:
         return _sync_out(preview, applied=False)
     await apply_preview(session, account, preview)

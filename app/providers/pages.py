@@ -21,7 +21,7 @@ from app.providers.check import try_account
 from app.providers.hosts import ProviderHosts
 from app.providers.models import ENVIRONMENTS, PROVIDER_KINDS, ProviderAccount
 from app.providers.schemas import AccountIn, AccountUpdate, KeyIn
-from app.providers.sync import apply_preview, build_preview, fetch_remote, recall, remember
+from app.providers.sync import apply_preview, build_preview, fetch_remote, preview_again
 from app.web.deps import SessionDep
 from app.web.templating import is_htmx, render
 
@@ -159,14 +159,14 @@ async def sync_preview(request: Request, account_id: int, session: SessionDep) -
     preview = await build_preview(
         session, account, await fetch_remote(session, _secret(request), account, hosts=_hosts(request))
     )
-    remember(preview)
     return render(request, "providers/sync.html", {"account": account, "preview": preview})
 
 
 @router.post("/{account_id}/sync")
 async def sync_apply(request: Request, account_id: int, session: SessionDep) -> Response:
     account = await service.get_account(session, account_id)
-    preview = recall(str((await request.form()).get("token", "")), account.id)
+    token = str((await request.form()).get("token", ""))
+    preview = await preview_again(session, _secret(request), account, token, hosts=_hosts(request))
     summary = await apply_preview(session, account, preview)
     changed = [r.poiid for r in preview.rows if r.address_changed]
     events = []

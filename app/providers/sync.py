@@ -5,12 +5,17 @@ Stripe: every reader, placed by its location. A preview lists what would be crea
 updated or left alone (and which address changed) before anything is written; applying
 goes through `upsert_inventory`, the same path as the CSV import, so an address change
 records an `address_changed` event and the monitors are re-derived.
+
+A preview is kept nowhere: its token is a digest of what it shows, and applying makes the
+preview again and writes it only when it is still the same (any web process may get the
+apply; a provider or an edit that changed meanwhile, or a preview applied already, is a 409).
 """
 
 from __future__ import annotations
 
-import secrets
-import time
+import hashlib
+import hmac
+import json
 from dataclasses import dataclass, field
 
 import httpx
@@ -30,7 +35,6 @@ from app.providers.hosts import ProviderHosts
 from app.providers.http import ProviderError, ProviderHTTP, TokenBucket
 from app.providers.models import ProviderAccount
 
-PREVIEW_TTL_S = 900
 _COMPARED = ("store_id", "model", "serial", "label", "provider", "provider_terminal_id", "lan_host", "mac")
 _ADDRESS = ("lan_host", "mac")
 
@@ -55,8 +59,16 @@ class SyncPreview:
     account_id: int
     account_name: str
     rows: list[SyncRow]
-    token: str = field(default_factory=lambda: secrets.token_urlsafe(16))
-    created_at: float = field(default_factory=time.monotonic)
+
+    @property
+    def token(self) -> str:
+        """What this preview shows, as a digest: the same preview made again has the same."""
+        shown = [
+            (r.action, r.poiid, r.store_code, sorted((k, str(v)) for k, v in r.changes.items()), r.reason)
+            + ((r.item.model_dump_json(),) if r.item is not None else ())
+            for r in self.rows
+        ]
+        return hashlib.sha256(json.dumps([self.account_id, shown]).encode()).hexdigest()[:32]
 
     def count(self, action: str) -> int:
         return sum(1 for r in self.rows if r.action == action)
@@ -66,28 +78,6 @@ class SyncPreview:
         return {a: self.count(a) for a in ("create", "update", "unchanged", "skip")} | {
             "address_changed": sum(1 for r in self.rows if r.address_changed)
         }
-
-
-_previews: dict[str, SyncPreview] = {}
-
-
-def remember(preview: SyncPreview) -> None:
-    now = time.monotonic()
-    for token in [t for t, p in _previews.items() if now - p.created_at > PREVIEW_TTL_S]:
-        del _previews[token]
-    _previews[preview.token] = preview
-
-
-def recall(token: str, account_id: int) -> SyncPreview:
-    """The preview behind `token`, once (raises Conflict when it expired or was applied)."""
-    preview = _previews.get(token)
-    if (
-        preview is None
-        or preview.account_id != account_id
-        or time.monotonic() - preview.created_at > PREVIEW_TTL_S
-    ):
-        raise Conflict("this preview has expired or was already applied: preview again")
-    return preview
 
 
 async def fetch_remote(
@@ -221,11 +211,25 @@ async def build_preview(
     return SyncPreview(account.id, account.name, rows)
 
 
+async def preview_again(
+    session: AsyncSession, secret_key: str, account: ProviderAccount, token: str, *, hosts: ProviderHosts
+) -> SyncPreview:
+    """The preview `token` was given for, made again; Conflict when it is no longer the same."""
+    preview = await build_preview(
+        session, account, await fetch_remote(session, secret_key, account, hosts=hosts)
+    )
+    if not hmac.compare_digest(preview.token, token):
+        raise Conflict(
+            "the provider's terminals or TermPulse's changed since this preview (or it was applied): "
+            "preview again"
+        )
+    return preview
+
+
 async def apply_preview(
     session: AsyncSession, account: ProviderAccount, preview: SyncPreview
 ) -> UpsertSummary:
     """Write what the preview showed (all or nothing) and link the terminals to the account."""
-    _previews.pop(preview.token, None)  # a preview is applied once
     items = [r.item for r in preview.rows if r.action in ("create", "update") and r.item is not None]
     summary = await upsert_inventory(session, [], items, source=f"sync:{account.name}")
     poiids = [r.poiid for r in preview.rows if r.action != "skip"]

@@ -166,3 +166,43 @@ async def test_sync_reports_rejected_key(db, client, adyen_sim):
     assert response.status_code == 502 and "401" in response.json()["detail"]
     page = await client.get(f"/admin/providers/{account.id}/sync")
     assert page.status_code == 502 and "401" in text(dom(page))
+
+
+async def test_a_preview_applies_through_another_web_process_unless_it_changed_meanwhile(
+    db, client, settings
+):
+    # The preview is kept nowhere: its token is what it shows. Another app on the database (as
+    # another web process) applies it; a provider that changed since the preview is a 409.
+    import httpx
+
+    from app.main import create_app
+    from tests.conftest import csrf_header_hook
+
+    await load_fleet(db, [StoreIn(code="S-0", name="Store 0", adyen_store_id="ST0")], [])
+    sim = await AdyenSim(
+        [
+            SimTerminal(poiid=f"S1F2-{j:04d}", store_ref="ST0", model="S1F2", serial=f"{j:04d}")
+            for j in range(5)
+        ]
+    ).start()
+    other = create_app(settings, database=db)
+    try:
+        account = await make_account(db, sim)
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=other), base_url="http://other") as b:
+            b.event_hooks["request"].append(csrf_header_hook(settings))
+            preview = (await client.post(f"/api/v1/providers/{account.id}/sync")).json()
+            sim.add(SimTerminal(poiid="S1F2-0099", store_ref="ST0", model="S1F2", serial="0099"))
+            stale = await b.post(
+                f"/api/v1/providers/{account.id}/sync", params={"apply": "true", "token": preview["token"]}
+            )
+            assert stale.status_code == 409 and await _count(db, Terminal) == 0
+
+            preview = (await client.post(f"/api/v1/providers/{account.id}/sync")).json()
+            applied = await b.post(
+                f"/api/v1/providers/{account.id}/sync", params={"apply": "true", "token": preview["token"]}
+            )
+            assert applied.status_code == 200, applied.text
+            assert applied.json()["counts"]["create"] == 6 and await _count(db, Terminal) == 6
+    finally:
+        await other.state.relay.close()
+        await sim.stop()
