@@ -45,6 +45,13 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("terminal_id", "day", name=op.f("pk_daily_uptime")),
     )
     op.create_index("ix_daily_uptime_store_id_day", "daily_uptime", ["store_id", "day"])
+    op.create_index(
+        "ix_daily_uptime_outage_days",
+        "daily_uptime",
+        ["terminal_id", "day"],
+        postgresql_where=sa.text("outages > 0"),
+        sqlite_where=sa.text("outages > 0"),
+    )
     op.create_table(
         "daily_uptime_fill",
         sa.Column("terminal_id", sa.Integer(), nullable=False),
@@ -73,5 +80,6 @@ def upgrade() -> None:
 def downgrade() -> None:
     op.drop_table("uptime_redo")
     op.drop_table("daily_uptime_fill")
+    op.drop_index("ix_daily_uptime_outage_days", table_name="daily_uptime")
     op.drop_index("ix_daily_uptime_store_id_day", table_name="daily_uptime")
     op.drop_table("daily_uptime")
