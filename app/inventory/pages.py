@@ -2,11 +2,7 @@
 
 from __future__ import annotations
 
-import secrets
-import tempfile
-import time
 from collections.abc import Awaitable, Callable
-from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import quote
 
@@ -24,6 +20,7 @@ from app.inventory.csvimport import ImportFailed, import_fleet
 from app.inventory.identity import identity_events, learned_identities, relearn_terminal
 from app.inventory.models import INTEGRATIONS, LOCAL_APIS, PROVIDERS
 from app.inventory.monitors import DEFAULT_DOWN_AFTER, DEFAULT_UP_AFTER
+from app.inventory.previews import PreviewStore
 from app.inventory.profile_service import (
     delete_profile,
     get_profile,
@@ -263,36 +260,21 @@ async def remove_terminal(request: Request, poiid: str, session: SessionDep) -> 
     return _go(request, "/admin/terminals")
 
 
-# ---- import -------------------------------------------------------------------------------
-# Uploaded files wait in a private temporary folder between the preview and the import, so
-# what is imported is exactly what was previewed.
-
-UPLOADS = Path(tempfile.gettempdir()) / "termpulse-uploads"
-UPLOAD_TTL_S = 3600
+# ---- import ----------------------------------------------------------------------------
+# The files wait between the preview and the import (app.inventory.previews), per user.
 
 
-def _stash(files: list[tuple[str, bytes]]) -> str:
-    UPLOADS.mkdir(mode=0o700, exist_ok=True)
-    for old in UPLOADS.iterdir():
-        if old.stat().st_mtime < time.time() - UPLOAD_TTL_S:
-            for f in old.iterdir():
-                f.unlink()
-            old.rmdir()
-    token = secrets.token_urlsafe(16)
-    folder = UPLOADS / token
-    folder.mkdir(mode=0o700)
-    for index, (name, data) in enumerate(files):
-        (folder / f"{index}-{Path(name).name}").write_bytes(data)
-    return token
+def _previews(request: Request) -> PreviewStore:
+    state = request.app.state
+    if not hasattr(state, "import_previews"):
+        state.import_previews = PreviewStore()
+    store: PreviewStore = state.import_previews
+    return store
 
 
-def _unstash(token: str) -> list[tuple[str, bytes]] | None:
-    if not token.replace("-", "").replace("_", "").isalnum():
-        return None
-    folder = UPLOADS / token
-    if not folder.is_dir():
-        return None
-    return [(p.name.split("-", 1)[1], p.read_bytes()) for p in sorted(folder.iterdir())]
+def _owner(request: Request) -> str:
+    identity: Identity | None = getattr(request.state, "identity", None)
+    return identity.username if identity else ""
 
 
 @router.get("/import")
@@ -313,10 +295,14 @@ async def import_preview(request: Request, session: SessionDep) -> Response:
 @router.post("/import/commit")
 async def import_commit(request: Request, session: SessionDep) -> Response:
     token = str((await request.form()).get("token", ""))
-    files = _unstash(token)
+    previews = _previews(request)
+    files = previews.load(_owner(request), token)
     if files is None:
-        raise InvalidInput({"token": "This preview has expired: choose the files again."})
-    return await _run_import(request, session, files, dry_run=False)
+        raise InvalidInput({"token": previews.expired_message()})
+    answer = await _run_import(request, session, files, dry_run=False)
+    if answer.status_code == 200:
+        previews.discard(_owner(request), token)  # imported: one import per preview
+    return answer
 
 
 async def _run_import(
@@ -332,7 +318,7 @@ async def _run_import(
         "summary": summary,
         "names": names,
         "dry_run": dry_run,
-        "token": _stash(files) if dry_run else None,
+        "token": _previews(request).keep(_owner(request), files) if dry_run else None,
     }
     return render(request, "inventory/import.html", context, block="result")
 
