@@ -35,7 +35,7 @@ from functools import partial
 from operator import itemgetter
 from typing import Any
 
-from sqlalchemy import ARRAY, ColumnElement, Integer, Select, bindparam, delete, func, select, update
+from sqlalchemy import ARRAY, ColumnElement, Integer, Select, bindparam, case, delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.config import Settings
@@ -418,7 +418,7 @@ async def _days(session: AsyncSession, inside: ColumnElement[bool], ids: list[in
         d.c.outages,
         d.c.longest_outage_s,
         d.c.span_s,
-        d.c.downs,
+        case((d.c.outages > 0, d.c.downs)),  # most days have none: not decoded at all
     ).where(inside)
     by_terminal: dict[int, list[Any]] = defaultdict(list)
     for r in await _of_terminals(session, q, ids):
@@ -430,7 +430,7 @@ async def _days(session: AsyncSession, inside: ColumnElement[bool], ids: list[in
         total = Figures()
         for _d, fig in days:
             _add_seconds(total, fig)
-        downs = [(float(a), float(b)) for r in rows for a, b in r[9]]
+        downs = [(float(a), float(b)) for r in rows if r[9] for a, b in r[9]]
         out[tid] = _Stored(rows[0][1], rows[-1][1], len(rows), total, days, downs)
     return out
 
