@@ -95,6 +95,8 @@ class Settings(BaseSettings):
     metrics_token: str = ""
     # Check connection presses (page and API) per user and minute; more are a 429 saying when.
     check_per_user_per_minute: int = Field(default=20, gt=0)
+    # Calls per API token and minute (every process together on PostgreSQL); more are a 429.
+    api_per_token_per_minute: int = Field(default=600, gt=0)
     # The largest request body taken (a CSV import, a JSON call): larger ones are a 413.
     upload_max_mb: float = Field(default=20.0, gt=0)
 

@@ -24,4 +24,5 @@ from app.monitoring.models import (  # noqa: F401
     WorkerBeat,
 )
 from app.providers.models import ProviderAccount  # noqa: F401
+from app.web.ratelimit import RateLimitCounter  # noqa: F401
 from app.windows.models import MaintenanceWindow, TradingHours  # noqa: F401

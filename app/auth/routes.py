@@ -44,7 +44,7 @@ from app.db import Database, utcnow
 from app.errors import Forbidden, RateLimited
 from app.web.deps import SessionDep
 from app.web.errors import API_PREFIX, forbidden, html_error, json_error
-from app.web.ratelimit import MovingWindow
+from app.web.ratelimit import app_limiter
 from app.web.security import SAFE_METHODS, csrf_matches, csrf_token_for, submitted_csrf_token
 from app.web.templating import is_htmx, render
 
@@ -88,6 +88,9 @@ class RequireLogin:
             await _setup_first(path)(scope, receive, send)
             return
         request.state.identity = identity
+        if identity.token_id is not None and (wait := await _token_limit(request, identity.token_id)):
+            await _too_many_calls(request, wait)(scope, receive, send)
+            return
         if identity.via == "session":
             expected = csrf_token_for(request.app.state.settings.secret_key, request.cookies[COOKIE])
             request.state.csrf_token = expected  # for the pages' forms and htmx's header
@@ -105,7 +108,7 @@ class RequireLogin:
         if action is None:
             await self.app(scope, receive, send)
             return
-        if action in CHECKS and (wait := _check_limit(request, identity)) is not None:
+        if action in CHECKS and (wait := await _check_limit(request, identity)) is not None:
             await audit.record_request(request, identity, "refused", action=action, status=429)
             await _too_many_checks(request, wait)(scope, receive, send)
             return
@@ -144,13 +147,29 @@ def _metrics_allowed(scope: Scope) -> bool:
 CHECKS = ("check connection", "check store")
 
 
-def _check_limit(request: Request, identity: Identity) -> float | None:
+async def _check_limit(request: Request, identity: Identity) -> float | None:
     """Seconds to wait before this user may press Check connection (or Check store) again, None if now."""
     state = request.app.state
-    if not hasattr(state, "check_presses"):
-        state.check_presses = MovingWindow(state.settings.check_per_user_per_minute, 60.0)
-    presses: MovingWindow = state.check_presses
-    return presses.hit(identity.username)
+    presses = app_limiter(state, "check-presses", state.settings.check_per_user_per_minute, 60.0)
+    return await presses.hit(identity.username)
+
+
+async def _token_limit(request: Request, token_id: int) -> float | None:
+    """Seconds before this API token may call again (TERMPULSE_API_PER_TOKEN_PER_MINUTE), None if now."""
+    state = request.app.state
+    calls = app_limiter(state, "api-token", state.settings.api_per_token_per_minute, 60.0)
+    return await calls.hit(str(token_id))
+
+
+def _too_many_calls(request: Request, wait: float) -> Response:
+    limit = request.app.state.settings.api_per_token_per_minute
+    return json_error(
+        RateLimited(
+            f"This API token made {limit} calls within a minute (TERMPULSE_API_PER_TOKEN_PER_MINUTE): "
+            f"try again in {max(1, math.ceil(wait))} s.",
+            max(1, math.ceil(wait)),
+        )
+    )
 
 
 def _too_many_checks(request: Request, wait: float) -> Response:
@@ -208,7 +227,7 @@ async def login(request: Request, session: SessionDep) -> Response:
     form = await request.form()
     username, password = str(form.get("username", ""))[:100], str(form.get("password", ""))
     target = _safe_next(str(form.get("next", "/")))
-    if (wait := locked_out_s(request, username)) is not None:
+    if (wait := await locked_out_s(request, username)) is not None:
         minutes = max(1, math.ceil(wait / 60))
         error = f"Too many failed attempts. Try again in {minutes} minute{'s' if minutes > 1 else ''}."
         await audit.record(
@@ -426,10 +445,10 @@ async def setup(request: Request, session: SessionDep) -> Response:
     )
     username = username.strip()
     values, errors = {"username": username}, {}
-    if (wait := locked_out_s(request, "setup")) is not None:
+    if (wait := await locked_out_s(request, "setup")) is not None:
         errors["token"] = f"Too many wrong tokens. Try again in {max(1, math.ceil(wait / 60))} minutes."
     elif not hmac.compare_digest(token.strip().encode(), str(request.app.state.setup_token).encode()):
-        count_failure(request, "setup")
+        await count_failure(request, "setup")
         await audit.record(
             session, request, None, "setup", outcome="failed", who=username, detail="wrong token"
         )

@@ -32,7 +32,7 @@ from app.auth.passwords import check_password
 from app.auth.roles import RANK, at_least, lower_of, normalize
 from app.config import Settings
 from app.db import utcnow
-from app.web.ratelimit import MovingWindow
+from app.web.ratelimit import Limiter, app_limiter
 
 COOKIE = "termpulse_session"
 _USER_COUNT_TTL_S = 5.0
@@ -59,6 +59,7 @@ class Identity:
     role: str
     via: str = "session"  # session, token, basic, open
     session_id: int | None = None
+    token_id: int | None = None  # the API token's (its own rate limit)
 
     @property
     def is_admin(self) -> bool:
@@ -228,7 +229,7 @@ async def _token_identity(session: AsyncSession, token: str) -> Identity | None:
         await session.commit()
     # Never above the user's role as it is now (a user moved down takes its tokens down).
     role = lower_of(normalize(api_token.role), normalize(user.role))
-    return Identity(user.id, user.username, role, via="token")
+    return Identity(user.id, user.username, role, via="token", token_id=api_token.id)
 
 
 async def create_token(
@@ -256,45 +257,43 @@ async def create_token(
 
 # Failed password checks (login form and HTTP Basic alike), per account and per client
 # address: past either, no password is checked until the window lets one in again, and the
-# answer is the same whether the account exists or not.
-# Kept per app (one process serves it).
+# answer is the same whether the account exists or not. Shared by every process on PostgreSQL
+# (app.web.ratelimit).
 FAILED_PER_ACCOUNT = (10, 15 * 60.0)
 FAILED_PER_ADDRESS = (50, 15 * 60.0)
 
 
-def _failures(request: Request) -> tuple[MovingWindow, MovingWindow]:
+def _failures(request: Request) -> tuple[Limiter, Limiter]:
     state = request.app.state
-    if not hasattr(state, "failed_logins"):
-        state.failed_logins = (MovingWindow(*FAILED_PER_ACCOUNT), MovingWindow(*FAILED_PER_ADDRESS))
-    windows: tuple[MovingWindow, MovingWindow] = state.failed_logins
-    return windows
+    return (
+        app_limiter(state, "login-account", *FAILED_PER_ACCOUNT),
+        app_limiter(state, "login-address", *FAILED_PER_ADDRESS),
+    )
 
 
-def locked_out_s(request: Request, username: str) -> float | None:
+async def locked_out_s(request: Request, username: str) -> float | None:
     """Seconds until a password may be tried again for this account from this client."""
     per_account, per_address = _failures(request)
-    waits = [per_account.wait_s(username.lower()), per_address.wait_s(client_address(request))]
+    waits = [await per_account.wait_s(username.lower()), await per_address.wait_s(client_address(request))]
     return max((w for w in waits if w is not None), default=None)
 
 
 async def password_user(request: Request, session: AsyncSession, username: str, password: str) -> User | None:
     """The user these credentials name, or None (wrong, unknown, disabled, or locked out)."""
-    if locked_out_s(request, username) is not None:
+    if await locked_out_s(request, username) is not None:
         return None
     user = await session.scalar(select(User).where(User.username == username))
     if await check_password(password, user.password_hash if user else None) and user and user.active:
         return user
-    per_account, per_address = _failures(request)
-    per_account.hit(username.lower())
-    per_address.hit(client_address(request))
+    await count_failure(request, username)
     return None
 
 
-def count_failure(request: Request, account: str) -> None:
-    """A failed secret (a setup token) counts as a failed password for the account and address."""
+async def count_failure(request: Request, account: str) -> None:
+    """A failed secret (a password, a setup token) counts for the account and the address."""
     per_account, per_address = _failures(request)
-    per_account.hit(account.lower())
-    per_address.hit(client_address(request))
+    await per_account.hit(account.lower())
+    await per_address.hit(client_address(request))
 
 
 async def _basic_user(request: Request, session: AsyncSession, encoded: str) -> User | None:

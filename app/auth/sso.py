@@ -33,7 +33,7 @@ from app.checks.guard import TargetGuard
 from app.config import Settings
 from app.db import utcnow
 from app.web.deps import SessionDep
-from app.web.ratelimit import MovingWindow
+from app.web.ratelimit import Limiter, app_limiter
 from app.web.templating import render
 
 log = logging.getLogger(__name__)
@@ -76,12 +76,8 @@ def _refused(request: Request, message: str, status_code: int, next_path: str = 
     return response
 
 
-def _starts(request: Request) -> MovingWindow:
-    state = request.app.state
-    if not hasattr(state, "sso_starts"):
-        state.sso_starts = MovingWindow(*STARTS_PER_ADDRESS)
-    starts: MovingWindow = state.sso_starts
-    return starts
+def _starts(request: Request) -> Limiter:
+    return app_limiter(request.app.state, "sso-starts", *STARTS_PER_ADDRESS)
 
 
 def _safe_next(target: str) -> str:
@@ -98,7 +94,7 @@ async def sign_in(request: Request, session: SessionDep, next: str = "/") -> Res
     if client is None:
         return _refused(request, "Single sign-on is not configured here: log in with a password.", 404)
     target = _safe_next(next[:1000])
-    if (wait := _starts(request).hit(client_address(request))) is not None:
+    if (wait := await _starts(request).hit(client_address(request))) is not None:
         message = f"Too many sign-ins started from here: try again in {math.ceil(wait / 60)} minute(s)."
         return _refused(request, message, 429, target)
     try:
