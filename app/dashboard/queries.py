@@ -7,6 +7,7 @@ lists read; monitors and state changes are only read for the rows on screen.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -61,17 +62,39 @@ CACHE_TTL_S = 60.0
 # The summary bar and the worst-first page are the same for every wall screen polling at once:
 # computed at most once a second per process (well inside the 5 s a change may take to show).
 LIVE_CACHE_TTL_S = 1.0
+_LOADING: dict[tuple, asyncio.Future[Any]] = {}  # what is being loaded now, for who asks meanwhile
 
 
 async def _cached(
     key: tuple, loader: Callable[[], Awaitable[T]], ttl: float | None = None, fresh: bool = False
 ) -> T:
-    """`fresh`: read now (a change was just published) and keep that for the next ones."""
+    """`fresh`: read now (a change was just published) and keep that for the next ones.
+
+    Loaded at most once at a time: when it expires under a hundred users, one of them loads it
+    and the others wait for that (each loading it would take every database connection at once,
+    and each page would wait for all of them). A fresh read never waits for an older one."""
     ttl = CACHE_TTL_S if ttl is None else ttl
     hit = _CACHE.get(key)
     if hit and not fresh and time.monotonic() - hit[0] < ttl:
         return cast(T, hit[1])
-    value = await loader()
+    if ttl > 0 and not fresh and (loading := _LOADING.get(key)) is not None:
+        try:
+            return cast(T, await asyncio.shield(loading))
+        except asyncio.CancelledError:
+            if not loading.cancelled():
+                raise  # this request was cancelled, not the load (then load it here)
+    done: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+    if ttl > 0:
+        _LOADING[key] = done
+    try:
+        value = await loader()
+    except BaseException:
+        done.cancel()  # whoever waits for it loads it themselves
+        raise
+    finally:
+        if _LOADING.get(key) is done:
+            del _LOADING[key]
+    done.set_result(value)
     if ttl > 0:
         if len(_CACHE) > 2000:
             _CACHE.clear()
