@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from pydantic import BaseModel
 
-from app.history.daily import stored_uptime
+from app.history.daily import uptime_source
 from app.history.params import resolve
 from app.history.uptime import report
 from app.web.deps import SessionDep
@@ -71,5 +71,7 @@ async def uptime_api(
     if not form["period"]:
         form["period"] = "custom" if (form["from"] or form["to"]) else "24h"
     scope_, key, title, per = await resolve(session, form)
-    rep = await report(session, scope_, key, per, title=title, compute=stored_uptime)
+    rep = await report(
+        session, scope_, key, per, title=title, compute=uptime_source(request.app.state.settings)
+    )
     return UptimeOut.model_validate(rep.as_dict())

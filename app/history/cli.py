@@ -14,7 +14,7 @@ from pathlib import Path
 from app.config import Settings
 from app.db import Database
 from app.errors import InvalidInput
-from app.history.daily import stored_uptime
+from app.history.daily import uptime_source
 from app.history.export import ROW_UNITS, write_csv, write_xlsx
 from app.history.params import parse_period, resolve_scope
 
@@ -70,7 +70,7 @@ async def _export(
                     by=by,
                     table=table,
                     title=title,
-                    compute=stored_uptime,
+                    compute=uptime_source(settings),
                 )
                 sys.stdout.flush()
                 return 0
@@ -91,12 +91,12 @@ async def _export(
                             by=by,
                             table=table,
                             title=title,
-                            compute=stored_uptime,
+                            compute=uptime_source(settings),
                         )
                 else:
                     os.close(fd)
                     await write_xlsx(
-                        session, tmp, scope, key, period, by=by, title=title, compute=stored_uptime
+                        session, tmp, scope, key, period, by=by, title=title, compute=uptime_source(settings)
                     )
                 os.replace(tmp, target)
             except BaseException:

@@ -43,11 +43,13 @@ from app.db import Database, bulk_insert, dialect_of, in_transaction, select_whe
 from app.history.models import DailyUptime, DailyUptimeFill
 from app.history.uptime import (
     _TERMINAL_COLS,
+    ChunkUptime,
     Figures,
     Period,
     TerminalInfo,
     TerminalUptime,
     store_outages,
+    uptime_for_terminals,
     uptime_in_windows,
     zone,
 )
@@ -294,11 +296,19 @@ class DailyUptimeJob:
 
 
 def daily_uptime_jobs(settings: Settings, database: Database) -> list[PeriodicJob]:
-    """What a worker runs to keep the stored days filled (one worker at a time on PostgreSQL)."""
+    """What a worker runs to keep the stored days filled (one worker at a time on PostgreSQL),
+    when reports read them (`settings.stored_daily_uptime`)."""
+    if not settings.stored_daily_uptime:
+        return []
     return [PeriodicJob("daily-uptime", EVERY_S, DailyUptimeJob(database).run, LOCK_KEY, first_in_s=30.0)]
 
 
 # --- reading ------------------------------------------------------------------------------------
+
+
+def uptime_source(settings: Settings) -> ChunkUptime:
+    """How long reports get their figures: the stored days, or the exact computation."""
+    return stored_uptime if settings.stored_daily_uptime else uptime_for_terminals
 
 
 def _whole_days(tz: str | None, start: datetime, end: datetime) -> tuple[date, date]:

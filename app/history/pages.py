@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.background import BackgroundTask
 
 from app.errors import InvalidInput
-from app.history.daily import stored_uptime
+from app.history.daily import uptime_source
 from app.history.export import ROW_UNITS, TABLES, csv_chunks, write_xlsx
 from app.history.params import resolve
 from app.history.uptime import Figures, Period, report
@@ -110,7 +110,15 @@ async def history_page(request: Request, session: SessionDep) -> Response:
         ctx = await _form_context(session, form, exc.errors)
         return render(request, "history/page.html", ctx, block="history", status_code=422)
     ctx = await _form_context(session, form, {})
-    rep = await report(session, scope, key, period, title=title, group_by=form["by"], compute=stored_uptime)
+    rep = await report(
+        session,
+        scope,
+        key,
+        period,
+        title=title,
+        group_by=form["by"],
+        compute=uptime_source(request.app.state.settings),
+    )
     query = {
         k: v
         for k, v in form.items()
@@ -163,7 +171,14 @@ async def export_csv(request: Request, session: SessionDep) -> Response:
 
     async def body() -> AsyncIterator[bytes]:  # streams through the request's session
         async for text in csv_chunks(
-            session, scope, key, period, by=form["by"], table=table, title=title, compute=stored_uptime
+            session,
+            scope,
+            key,
+            period,
+            by=form["by"],
+            table=table,
+            title=title,
+            compute=uptime_source(request.app.state.settings),
         ):
             yield text.encode("utf-8")
 
@@ -185,7 +200,16 @@ async def export_xlsx(request: Request, session: SessionDep) -> Response:
     fd, path = tempfile.mkstemp(prefix="termpulse-export-", suffix=".xlsx")
     os.close(fd)
     try:
-        await write_xlsx(session, path, scope, key, period, by=form["by"], title=title, compute=stored_uptime)
+        await write_xlsx(
+            session,
+            path,
+            scope,
+            key,
+            period,
+            by=form["by"],
+            title=title,
+            compute=uptime_source(request.app.state.settings),
+        )
     except BaseException:
         os.unlink(path)
         raise
