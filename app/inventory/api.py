@@ -6,7 +6,7 @@ from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query, Response
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, field_validator
 
 from app.auth.sessions import Identity, require_admin
 from app.errors import NotFound
@@ -20,7 +20,14 @@ from app.inventory.profile_service import (
     save_profile,
     stores_using,
 )
-from app.inventory.schemas import CheckSettingsIn, DestinationIn, NetworkProfileIn, StoreIn, TerminalIn
+from app.inventory.schemas import (
+    CheckSettingsIn,
+    DestinationIn,
+    NetworkProfileIn,
+    StoreIn,
+    TerminalIn,
+    as_stored,
+)
 from app.inventory.service import (
     check_settings_list,
     delete_store,
@@ -42,6 +49,7 @@ Provider = Literal[PROVIDERS]  # type: ignore[valid-type]
 
 class StoreOut(StoreIn):
     model_config = ConfigDict(from_attributes=True)
+    _printable = field_validator("*")(as_stored)
     id: int
     status: str
     status_since: datetime | None
@@ -190,6 +198,7 @@ async def relearn_terminal_identity(
 
 
 class CheckSettingsOut(CheckSettingsIn):
+    _printable = field_validator("*")(as_stored)
     scope: Literal["region", "profile"]
     name: str
     monitors_changed: int | None = None  # after a change: the monitors given the new values

@@ -96,12 +96,25 @@ def _blank_to_none(value: object) -> object:
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 
 
+NO_CONTROL = "must not contain control characters (such as NUL)"
+
+
+def has_control(value: str) -> bool:
+    return _CONTROL.search(value) is not None
+
+
 def printable(value: object) -> object:
     """An after-validator for every field of an input model (`field_validator("*")`): text,
     or a list of texts, holding a control character is refused, naming the field."""
     texts = value if isinstance(value, list) else [value]
-    if any(isinstance(t, str) and _CONTROL.search(t) for t in texts):
-        raise ValueError("must not contain control characters (such as NUL)")
+    if any(isinstance(t, str) and has_control(t) for t in texts):
+        raise ValueError(NO_CONTROL)
+    return value
+
+
+def as_stored(value: object) -> object:
+    """`printable`'s stand-in in an output model made from an input one: what is stored is
+    shown as it is (a value from before the rule, too), never refused with a 500."""
     return value
 
 

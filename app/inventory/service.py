@@ -16,7 +16,7 @@ from app.errors import Conflict, InvalidInput, NameTaken, NotFound
 from app.inventory.models import CheckSettings, Store, Terminal, TerminalEvent
 from app.inventory.monitors import apply_check_settings, sync_monitors
 from app.inventory.profile_service import check_profile_names, profile_names
-from app.inventory.schemas import CheckSettingsIn, StoreIn, TerminalIn
+from app.inventory.schemas import NO_CONTROL, CheckSettingsIn, StoreIn, TerminalIn, has_control
 from app.poiid import normalise_poiid
 from app.relay import notify_in
 from app.vocabulary import CloudState
@@ -318,6 +318,8 @@ async def check_scope_problems(session: AsyncSession, scope: str, name: str) -> 
         return {"scope": f"must be one of: {', '.join(CHECK_SCOPES)}"}
     if not name or len(name) > 100:
         return {"name": "a region or profile name of 1 to 100 characters"}
+    if has_control(name):  # a path parameter: no input model's validator saw it
+        return {"name": NO_CONTROL}
     if scope == "profile" and name not in (names := await profile_names(session)):
         return {"name": f"unknown network profile (one of: {', '.join(names)})"}
     return {}
