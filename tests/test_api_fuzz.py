@@ -236,7 +236,8 @@ async def fleet(loopback_only, fuzzed_database):
         provider_hosts=["127.0.0.1"],
         dns_nameservers=["127.0.0.1"],
         dns_port=port,
-        check_per_user_per_minute=100_000,
+        check_per_user_per_minute=100_000,  # the run's calls, not the limits, are what is tested
+        api_per_token_per_minute=100_000,
     )
     with LoopbackServer(settings) as server:
         fleet = Fleet(server.url, token)
