@@ -78,7 +78,7 @@ async def test_the_page_filters_and_exports(db, client):
     export = await client.get("/admin/audit/export.csv?action=login", headers=basic("root"))
     assert export.status_code == 200 and export.headers["content-type"].startswith("text/csv")
     table = list(csv.reader(io.StringIO(export.text)))
-    assert table[0] == ["at", "username", "action", "target", "outcome", "address", "detail"]
+    assert table[0] == ["at", "username", "action", "target", "outcome", "address", "detail", "changes"]
     assert sorted(r[1] for r in table[1:]) == ["'=cmd|' /C calc'!A0", "root"]  # no formula
     assert ("root", "export", "/admin/audit/export.csv", "ok", "127.0.0.1") in await entries(db)
     assert (await client.get("/admin/audit/export.csv?since=x", headers=basic("root"))).status_code == 422

@@ -1,5 +1,6 @@
 """The audit log page (admins): filters (user, action, outcome, period, target), newest first,
-200 a page (older ones by `before`), and the same selection as CSV."""
+200 a page (older ones by `before`), and the same selection as CSV. An entry's changes are shown
+as a list ("field: old → new") and exported as one cell."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
 from sqlalchemy import Select, select
 
+from app.auth.audit import split_detail
 from app.auth.models import AuditEvent
 from app.auth.sessions import require_admin
 from app.web.deps import SessionDep
@@ -23,7 +25,7 @@ router = APIRouter(prefix="/admin/audit", include_in_schema=False, dependencies=
 PER_PAGE = 200
 EXPORT_MAX = 100_000
 OUTCOMES = ("ok", "failed", "refused")
-COLUMNS = ("at", "username", "action", "target", "outcome", "address", "detail")
+COLUMNS = ("at", "username", "action", "target", "outcome", "address", "detail", "changes")
 
 
 def _filters(request: Request) -> tuple[dict[str, str], dict[str, str], list[Any]]:
@@ -72,7 +74,7 @@ async def audit_page(request: Request, session: SessionDep) -> Response:
     entries = [] if errors else list(await session.scalars(query.limit(PER_PAGE + 1)))
     actions = sorted(await session.scalars(select(AuditEvent.action).distinct()))
     context = {
-        "entries": entries[:PER_PAGE],
+        "entries": [(entry, *split_detail(entry.detail)) for entry in entries[:PER_PAGE]],
         "older": entries[PER_PAGE - 1].id if len(entries) > PER_PAGE else None,
         "values": values,
         "errors": errors,
@@ -94,8 +96,10 @@ async def audit_export(request: Request, session: SessionDep) -> Response:
     writer = csv.writer(out)
     writer.writerow(COLUMNS)
     for entry in await session.scalars(_query(where).limit(EXPORT_MAX)):
+        detail, changes = split_detail(entry.detail)
+        cells = [entry.username, entry.action, entry.target, entry.outcome, entry.address, detail]
         writer.writerow(
-            [entry.at.isoformat(timespec="seconds")] + [_cell(getattr(entry, c)) for c in COLUMNS[1:]]
+            [entry.at.isoformat(timespec="seconds"), *map(_cell, cells), _cell("; ".join(changes))]
         )
     return Response(
         out.getvalue(),

@@ -122,8 +122,10 @@ class RequireLogin:
 
         # A request that raised (a database that cannot be reached) leaves no entry: the answer
         # (the 503 banner) must not wait for an audit write that cannot succeed.
-        await self.app(scope, receive, send_watched)
-        await audit.record_request(request, identity, audit.outcome_of(status), action=action, status=status)
+        with audit.collecting_changes() as changes:
+            await self.app(scope, receive, send_watched)
+        outcome = audit.outcome_of(status)
+        await audit.record_request(request, identity, outcome, action=action, status=status, changes=changes)
 
 
 def _csrf_refused(request: Request, path: str) -> Response:

@@ -11,6 +11,7 @@ from sqlalchemy import func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import InstrumentedAttribute
 
+from app.auth.audit import note_changes
 from app.db import bulk_insert, select_where_in, table_of, utcnow
 from app.errors import Conflict, InvalidInput, NameTaken, NotFound
 from app.inventory.models import CheckSettings, Store, Terminal, TerminalEvent
@@ -100,6 +101,7 @@ async def _upsert_stores(
             new.append(item.model_dump())
         elif any(getattr(row, k) != v for k, v in values.items()):
             changed.append({"id": row.id, **values, "updated_at": utcnow()})
+            note_changes(session, item.code, row._asdict(), values)
             if values.get("network_profile", row.network_profile) != row.network_profile:
                 touched.append(SimpleNamespace(id=row.id, network_profile=values["network_profile"]))
             if any(k in _CHECK_INPUTS and getattr(row, k) != v for k, v in values.items()):
@@ -153,6 +155,7 @@ async def _upsert_terminals(
             summary.terminals.unchanged += 1
             continue
         changed.append({"id": row.id, **diff, "updated_at": utcnow()})
+        note_changes(session, item.poiid, row._asdict(), diff)
         if {"integration", "cloud_enabled"} & diff.keys():
             merged = {**row._asdict(), **diff}
             changed[-1]["cloud_state"] = _cloud_state(merged["integration"], merged["cloud_enabled"])
