@@ -157,7 +157,72 @@ async def test_the_next_sign_in_sets_the_role_from_the_groups_again(db, http, pr
     assert (await users(db))["ray"].role == "manager"
     assert len([u for u in (await users(db)) if u.startswith("ray")]) == 1  # the same user
     changed = [e for e in await audit_log(db) if e[0] == "user role changed"]
-    assert changed == [("user role changed", "ok", "ray", "support -> manager (SSO groups)")]
+    assert changed == [
+        (
+            "user role changed",
+            "ok",
+            "ray",
+            'support -> manager (SSO groups)\nchanges: {"ray": {"role": ["support", "manager"]}}',
+        )
+    ]
+
+
+async def set_active(db, name, active):
+    async with db.sessionmaker() as session:
+        await session.execute(update(User).where(User.username == name).values(active=active))
+        await session.commit()
+
+
+async def test_sso_never_demotes_the_last_admin(db, http, provider):
+    provider.users["ada"] = SimUser("ada", ["tp-admins"])
+    assert (await sign_in(http, "ada")).status_code == 303
+    await set_active(db, "root", False)  # ada is the last active admin now
+    provider.users["ada"].groups = ["tp-viewers"]
+    http.cookies.clear()
+    assert (await sign_in(http, "ada")).status_code == 303
+    assert (await users(db))["ada"].role == "admin"
+    kept = [e for e in await audit_log(db) if e[0] in ("user role kept", "user role changed")]
+    assert kept == [
+        (
+            "user role kept",
+            "ok",
+            "ada",
+            "SSO groups give viewer; kept admin: the last active admin stays (make another admin first)",
+        )
+    ]
+    assert (await audit_log(db))[-1][:4] == ("sso login", "ok", "ada", "via 127.0.0.1, role admin")
+
+    await set_active(db, "root", True)
+    http.cookies.clear()
+    page = dom(await http.get(f"/admin/users/{(await users(db))['ada'].id}", headers=basic("root")))
+    assert "SSO groups give viewer; kept admin: the last active admin stays" in text(one(page, "#role-kept"))
+
+    assert (await sign_in(http, "ada")).status_code == 303  # another admin exists: the groups decide
+    http.cookies.clear()
+    assert (await users(db))["ada"].role == "viewer"
+    page = dom(await http.get(f"/admin/users/{(await users(db))['ada'].id}", headers=basic("root")))
+    assert not page.cssselect("#role-kept")
+
+
+async def test_an_sso_user_gets_no_password(db, http, provider):
+    assert (await sign_in(http, "mia")).status_code == 303
+    mia = await users(db)
+    refused = await http.post(
+        "/account/password", data={"current": "", "new": "long enough 1", "again": "long enough 1"}
+    )
+    assert refused.status_code == 409 and "You sign in with SSO" in refused.text
+    http.cookies.clear()
+    url = f"/admin/users/{mia['mia'].id}"
+    page = dom(await http.get(url, headers=basic("root")))
+    assert not page.cssselect(f'form[action="{url}/password"]') and "Signs in with SSO at" in text(
+        one(page, "#password-sso")
+    )
+    reset = await http.post(f"{url}/password", data={"password": "long enough 1"}, headers=basic("root"))
+    assert reset.status_code == 409
+    assert "mia signs in with SSO at http://127.0.0.1" in text(one(dom(reset), "#password-sso"))
+    assert "TermPulse keeps no password" in text(one(dom(reset), "#password-sso"))
+    assert (await users(db))["mia"].password_hash == ""
+    assert not [e for e in await audit_log(db) if e[0] in ("password reset", "password change")]
 
 
 async def test_a_name_taken_by_a_password_user_is_never_linked(db, http, provider):

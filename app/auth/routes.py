@@ -316,6 +316,9 @@ async def change_password(request: Request, session: SessionDep) -> Response:
     identity, user = await _account_user(request, session)
     if user is None:
         return await _account_page(request, session, 409, message="No users exist yet: nothing to change.")
+    if not user.password_hash:  # an SSO user (see the account page)
+        message = "You sign in with SSO: your password is kept by your identity provider, not by TermPulse."
+        return await _account_page(request, session, 409, message=message)
     form = await request.form()
     current, new, again = (str(form.get(k, "")) for k in ("current", "new", "again"))
     errors = {}

@@ -29,6 +29,7 @@ from app.auth.models import OidcIdentity, OidcLogin, User
 from app.auth.oidc import OidcClient, OidcConfig, OidcError, groups_of, password_allowed
 from app.auth.roles import normalize
 from app.auth.sessions import client_address, set_session_cookie, start_session
+from app.auth.users import LAST_ADMIN_KEPT, ROLE_KEPT, other_active_admins
 from app.checks.guard import TargetGuard
 from app.config import Settings
 from app.db import utcnow
@@ -207,18 +208,7 @@ async def _sign_in_user(
     if user is None or linked is None:
         user = await _create_user(session, request, config, name, subject, role)
     else:
-        if normalize(user.role) != role:
-            detail = f"{normalize(user.role)} -> {role} (SSO groups)"
-            await audit.record(
-                session,
-                request,
-                None,
-                "user role changed",
-                who=user.username,
-                target=user.username,
-                detail=detail,
-            )
-            user.role = role
+        role = await _role_from_groups(session, request, user, role)
         linked.last_login_at = utcnow()
     token = await start_session(session, request, user)
     host = urlsplit(config.issuer).hostname or config.issuer
@@ -229,6 +219,26 @@ async def _sign_in_user(
     set_session_cookie(response, request, token)
     response.delete_cookie(BROWSER_COOKIE, path="/login/sso")
     return response
+
+
+async def _role_from_groups(session: AsyncSession, request: Request, user: User, role: str) -> str:
+    """The role a sign-in gives a known user: its groups' role, except that the last active
+    admin stays admin (as on the Users page), audited with the reason ("user role kept")."""
+    was = normalize(user.role)
+    if was == role:
+        return role
+    if was == "admin" and not await other_active_admins(session, user):
+        detail = f"SSO groups give {role}; {LAST_ADMIN_KEPT}"
+        await audit.record(
+            session, request, None, ROLE_KEPT, who=user.username, target=user.username, detail=detail
+        )
+        return was
+    user.role = role
+    detail = f"{was} -> {role} (SSO groups)"
+    await audit.record(
+        session, request, None, "user role changed", who=user.username, target=user.username, detail=detail
+    )
+    return role
 
 
 def _display_name(claims: dict[str, Any]) -> str:

@@ -2,7 +2,8 @@
 password, end their sessions, revoke their API tokens. The command line has create-user.
 
 Every change is in the audit log. The last active admin cannot be demoted or disabled (nobody
-could manage users any more)."""
+could manage users any more), not by SSO groups either. A user who signs in with SSO has no
+password here: a reset is refused."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.auth import audit
-from app.auth.models import ApiToken, OidcIdentity, User, UserSession
+from app.auth.models import ApiToken, AuditEvent, OidcIdentity, User, UserSession
 from app.auth.passwords import hash_password
 from app.auth.roles import ROLES, WHAT_EACH_MAY_DO, normalize
 from app.auth.sessions import Identity, end_all_sessions, require_admin, sessions_of
@@ -26,6 +27,9 @@ from app.web.templating import render
 router = APIRouter(prefix="/admin/users", include_in_schema=False, dependencies=[Depends(require_admin)])
 
 MIN_PASSWORD = 8
+# An SSO sign-in whose groups would demote the last active admin keeps the admin role.
+ROLE_KEPT = "user role kept"
+LAST_ADMIN_KEPT = "kept admin: the last active admin stays (make another admin first)"
 
 
 async def _user(session: AsyncSession, user_id: int) -> User:
@@ -35,7 +39,7 @@ async def _user(session: AsyncSession, user_id: int) -> User:
     return user
 
 
-async def _other_active_admins(session: AsyncSession, user: User) -> int:
+async def other_active_admins(session: AsyncSession, user: User) -> int:
     count = await session.scalar(
         select(func.count())
         .select_from(User)
@@ -127,6 +131,7 @@ async def _user_page(
         "logins": await sessions_of(session, user.id),
         "tokens": tokens,
         "sso": await session.scalar(select(OidcIdentity).where(OidcIdentity.user_id == user.id)),
+        "role_kept": await _role_kept(session, user),
         "roles": ROLES,
         "what": WHAT_EACH_MAY_DO,
         "now": utcnow(),
@@ -135,6 +140,17 @@ async def _user_page(
     }
     values.update(context)
     return render(request, "auth/user.html", values, status_code=status_code)
+
+
+async def _role_kept(session: AsyncSession, user: User) -> AuditEvent | None:
+    """The last role entry for this user if it kept the admin role against the SSO groups."""
+    last = await session.scalar(
+        select(AuditEvent)
+        .where(AuditEvent.target == user.username, AuditEvent.action.in_((ROLE_KEPT, "user role changed")))
+        .order_by(AuditEvent.id.desc())
+        .limit(1)
+    )
+    return last if last is not None and last.action == ROLE_KEPT else None
 
 
 @router.get("/{user_id}")
@@ -170,7 +186,7 @@ async def change_role(request: Request, user_id: int, session: SessionDep) -> Re
     except ValueError:
         return await _user_page(request, session, user, 422, errors={"role": f"One of {', '.join(ROLES)}."})
     was = normalize(user.role)
-    if was == "admin" and role != "admin" and not await _other_active_admins(session, user):
+    if was == "admin" and role != "admin" and not await other_active_admins(session, user):
         error = "This is the last active admin: make another admin first."
         return await _user_page(request, session, user, 409, errors={"role": error})
     user.role = role
@@ -191,7 +207,7 @@ async def set_active(request: Request, user_id: int, session: SessionDep) -> Res
     user = await _user(session, user_id)
     form = await request.form()
     active = str(form.get("active", "")) == "yes"
-    if not active and normalize(user.role) == "admin" and not await _other_active_admins(session, user):
+    if not active and normalize(user.role) == "admin" and not await other_active_admins(session, user):
         error = "This is the last active admin: it cannot be disabled."
         return await _user_page(request, session, user, 409, errors={"active": error})
     user.active = active
@@ -208,6 +224,11 @@ async def reset_password(request: Request, user_id: int, session: SessionDep) ->
     user = await _user(session, user_id)
     form = await request.form()
     password = str(form.get("password", ""))
+    if linked := await session.scalar(select(OidcIdentity).where(OidcIdentity.user_id == user.id)):
+        refusal = (
+            f"{user.username} signs in with SSO at {linked.issuer}: TermPulse keeps no password for them."
+        )
+        return await _user_page(request, session, user, 409, errors={"password": refusal})
     if message := _password_error(password):
         return await _user_page(request, session, user, 422, errors={"password": message})
     user.password_hash = await asyncio.to_thread(hash_password, password)  # scrypt off the event loop
