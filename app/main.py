@@ -116,7 +116,7 @@ def create_app(
     # Live updates pushed to open pages: where this process hears every change (NOTIFY on
     # PostgreSQL; on SQLite only its own checker's, so only with one). Else the pages poll.
     hears_changes = database.dialect == "postgresql" or run_worker
-    app.state.live = LiveHub(database) if hears_changes else None
+    app.state.live = LiveHub(database, relay) if hears_changes else None
     # The last added is the outermost.
     app.add_middleware(RequireLogin)
     app.add_middleware(DatabaseDownBanner)  # outside the login: a down database gets a banner

@@ -31,6 +31,7 @@ Handler = Callable[[dict[str, Any]], None]
 
 PART_CHARS = 7000  # NOTIFY payloads stop at 8,000 bytes
 RECONNECT_S = 1.0
+APPLICATION_NAME = "termpulse relay"
 _NOTIFY = text("SELECT pg_notify(:channel, :payload)")
 _relays: weakref.WeakSet[Relay] = weakref.WeakSet()  # this process's, for in-process delivery
 
@@ -49,10 +50,19 @@ class Relay:
         self._parts: dict[str, list[str]] = {}
         self._task: asyncio.Task[None] | None = None
         self._listening: asyncio.Event | None = None
+        self._conn: Any = None  # the LISTEN connection, while it is open
+        self.reconnects = 0
         _relays.add(self)
 
+    @property
+    def listening(self) -> bool:
+        return self._listening is not None and self._listening.is_set()
+
     def subscribe(self, channel: str, handler: Handler) -> None:
+        new = channel not in self._handlers
         self._handlers.setdefault(channel, []).append(handler)
+        if new and self._conn is not None and not self._conn.is_closed():  # listening already
+            asyncio.get_running_loop().create_task(self._conn.add_listener(channel, self._on_notify))
 
     def on_reconnect(self, handler: Callable[[], None]) -> None:
         self._on_reconnect.append(handler)
@@ -100,11 +110,17 @@ class Relay:
             except Exception:
                 log.exception("relay handler of %s failed", channel)
 
+    def _on_notify(self, _conn: Any, _pid: int, channel: str, payload: str) -> None:
+        try:
+            self._hear(channel, payload)
+        except (ValueError, KeyError, TypeError):
+            log.warning("relay: a notification on %s that is not ours: %.100s", channel, payload)
+
     async def _listen(self) -> None:
         import asyncpg
 
         url = self.database.engine.url
-        first = True
+        first, retry_s = True, 0.0
         while True:
             try:
                 conn = await asyncpg.connect(
@@ -113,39 +129,70 @@ class Relay:
                     user=url.username,
                     password=url.password,
                     database=url.database,
+                    timeout=10,
+                    server_settings={"application_name": APPLICATION_NAME},  # told apart in pg_stat_activity
                 )
-            except (OSError, asyncpg.PostgresError) as exc:
-                log.warning("relay: cannot listen (%s): trying again in %.0f s", exc, RECONNECT_S)
-                await asyncio.sleep(RECONNECT_S)
+            except (OSError, TimeoutError, asyncpg.PostgresError) as exc:
+                retry_s = min(max(retry_s * 2, RECONNECT_S / 2), 5.0)
+                log.warning("relay: cannot listen (%s): trying again in %.1f s", exc, retry_s)
+                await asyncio.sleep(retry_s)
                 continue
-            lost = asyncio.Event()
-            conn.add_termination_listener(lambda _conn, lost=lost: lost.set())
+            retry_s = 0.0
             try:
-                for channel in self._handlers:
-                    await conn.add_listener(channel, lambda _c, _pid, ch, payload: self._hear(ch, payload))
-                self._parts.clear()
-                if not first:  # messages sent while we were away are lost: say so to who cares
-                    for handler in self._on_reconnect:
-                        handler()
-                first = False
-                assert self._listening is not None
-                self._listening.set()
-                await lost.wait()
-                log.warning("relay: the LISTEN connection was lost: listening again")
+                await self._hold(conn, first)
+            except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+                log.warning("relay: the LISTEN connection was lost (%s): listening again", type(exc).__name__)
             finally:
+                self._conn = None
+                if self._listening is not None:
+                    self._listening.clear()
                 with contextlib.suppress(Exception):
                     await conn.close(timeout=2)
+            first = False
+            self.reconnects += 1
+
+    async def _hold(self, conn: Any, first: bool) -> None:
+        lost = asyncio.Event()
+        conn.add_termination_listener(lambda _conn: lost.set())
+        for channel in list(self._handlers):
+            await conn.add_listener(channel, self._on_notify)
+        self._conn = conn
+        self._parts.clear()
+        if not first:  # messages sent while we were away are lost: say so to who cares
+            for handler in self._on_reconnect:
+                handler()
+        assert self._listening is not None
+        self._listening.set()
+        while not conn.is_closed():
+            # A connection can die without a word (a dropped route): ask it every 10 s.
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(10):
+                    await lost.wait()
+            if lost.is_set():
+                return
+            await conn.fetchval("SELECT 1", timeout=5)
 
 
 async def notify_in(session: AsyncSession, channel: str, message: dict[str, Any]) -> None:
     """Send when the session's transaction commits, and only then: on PostgreSQL a NOTIFY in the
     transaction; this process's relays also get it at once on commit (its next request must not
     race the NOTIFY coming back)."""
+    await session.run_sync(notify_at_commit, channel, message)
+
+
+def notify_at_commit(
+    session: Session, channel: str, message: dict[str, Any], *, here_at_once: bool = True
+) -> None:
+    """`notify_in` for a synchronous session (e.g. in a before_commit hook). `here_at_once`
+    False: on PostgreSQL this process hears it only when the NOTIFY comes back, like the others
+    (for a message whose every delivery costs work)."""
     bind = session.get_bind()
-    if bind.dialect.name == "postgresql":
+    postgres = bind.dialect.name == "postgresql"
+    if postgres:
         for payload in _payloads(message):
-            await session.execute(_NOTIFY, {"channel": channel, "payload": payload})
-    session.info.setdefault(_PENDING, []).append((str(bind.engine.url), channel, message))
+            session.execute(_NOTIFY, {"channel": channel, "payload": payload})
+    if here_at_once or not postgres:
+        session.info.setdefault(_PENDING, []).append((str(bind.engine.url), channel, message))
 
 
 _PENDING = "termpulse_relay_pending"

@@ -35,7 +35,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.dashboard import queries
 from app.dashboard.routes import STORES_PER_PAGE, _overview_params, _qs
 from app.db import Database, utcnow
-from app.monitoring.changes import ChangeFeed, Changes
+from app.monitoring.changes import Changes, listen
+from app.relay import Relay
 from app.web.errors import DB_ERRORS
 from app.web.templating import templates
 
@@ -118,12 +119,12 @@ class Subscriber:
 
 
 class LiveHub:
-    """This process's subscribers and the one listener that feeds them."""
+    """This process's subscribers, fed by the changes its relay hears."""
 
-    def __init__(self, database: Database) -> None:
+    def __init__(self, database: Database, relay: Relay) -> None:
         self.database = database
         self.subscribers: set[Subscriber] = set()
-        self.feed = ChangeFeed(database, self._heard)
+        listen(relay, self._heard)  # the process's one LISTEN connection carries the changes too
         self.pushes = 0  # batches of changes pushed
         self._pending: Changes | None = None
         self._wake = asyncio.Event()
@@ -134,7 +135,6 @@ class LiveHub:
 
     def start(self) -> None:
         if self._task is None:
-            self.feed.start()
             self._task = asyncio.create_task(self._run(), name="termpulse-live-hub")
 
     def end_streams(self) -> None:
@@ -149,7 +149,6 @@ class LiveHub:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
-        await self.feed.stop()
 
     def subscribe(self, view: View) -> Subscriber:
         self.start()

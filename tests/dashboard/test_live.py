@@ -34,7 +34,7 @@ async def server(db: Database, settings):
     await seed_states(db)
     application = create_app(settings, database=db, run_worker=False)
     if application.state.live is None:
-        application.state.live = LiveHub(db)
+        application.state.live = LiveHub(db, application.state.relay)
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.bind(("127.0.0.1", 0))
     config = uvicorn.Config(application, log_config=None, access_log=False, lifespan="on")
@@ -159,9 +159,10 @@ async def test_a_change_reaches_the_pages_that_show_its_row_only(db, server):
 
 
 async def test_the_listener_hears_again_after_its_connection_is_killed(pg_db):
-    """PostgreSQL: the LISTEN connection terminated by the server; the feed connects again,
-    says a resync is due, and hears the next change."""
-    from app.monitoring.changes import ChangeFeed, Changes
+    """PostgreSQL: the relay's LISTEN connection terminated by the server; it connects again,
+    says a resync is due, and the next change is heard."""
+    from app.monitoring.changes import Changes, listen
+    from app.relay import Relay
 
     await import_sample(pg_db)
     await seed_states(pg_db)
@@ -172,15 +173,15 @@ async def test_the_listener_hears_again_after_its_connection_is_killed(pg_db):
         heard.append(changes)
         arrived.set()
 
-    feed = ChangeFeed(pg_db, deliver)
-    feed.start()
+    relay = Relay(pg_db)
+    listen(relay, deliver)
     try:
-        await asyncio.wait_for(feed.connected.wait(), 20)
+        await asyncio.wait_for(relay.start(), 20)
         async with pg_db.engine.begin() as conn:
             killed = await conn.scalar(
                 text(
                     "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
-                    "WHERE datname = current_database() AND query LIKE 'LISTEN%termpulse_changes%'"
+                    "WHERE datname = current_database() AND application_name = 'termpulse relay'"
                 )
             )
         assert killed == 1
@@ -188,7 +189,7 @@ async def test_the_listener_hears_again_after_its_connection_is_killed(pg_db):
             while not any(c.resync for c in heard):
                 arrived.clear()
                 await arrived.wait()
-        assert feed.reconnects == 1 and feed.connected.is_set()
+        assert relay.reconnects == 1 and relay.listening
         heard.clear()
         async with pg_db.sessionmaker() as s:
             tid = await s.scalar(select(Terminal.id).where(Terminal.status == State.UP).limit(1))
@@ -198,7 +199,7 @@ async def test_the_listener_hears_again_after_its_connection_is_killed(pg_db):
                 arrived.clear()
                 await arrived.wait()
     finally:
-        await feed.stop()
+        await relay.close()
 
 
 async def test_overview_pages_opening_together_share_one_read(db):
@@ -209,7 +210,9 @@ async def test_overview_pages_opening_together_share_one_read(db):
 
     await import_sample(db)
     await seed_states(db)
-    hub = LiveHub(db)
+    from app.relay import Relay
+
+    hub = LiveHub(db, Relay(db))
     reads: list[int] = []
 
     def count(_conn) -> None:

@@ -1,24 +1,27 @@
-"""Changes published once per transaction, on both databases: NOTIFY on PostgreSQL (ids only,
-every payload under the 8,000-byte limit), in process on SQLite; nothing on rollback."""
+"""Changes published once per transaction through the relay, on both databases: NOTIFY on
+PostgreSQL (ids only, each message in one NOTIFY under the 8,000-byte limit), in process on
+SQLite; nothing on rollback."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 
 from app.db import Database
-from app.monitoring.changes import MAX_PAYLOAD, ChangeFeed, Changes, note_changes
+from app.monitoring.changes import MAX_PAYLOAD, Changes, listen, note_changes
+from app.relay import Relay
 
 
-def test_payloads_stay_under_the_notify_limit_and_carry_every_id():
+def test_messages_stay_under_the_notify_limit_and_carry_every_id():
     changes = Changes(frozenset(range(1_000_000, 1_012_000)), frozenset(range(5, 3_005)))
-    payloads = changes.payloads()
-    assert len(payloads) > 1
-    assert all(len(p.encode()) <= MAX_PAYLOAD for p in payloads)
+    messages = changes.messages()
+    assert len(messages) > 1
+    assert all(len(json.dumps(m, separators=(",", ":"))) <= MAX_PAYLOAD for m in messages)
     back = Changes()
-    for p in payloads:
-        back |= Changes.decode(p)
+    for m in messages:
+        back |= Changes.of(m)
     assert back == changes
-    assert Changes(frozenset({1}), frozenset({2})).payloads() == ['{"t":[1],"s":[2]}']
+    assert Changes(frozenset({1}), frozenset({2})).messages() == [{"t": [1], "s": [2]}]
 
 
 async def _heard(db: Database, work) -> list[Changes]:
@@ -30,10 +33,10 @@ async def _heard(db: Database, work) -> list[Changes]:
         heard.append(changes)
         arrived.set()
 
-    feed = ChangeFeed(db, deliver)
-    feed.start()
+    relay = Relay(db)
+    listen(relay, deliver)
     try:
-        await asyncio.wait_for(feed.connected.wait(), 20)
+        await asyncio.wait_for(relay.start(), 20)
         await work()
         # A marker transaction after it: once the marker is heard, so is anything before it.
         async with db.sessionmaker() as session:
@@ -44,7 +47,7 @@ async def _heard(db: Database, work) -> list[Changes]:
                 arrived.clear()
                 await arrived.wait()
     finally:
-        await feed.stop()
+        await relay.close()
     # (A resync says the listener connected only after trying again: not a publication.)
     return [c for c in heard if -1 not in c.stores and not (c.resync and not c.terminals and not c.stores)]
 
@@ -64,7 +67,7 @@ async def test_one_publication_per_transaction_with_everything_noted_in_it(db):
         merged |= c
     assert merged == Changes(frozenset(big), frozenset({7, 8}))
     # One batch: in process one delivery; NOTIFY as many as its payload limit needs.
-    assert len(heard) == (1 if db.dialect == "sqlite" else len(merged.payloads()))
+    assert len(heard) == (1 if db.dialect == "sqlite" else len(merged.messages()))
 
 
 async def test_nothing_is_published_when_the_transaction_rolls_back(db):
