@@ -158,4 +158,57 @@
     });
     Object.keys(rows).forEach(function (key) { rows[key].remove(); });
   }
+
+  // What the templates would otherwise say inline: the Content-Security-Policy runs no inline
+  // script, no on* attribute and no hx-on (htmx.config.allowEval is off, base.html).
+
+  // Pollers (hx-trigger "every Ns") skip their turn while the tab is hidden; "visible-again"
+  // brings the live lists up to date as soon as it is shown.
+  document.addEventListener("htmx:confirm", function (event) {
+    var elt = event.detail && event.detail.elt;
+    if (document.hidden && elt && elt.matches && elt.matches('[hx-trigger^="every"]')) event.preventDefault();
+  });
+  document.addEventListener("visibilitychange", function () {
+    if (!document.hidden) document.dispatchEvent(new Event("visible-again"));
+  });
+
+  // A form marked data-swap-invalid shows a 422 answer: it is the form with its errors. (The
+  // event is the target's; the form that asked is the request's element.)
+  document.addEventListener("htmx:beforeSwap", function (event) {
+    var asked = event.detail.requestConfig && event.detail.requestConfig.elt;
+    if (event.detail.xhr.status === 422 && asked && asked.closest && asked.closest("[data-swap-invalid]")) {
+      event.detail.shouldSwap = true;
+      event.detail.isError = false;
+    }
+  });
+
+  // Download links (data-export-form) take the form as it is now, Show pressed or not; the
+  // dates only count for a custom period.
+  document.addEventListener("click", function (event) {
+    var link = event.target.closest && event.target.closest("a[data-export-form]");
+    if (!link) return;
+    var form = document.getElementById(link.dataset.exportForm);
+    if (!form) return;
+    var query = new URLSearchParams(new FormData(form));
+    if (query.get("period") !== "custom") { query.delete("from"); query.delete("to"); }
+    if (link.dataset.table) query.set("table", link.dataset.table);
+    link.href = link.pathname + "?" + query;
+  });
+
+  // Forms that destroy something ask first (data-confirm: the question).
+  document.addEventListener("submit", function (event) {
+    var form = event.target;
+    if (form.dataset && form.dataset.confirm && !window.confirm(form.dataset.confirm)) event.preventDefault();
+  });
+
+  // The "database cannot be reached" page tries again by itself (data-reload-after: seconds).
+  function scheduleReload() {
+    var el = document.querySelector("[data-reload-after]");
+    if (!el) return;
+    setTimeout(function () {
+      if (!document.hidden) location.reload(); else scheduleReload();
+    }, 1000 * Number(el.dataset.reloadAfter));
+  }
+  if (document.readyState === "loading") document.addEventListener("DOMContentLoaded", scheduleReload);
+  else scheduleReload();
 })();

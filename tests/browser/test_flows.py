@@ -7,6 +7,7 @@ import re
 import time
 
 import pytest
+from playwright.async_api import expect
 from sqlalchemy import select
 
 from app.inventory.models import Terminal
@@ -63,7 +64,8 @@ async def test_support_flow_search_open_check(page, live_server, sim):
     report = await page.locator("#report-text").inner_text()
     assert SUPPORT_POIID in report and "FAILED" in report and "What to do:" in report
     await page.click("button[data-copy]")
-    await page.wait_for_function("document.querySelector('.copied').textContent.length > 0")
+    # (no wait_for_function: its string runs as eval, which the Content-Security-Policy refuses)
+    await expect(page.locator(".copied")).not_to_have_text("")
     # The badges at the top followed the check (the state machine applied the manual result).
     await page.wait_for_selector(
         "#tstatus [data-state=down], #tstatus [data-state=unknown], #tstatus [data-state=up]"
@@ -192,7 +194,7 @@ async def test_filters_pagination_and_url_round_trip(page, live_server):
     await page.click("#f-q")
     await page.keyboard.type("S-0002")
     await page.wait_for_url(re.compile(r"q=S-0002"))
-    await page.wait_for_function("document.querySelectorAll('#terminals-body tr[id^=t-]').length === 4")
+    await expect(page.locator("#terminals-body tr[id^=t-]")).to_have_count(4)
     await shot(page, "07-terminals-search")
 
 
