@@ -172,11 +172,15 @@ async def renew_leases(database: Database, owner: str, ids: list[int], lease_s: 
     async with database.engine.begin() as conn:
         for start in range(0, len(ids), 5000):
             chunk = ids[start : start + 5000]
-            result = await conn.execute(
-                update(_mt)
-                .where(_mt.c.id.in_(chunk), _mt.c.lease_owner == owner)
-                .values(lease_expires_at=until)
-            )
+            mine: tuple[ColumnElement[bool], ...] = (_mt.c.id.in_(chunk), _mt.c.lease_owner == owner)
+            if database.dialect == "postgresql":
+                # Rows a result batch holds are skipped, not waited for: that batch releases
+                # their leases as it commits (and a retried one finds them renewed 1/3 of a
+                # lease later). Waiting, in another lock order than the writer's id order,
+                # deadlocked with the batches in flight.
+                held = select(_mt.c.id).where(*mine).order_by(_mt.c.id).with_for_update(skip_locked=True)
+                mine = (_mt.c.id.in_(held.scalar_subquery()),)
+            result = await conn.execute(update(_mt).where(*mine).values(lease_expires_at=until))
             renewed += result.rowcount or 0
     return renewed
 

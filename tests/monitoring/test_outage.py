@@ -388,7 +388,11 @@ async def test_after_an_outage_claims_catch_up_at_a_pace(db, ctx, servers):
         writer.outage_since = time.monotonic()  # the database was down: claims are held back
         assert await dispatcher.sweep() == 0
         writer.outage_since = None  # it answers again
-        assert await dispatcher.sweep() == 50  # one second's worth at the catch-up pace
+        began = time.monotonic()
+        first = await dispatcher.sweep()
+        # One second's worth at the catch-up pace, plus what the pace adds while that claim
+        # runs (a loaded machine's claim can take a while), never the whole backlog.
+        assert 50 <= first <= 50 + 50 * (time.monotonic() - began) + 1 and first < 300
 
         async def all_claimed():
             await dispatcher.sweep()
