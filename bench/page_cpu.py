@@ -29,6 +29,7 @@ import httpx  # noqa: E402
 from app.config import Settings  # noqa: E402
 from app.db import Database  # noqa: E402
 from app.main import create_app  # noqa: E402
+from bench.load import bench_user, login  # noqa: E402
 from bench.machine import describe  # noqa: E402
 from bench.pages import DEFAULT_URL, pct, sample_targets, sizes  # noqa: E402
 
@@ -52,6 +53,8 @@ async def measure(url: str, requests: int, profile: str | None) -> None:
     app = create_app(settings, database=database)
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://bench") as client:
+        await bench_user(url)
+        client.headers["Cookie"] = f"termpulse_session={await login(client)}"
         print(f"  {'page':<28} {'CPU p50':>9} {'p95':>8} {'wall p50':>9} {'bytes':>9}   target CPU < 15 ms")
         for name, path in page_paths(targets).items():
             for _ in range(3):  # warm: templates compiled, statements cached, pool filled
