@@ -151,9 +151,14 @@ async def claim_due(
 
 async def release_leases(database: Database, owner: str) -> int:
     """Give back every lease this worker holds (on a clean stop), so others run them now."""
+    mine = select(_mt.c.id).where(_mt.c.lease_owner == owner)
+    if database.dialect == "postgresql":  # locked in id order, as the writer does: no deadlock
+        mine = mine.order_by(_mt.c.id).with_for_update()
     async with database.engine.begin() as conn:
         result = await conn.execute(
-            update(_mt).where(_mt.c.lease_owner == owner).values(lease_owner=None, lease_expires_at=None)
+            update(_mt)
+            .where(_mt.c.id.in_(mine.scalar_subquery()))
+            .values(lease_owner=None, lease_expires_at=None)
         )
     return result.rowcount or 0
 
