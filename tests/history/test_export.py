@@ -334,8 +334,8 @@ async def test_page_table_of_stores_and_downloads_from_the_form(fleet, client):
     assert {"S-7001", "'=S-7002"} & set(texts(d, 'a[href^="/history?scope=store&"]'))
     assert "Last month" in texts(d, "#h-period option[selected]")
     links = d.cssselect(".hist-downloads a")
-    # the links read the form when clicked (rows per, period), Show pressed or not
-    assert all("FormData" in a.get("hx-on:click") for a in links)
+    # the links read the form when clicked (rows per, period), Show pressed or not: static/dashboard.js
+    assert all(a.get("data-export-form") == "history-form" for a in links)
     assert any("table=days" in a.get("href") for a in links)
     frag = await client.get(
         "/history",

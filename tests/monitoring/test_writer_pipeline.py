@@ -18,7 +18,9 @@ from app.vocabulary import Outcome, State
 from tests.monitoring.helpers import add_monitors, add_store
 
 
-async def test_batches_in_flight_never_share_a_monitor_and_keep_its_order(db, monkeypatch):
+async def test_batches_in_flight_never_share_a_monitor_and_keep_its_order(
+    db, monkeypatch, keep_plain_results
+):
     store = await add_store(db)
     ids = await add_monitors(
         db, [{"store_id": store, "kind": "dns", "target": f"{i}.example"} for i in range(6)]
@@ -29,6 +31,8 @@ async def test_batches_in_flight_never_share_a_monitor_and_keep_its_order(db, mo
 
     async def slow_write(database, outcomes, **kw):
         nonlocal peak
+        if kw.get("lease_owner") != "pipeline-test":  # another writer of this process (a live server's)
+            return await real(database, outcomes, **kw)
         mine = {o.monitor_id for o in outcomes}
         assert all(not (mine & other) for other in flying), "a monitor in two batches in flight"
         flying.append(mine)
