@@ -76,6 +76,8 @@ async def test_live_updates_and_check_connection_under_the_policy(watched, live_
         assert await wait_until(lambda: _row_state(watched, tid, "down"), within=30)
     finally:
         await sim.sim.set_behaviour(LIVE_POIID, "healthy")
+    # Up again before going on: the other browser tests share this fleet.
+    assert await wait_until(lambda: _row_state(watched, tid, "up"), within=30)
 
     await watched.goto(f"{base}/terminals/{SUPPORT_POIID}")
     await watched.click("#check-btn")
