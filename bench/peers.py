@@ -40,11 +40,11 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import psutil
-from sqlalchemy import func, select, text
+from sqlalchemy import text
 from sqlalchemy.engine import make_url
 
 from app.db import server_execute
-from bench.checks import PORT, build_fleet, busy_seconds, cpu_seconds, reset_monitors
+from bench.checks import PORT, build_fleet, busy_seconds, cpu_seconds, persisted_results, reset_monitors
 from bench.machine import describe
 
 BENCH_DB = "termpulse_bench_peers"
@@ -190,9 +190,6 @@ def blackbox_round(n: int, duration: float, tmp: Path) -> dict:
 
 
 async def termpulse_round(db, url: str, n: int, args) -> dict:
-    from app.db import utcnow
-    from app.monitoring.models import CheckResult
-
     await reset_monitors(db, n, args.interval, all_due_now=False)
     env = {
         **os.environ,
@@ -216,12 +213,14 @@ async def termpulse_round(db, url: str, n: int, args) -> dict:
         if worker.poll() is not None:
             raise RuntimeError(f"termpulse worker exited:\n{worker.stderr.read() if worker.stderr else ''}")
         procs, pg = tree(sup), postgres_backends()
-        t0, w0 = time.monotonic(), utcnow()
+        t0 = time.monotonic()
+        stored0, failed0 = await persisted_results(db), await failures(db)
         cpu0, pg0, sys0, peak = cpu_seconds(procs), cpu_seconds(pg), busy_seconds(), 0.0
         while time.monotonic() - t0 < args.duration:
             peak = max(peak, rss_mib(tree(sup)))
             await asyncio.sleep(0.2)
-        t1, w1 = time.monotonic(), utcnow()
+        t1 = time.monotonic()
+        stored1, failed1 = await persisted_results(db), await failures(db)
         cpu1, pg1, sys1 = cpu_seconds(procs), cpu_seconds(pg), busy_seconds()
     finally:
         worker.send_signal(signal.SIGTERM)
@@ -232,14 +231,10 @@ async def termpulse_round(db, url: str, n: int, args) -> dict:
                 text("SELECT n_tup_upd, n_tup_hot_upd FROM pg_stat_user_tables WHERE relname = 'monitors'")
             )
         ).one()
-        window = (CheckResult.checked_at >= w0, CheckResult.checked_at < w1)
-        persisted = await s.scalar(select(func.count()).select_from(CheckResult).where(*window))
-        failed = await s.scalar(
-            select(func.count()).select_from(CheckResult).where(*window, CheckResult.outcome != "ok")
-        )
+    persisted_n, failed = stored1 - stored0, failed1 - failed0
     wall = t1 - t0
     return {
-        "rate": (persisted - failed) / wall,
+        "rate": (persisted_n - failed) / wall,
         "failed": failed,
         "cpu": 100 * (cpu1 - cpu0) / wall,
         "driver_cpu": 0.0,
@@ -248,6 +243,11 @@ async def termpulse_round(db, url: str, n: int, args) -> dict:
         "rss": peak,
         "hot": 100 * hot.n_tup_hot_upd / max(hot.n_tup_upd, 1),
     }
+
+
+async def failures(db) -> int:
+    async with db.engine.connect() as conn:
+        return int(await conn.scalar(text("SELECT count(*) FROM check_results WHERE outcome <> 'ok'")) or 0)
 
 
 def show(tool: str, i: int, r: dict) -> None:
