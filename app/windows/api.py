@@ -105,7 +105,13 @@ async def get_window(window_id: RowId, session: SessionDep) -> WindowOut:
     return await _view(session, window_id)
 
 
-@router.post("/maintenance-windows/{window_id}/end")
+@router.post(
+    "/maintenance-windows/{window_id}/end",
+    responses={
+        200: {"model": WindowOut, "description": "The window as it is now: ended, or its series stopped"},
+        204: {"description": "The window had not started: it is removed"},
+    },
+)
 async def end_window(window_id: RowId, session: SessionDep, who: Operator) -> Response:
     """End it now: a running window (or a weekly series) stops now; one not started yet is
     removed (204). The stores leave maintenance at the worker's next run (seconds)."""
