@@ -1,6 +1,6 @@
 """Schemathesis over the whole OpenAPI: every operation, with generated valid and invalid
-input, against a real server (uvicorn on loopback) over PostgreSQL and SQLite, as an admin
-token (the agent protocol with an agent's token). No answer may be a 5xx, and every answer
+input, against a real server (uvicorn on loopback) over PostgreSQL and SQLite, with an admin's
+and a viewer's API token (the agent protocol with an agent's token). No answer may be a 5xx, and every answer
 must be a status the operation documents, with the documented content type.
 
 Bounded and deterministic: EXAMPLES per operation, derandomized (the same cases every run).
@@ -41,6 +41,7 @@ from tests.conftest import BACKENDS, empty_all_tables
 # Per operation and database: about a minute for both on CI's two cores. A deeper run:
 # TERMPULSE_FUZZ_EXAMPLES=200 pytest tests/test_api_fuzz.py
 EXAMPLES = int(os.environ.get("TERMPULSE_FUZZ_EXAMPLES", "10"))
+VIEWER_EXAMPLES = max(3, EXAMPLES // 3)  # a viewer is refused most writes early: fewer cases say as much
 
 
 @schemathesis.check
@@ -102,9 +103,10 @@ class Fleet:
     window. Half the cases get these as their path parameters instead of generated ones, so
     updates and checks reach the database and the probes, not only the 404."""
 
-    def __init__(self, url: str, admin: str) -> None:
+    def __init__(self, url: str, admin: str, viewer: str) -> None:
         self.url = url
         self.admin = admin
+        self.viewer = viewer
         self.agent_token = ""
         self.paths: dict[str, str] = {}
         self.refusals: list[object] = []
@@ -155,8 +157,8 @@ class Fleet:
             "name": "S-1",
         }
 
-    def headers(self, path: str) -> dict[str, str]:
-        token = self.agent_token if path.startswith("/api/agent/") else self.admin
+    def headers(self, path: str, *, viewer: bool = False) -> dict[str, str]:
+        token = self.agent_token if path.startswith("/api/agent/") else self.viewer if viewer else self.admin
         return {"Authorization": f"Bearer {token}"}
 
     def known_paths(self, case) -> None:
@@ -226,6 +228,10 @@ async def fleet(loopback_only, fuzzed_database):
         session.add(admin)
         await session.flush()
         _, token = await create_token(session, admin, "fuzz", "admin", None)
+        viewer = User(username="fuzz-viewer", role="viewer", password_hash=hash_password("correct horse"))
+        session.add(viewer)
+        await session.flush()
+        _, viewer_token = await create_token(session, viewer, "fuzz", "viewer", None)
         await session.commit()
     closed = _free_socket()  # bound, never listening: every probe and provider call is refused
     port = closed.getsockname()[1]
@@ -240,7 +246,7 @@ async def fleet(loopback_only, fuzzed_database):
         api_per_token_per_minute=100_000,
     )
     with LoopbackServer(settings) as server:
-        fleet = Fleet(server.url, token)
+        fleet = Fleet(server.url, token, viewer_token)
         fleet.refusals = loopback_only
         await fleet.seed(port)
         yield fleet
@@ -260,6 +266,23 @@ def test_no_operation_answers_a_server_error(case, fleet):
     if case.path == "/api/agent/v1/work":
         case.query = {**(case.query or {}), "wait": 0}  # the long poll, answered at once
     case.call_and_validate(base_url=fleet.url, headers=fleet.headers(case.path), checks=CHECKS, timeout=30)
+
+
+@schema.parametrize()
+@settings(
+    max_examples=VIEWER_EXAMPLES,
+    derandomize=True,
+    deadline=None,
+    database=None,
+    suppress_health_check=list(HealthCheck),
+)
+def test_no_operation_answers_a_server_error_as_a_viewer(case, fleet):
+    """The same run as a viewer (fewer examples): a refusal is a documented 403, never a 5xx."""
+    fleet.known_paths(case)
+    if case.path == "/api/agent/v1/work":
+        case.query = {**(case.query or {}), "wait": 0}
+    headers = fleet.headers(case.path, viewer=True)
+    case.call_and_validate(base_url=fleet.url, headers=headers, checks=CHECKS, timeout=30)
 
 
 def test_the_openapi_documents_the_refusals():
