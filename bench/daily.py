@@ -43,6 +43,7 @@ from sqlalchemy.engine import make_url  # noqa: E402
 import app.models  # noqa: E402,F401
 from app.db import Database, server_execute  # noqa: E402
 from app.migrate import migrate  # noqa: E402
+from bench.history import CHANGE_COLUMNS, MONITOR_COLUMNS  # noqa: E402
 from bench.machine import describe  # noqa: E402
 
 DEFAULT_URL = "postgresql+asyncpg://postgres@127.0.0.1:5432/termpulse_bench_daily"
@@ -262,39 +263,12 @@ async def fill(url: str, stores: int, per_store: int, days: int, now: datetime) 
             await raw.copy_records_to_table(
                 "monitors",
                 records=mons,
-                columns=[
-                    "id",
-                    "key",
-                    "store_id",
-                    "terminal_id",
-                    "kind",
-                    "target",
-                    "params",
-                    "interval_s",
-                    "timeout_s",
-                    "fail_threshold",
-                    "success_threshold",
-                    "enabled",
-                    "phase_ms",
-                    "next_due_at",
-                    "state",
-                    "state_since",
-                    "consecutive_failures",
-                    "consecutive_successes",
-                ],
+                columns=MONITOR_COLUMNS,
             )
             await raw.copy_records_to_table(
                 "state_changes",
                 records=changes,
-                columns=[
-                    "monitor_id",
-                    "store_id",
-                    "terminal_id",
-                    "at",
-                    "from_state",
-                    "to_state",
-                    "diagnosis",
-                ],
+                columns=CHANGE_COLUMNS,
             )
             await raw.copy_records_to_table("daily_uptime", records=rows, columns=DAY_COLUMNS)
             await raw.copy_records_to_table(

@@ -41,6 +41,29 @@ from app.db import Database, server_execute  # noqa: E402
 from app.migrate import migrate  # noqa: E402
 from bench.machine import describe  # noqa: E402
 
+# The columns the benches COPY monitors and state changes with (bench/daily.py uses them too).
+MONITOR_COLUMNS = [
+    "id",
+    "key",
+    "store_id",
+    "terminal_id",
+    "kind",
+    "target",
+    "params",
+    "interval_s",
+    "timeout_s",
+    "fail_threshold",
+    "success_threshold",
+    "enabled",
+    "phase_ms",
+    "next_due_at",
+    "state",
+    "state_since",
+    "consecutive_failures",
+    "consecutive_successes",
+]
+CHANGE_COLUMNS = ["monitor_id", "store_id", "terminal_id", "at", "from_state", "to_state", "diagnosis"]
+
 DEFAULT_URL = "postgresql+asyncpg://postgres@127.0.0.1:5432/termpulse_bench_history"
 ZONES = ("Europe/London", "Europe/Paris", "America/New_York", "Asia/Kolkata", "UTC")
 REGIONS = ("North", "South", "East", "West", "Central", "Coast", "Alps", "Islands")
@@ -267,39 +290,12 @@ async def fill(url: str, stores: int, per_store: int, days: int, now: datetime) 
             await raw.copy_records_to_table(
                 "monitors",
                 records=mon_rows,
-                columns=[
-                    "id",
-                    "key",
-                    "store_id",
-                    "terminal_id",
-                    "kind",
-                    "target",
-                    "params",
-                    "interval_s",
-                    "timeout_s",
-                    "fail_threshold",
-                    "success_threshold",
-                    "enabled",
-                    "phase_ms",
-                    "next_due_at",
-                    "state",
-                    "state_since",
-                    "consecutive_failures",
-                    "consecutive_successes",
-                ],
+                columns=MONITOR_COLUMNS,
             )
             await raw.copy_records_to_table(
                 "state_changes",
                 records=changes,
-                columns=[
-                    "monitor_id",
-                    "store_id",
-                    "terminal_id",
-                    "at",
-                    "from_state",
-                    "to_state",
-                    "diagnosis",
-                ],
+                columns=CHANGE_COLUMNS,
             )
             await raw.copy_records_to_table(
                 "rollups",
