@@ -78,7 +78,8 @@ class Day:
         return list(struct.unpack_from(f"<{BUCKETS}e", self.raw, _MEANS_AT))
 
     def add(self, at: datetime, latency_ms: float | None) -> None:
-        at_count = 2 * _bucket(at)
+        epoch = at.timestamp()
+        at_count = 2 * (int(epoch % 86400) // BUCKET_S)  # its UTC day's bucket
         (count,) = _COUNT.unpack_from(self.raw, at_count)
         _COUNT.pack_into(self.raw, at_count, min(count + 1, 0xFFFF))
         if latency_ms is not None and math.isfinite(latency_ms):
@@ -86,7 +87,7 @@ class Day:
             (mean,) = _MEAN.unpack_from(self.raw, _MEANS_AT + at_count)
             _MEAN.pack_into(self.raw, _MEANS_AT + at_count, min((mean * n + latency_ms) / (n + 1), _MAX_MS))
             _COUNT.pack_into(self.raw, _TIMED_AT + at_count, min(n + 1, 0xFFFF))
-        entry = (at.timestamp(), math.nan if latency_ms is None else latency_ms)
+        entry = (epoch, math.nan if latency_ms is None else latency_ms)
         if self.recent and entry[0] < self.recent[-1][0]:
             bisect.insort(self.recent, entry)  # a late one (an agent's buffer)
         else:
@@ -100,11 +101,6 @@ class Day:
             "buckets": zlib.compress(self.raw, 1),
             "recent": struct.pack("<" + "df" * len(self.recent), *chain.from_iterable(self.recent)),
         }
-
-
-def _bucket(at: datetime) -> int:
-    at = at.astimezone(UTC)
-    return (at.hour * 3600 + at.minute * 60 + at.second) // BUCKET_S
 
 
 def _day_start(day: date) -> datetime:
