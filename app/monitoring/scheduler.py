@@ -25,13 +25,14 @@ monitors of stores with a store agent (the agent runs them: app.agents).
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 from collections import deque
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import ColumnElement, bindparam, func, or_, select, update
+from sqlalchemy import ColumnElement, Text, bindparam, cast, func, or_, select, update
 
 from app.checks.context import ProbeContext
 from app.checks.probes import run_probe
@@ -104,6 +105,11 @@ class Claimed:
 
 
 _mt = table_of(Monitor)
+_PARAMS_TEXT = cast(_mt.c.params, Text)
+
+
+def _params(raw: str | None) -> dict:
+    return (json.loads(raw) or {}) if raw and raw != "{}" else {}
 
 
 async def claim_due(
@@ -140,11 +146,12 @@ async def claim_due(
         update(_mt)
         .where(_mt.c.id.in_(due.scalar_subquery()))
         .values(lease_owner=owner, lease_expires_at=lease_until)
-        .returning(_mt.c.id, _mt.c.kind, _mt.c.target, _mt.c.params, _mt.c.timeout_s, _mt.c.next_due_at)
+        # params as text: most are empty, and decoding '{}' per claimed row is a cost per check
+        .returning(_mt.c.id, _mt.c.kind, _mt.c.target, _PARAMS_TEXT, _mt.c.timeout_s, _mt.c.next_due_at)
     )
     async with database.engine.begin() as conn:
         rows = (await conn.execute(stmt)).all()
-    claimed = [Claimed(r[0], r[1], r[2], r[3] or {}, r[4], r[5]) for r in rows]
+    claimed = [Claimed(r[0], r[1], r[2], _params(r[3]), r[4], r[5]) for r in rows]
     claimed.sort(key=lambda c: c.due_at)
     return claimed
 
