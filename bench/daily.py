@@ -63,6 +63,11 @@ DAY_COLUMNS = [
     "outages",
     "longest_outage_s",
     "downs",
+    "run_up_s",
+    "run_down_s",
+    "run_unknown_s",
+    "run_paused_s",
+    "run_days",
 ]
 
 
@@ -115,9 +120,11 @@ def day_rows(tid: int, sid: int, calendar, spells) -> list[tuple]:
                     f[1] += hi - lo
             i += 1
     rows = []
+    run = [0.0, 0.0, 0.0]  # running totals: up, down, unknown
     for i, d in enumerate(days):
         span = ends[i] - starts[i]
         down, unknown, outages, longest, downs = figures.get(i, (0.0, 0.0, 0, 0.0, ()))
+        run = [run[0] + span - down - unknown, run[1] + down, run[2] + unknown]
         rows.append(
             (
                 tid,
@@ -132,6 +139,9 @@ def day_rows(tid: int, sid: int, calendar, spells) -> list[tuple]:
                 outages,
                 longest,
                 json.dumps(downs) if downs else "[]",
+                *run,
+                0.0,
+                i + 1,
             )
         )
     return rows
@@ -238,8 +248,9 @@ async def fill(url: str, stores: int, per_store: int, days: int, now: datetime) 
                     )
                 )
                 calendar = calendars[tz]
-                rows += day_rows(tid, sid, calendar, spells)
-                fills.append((tid, sid, tz, f"{tid}|", calendar[0][-1]))
+                mine = day_rows(tid, sid, calendar, spells)
+                rows += mine
+                fills.append((tid, sid, tz, f"{tid}|", calendar[0][0], calendar[0][-1], *mine[-1][12:]))
             await raw.copy_records_to_table(
                 "terminals",
                 records=terms,
@@ -274,7 +285,15 @@ async def fill(url: str, stores: int, per_store: int, days: int, now: datetime) 
             await raw.copy_records_to_table(
                 "daily_uptime_fill",
                 records=fills,
-                columns=["terminal_id", "store_id", "tz", "monitors", "filled_until"],
+                columns=[
+                    "terminal_id",
+                    "store_id",
+                    "tz",
+                    "monitors",
+                    "filled_from",
+                    "filled_until",
+                    *DAY_COLUMNS[12:],
+                ],
             )
             counts["state_changes"] += len(changes)
             counts["daily_uptime"] += len(rows)
