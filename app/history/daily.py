@@ -17,11 +17,17 @@ The job (`DailyUptimeJob`, a periodic job of the worker):
 3. Fill: per terminal, from the day after `filled_until` (at first the later of the day it was
    added and `BACKFILL_DAYS` ago) up to the last closed local day of its store, at most
    `DAYS_AT_ONCE` days per pass, a chunk of terminals per transaction, until `budget_s`.
+   Each day row carries running totals (seconds since `filled_from`, the first stored day),
+   and so does the fill row for `filled_until`: a terminal's days are always one unbroken run,
+   cut back or dropped from a day on and refilled after it.
 
-Reading (`stored_uptime`, the same call as `uptime.uptime_for_terminals`): per terminal, the
-stored whole days inside the period, plus the exact computation for the rest (today, a rolling
-window's partial first day, days not filled yet). Outages come from the stored down spells,
-merged where they meet at midnight, so the figures are those of the exact computation.
+Reading (`stored_uptime`, the same call as `uptime.uptime_for_terminals`), for totals (the
+summaries, a year's CSV): per terminal, the stored whole days inside the period, as the running
+totals at the last less those before the first (one day row, or none), plus the exact
+computation for the rest (today, a rolling window's partial first day, days not filled yet).
+Outages come from the stored down spells of the days with an outage, merged where they meet at
+midnight, so the figures are those of the exact computation. Per-day figures are computed
+exactly (measured cheaper than reading a row per terminal and day).
 """
 
 from __future__ import annotations
@@ -33,7 +39,6 @@ from collections import defaultdict
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from functools import lru_cache, partial
-from operator import itemgetter
 from typing import Any
 
 from sqlalchemy import (
@@ -360,7 +365,8 @@ def daily_uptime_jobs(settings: Settings, database: Database) -> list[PeriodicJo
 
 
 def uptime_source(settings: Settings) -> ChunkUptime:
-    """How long reports get their figures: the stored days, or the exact computation."""
+    """How long reports get their figures: the stored days where they pay, or the exact
+    computation only (the setting off)."""
     return stored_uptime if settings.stored_daily_uptime else uptime_for_terminals
 
 
@@ -381,10 +387,12 @@ async def stored_uptime(
     per_day: bool = True,
     now: datetime | None = None,
 ) -> list[TerminalUptime]:
-    """The figures of `uptime.uptime_for_terminals`, from the stored days where there are
-    any and the exact computation around them."""
-    if not terminals:
-        return []
+    """The figures of `uptime.uptime_for_terminals`. Totals (`per_day=False`: summaries,
+    a year's CSV) from the stored days where there are any, and the exact computation around
+    them. Per day, the exact computation: reading a stored row per terminal and day measured
+    twice the CPU of replaying a few state changes (bench/daily.py: 30-day fleet report)."""
+    if per_day or not terminals:
+        return await uptime_for_terminals(session, terminals, period, per_day=per_day, now=now)
     now = now or utcnow()
     by_zone: dict[str | None, tuple[datetime, datetime]] = {}  # a chunk has a handful of zones
     windows = {}
@@ -394,7 +402,7 @@ async def stored_uptime(
             s, e = period.window(t.tz)
             window = by_zone[t.tz] = (s, min(e, now))
         windows[t.id] = window
-    stored = await _read_days(session, terminals, windows, per_day=per_day)
+    stored = await _read_days(session, terminals, windows)
     heads, tails = {}, {}
     for t in terminals:
         s, e = windows[t.id]
@@ -407,37 +415,28 @@ async def stored_uptime(
             heads[t.id] = (s, a)
         if b < e:
             tails[t.id] = (b, e)
-    head = {u.terminal.id: u for u in await _exact(session, terminals, heads, per_day)}
-    tail = {u.terminal.id: u for u in await _exact(session, terminals, tails, per_day)}
+    head = {u.terminal.id: u for u in await _exact(session, terminals, heads)}
+    tail = {u.terminal.id: u for u in await _exact(session, terminals, tails)}
     return [_combine(t, windows[t.id], head.get(t.id), stored.get(t.id), tail.get(t.id)) for t in terminals]
 
 
 async def _exact(
-    session: AsyncSession,
-    terminals: list[TerminalInfo],
-    windows: dict[int, tuple[datetime, datetime]],
-    per_day: bool,
+    session: AsyncSession, terminals: list[TerminalInfo], windows: dict[int, tuple[datetime, datetime]]
 ) -> list[TerminalUptime]:
     some = [t for t in terminals if t.id in windows]
-    return await uptime_in_windows(session, some, windows, per_day=per_day) if some else []
+    return await uptime_in_windows(session, some, windows, per_day=False) if some else []
 
 
 @dataclass
 class _Stored:
     first: date
     last: date
-    count: int
     total: Figures
-    days: list[tuple[date, Figures]]
     downs: list[tuple[float, float]]
 
 
 async def _read_days(
-    session: AsyncSession,
-    terminals: list[TerminalInfo],
-    windows: dict[int, tuple[datetime, datetime]],
-    *,
-    per_day: bool,
+    session: AsyncSession, terminals: list[TerminalInfo], windows: dict[int, tuple[datetime, datetime]]
 ) -> dict[int, _Stored]:
     """Each terminal's stored days inside its window, if they run unbroken; computed under its
     current store and zone only (a moved terminal's old days are not its figures any more)."""
@@ -463,11 +462,7 @@ async def _read_days(
         first, last = max(first, fill.first), min(last, fill.last)
         if first <= last:
             ranges[t.id] = (first, last)
-    if not ranges:
-        return {}
-    # Only an unbroken run of days is used (a gap, which the job never leaves, would be
-    # counted as nothing): else the whole window is computed exactly.
-    return await (_days(session, ranges) if per_day else _sums(session, ranges, fills))
+    return await _sums(session, ranges, fills) if ranges else {}
 
 
 @dataclass
@@ -490,48 +485,15 @@ class _Fill:
         return [self.up, self.down, self.unknown, self.paused, self.days]
 
 
-async def _days(session: AsyncSession, ranges: dict[int, tuple[date, date]]) -> dict[int, _Stored]:
-    d = table_of(DailyUptime)
-    by_range: dict[tuple[date, date], list[int]] = defaultdict(list)
-    for tid, r in ranges.items():
-        by_range[r].append(tid)
-    by_terminal: dict[int, list[Any]] = defaultdict(list)
-    for (first, last), ids in by_range.items():
-        q = select(
-            d.c.terminal_id,
-            d.c.day,
-            d.c.up_s,
-            d.c.down_s,
-            d.c.unknown_s,
-            d.c.paused_s,
-            d.c.outages,
-            d.c.longest_outage_s,
-            d.c.span_s,
-            case((d.c.outages > 0, d.c.downs)),  # most days have none: not decoded at all
-        ).where((d.c.day >= first) & (d.c.day <= last))
-        for r in await _of_terminals(session, q, ids):
-            by_terminal[r[0]].append(r)
-    out = {}
-    for tid, rows in by_terminal.items():
-        if len(rows) != (ranges[tid][1] - ranges[tid][0]).days + 1:
-            continue
-        rows.sort(key=itemgetter(1))
-        days = [(r[1], Figures(r[2], r[3], r[4], r[5], r[6], r[7], terminals=1, span=r[8])) for r in rows]
-        total = Figures()
-        for _d, fig in days:
-            _add_seconds(total, fig)
-        downs = [(float(a), float(b)) for r in rows if r[9] for a, b in r[9]]
-        out[tid] = _Stored(rows[0][1], rows[-1][1], len(rows), total, days, downs)
-    return out
-
-
 async def _sums(
     session: AsyncSession, ranges: dict[int, tuple[date, date]], fills: dict[int, _Fill]
 ) -> dict[int, _Stored]:
     """Totals only (no per-day figures): the running totals at the range's last day less those
     before its first day. The last day is mostly the last stored one (its totals are in the fill
     row) and the first the first stored one (nothing before it): at most two day rows per
-    terminal, mostly one. Down spells: those of the days with an outage."""
+    terminal, mostly one. Down spells: those of the days with an outage. Only an unbroken run
+    of days is used (the days counted must be the range's: a gap, which the job never leaves,
+    would count as nothing); else the terminal's whole window is computed exactly."""
     d = table_of(DailyUptime)
     q = select(d.c.terminal_id, d.c.day, *(d.c[n] for n in RUN_COLUMNS), *(d.c[f"{n}_s"] for n in SECONDS))
     wanted = [
@@ -554,7 +516,7 @@ async def _sums(
             continue
         up, down, unknown, paused = (end[i] - before[i] for i in range(4))
         total = Figures(up=up, down=down, unknown=unknown, paused=paused)
-        out[tid] = _Stored(first, last, int(end[4] - before[4]), total, [], [])
+        out[tid] = _Stored(first, last, total, [])
     for tid, downs in await _down_spells(session, {tid: ranges[tid] for tid in out}):
         # '[[a, b]],[[c, d], [e, f]]': the days' lists made one, read at once (seconds as floats)
         out[tid].downs = list(map(tuple, _SPELLS.decode(downs.replace("]],[[", "],["))))
@@ -619,17 +581,6 @@ async def _down_spells(session: AsyncSession, ranges: dict[int, tuple[date, date
     return [(tid, text) for tid, text in (await session.execute(q)).all()]
 
 
-async def _of_terminals(session: AsyncSession, query: Select[Any], ids: list[int]) -> list[Any]:
-    """Rows of a query on daily_uptime for these terminals. PostgreSQL: joined to unnest(ids), so
-    their days are read through the primary key (an `= ANY` of thousands of ids is estimated
-    as a large share of the table and read with a full scan: 4x slower at 50,000 terminals)."""
-    d = table_of(DailyUptime)
-    if dialect_of(session) != "postgresql":
-        return await select_where_in(session, query, d.c.terminal_id, ids)
-    wanted = func.unnest(bindparam("ids", ids, type_=ARRAY(Integer))).table_valued("id").render_derived()
-    return list((await session.execute(query.join(wanted, wanted.c.id == d.c.terminal_id))).all())
-
-
 def _add_seconds(total: Figures, part: Figures) -> None:
     total.up += part.up
     total.down += part.down
@@ -649,14 +600,12 @@ def _combine(
     start, end = window
     begin = max(start, t.created_at) if t.created_at else start
     total = Figures(terminals=1, span=max(0.0, (end - start).total_seconds()))
-    days: list[tuple[date, Figures]] = []
     downs: list[tuple[float, float]] = []
     for part in (head, stored, tail):
         if part is None:
             continue
         _add_seconds(total, part.total)
-        days += part.days
         downs += part.downs
     # An outage crossing midnight is one outage: spells meeting at a cut are merged.
     total.outages, total.longest_outage, _ = store_outages(downs)
-    return TerminalUptime(t, begin, max(end, begin), total, days, downs)
+    return TerminalUptime(t, begin, max(end, begin), total, downs=downs)
