@@ -4,7 +4,8 @@ carries their down spells on PostgreSQL: a year's sums read one day row per term
 
 Existing days get their running totals from a window sum over each terminal's days (the job
 always stores a terminal's days as one unbroken run, so the run starts at its first day):
-about 8 minutes for 18 M days on a loaded 2-core machine (bench/daily.py's year of 50,000).
+about 8 minutes for 18 M days on a loaded 2-core machine (bench/daily.py's year of 50,000),
+and the table's old row versions are space for later days once vacuumed.
 
 Revision ID: 0015
 Revises: 0014
