@@ -244,3 +244,30 @@ async def test_the_migration_gives_stored_days_their_running_totals(db):
         await conn.run_sync(down_and_up)
     assert await snapshot() == made_by_the_job
     await assert_stored_equals_exact(db)
+
+
+async def test_a_change_before_the_first_stored_day_refills_from_the_start(db):
+    """A late change dated before a terminal's first stored day drops all its days and their
+    running totals; they are stored again from the day it was added, still equal to exact."""
+    newyork = await store(db, "S-NYC", tz="America/New_York")
+    t = await terminal(db, newyork, "P400-LATE", created=utc(10, 20, 15))
+    mid = await monitor(db, newyork, t, [(utc(10, 20, 16), "up")], initial="none")
+    await fill_days(db, now=NOW)
+    first_stored = date(2025, 10, 20)
+    async with db.sessionmaker() as s:
+        assert await s.scalar(select(DailyUptimeFill.filled_from)) == first_stored
+        await record_transitions(
+            s,
+            [Transition(mid, newyork, t, "tcp", utc(10, 19, 12), "none", "down", "tcp_refused")],
+            NOW,
+        )
+        await s.commit()
+    done = await fill_days(db, now=NOW)
+    assert done.redone == 1 and done.days == (date(2025, 11, 4) - first_stored).days + 1
+    async with db.sessionmaker() as s:
+        fill = (await s.execute(select(DailyUptimeFill))).scalar_one()
+        assert (fill.filled_from, fill.filled_until) == (first_stored, date(2025, 11, 4))
+        assert fill.run_days == done.days
+    # down from when it was added (15:00 UTC) until its first change (16:00 UTC), now known
+    assert (await stored_days(db, t))[first_stored].down_s == 3600
+    await assert_stored_equals_exact(db)
