@@ -66,11 +66,10 @@ class Settings(BaseSettings):
     # A plain success (ok, no change, no warning, not manual) is folded into its monitor's day
     # (app.monitoring.compact); true keeps each as a row too (~250 KB per monitor per day at 60 s).
     keep_plain_results: bool = False
-    # Long reports from stored daily uptime (app.history.daily) instead of the exact computation.
-    # Off by default: with a few state changes per terminal a year, reading 365 stored days per
-    # terminal measured slower than the exact computation (bench/daily.py); it pays off where
-    # terminals change state often. On: the worker keeps the days filled, reports read them.
-    stored_daily_uptime: bool = False
+    # Totals over long periods (summaries, a year's CSV) from stored daily uptime with running
+    # totals (app.history.daily), the same figures as the exact computation: the worker keeps
+    # the days filled. False: no stored days, everything computed from the state changes.
+    stored_daily_uptime: bool = True
 
     # Alerts (app.alerts)
     base_url: str = "http://127.0.0.1:8000"  # links in notifications point here (store pages)

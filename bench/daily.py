@@ -15,7 +15,8 @@ state changes and of stored days, PostgreSQL.
 * Each export runs in a fresh process (so its peak RSS is its own): the yearly CSV summary
   (one row per terminal; and one row per store) over the last `days` local days up to today,
   today itself computed exactly; then the History page's 30-day fleet report (per day and per
-  region). Figures: wall time, peak RSS, rows, and the load average.
+  region). Figures: wall time, CPU time of the export's process and of its PostgreSQL backend
+  (read from /proc: the server must be on this machine), peak RSS, rows, and the load average.
 """
 
 from __future__ import annotations
@@ -63,6 +64,11 @@ DAY_COLUMNS = [
     "outages",
     "longest_outage_s",
     "downs",
+    "run_up_s",
+    "run_down_s",
+    "run_unknown_s",
+    "run_paused_s",
+    "run_days",
 ]
 
 
@@ -115,9 +121,11 @@ def day_rows(tid: int, sid: int, calendar, spells) -> list[tuple]:
                     f[1] += hi - lo
             i += 1
     rows = []
+    run = [0.0, 0.0, 0.0]  # running totals: up, down, unknown
     for i, d in enumerate(days):
         span = ends[i] - starts[i]
         down, unknown, outages, longest, downs = figures.get(i, (0.0, 0.0, 0, 0.0, ()))
+        run = [run[0] + span - down - unknown, run[1] + down, run[2] + unknown]
         rows.append(
             (
                 tid,
@@ -132,6 +140,9 @@ def day_rows(tid: int, sid: int, calendar, spells) -> list[tuple]:
                 outages,
                 longest,
                 json.dumps(downs) if downs else "[]",
+                *run,
+                0.0,
+                i + 1,
             )
         )
     return rows
@@ -238,8 +249,9 @@ async def fill(url: str, stores: int, per_store: int, days: int, now: datetime) 
                     )
                 )
                 calendar = calendars[tz]
-                rows += day_rows(tid, sid, calendar, spells)
-                fills.append((tid, sid, tz, f"{tid}|", calendar[0][-1]))
+                mine = day_rows(tid, sid, calendar, spells)
+                rows += mine
+                fills.append((tid, sid, tz, f"{tid}|", calendar[0][0], calendar[0][-1], *mine[-1][12:]))
             await raw.copy_records_to_table(
                 "terminals",
                 records=terms,
@@ -274,7 +286,15 @@ async def fill(url: str, stores: int, per_store: int, days: int, now: datetime) 
             await raw.copy_records_to_table(
                 "daily_uptime_fill",
                 records=fills,
-                columns=["terminal_id", "store_id", "tz", "monitors", "filled_until"],
+                columns=[
+                    "terminal_id",
+                    "store_id",
+                    "tz",
+                    "monitors",
+                    "filled_from",
+                    "filled_until",
+                    *DAY_COLUMNS[12:],
+                ],
             )
             counts["state_changes"] += len(changes)
             counts["daily_uptime"] += len(rows)
@@ -304,21 +324,34 @@ async def measure(url: str, path: str, by: str, days: int, now: datetime) -> dic
     period = Period.dates(today - timedelta(days=days - 1), today)
     database = Database(url)
     if by == "report":  # the History page's fleet report: totals, per day, per region
-        t0 = time.perf_counter()
+        t0, cpu0 = time.perf_counter(), time.process_time()
         async with database.sessionmaker() as s:
+            backend = await s.scalar(text("SELECT pg_backend_pid()"))
+            db0 = backend_cpu_s(backend)
             rep = await report(s, "fleet", None, period, now=now, compute=compute)
-        seconds = time.perf_counter() - t0
+            db_cpu = backend_cpu_s(backend) - db0
+        seconds, cpu = time.perf_counter() - t0, time.process_time() - cpu0
         await database.dispose()
         rss_mb = peak_rss_mb()
         text_ = json.dumps(rep.as_dict(), sort_keys=True, default=str)
-        return {"seconds": seconds, "rss_mb": rss_mb, "lines": len(rep.days), "sha256": _digest(text_)}
+        return {
+            "seconds": seconds,
+            "cpu_s": cpu,
+            "db_cpu_s": db_cpu,
+            "rss_mb": rss_mb,
+            "lines": len(rep.days),
+            "sha256": _digest(text_),
+        }
     digest = hashlib.sha256()
     with tempfile.NamedTemporaryFile("w+", suffix=".csv", encoding="utf-8", newline="") as out:
-        t0 = time.perf_counter()
+        t0, cpu0 = time.perf_counter(), time.process_time()
         async with database.sessionmaker() as s:
+            backend = await s.scalar(text("SELECT pg_backend_pid()"))
+            db0 = backend_cpu_s(backend)
             await write_csv(s, out, "fleet", None, period, by=by, table="summary", now=now, compute=compute)
+            db_cpu = backend_cpu_s(backend) - db0
         out.flush()
-        seconds = time.perf_counter() - t0
+        seconds, cpu = time.perf_counter() - t0, time.process_time() - cpu0
         out.seek(0)
         lines = 0
         for line in out:
@@ -326,7 +359,25 @@ async def measure(url: str, path: str, by: str, days: int, now: datetime) -> dic
             lines += 1
     await database.dispose()
     rss_mb = peak_rss_mb()
-    return {"seconds": seconds, "rss_mb": rss_mb, "lines": lines, "sha256": digest.hexdigest()}
+    return {
+        "seconds": seconds,
+        "cpu_s": cpu,
+        "db_cpu_s": db_cpu,
+        "rss_mb": rss_mb,
+        "lines": lines,
+        "sha256": digest.hexdigest(),
+    }
+
+
+def backend_cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) of a PostgreSQL backend on this machine, from /proc (the
+    machine is shared: CPU time says more than wall time under load)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except OSError:  # a server elsewhere
+        return float("nan")
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def peak_rss_mb() -> float:
@@ -408,7 +459,8 @@ def main() -> None:
             r = results[(path, by)] = run_measure(url, path, by, args.days, now)
             print(
                 f"yearly CSV export ({args.days} local days to today), {args.stores * args.per_store:,} "
-                f"terminals, rows per {by}, {path} path: {r['seconds']:.2f} s, peak RSS "
+                f"terminals, rows per {by}, {path} path: {r['seconds']:.2f} s (CPU {r['cpu_s']:.2f} s, "
+                f"its PostgreSQL backend {r['db_cpu_s']:.2f} s), peak RSS "
                 f"{r['rss_mb']:.0f} MB, {r['lines']:,} lines (load average before {before}, after {load()})"
             )
         if ("exact", "terminal") in results:
@@ -420,7 +472,8 @@ def main() -> None:
             r = reports[path] = run_measure(url, path, "report", 30, now)
             print(
                 f"fleet report, 30 local days to today (totals, per day, per region), {path} path: "
-                f"{r['seconds']:.2f} s, peak RSS {r['rss_mb']:.0f} MB "
+                f"{r['seconds']:.2f} s (CPU {r['cpu_s']:.2f} s, its PostgreSQL backend "
+                f"{r['db_cpu_s']:.2f} s), peak RSS {r['rss_mb']:.0f} MB "
                 f"(load average before {before}, after {load()})"
             )
         if len(reports) == 2:

@@ -17,25 +17,45 @@ The job (`DailyUptimeJob`, a periodic job of the worker):
 3. Fill: per terminal, from the day after `filled_until` (at first the later of the day it was
    added and `BACKFILL_DAYS` ago) up to the last closed local day of its store, at most
    `DAYS_AT_ONCE` days per pass, a chunk of terminals per transaction, until `budget_s`.
+   Each day row carries running totals (seconds since `filled_from`, the first stored day),
+   and so does the fill row for `filled_until`: a terminal's days are always one unbroken run,
+   cut back or dropped from a day on and refilled after it.
 
-Reading (`stored_uptime`, the same call as `uptime.uptime_for_terminals`): per terminal, the
-stored whole days inside the period, plus the exact computation for the rest (today, a rolling
-window's partial first day, days not filled yet). Outages come from the stored down spells,
-merged where they meet at midnight, so the figures are those of the exact computation.
+Reading (`stored_uptime`, the same call as `uptime.uptime_for_terminals`), for totals (the
+summaries, a year's CSV): per terminal, the stored whole days inside the period, as the running
+totals at the last less those before the first (one day row, or none), plus the exact
+computation for the rest (today, a rolling window's partial first day, days not filled yet).
+Outages come from the stored down spells of the days with an outage, merged where they meet at
+midnight, so the figures are those of the exact computation. Per-day figures are computed
+exactly (measured cheaper than reading a row per terminal and day).
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import time as clock
 from collections import defaultdict
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
-from functools import partial
-from operator import itemgetter
+from functools import lru_cache, partial
 from typing import Any
 
-from sqlalchemy import ARRAY, ColumnElement, Integer, Select, bindparam, case, delete, func, select, update
+from sqlalchemy import (
+    ARRAY,
+    Date,
+    Integer,
+    Select,
+    Text,
+    bindparam,
+    case,
+    cast,
+    delete,
+    func,
+    literal_column,
+    select,
+    update,
+)
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.config import Settings
@@ -70,6 +90,7 @@ LOCK_KEY = 0x7E57_0D01
 # --- local days --------------------------------------------------------------------------------
 
 
+@lru_cache(maxsize=4096)
 def day_start(d: date, tz: str | None) -> datetime:
     """The UTC instant of local midnight starting `d` (as `uptime.Period.window` makes it)."""
     return datetime.combine(d, time(), zone(tz)).astimezone(UTC)
@@ -147,12 +168,29 @@ async def apply_redo(session: AsyncSession) -> int:
     return len(redone)
 
 
+SECONDS = ("up", "down", "unknown", "paused")
+RUN_COLUMNS = (*(f"run_{n}_s" for n in SECONDS), "run_days")  # running totals of the seconds, and days
+
+
 async def _truncate(session: AsyncSession, terminal_id: int, until: date | None) -> None:
-    d = table_of(DailyUptime)
+    """Drop the terminal's days after `until` (all of them: None); with none left, the next
+    fill starts from the beginning again. The fill row takes the running totals at `until`."""
+    d, f = table_of(DailyUptime), table_of(DailyUptimeFill)
     gone = d.c.terminal_id == terminal_id
     await session.execute(delete(d).where(gone if until is None else gone & (d.c.day > until)))
-    f = table_of(DailyUptimeFill)
-    await session.execute(update(f).where(f.c.terminal_id == terminal_id).values(filled_until=until))
+    if until is None:
+        values: dict[str, Any] = {"filled_from": None, "filled_until": None, **dict.fromkeys(RUN_COLUMNS, 0)}
+    else:
+        kept = f.c.filled_from <= until
+        values = {
+            "filled_from": case((kept, f.c.filled_from)),
+            "filled_until": case((kept, until)),
+            **{
+                name: func.coalesce(select(d.c[name]).where(gone, d.c.day == until).scalar_subquery(), 0)
+                for name in RUN_COLUMNS
+            },
+        }
+    await session.execute(update(f).where(f.c.terminal_id == terminal_id).values(**values))
 
 
 async def reconcile(session: AsyncSession) -> int:
@@ -217,31 +255,51 @@ async def _due(session: AsyncSession, now: datetime, limit: int) -> list[tuple[T
 
 
 async def fill_chunk(session: AsyncSession, *, due: list[tuple[TerminalInfo, date, date]]) -> int:
-    """Compute and store these terminals' days [first, last] with the exact computation."""
+    """Compute and store these terminals' days [first, last] with the exact computation, each
+    with the running totals carried on from the day before (kept in the fill row)."""
     terminals = [t for t, _f, _l in due]
     windows = {
         t.id: (day_start(first, t.tz), day_start(last + timedelta(days=1), t.tz)) for t, first, last in due
     }
+    f = table_of(DailyUptimeFill)
+    runs = {
+        r[0]: list(r[1:])
+        for r in await select_where_in(
+            session, select(f.c.terminal_id, *(f.c[n] for n in RUN_COLUMNS)), f.c.terminal_id, list(windows)
+        )
+    }
     rows = []
     for u in await uptime_in_windows(session, terminals, windows, per_day=True):
+        run = runs[u.terminal.id]
         for d, fig in u.days:
             lo, hi = (
                 day_start(d, u.terminal.tz).timestamp(),
                 day_start(d + timedelta(days=1), u.terminal.tz).timestamp(),
             )
-            rows.append(
-                _row(u.terminal, d, fig, [[max(a, lo), min(b, hi)] for a, b in u.downs if a < hi and b > lo])
-            )
+            run = [run[0] + fig.up, run[1] + fig.down, run[2] + fig.unknown, run[3] + fig.paused, run[4] + 1]
+            downs = [[max(a, lo), min(b, hi)] for a, b in u.downs if a < hi and b > lo]
+            rows.append(_row(u.terminal, d, fig, downs, run))
+        runs[u.terminal.id] = run
     if rows:
         await bulk_insert(session, table_of(DailyUptime), rows)
-    f = table_of(DailyUptimeFill)
-    for t, _first, last in due:
-        await session.execute(update(f).where(f.c.terminal_id == t.id).values(filled_until=last))
+    for t, first, last in due:
+        await session.execute(
+            update(f)
+            .where(f.c.terminal_id == t.id)
+            .values(
+                filled_from=func.coalesce(f.c.filled_from, first),
+                filled_until=last,
+                **dict(zip(RUN_COLUMNS, runs[t.id], strict=True)),
+            )
+        )
     return len(rows)
 
 
-def _row(t: TerminalInfo, d: date, fig: Figures, downs: list[list[float]]) -> dict[str, object]:
+def _row(
+    t: TerminalInfo, d: date, fig: Figures, downs: list[list[float]], run: list[float]
+) -> dict[str, object]:
     return {
+        **dict(zip(RUN_COLUMNS, run, strict=True)),
         "terminal_id": t.id,
         "day": d,
         "store_id": t.store_id,
@@ -307,10 +365,12 @@ def daily_uptime_jobs(settings: Settings, database: Database) -> list[PeriodicJo
 
 
 def uptime_source(settings: Settings) -> ChunkUptime:
-    """How long reports get their figures: the stored days, or the exact computation."""
+    """How long reports get their figures: the stored days where they pay, or the exact
+    computation only (the setting off)."""
     return stored_uptime if settings.stored_daily_uptime else uptime_for_terminals
 
 
+@lru_cache(maxsize=4096)
 def _whole_days(tz: str | None, start: datetime, end: datetime) -> tuple[date, date]:
     """The first and last local days wholly inside [start, end) (first > last: none)."""
     first = local_date(start, tz)
@@ -327,16 +387,22 @@ async def stored_uptime(
     per_day: bool = True,
     now: datetime | None = None,
 ) -> list[TerminalUptime]:
-    """The figures of `uptime.uptime_for_terminals`, from the stored days where there are
-    any and the exact computation around them."""
-    if not terminals:
-        return []
+    """The figures of `uptime.uptime_for_terminals`. Totals (`per_day=False`: summaries,
+    a year's CSV) from the stored days where there are any, and the exact computation around
+    them. Per day, the exact computation: reading a stored row per terminal and day measured
+    twice the CPU of replaying a few state changes (bench/daily.py: 30-day fleet report)."""
+    if per_day or not terminals:
+        return await uptime_for_terminals(session, terminals, period, per_day=per_day, now=now)
     now = now or utcnow()
+    by_zone: dict[str | None, tuple[datetime, datetime]] = {}  # a chunk has a handful of zones
     windows = {}
     for t in terminals:
-        s, e = period.window(t.tz)
-        windows[t.id] = (s, min(e, now))
-    stored = await _read_days(session, terminals, windows, per_day=per_day)
+        window = by_zone.get(t.tz)
+        if window is None:
+            s, e = period.window(t.tz)
+            window = by_zone[t.tz] = (s, min(e, now))
+        windows[t.id] = window
+    stored = await _read_days(session, terminals, windows)
     heads, tails = {}, {}
     for t in terminals:
         s, e = windows[t.id]
@@ -349,137 +415,170 @@ async def stored_uptime(
             heads[t.id] = (s, a)
         if b < e:
             tails[t.id] = (b, e)
-    head = {u.terminal.id: u for u in await _exact(session, terminals, heads, per_day)}
-    tail = {u.terminal.id: u for u in await _exact(session, terminals, tails, per_day)}
+    head = {u.terminal.id: u for u in await _exact(session, terminals, heads)}
+    tail = {u.terminal.id: u for u in await _exact(session, terminals, tails)}
     return [_combine(t, windows[t.id], head.get(t.id), stored.get(t.id), tail.get(t.id)) for t in terminals]
 
 
 async def _exact(
-    session: AsyncSession,
-    terminals: list[TerminalInfo],
-    windows: dict[int, tuple[datetime, datetime]],
-    per_day: bool,
+    session: AsyncSession, terminals: list[TerminalInfo], windows: dict[int, tuple[datetime, datetime]]
 ) -> list[TerminalUptime]:
     some = [t for t in terminals if t.id in windows]
-    return await uptime_in_windows(session, some, windows, per_day=per_day) if some else []
+    return await uptime_in_windows(session, some, windows, per_day=False) if some else []
 
 
 @dataclass
 class _Stored:
     first: date
     last: date
-    count: int
     total: Figures
-    days: list[tuple[date, Figures]]
     downs: list[tuple[float, float]]
 
 
 async def _read_days(
-    session: AsyncSession,
-    terminals: list[TerminalInfo],
-    windows: dict[int, tuple[datetime, datetime]],
-    *,
-    per_day: bool,
+    session: AsyncSession, terminals: list[TerminalInfo], windows: dict[int, tuple[datetime, datetime]]
 ) -> dict[int, _Stored]:
     """Each terminal's stored days inside its window, if they run unbroken; computed under its
     current store and zone only (a moved terminal's old days are not its figures any more)."""
-    f, d = table_of(DailyUptimeFill), table_of(DailyUptime)
+    f = table_of(DailyUptimeFill)
+    cols = (f.c.store_id, f.c.tz, f.c.filled_from, f.c.filled_until, *(f.c[n] for n in RUN_COLUMNS))
     fills = {
-        tid: (store_id, tz, until)
-        for tid, store_id, tz, until in await select_where_in(
-            session,
-            select(f.c.terminal_id, f.c.store_id, f.c.tz, f.c.filled_until),
-            f.c.terminal_id,
-            [t.id for t in terminals],
+        r[0]: _Fill(*r[1:])
+        for r in await select_where_in(
+            session, select(f.c.terminal_id, *cols), f.c.terminal_id, [t.id for t in terminals]
         )
     }
     ranges: dict[int, tuple[date, date]] = {}
     for t in terminals:
         fill = fills.get(t.id)
-        if fill is None or fill[2] is None or fill[0] != t.store_id or fill[1] != (t.tz or "UTC"):
+        if (
+            fill is None
+            or fill.first is None
+            or fill.last is None
+            or (fill.store_id, fill.tz) != (t.store_id, t.tz or "UTC")
+        ):
             continue
         first, last = _whole_days(t.tz, *windows[t.id])
-        last = min(last, fill[2])
+        first, last = max(first, fill.first), min(last, fill.last)
         if first <= last:
             ranges[t.id] = (first, last)
-    if not ranges:
-        return {}
-    by_range: dict[tuple[date, date], list[int]] = defaultdict(list)
-    for tid, r in ranges.items():
-        by_range[r].append(tid)
-    out: dict[int, _Stored] = {}
-    for (first, last), ids in by_range.items():
-        inside = (d.c.day >= first) & (d.c.day <= last)
-        out |= await (_days(session, inside, ids) if per_day else _sums(session, inside, ids))
-    # Only an unbroken run of days is used (a gap, which the job never leaves, would be
-    # counted as nothing): else the whole window is computed exactly.
-    return {tid: s for tid, s in out.items() if (s.last - s.first).days + 1 == s.count}
+    return await _sums(session, ranges, fills) if ranges else {}
 
 
-async def _days(session: AsyncSession, inside: ColumnElement[bool], ids: list[int]) -> dict[int, _Stored]:
+@dataclass
+class _Fill:
+    """A terminal's fill row: what its days were computed under, which days are stored, and
+    the running totals at the last ([up, down, unknown, paused seconds, days])."""
+
+    store_id: int
+    tz: str
+    first: date | None
+    last: date | None
+    up: float
+    down: float
+    unknown: float
+    paused: float
+    days: int
+
+    @property
+    def run(self) -> list[float]:
+        return [self.up, self.down, self.unknown, self.paused, self.days]
+
+
+async def _sums(
+    session: AsyncSession, ranges: dict[int, tuple[date, date]], fills: dict[int, _Fill]
+) -> dict[int, _Stored]:
+    """Totals only (no per-day figures): the running totals at the range's last day less those
+    before its first day. The last day is mostly the last stored one (its totals are in the fill
+    row) and the first the first stored one (nothing before it): at most two day rows per
+    terminal, mostly one. Down spells: those of the days with an outage. Only an unbroken run
+    of days is used (the days counted must be the range's: a gap, which the job never leaves,
+    would count as nothing); else the terminal's whole window is computed exactly."""
     d = table_of(DailyUptime)
-    q = select(
-        d.c.terminal_id,
-        d.c.day,
-        d.c.up_s,
-        d.c.down_s,
-        d.c.unknown_s,
-        d.c.paused_s,
-        d.c.outages,
-        d.c.longest_outage_s,
-        d.c.span_s,
-        case((d.c.outages > 0, d.c.downs)),  # most days have none: not decoded at all
-    ).where(inside)
-    by_terminal: dict[int, list[Any]] = defaultdict(list)
-    for r in await _of_terminals(session, q, ids):
-        by_terminal[r[0]].append(r)
+    q = select(d.c.terminal_id, d.c.day, *(d.c[n] for n in RUN_COLUMNS), *(d.c[f"{n}_s"] for n in SECONDS))
+    wanted = [
+        (tid, day)
+        for tid, (first, last) in ranges.items()
+        for day, skip in ((first, first == fills[tid].first), (last, last == fills[tid].last))
+        if not skip
+    ]
+    at = {(r[0], r[1]): list(r[2:]) for r in await _rows_at(session, q, wanted)}
     out = {}
-    for tid, rows in by_terminal.items():
-        rows.sort(key=itemgetter(1))
-        days = [(r[1], Figures(r[2], r[3], r[4], r[5], r[6], r[7], terminals=1, span=r[8])) for r in rows]
-        total = Figures()
-        for _d, fig in days:
-            _add_seconds(total, fig)
-        downs = [(float(a), float(b)) for r in rows if r[9] for a, b in r[9]]
-        out[tid] = _Stored(rows[0][1], rows[-1][1], len(rows), total, days, downs)
+    for tid, (first, last) in ranges.items():
+        fill = fills[tid]
+        end = fill.run if last == fill.last else at.get((tid, last))
+        if first == fill.first:
+            before: list[float] | None = [0.0] * 5
+        else:
+            row = at.get((tid, first))  # its running totals less its own seconds, and one day less
+            before = None if row is None else [row[i] - row[5 + i] for i in range(4)] + [row[4] - 1]
+        if end is None or before is None or end[4] - before[4] != (last - first).days + 1:
+            continue
+        up, down, unknown, paused = (end[i] - before[i] for i in range(4))
+        total = Figures(up=up, down=down, unknown=unknown, paused=paused)
+        out[tid] = _Stored(first, last, total, [])
+    for tid, downs in await _down_spells(session, {tid: ranges[tid] for tid in out}):
+        # '[[a, b]],[[c, d], [e, f]]': the days' lists made one, read at once (seconds as floats)
+        out[tid].downs = list(map(tuple, _SPELLS.decode(downs.replace("]],[[", "],["))))
     return out
 
 
-async def _sums(session: AsyncSession, inside: ColumnElement[bool], ids: list[int]) -> dict[int, _Stored]:
-    """Totals only (no per-day figures): summed by the database, down spells of the days with any."""
-    d = table_of(DailyUptime)
-    q = (
-        select(
-            d.c.terminal_id,
-            func.min(d.c.day),
-            func.max(d.c.day),
-            func.count(),
-            func.sum(d.c.up_s),
-            func.sum(d.c.down_s),
-            func.sum(d.c.unknown_s),
-            func.sum(d.c.paused_s),
-        )
-        .where(inside)
-        .group_by(d.c.terminal_id)
-    )
-    out = {}
-    for tid, first, last, n, *seconds in await _of_terminals(session, q, ids):
-        out[tid] = _Stored(first, last, n, Figures(*seconds), [], [])
-    q = select(d.c.terminal_id, d.c.day, d.c.downs).where(inside & (d.c.outages > 0))
-    for tid, _day, downs in sorted(await _of_terminals(session, q, ids), key=itemgetter(0, 1)):
-        out[tid].downs.extend((float(a), float(b)) for a, b in downs)
-    return out
+_SPELLS = json.JSONDecoder(parse_int=float)  # one decoder for every terminal's spells
 
 
-async def _of_terminals(session: AsyncSession, query: Select[Any], ids: list[int]) -> list[Any]:
-    """Rows of a query on daily_uptime for these terminals. PostgreSQL: joined to unnest(ids), so
-    their days are read through the primary key (an `= ANY` of thousands of ids is estimated
-    as a large share of the table and read with a full scan: 4x slower at 50,000 terminals)."""
+async def _rows_at(session: AsyncSession, query: Select[Any], wanted: list[tuple[int, date]]) -> list[Any]:
+    """Rows of a query on daily_uptime at these (terminal, day) (maybe more on SQLite).
+    PostgreSQL: joined to unnest(ids, days), one primary key probe each."""
     d = table_of(DailyUptime)
+    if not wanted:
+        return []
     if dialect_of(session) != "postgresql":
-        return await select_where_in(session, query, d.c.terminal_id, ids)
-    wanted = func.unnest(bindparam("ids", ids, type_=ARRAY(Integer))).table_valued("id").render_derived()
-    return list((await session.execute(query.join(wanted, wanted.c.id == d.c.terminal_id))).all())
+        days = sorted({day for _t, day in wanted})
+        ids = sorted({tid for tid, _d in wanted})
+        return await select_where_in(session, query.where(d.c.day.in_(days)), d.c.terminal_id, ids)
+    pairs = (
+        func.unnest(
+            bindparam("ids", [tid for tid, _d in wanted], type_=ARRAY(Integer)),
+            bindparam("days", [day for _t, day in wanted], type_=ARRAY(Date)),
+        )
+        .table_valued("id", "day")
+        .render_derived()
+    )
+    on = (pairs.c.id == d.c.terminal_id) & (pairs.c.day == d.c.day)
+    return list((await session.execute(query.join(pairs, on))).all())
+
+
+async def _down_spells(session: AsyncSession, ranges: dict[int, tuple[date, date]]) -> list[tuple[int, str]]:
+    """Per terminal, the down spells of its days with an outage inside its range, as the JSON
+    texts of the days' spells joined with commas (one row per terminal with any)."""
+    d = table_of(DailyUptime)
+    if not ranges:
+        return []
+    spells = func.aggregate_strings(cast(d.c.downs, Text), ",")
+    if dialect_of(session) != "postgresql":
+        lo, hi = min(r[0] for r in ranges.values()), max(r[1] for r in ranges.values())
+        q = select(d.c.terminal_id, d.c.day, cast(d.c.downs, Text)).where(
+            (d.c.outages > 0) & (d.c.day >= lo) & (d.c.day <= hi)
+        )
+        joined: dict[int, list[str]] = defaultdict(list)
+        for tid, day, text in await select_where_in(session, q, d.c.terminal_id, list(ranges)):
+            if ranges[tid][0] <= day <= ranges[tid][1]:
+                joined[tid].append(text)
+        return [(tid, ",".join(texts)) for tid, texts in joined.items()]
+    wanted = (
+        func.unnest(
+            bindparam("ids", list(ranges), type_=ARRAY(Integer)),
+            bindparam("firsts", [r[0] for r in ranges.values()], type_=ARRAY(Date)),
+            bindparam("lasts", [r[1] for r in ranges.values()], type_=ARRAY(Date)),
+        )
+        .table_valued("id", "first", "last")
+        .render_derived()
+    )
+    on = (wanted.c.id == d.c.terminal_id) & (d.c.day >= wanted.c.first) & (d.c.day <= wanted.c.last)
+    # The 0 written out, not a parameter: a generic plan can then use the partial index.
+    with_outages = d.c.outages > literal_column("0")
+    q = select(d.c.terminal_id, spells).join(wanted, on).where(with_outages).group_by(d.c.terminal_id)
+    return [(tid, text) for tid, text in (await session.execute(q)).all()]
 
 
 def _add_seconds(total: Figures, part: Figures) -> None:
@@ -501,14 +600,12 @@ def _combine(
     start, end = window
     begin = max(start, t.created_at) if t.created_at else start
     total = Figures(terminals=1, span=max(0.0, (end - start).total_seconds()))
-    days: list[tuple[date, Figures]] = []
     downs: list[tuple[float, float]] = []
     for part in (head, stored, tail):
         if part is None:
             continue
         _add_seconds(total, part.total)
-        days += part.days
         downs += part.downs
     # An outage crossing midnight is one outage: spells meeting at a cut are merged.
     total.outages, total.longest_outage, _ = store_outages(downs)
-    return TerminalUptime(t, begin, max(end, begin), total, days, downs)
+    return TerminalUptime(t, begin, max(end, begin), total, downs=downs)

@@ -313,12 +313,16 @@ def store_outages(
     one of its terminals down is one outage (a store network fault taking 4 terminals down is
     one, not four). (count, longest seconds, per local date: (count, longest within the date))."""
     merged: list[list[float]] = []
-    for a, b in sorted(downs):
+    longest = 0.0
+    for a, b in sorted(downs):  # plain comparisons, not max(): a fleet export runs this 10^5 times
         if merged and a <= merged[-1][1]:
-            merged[-1][1] = max(merged[-1][1], b)
+            if b > merged[-1][1]:
+                merged[-1][1] = b
         else:
             merged.append([a, b])
-    longest = max((b - a for a, b in merged), default=0.0)
+    for a, b in merged:
+        if b - a > longest:
+            longest = b - a
     days: dict[date, tuple[int, float]] = {}
     if per_day:
         for a, b in merged:

@@ -135,18 +135,30 @@ async def test_stored_days_equal_the_exact_computation(db):
     # a second pass has nothing to do
     again = await fill_days(db, now=NOW)
     assert (again.days, again.redone, again.reset) == (0, 0, 0)
-    # the stored path reads the stored days (a day altered by hand shows, in both read paths)
+    # totals are read from the stored days (a day altered by hand shows: its own seconds, the
+    # running totals from it on and those in the fill row); per-day figures are not
     async with db.sessionmaker() as s:
+        mine = DailyUptime.terminal_id == a
         await s.execute(
             update(DailyUptime)
-            .where(DailyUptime.terminal_id == a, DailyUptime.day == date(2025, 5, 1))
+            .where(mine, DailyUptime.day == date(2025, 5, 1))
             .values(up_s=DailyUptime.up_s - 100)
+        )
+        await s.execute(
+            update(DailyUptime)
+            .where(mine, DailyUptime.day >= date(2025, 5, 1))
+            .values(run_up_s=DailyUptime.run_up_s - 100)
+        )
+        await s.execute(
+            update(DailyUptimeFill)
+            .where(DailyUptimeFill.terminal_id == a)
+            .values(run_up_s=DailyUptimeFill.run_up_s - 100)
         )
         await s.commit()
         period = PERIODS[0]
         exact = await report(s, "terminal", a, period, now=NOW)
         stored = await report(s, "terminal", a, period, now=NOW, compute=stored_uptime)
-        assert stored.total.up == pytest.approx(exact.total.up - 100)
+        assert stored.as_dict() == exact.as_dict()  # per day: computed exactly, not read
         (t,) = [t async for chunk in terminal_chunks(s, "terminal", a) for t in chunk]
         (totals,) = await stored_uptime(s, [t], period, per_day=False, now=NOW)
         assert totals.total.up == pytest.approx(exact.total.up - 100)
@@ -195,4 +207,67 @@ async def test_a_day_is_computed_again_after_a_back_dated_change(db):
     async with db.sessionmaker() as s:
         assert await s.scalar(select(UptimeRedo.id)) is None
         assert await s.scalar(select(DailyUptimeFill.filled_until)) == date(2025, 11, 4)
+    await assert_stored_equals_exact(db)
+
+
+async def test_the_migration_gives_stored_days_their_running_totals(db):
+    """Days stored before the running totals existed get them from migration 0015."""
+    from alembic import command
+
+    from app.migrate import alembic_config
+
+    await build_fleet(db)
+    await fill_days(db, now=NOW)
+
+    async def snapshot():
+        async with db.sessionmaker() as s:
+            days = (
+                await s.execute(select(DailyUptime).order_by(DailyUptime.terminal_id, DailyUptime.day))
+            ).scalars()
+            runs = [
+                (r.terminal_id, r.day, r.run_up_s, r.run_down_s, r.run_unknown_s, r.run_paused_s, r.run_days)
+                for r in days
+            ]
+            fills = (await s.execute(select(DailyUptimeFill.terminal_id, DailyUptimeFill.filled_from))).all()
+            return runs, sorted(fills)
+
+    made_by_the_job = await snapshot()
+    assert made_by_the_job[0] and all(since is not None for _t, since in made_by_the_job[1])
+    cfg = alembic_config()
+
+    def down_and_up(connection):
+        cfg.attributes["connection"] = connection
+        command.downgrade(cfg, "0014")
+        command.upgrade(cfg, "head")
+
+    async with db.engine.begin() as conn:
+        await conn.run_sync(down_and_up)
+    assert await snapshot() == made_by_the_job
+    await assert_stored_equals_exact(db)
+
+
+async def test_a_change_before_the_first_stored_day_refills_from_the_start(db):
+    """A late change dated before a terminal's first stored day drops all its days and their
+    running totals; they are stored again from the day it was added, still equal to exact."""
+    newyork = await store(db, "S-NYC", tz="America/New_York")
+    t = await terminal(db, newyork, "P400-LATE", created=utc(10, 20, 15))
+    mid = await monitor(db, newyork, t, [(utc(10, 20, 16), "up")], initial="none")
+    await fill_days(db, now=NOW)
+    first_stored = date(2025, 10, 20)
+    async with db.sessionmaker() as s:
+        assert await s.scalar(select(DailyUptimeFill.filled_from)) == first_stored
+        await record_transitions(
+            s,
+            [Transition(mid, newyork, t, "tcp", utc(10, 19, 12), "none", "down", "tcp_refused")],
+            NOW,
+        )
+        await s.commit()
+    done = await fill_days(db, now=NOW)
+    assert done.redone == 1 and done.days == (date(2025, 11, 4) - first_stored).days + 1
+    async with db.sessionmaker() as s:
+        fill = (await s.execute(select(DailyUptimeFill))).scalar_one()
+        assert (fill.filled_from, fill.filled_until) == (first_stored, date(2025, 11, 4))
+        assert fill.run_days == done.days
+    # down from when it was added (15:00 UTC) until its first change (16:00 UTC), now known
+    assert (await stored_days(db, t))[first_stored].down_s == 3600
     await assert_stored_equals_exact(db)
