@@ -63,8 +63,9 @@ class Settings(BaseSettings):
     claim_batch: int = 500
     lease_s: int = 10  # renewed every lease_s/3 while the worker lives: a dead one's run again soon
     result_retention_days: int = 14  # raw results (failures, changes, manual checks)
-    # A plain success (ok, no change, no warning, not manual) is folded into its monitor's day
-    # (app.monitoring.compact); true keeps each as a row too (~250 KB per monitor per day at 60 s).
+    # A scheduled result is folded into its monitor's day
+    # (app.monitoring.compact); true keeps every result as a row instead (a plain success
+    # without its steps: ~250 KB per monitor per day at 60 s).
     keep_plain_results: bool = False
     # Long reports from stored daily uptime (app.history.daily) instead of the exact computation.
     # Off by default: with a few state changes per terminal a year, reading 365 stored days per
