@@ -63,8 +63,9 @@ class Settings(BaseSettings):
     claim_batch: int = 500
     lease_s: int = 10  # renewed every lease_s/3 while the worker lives: a dead one's run again soon
     result_retention_days: int = 14  # raw results (failures, changes, manual checks)
-    # A plain success (ok, no change, no warning, not manual) is folded into its monitor's day
-    # (app.monitoring.compact); true keeps each as a row too (~250 KB per monitor per day at 60 s).
+    # A scheduled result is folded into its monitor's day
+    # (app.monitoring.compact); true keeps every result as a row instead (a plain success
+    # without its steps: ~250 KB per monitor per day at 60 s).
     keep_plain_results: bool = False
     # Totals over long periods (summaries, a year's CSV) from stored daily uptime with running
     # totals (app.history.daily), the same figures as the exact computation: the worker keeps

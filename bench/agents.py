@@ -36,9 +36,9 @@ Measured over a steady window after the warm-up (every monitor has reported at l
   - by a probe on the database: 500 sampled monitors' last_checked_at polled every 100 ms;
     latency = when a new value is first seen - that value (the result's checked_at moved onto
     the server's clock by the agent's measured skew, here a few ms on one machine).
-Finally exactly-once is checked: results stored (check_results rows plus the plain successes
-folded into latency_days) = results the server accepted, no
-(monitor, due time) stored twice, every agent's last_seq = the highest seq it had acknowledged.
+Finally exactly-once is checked: results stored (check_results rows plus the results folded
+into latency_days) = results the server accepted, no (monitor, due time) stored twice among
+the rows, every agent's last_seq = the highest seq it had acknowledged.
 """
 
 from __future__ import annotations
@@ -754,7 +754,7 @@ async def main(args: argparse.Namespace) -> int:
         sim.stdin.flush()
         tot = json.loads(await asyncio.to_thread(sim.stdout.readline))
         async with db.sessionmaker() as s:
-            stored = await persisted_results(db)  # raw rows + plain successes folded into their day
+            stored = await persisted_results(db)  # raw rows + results folded into their day
             doubles = await s.scalar(
                 text(
                     "SELECT count(*) FROM (SELECT monitor_id, due_at FROM check_results"

@@ -167,16 +167,17 @@ async def reset_monitors(db, n: int, interval: int, all_due_now: bool) -> None:
 
 
 async def persisted_results(db) -> int:
-    """Results in the database, in one snapshot: raw rows plus the plain successes folded into
-    their monitor's day (latency_days, app.monitoring.compact)."""
-    from app.monitoring.compact import Day
+    """Results in the database, in one snapshot: raw rows plus the results folded into their
+    monitor's day (latency_days, app.monitoring.compact: plain successes counted, others kept)."""
+    from app.monitoring.compact import Day, Kept
 
     async with db.engine.connect() as conn:
         conn = await conn.execution_options(isolation_level="REPEATABLE READ")
         async with conn.begin():
             raw = await conn.scalar(text("SELECT count(*) FROM check_results"))
-            days = (await conn.execute(text("SELECT buckets, recent FROM latency_days"))).all()
-    return int(raw or 0) + sum(sum(Day.unpack(b, r).counts) for b, r in days)
+            days = (await conn.execute(text("SELECT buckets, recent, kept FROM latency_days"))).all()
+    folded = sum(sum(Day.unpack(b, r).counts) + len(Kept.unpack(k).entries) for b, r, k in days)
+    return int(raw or 0) + folded
 
 
 # --- a scenario --------------------------------------------------------------------------------

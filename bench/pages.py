@@ -142,7 +142,7 @@ FROM monitors WHERE state IN ('down', 'unknown')""",
         """
 INSERT INTO check_results (monitor_id, due_at, checked_at, outcome, latency_ms, steps, diagnosis, manual)
 SELECT m.id, ts, ts, CASE WHEN m.state = 'down' AND ts > m.state_since THEN 'fail' ELSE 'ok' END,
-       3 + (m.id % 40) + (extract(epoch FROM ts)::bigint % 17), '[]'::jsonb,
+       3 + (m.id % 40) + (extract(epoch FROM ts)::bigint % 17), '[]',
        CASE WHEN m.state = 'down' AND ts > m.state_since THEN 'tcp_timeout' END, false
 FROM monitors m,
      generate_series(date_trunc('minute', now()) - interval '24 hours', now(), interval '15 minutes') AS ts

@@ -1,6 +1,6 @@
 """Benchmark: what checking a terminal costs on disk in PostgreSQL, per day.
 
-    .venv/bin/python bench/storage.py [--monitors 100] [--days 2]
+    .venv/bin/python bench/storage.py [--monitors 100] [--days 2] [--stored both|before|after]
 
 Writes `--days` whole UTC days of results at a 60 s interval for `--monitors` monitors (one
 monitor per terminal) through the real writer (app.monitoring.writer, batches of 1,000), with
@@ -8,16 +8,18 @@ the steps a real TCP probe against a loopback listener produced, into a fresh Po
 database; rolls the hours and days up (app.monitoring.maintenance); then reads the size of
 each table (heap, TOAST and indexes, of a fresh copy: what the rows take, less what the empty
 tables take: a fixed few KiB for the whole fleet) and prints bytes
-per terminal per day, by component: raw results (kept `RAW_DAYS` = 14 days) and what is kept
-forever (folded plain successes, as they are once their last 20 are cleared two days on; state
-changes; rollups).
+per terminal per day, by component: raw results (kept `RAW_DAYS` = 14 days: check_results rows
+and the kept results folded into latency_days) and what is kept forever (folded plain
+successes, as they are once their last 20 are cleared two days on; state changes; rollups).
 
 Three profiles of checking, each stored two ways:
   quiet:    every check ok;
   outage:   every check ok but one short outage every day (two refusals: down, then up again);
   1 % fail: every 100th check refused (a single refusal: no state change), the rest ok;
+  down 1 h: every check ok but an hour down every day (60 refusals in a row);
   before:   every result a row, a plain success without its steps (TERMPULSE_KEEP_PLAIN_RESULTS);
-  after:    plain successes folded into latency_days (the default).
+  after:    scheduled results folded into latency_days (the default): plain successes counted,
+            the others (failures, state changes) kept whole in the day's `kept`.
 Also the writer's pace (results/s, batches of 1,000 of 5-minute spans: noisy on a loaded machine).
 """
 
@@ -70,6 +72,8 @@ def _fails(profile: str, r: int, m: int, per_day: int) -> bool:
         return False
     if profile == "outage":  # one outage a day, at a different time for each monitor
         return (r - m * 7) % per_day in (600, 601)
+    if profile == "down 1 h":
+        return 600 <= (r - m * 7) % per_day < 660
     return (r + m) % 100 == 0
 
 
@@ -90,7 +94,7 @@ async def _sizes(db) -> dict[str, int]:
 
 async def run(db, monitors: int, days: int, profile: str, keep_plain: bool) -> dict[str, float]:
     from app.config import get_settings
-    from app.monitoring.compact import RECENT_DAYS, forget_recent
+    from app.monitoring.compact import RECENT_DAYS, forget_kept, forget_recent
     from app.monitoring.maintenance import rollup_pending
     from app.monitoring.partitions import create_partition
     from app.monitoring.writer import CheckOutcome, write_outcomes
@@ -142,7 +146,12 @@ async def run(db, monitors: int, days: int, profile: str, keep_plain: bool) -> d
         await forget_recent(session, (today + timedelta(days=RECENT_DAYS)).date())
         await session.commit()
     sizes = {t: (b - empty[t]) / (monitors * days) for t, b in (await _sizes(db)).items()}
-    return sizes | {"rate": rate}
+    async with db.sessionmaker() as session:  # as the retention job does RAW_DAYS on
+        await forget_kept(session, today + timedelta(days=RAW_DAYS + 1))
+        await session.commit()
+    forever = ((await _sizes(db))["latency_days"] - empty["latency_days"]) / (monitors * days)
+    kept = sizes["latency_days"] - forever  # raw results, kept RAW_DAYS
+    return sizes | {"check_results": sizes["check_results"] + kept, "latency_days": forever, "rate": rate}
 
 
 async def main(args: argparse.Namespace) -> int:
@@ -187,13 +196,17 @@ async def main(args: argparse.Namespace) -> int:
             f"fleet:    {args.monitors} terminals (one monitor each) x {args.days} days at 60 s, PostgreSQL\n"
             "          bytes per terminal per day (table+TOAST+indexes of the rows),"
             f" raw kept {RAW_DAYS} days\n"
+            "          raw: check_results rows + kept results folded into latency_days;"
+            " folded: the plain successes' buckets\n"
         )
         print(
             f"{'profile':<9} {'stored':<7} {'raw':>8} {'folded':>7} {'changes':>8} {'rollups':>8}"
             f" {'per day':>9} {'forever/day':>12} {'raw 14 days':>12} {'written/s':>10}"
         )
-        for profile in ("quiet", "outage", "1 % fail"):
+        for profile in ("quiet", "outage", "1 % fail", "down 1 h"):
             for label, keep in (("before", True), ("after", False)):
+                if args.stored not in ("both", label):
+                    continue
                 b = await run(db, args.monitors, args.days, profile, keep)
                 forever = b["latency_days"] + b["state_changes"] + b["rollups"]
                 print(
@@ -216,4 +229,5 @@ if __name__ == "__main__":
     )
     parser.add_argument("--monitors", type=int, default=100)
     parser.add_argument("--days", type=int, default=2)
+    parser.add_argument("--stored", choices=("both", "before", "after"), default="both")
     sys.exit(asyncio.run(main(parser.parse_args())))

@@ -28,6 +28,30 @@ def step(name: str, ok: bool, ms: float, detail: str = "") -> Step:
     return {"step": name, "ok": ok, "ms": round(ms, 3), "detail": detail}
 
 
+_KEYS = {"step", "ok", "ms", "detail"}
+
+
+def pack_steps(steps: list[Any]) -> list[Any]:
+    """Steps as they are stored: [name, ok 1/0, ms] and the detail if any (about half the
+    bytes of the dicts in JSON); a step with other keys stays as it is."""
+    return [
+        [s["step"], int(bool(s["ok"])), s["ms"], *([s["detail"]] if s["detail"] else [])]
+        if isinstance(s, dict) and set(s) == _KEYS
+        else s
+        for s in steps
+    ]
+
+
+def unpack_steps(stored: list[Any]) -> list[Step]:
+    """The steps `pack_steps` stored (and dicts as they were stored before it), as Steps."""
+    return [
+        {"step": s[0], "ok": bool(s[1]), "ms": s[2], "detail": s[3] if len(s) > 3 else ""}
+        if isinstance(s, list)
+        else s
+        for s in stored
+    ]
+
+
 @dataclass
 class ProbeResult:
     outcome: Outcome  # ok; fail (the target's fault); error (ours: the state is unknown)

@@ -22,7 +22,7 @@ from app.db import select_where_in, utcnow
 from app.history.uptime import Figures, Period, TerminalInfo, terminal_history, uptime_for_terminals
 from app.inventory.models import PROVIDERS, Agent, Monitor, Store, Terminal, TerminalEvent
 from app.monitoring.agents import STORE_OFFLINE
-from app.monitoring.compact import PlainResult, plain_buckets, recent_plain
+from app.monitoring.compact import FoldedResult, kept_results, plain_buckets, recent_folded
 from app.monitoring.models import CheckResult, StateChange
 from app.vocabulary import (
     STATES_WORST_FIRST,
@@ -976,7 +976,7 @@ class TerminalDetail:
     network: list[Monitor]
     events: list[TerminalEvent]
     changes: list[StateChange]
-    checks: list[CheckResult | PlainResult]
+    checks: list[CheckResult | FoldedResult]
     timeline_24h: list[Segment]
     timeline_7d: list[Segment]
     uptime_24h: Figures | None  # with how much of the period was monitored
@@ -1059,7 +1059,7 @@ async def terminal_detail(
         else []
     )
     monitor_ids = [m.id for m in monitors]
-    checks: list[CheckResult | PlainResult] = []
+    checks: list[CheckResult | FoldedResult] = []
     if monitor_ids:
         checks = list(
             await session.scalars(
@@ -1069,8 +1069,8 @@ async def terminal_detail(
                 .limit(20)
             )
         )
-        # Plain successes are folded, not rows: their newest are kept as they were.
-        checks += await recent_plain(session, monitor_ids, now)
+        # Results that changed nothing are folded, not rows: their newest are kept as they were.
+        checks += await recent_folded(session, monitor_ids, now)
         checks = sorted(checks, key=lambda c: c.checked_at, reverse=True)[:20]
 
     row = (await terminal_rows(session, [terminal.id], uptime=False))[terminal.id]
@@ -1138,8 +1138,8 @@ async def _latency_points(
     session: AsyncSession, monitor_id: int, start: datetime, now: datetime, size: int
 ) -> list[tuple[datetime, float]]:
     """Mean latency per clock-aligned bucket of `size` seconds (each point at its bucket start),
-    of the raw results and of the folded plain successes (app.monitoring.compact: each
-    5-minute bucket counts as its number of latencies at its mean)."""
+    of the raw results, the kept ones and the folded plain successes (app.monitoring.compact:
+    each 5-minute bucket counts as its number of latencies at its mean)."""
     rows = (
         await session.execute(
             select(CheckResult.checked_at, CheckResult.latency_ms)
@@ -1153,6 +1153,11 @@ async def _latency_points(
         )
     ).all()
     raw = [(at, ms, 1) for at, ms in rows if ms is not None]
+    raw += [
+        (k.checked_at, k.latency_ms, 1)
+        for k in await kept_results(session, [monitor_id], start, now)
+        if k.latency_ms is not None
+    ]
     plain = [
         (b.start, b.mean_ms, b.timed)
         for b in await plain_buckets(session, [monitor_id], start, now)

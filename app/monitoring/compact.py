@@ -1,26 +1,35 @@
-"""Plain successes, folded: a row per monitor and UTC day instead of a row per check.
+"""Scheduled results, folded: a row per monitor and UTC day instead of a row per check.
 
 A plain success (ok, no state change, no warning, not a manual check) is most of what a
-monitor produces and nobody opens one. The writer stores it here (`fold_plain`), not in
+monitor produces and nobody opens one. The writer stores it here (`fold`), not in
 check_results: per 5-minute bucket of the day, how many plain successes there were, how
 many of them measured a latency and their mean latency (half floats, zlib: a few hundred
 bytes a day), and the last `RECENT` of them as they were (time and latency) for the
-terminal page's recent checks. Everything else stays a raw check_results row.
+terminal page's recent checks.
 
-Readers: `plain_buckets` (the latency chart, the hour rollups) and `recent_plain` (the
-terminal page). The writer holds the monitors' row locks while it folds, so two batches
-never fold into the same row at once.
+Any other scheduled result (a failure, error or warning, the result that changed the state)
+is kept whole in its day's `kept` list (`Kept`: time, outcome, latency, diagnosis, detail,
+steps as compact JSON, zlib), until the raw results' retention clears it (`forget_kept`): a
+row each cost ~370 bytes with its indexes, an entry costs tens. An entry that repeats the one
+before it (same outcome, diagnosis, detail and steps but for their timings: a monitor failing
+the same way check after check) is stored as its time and timings only, and read back whole.
+A day keeps at most MAX_KEPT (the list is rewritten whole at every batch): past that, a day's
+further results are rows. Manual checks stay raw check_results rows.
+
+Readers: `plain_buckets` (the latency chart, the rollups), `kept_results` (the latency chart,
+the rollups) and `recent_folded` (the terminal page). The writer holds the monitors' row
+locks while it folds, so two batches never fold into the same row at once.
 """
 
 from __future__ import annotations
 
 import bisect
+import json
 import math
 import struct
 import zlib
 from collections import defaultdict
-from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from itertools import chain
 from typing import Any
@@ -30,14 +39,19 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.checks.result import pack_steps, unpack_steps
 from app.config import get_settings
 from app.db import dialect_of, select_where_in, table_of
 from app.monitoring.models import LatencyDay
+from app.vocabulary import Outcome
 
 BUCKET_S = 300
 BUCKETS = 86400 // BUCKET_S
 RECENT = 20  # plain successes kept as they were, per monitor and day
 RECENT_DAYS = 2  # days whose `recent` is kept (the retention job clears older ones)
+# Results kept per monitor and day (2 hours of failing at 60 s, ~2 KB packed): the list is
+# rewritten whole at each batch, so past this a day's further results are rows, as they were.
+MAX_KEPT = 120
 _MAX_MS = 65504.0  # the largest half float
 _DAY = struct.Struct(f"<{BUCKETS}H{BUCKETS}H{BUCKETS}e")  # count, with latency, mean latency
 _ENTRY = struct.Struct("<df")  # checked_at (epoch seconds), latency (NaN: none)
@@ -103,50 +117,150 @@ class Day:
         }
 
 
+_KEPT_FIELDS = ("outcome", "diagnosis", "detail")
+
+
+def _shape(entry: dict[str, Any]) -> tuple[Any, ...] | None:
+    """What a repeat shares with the entry before it: all but the time and the timings (None:
+    steps this encoding does not know, never compacted)."""
+    steps = entry["steps"]
+    if not all(isinstance(s, dict) and set(s) == {"step", "ok", "ms", "detail"} for s in steps):
+        return None
+    return (*(entry[k] for k in _KEPT_FIELDS), tuple((s["step"], s["ok"], s["detail"]) for s in steps))
+
+
+class Kept:
+    """A monitor's kept results of one day (dicts: checked_at as epoch seconds, outcome,
+    latency_ms, diagnosis, detail, steps), oldest first. Packed as compact JSON, zlib: an entry
+    [t, outcome, latency, diagnosis, detail, steps], or [t, latency, [step ms ...]] for one that
+    repeats the entry before it."""
+
+    def __init__(self, entries: list[dict[str, Any]]) -> None:
+        self.entries = entries
+
+    @classmethod
+    def unpack(cls, raw: bytes | None) -> Kept:
+        entries: list[dict[str, Any]] = []
+        for e in json.loads(zlib.decompress(raw)) if raw else []:
+            if len(e) == 3:  # a repeat: the one before with these times
+                before = entries[-1]
+                steps = [s | {"ms": ms} for s, ms in zip(before["steps"], e[2], strict=True)]
+                entries.append(before | {"checked_at": e[0], "latency_ms": e[1], "steps": steps})
+            else:
+                t, outcome, latency, diagnosis, detail, steps = e
+                entries.append(
+                    {
+                        "checked_at": t,
+                        "outcome": outcome,
+                        "latency_ms": latency,
+                        "diagnosis": diagnosis,
+                        "detail": detail,
+                        "steps": unpack_steps(steps),
+                    }
+                )
+        return cls(entries)
+
+    def add(self, r: dict[str, Any]) -> None:
+        entry = {
+            "checked_at": round(r["checked_at"].timestamp(), 6),
+            "outcome": str(Outcome(r["outcome"])),
+            "latency_ms": r["latency_ms"],
+            "diagnosis": r["diagnosis"],
+            "detail": r["detail"],
+            "steps": [dict(s) for s in r["steps"]],
+        }
+        if self.entries and entry["checked_at"] < self.entries[-1]["checked_at"]:
+            bisect.insort(self.entries, entry, key=lambda e: e["checked_at"])  # a late one
+        else:
+            self.entries.append(entry)
+
+    def packed(self) -> bytes | None:
+        if not self.entries:
+            return None
+        out: list[list[Any]] = []
+        shape = None
+        for e in self.entries:
+            mine = _shape(e)
+            if mine is not None and mine == shape:
+                out.append([e["checked_at"], e["latency_ms"], [s["ms"] for s in e["steps"]]])
+            else:
+                out.append(
+                    [
+                        e["checked_at"],
+                        e["outcome"],
+                        e["latency_ms"],
+                        e["diagnosis"],
+                        e["detail"],
+                        pack_steps(e["steps"]),
+                    ]
+                )
+            shape = mine
+        return zlib.compress(json.dumps(out, separators=(",", ":")).encode(), 6)
+
+
 def _day_start(day: date) -> datetime:
     return datetime(day.year, day.month, day.day, tzinfo=UTC)
 
 
-async def store_plain(
-    session: AsyncSession, results: list[dict[str, Any]], plain: list[int]
+async def store_folded(
+    session: AsyncSession, results: list[dict[str, Any]], plain: list[int], kept: list[int]
 ) -> list[dict[str, Any]]:
-    """The writer's results (dicts of check_results columns) minus the plain successes among
-    them (indexes `plain`), which are folded; the rest are stored as rows. With
-    keep_plain_results, plain successes stay rows, without their steps (same every time)."""
-    chosen = set(plain)
+    """The writer's results (dicts of check_results columns) minus those folded: the plain
+    successes (indexes `plain`) and the other scheduled results (`kept`); the rest (manual
+    checks) are stored as rows. With keep_plain_results every result stays a row, a plain success
+    without its steps (same every time)."""
     if get_settings().keep_plain_results:
+        chosen = set(plain)
         return [{**r, "steps": []} if i in chosen else r for i, r in enumerate(results)]
-    await fold_plain(session, (results[i] for i in plain))
-    return [r for i, r in enumerate(results) if i not in chosen]
+    overflow = await fold(session, [results[i] for i in plain], [results[i] for i in kept])
+    folded = set(plain) | set(kept)
+    return [r for i, r in enumerate(results) if i not in folded] + overflow
 
 
-async def fold_plain(session: AsyncSession, plain: Iterable[dict[str, Any]]) -> None:
-    """Fold these plain successes (monitor_id, checked_at, latency_ms) into their days' rows."""
-    by_day: dict[tuple[int, date], list[dict[str, Any]]] = defaultdict(list)
-    for r in plain:
-        by_day[(r["monitor_id"], r["checked_at"].astimezone(UTC).date())].append(r)
+async def fold(
+    session: AsyncSession, plain: list[dict[str, Any]], kept: list[dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """Fold these plain successes (monitor_id, checked_at, latency_ms) and these other results
+    (every check_results column) into their days' rows. Returns those of
+    the latter whose day holds MAX_KEPT already (to be stored as rows)."""
+    by_day: dict[tuple[int, date], tuple[list[dict[str, Any]], list[dict[str, Any]]]] = defaultdict(
+        lambda: ([], [])
+    )
+    for which, results in enumerate((plain, kept)):
+        for r in results:
+            by_day[(r["monitor_id"], r["checked_at"].astimezone(UTC).date())][which].append(r)
     if not by_day:
-        return
+        return []
     t = table_of(LatencyDay)
     days = {d for _m, d in by_day}
-    query = select(t.c.monitor_id, t.c.day, t.c.buckets, t.c.recent).where(t.c.day.in_(days))
+    query = select(t.c.monitor_id, t.c.day, t.c.buckets, t.c.recent, t.c.kept).where(t.c.day.in_(days))
     stored = {
-        (row.monitor_id, row.day): Day.unpack(row.buckets, row.recent)
+        (row.monitor_id, row.day): row
         for row in await select_where_in(session, query, t.c.monitor_id, {m for m, _d in by_day})
     }
-    rows = []
-    for (monitor_id, day), results in sorted(by_day.items()):
-        folded = stored.get((monitor_id, day)) or Day.empty()
-        for r in results:
+    rows, overflow = [], []
+    for (monitor_id, day), (plain_here, kept_here) in sorted(by_day.items()):
+        row = stored.get((monitor_id, day))
+        folded = Day.unpack(row.buckets, row.recent) if row is not None else Day.empty()
+        for r in plain_here:
             folded.add(r["checked_at"], r["latency_ms"])
-        rows.append({"monitor_id": monitor_id, "day": day, **folded.packed()})
+        packed_kept = row.kept if row is not None else None
+        if kept_here:  # unpacked only when it grows
+            kept_day = Kept.unpack(packed_kept)
+            room = max(MAX_KEPT - len(kept_day.entries), 0)
+            for r in kept_here[:room]:
+                kept_day.add(r)
+            overflow += kept_here[room:]
+            packed_kept = kept_day.packed()
+        rows.append({"monitor_id": monitor_id, "day": day, **folded.packed(), "kept": packed_kept})
     insert = pg_insert if dialect_of(session) == "postgresql" else sqlite_insert
     stmt = insert(t)
     stmt = stmt.on_conflict_do_update(
         index_elements=["monitor_id", "day"],
-        set_={"buckets": stmt.excluded.buckets, "recent": stmt.excluded.recent},
+        set_={"buckets": stmt.excluded.buckets, "recent": stmt.excluded.recent, "kept": stmt.excluded.kept},
     )
     await session.execute(stmt, rows)
+    return overflow
 
 
 async def _days(
@@ -161,6 +275,22 @@ async def _days(
         else await select_where_in(session, query, t.c.monitor_id, monitor_ids)
     )
     return {(row.monitor_id, row.day): Day.unpack(row.buckets, row.recent) for row in rows}
+
+
+async def _kept_days(
+    session: AsyncSession, monitor_ids: list[int] | None, first: date, last: date
+) -> dict[tuple[int, date], Kept]:
+    """The kept results of these monitors (None: of every monitor) from `first` to `last`."""
+    t = table_of(LatencyDay)
+    query = select(t.c.monitor_id, t.c.day, t.c.kept).where(
+        t.c.day >= first, t.c.day <= last, t.c.kept.is_not(None)
+    )
+    rows = (
+        (await session.execute(query)).all()
+        if monitor_ids is None
+        else await select_where_in(session, query, t.c.monitor_id, monitor_ids)
+    )
+    return {(row.monitor_id, row.day): Kept.unpack(row.kept) for row in rows}
 
 
 @dataclass
@@ -202,8 +332,8 @@ async def first_day(session: AsyncSession) -> datetime | None:
 
 
 @dataclass
-class PlainResult:
-    """A plain success as the terminal page lists it (the attributes of a CheckResult it reads)."""
+class FoldedResult:
+    """A folded result as the terminal page lists it (the attributes of a CheckResult it reads)."""
 
     monitor_id: int
     checked_at: datetime
@@ -211,23 +341,56 @@ class PlainResult:
     outcome: str = "ok"
     diagnosis: str | None = None
     detail: str | None = None
+    steps: list[Any] = field(default_factory=list)  # a plain success's are not kept
     manual: bool = False
     due_at: datetime | None = None
 
 
-async def recent_plain(
+def _result(monitor_id: int, e: dict[str, Any]) -> FoldedResult:
+    return FoldedResult(
+        monitor_id,
+        datetime.fromtimestamp(e["checked_at"], UTC),
+        e["latency_ms"],
+        e["outcome"],
+        e["diagnosis"],
+        e["detail"],
+        e["steps"],
+    )
+
+
+async def kept_results(
+    session: AsyncSession, monitor_ids: list[int] | None, start: datetime, end: datetime
+) -> list[FoldedResult]:
+    """The kept results checked in [start, end) of these monitors (None: of every monitor)."""
+    if monitor_ids == [] or end <= start:
+        return []
+    days = await _kept_days(session, monitor_ids, start.astimezone(UTC).date(), end.astimezone(UTC).date())
+    found = [
+        r
+        for (monitor_id, _day), kept in days.items()
+        for r in (_result(monitor_id, e) for e in kept.entries)
+        if start <= r.checked_at < end
+    ]
+    return sorted(found, key=lambda r: (r.checked_at, r.monitor_id))
+
+
+async def recent_folded(
     session: AsyncSession, monitor_ids: list[int], now: datetime, limit: int = RECENT
-) -> list[PlainResult]:
-    """The newest plain successes of these monitors (up to `limit`), newest first."""
+) -> list[FoldedResult]:
+    """The newest folded results of these monitors (up to `limit`) of the last RECENT_DAYS
+    days, newest first: plain successes as they were, and kept results."""
     if not monitor_ids:
         return []
     today = now.astimezone(UTC).date()
-    days = await _days(session, monitor_ids, today - timedelta(days=RECENT_DAYS - 1), today)
+    first = today - timedelta(days=RECENT_DAYS - 1)
+    days = await _days(session, monitor_ids, first, today)
     found = [
-        PlainResult(monitor_id, datetime.fromtimestamp(t, UTC), None if math.isnan(ms) else ms)
+        FoldedResult(monitor_id, datetime.fromtimestamp(t, UTC), None if math.isnan(ms) else ms)
         for (monitor_id, _day), folded in days.items()
         for t, ms in folded.recent
     ]
+    for (monitor_id, _day), kept in (await _kept_days(session, monitor_ids, first, today)).items():
+        found += [_result(monitor_id, e) for e in kept.entries[-limit:]]
     return sorted(found, key=lambda r: r.checked_at, reverse=True)[:limit]
 
 
@@ -239,3 +402,11 @@ async def forget_recent(session: AsyncSession, today: date) -> None:
         .where(t.c.day <= today - timedelta(days=RECENT_DAYS), t.c.recent.is_not(None))
         .values(recent=None)
     )
+
+
+async def forget_kept(session: AsyncSession, older_than: datetime) -> None:
+    """Clear the kept results of the days wholly before `older_than` (the raw results'
+    retention: they are raw results)."""
+    t = table_of(LatencyDay)
+    last = older_than.astimezone(UTC).date() - timedelta(days=1)
+    await session.execute(update(t).where(t.c.day <= last, t.c.kept.is_not(None)).values(kept=None))

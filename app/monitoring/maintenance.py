@@ -15,7 +15,15 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db import Database, dialect_of, table_of, utcnow
 from app.inventory.models import Agent, Monitor
-from app.monitoring.compact import PlainBucket, first_day, forget_recent, plain_buckets
+from app.monitoring.compact import (
+    FoldedResult,
+    PlainBucket,
+    first_day,
+    forget_kept,
+    forget_recent,
+    kept_results,
+    plain_buckets,
+)
 from app.monitoring.models import CheckResult, RolledUpHour, Rollup, RollupRedo, StateChange
 from app.monitoring.partitions import keep_partitions
 from app.monitoring.state import STALE_INTERVALS
@@ -111,11 +119,12 @@ async def mark_stale(session: AsyncSession, now: datetime | None = None) -> int:
 async def purge_results(database: Database, older_than: datetime, batch: int = 10000) -> int:
     """Remove raw check results older than the retention: on PostgreSQL whole day partitions
     (and the next days' partitions are made ahead, app.monitoring.partitions), on SQLite a
-    batch per transaction. Also clears the folded days' recent successes nobody reads now.
-    Returns the number of results removed."""
+    batch per transaction. Also clears the folded days' recent successes nobody reads now, and
+    their kept results as old as the raw results removed. Returns the number of rows removed."""
     now = utcnow()
     async with database.sessionmaker() as session:
         await forget_recent(session, now.date())
+        await forget_kept(session, older_than)
         await session.commit()
     if database.dialect == "postgresql":
         async with database.engine.begin() as conn:
@@ -151,14 +160,12 @@ def seconds_by_state(
     return spent
 
 
-async def rollup_hour(session: AsyncSession, start: datetime) -> int:
-    """Compute the hour rollups for [start, start + 1 h); idempotent. A monitor gets an hour
-    row only if there is something in it beyond its folded plain successes (raw results, time
-    down or unknown): a healthy hour is in latency_days already. The hour is marked rolled up."""
-    end = start + HOUR
+async def _results(session: AsyncSession, start: datetime, end: datetime) -> dict[int, _Stats]:
+    """Every monitor's scheduled results checked in [start, end): raw rows, folded plain
+    successes and kept results together (a manual check is no sample of the schedule)."""
     cr = table_of(CheckResult)
     stats = {
-        r.monitor_id: _Stats(r.n, int(r.ok_count or 0), r.lat_sum, r.lat_min, r.lat_max, raw=r.n)
+        r.monitor_id: _Stats(r.n, int(r.ok_count or 0), r.lat_sum, r.lat_min, r.lat_max)
         for r in await session.execute(
             select(
                 cr.c.monitor_id,
@@ -172,9 +179,20 @@ async def rollup_hour(session: AsyncSession, start: datetime) -> int:
             .group_by(cr.c.monitor_id)
         )
     }
-    # Plain successes are folded (app.monitoring.compact), not rows: count them in.
     for b in await plain_buckets(session, None, start, end):
         stats[b.monitor_id] = _with_plain(stats.get(b.monitor_id), b)
+    for k in await kept_results(session, None, start, end):
+        stats[k.monitor_id] = _with_kept(stats.get(k.monitor_id), k)
+    return stats
+
+
+async def rollup_hour(session: AsyncSession, start: datetime) -> int:
+    """Compute the hour rollups for [start, start + 1 h); idempotent. A monitor gets an hour
+    row only if it was down or unknown in it (what app.history.uptime reads; a missing row is
+    an hour up, and rollup_day counts the results of the whole day). The hour is marked
+    rolled up."""
+    end = start + HOUR
+    stats = await _results(session, start, end)
     # Every change from the hour's start on: the first one after it also tells the state
     # at the start (its from_state); a monitor without any is in its current state.
     changes: dict[int, list] = defaultdict(list)
@@ -201,8 +219,8 @@ async def rollup_hour(session: AsyncSession, start: datetime) -> int:
             continue
         spent = seconds_by_state(initial, [(at, to) for at, _f, to in mine or ()], begin, end)
         down, unknown = round(spent.get(State.DOWN, 0.0), 3), round(spent.get(State.UNKNOWN, 0.0), 3)
-        s = stats.get(mid) or _Stats(0, 0, None, None, None)
-        if s.raw or down or unknown:
+        if down or unknown:
+            s = stats.get(mid) or _Stats(0, 0, None, None, None)
             rows.append(s.row(mid, "hour", start) | {"seconds_down": down, "seconds_unknown": unknown})
     r = table_of(Rollup)
     await session.execute(delete(r).where(r.c.period == "hour", r.c.bucket_start == start))
@@ -214,19 +232,17 @@ async def rollup_hour(session: AsyncSession, start: datetime) -> int:
 
 @dataclass
 class _Stats:
-    """A monitor's results over a bucket: raw rows and folded plain successes together."""
+    """A monitor's results over a bucket: raw rows and folded results together."""
 
     count: int
     ok_count: int
     lat_sum: float | None
     lat_min: float | None
     lat_max: float | None
-    raw: int = 0  # of them raw rows
 
     def add(self, other: _Stats) -> None:
         self.count += other.count
         self.ok_count += other.ok_count
-        self.raw += other.raw
         if other.lat_sum is not None:
             self.lat_sum = (self.lat_sum or 0.0) + other.lat_sum
         if other.lat_min is not None:
@@ -256,29 +272,28 @@ def _with_plain(s: _Stats | None, b: PlainBucket) -> _Stats:
     return s
 
 
+def _with_kept(s: _Stats | None, k: FoldedResult) -> _Stats:
+    s = s or _Stats(0, 0, None, None, None)
+    s.add(_Stats(1, int(k.outcome == Outcome.OK), k.latency_ms, k.latency_ms, k.latency_ms))
+    return s
+
+
 async def rollup_day(session: AsyncSession, day_start: datetime) -> int:
-    """The day rollups (UTC day): the day's hour rollups plus the folded plain successes of
-    the hours without one (a healthy hour has none)."""
+    """The day rollups (UTC day): the day's results (raw rows and folded), and the time down
+    and unknown of its hour rollups (an hour without a row was up)."""
     r = table_of(Rollup)
     day_end = day_start + timedelta(days=1)
-    stats: dict[int, _Stats] = {}
+    stats = await _results(session, day_start, day_end)
     faults: dict[int, list[float]] = defaultdict(lambda: [0.0, 0.0])
-    rolled: set[tuple[int, datetime]] = set()
     hours = await session.execute(
-        select(r).where(r.c.period == "hour", r.c.bucket_start >= day_start, r.c.bucket_start < day_end)
-    )
-    for row in hours.mappings():
-        mid = row["monitor_id"]
-        got = _Stats(
-            row["count"], row["ok_count"], row["latency_sum_ms"], row["latency_min_ms"], row["latency_max_ms"]
+        select(r.c.monitor_id, r.c.seconds_down, r.c.seconds_unknown).where(
+            r.c.period == "hour", r.c.bucket_start >= day_start, r.c.bucket_start < day_end
         )
-        stats.setdefault(mid, _Stats(0, 0, None, None, None)).add(got)
-        faults[mid][0] += row["seconds_down"] or 0.0
-        faults[mid][1] += row["seconds_unknown"] or 0.0
-        rolled.add((mid, row["bucket_start"]))
-    for b in await plain_buckets(session, None, day_start, day_end):
-        if (b.monitor_id, hour_floor(b.start)) not in rolled:
-            stats[b.monitor_id] = _with_plain(stats.get(b.monitor_id), b)
+    )
+    for mid, down, unknown in hours:
+        stats.setdefault(mid, _Stats(0, 0, None, None, None))
+        faults[mid][0] += down or 0.0
+        faults[mid][1] += unknown or 0.0
     rows = [
         s.row(mid, "day", day_start) | {"seconds_down": faults[mid][0], "seconds_unknown": faults[mid][1]}
         for mid, s in sorted(stats.items())
@@ -318,13 +333,13 @@ async def rollup_pending(database: Database, now: datetime | None = None, max_ho
     current = hour_floor(now)
     async with database.sessionmaker() as session:
         last = await session.scalar(select(func.max(RolledUpHour.bucket_start)))
-        first_raw = await session.scalar(select(func.min(CheckResult.checked_at)))
-        first_folded = await first_day(session)
-    first_result = min((t for t in (first_raw, first_folded) if t is not None), default=None)
+        if last is None:  # the first time only: min(checked_at) reads every partition (BRIN)
+            first_raw = await session.scalar(select(func.min(CheckResult.checked_at)))
+            first_folded = await first_day(session)
     if last is not None:
         start = last + HOUR
-    elif first_result is not None:
-        start = hour_floor(first_result)
+    elif first := min((t for t in (first_raw, first_folded) if t is not None), default=None):
+        start = hour_floor(first)
     else:
         return 0
     start = max(start, current - max_hours * HOUR)

@@ -19,7 +19,6 @@ status of only the terminals and stores touched.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import os
 import secrets
@@ -40,8 +39,8 @@ from app.checks.result import ProbeResult, Step
 from app.db import Database, dialect_of, in_transaction, is_unreachable, select_where_in, table_of, utcnow
 from app.inventory.identity import learn_identities
 from app.inventory.models import Monitor, Terminal
-from app.monitoring.compact import store_plain
-from app.monitoring.models import CheckResult, RollupRedo, StateChange, UptimeRedo
+from app.monitoring.compact import store_folded
+from app.monitoring.models import CheckResult, RollupRedo, StateChange, UptimeRedo, dump_steps
 from app.monitoring.state import MonitorState, step
 from app.monitoring.status import refresh_status
 from app.schedule import next_due_at
@@ -206,7 +205,7 @@ WHERE m.id = v.id
 _PG_INSERT_RESULTS = text("""
 INSERT INTO check_results
     (monitor_id, due_at, checked_at, outcome, latency_ms, steps, diagnosis, detail, manual)
-SELECT monitor_id, due_at, checked_at, outcome, latency_ms, CAST(steps AS JSONB), diagnosis, detail, manual
+SELECT monitor_id, due_at, checked_at, outcome, latency_ms, steps, diagnosis, detail, manual
 FROM unnest(
     CAST(:monitor_id AS INTEGER[]), CAST(:due_at AS TIMESTAMPTZ[]), CAST(:checked_at AS TIMESTAMPTZ[]),
     CAST(:outcome AS VARCHAR[]), CAST(:latency_ms AS FLOAT8[]), CAST(:steps AS TEXT[]),
@@ -331,6 +330,7 @@ async def apply_outcomes(
 
     results: list[dict[str, Any]] = []
     plain: list[int] = []  # indexes in results of plain successes
+    kept: list[int] = []  # of the other scheduled results (failures, warnings, state changes)
     monitor_rows: list[dict[str, Any]] = []
     seen_ok: dict[int, datetime] = {}  # terminal id -> newest ok result: last seen by us
     seen_by_provider: dict[int, datetime] = {}  # terminal id -> the provider's own last seen
@@ -394,8 +394,9 @@ async def apply_outcomes(
                     "manual": o.manual,
                 }
             )
-            if o.outcome == Outcome.OK and not changed and not o.manual and not o.diagnosis:
-                plain.append(len(results) - 1)
+            if not o.manual:
+                plain_ok = o.outcome == Outcome.OK and not o.diagnosis and not changed
+                (plain if plain_ok else kept).append(len(results) - 1)
             if m.terminal_id is not None:
                 if o.seen_at is not None:
                     seen_by_provider[m.terminal_id] = o.seen_at
@@ -426,16 +427,17 @@ async def apply_outcomes(
     await learn_identities(
         session, [(r["monitor_id"], r["steps"]) for r in results if r["outcome"] == Outcome.OK]
     )
-    # A plain success (ok, no change, no warning, not a manual check) is no row of its own:
-    # folded into its monitor's day (count and latency per 5 minutes, app.monitoring.compact).
+    # A scheduled result is no row of its own: folded into its monitor's day
+    # (app.monitoring.compact): a plain success as a count and latency per 5 minutes, any
+    # other (a failure, error, warning, the result that changed the state) whole.
     report.written = len(results)
-    results = await store_plain(session, results, plain)
+    results = await store_folded(session, results, plain, kept)
     if _is_pg(session):
         if monitor_rows:
             await session.execute(_PG_UPDATE_MONITORS, _columns(monitor_rows))
         if results:
             for r in results:
-                r["steps"] = json.dumps(r["steps"])
+                r["steps"] = dump_steps(r["steps"])
             await session.execute(_PG_INSERT_RESULTS, _columns(results))
     else:
         if monitor_rows:

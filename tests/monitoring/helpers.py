@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from sqlalchemy import func, select
@@ -112,6 +112,23 @@ async def results_by_due(db: Database) -> dict[tuple[int, datetime], int]:
             .group_by(CheckResult.monitor_id, CheckResult.due_at)
         )
         return {(m, d): n for m, d, n in rows}
+
+
+async def stored_results(
+    db: Database, monitor_ids: list[int] | None = None
+) -> list[tuple[int, datetime, str]]:
+    """(monitor, checked_at, outcome) of every stored result but the plain successes (which are
+    only counted): the rows and the results kept in their monitor's day, in time order."""
+    from app.monitoring.compact import kept_results
+
+    async with db.sessionmaker() as s:
+        query = select(CheckResult.monitor_id, CheckResult.checked_at, CheckResult.outcome)
+        if monitor_ids is not None:
+            query = query.where(CheckResult.monitor_id.in_(monitor_ids))
+        rows = [tuple(r) for r in (await s.execute(query)).all()]
+        ever = datetime(2000, 1, 1, tzinfo=UTC)
+        kept = await kept_results(s, monitor_ids, ever, utcnow() + timedelta(days=2))
+    return sorted(rows + [(k.monitor_id, k.checked_at, k.outcome) for k in kept], key=lambda r: (r[1], r[0]))
 
 
 async def state_changes(db: Database, monitor_id: int) -> list[tuple[str, str]]:

@@ -5,7 +5,8 @@ replayed buffer is still written once. Both databases."""
 
 from __future__ import annotations
 
-from datetime import timedelta
+import json
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from sqlalchemy import func, select
@@ -13,7 +14,8 @@ from sqlalchemy import func, select
 from app.dashboard.queries import LATENCY_BUCKET_S, terminal_detail
 from app.db import in_transaction, utcnow
 from app.inventory.models import Monitor, Terminal
-from app.monitoring.compact import BUCKET_S, Day, recent_plain
+from app.monitoring import compact
+from app.monitoring.compact import BUCKET_S, Day, Kept, kept_results, recent_folded
 from app.monitoring.maintenance import rollup_hour
 from app.monitoring.models import CheckResult, LatencyDay, Rollup
 from app.monitoring.writer import CheckOutcome, apply_outcomes, hour_floor
@@ -70,7 +72,7 @@ def _quarter_means(outcomes):
     return [(k, v[0] / v[1]) for k, v in sorted(sums.items())]
 
 
-async def test_plain_successes_are_folded_the_rest_are_rows(db):
+async def test_scheduled_results_are_folded_manual_checks_are_rows(db):
     monitor, _ = await _terminal(db)
     now = utcnow()
     outcomes = _outcomes(monitor, hour_floor(now) - timedelta(hours=2), 100)
@@ -78,17 +80,152 @@ async def test_plain_successes_are_folded_the_rest_are_rows(db):
     async with db.sessionmaker() as s:
         rows = (await s.execute(select(CheckResult).order_by(CheckResult.checked_at))).scalars().all()
         days = (await s.execute(select(LatencyDay))).scalars().all()
-    # The two failures, the ok that ended the outage, the warning and the manual check.
-    assert [(r.outcome, r.diagnosis, r.manual) for r in rows] == [
-        ("fail", "tcp_timeout", False),
-        ("fail", "tcp_timeout", False),
-        ("ok", None, False),
-        ("ok", "cert_expires_soon", False),
-        ("ok", None, True),
-    ]
+    assert [(r.outcome, r.diagnosis, r.manual) for r in rows] == [("ok", None, True)]
     folded = [Day.unpack(d.buckets, d.recent) for d in days]
     assert sum(sum(f.counts) for f in folded) == 100 - 4  # every other scheduled ok, once
     assert all(len(d.buckets) < 400 for d in days)  # a day of buckets is a few hundred bytes
+    # The two failures (the second made it down), the ok that ended the outage and the
+    # warning, whole.
+    kept = [e for d in days for e in Kept.unpack(d.kept).entries]
+    assert [(e["outcome"], e["diagnosis"], e["detail"]) for e in kept] == [
+        ("fail", "tcp_timeout", "timed out"),
+        ("fail", "tcp_timeout", "timed out"),
+        ("ok", None, None),
+        ("ok", "cert_expires_soon", None),
+    ]
+
+
+def _failing(monitor_id, start, n):
+    """Failures as a TCP probe reports them, the same every time but for their timings."""
+    return [
+        CheckOutcome(
+            monitor_id,
+            Outcome.FAIL,
+            start + timedelta(seconds=60 * i),
+            5000.0 + i,
+            [
+                {"step": "resolve", "ok": True, "ms": 0.5 + i, "detail": ""},
+                {
+                    "step": "connect",
+                    "ok": False,
+                    "ms": 5000.0 + i,
+                    "detail": f"no answer from 10.0.0.{i // 4}",
+                },
+            ],
+            "tcp_timeout",
+            "timed out",
+        )
+        for i in range(n)
+    ]
+
+
+async def test_failures_while_down_are_kept_whole_in_tens_of_bytes(db):
+    monitor, _ = await _terminal(db)
+    now = utcnow()
+    outcomes = _failing(monitor, now - timedelta(minutes=61), 60)
+    await _write(db, outcomes)
+    async with db.sessionmaker() as s:
+        rows = (await s.execute(select(CheckResult.checked_at))).scalars().all()
+        [day] = (await s.execute(select(LatencyDay))).scalars().all()
+        listed = await kept_results(s, [monitor], now - timedelta(hours=2), now)
+    assert rows == []  # the second made it down: kept too
+    expected = outcomes
+    assert [(r.checked_at, r.outcome, r.latency_ms, r.diagnosis, r.detail, r.steps) for r in listed] == [
+        (o.checked_at, o.outcome, o.latency_ms, o.diagnosis, o.detail, o.steps) for o in expected
+    ]
+    # A repeat (a new address every 4th) is its time and timings: tens of bytes, not a row's ~370.
+    assert len(day.kept) < 30 * len(expected)
+
+
+async def test_past_its_limit_a_day_stores_its_failures_as_rows(db, monkeypatch):
+    monkeypatch.setattr(compact, "MAX_KEPT", 5)
+    monitor, _ = await _terminal(db)
+    now = utcnow()
+    outcomes = _failing(monitor, now - timedelta(minutes=11), 10)
+    await _write(db, outcomes, batch=3)
+    async with db.sessionmaker() as s:
+        rows = (
+            (await s.execute(select(CheckResult.checked_at).order_by(CheckResult.checked_at))).scalars().all()
+        )
+        kept = await kept_results(s, [monitor], now - timedelta(hours=1), now)
+    # Five fit in the day; the other five are rows.
+    assert [k.checked_at for k in kept] == [o.checked_at for o in outcomes[:5]]
+    assert rows == [o.checked_at for o in outcomes[5:]]
+
+
+async def test_the_terminal_page_lists_kept_failures_and_charts_their_latency(db):
+    monitor, poiid = await _terminal(db)
+    now = utcnow()
+    outcomes = _failing(monitor, now - timedelta(minutes=31), 30)
+    await _write(db, outcomes)
+    async with db.sessionmaker() as s:
+        detail = await terminal_detail(s, poiid, now)
+    assert detail is not None
+    expected = sorted(outcomes, key=lambda o: o.checked_at, reverse=True)[:20]
+    assert [(c.checked_at, c.outcome, c.latency_ms, c.diagnosis) for c in detail.checks] == [
+        (o.checked_at, o.outcome, o.latency_ms, o.diagnosis) for o in expected
+    ]
+    assert [(int(at.timestamp()), ms) for at, ms in detail.latency] == [
+        (k, pytest.approx(ms)) for k, ms in _quarter_means(outcomes)
+    ]
+
+
+async def test_kept_results_are_cleared_with_the_raw_results(db):
+    from app.monitoring.maintenance import purge_results
+
+    monitor, _ = await _terminal(db)
+    now = utcnow()
+    await _write(db, _failing(monitor, now - timedelta(days=20), 3) + _failing(monitor, now, 3))
+    async with db.sessionmaker() as s:
+        before = await kept_results(s, [monitor], now - timedelta(days=30), now + timedelta(hours=1))
+    await purge_results(db, now - timedelta(days=14))
+    async with db.sessionmaker() as s:
+        after = await kept_results(s, [monitor], now - timedelta(days=30), now + timedelta(hours=1))
+        days = await s.scalar(select(func.count()).select_from(LatencyDay))
+    assert len(before) > len(after) > 0
+    assert after == [k for k in before if k.checked_at >= now - timedelta(days=14)]
+    assert days == 2  # the old day's buckets stay
+
+
+def test_kept_entries_pack_and_unpack_as_they_were():
+    at = utcnow()
+    steps = [{"step": "connect", "ok": False, "ms": 3.25, "detail": "refused"}]
+    day = Kept([])
+    results = [
+        {
+            "checked_at": at + timedelta(seconds=i),
+            "outcome": "fail",
+            "latency_ms": None if i else 1.5,
+            "diagnosis": "tcp_refused",
+            "detail": "refused",
+            "steps": steps,
+        }
+        for i in range(3)
+    ] + [
+        {
+            "checked_at": at,
+            "outcome": "ok",
+            "latency_ms": 2.0,
+            "diagnosis": "cert_expires_soon",
+            "detail": None,
+            "steps": [],
+        }
+    ]
+    for r in results:
+        day.add(r)
+    again = Kept.unpack(day.packed()).entries
+    assert [datetime.fromtimestamp(e["checked_at"], UTC) for e in again] == [
+        at,
+        at,
+        at + timedelta(seconds=1),
+        at + timedelta(seconds=2),
+    ]
+    assert [(e["outcome"], e["latency_ms"], e["steps"]) for e in again] == [
+        ("fail", 1.5, steps),
+        ("ok", 2.0, []),
+        ("fail", None, steps),
+        ("fail", None, steps),
+    ]
 
 
 async def test_the_terminal_page_shows_what_every_row_showed(db):
@@ -185,7 +322,7 @@ async def test_recent_successes_of_two_days_then_forgotten(db):
     ]
     await _write(db, outcomes)
     async with db.sessionmaker() as s:
-        got = await recent_plain(s, [monitor], midnight + timedelta(minutes=8), limit=15)
+        got = await recent_folded(s, [monitor], midnight + timedelta(minutes=8), limit=15)
         assert [r.checked_at for r in got] == [o.checked_at for o in outcomes[::-1][:15]]
         await forget_recent(s, (midnight + timedelta(days=1)).date())
         await s.commit()
@@ -212,8 +349,8 @@ async def test_a_replayed_agent_buffer_is_folded_once(client, db):
         rows = await s.scalar(select(func.count()).where(CheckResult.monitor_id == monitor))
         days = (await s.execute(select(LatencyDay).where(LatencyDay.monitor_id == monitor))).scalars().all()
     folded = sum(sum(Day.unpack(d.buckets, d.recent).counts) for d in days)
-    assert rows + folded == 20  # the first ok (unknown -> up) is a row, the others folded, once
-    assert rows == 1
+    kept = sum(len(Kept.unpack(d.kept).entries) for d in days)
+    assert (rows, kept, folded) == (0, 1, 19)  # the first ok (unknown -> up) kept whole, once
 
 
 def test_a_day_packs_buckets_and_recent():
@@ -229,3 +366,29 @@ def test_a_day_packs_buckets_and_recent():
     assert [t for t, _ in again.recent] == [
         (at + timedelta(seconds=s)).timestamp() for s in (0, 60, BUCKET_S)
     ]
+
+
+async def test_a_rows_steps_are_stored_compact_and_read_back_in_both_forms(db):
+    from sqlalchemy import text
+
+    monitor, _ = await _terminal(db)
+    now = utcnow()
+    steps = [
+        {"step": "resolve", "ok": True, "ms": 0.5, "detail": ""},
+        {"step": "connect", "ok": False, "ms": 3.25, "detail": "refused"},
+    ]
+    # A manual check is a row: written by the writer (compact), and a row as stored before (dicts).
+    await _write(db, [CheckOutcome(monitor, Outcome.FAIL, now, 3.25, steps, "tcp_refused", "x", manual=True)])
+    async with db.engine.begin() as conn:
+        stored = await conn.scalar(text("SELECT steps FROM check_results"))
+        await conn.execute(
+            text(
+                "INSERT INTO check_results (monitor_id, checked_at, outcome, steps, manual)"
+                " VALUES (:m, :at, 'fail', :steps, false)"
+            ),
+            {"m": monitor, "at": now - timedelta(minutes=1), "steps": json.dumps(steps)},
+        )
+    assert stored == '[["resolve",1,0.5],["connect",0,3.25,"refused"]]'
+    async with db.sessionmaker() as s:
+        read = (await s.execute(select(CheckResult.steps).order_by(CheckResult.checked_at))).scalars().all()
+    assert read == [steps, steps]

@@ -8,7 +8,7 @@ from sqlalchemy import func, select
 
 from app.db import utcnow
 from app.monitoring.maintenance import purge_results, rollup_hour, rollup_pending, seconds_by_state
-from app.monitoring.models import CheckResult, Rollup, StateChange
+from app.monitoring.models import CheckResult, RolledUpHour, Rollup, StateChange
 from tests.monitoring.helpers import add_monitors, add_store
 
 H = datetime(2031, 3, 4, 10, 0, tzinfo=UTC)
@@ -128,7 +128,14 @@ async def test_rollup_pending_catches_up_completed_hours(db):
     assert await rollup_pending(db, now) == 3  # the 3 complete hours; not the current one
     assert await rollup_pending(db, now) == 0
     async with db.sessionmaker() as s:
-        assert await s.scalar(select(func.sum(Rollup.count)).where(Rollup.period == "hour")) == 3
+        assert await s.scalar(select(func.count()).select_from(RolledUpHour)) == 3
+        # Up throughout: no hour row; the days of those hours count their results.
+        assert await s.scalar(select(func.count()).where(Rollup.period == "hour")) == 0
+        days = (await s.execute(select(Rollup).where(Rollup.period == "day"))).scalars().all()
+    rolled = {d.bucket_start.date() for d in days}
+    assert rolled == {(now - timedelta(hours=h)).astimezone(UTC).date() for h in (1, 2, 3)}
+    in_them = [h for h in (0, 1, 2, 3) if (now - timedelta(hours=h)).astimezone(UTC).date() in rolled]
+    assert sum(d.count for d in days) == len(in_them)
 
 
 async def test_retention_deletes_old_results_in_batches(db):

@@ -9,7 +9,7 @@ from sqlalchemy import select
 
 from app.db import utcnow
 from app.inventory.models import Monitor, Store, Terminal
-from app.monitoring.compact import Day
+from app.monitoring.compact import Day, Kept
 from app.monitoring.models import CheckResult, LatencyDay
 from app.monitoring.state import MonitorState, step
 from app.monitoring.writer import CheckOutcome, apply_outcomes
@@ -111,9 +111,10 @@ async def test_flapping_through_the_database_gives_exactly_the_implied_changes(d
     async with db.sessionmaker() as s:
         assert await s.scalar(select(Monitor.state).where(Monitor.id == mid)) == "up"
         rows = len((await s.execute(select(CheckResult.id).where(CheckResult.monitor_id == mid))).all())
-        days = (await s.execute(select(LatencyDay).where(LatencyDay.monitor_id == mid))).scalars()
+        days = (await s.execute(select(LatencyDay).where(LatencyDay.monitor_id == mid))).scalars().all()
         folded = sum(sum(Day.unpack(d.buckets, d.recent).counts) for d in days)  # plain successes
-        assert rows + folded == len(sequence)
+        kept = sum(len(Kept.unpack(d.kept).entries) for d in days)  # the rest that changed nothing
+        assert rows + folded + kept == len(sequence)
 
 
 async def test_terminal_and_store_status_follow_their_monitors(db):

@@ -6,17 +6,18 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import func, select
+from sqlalchemy import select
 
 from app.history.uptime import Period, uptime_for_terminals
 from app.inventory.models import Monitor, Store
-from app.monitoring.models import CheckResult, StateChange
+from app.monitoring.models import StateChange
 from app.monitoring.windows import ENDED, IN_WINDOW, OUTSIDE_HOURS, apply_windows
 from app.monitoring.writer import CheckOutcome, write_outcomes
 from app.vocabulary import Outcome, State
 from app.windows.schemas import WindowIn
 from app.windows.service import create_window, end_window, set_trading_hours
 from tests.history.helpers import monitor, store, terminal, terminal_info
+from tests.monitoring.helpers import stored_results
 
 BASE = datetime(2026, 11, 30, 9, 0, tzinfo=UTC)  # Monday 30 November 2026, 10:00 in Amsterdam
 
@@ -77,8 +78,7 @@ async def test_window_is_maintenance_in_state_and_history(db):
     for minute in (70, 71, 72, 90):
         await fail(db, [own, network], t(minute))
     assert await states(db, own, network) == {own: State.MAINTENANCE, network: State.MAINTENANCE}
-    async with db.sessionmaker() as s:
-        assert await s.scalar(select(func.count()).select_from(CheckResult)) == 8
+    assert len(await stored_results(db)) == 8
     assert (await run_job(db, t(100))).entered == 0  # nothing to do twice
 
     # At its end: unknown (we did not watch), until the next results say what it is.
