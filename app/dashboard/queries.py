@@ -12,13 +12,14 @@ import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from functools import cache
 from typing import Any, TypeVar, cast
 
-from sqlalchemy import Select, and_, case, func, or_, select
+from sqlalchemy import Select, and_, bindparam, case, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.dashboard.reasons import Problem, Reason, network_rank, store_reason
-from app.db import select_where_in, utcnow
+from app.db import dialect_of, one_of, select_where_in, utcnow
 from app.history.uptime import Figures, Period, TerminalInfo, terminal_history, uptime_for_terminals
 from app.inventory.models import PROVIDERS, Agent, Monitor, Store, Terminal, TerminalEvent
 from app.monitoring.agents import STORE_OFFLINE
@@ -810,26 +811,73 @@ async def _status_groups(
     return [TerminalRow(**r._mapping) for r in found]
 
 
+def _row_of(t: Terminal, store: Store) -> TerminalRow:
+    """The list row of a terminal already read whole (its LAN state not set)."""
+    return TerminalRow(
+        t.id,
+        t.poiid,
+        t.model,
+        t.serial,
+        t.label,
+        t.provider,
+        t.integration,
+        t.lan_host,
+        t.lan_port,
+        t.cloud_enabled,
+        t.status,
+        t.status_since,
+        t.cloud_state,
+        t.last_seen_at,
+        store.code,
+        store.name,
+        store.region,
+        created_at=t.created_at,
+        store_id=t.store_id,
+        tz=store.timezone,
+    )
+
+
 async def terminal_rows(
     session: AsyncSession, ids: list[int], *, uptime: bool = False
 ) -> dict[int, TerminalRow]:
     if not ids:
         return {}
-    stmt = select(*_TERMINAL_COLUMNS).join(Store, Store.id == Terminal.store_id).where(Terminal.id.in_(ids))
-    rows = [TerminalRow(**r._mapping) for r in (await session.execute(stmt)).all()]
+    found = await session.execute(_terminals_by_id(dialect_of(session)), {"ids": ids})
+    rows = [TerminalRow(**r._mapping) for r in found.all()]
     await decorate_terminals(session, rows, uptime=uptime)
     return {r.id: r for r in rows}
 
 
-async def store_terminals(session: AsyncSession, store_id: int, limit: int = 500) -> list[TerminalRow]:
-    stmt = (
+# Statements every page runs, built once (per dialect where a list is a parameter): building a
+# statement and its cache key costs more CPU than running it.
+@cache
+def _terminals_by_id(dialect: str) -> Select[*tuple[Any, ...]]:
+    return (
         select(*_TERMINAL_COLUMNS)
         .join(Store, Store.id == Terminal.store_id)
-        .where(Terminal.store_id == store_id)
-        .order_by(Terminal.status, Terminal.label, Terminal.poiid)
-        .limit(limit)
+        .where(one_of(dialect, Terminal.id, "ids"))
     )
-    rows = [TerminalRow(**r._mapping) for r in (await session.execute(stmt)).all()]
+
+
+_STORE_TERMINALS = (
+    select(*_TERMINAL_COLUMNS)
+    .join(Store, Store.id == Terminal.store_id)
+    .where(Terminal.store_id == bindparam("store_id"))
+    .order_by(Terminal.status, Terminal.label, Terminal.poiid)
+    .limit(bindparam("limit"))
+)
+
+
+@cache
+def _lan_monitors(dialect: str) -> Select[*tuple[Any, ...]]:
+    return select(Monitor.id, Monitor.terminal_id, Monitor.kind, Monitor.state, Monitor.state_since).where(
+        one_of(dialect, Monitor.terminal_id, "ids")
+    )
+
+
+async def store_terminals(session: AsyncSession, store_id: int, limit: int = 500) -> list[TerminalRow]:
+    found = await session.execute(_STORE_TERMINALS, {"store_id": store_id, "limit": limit})
+    rows = [TerminalRow(**r._mapping) for r in found.all()]
     await decorate_terminals(session, rows)
     return rows
 
@@ -841,13 +889,7 @@ async def decorate_terminals(
     if not rows:
         return
     ids = [r.id for r in rows]
-    monitors = (
-        await session.execute(
-            select(Monitor.id, Monitor.terminal_id, Monitor.kind, Monitor.state, Monitor.state_since).where(
-                Monitor.terminal_id.in_(ids)
-            )
-        )
-    ).all()
+    monitors = (await session.execute(_lan_monitors(dialect_of(session)), {"ids": ids})).all()
     by_terminal: dict[int, list] = {}
     for m in monitors:
         by_terminal.setdefault(m.terminal_id, []).append(m)
@@ -916,8 +958,11 @@ async def any_store(session: AsyncSession) -> bool:
     return await session.scalar(select(Store.id).limit(1)) is not None
 
 
+_STORE_BY_CODE = select(Store).where(Store.code == bindparam("code"))
+
+
 async def store_by_code(session: AsyncSession, code: str) -> Store | None:
-    return await session.scalar(select(Store).where(Store.code == code))
+    return await session.scalar(_STORE_BY_CODE, {"code": code})
 
 
 async def store_agent(session: AsyncSession, store: Store) -> Agent | None:
@@ -927,13 +972,16 @@ async def store_agent(session: AsyncSession, store: Store) -> Agent | None:
     return await session.get(Agent, store.agent_id)
 
 
+NETWORK_LIMIT = 200  # a store's network checks shown (a profile has a handful)
+
+
 async def store_network_monitors(session: AsyncSession, store_id: int) -> list[Monitor]:
     return list(
         await session.scalars(
             select(Monitor)
             .where(Monitor.store_id == store_id, Monitor.terminal_id.is_(None))
             .order_by(Monitor.target, Monitor.kind)
-            .limit(200)
+            .limit(NETWORK_LIMIT)
         )
     )
 
@@ -952,20 +1000,64 @@ class ProviderAccountRef:
     own: bool  # linked to the terminal; False: the provider's default account
 
 
+@cache
+def _account_queries(account: Any) -> tuple[Select[Any], Select[Any]]:
+    """A terminal's own provider account, and its provider's first (built once)."""
+    cols = select(account.id, account.name, account.environment)
+    return (
+        cols.where(account.id == bindparam("id")),
+        cols.where(account.kind == bindparam("kind")).order_by(account.id).limit(1),
+    )
+
+
 async def provider_account_of(session: AsyncSession, terminal: Terminal) -> ProviderAccountRef | None:
     from app.providers.models import ProviderAccount
 
-    cols = select(ProviderAccount.id, ProviderAccount.name, ProviderAccount.environment)
+    own, default = _account_queries(ProviderAccount)
     if terminal.provider_account_id is not None:
-        row = (await session.execute(cols.where(ProviderAccount.id == terminal.provider_account_id))).first()
+        row = (await session.execute(own, {"id": terminal.provider_account_id})).first()
         if row is not None:
             return ProviderAccountRef(row.id, row.name, row.environment, own=True)
-    row = (
-        await session.execute(
-            cols.where(ProviderAccount.kind == terminal.provider).order_by(ProviderAccount.id).limit(1)
-        )
-    ).first()
+    row = (await session.execute(default, {"kind": terminal.provider})).first()
     return ProviderAccountRef(row.id, row.name, row.environment, own=False) if row is not None else None
+
+
+# The detail page's reads, built once.
+_DETAIL_TERMINAL = (
+    select(Terminal, Store)
+    .join(Store, Store.id == Terminal.store_id)
+    .where(Terminal.poiid == bindparam("poiid"))
+)
+_NETWORK_FIRST = Monitor.terminal_id.is_(None)
+# Its own monitors (by kind) and its store network's (by target, as the store page lists them).
+_DETAIL_MONITORS = (
+    select(Monitor)
+    .where(
+        or_(
+            Monitor.terminal_id == bindparam("terminal_id"),
+            _NETWORK_FIRST & (Monitor.store_id == bindparam("store_id")),
+        )
+    )
+    .order_by(_NETWORK_FIRST, case((_NETWORK_FIRST, Monitor.target)), Monitor.kind, Monitor.id)
+)
+_DETAIL_EVENTS = (
+    select(TerminalEvent)
+    .where(TerminalEvent.terminal_id == bindparam("terminal_id"))
+    .order_by(TerminalEvent.at.desc())
+    .limit(20)
+)
+_DETAIL_CHANGES = (
+    select(StateChange)
+    .where(StateChange.monitor_id.in_(bindparam("ids", expanding=True)), StateChange.at >= bindparam("since"))
+    .order_by(StateChange.at.desc())
+    .limit(20)
+)
+_DETAIL_CHECKS = (
+    select(CheckResult)
+    .where(CheckResult.monitor_id.in_(bindparam("ids", expanding=True)))
+    .order_by(CheckResult.checked_at.desc())
+    .limit(20)
+)
 
 
 @dataclass
@@ -1019,61 +1111,33 @@ async def terminal_detail(
     session: AsyncSession, poiid: str, now: datetime | None = None
 ) -> TerminalDetail | None:
     now = now or utcnow()
-    found = (
-        await session.execute(
-            select(Terminal, Store)
-            .join(Store, Store.id == Terminal.store_id)
-            .where(Terminal.poiid == normalise_query(poiid))
-        )
-    ).first()
+    found = (await session.execute(_DETAIL_TERMINAL, {"poiid": normalise_query(poiid)})).first()
     if found is None:
         return None
     terminal, store = found
-    monitors = list(
-        await session.scalars(
-            select(Monitor).where(Monitor.terminal_id == terminal.id).order_by(Monitor.kind, Monitor.id)
-        )
-    )
-    network = await store_network_monitors(session, store.id)
-    events = list(
-        await session.scalars(
-            select(TerminalEvent)
-            .where(TerminalEvent.terminal_id == terminal.id)
-            .order_by(TerminalEvent.at.desc())
-            .limit(20)
-        )
-    )
+    both = await session.scalars(_DETAIL_MONITORS, {"terminal_id": terminal.id, "store_id": store.id})
+    monitors: list[Monitor] = []
+    network: list[Monitor] = []
+    for m in both:
+        (monitors if m.terminal_id is not None else network).append(m)
+    network = network[:NETWORK_LIMIT]
+    events = list(await session.scalars(_DETAIL_EVENTS, {"terminal_id": terminal.id}))
     week = now - timedelta(days=7)
     # Its own monitors' changes and its store network's (they take it down too).
     watched = [m.id for m in monitors] + [m.id for m in network]
     recent_changes = (
-        list(
-            await session.scalars(
-                select(StateChange)
-                .where(StateChange.monitor_id.in_(watched), StateChange.at >= week)
-                .order_by(StateChange.at.desc())
-                .limit(20)
-            )
-        )
-        if watched
-        else []
+        list(await session.scalars(_DETAIL_CHANGES, {"ids": watched, "since": week})) if watched else []
     )
     monitor_ids = [m.id for m in monitors]
     checks: list[CheckResult | PlainResult] = []
     if monitor_ids:
-        checks = list(
-            await session.scalars(
-                select(CheckResult)
-                .where(CheckResult.monitor_id.in_(monitor_ids))
-                .order_by(CheckResult.checked_at.desc())
-                .limit(20)
-            )
-        )
+        checks = list(await session.scalars(_DETAIL_CHECKS, {"ids": monitor_ids}))
         # Plain successes are folded, not rows: their newest are kept as they were.
         checks += await recent_plain(session, monitor_ids, now)
         checks = sorted(checks, key=lambda c: c.checked_at, reverse=True)[:20]
 
-    row = (await terminal_rows(session, [terminal.id], uptime=False))[terminal.id]
+    row = _row_of(terminal, store)
+    row.lan_state = worst([m.state for m in monitors if m.kind in LAN_KINDS])
     info = _terminal_info(row)
     (day, up24), (seven_days, up7d) = await terminal_history(
         session,
@@ -1134,24 +1198,25 @@ async def _latency(
     return [], label, LATENCY_BUCKET_S
 
 
+_LATENCIES = (
+    select(CheckResult.checked_at, CheckResult.latency_ms)
+    .where(
+        CheckResult.monitor_id == bindparam("monitor_id"),
+        CheckResult.checked_at >= bindparam("start"),
+        CheckResult.latency_ms.is_not(None),
+    )
+    .order_by(CheckResult.checked_at.desc())
+    .limit(3000)
+)
+
+
 async def _latency_points(
     session: AsyncSession, monitor_id: int, start: datetime, now: datetime, size: int
 ) -> list[tuple[datetime, float]]:
     """Mean latency per clock-aligned bucket of `size` seconds (each point at its bucket start),
     of the raw results and of the folded plain successes (app.monitoring.compact: each
     5-minute bucket counts as its number of latencies at its mean)."""
-    rows = (
-        await session.execute(
-            select(CheckResult.checked_at, CheckResult.latency_ms)
-            .where(
-                CheckResult.monitor_id == monitor_id,
-                CheckResult.checked_at >= start,
-                CheckResult.latency_ms.is_not(None),
-            )
-            .order_by(CheckResult.checked_at.desc())
-            .limit(3000)
-        )
-    ).all()
+    rows = (await session.execute(_LATENCIES, {"monitor_id": monitor_id, "start": start})).all()
     raw = [(at, ms, 1) for at, ms in rows if ms is not None]
     plain = [
         (b.start, b.mean_ms, b.timed)

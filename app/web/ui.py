@@ -9,6 +9,7 @@ one source. Names and words come from app.vocabulary.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Protocol
@@ -198,6 +199,40 @@ def uptime(value: float | None) -> Markup:
     low = " low" if pct < 99 else ""
     text = "100" if pct >= 100 else f"{min(pct, 99.99):.2f}"
     return Markup(f'<span class="uptime{low}">{text} %</span>')
+
+
+class _Cell(Protocol):
+    start: datetime
+    end: datetime
+    state: str
+
+
+def strip(cells: Sequence[_Cell]) -> Markup:
+    """A store's last hours as cells, the worst state of any of its checks in each (the
+    overview's strip, Uptime Kuma's heartbeats): 50 rows of 12 cells on every overview."""
+    if not cells:
+        return Markup('<span class="muted">—</span>')
+    return _strip(tuple((c.start, c.end, c.state) for c in cells))
+
+
+@lru_cache(maxsize=512)
+def _strip(cells: tuple[tuple[datetime, datetime, str], ...]) -> Markup:
+    said = ", ".join(f"{a:%H:%M} {escape(state_word(s).lower())}" for a, _b, s in cells)
+    spans = "".join(
+        f'<i class="seg-{escape(s)}" title="{a:%H:%M}\u2013{b:%H:%M} UTC: {escape(state_word(s))}"></i>'
+        for a, b, s in cells
+    )
+    label = f"Last {len(cells)} hours: {said}"
+    return Markup(f'<span class="hstrip" role="img" aria-label="{label}">{spans}</span>')
+
+
+@lru_cache(maxsize=512)
+def count_cell(n: int, hot: bool = False, label: str = "") -> Markup:
+    """A count in a table cell, 0 greyed, a hot one (down) red."""
+    cls = " strong down-text" if n and hot else "" if n else " zero"
+    data = f' data-label="{escape(label)}"' if label else ""
+    shown = n if n else '<span class="muted">0</span>'
+    return Markup(f'<td class="num{cls}"{data}>{shown}</td>')
 
 
 class _Covered(Protocol):
