@@ -12,14 +12,14 @@ import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from functools import cache
+from functools import cache, lru_cache
 from typing import Any, TypeVar, cast
 
-from sqlalchemy import Select, and_, bindparam, case, func, or_, select
+from sqlalchemy import BindParameter, Select, and_, bindparam, case, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.dashboard.reasons import Problem, Reason, network_rank, store_reason
-from app.db import dialect_of, one_of, select_where_in, utcnow
+from app.db import dialect_of, in_chunks, one_of, utcnow
 from app.history.uptime import Figures, Period, TerminalInfo, terminal_history, uptime_for_terminals
 from app.inventory.models import PROVIDERS, Agent, Monitor, Store, Terminal, TerminalEvent
 from app.monitoring.agents import STORE_OFFLINE
@@ -406,40 +406,65 @@ async def _store_page(
     return rows, total
 
 
+@cache
+def _store_counts_query(dialect: str) -> Select[*tuple[Any, ...]]:
+    return (
+        select(Terminal.store_id, Terminal.status, func.count())
+        .where(one_of(dialect, Terminal.store_id, "ids"))
+        .group_by(Terminal.store_id, Terminal.status)
+    )
+
+
 async def store_counts(session: AsyncSession, store_ids: list[int]) -> dict[int, dict[str, int]]:
     """Terminals per state for these stores: one grouped query on (store_id, status)."""
     if not store_ids:
         return {}
     out: dict[int, dict[str, int]] = {}
-    stmt = (
-        select(Terminal.store_id, Terminal.status, func.count())
-        .where(Terminal.store_id.in_(store_ids))
-        .group_by(Terminal.store_id, Terminal.status)
-    )
-    for store_id, status, n in (await session.execute(stmt)).all():
+    stmt = _store_counts_query(dialect_of(session))
+    for store_id, status, n in (await session.execute(stmt, {"ids": store_ids})).all():
         out.setdefault(store_id, {})[status] = n
     return out
+
+
+@cache
+def _store_rows_query(dialect: str) -> Select[*tuple[Any, ...]]:
+    down_since = (
+        select(Terminal.store_id, func.min(Terminal.status_since).label("down_since"))
+        .where(one_of(dialect, Terminal.store_id, "ids"), Terminal.status == State.DOWN)
+        .group_by(Terminal.store_id)
+        .subquery()
+    )
+    return (
+        select(*_STORE_ROW_COLUMNS, down_since.c.down_since)
+        .outerjoin(down_since, down_since.c.store_id == Store.id)
+        .outerjoin(Agent, Agent.id == Store.agent_id)
+        .where(one_of(dialect, Store.id, "ids"))
+    )
 
 
 async def store_rows(session: AsyncSession, store_ids: list[int]) -> dict[int, StoreRow]:
     """The same rows as the overview, for stores already on screen (live updates)."""
     if not store_ids:
         return {}
-    down_since = (
-        select(Terminal.store_id, func.min(Terminal.status_since).label("down_since"))
-        .where(Terminal.store_id.in_(store_ids), Terminal.status == State.DOWN)
-        .group_by(Terminal.store_id)
-        .subquery()
-    )
-    stmt = (
-        select(*_STORE_ROW_COLUMNS, down_since.c.down_since)
-        .outerjoin(down_since, down_since.c.store_id == Store.id)
-        .outerjoin(Agent, Agent.id == Store.agent_id)
-        .where(Store.id.in_(store_ids))
-    )
-    rows = {r.id: _store_row(r) for r in (await session.execute(stmt)).all()}
+    stmt = _store_rows_query(dialect_of(session))
+    rows = {r.id: _store_row(r) for r in (await session.execute(stmt, {"ids": store_ids})).all()}
     await _fill_store_facts(session, list(rows.values()))
     return rows
+
+
+@cache
+def _store_monitors_query(dialect: str) -> Select[*tuple[Any, ...]]:
+    return select(
+        Monitor.id,
+        Monitor.store_id,
+        Monitor.terminal_id,
+        Monitor.kind,
+        Monitor.target,
+        Monitor.state,
+        Monitor.enabled,
+        Monitor.state_since,
+        Monitor.last_diagnosis,
+    ).where(one_of(dialect, Monitor.store_id, "ids"))
 
 
 async def _fill_store_facts(session: AsyncSession, rows: list[StoreRow], now: datetime | None = None) -> None:
@@ -450,18 +475,7 @@ async def _fill_store_facts(session: AsyncSession, rows: list[StoreRow], now: da
         return
     now = now or utcnow()
     counts = await store_counts(session, ids)
-    cols = select(
-        Monitor.id,
-        Monitor.store_id,
-        Monitor.terminal_id,
-        Monitor.kind,
-        Monitor.target,
-        Monitor.state,
-        Monitor.enabled,
-        Monitor.state_since,
-        Monitor.last_diagnosis,
-    )
-    monitors = await select_where_in(session, cols, Monitor.store_id, ids)
+    monitors = (await session.execute(_store_monitors_query(dialect_of(session)), {"ids": ids})).all()
     network: dict[int, list[str]] = {}
     problems: dict[int, list[Problem]] = {}
     for m in monitors:
@@ -487,6 +501,14 @@ async def _fill_store_facts(session: AsyncSession, rows: list[StoreRow], now: da
         r.strip = strips.get(r.id, [])
 
 
+@cache
+def _strip_changes_query(dialect: str) -> Select[*tuple[Any, ...]]:
+    sc = StateChange.__table__
+    return select(sc.c.monitor_id, sc.c.at, sc.c.from_state, sc.c.to_state).where(
+        one_of(dialect, sc.c.monitor_id, "ids"), sc.c.at >= bindparam("first")
+    )
+
+
 async def _strips(
     session: AsyncSession, monitors: Sequence[Any], now: datetime, created: Mapping[int, datetime | None]
 ) -> dict[int, list[StripCell]]:
@@ -500,12 +522,12 @@ async def _strips(
     first = now.replace(minute=0, second=0, microsecond=0) - timedelta(hours=STRIP_HOURS - 1)
     bounds = [first + timedelta(hours=i) for i in range(STRIP_HOURS)] + [now]
     n = len(bounds) - 1
-    sc = StateChange.__table__
-    q = select(sc.c.monitor_id, sc.c.at, sc.c.from_state, sc.c.to_state).where(sc.c.at >= first)
+    dialect = dialect_of(session)
+    found: list[Any] = []
+    for ids in in_chunks(dialect, [m.id for m in monitors]):
+        found += (await session.execute(_strip_changes_query(dialect), {"ids": ids, "first": first})).all()
     changes: dict[int, list[tuple[datetime, str, str]]] = {}
-    for mid, at, from_state, to_state in sorted(
-        await select_where_in(session, q, sc.c.monitor_id, [m.id for m in monitors]), key=lambda r: r[1]
-    ):
+    for mid, at, from_state, to_state in sorted(found, key=lambda r: r[1]):
         changes.setdefault(mid, []).append((at, from_state, to_state))
     seconds: dict[int, list[dict[str, float]]] = {}
     for m in monitors:
@@ -676,44 +698,116 @@ _TERMINAL_COLUMNS = (
 )
 
 
-def _terminal_filters(stmt: Select, f: TerminalFilters, q_store_ids: Sequence[int] = ()) -> Select:
+def _terminal_filters(stmt: Select, shape: _Shape) -> Select:
     """Filters on the terminals table alone (stores by subquery), so counting needs no join
     and every condition can use an index: (store_id, status), (status, status_since),
-    (cloud_state), and on PostgreSQL trigram indexes for the search."""
-    if f.store:
+    (cloud_state), and on PostgreSQL trigram indexes for the search. The values are
+    parameters (`_filter_params`): the statements are built once per shape."""
+    if shape.store:
         stmt = stmt.where(
-            Terminal.store_id == select(Store.id).where(Store.code == f.store).scalar_subquery()
+            Terminal.store_id == select(Store.id).where(Store.code == bindparam("store")).scalar_subquery()
         )
-    if f.region:
-        stmt = stmt.where(Terminal.store_id.in_(select(Store.id).where(Store.region == f.region)))
-    if f.provider:
-        stmt = stmt.where(Terminal.provider == f.provider)
-    if f.model:
-        stmt = stmt.where(Terminal.model == f.model)
-    if f.status:
-        stmt = stmt.where(Terminal.status == f.status)
-    if f.ws == CloudState.NOT_ENABLED:
+    if shape.region:
+        stmt = stmt.where(Terminal.store_id.in_(select(Store.id).where(Store.region == bindparam("region"))))
+    if shape.provider:
+        stmt = stmt.where(Terminal.provider == bindparam("provider"))
+    if shape.model:
+        stmt = stmt.where(Terminal.model == bindparam("model"))
+    if shape.status:
+        stmt = stmt.where(Terminal.status == bindparam("status"))
+    if shape.ws == CloudState.NOT_ENABLED:
         stmt = stmt.where(
             or_(
                 Terminal.cloud_state == CloudState.NOT_ENABLED,
                 and_(Terminal.cloud_enabled.is_(False), Terminal.cloud_state == CloudState.UNKNOWN),
             )
         )
-    elif f.ws == CloudState.UNKNOWN:
+    elif shape.ws == CloudState.UNKNOWN:
         stmt = stmt.where(Terminal.cloud_state == CloudState.UNKNOWN, Terminal.cloud_enabled.is_(True))
-    elif f.ws:
-        stmt = stmt.where(Terminal.cloud_state == f.ws)
-    if f.q:
-        pattern = _like(f.q)
+    elif shape.ws:
+        stmt = stmt.where(Terminal.cloud_state == bindparam("ws"))
+    if shape.q:
+        pattern: BindParameter[str] = bindparam("pattern")
         conditions = [
             func.lower(Terminal.poiid).like(pattern, escape="\\"),
             func.lower(Terminal.serial).like(pattern, escape="\\"),
             func.lower(Terminal.label).like(pattern, escape="\\"),
         ]
-        if q_store_ids:
-            conditions.append(Terminal.store_id.in_(list(q_store_ids)))
+        if shape.q_stores:
+            conditions.append(Terminal.store_id.in_(bindparam("q_stores", expanding=True)))
         stmt = stmt.where(or_(*conditions))
     return stmt
+
+
+@dataclass(frozen=True)
+class _Shape:
+    """Which filters a list has (not their values) and its order: what its statements are."""
+
+    store: bool
+    region: bool
+    provider: bool
+    model: bool
+    status: bool
+    ws: str  # not_enabled and unknown are conditions of their own; any other value, a parameter
+    q: bool
+    q_stores: bool
+    sort: str
+    dir: str
+
+    @classmethod
+    def of(cls, f: TerminalFilters, q_store_ids: Sequence[int]) -> _Shape:
+        ws = f.ws if f.ws in (CloudState.NOT_ENABLED, CloudState.UNKNOWN) else "value" if f.ws else ""
+        flags = (bool(f.store), bool(f.region), bool(f.provider), bool(f.model), bool(f.status))
+        return cls(*flags, ws, bool(f.q), bool(q_store_ids), f.sort, f.dir)
+
+
+def _filter_params(f: TerminalFilters, q_store_ids: Sequence[int]) -> dict[str, Any]:
+    values = {"store": f.store, "region": f.region, "provider": f.provider, "model": f.model}
+    params: dict[str, Any] = {k: v for k, v in values.items() if v}
+    if f.status:
+        params["status"] = f.status
+    if f.ws and f.ws not in (CloudState.NOT_ENABLED, CloudState.UNKNOWN):
+        params["ws"] = f.ws
+    if f.q:
+        params["pattern"] = _like(f.q)
+    if q_store_ids:
+        params["q_stores"] = list(q_store_ids)
+    return params
+
+
+@dataclass(frozen=True)
+class _ListStatements:
+    count: Select
+    bare_count: Select  # the not monitored among them
+    page: Select  # ordered; parameters limit and offset (searching: with the total, a window)
+    groups: tuple[Select, Select]  # the worst-first list's two groups (_status_groups), ordered
+
+
+@lru_cache(maxsize=256)
+def _list_statements(shape: _Shape) -> _ListStatements:
+    base = select(*_TERMINAL_COLUMNS).join(Store, Store.id == Terminal.store_id)
+    count = _terminal_filters(select(func.count()).select_from(Terminal), shape)
+    columns = SORTS[shape.sort]
+    order = [c.desc() if shape.dir == "desc" else c.asc() for c in columns]
+    if shape.q and shape.sort == "status" and not shape.status:
+        # The whole table is read anyway: not monitored last by expression.
+        none_last = case((Terminal.status == State.NONE, 1), else_=0)
+        order = [none_last.desc() if shape.dir == "desc" else none_last.asc(), *order]
+    if shape.q:  # a substring search reads the whole table once: count in the same pass
+        base = base.add_columns(func.count().over().label("total"))
+    ordered = _terminal_filters(base, shape).order_by(*order)
+    monitored, bare = Terminal.status != State.NONE, Terminal.status == State.NONE
+    first, second = (monitored, bare) if shape.dir != "desc" else (bare, monitored)
+    return _ListStatements(
+        count,
+        count.where(bare),
+        _paged(ordered),
+        (_paged(ordered.where(first)), _paged(ordered.where(second))),
+    )
+
+
+def _paged(stmt: Select) -> Select:
+    return stmt.limit(bindparam("limit")).offset(bindparam("offset"))
 
 
 async def exact_terminal(session: AsyncSession, q: str) -> str | None:
@@ -754,60 +848,48 @@ async def _stores_matching(session: AsyncSession, q: str) -> list[int]:
 async def terminal_page(
     session: AsyncSession, f: TerminalFilters, now: datetime | None = None
 ) -> tuple[list[TerminalRow], int]:
-    base = select(*_TERMINAL_COLUMNS).join(Store, Store.id == Terminal.store_id)
     q_stores = await _stores_matching(session, f.q)
-    count_stmt = _terminal_filters(select(func.count()).select_from(Terminal), f, q_stores)
-    columns = SORTS[f.sort]
-    order = [c.desc() if f.dir == "desc" else c.asc() for c in columns]
-    by_status = f.sort == "status" and not f.status
-    if f.q and by_status:  # the whole table is read anyway: not monitored last by expression
-        none_last = case((Terminal.status == State.NONE, 1), else_=0)
-        order = [none_last.desc() if f.dir == "desc" else none_last.asc(), *order]
+    statements = _list_statements(_Shape.of(f, q_stores))
+    params = _filter_params(f, q_stores)
     if f.q:
-        # A substring search reads the whole table once: count in the same pass (window).
-        stmt = _terminal_filters(base.add_columns(func.count().over().label("total")), f, q_stores)
-        result = (
-            await session.execute(stmt.order_by(*order).limit(f.per).offset((f.page - 1) * f.per))
-        ).all()
-        total = result[0].total if result else (await session.scalar(count_stmt) or 0)
+        page = {**params, "limit": f.per, "offset": (f.page - 1) * f.per}
+        result = (await session.execute(statements.page, page)).all()
+        total = result[0].total if result else (await session.scalar(statements.count, params) or 0)
         pages = max(1, -(-total // f.per))
         if f.page > pages:
             f.page = pages
-            result = (
-                await session.execute(stmt.order_by(*order).limit(f.per).offset((f.page - 1) * f.per))
-            ).all()
+            page["offset"] = (f.page - 1) * f.per
+            result = (await session.execute(statements.page, page)).all()
         rows = [TerminalRow(**{k: v for k, v in r._mapping.items() if k != "total"}) for r in result]
     else:
-        total = await session.scalar(count_stmt) or 0
+        total = await session.scalar(statements.count, params) or 0
         pages = max(1, -(-total // f.per))
         f.page = min(f.page, pages)
-        stmt = _terminal_filters(base, f, q_stores).order_by(*order)
-        if by_status:
-            rows = await _status_groups(session, stmt, count_stmt, f, total)
+        if f.sort == "status" and not f.status:
+            rows = await _status_groups(session, statements, params, f, total)
         else:
-            stmt = stmt.limit(f.per).offset((f.page - 1) * f.per)
-            rows = [TerminalRow(**r._mapping) for r in (await session.execute(stmt)).all()]
+            page = {**params, "limit": f.per, "offset": (f.page - 1) * f.per}
+            rows = [TerminalRow(**r._mapping) for r in (await session.execute(statements.page, page)).all()]
     await decorate_terminals(session, rows, now=now)
     return rows, total
 
 
 async def _status_groups(
-    session: AsyncSession, stmt: Select, count_stmt: Select, f: TerminalFilters, total: int
+    session: AsyncSession, statements: _ListStatements, params: dict[str, Any], f: TerminalFilters, total: int
 ) -> list[TerminalRow]:
     """One page of the worst-first list with the not-monitored terminals after all the others
     (before them when descending), each group read in index order on (status, status_since):
     an ORDER BY on an expression would sort the whole fleet for every page."""
-    monitored, bare = Terminal.status != State.NONE, Terminal.status == State.NONE
-    groups = [monitored, bare] if f.dir != "desc" else [bare, monitored]
-    bare_count = await session.scalar(count_stmt.where(bare)) or 0  # an index range: few rows
+    bare_count = await session.scalar(statements.bare_count, params) or 0  # an index range: few rows
     first_count = total - bare_count if f.dir != "desc" else bare_count
     offset = (f.page - 1) * f.per
     found: list[Any] = []
     if offset < first_count:
-        found += (await session.execute(stmt.where(groups[0]).limit(f.per).offset(offset))).all()
+        page = {**params, "limit": f.per, "offset": offset}
+        found += (await session.execute(statements.groups[0], page)).all()
     if len(found) < f.per:
-        rest = stmt.where(groups[1]).limit(f.per - len(found)).offset(max(0, offset - first_count))
-        found += (await session.execute(rest)).all()
+        page = {**params, "limit": f.per - len(found), "offset": max(0, offset - first_count)}
+        found += (await session.execute(statements.groups[1], page)).all()
     return [TerminalRow(**r._mapping) for r in found]
 
 
@@ -975,15 +1057,16 @@ async def store_agent(session: AsyncSession, store: Store) -> Agent | None:
 NETWORK_LIMIT = 200  # a store's network checks shown (a profile has a handful)
 
 
+_NETWORK_MONITORS = (
+    select(Monitor)
+    .where(Monitor.store_id == bindparam("store_id"), Monitor.terminal_id.is_(None))
+    .order_by(Monitor.target, Monitor.kind)
+    .limit(NETWORK_LIMIT)
+)
+
+
 async def store_network_monitors(session: AsyncSession, store_id: int) -> list[Monitor]:
-    return list(
-        await session.scalars(
-            select(Monitor)
-            .where(Monitor.store_id == store_id, Monitor.terminal_id.is_(None))
-            .order_by(Monitor.target, Monitor.kind)
-            .limit(NETWORK_LIMIT)
-        )
-    )
+    return list(await session.scalars(_NETWORK_MONITORS, {"store_id": store_id}))
 
 
 LATENCY_BUCKET_S = 900  # the latency chart's buckets: clock quarter hours

@@ -305,3 +305,59 @@ def pct(value: float | None) -> str:
     if value is None:
         return "—"
     return f"{value:.3f} %" if value < 100 else "100 %"
+
+
+class _TerminalRow(_OnTheLan, Protocol):
+    id: int
+    poiid: str
+    model: str
+    label: str
+    status: str
+    status_since: datetime | None
+    last_seen_at: datetime | None
+    store_code: str
+    store_name: str
+    uptime_24h: float | None
+
+    @property
+    def ws(self) -> str: ...
+
+    @property
+    def store_network_blamed(self) -> bool: ...
+
+    def signature(self) -> str: ...
+
+
+_BLAMED = (
+    ' <span class="note" title="The terminal\'s own checks pass; its store\'s network checks fail">'
+    "store network</span>"
+)
+
+
+def terminal_row(t: _TerminalRow, show_store: bool = True, oob: bool = False) -> Markup:
+    """A terminal's row in the terminals list and a store's page (and sent again live): 50 to
+    200 on a page, Python rather than a macro (a quarter of the CPU)."""
+    swap = ' hx-swap-oob="true"' if oob else ""
+    code = escape(t.store_code)
+    store = (
+        f'<td class="c-store"><a href="/stores/{code}" class="mono">{code}</a>'
+        f' <span class="muted small-text">{escape(t.store_name)}</span></td>'
+        if show_store
+        else ""
+    )
+    blamed = _BLAMED if t.store_network_blamed else ""
+    poiid = escape(t.poiid)
+    return Markup(
+        f'<tr id="t-{t.id}"{swap} data-sig="{escape(t.signature())}" class="row-{escape(t.status)}">\n'
+        f'  <td class="mono c-main"><a href="/terminals/{poiid}">{poiid}</a></td>\n'
+        f'  <td class="c-model">{escape(t.model)}</td>\n'
+        f"  {store}\n"
+        f'  <td class="c-label">{escape(t.label)}</td>\n'
+        f'  <td class="status-cell">{state(t.status)}{blamed}'
+        f' <span class="muted small-text">{since(t.status_since)}</span></td>\n'
+        f'  <td class="ws-cell" data-label="Websocket">{ws(t.ws)}</td>\n'
+        f'  <td class="c-lan" data-label="LAN">{lan(t)}</td>\n'
+        f'  <td data-label="Last seen">{when(t.last_seen_at)}</td>\n'
+        f'  <td class="num" data-label="Uptime 24 h">{uptime(t.uptime_24h)}</td>\n'
+        "</tr>"
+    )
