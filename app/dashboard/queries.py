@@ -23,7 +23,7 @@ from app.db import dialect_of, in_chunks, one_of, utcnow
 from app.history.uptime import Figures, Period, TerminalInfo, terminal_history, uptime_for_terminals
 from app.inventory.models import PROVIDERS, Agent, Monitor, Store, Terminal, TerminalEvent
 from app.monitoring.agents import STORE_OFFLINE
-from app.monitoring.compact import PlainResult, plain_buckets, recent_plain
+from app.monitoring.compact import RECENT_DAYS, Days, PlainResult, plain_buckets, plain_days, recent_plain
 from app.monitoring.models import CheckResult, StateChange
 from app.vocabulary import (
     STATES_WORST_FIRST,
@@ -1213,10 +1213,17 @@ async def terminal_detail(
     )
     monitor_ids = [m.id for m in monitors]
     checks: list[CheckResult | PlainResult] = []
+    days: Days = {}
     if monitor_ids:
         checks = list(await session.scalars(_DETAIL_CHECKS, {"ids": monitor_ids}))
-        # Plain successes are folded, not rows: their newest are kept as they were.
-        checks += await recent_plain(session, monitor_ids, now)
+        # Plain successes are folded, not rows: their newest are kept as they were. Their days
+        # are read once, for these and for the latency chart's 24 hours.
+        today = now.astimezone(UTC).date()
+        first = min(
+            today - timedelta(days=RECENT_DAYS - 1), (now - timedelta(hours=24)).astimezone(UTC).date()
+        )
+        days = await plain_days(session, monitor_ids, first, today)
+        checks += await recent_plain(session, monitor_ids, now, days=days)
         checks = sorted(checks, key=lambda c: c.checked_at, reverse=True)[:20]
 
     row = _row_of(terminal, store)
@@ -1228,7 +1235,7 @@ async def terminal_detail(
         [Period.last_hours(24, now).window(info.tz), Period.last_hours(24 * 7, now).window(info.tz)],
     )
     t24, t7 = [Segment(*seg) for seg in day], [Segment(*seg) for seg in seven_days]
-    latency, label, bucket_s = await _latency(session, monitors, now)
+    latency, label, bucket_s = await _latency(session, monitors, now, days)
     account = await provider_account_of(session, terminal)
     has_account = True
     if (
@@ -1262,11 +1269,12 @@ async def terminal_detail(
 
 
 async def _latency(
-    session: AsyncSession, monitors: list[Monitor], now: datetime
+    session: AsyncSession, monitors: list[Monitor], now: datetime, days: Days
 ) -> tuple[list[tuple[datetime, float]], str, int]:
     """Latency of the terminal's main reachability monitor over 24 h in 15-minute buckets on
     the clock's quarter hours, falling back to hourly buckets over 7 days. Returns the points
-    (bucket start, mean ms), the label and the bucket size."""
+    (bucket start, mean ms), the label and the bucket size. `days`: its folded days read
+    already, covering the 24 hours."""
     preferred = [m for m in monitors if m.kind in LAN_KINDS] or [
         m for m in monitors if m.kind == MonitorKind.CLOUD
     ]
@@ -1274,8 +1282,8 @@ async def _latency(
         return [], "", LATENCY_BUCKET_S
     m = preferred[0]
     label = f"{m.kind} {m.target}"
-    for span, size in ((timedelta(hours=24), LATENCY_BUCKET_S), (timedelta(days=7), 3600)):
-        points = await _latency_points(session, m.id, now - span, now, size)
+    for span, size, read in ((timedelta(hours=24), LATENCY_BUCKET_S, days), (timedelta(days=7), 3600, None)):
+        points = await _latency_points(session, m.id, now - span, now, size, read)
         if points:
             return points, label, size
     return [], label, LATENCY_BUCKET_S
@@ -1294,7 +1302,7 @@ _LATENCIES = (
 
 
 async def _latency_points(
-    session: AsyncSession, monitor_id: int, start: datetime, now: datetime, size: int
+    session: AsyncSession, monitor_id: int, start: datetime, now: datetime, size: int, days: Days | None
 ) -> list[tuple[datetime, float]]:
     """Mean latency per clock-aligned bucket of `size` seconds (each point at its bucket start),
     of the raw results and of the folded plain successes (app.monitoring.compact: each
@@ -1303,7 +1311,7 @@ async def _latency_points(
     raw = [(at, ms, 1) for at, ms in rows if ms is not None]
     plain = [
         (b.start, b.mean_ms, b.timed)
-        for b in await plain_buckets(session, [monitor_id], start, now)
+        for b in await plain_buckets(session, [monitor_id], start, now, days)
         if b.timed
     ]
     sums: dict[int, list[float]] = {}
