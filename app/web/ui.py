@@ -361,3 +361,113 @@ def terminal_row(t: _TerminalRow, show_store: bool = True, oob: bool = False) ->
         f'  <td class="num" data-label="Uptime 24 h">{uptime(t.uptime_24h)}</td>\n'
         "</tr>"
     )
+
+
+class _Window(Protocol):
+    window_id: int
+
+    @property
+    def tooltip(self) -> str: ...
+
+
+def wrench(m: _Window | None) -> Markup:
+    """The wrench on a store in maintenance (windows/_wrench.html exports it)."""
+    if not m:
+        return Markup("")
+    tip = escape(m.tooltip)
+    return Markup(
+        f'<span class="wrench" data-maintenance="{m.window_id}" title="{tip}">{icon(State.MAINTENANCE)}'
+        f'<span class="sr-only">{tip}</span></span>'
+    )
+
+
+class _Reason(Protocol):
+    text: str
+    code: str
+    detail: str
+
+
+class _StoreRow(Protocol):
+    id: int
+    code: str
+    name: str
+    region: str
+    agent_state: str | None
+    agent_heard_at: datetime | None
+    counts: dict[str, int]
+    maintenance: _Window | None
+    reason: _Reason | None
+    strip: Sequence[_Cell]
+
+    @property
+    def store_status(self) -> StoreStatus: ...
+
+    @property
+    def worst(self) -> State: ...
+
+    @property
+    def store_offline(self) -> bool: ...
+
+    @property
+    def agent_offline(self) -> bool: ...
+
+    @property
+    def silent_since(self) -> datetime | None: ...
+
+    @property
+    def since(self) -> datetime | None: ...
+
+    @property
+    def other(self) -> int: ...
+
+    @property
+    def not_monitored(self) -> int: ...
+
+    def signature(self) -> str: ...
+
+
+_OFFLINE_TIP = "The store has lost its internet connection or its power"
+
+
+def store_row(s: _StoreRow, oob: bool = False) -> Markup:
+    """A store's row on the overview (and sent again live): Python rather than a macro."""
+    status, worst = s.store_status, s.worst
+    swap = ' hx-swap-oob="true"' if oob else ""
+    offline = s.store_offline
+    why = ""
+    if offline:
+        why = (
+            f' <span class="reason" data-reason="store_offline" title="{_OFFLINE_TIP}">'
+            f"Store offline: agent and all cloud terminals silent since {clock(s.silent_since)}</span>"
+        )
+    elif s.reason:
+        r = s.reason
+        tip = f' title="{escape(r.detail)}"' if r.detail else ""
+        why = (
+            f' <span class="reason reason-{escape(worst)}" data-reason="{escape(r.code)}"{tip}>'
+            f"{escape(r.text)}</span>"
+        )
+    if s.agent_offline and not offline:
+        heard = f"{s.agent_heard_at:%Y-%m-%d %H:%M:%S} UTC" if s.agent_heard_at else "it was enrolled"
+        why += (
+            f' <span class="note agent-off" data-agent-state="{escape(s.agent_state)}" title="The store agent'
+            f" has not been heard since {heard}: this store's network and LAN checks are unknown\">"
+            f"{icon('agent-offline')}agent offline</span>"
+        )
+    code, c = escape(s.code), s.counts
+    return Markup(
+        f'<tr id="s-{s.id}"{swap} data-sig="{escape(s.signature())}" data-store-status="{escape(status)}"'
+        f' class="row-{escape(worst)} status-{escape(status)}">\n'
+        f'  <th scope="row" class="c-main"><a href="/stores/{code}"><span class="mono">{code}</span>'
+        f" {escape(s.name)}</a>{wrench(s.maintenance)}</th>\n"
+        f'  <td class="c-region">{escape(s.region)}</td>\n'
+        f'  <td class="status-cell">{store_state(status)}{why}</td>\n'
+        f'  <td class="strip-cell">{strip(s.strip)}</td>\n'
+        f"  {count_cell(c.get(State.DOWN, 0), hot=True, label='Down')}\n"
+        f"  {count_cell(c.get(State.UNKNOWN, 0), label='Unknown')}\n"
+        f"  {count_cell(c.get(State.UP, 0), label='Up')}\n"
+        f"  {count_cell(s.other, label='Paused')}\n"
+        f"  {count_cell(s.not_monitored, label='Not monitored')}\n"
+        f'  <td class="c-since" data-label="Since">{since(s.since)}</td>\n'
+        "</tr>"
+    )
