@@ -19,12 +19,13 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import cache
+from typing import Any
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import BindParameter, Select, bindparam, delete, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.db import dialect_of, one_of, select_where_in, utcnow
+from app.db import dialect_of, in_chunks, one_of, select_where_in, utcnow
 from app.errors import InvalidInput, NotFound
 from app.inventory.models import Store
 from app.windows.models import MaintenanceWindow, TradingHours
@@ -133,11 +134,14 @@ async def maintenance_of(session: AsyncSession, store_ids: Iterable[int], at: da
     ids = sorted(set(store_ids))
     if not ids:
         return {}
-    stores_q, of_stores, of_regions, of_fleet = _maintenance_queries(dialect_of(session))
-    stores = (await session.execute(stores_q, {"ids": ids})).all()
-    regions = sorted({s.region for s in stores})
+    dialect = dialect_of(session)
+    stores_q, of_stores, of_regions, of_fleet = _maintenance_queries(dialect)
+    stores: list[Any] = []
     windows: list[MaintenanceWindow] = []
-    windows += (await session.scalars(of_stores, {"ids": ids, "at": at})).all()
+    for chunk in in_chunks(dialect, ids):  # the alert engine asks for every store with an incident
+        stores += (await session.execute(stores_q, {"ids": chunk})).all()
+        windows += (await session.scalars(of_stores, {"ids": chunk, "at": at})).all()
+    regions = sorted({s.region for s in stores})
     windows += (await session.scalars(of_regions, {"regions": regions, "at": at})).all()
     windows += (await session.scalars(of_fleet, {"at": at})).all()
     if not windows:
