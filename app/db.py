@@ -168,6 +168,24 @@ async def select_where_in(
     return rows
 
 
+def one_of(dialect: str, column: ColumnLike, name: str) -> ColumnElement[bool]:
+    """`column` is one of the list given at execution as parameter `name`: one array parameter
+    on PostgreSQL (select_where_in says why), an expanding IN on SQLite (`in_chunks`). For
+    statements built once and executed many times: building one and computing its cache key
+    costs more CPU than running it."""
+    if dialect == "postgresql":
+        return column == any_(bindparam(name, type_=ARRAY(column.type)))
+    return column.in_(bindparam(name, expanding=True))
+
+
+def in_chunks(dialect: str, values: list[_T]) -> list[list[_T]]:
+    """`values` for a `one_of` parameter: whole on PostgreSQL, in chunks on SQLite (its limit
+    on a statement's variables)."""
+    if dialect == "postgresql":
+        return [values] if values else []
+    return [values[i : i + 5000] for i in range(0, len(values), 5000)]
+
+
 async def insert_returning(
     session: AsyncSession,
     model: type[Base],

@@ -43,6 +43,7 @@ def page_paths(targets: dict[str, str]) -> dict[str, str]:
         "terminal detail": f"/terminals/{targets['down']}",
         "store page": f"/stores/{targets['store']}",
         "history": f"/history?scope=store&id={targets['store']}",
+        "stores list (admin)": "/admin/stores",
     }
 
 

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Select, case, func, or_, select
+from sqlalchemy import Select, bindparam, case, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.alerts.models import (
@@ -139,15 +139,19 @@ async def list_incidents(
     return [IncidentRow(*r) for r in (await session.execute(query)).all()]
 
 
+# Every store page reads it: built once.
+_STORE_INCIDENTS = (
+    _rows_query()
+    .where(Incident.store_id == bindparam("store_id"))
+    .order_by(case((Incident.state == OPEN, 0), else_=1), Incident.opened_at.desc())
+    .limit(bindparam("limit"))
+)
+
+
 async def store_incidents(session: AsyncSession, store_id: int, limit: int = 5) -> list[IncidentRow]:
     """A store's incidents for its page: open ones, then the latest."""
-    query = (
-        _rows_query()
-        .where(Incident.store_id == store_id)
-        .order_by(case((Incident.state == OPEN, 0), else_=1), Incident.opened_at.desc())
-        .limit(limit)
-    )
-    return [IncidentRow(*r) for r in (await session.execute(query)).all()]
+    found = await session.execute(_STORE_INCIDENTS, {"store_id": store_id, "limit": limit})
+    return [IncidentRow(*r) for r in found.all()]
 
 
 async def open_counts(session: AsyncSession) -> dict[str, int]:

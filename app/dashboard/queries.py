@@ -12,17 +12,26 @@ import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from functools import cache, lru_cache
 from typing import Any, TypeVar, cast
 
-from sqlalchemy import Select, and_, case, func, or_, select
+from sqlalchemy import BindParameter, Select, and_, bindparam, case, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.dashboard.reasons import Problem, Reason, network_rank, store_reason
-from app.db import select_where_in, utcnow
+from app.db import dialect_of, in_chunks, one_of, utcnow
 from app.history.uptime import Figures, Period, TerminalInfo, terminal_history, uptime_for_terminals
 from app.inventory.models import PROVIDERS, Agent, Monitor, Store, Terminal, TerminalEvent
 from app.monitoring.agents import STORE_OFFLINE
-from app.monitoring.compact import FoldedResult, kept_results, plain_buckets, recent_folded
+from app.monitoring.compact import (
+    RECENT_DAYS,
+    Days,
+    FoldedResult,
+    kept_results,
+    plain_buckets,
+    plain_days,
+    recent_folded,
+)
 from app.monitoring.models import CheckResult, StateChange
 from app.vocabulary import (
     STATES_WORST_FIRST,
@@ -405,40 +414,65 @@ async def _store_page(
     return rows, total
 
 
+@cache
+def _store_counts_query(dialect: str) -> Select[*tuple[Any, ...]]:
+    return (
+        select(Terminal.store_id, Terminal.status, func.count())
+        .where(one_of(dialect, Terminal.store_id, "ids"))
+        .group_by(Terminal.store_id, Terminal.status)
+    )
+
+
 async def store_counts(session: AsyncSession, store_ids: list[int]) -> dict[int, dict[str, int]]:
     """Terminals per state for these stores: one grouped query on (store_id, status)."""
     if not store_ids:
         return {}
     out: dict[int, dict[str, int]] = {}
-    stmt = (
-        select(Terminal.store_id, Terminal.status, func.count())
-        .where(Terminal.store_id.in_(store_ids))
-        .group_by(Terminal.store_id, Terminal.status)
-    )
-    for store_id, status, n in (await session.execute(stmt)).all():
+    stmt = _store_counts_query(dialect_of(session))
+    for store_id, status, n in (await session.execute(stmt, {"ids": store_ids})).all():
         out.setdefault(store_id, {})[status] = n
     return out
+
+
+@cache
+def _store_rows_query(dialect: str) -> Select[*tuple[Any, ...]]:
+    down_since = (
+        select(Terminal.store_id, func.min(Terminal.status_since).label("down_since"))
+        .where(one_of(dialect, Terminal.store_id, "ids"), Terminal.status == State.DOWN)
+        .group_by(Terminal.store_id)
+        .subquery()
+    )
+    return (
+        select(*_STORE_ROW_COLUMNS, down_since.c.down_since)
+        .outerjoin(down_since, down_since.c.store_id == Store.id)
+        .outerjoin(Agent, Agent.id == Store.agent_id)
+        .where(one_of(dialect, Store.id, "ids"))
+    )
 
 
 async def store_rows(session: AsyncSession, store_ids: list[int]) -> dict[int, StoreRow]:
     """The same rows as the overview, for stores already on screen (live updates)."""
     if not store_ids:
         return {}
-    down_since = (
-        select(Terminal.store_id, func.min(Terminal.status_since).label("down_since"))
-        .where(Terminal.store_id.in_(store_ids), Terminal.status == State.DOWN)
-        .group_by(Terminal.store_id)
-        .subquery()
-    )
-    stmt = (
-        select(*_STORE_ROW_COLUMNS, down_since.c.down_since)
-        .outerjoin(down_since, down_since.c.store_id == Store.id)
-        .outerjoin(Agent, Agent.id == Store.agent_id)
-        .where(Store.id.in_(store_ids))
-    )
-    rows = {r.id: _store_row(r) for r in (await session.execute(stmt)).all()}
+    stmt = _store_rows_query(dialect_of(session))
+    rows = {r.id: _store_row(r) for r in (await session.execute(stmt, {"ids": store_ids})).all()}
     await _fill_store_facts(session, list(rows.values()))
     return rows
+
+
+@cache
+def _store_monitors_query(dialect: str) -> Select[*tuple[Any, ...]]:
+    return select(
+        Monitor.id,
+        Monitor.store_id,
+        Monitor.terminal_id,
+        Monitor.kind,
+        Monitor.target,
+        Monitor.state,
+        Monitor.enabled,
+        Monitor.state_since,
+        Monitor.last_diagnosis,
+    ).where(one_of(dialect, Monitor.store_id, "ids"))
 
 
 async def _fill_store_facts(session: AsyncSession, rows: list[StoreRow], now: datetime | None = None) -> None:
@@ -449,18 +483,7 @@ async def _fill_store_facts(session: AsyncSession, rows: list[StoreRow], now: da
         return
     now = now or utcnow()
     counts = await store_counts(session, ids)
-    cols = select(
-        Monitor.id,
-        Monitor.store_id,
-        Monitor.terminal_id,
-        Monitor.kind,
-        Monitor.target,
-        Monitor.state,
-        Monitor.enabled,
-        Monitor.state_since,
-        Monitor.last_diagnosis,
-    )
-    monitors = await select_where_in(session, cols, Monitor.store_id, ids)
+    monitors = (await session.execute(_store_monitors_query(dialect_of(session)), {"ids": ids})).all()
     network: dict[int, list[str]] = {}
     problems: dict[int, list[Problem]] = {}
     for m in monitors:
@@ -486,6 +509,14 @@ async def _fill_store_facts(session: AsyncSession, rows: list[StoreRow], now: da
         r.strip = strips.get(r.id, [])
 
 
+@cache
+def _strip_changes_query(dialect: str) -> Select[*tuple[Any, ...]]:
+    sc = StateChange.__table__
+    return select(sc.c.monitor_id, sc.c.at, sc.c.from_state, sc.c.to_state).where(
+        one_of(dialect, sc.c.monitor_id, "ids"), sc.c.at >= bindparam("first")
+    )
+
+
 async def _strips(
     session: AsyncSession, monitors: Sequence[Any], now: datetime, created: Mapping[int, datetime | None]
 ) -> dict[int, list[StripCell]]:
@@ -499,12 +530,12 @@ async def _strips(
     first = now.replace(minute=0, second=0, microsecond=0) - timedelta(hours=STRIP_HOURS - 1)
     bounds = [first + timedelta(hours=i) for i in range(STRIP_HOURS)] + [now]
     n = len(bounds) - 1
-    sc = StateChange.__table__
-    q = select(sc.c.monitor_id, sc.c.at, sc.c.from_state, sc.c.to_state).where(sc.c.at >= first)
+    dialect = dialect_of(session)
+    found: list[Any] = []
+    for ids in in_chunks(dialect, [m.id for m in monitors]):
+        found += (await session.execute(_strip_changes_query(dialect), {"ids": ids, "first": first})).all()
     changes: dict[int, list[tuple[datetime, str, str]]] = {}
-    for mid, at, from_state, to_state in sorted(
-        await select_where_in(session, q, sc.c.monitor_id, [m.id for m in monitors]), key=lambda r: r[1]
-    ):
+    for mid, at, from_state, to_state in sorted(found, key=lambda r: r[1]):
         changes.setdefault(mid, []).append((at, from_state, to_state))
     seconds: dict[int, list[dict[str, float]]] = {}
     for m in monitors:
@@ -675,44 +706,116 @@ _TERMINAL_COLUMNS = (
 )
 
 
-def _terminal_filters(stmt: Select, f: TerminalFilters, q_store_ids: Sequence[int] = ()) -> Select:
+def _terminal_filters(stmt: Select, shape: _Shape) -> Select:
     """Filters on the terminals table alone (stores by subquery), so counting needs no join
     and every condition can use an index: (store_id, status), (status, status_since),
-    (cloud_state), and on PostgreSQL trigram indexes for the search."""
-    if f.store:
+    (cloud_state), and on PostgreSQL trigram indexes for the search. The values are
+    parameters (`_filter_params`): the statements are built once per shape."""
+    if shape.store:
         stmt = stmt.where(
-            Terminal.store_id == select(Store.id).where(Store.code == f.store).scalar_subquery()
+            Terminal.store_id == select(Store.id).where(Store.code == bindparam("store")).scalar_subquery()
         )
-    if f.region:
-        stmt = stmt.where(Terminal.store_id.in_(select(Store.id).where(Store.region == f.region)))
-    if f.provider:
-        stmt = stmt.where(Terminal.provider == f.provider)
-    if f.model:
-        stmt = stmt.where(Terminal.model == f.model)
-    if f.status:
-        stmt = stmt.where(Terminal.status == f.status)
-    if f.ws == CloudState.NOT_ENABLED:
+    if shape.region:
+        stmt = stmt.where(Terminal.store_id.in_(select(Store.id).where(Store.region == bindparam("region"))))
+    if shape.provider:
+        stmt = stmt.where(Terminal.provider == bindparam("provider"))
+    if shape.model:
+        stmt = stmt.where(Terminal.model == bindparam("model"))
+    if shape.status:
+        stmt = stmt.where(Terminal.status == bindparam("status"))
+    if shape.ws == CloudState.NOT_ENABLED:
         stmt = stmt.where(
             or_(
                 Terminal.cloud_state == CloudState.NOT_ENABLED,
                 and_(Terminal.cloud_enabled.is_(False), Terminal.cloud_state == CloudState.UNKNOWN),
             )
         )
-    elif f.ws == CloudState.UNKNOWN:
+    elif shape.ws == CloudState.UNKNOWN:
         stmt = stmt.where(Terminal.cloud_state == CloudState.UNKNOWN, Terminal.cloud_enabled.is_(True))
-    elif f.ws:
-        stmt = stmt.where(Terminal.cloud_state == f.ws)
-    if f.q:
-        pattern = _like(f.q)
+    elif shape.ws:
+        stmt = stmt.where(Terminal.cloud_state == bindparam("ws"))
+    if shape.q:
+        pattern: BindParameter[str] = bindparam("pattern")
         conditions = [
             func.lower(Terminal.poiid).like(pattern, escape="\\"),
             func.lower(Terminal.serial).like(pattern, escape="\\"),
             func.lower(Terminal.label).like(pattern, escape="\\"),
         ]
-        if q_store_ids:
-            conditions.append(Terminal.store_id.in_(list(q_store_ids)))
+        if shape.q_stores:
+            conditions.append(Terminal.store_id.in_(bindparam("q_stores", expanding=True)))
         stmt = stmt.where(or_(*conditions))
     return stmt
+
+
+@dataclass(frozen=True)
+class _Shape:
+    """Which filters a list has (not their values) and its order: what its statements are."""
+
+    store: bool
+    region: bool
+    provider: bool
+    model: bool
+    status: bool
+    ws: str  # not_enabled and unknown are conditions of their own; any other value, a parameter
+    q: bool
+    q_stores: bool
+    sort: str
+    dir: str
+
+    @classmethod
+    def of(cls, f: TerminalFilters, q_store_ids: Sequence[int]) -> _Shape:
+        ws = f.ws if f.ws in (CloudState.NOT_ENABLED, CloudState.UNKNOWN) else "value" if f.ws else ""
+        flags = (bool(f.store), bool(f.region), bool(f.provider), bool(f.model), bool(f.status))
+        return cls(*flags, ws, bool(f.q), bool(q_store_ids), f.sort, f.dir)
+
+
+def _filter_params(f: TerminalFilters, q_store_ids: Sequence[int]) -> dict[str, Any]:
+    values = {"store": f.store, "region": f.region, "provider": f.provider, "model": f.model}
+    params: dict[str, Any] = {k: v for k, v in values.items() if v}
+    if f.status:
+        params["status"] = f.status
+    if f.ws and f.ws not in (CloudState.NOT_ENABLED, CloudState.UNKNOWN):
+        params["ws"] = f.ws
+    if f.q:
+        params["pattern"] = _like(f.q)
+    if q_store_ids:
+        params["q_stores"] = list(q_store_ids)
+    return params
+
+
+@dataclass(frozen=True)
+class _ListStatements:
+    count: Select
+    bare_count: Select  # the not monitored among them
+    page: Select  # ordered; parameters limit and offset (searching: with the total, a window)
+    groups: tuple[Select, Select]  # the worst-first list's two groups (_status_groups), ordered
+
+
+@lru_cache(maxsize=256)
+def _list_statements(shape: _Shape) -> _ListStatements:
+    base = select(*_TERMINAL_COLUMNS).join(Store, Store.id == Terminal.store_id)
+    count = _terminal_filters(select(func.count()).select_from(Terminal), shape)
+    columns = SORTS[shape.sort]
+    order = [c.desc() if shape.dir == "desc" else c.asc() for c in columns]
+    if shape.q and shape.sort == "status" and not shape.status:
+        # The whole table is read anyway: not monitored last by expression.
+        none_last = case((Terminal.status == State.NONE, 1), else_=0)
+        order = [none_last.desc() if shape.dir == "desc" else none_last.asc(), *order]
+    if shape.q:  # a substring search reads the whole table once: count in the same pass
+        base = base.add_columns(func.count().over().label("total"))
+    ordered = _terminal_filters(base, shape).order_by(*order)
+    monitored, bare = Terminal.status != State.NONE, Terminal.status == State.NONE
+    first, second = (monitored, bare) if shape.dir != "desc" else (bare, monitored)
+    return _ListStatements(
+        count,
+        count.where(bare),
+        _paged(ordered),
+        (_paged(ordered.where(first)), _paged(ordered.where(second))),
+    )
+
+
+def _paged(stmt: Select) -> Select:
+    return stmt.limit(bindparam("limit")).offset(bindparam("offset"))
 
 
 async def exact_terminal(session: AsyncSession, q: str) -> str | None:
@@ -753,61 +856,75 @@ async def _stores_matching(session: AsyncSession, q: str) -> list[int]:
 async def terminal_page(
     session: AsyncSession, f: TerminalFilters, now: datetime | None = None
 ) -> tuple[list[TerminalRow], int]:
-    base = select(*_TERMINAL_COLUMNS).join(Store, Store.id == Terminal.store_id)
     q_stores = await _stores_matching(session, f.q)
-    count_stmt = _terminal_filters(select(func.count()).select_from(Terminal), f, q_stores)
-    columns = SORTS[f.sort]
-    order = [c.desc() if f.dir == "desc" else c.asc() for c in columns]
-    by_status = f.sort == "status" and not f.status
-    if f.q and by_status:  # the whole table is read anyway: not monitored last by expression
-        none_last = case((Terminal.status == State.NONE, 1), else_=0)
-        order = [none_last.desc() if f.dir == "desc" else none_last.asc(), *order]
+    statements = _list_statements(_Shape.of(f, q_stores))
+    params = _filter_params(f, q_stores)
     if f.q:
-        # A substring search reads the whole table once: count in the same pass (window).
-        stmt = _terminal_filters(base.add_columns(func.count().over().label("total")), f, q_stores)
-        result = (
-            await session.execute(stmt.order_by(*order).limit(f.per).offset((f.page - 1) * f.per))
-        ).all()
-        total = result[0].total if result else (await session.scalar(count_stmt) or 0)
+        page = {**params, "limit": f.per, "offset": (f.page - 1) * f.per}
+        result = (await session.execute(statements.page, page)).all()
+        total = result[0].total if result else (await session.scalar(statements.count, params) or 0)
         pages = max(1, -(-total // f.per))
         if f.page > pages:
             f.page = pages
-            result = (
-                await session.execute(stmt.order_by(*order).limit(f.per).offset((f.page - 1) * f.per))
-            ).all()
+            page["offset"] = (f.page - 1) * f.per
+            result = (await session.execute(statements.page, page)).all()
         rows = [TerminalRow(**{k: v for k, v in r._mapping.items() if k != "total"}) for r in result]
     else:
-        total = await session.scalar(count_stmt) or 0
+        total = await session.scalar(statements.count, params) or 0
         pages = max(1, -(-total // f.per))
         f.page = min(f.page, pages)
-        stmt = _terminal_filters(base, f, q_stores).order_by(*order)
-        if by_status:
-            rows = await _status_groups(session, stmt, count_stmt, f, total)
+        if f.sort == "status" and not f.status:
+            rows = await _status_groups(session, statements, params, f, total)
         else:
-            stmt = stmt.limit(f.per).offset((f.page - 1) * f.per)
-            rows = [TerminalRow(**r._mapping) for r in (await session.execute(stmt)).all()]
+            page = {**params, "limit": f.per, "offset": (f.page - 1) * f.per}
+            rows = [TerminalRow(**r._mapping) for r in (await session.execute(statements.page, page)).all()]
     await decorate_terminals(session, rows, now=now)
     return rows, total
 
 
 async def _status_groups(
-    session: AsyncSession, stmt: Select, count_stmt: Select, f: TerminalFilters, total: int
+    session: AsyncSession, statements: _ListStatements, params: dict[str, Any], f: TerminalFilters, total: int
 ) -> list[TerminalRow]:
     """One page of the worst-first list with the not-monitored terminals after all the others
     (before them when descending), each group read in index order on (status, status_since):
     an ORDER BY on an expression would sort the whole fleet for every page."""
-    monitored, bare = Terminal.status != State.NONE, Terminal.status == State.NONE
-    groups = [monitored, bare] if f.dir != "desc" else [bare, monitored]
-    bare_count = await session.scalar(count_stmt.where(bare)) or 0  # an index range: few rows
+    bare_count = await session.scalar(statements.bare_count, params) or 0  # an index range: few rows
     first_count = total - bare_count if f.dir != "desc" else bare_count
     offset = (f.page - 1) * f.per
     found: list[Any] = []
     if offset < first_count:
-        found += (await session.execute(stmt.where(groups[0]).limit(f.per).offset(offset))).all()
+        page = {**params, "limit": f.per, "offset": offset}
+        found += (await session.execute(statements.groups[0], page)).all()
     if len(found) < f.per:
-        rest = stmt.where(groups[1]).limit(f.per - len(found)).offset(max(0, offset - first_count))
-        found += (await session.execute(rest)).all()
+        page = {**params, "limit": f.per - len(found), "offset": max(0, offset - first_count)}
+        found += (await session.execute(statements.groups[1], page)).all()
     return [TerminalRow(**r._mapping) for r in found]
+
+
+def _row_of(t: Terminal, store: Store) -> TerminalRow:
+    """The list row of a terminal already read whole (its LAN state not set)."""
+    return TerminalRow(
+        t.id,
+        t.poiid,
+        t.model,
+        t.serial,
+        t.label,
+        t.provider,
+        t.integration,
+        t.lan_host,
+        t.lan_port,
+        t.cloud_enabled,
+        t.status,
+        t.status_since,
+        t.cloud_state,
+        t.last_seen_at,
+        store.code,
+        store.name,
+        store.region,
+        created_at=t.created_at,
+        store_id=t.store_id,
+        tz=store.timezone,
+    )
 
 
 async def terminal_rows(
@@ -815,21 +932,42 @@ async def terminal_rows(
 ) -> dict[int, TerminalRow]:
     if not ids:
         return {}
-    stmt = select(*_TERMINAL_COLUMNS).join(Store, Store.id == Terminal.store_id).where(Terminal.id.in_(ids))
-    rows = [TerminalRow(**r._mapping) for r in (await session.execute(stmt)).all()]
+    found = await session.execute(_terminals_by_id(dialect_of(session)), {"ids": ids})
+    rows = [TerminalRow(**r._mapping) for r in found.all()]
     await decorate_terminals(session, rows, uptime=uptime)
     return {r.id: r for r in rows}
 
 
-async def store_terminals(session: AsyncSession, store_id: int, limit: int = 500) -> list[TerminalRow]:
-    stmt = (
+# Statements every page runs, built once (per dialect where a list is a parameter): building a
+# statement and its cache key costs more CPU than running it.
+@cache
+def _terminals_by_id(dialect: str) -> Select[*tuple[Any, ...]]:
+    return (
         select(*_TERMINAL_COLUMNS)
         .join(Store, Store.id == Terminal.store_id)
-        .where(Terminal.store_id == store_id)
-        .order_by(Terminal.status, Terminal.label, Terminal.poiid)
-        .limit(limit)
+        .where(one_of(dialect, Terminal.id, "ids"))
     )
-    rows = [TerminalRow(**r._mapping) for r in (await session.execute(stmt)).all()]
+
+
+_STORE_TERMINALS = (
+    select(*_TERMINAL_COLUMNS)
+    .join(Store, Store.id == Terminal.store_id)
+    .where(Terminal.store_id == bindparam("store_id"))
+    .order_by(Terminal.status, Terminal.label, Terminal.poiid)
+    .limit(bindparam("limit"))
+)
+
+
+@cache
+def _lan_monitors(dialect: str) -> Select[*tuple[Any, ...]]:
+    return select(Monitor.id, Monitor.terminal_id, Monitor.kind, Monitor.state, Monitor.state_since).where(
+        one_of(dialect, Monitor.terminal_id, "ids")
+    )
+
+
+async def store_terminals(session: AsyncSession, store_id: int, limit: int = 500) -> list[TerminalRow]:
+    found = await session.execute(_STORE_TERMINALS, {"store_id": store_id, "limit": limit})
+    rows = [TerminalRow(**r._mapping) for r in found.all()]
     await decorate_terminals(session, rows)
     return rows
 
@@ -841,13 +979,7 @@ async def decorate_terminals(
     if not rows:
         return
     ids = [r.id for r in rows]
-    monitors = (
-        await session.execute(
-            select(Monitor.id, Monitor.terminal_id, Monitor.kind, Monitor.state, Monitor.state_since).where(
-                Monitor.terminal_id.in_(ids)
-            )
-        )
-    ).all()
+    monitors = (await session.execute(_lan_monitors(dialect_of(session)), {"ids": ids})).all()
     by_terminal: dict[int, list] = {}
     for m in monitors:
         by_terminal.setdefault(m.terminal_id, []).append(m)
@@ -916,8 +1048,11 @@ async def any_store(session: AsyncSession) -> bool:
     return await session.scalar(select(Store.id).limit(1)) is not None
 
 
+_STORE_BY_CODE = select(Store).where(Store.code == bindparam("code"))
+
+
 async def store_by_code(session: AsyncSession, code: str) -> Store | None:
-    return await session.scalar(select(Store).where(Store.code == code))
+    return await session.scalar(_STORE_BY_CODE, {"code": code})
 
 
 async def store_agent(session: AsyncSession, store: Store) -> Agent | None:
@@ -927,15 +1062,19 @@ async def store_agent(session: AsyncSession, store: Store) -> Agent | None:
     return await session.get(Agent, store.agent_id)
 
 
+NETWORK_LIMIT = 200  # a store's network checks shown (a profile has a handful)
+
+
+_NETWORK_MONITORS = (
+    select(Monitor)
+    .where(Monitor.store_id == bindparam("store_id"), Monitor.terminal_id.is_(None))
+    .order_by(Monitor.target, Monitor.kind)
+    .limit(NETWORK_LIMIT)
+)
+
+
 async def store_network_monitors(session: AsyncSession, store_id: int) -> list[Monitor]:
-    return list(
-        await session.scalars(
-            select(Monitor)
-            .where(Monitor.store_id == store_id, Monitor.terminal_id.is_(None))
-            .order_by(Monitor.target, Monitor.kind)
-            .limit(200)
-        )
-    )
+    return list(await session.scalars(_NETWORK_MONITORS, {"store_id": store_id}))
 
 
 LATENCY_BUCKET_S = 900  # the latency chart's buckets: clock quarter hours
@@ -952,20 +1091,64 @@ class ProviderAccountRef:
     own: bool  # linked to the terminal; False: the provider's default account
 
 
+@cache
+def _account_queries(account: Any) -> tuple[Select[Any], Select[Any]]:
+    """A terminal's own provider account, and its provider's first (built once)."""
+    cols = select(account.id, account.name, account.environment)
+    return (
+        cols.where(account.id == bindparam("id")),
+        cols.where(account.kind == bindparam("kind")).order_by(account.id).limit(1),
+    )
+
+
 async def provider_account_of(session: AsyncSession, terminal: Terminal) -> ProviderAccountRef | None:
     from app.providers.models import ProviderAccount
 
-    cols = select(ProviderAccount.id, ProviderAccount.name, ProviderAccount.environment)
+    own, default = _account_queries(ProviderAccount)
     if terminal.provider_account_id is not None:
-        row = (await session.execute(cols.where(ProviderAccount.id == terminal.provider_account_id))).first()
+        row = (await session.execute(own, {"id": terminal.provider_account_id})).first()
         if row is not None:
             return ProviderAccountRef(row.id, row.name, row.environment, own=True)
-    row = (
-        await session.execute(
-            cols.where(ProviderAccount.kind == terminal.provider).order_by(ProviderAccount.id).limit(1)
-        )
-    ).first()
+    row = (await session.execute(default, {"kind": terminal.provider})).first()
     return ProviderAccountRef(row.id, row.name, row.environment, own=False) if row is not None else None
+
+
+# The detail page's reads, built once.
+_DETAIL_TERMINAL = (
+    select(Terminal, Store)
+    .join(Store, Store.id == Terminal.store_id)
+    .where(Terminal.poiid == bindparam("poiid"))
+)
+_NETWORK_FIRST = Monitor.terminal_id.is_(None)
+# Its own monitors (by kind) and its store network's (by target, as the store page lists them).
+_DETAIL_MONITORS = (
+    select(Monitor)
+    .where(
+        or_(
+            Monitor.terminal_id == bindparam("terminal_id"),
+            _NETWORK_FIRST & (Monitor.store_id == bindparam("store_id")),
+        )
+    )
+    .order_by(_NETWORK_FIRST, case((_NETWORK_FIRST, Monitor.target)), Monitor.kind, Monitor.id)
+)
+_DETAIL_EVENTS = (
+    select(TerminalEvent)
+    .where(TerminalEvent.terminal_id == bindparam("terminal_id"))
+    .order_by(TerminalEvent.at.desc())
+    .limit(20)
+)
+_DETAIL_CHANGES = (
+    select(StateChange)
+    .where(StateChange.monitor_id.in_(bindparam("ids", expanding=True)), StateChange.at >= bindparam("since"))
+    .order_by(StateChange.at.desc())
+    .limit(20)
+)
+_DETAIL_CHECKS = (
+    select(CheckResult)
+    .where(CheckResult.monitor_id.in_(bindparam("ids", expanding=True)))
+    .order_by(CheckResult.checked_at.desc())
+    .limit(20)
+)
 
 
 @dataclass
@@ -1019,61 +1202,40 @@ async def terminal_detail(
     session: AsyncSession, poiid: str, now: datetime | None = None
 ) -> TerminalDetail | None:
     now = now or utcnow()
-    found = (
-        await session.execute(
-            select(Terminal, Store)
-            .join(Store, Store.id == Terminal.store_id)
-            .where(Terminal.poiid == normalise_query(poiid))
-        )
-    ).first()
+    found = (await session.execute(_DETAIL_TERMINAL, {"poiid": normalise_query(poiid)})).first()
     if found is None:
         return None
     terminal, store = found
-    monitors = list(
-        await session.scalars(
-            select(Monitor).where(Monitor.terminal_id == terminal.id).order_by(Monitor.kind, Monitor.id)
-        )
-    )
-    network = await store_network_monitors(session, store.id)
-    events = list(
-        await session.scalars(
-            select(TerminalEvent)
-            .where(TerminalEvent.terminal_id == terminal.id)
-            .order_by(TerminalEvent.at.desc())
-            .limit(20)
-        )
-    )
+    both = await session.scalars(_DETAIL_MONITORS, {"terminal_id": terminal.id, "store_id": store.id})
+    monitors: list[Monitor] = []
+    network: list[Monitor] = []
+    for m in both:
+        (monitors if m.terminal_id is not None else network).append(m)
+    network = network[:NETWORK_LIMIT]
+    events = list(await session.scalars(_DETAIL_EVENTS, {"terminal_id": terminal.id}))
     week = now - timedelta(days=7)
     # Its own monitors' changes and its store network's (they take it down too).
     watched = [m.id for m in monitors] + [m.id for m in network]
     recent_changes = (
-        list(
-            await session.scalars(
-                select(StateChange)
-                .where(StateChange.monitor_id.in_(watched), StateChange.at >= week)
-                .order_by(StateChange.at.desc())
-                .limit(20)
-            )
-        )
-        if watched
-        else []
+        list(await session.scalars(_DETAIL_CHANGES, {"ids": watched, "since": week})) if watched else []
     )
     monitor_ids = [m.id for m in monitors]
     checks: list[CheckResult | FoldedResult] = []
+    days: Days = {}
     if monitor_ids:
-        checks = list(
-            await session.scalars(
-                select(CheckResult)
-                .where(CheckResult.monitor_id.in_(monitor_ids))
-                .order_by(CheckResult.checked_at.desc())
-                .limit(20)
-            )
-        )
+        checks = list(await session.scalars(_DETAIL_CHECKS, {"ids": monitor_ids}))
         # Results that changed nothing are folded, not rows: their newest are kept as they were.
-        checks += await recent_folded(session, monitor_ids, now)
+        # Their days are read once, for these and for the latency chart's 24 hours.
+        today = now.astimezone(UTC).date()
+        first = min(
+            today - timedelta(days=RECENT_DAYS - 1), (now - timedelta(hours=24)).astimezone(UTC).date()
+        )
+        days = await plain_days(session, monitor_ids, first, today)
+        checks += await recent_folded(session, monitor_ids, now, days=days)
         checks = sorted(checks, key=lambda c: c.checked_at, reverse=True)[:20]
 
-    row = (await terminal_rows(session, [terminal.id], uptime=False))[terminal.id]
+    row = _row_of(terminal, store)
+    row.lan_state = worst([m.state for m in monitors if m.kind in LAN_KINDS])
     info = _terminal_info(row)
     (day, up24), (seven_days, up7d) = await terminal_history(
         session,
@@ -1081,7 +1243,7 @@ async def terminal_detail(
         [Period.last_hours(24, now).window(info.tz), Period.last_hours(24 * 7, now).window(info.tz)],
     )
     t24, t7 = [Segment(*seg) for seg in day], [Segment(*seg) for seg in seven_days]
-    latency, label, bucket_s = await _latency(session, monitors, now)
+    latency, label, bucket_s = await _latency(session, monitors, now, days)
     account = await provider_account_of(session, terminal)
     has_account = True
     if (
@@ -1115,11 +1277,12 @@ async def terminal_detail(
 
 
 async def _latency(
-    session: AsyncSession, monitors: list[Monitor], now: datetime
+    session: AsyncSession, monitors: list[Monitor], now: datetime, days: Days
 ) -> tuple[list[tuple[datetime, float]], str, int]:
     """Latency of the terminal's main reachability monitor over 24 h in 15-minute buckets on
     the clock's quarter hours, falling back to hourly buckets over 7 days. Returns the points
-    (bucket start, mean ms), the label and the bucket size."""
+    (bucket start, mean ms), the label and the bucket size. `days`: its folded days read
+    already, covering the 24 hours."""
     preferred = [m for m in monitors if m.kind in LAN_KINDS] or [
         m for m in monitors if m.kind == MonitorKind.CLOUD
     ]
@@ -1127,31 +1290,32 @@ async def _latency(
         return [], "", LATENCY_BUCKET_S
     m = preferred[0]
     label = f"{m.kind} {m.target}"
-    for span, size in ((timedelta(hours=24), LATENCY_BUCKET_S), (timedelta(days=7), 3600)):
-        points = await _latency_points(session, m.id, now - span, now, size)
+    for span, size, read in ((timedelta(hours=24), LATENCY_BUCKET_S, days), (timedelta(days=7), 3600, None)):
+        points = await _latency_points(session, m.id, now - span, now, size, read)
         if points:
             return points, label, size
     return [], label, LATENCY_BUCKET_S
 
 
+_LATENCIES = (
+    select(CheckResult.checked_at, CheckResult.latency_ms)
+    .where(
+        CheckResult.monitor_id == bindparam("monitor_id"),
+        CheckResult.checked_at >= bindparam("start"),
+        CheckResult.latency_ms.is_not(None),
+    )
+    .order_by(CheckResult.checked_at.desc())
+    .limit(3000)
+)
+
+
 async def _latency_points(
-    session: AsyncSession, monitor_id: int, start: datetime, now: datetime, size: int
+    session: AsyncSession, monitor_id: int, start: datetime, now: datetime, size: int, days: Days | None
 ) -> list[tuple[datetime, float]]:
     """Mean latency per clock-aligned bucket of `size` seconds (each point at its bucket start),
     of the raw results, the kept ones and the folded plain successes (app.monitoring.compact:
     each 5-minute bucket counts as its number of latencies at its mean)."""
-    rows = (
-        await session.execute(
-            select(CheckResult.checked_at, CheckResult.latency_ms)
-            .where(
-                CheckResult.monitor_id == monitor_id,
-                CheckResult.checked_at >= start,
-                CheckResult.latency_ms.is_not(None),
-            )
-            .order_by(CheckResult.checked_at.desc())
-            .limit(3000)
-        )
-    ).all()
+    rows = (await session.execute(_LATENCIES, {"monitor_id": monitor_id, "start": start})).all()
     raw = [(at, ms, 1) for at, ms in rows if ms is not None]
     raw += [
         (k.checked_at, k.latency_ms, 1)
@@ -1160,7 +1324,7 @@ async def _latency_points(
     ]
     plain = [
         (b.start, b.mean_ms, b.timed)
-        for b in await plain_buckets(session, [monitor_id], start, now)
+        for b in await plain_buckets(session, [monitor_id], start, now, days)
         if b.timed
     ]
     sums: dict[int, list[float]] = {}

@@ -36,15 +36,15 @@ from collections import defaultdict
 from collections.abc import AsyncIterator, Awaitable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, time, timedelta
-from functools import lru_cache
+from functools import cache, lru_cache
 from operator import itemgetter
 from typing import Any, Protocol, TypeVarTuple
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from sqlalchemy import Select, func, select
+from sqlalchemy import BindParameter, ColumnElement, Select, bindparam, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.db import select_where_in, utcnow
+from app.db import dialect_of, in_chunks, one_of, select_where_in, utcnow
 from app.inventory.models import Monitor, Store, Terminal
 from app.monitoring.models import StateChange
 from app.monitoring.status import combine
@@ -412,10 +412,51 @@ class _MonitorRow:
 
 
 async def _monitors(
-    session: AsyncSession, terminals: list[TerminalInfo], before: datetime
+    session: AsyncSession, terminals: list[TerminalInfo], before: datetime, *, first_change: bool = True
 ) -> tuple[dict[int, list[_MonitorRow]], dict[int, list[_MonitorRow]]]:
-    """Monitors of these terminals and their stores' network monitors, each with its state
-    just before `before` (the last change's to_state: one index probe per monitor)."""
+    """Monitors of these terminals and their stores' network monitors (one query), each with
+    its state just before `before` (`state_before`)."""
+    query = _monitors_query(dialect_of(session), first_change)
+    own: dict[int, list[_MonitorRow]] = defaultdict(list)
+    network: dict[int, list[_MonitorRow]] = defaultdict(list)
+    ids, stores = [t.id for t in terminals], sorted({t.store_id for t in terminals})
+    for i in range(0, len(ids), CHUNK):  # bounded lists (there are no more stores than terminals)
+        params = {"before": before, "own": ids[i : i + CHUNK], "stores": stores[i : i + CHUNK]}
+        for r in (await session.execute(query, params)).all():
+            if r.terminal_id is None:
+                network[r.store_id].append(_MonitorRow(*r))
+            else:
+                own[r.terminal_id].append(_MonitorRow(*r))
+    return own, network
+
+
+@cache
+def _monitors_query(dialect: str, first_change: bool) -> Select[*tuple[Any, ...]]:
+    """Built once per dialect (its parameters: before, own, stores)."""
+    return select(
+        Monitor.id,
+        Monitor.store_id,
+        Monitor.terminal_id,
+        Monitor.state,
+        Monitor.state_since,
+        state_before(bindparam("before"), first_change=first_change).label("before"),
+    ).where(
+        or_(
+            one_of(dialect, Monitor.terminal_id, "own"),
+            Monitor.terminal_id.is_(None) & one_of(dialect, Monitor.store_id, "stores"),
+        )
+    )
+
+
+def state_before(
+    before: datetime | BindParameter[datetime], *, first_change: bool = True
+) -> ColumnElement[str | None]:
+    """A column of a select of monitors: each one's state just before `before`, the to_state of
+    its last change before it (one index probe per monitor). With `first_change`, a monitor
+    without a change before `before` was in the from_state of its first change, also when that
+    change comes after the window: the same state whatever window is asked (stored days are
+    computed a few days at a time and must add up to any period's figures); a second probe,
+    for those monitors only. Without a change at all: None."""
     sc = StateChange.__table__
     last = (
         select(sc.c.to_state)
@@ -425,33 +466,8 @@ async def _monitors(
         .correlate(Monitor)
         .scalar_subquery()
     )
-    cols = select(
-        Monitor.id,
-        Monitor.store_id,
-        Monitor.terminal_id,
-        Monitor.state,
-        Monitor.state_since,
-        last.label("before"),
-    )
-    own: dict[int, list[_MonitorRow]] = defaultdict(list)
-    network: dict[int, list[_MonitorRow]] = defaultdict(list)
-    for r in await select_where_in(session, cols, Monitor.terminal_id, [t.id for t in terminals]):
-        own[r.terminal_id].append(_MonitorRow(*r))
-    stores = sorted({t.store_id for t in terminals})
-    for r in await select_where_in(
-        session, cols.where(Monitor.terminal_id.is_(None)), Monitor.store_id, stores
-    ):
-        network[r.store_id].append(_MonitorRow(*r))
-    return own, network
-
-
-async def _from_first_change(
-    session: AsyncSession, monitors: Iterable[_MonitorRow], before: datetime
-) -> None:
-    """Without a change before `before`, a monitor was in the from_state of its first change,
-    also when that change comes after the window: the same state whatever window is asked
-    (stored days are computed a few days at a time and must add up to any period's figures)."""
-    sc = StateChange.__table__
+    if not first_change:
+        return last
     first = (
         select(sc.c.from_state)
         .where(sc.c.monitor_id == Monitor.id, sc.c.at >= before)
@@ -460,11 +476,7 @@ async def _from_first_change(
         .correlate(Monitor)
         .scalar_subquery()
     )
-    unchanged = {m.id: m for m in monitors if m.before is None}
-    for mid, state in await select_where_in(
-        session, select(Monitor.id, first), Monitor.id, sorted(unchanged)
-    ):
-        unchanged[mid].before = state
+    return func.coalesce(last, first)
 
 
 def _watching(
@@ -483,16 +495,24 @@ def _own(monitors: list[_MonitorRow]) -> int:
 
 async def _changes(session: AsyncSession, monitor_ids: list[int], start: datetime, end: datetime) -> Changes:
     """Changes (t, from_state, to_state) in [start, end) per monitor, in order."""
-    sc = StateChange.__table__
-    q = select(sc.c.monitor_id, sc.c.at, sc.c.from_state, sc.c.to_state, sc.c.id).where(
-        sc.c.at >= start, sc.c.at < end
-    )
-    out: Changes = defaultdict(list)
-    rows = await select_where_in(session, q, sc.c.monitor_id, monitor_ids)
+    dialect = dialect_of(session)
+    rows: list[Any] = []
+    for ids in in_chunks(dialect, monitor_ids):
+        params = {"ids": ids, "start": start, "end": end}
+        rows += (await session.execute(_changes_query(dialect), params)).all()
     rows.sort(key=lambda r: (r[0], r[1], r[4]))
+    out: Changes = defaultdict(list)
     for mid, at, from_state, to_state, _id in rows:
         out[mid].append((at.timestamp(), from_state, to_state))
     return out
+
+
+@cache
+def _changes_query(dialect: str) -> Select[*tuple[Any, ...]]:
+    sc = StateChange.__table__
+    return select(sc.c.monitor_id, sc.c.at, sc.c.from_state, sc.c.to_state, sc.c.id).where(
+        one_of(dialect, sc.c.monitor_id, "ids"), sc.c.at >= bindparam("start"), sc.c.at < bindparam("end")
+    )
 
 
 def _timeline(
@@ -570,7 +590,6 @@ async def uptime_in_windows(
     lo = min(s for s, _ in windows.values())
     hi = max(e for _, e in windows.values())
     own, network = await _monitors(session, terminals, lo)
-    await _from_first_change(session, [m for ms in (*own.values(), *network.values()) for m in ms], lo)
     ids = sorted({m.id for ms in own.values() for m in ms} | {m.id for ms in network.values() for m in ms})
     changes = await _changes(session, ids, lo, hi) if hi > lo else {}
     out = []
@@ -725,7 +744,7 @@ async def terminal_timeline(
 ) -> list[tuple[datetime, datetime, str]]:
     """The terminal's combined state over [start, end) as (from, to, state) segments, by the
     same rules as its uptime; "none" before it existed (the detail page's timelines)."""
-    own, network = await _monitors(session, [t], start)
+    own, network = await _monitors(session, [t], start, first_change=False)
     monitors = _watching(t, own, network)
     changes = await _changes(session, [m.id for m in monitors], start, end) if monitors else {}
     return _segments(t, monitors, changes, start, end)
@@ -740,7 +759,6 @@ async def terminal_history(
     lo, hi = min(s for s, _ in windows), max(e for _, e in windows)
     own, network = await _monitors(session, [t], lo)
     monitors = _watching(t, own, network)
-    await _from_first_change(session, monitors, lo)
     changes = await _changes(session, [m.id for m in monitors], lo, hi) if monitors and hi > lo else {}
     out = []
     for start, end in windows:
@@ -753,7 +771,7 @@ async def terminal_history(
 def _narrowed(
     monitors: list[_MonitorRow], changes: Changes, start: datetime, end: datetime
 ) -> tuple[list[_MonitorRow], Changes]:
-    """What `_monitors`, `_from_first_change` and `_changes` read for [start, end), taken from
+    """What `_monitors` and `_changes` read for [start, end), taken from
     what they read for a window beginning no later: the state before `start` is the last
     change before it, else the state before the wider window."""
     s, e = start.timestamp(), end.timestamp()
@@ -891,7 +909,7 @@ async def rollup_totals(
         return {u.terminal.id: u.total for u in exact}, len(terminals)
     h0_dt, h1_dt = datetime.fromtimestamp(h0, UTC), datetime.fromtimestamp(h1, UTC)
 
-    own, network = await _monitors(session, terminals, start)
+    own, network = await _monitors(session, terminals, start, first_change=False)
     mons = {t.id: _watching(t, own, network) for t in terminals}
     ids = sorted({m.id for ms in mons.values() for m in ms})
     fallback = {

@@ -263,9 +263,10 @@ async def fold(
     return overflow
 
 
-async def _days(
-    session: AsyncSession, monitor_ids: list[int] | None, first: date, last: date
-) -> dict[tuple[int, date], Day]:
+Days = dict[tuple[int, date], "Day"]  # folded days by (monitor, day)
+
+
+async def _days(session: AsyncSession, monitor_ids: list[int] | None, first: date, last: date) -> Days:
     """The folded days of these monitors (None: of every monitor) from `first` to `last`."""
     t = table_of(LatencyDay)
     query = select(t.c.monitor_id, t.c.day, t.c.buckets, t.c.recent).where(t.c.day >= first, t.c.day <= last)
@@ -306,16 +307,34 @@ class PlainBucket:
         return self.mean_ms * self.timed
 
 
+async def plain_days(session: AsyncSession, monitor_ids: list[int], first: date, last: date) -> Days:
+    """The folded days of these monitors from `first` to `last`, read once for several of
+    `plain_buckets` and `recent_folded` (the terminal page's)."""
+    return await _days(session, monitor_ids, first, last) if monitor_ids else {}
+
+
+def _within(days: Days, monitor_ids: list[int] | None, first: date, last: date) -> Days:
+    wanted = None if monitor_ids is None else set(monitor_ids)
+    return {(m, d): v for (m, d), v in days.items() if first <= d <= last and (wanted is None or m in wanted)}
+
+
 async def plain_buckets(
-    session: AsyncSession, monitor_ids: list[int] | None, start: datetime, end: datetime
+    session: AsyncSession,
+    monitor_ids: list[int] | None,
+    start: datetime,
+    end: datetime,
+    days: Days | None = None,
 ) -> list[PlainBucket]:
     """The non-empty 5-minute buckets of plain successes starting in [start, end) of these
-    monitors (None: of every monitor), in time order."""
+    monitors (None: of every monitor), in time order; from `days` when they were read
+    (`plain_days`, covering the period)."""
     if monitor_ids == [] or end <= start:
         return []
+    first, last = start.astimezone(UTC).date(), end.astimezone(UTC).date()
+    days = _within(days, monitor_ids, first, last) if days is not None else None
     found = []
     for (monitor_id, day), folded in sorted(
-        (await _days(session, monitor_ids, start.astimezone(UTC).date(), end.astimezone(UTC).date())).items()
+        (days if days is not None else await _days(session, monitor_ids, first, last)).items()
     ):
         base = _day_start(day)
         for b, count in enumerate(folded.counts):
@@ -375,15 +394,23 @@ async def kept_results(
 
 
 async def recent_folded(
-    session: AsyncSession, monitor_ids: list[int], now: datetime, limit: int = RECENT
+    session: AsyncSession,
+    monitor_ids: list[int],
+    now: datetime,
+    limit: int = RECENT,
+    days: Days | None = None,
 ) -> list[FoldedResult]:
     """The newest folded results of these monitors (up to `limit`) of the last RECENT_DAYS
-    days, newest first: plain successes as they were, and kept results."""
+    days, newest first: plain successes as they were (from `days` when they were read:
+    `plain_days`, covering the last RECENT_DAYS), and kept results."""
     if not monitor_ids:
         return []
     today = now.astimezone(UTC).date()
     first = today - timedelta(days=RECENT_DAYS - 1)
-    days = await _days(session, monitor_ids, first, today)
+    if days is None:
+        days = await _days(session, monitor_ids, first, today)
+    else:
+        days = _within(days, monitor_ids, first, today)
     found = [
         FoldedResult(monitor_id, datetime.fromtimestamp(t, UTC), None if math.isnan(ms) else ms)
         for (monitor_id, _day), folded in days.items()

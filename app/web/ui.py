@@ -9,6 +9,7 @@ one source. Names and words come from app.vocabulary.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Protocol
@@ -200,6 +201,40 @@ def uptime(value: float | None) -> Markup:
     return Markup(f'<span class="uptime{low}">{text} %</span>')
 
 
+class _Cell(Protocol):
+    start: datetime
+    end: datetime
+    state: str
+
+
+def strip(cells: Sequence[_Cell]) -> Markup:
+    """A store's last hours as cells, the worst state of any of its checks in each (the
+    overview's strip, Uptime Kuma's heartbeats): 50 rows of 12 cells on every overview."""
+    if not cells:
+        return Markup('<span class="muted">—</span>')
+    return _strip(tuple((c.start, c.end, c.state) for c in cells))
+
+
+@lru_cache(maxsize=512)
+def _strip(cells: tuple[tuple[datetime, datetime, str], ...]) -> Markup:
+    said = ", ".join(f"{a:%H:%M} {escape(state_word(s).lower())}" for a, _b, s in cells)
+    spans = "".join(
+        f'<i class="seg-{escape(s)}" title="{a:%H:%M}\u2013{b:%H:%M} UTC: {escape(state_word(s))}"></i>'
+        for a, b, s in cells
+    )
+    label = f"Last {len(cells)} hours: {said}"
+    return Markup(f'<span class="hstrip" role="img" aria-label="{label}">{spans}</span>')
+
+
+@lru_cache(maxsize=512)
+def count_cell(n: int, hot: bool = False, label: str = "") -> Markup:
+    """A count in a table cell, 0 greyed, a hot one (down) red."""
+    cls = " strong down-text" if n and hot else "" if n else " zero"
+    data = f' data-label="{escape(label)}"' if label else ""
+    shown = n if n else '<span class="muted">0</span>'
+    return Markup(f'<td class="num{cls}"{data}>{shown}</td>')
+
+
 class _Covered(Protocol):
     up: float
     down: float
@@ -270,3 +305,169 @@ def pct(value: float | None) -> str:
     if value is None:
         return "—"
     return f"{value:.3f} %" if value < 100 else "100 %"
+
+
+class _TerminalRow(_OnTheLan, Protocol):
+    id: int
+    poiid: str
+    model: str
+    label: str
+    status: str
+    status_since: datetime | None
+    last_seen_at: datetime | None
+    store_code: str
+    store_name: str
+    uptime_24h: float | None
+
+    @property
+    def ws(self) -> str: ...
+
+    @property
+    def store_network_blamed(self) -> bool: ...
+
+    def signature(self) -> str: ...
+
+
+_BLAMED = (
+    ' <span class="note" title="The terminal\'s own checks pass; its store\'s network checks fail">'
+    "store network</span>"
+)
+
+
+def terminal_row(t: _TerminalRow, show_store: bool = True, oob: bool = False) -> Markup:
+    """A terminal's row in the terminals list and a store's page (and sent again live): 50 to
+    200 on a page, Python rather than a macro (a quarter of the CPU)."""
+    swap = ' hx-swap-oob="true"' if oob else ""
+    code = escape(t.store_code)
+    store = (
+        f'<td class="c-store"><a href="/stores/{code}" class="mono">{code}</a>'
+        f' <span class="muted small-text">{escape(t.store_name)}</span></td>'
+        if show_store
+        else ""
+    )
+    blamed = _BLAMED if t.store_network_blamed else ""
+    poiid = escape(t.poiid)
+    return Markup(
+        f'<tr id="t-{t.id}"{swap} data-sig="{escape(t.signature())}" class="row-{escape(t.status)}">\n'
+        f'  <td class="mono c-main"><a href="/terminals/{poiid}">{poiid}</a></td>\n'
+        f'  <td class="c-model">{escape(t.model)}</td>\n'
+        f"  {store}\n"
+        f'  <td class="c-label">{escape(t.label)}</td>\n'
+        f'  <td class="status-cell">{state(t.status)}{blamed}'
+        f' <span class="muted small-text">{since(t.status_since)}</span></td>\n'
+        f'  <td class="ws-cell" data-label="Websocket">{ws(t.ws)}</td>\n'
+        f'  <td class="c-lan" data-label="LAN">{lan(t)}</td>\n'
+        f'  <td data-label="Last seen">{when(t.last_seen_at)}</td>\n'
+        f'  <td class="num" data-label="Uptime 24 h">{uptime(t.uptime_24h)}</td>\n'
+        "</tr>"
+    )
+
+
+class _Window(Protocol):
+    window_id: int
+
+    @property
+    def tooltip(self) -> str: ...
+
+
+def wrench(m: _Window | None) -> Markup:
+    """The wrench on a store in maintenance (windows/_wrench.html exports it)."""
+    if not m:
+        return Markup("")
+    tip = escape(m.tooltip)
+    return Markup(
+        f'<span class="wrench" data-maintenance="{m.window_id}" title="{tip}">{icon(State.MAINTENANCE)}'
+        f'<span class="sr-only">{tip}</span></span>'
+    )
+
+
+class _Reason(Protocol):
+    text: str
+    code: str
+    detail: str
+
+
+class _StoreRow(Protocol):
+    id: int
+    code: str
+    name: str
+    region: str
+    agent_state: str | None
+    agent_heard_at: datetime | None
+    counts: dict[str, int]
+    maintenance: _Window | None
+    reason: _Reason | None
+    strip: Sequence[_Cell]
+
+    @property
+    def store_status(self) -> StoreStatus: ...
+
+    @property
+    def worst(self) -> State: ...
+
+    @property
+    def store_offline(self) -> bool: ...
+
+    @property
+    def agent_offline(self) -> bool: ...
+
+    @property
+    def silent_since(self) -> datetime | None: ...
+
+    @property
+    def since(self) -> datetime | None: ...
+
+    @property
+    def other(self) -> int: ...
+
+    @property
+    def not_monitored(self) -> int: ...
+
+    def signature(self) -> str: ...
+
+
+_OFFLINE_TIP = "The store has lost its internet connection or its power"
+
+
+def store_row(s: _StoreRow, oob: bool = False) -> Markup:
+    """A store's row on the overview (and sent again live): Python rather than a macro."""
+    status, worst = s.store_status, s.worst
+    swap = ' hx-swap-oob="true"' if oob else ""
+    offline = s.store_offline
+    why = ""
+    if offline:
+        why = (
+            f' <span class="reason" data-reason="store_offline" title="{_OFFLINE_TIP}">'
+            f"Store offline: agent and all cloud terminals silent since {clock(s.silent_since)}</span>"
+        )
+    elif s.reason:
+        r = s.reason
+        tip = f' title="{escape(r.detail)}"' if r.detail else ""
+        why = (
+            f' <span class="reason reason-{escape(worst)}" data-reason="{escape(r.code)}"{tip}>'
+            f"{escape(r.text)}</span>"
+        )
+    if s.agent_offline and not offline:
+        heard = f"{s.agent_heard_at:%Y-%m-%d %H:%M:%S} UTC" if s.agent_heard_at else "it was enrolled"
+        why += (
+            f' <span class="note agent-off" data-agent-state="{escape(s.agent_state)}" title="The store agent'
+            f" has not been heard since {heard}: this store's network and LAN checks are unknown\">"
+            f"{icon('agent-offline')}agent offline</span>"
+        )
+    code, c = escape(s.code), s.counts
+    return Markup(
+        f'<tr id="s-{s.id}"{swap} data-sig="{escape(s.signature())}" data-store-status="{escape(status)}"'
+        f' class="row-{escape(worst)} status-{escape(status)}">\n'
+        f'  <th scope="row" class="c-main"><a href="/stores/{code}"><span class="mono">{code}</span>'
+        f" {escape(s.name)}</a>{wrench(s.maintenance)}</th>\n"
+        f'  <td class="c-region">{escape(s.region)}</td>\n'
+        f'  <td class="status-cell">{store_state(status)}{why}</td>\n'
+        f'  <td class="strip-cell">{strip(s.strip)}</td>\n'
+        f"  {count_cell(c.get(State.DOWN, 0), hot=True, label='Down')}\n"
+        f"  {count_cell(c.get(State.UNKNOWN, 0), label='Unknown')}\n"
+        f"  {count_cell(c.get(State.UP, 0), label='Up')}\n"
+        f"  {count_cell(s.other, label='Paused')}\n"
+        f"  {count_cell(s.not_monitored, label='Not monitored')}\n"
+        f'  <td class="c-since" data-label="Since">{since(s.since)}</td>\n'
+        "</tr>"
+    )

@@ -18,12 +18,14 @@ from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from functools import cache
+from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import Select, delete, func, or_, select
+from sqlalchemy import BindParameter, Select, bindparam, delete, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.db import select_where_in, utcnow
+from app.db import dialect_of, in_chunks, one_of, select_where_in, utcnow
 from app.errors import InvalidInput, NotFound
 from app.inventory.models import Store
 from app.windows.models import MaintenanceWindow, TradingHours
@@ -97,7 +99,7 @@ def next_span(w: MaintenanceWindow, after: datetime, tz: ZoneInfo) -> Span | Non
     return None
 
 
-def _live(at: datetime) -> Select[MaintenanceWindow]:
+def _live(at: datetime | BindParameter[datetime]) -> Select[MaintenanceWindow]:
     """Windows that may be active at `at` (the series or the one-off span includes it)."""
     mw = MaintenanceWindow
     return select(mw).where(
@@ -109,21 +111,39 @@ def _better(current: Active | None, candidate: Active) -> bool:
     return current is None or candidate.ends_at > current.ends_at
 
 
+@cache
+def _maintenance_queries(
+    dialect: str,
+) -> tuple[
+    Select[int, str, str], Select[MaintenanceWindow], Select[MaintenanceWindow], Select[MaintenanceWindow]
+]:
+    """maintenance_of's statements, built once per dialect (every store page and overview
+    runs them). Three narrow queries on windows rather than one OR across array parameters:
+    each uses its index."""
+    mw, live = MaintenanceWindow, _live(bindparam("at"))
+    return (
+        select(Store.id, Store.region, Store.timezone).where(one_of(dialect, Store.id, "ids")),
+        live.where(one_of(dialect, mw.store_id, "ids")),
+        live.where(mw.scope == "region", one_of(dialect, mw.region, "regions")),
+        live.where(mw.scope == "fleet"),
+    )
+
+
 async def maintenance_of(session: AsyncSession, store_ids: Iterable[int], at: datetime) -> dict[int, Active]:
     """These stores' active maintenance windows (the one ending last when several)."""
     ids = sorted(set(store_ids))
     if not ids:
         return {}
-    stores = await select_where_in(session, select(Store.id, Store.region, Store.timezone), Store.id, ids)
-    regions = sorted({s.region for s in stores})
-    mw = MaintenanceWindow
+    dialect = dialect_of(session)
+    stores_q, of_stores, of_regions, of_fleet = _maintenance_queries(dialect)
+    stores: list[Any] = []
     windows: list[MaintenanceWindow] = []
-    # Three narrow queries rather than one OR across an array parameter: each uses its index.
-    windows += await select_where_in(session, _live(at), mw.store_id, ids, scalars=True)
-    windows += await select_where_in(
-        session, _live(at).where(mw.scope == "region"), mw.region, regions, scalars=True
-    )
-    windows += (await session.scalars(_live(at).where(mw.scope == "fleet"))).all()
+    for chunk in in_chunks(dialect, ids):  # the alert engine asks for every store with an incident
+        stores += (await session.execute(stores_q, {"ids": chunk})).all()
+        windows += (await session.scalars(of_stores, {"ids": chunk, "at": at})).all()
+    regions = sorted({s.region for s in stores})
+    windows += (await session.scalars(of_regions, {"regions": regions, "at": at})).all()
+    windows += (await session.scalars(of_fleet, {"at": at})).all()
     if not windows:
         return {}
     by_store: dict[int, list[MaintenanceWindow]] = defaultdict(list)
