@@ -284,8 +284,6 @@ def _run_server(
 ) -> None:
     import uvicorn
 
-    from app.main import StoppingServer
-
     config = uvicorn.Config(
         app,
         host=args.host or settings.host,
@@ -297,6 +295,9 @@ def _run_server(
         # they never send on one the server is closing, and their calls reuse it.
         timeout_keep_alive=75,
     )
+    from app.main import StoppingServer, tune_gc
+
+    tune_gc()
     StoppingServer(config, app).run(sockets=sockets)
 
 
