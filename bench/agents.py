@@ -51,6 +51,7 @@ import json
 import os
 import random
 import secrets
+import shutil
 import signal
 import subprocess
 import sys
@@ -526,6 +527,15 @@ async def probe_state(dsn: str, ids: list[int], stop: asyncio.Event, seen: list[
         await conn.close()
 
 
+def py_spy() -> str:
+    """py-spy from the virtualenv, else from PATH (it is a dev tool, not a dependency)."""
+    beside = Path(sys.executable).parent / "py-spy"
+    found = str(beside) if beside.exists() else shutil.which("py-spy")
+    if found is None:
+        raise SystemExit("--profile needs py-spy (pip install py-spy) in the virtualenv or on PATH")
+    return found
+
+
 def free_port() -> int:
     import socket
 
@@ -679,7 +689,7 @@ async def main(args: argparse.Namespace) -> int:
             out = Path(args.profile_out)
             profiler = subprocess.Popen(  # noqa: ASYNC220 (the profiler runs beside the window)
                 [
-                    str(Path(sys.executable).parent / "py-spy"),
+                    py_spy(),
                     "record",
                     "--pid",
                     str(pids[0]),
@@ -725,6 +735,13 @@ async def main(args: argparse.Namespace) -> int:
         names = ["server"] if len(pids) == 1 else ["server (serve --no-worker)", "worker"]
         for name, c, (now_rss, peak) in zip(names, cpu, rss, strict=True):
             print(f"  {name:<26} CPU {c:5.1f}% of one core   RSS {now_rss:5.0f} MiB (peak {peak:.0f})")
+        # Per unit of work: comparable between runs on a machine others load (the percentage
+        # is too, but only at the same pace of results and calls).
+        server_ms = 10 * cpu[0] * wall  # the serving process's CPU ms in the window
+        print(
+            f"  server CPU per HTTP request {server_ms / max(1.0, r['requests_per_s'] * wall):.3f} ms,"
+            f" per result accepted {server_ms / max(1.0, r['accepted_per_s'] * wall):.3f} ms"
+        )
         print(
             f"  PostgreSQL backends CPU {100 * pg_s / wall:5.1f}%"
             f"   agents' process {100 * (sim1 - sim0) / wall:5.1f}%"
