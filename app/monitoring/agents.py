@@ -19,7 +19,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from pydantic import BaseModel, Field
-from sqlalchemy import bindparam, case, func, literal, or_, select, update
+from sqlalchemy import Row, Text, bindparam, case, cast, func, literal, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.checks.result import Step
@@ -91,57 +91,72 @@ class IngestReport:
 
 async def agent_config(session: AsyncSession, agent: Agent | AgentRow) -> tuple[dict[str, Any], str]:
     """What the agent runs, and an ETag that changes whenever that does."""
-    return (await agent_configs(session, [agent]))[agent.id]
-
-
-async def agent_configs(
-    session: AsyncSession, agents: Sequence[Agent | AgentRow]
-) -> dict[int, tuple[dict[str, Any], str]]:
-    """`agent_config` of several agents, in two queries whatever their number."""
-    ids = [a.id for a in agents]
-    stores: dict[int, list[str]] = {i: [] for i in ids}
-    by_code = select(Store.agent_id, Store.code).order_by(Store.code)
-    for agent_id, code in await select_where_in(session, by_code, Store.agent_id, ids):
-        if agent_id is not None:
-            stores[agent_id].append(code)
-    monitors: dict[int, list[dict[str, Any]]] = {i: [] for i in ids}
-    by_id = (
-        select(
-            Monitor.agent_id,
-            Monitor.id,
-            Monitor.kind,
-            Monitor.target,
-            Monitor.params,
-            Monitor.interval_s,
-            Monitor.timeout_s,
-            Monitor.phase_ms,
-        )
-        .where(Monitor.enabled.is_(True))
-        .order_by(Monitor.id)
-    )
-    for m in await select_where_in(session, by_id, Monitor.agent_id, ids):
-        monitors[m.agent_id].append(
+    stores, monitors = await _config_rows(session, [agent.id])
+    config = {
+        "agent": {"id": agent.id, "name": agent.name},
+        "stores": stores[agent.id],
+        "heartbeat_s": agent.heartbeat_s,
+        "monitors": [
             {
                 "id": m.id,
                 "kind": m.kind,
                 "target": m.target,
-                "params": m.params or {},
+                "params": (json.loads(m.params) if m.params is not None else None) or {},
                 "interval_s": m.interval_s,
                 "timeout_s": m.timeout_s,
                 "phase_ms": m.phase_ms,
             }
-        )
-    out = {}
-    for agent in agents:
-        config = {
-            "agent": {"id": agent.id, "name": agent.name},
-            "stores": stores[agent.id],
-            "heartbeat_s": agent.heartbeat_s,
-            "monitors": monitors[agent.id],
-        }
-        etag = hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:32]
-        out[agent.id] = (config, f'"{etag}"')
-    return out
+            for m in monitors[agent.id]
+        ],
+    }
+    return config, _etag(agent, stores[agent.id], monitors[agent.id])
+
+
+async def agent_etags(session: AsyncSession, agents: Sequence[Agent | AgentRow]) -> dict[int, str]:
+    """`agent_config`'s ETag of several agents (what each heartbeat answers), in two queries
+    whatever their number."""
+    stores, monitors = await _config_rows(session, [a.id for a in agents])
+    return {a.id: _etag(a, stores[a.id], monitors[a.id]) for a in agents}
+
+
+_st, _mt = table_of(Store), table_of(Monitor)
+_CONFIG_STORES = select(_st.c.agent_id, _st.c.code).order_by(_st.c.code)
+# The params as the database's text: the ETag is made without decoding them (core rows, not
+# the ORM's: a heartbeat asks for the ETag every 15 s per agent, the body is asked for rarely).
+_CONFIG_MONITORS = (
+    select(
+        _mt.c.agent_id,
+        _mt.c.id,
+        _mt.c.kind,
+        _mt.c.target,
+        cast(_mt.c.params, Text).label("params"),
+        _mt.c.interval_s,
+        _mt.c.timeout_s,
+        _mt.c.phase_ms,
+    )
+    .where(_mt.c.enabled.is_(True))
+    .order_by(_mt.c.id)
+)
+
+
+async def _config_rows(
+    session: AsyncSession, ids: list[int]
+) -> tuple[dict[int, list[str]], dict[int, list[Row[Any]]]]:
+    """Per agent, its stores' codes and its enabled monitors' rows."""
+    stores: dict[int, list[str]] = {i: [] for i in ids}
+    for agent_id, code in await select_where_in(session, _CONFIG_STORES, _st.c.agent_id, ids):
+        if agent_id is not None:
+            stores[agent_id].append(code)
+    monitors: dict[int, list[Row[Any]]] = {i: [] for i in ids}
+    for m in await select_where_in(session, _CONFIG_MONITORS, _mt.c.agent_id, ids):
+        monitors[m.agent_id].append(m)
+    return stores, monitors
+
+
+def _etag(agent: Agent | AgentRow, stores: list[str], monitors: list[Row[Any]]) -> str:
+    """Over everything the configuration is made of, as stored."""
+    made_of = repr((agent.id, agent.name, agent.heartbeat_s, stores, [tuple(m) for m in monitors]))
+    return '"' + hashlib.sha256(made_of.encode()).hexdigest()[:32] + '"'
 
 
 # --- heartbeats and results -----------------------------------------------------------
@@ -284,11 +299,11 @@ async def apply_agent_calls(session: AsyncSession, calls: Sequence[AgentCall]) -
 
     beats = [i for i in live if calls[i].beat is not None]
     if beats:
-        etags = await agent_configs(session, [agents[calls[i].agent_id] for i in beats])
+        etags = await agent_etags(session, [agents[calls[i].agent_id] for i in beats])
         for i in beats:
             c, agent = calls[i], agents[calls[i].agent_id]
             assert c.beat is not None
-            answers[i] = await heartbeat(session, agent, c.beat, c.received or now, etags[agent.id][1])
+            answers[i] = await heartbeat(session, agent, c.beat, c.received or now, etags[agent.id])
     written = [agents[calls[i].agent_id] for i in live if not isinstance(answers[i], Exception)]
     if written:
         await session.execute(_UPDATE_AGENT, [a.values() for a in written])
