@@ -295,7 +295,8 @@ def _run_server(
         # they never send on one the server is closing, and their calls reuse it.
         timeout_keep_alive=75,
     )
-    from app.main import StoppingServer, tune_gc
+    from app.main import StoppingServer
+    from app.process import tune_gc
 
     tune_gc()
     StoppingServer(config, app).run(sockets=sockets)

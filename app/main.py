@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -159,22 +158,6 @@ def create_app(
         app.add_exception_handler(unusable, unusable_input)
     document_errors(app)
     return app
-
-
-# Young collections every GC_YOUNG allocations, not Python's 700: a request waiting for the
-# agents' writer (a few hundred ms) outlived two young collections and was moved to the old
-# generation, so full collections (walking the whole heap, ~0.5 s under 2,000 store agents)
-# ran every ~10 s: a quarter of the server's CPU (bench/agents.py). Now such requests die young.
-GC_YOUNG = 20_000
-
-
-def tune_gc() -> None:
-    """For a serving process, once it is set up: what exists by then (modules, tables, routes,
-    templates) lives as long as the process and is frozen out of the collector's sight, and
-    young collections run less often (GC_YOUNG)."""
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(GC_YOUNG, *gc.get_threshold()[1:])
 
 
 class StoppingServer(uvicorn.Server):

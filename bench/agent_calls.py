@@ -18,7 +18,7 @@ much of it the garbage collector took; --profile CALL prints where that call's C
   of 25 s: the same work but the waiting), and /healthz for the floor every request pays.
 * --long-polls: every agent also keeps GET /work?wait=25 open meanwhile, as real agents do
   (thousands of requests alive at any time: what makes the collector's full runs costly).
-* The collector is set up as `termpulse serve` sets it (app.main.tune_gc); --python-gc leaves
+* The collector is set up as `termpulse serve` sets it (app.process.tune_gc); --python-gc leaves
   Python's settings, to compare.
 Complements bench/agents.py (the real protocol over HTTP with 2,000 agents), which measures
 the server process's CPU on a machine that others load too.
@@ -47,8 +47,9 @@ from sqlalchemy.engine import make_url  # noqa: E402
 
 from app.config import Settings  # noqa: E402
 from app.db import Database, server_execute  # noqa: E402
-from app.main import create_app, tune_gc  # noqa: E402
+from app.main import create_app  # noqa: E402
 from app.migrate import migrate  # noqa: E402
+from app.process import tune_gc  # noqa: E402
 from bench.agents import API, build_fleet, pct  # noqa: E402
 from bench.machine import describe  # noqa: E402
 

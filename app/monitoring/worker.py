@@ -47,6 +47,7 @@ from app.monitoring.status import reconcile_status
 from app.monitoring.windows import apply_windows
 from app.monitoring.workers import BEAT_EVERY_S, beat
 from app.monitoring.writer import ResultWriter, new_owner_id
+from app.process import tune_gc
 from app.shutdown import until_terminated
 
 log = logging.getLogger(__name__)
@@ -428,6 +429,7 @@ async def _worker_main(settings: Settings, jobs: JobsFor | None = None) -> int:
         log.error("%s", exc)
         await database.dispose()
         return 1
+    tune_gc()
     try:
         await until_terminated()
     finally:
