@@ -1319,7 +1319,7 @@ async def _latency_points(
     raw = [(at, ms, 1) for at, ms in rows if ms is not None]
     raw += [
         (k.checked_at, k.latency_ms, 1)
-        for k in await kept_results(session, [monitor_id], start, now)
+        for k in await kept_results(session, [monitor_id], start, now, days)
         if k.latency_ms is not None
     ]
     plain = [

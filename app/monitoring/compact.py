@@ -67,17 +67,18 @@ class Day:
     in place: the writer folds every plain success, so it never unpacks the whole day) and its
     recent plain successes (epoch seconds, latency ms or NaN), oldest first."""
 
-    def __init__(self, raw: bytearray, recent: list[tuple[float, float]]) -> None:
+    def __init__(self, raw: bytearray, recent: list[tuple[float, float]], kept: bytes | None = None) -> None:
         self.raw = raw
         self.recent = recent
+        self.kept = kept  # the day's kept results, packed (`Kept.unpack` when read)
 
     @classmethod
     def empty(cls) -> Day:
         return cls(bytearray(_DAY.size), [])
 
     @classmethod
-    def unpack(cls, buckets: bytes, recent: bytes | None) -> Day:
-        return cls(bytearray(zlib.decompress(buckets)), list(_ENTRY.iter_unpack(recent or b"")))
+    def unpack(cls, buckets: bytes, recent: bytes | None, kept: bytes | None = None) -> Day:
+        return cls(bytearray(zlib.decompress(buckets)), list(_ENTRY.iter_unpack(recent or b"")), kept)
 
     @property
     def counts(self) -> list[int]:
@@ -267,15 +268,22 @@ Days = dict[tuple[int, date], "Day"]  # folded days by (monitor, day)
 
 
 async def _days(session: AsyncSession, monitor_ids: list[int] | None, first: date, last: date) -> Days:
-    """The folded days of these monitors (None: of every monitor) from `first` to `last`."""
+    """The folded days of these monitors (None: of every monitor) from `first` to `last`, with
+    their kept results still packed."""
     t = table_of(LatencyDay)
-    query = select(t.c.monitor_id, t.c.day, t.c.buckets, t.c.recent).where(t.c.day >= first, t.c.day <= last)
+    query = select(t.c.monitor_id, t.c.day, t.c.buckets, t.c.recent, t.c.kept).where(
+        t.c.day >= first, t.c.day <= last
+    )
     rows = (
         (await session.execute(query)).all()
         if monitor_ids is None
         else await select_where_in(session, query, t.c.monitor_id, monitor_ids)
     )
-    return {(row.monitor_id, row.day): Day.unpack(row.buckets, row.recent) for row in rows}
+    return {(row.monitor_id, row.day): Day.unpack(row.buckets, row.recent, row.kept) for row in rows}
+
+
+def _unpacked_kept(days: Days) -> dict[tuple[int, date], Kept]:
+    return {key: Kept.unpack(day.kept) for key, day in days.items() if day.kept is not None}
 
 
 async def _kept_days(
@@ -378,15 +386,24 @@ def _result(monitor_id: int, e: dict[str, Any]) -> FoldedResult:
 
 
 async def kept_results(
-    session: AsyncSession, monitor_ids: list[int] | None, start: datetime, end: datetime
+    session: AsyncSession,
+    monitor_ids: list[int] | None,
+    start: datetime,
+    end: datetime,
+    days: Days | None = None,
 ) -> list[FoldedResult]:
-    """The kept results checked in [start, end) of these monitors (None: of every monitor)."""
+    """The kept results checked in [start, end) of these monitors (None: of every monitor);
+    from `days` when they were read (`plain_days`, covering the period)."""
     if monitor_ids == [] or end <= start:
         return []
-    days = await _kept_days(session, monitor_ids, start.astimezone(UTC).date(), end.astimezone(UTC).date())
+    first, last = start.astimezone(UTC).date(), end.astimezone(UTC).date()
+    if days is None:
+        kept_days = await _kept_days(session, monitor_ids, first, last)
+    else:
+        kept_days = _unpacked_kept(_within(days, monitor_ids, first, last))
     found = [
         r
-        for (monitor_id, _day), kept in days.items()
+        for (monitor_id, _day), kept in kept_days.items()
         for r in (_result(monitor_id, e) for e in kept.entries)
         if start <= r.checked_at < end
     ]
@@ -416,7 +433,7 @@ async def recent_folded(
         for (monitor_id, _day), folded in days.items()
         for t, ms in folded.recent
     ]
-    for (monitor_id, _day), kept in (await _kept_days(session, monitor_ids, first, today)).items():
+    for (monitor_id, _day), kept in _unpacked_kept(days).items():
         found += [_result(monitor_id, e) for e in kept.entries[-limit:]]
     return sorted(found, key=lambda r: r.checked_at, reverse=True)[:limit]
 
