@@ -847,15 +847,7 @@ def rollup_buckets(begin: float, end: float) -> tuple[float, float, list[tuple[s
 
 
 async def _states_before(session: AsyncSession, monitor_ids: list[int], at: datetime) -> dict[int, str]:
-    sc = StateChange.__table__
-    last = (
-        select(sc.c.to_state)
-        .where(sc.c.monitor_id == Monitor.id, sc.c.at < at)
-        .order_by(sc.c.at.desc(), sc.c.id.desc())
-        .limit(1)
-        .correlate(Monitor)
-        .scalar_subquery()
-    )
+    last = state_before(at, first_change=False)
     rows = await select_where_in(session, select(Monitor.id, last), Monitor.id, monitor_ids)
     return {mid: state for mid, state in rows if state is not None}
 
