@@ -315,10 +315,11 @@ class PlainBucket:
         return self.mean_ms * self.timed
 
 
-async def plain_days(session: AsyncSession, monitor_ids: list[int], first: date, last: date) -> Days:
-    """The folded days of these monitors from `first` to `last`, read once for several of
-    `plain_buckets` and `recent_folded` (the terminal page's)."""
-    return await _days(session, monitor_ids, first, last) if monitor_ids else {}
+async def plain_days(session: AsyncSession, monitor_ids: list[int] | None, first: date, last: date) -> Days:
+    """The folded days of these monitors (None: of every monitor) from `first` to `last`, read
+    once for several of `plain_buckets`, `kept_results` and `recent_folded` (the terminal page's,
+    the hour rollups')."""
+    return await _days(session, monitor_ids, first, last) if monitor_ids != [] else {}
 
 
 def _within(days: Days, monitor_ids: list[int] | None, first: date, last: date) -> Days:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from collections import defaultdict
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import bindparam, case, delete, func, or_, select, update
@@ -23,6 +23,7 @@ from app.monitoring.compact import (
     forget_recent,
     kept_results,
     plain_buckets,
+    plain_days,
 )
 from app.monitoring.models import CheckResult, RolledUpHour, Rollup, RollupRedo, StateChange
 from app.monitoring.partitions import keep_partitions
@@ -179,9 +180,11 @@ async def _results(session: AsyncSession, start: datetime, end: datetime) -> dic
             .group_by(cr.c.monitor_id)
         )
     }
-    for b in await plain_buckets(session, None, start, end):
+    # The hour's folded days, read once for their plain successes and their kept results.
+    days = await plain_days(session, None, start.astimezone(UTC).date(), end.astimezone(UTC).date())
+    for b in await plain_buckets(session, None, start, end, days):
         stats[b.monitor_id] = _with_plain(stats.get(b.monitor_id), b)
-    for k in await kept_results(session, None, start, end):
+    for k in await kept_results(session, None, start, end, days):
         stats[k.monitor_id] = _with_kept(stats.get(k.monitor_id), k)
     return stats
 
