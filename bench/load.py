@@ -250,7 +250,8 @@ async def run(url: str, workers: int, targets: dict[str, list[str]], args: argpa
         _, checker = server.processes()
         before = cpu_s(checker)
         await asyncio.sleep(min(args.warm, 10))
-        print(f"  checker before the pages: {100 * (cpu_s(checker) - before) / min(args.warm, 10):.0f} % of a core")
+        share = 100 * (cpu_s(checker) - before) / min(args.warm, 10)
+        print(f"  checker before the pages: {share:.0f} % of a core")
         print(
             f"  {'page':<32} {'req/s':>6} {'p50':>7} {'p95':>7} {'p99':>7} {'max':>7} {'err':>4}"
             f" {'web CPU/req':>11} {'checker':>7} {'client':>6}  load avg   p95 < {TARGET_P95_MS:.0f} ms"

@@ -347,7 +347,7 @@ if __name__ == "__main__":
     )
     parser.add_argument("--terminals", type=int, default=20_000)
     parser.add_argument("--sql", help="SQL to run on the bench database before measuring (experiments)")
-    parser.add_argument("--interval", type=int, default=3, help="TermPulse monitors' interval (s)")
+    parser.add_argument("--interval", type=int, default=2, help="TermPulse monitors' interval (s)")
     parser.add_argument("--duration", type=float, default=15.0, help="measured seconds per round")
     parser.add_argument("--warmup", type=float, default=10.0, help="TermPulse's seconds before measuring")
     parser.add_argument("--rounds", type=int, default=2)

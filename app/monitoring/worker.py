@@ -248,6 +248,10 @@ class Worker:
             if name in self._waiting_for_database:
                 self._waiting_for_database.discard(name)
                 log.warning("%s job: the database answers again", name)
+        except asyncio.CancelledError:
+            # Only a stop cancels a job (the scheduler's shutdown, the loop closing): not a
+            # failure, and APScheduler would log it as one, with a traceback.
+            log.info("%s job cancelled: the worker is stopping", name)
         except Exception as exc:
             if not is_unreachable(exc):
                 log.exception("%s job failed (it runs again at its next time)", name)

@@ -572,10 +572,12 @@ class ResultWriter:
 
     A batch is written when it reaches `max_batch` outcomes or `max_delay_s` after its
     first outcome, whichever comes first. On PostgreSQL up to `max_in_flight` batches are
-    written at once (each in its own transaction), so the next batch is sent while the
-    database works on the last: batches in flight never share a monitor (a monitor's
-    outcomes are applied in order, under the lease fence), and what they share (a
-    terminal's or store's status row) at worst deadlocks, which the one retry rule retries.
+    written at once (each in its own transaction), so the next batches are sent while the
+    database works on the last (a batch spends most of its time waiting for the database:
+    with two in flight, a saturated worker's writer held it back). Batches in flight never
+    share a monitor (a monitor's outcomes are applied in order, under the lease fence), and
+    what they share (a terminal's or store's status row) at worst deadlocks, which the one
+    retry rule retries.
     SQLite has one writer at a time: one batch.
 
     While the database cannot be reached, results wait here, in order, and the writer tries
@@ -596,7 +598,7 @@ class ResultWriter:
         max_batch: int = 500,
         max_delay_s: float = 0.25,
         max_queued: int = 100_000,
-        max_in_flight: int = 2,
+        max_in_flight: int = 4,
         close_timeout_s: float = 10.0,
         on_written: Callable[[list[CheckOutcome], ApplyReport], None] | None = None,
     ):

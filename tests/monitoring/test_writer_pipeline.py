@@ -1,4 +1,4 @@
-"""The result writer keeps two batches in flight on PostgreSQL (one on SQLite) without ever
+"""The result writer keeps several batches in flight on PostgreSQL (one on SQLite) without ever
 splitting one monitor's outcomes across batches in flight: each monitor's outcomes are
 applied in order, and every one is stored once."""
 
