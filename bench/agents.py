@@ -829,7 +829,8 @@ async def main(args: argparse.Namespace) -> int:
             if errors:
                 print(f"server log: {len(errors)} error lines, e.g.:", *errors[:3], sep="\n  ")
             if any(p.returncode not in (None, 0) for p in procs):
-                print("server log (it failed):", *lines[-20:], sep="\n  ")
+                codes = ", ".join(f"{p.args[1]} {p.returncode}" for p in procs)
+                print(f"server log (exit status {codes}):", *lines[-20:], sep="\n  ")
         await db.dispose()
         if not args.keep:
             await server_execute(base, f'DROP DATABASE IF EXISTS "{bench_db}" WITH (FORCE)')
