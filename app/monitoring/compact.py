@@ -13,7 +13,7 @@ steps as compact JSON, zlib), until the raw results' retention clears it (`forge
 row each cost ~370 bytes with its indexes, an entry costs tens. An entry that repeats the one
 before it (same outcome, diagnosis, detail and steps but for their timings: a monitor failing
 the same way check after check) is stored as its time and timings only, and read back whole.
-A day keeps at most MAX_KEPT (the list is rewritten whole at every batch): past that, a day's
+A day keeps at most MAX_KEPT (new entries are spliced into the packed text): past that, a day's
 further results are rows. Manual checks stay raw check_results rows.
 
 Readers: `plain_buckets` (the latency chart, the rollups), `kept_results` (the latency chart,
@@ -49,8 +49,8 @@ BUCKET_S = 300
 BUCKETS = 86400 // BUCKET_S
 RECENT = 20  # plain successes kept as they were, per monitor and day
 RECENT_DAYS = 2  # days whose `recent` is kept (the retention job clears older ones)
-# Results kept per monitor and day (2 hours of failing at 60 s, ~2 KB packed): the list is
-# rewritten whole at each batch, so past this a day's further results are rows, as they were.
+# Results kept per monitor and day (2 hours of failing at 60 s, ~2 KB packed): the list is read
+# and compressed again at each batch, so past this a day's further results are rows, as they were.
 MAX_KEPT = 120
 _MAX_MS = 65504.0  # the largest half float
 _DAY = struct.Struct(f"<{BUCKETS}H{BUCKETS}H{BUCKETS}e")  # count, with latency, mean latency
@@ -161,15 +161,40 @@ class Kept:
                 )
         return cls(entries)
 
+    @classmethod
+    def append(
+        cls, packed: bytes | None, results: list[dict[str, Any]], limit: int
+    ) -> tuple[bytes | None, list[dict[str, Any]]]:
+        """`packed` with these results (writer dicts, oldest first) added, up to `limit`
+        entries; returns it and the results that did not fit. Results that come after the
+        day's last entry (all but an agent's late buffer) are appended to the packed list
+        itself, as text: the day's entries are neither made into dicts nor formatted again
+        (at 119 entries, 67 us instead of 384 us a result)."""
+        text = zlib.decompress(packed) if packed else b"[]"
+        out: list[list[Any]] = json.loads(text)
+        room = max(limit - len(out), 0)
+        fits, rest = results[:room], results[room:]
+        if not fits:
+            return packed, rest
+        if out and fits[0]["checked_at"].timestamp() < out[-1][0]:  # late: inserted in order
+            day = cls.unpack(packed)
+            for r in fits:
+                day.add(r)
+            return day.packed(), rest
+        shape = _last_shape(out)
+        added = []
+        for r in fits:
+            entry = _entry(r)
+            mine = _shape(entry)
+            added.append(_packed_entry(entry, repeat=mine is not None and mine == shape))
+            shape = mine
+        # The list's text with the new entries' text spliced in before its "]": the same bytes
+        # as dumping the whole list, without formatting its entries again.
+        tail = json.dumps(added, separators=(",", ":")).encode()[1:]
+        return zlib.compress(text[:-1] + (b"," if out else b"") + tail, 6), rest
+
     def add(self, r: dict[str, Any]) -> None:
-        entry = {
-            "checked_at": round(r["checked_at"].timestamp(), 6),
-            "outcome": str(Outcome(r["outcome"])),
-            "latency_ms": r["latency_ms"],
-            "diagnosis": r["diagnosis"],
-            "detail": r["detail"],
-            "steps": [dict(s) for s in r["steps"]],
-        }
+        entry = _entry(r)
         if self.entries and entry["checked_at"] < self.entries[-1]["checked_at"]:
             bisect.insort(self.entries, entry, key=lambda e: e["checked_at"])  # a late one
         else:
@@ -182,21 +207,43 @@ class Kept:
         shape = None
         for e in self.entries:
             mine = _shape(e)
-            if mine is not None and mine == shape:
-                out.append([e["checked_at"], e["latency_ms"], [s["ms"] for s in e["steps"]]])
-            else:
-                out.append(
-                    [
-                        e["checked_at"],
-                        e["outcome"],
-                        e["latency_ms"],
-                        e["diagnosis"],
-                        e["detail"],
-                        pack_steps(e["steps"]),
-                    ]
-                )
+            out.append(_packed_entry(e, repeat=mine is not None and mine == shape))
             shape = mine
         return zlib.compress(json.dumps(out, separators=(",", ":")).encode(), 6)
+
+
+def _entry(r: dict[str, Any]) -> dict[str, Any]:
+    """A kept entry of a writer's result dict."""
+    return {
+        "checked_at": round(r["checked_at"].timestamp(), 6),
+        "outcome": str(Outcome(r["outcome"])),
+        "latency_ms": r["latency_ms"],
+        "diagnosis": r["diagnosis"],
+        "detail": r["detail"],
+        "steps": [dict(s) for s in r["steps"]],
+    }
+
+
+def _packed_entry(e: dict[str, Any], *, repeat: bool) -> list[Any]:
+    if repeat:
+        return [e["checked_at"], e["latency_ms"], [s["ms"] for s in e["steps"]]]
+    return [
+        e["checked_at"],
+        e["outcome"],
+        e["latency_ms"],
+        e["diagnosis"],
+        e["detail"],
+        pack_steps(e["steps"]),
+    ]
+
+
+def _last_shape(out: list[list[Any]]) -> tuple[Any, ...] | None:
+    """The shape of a packed list's last entry: its last whole entry's (a repeat has the shape
+    of the entry it repeats)."""
+    for e in reversed(out):
+        if len(e) != 3:
+            return _shape({"outcome": e[1], "diagnosis": e[3], "detail": e[4], "steps": unpack_steps(e[5])})
+    return None
 
 
 def _day_start(day: date) -> datetime:
@@ -246,13 +293,9 @@ async def fold(
         for r in plain_here:
             folded.add(r["checked_at"], r["latency_ms"])
         packed_kept = row.kept if row is not None else None
-        if kept_here:  # unpacked only when it grows
-            kept_day = Kept.unpack(packed_kept)
-            room = max(MAX_KEPT - len(kept_day.entries), 0)
-            for r in kept_here[:room]:
-                kept_day.add(r)
-            overflow += kept_here[room:]
-            packed_kept = kept_day.packed()
+        if kept_here:
+            packed_kept, over = Kept.append(packed_kept, kept_here, MAX_KEPT)
+            overflow += over
         rows.append({"monitor_id": monitor_id, "day": day, **folded.packed(), "kept": packed_kept})
     insert = pg_insert if dialect_of(session) == "postgresql" else sqlite_insert
     stmt = insert(t)

@@ -6,6 +6,7 @@ replayed buffer is still written once. Both databases."""
 from __future__ import annotations
 
 import json
+import random
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -392,3 +393,49 @@ async def test_a_rows_steps_are_stored_compact_and_read_back_in_both_forms(db):
     async with db.sessionmaker() as s:
         read = (await s.execute(select(CheckResult.steps).order_by(CheckResult.checked_at))).scalars().all()
     assert read == [steps, steps]
+
+
+def test_kept_results_appended_to_a_packed_day_are_those_added_one_by_one():
+    """`Kept.append` splices new entries into the packed text (no re-formatting of the day's
+    entries): the same entries, in time order (a late one too), the same overflow past the
+    limit, and for in-order results the same bytes as packing the whole list again."""
+    rng = random.Random(7)
+    at = utcnow()
+
+    def result(i: int, kind: int) -> dict:
+        steps = [
+            {"step": "connect", "ok": kind == 2, "ms": 1.25 + i % 7, "detail": "refused" if kind else ""}
+        ]
+        if kind == 3:  # a step this encoding does not compact
+            steps.append({"step": "identity", "serial": "X1"})
+        return {
+            "checked_at": at + timedelta(seconds=60 * i),
+            "outcome": ("fail", "error", "ok", "fail")[kind],
+            "latency_ms": None if i % 5 == 0 else 2.5 + i,
+            "diagnosis": ("tcp_refused", "provider_unavailable", "cert_expires_soon", "tcp_refused")[kind],
+            "detail": f"seen {kind % 2}",
+            "steps": steps,
+        }
+
+    for _ in range(200):
+        results = [result(i, rng.choice((0, 0, 0, 1, 2, 3))) for i in range(rng.randint(1, 40))]
+        late = rng.random() < 0.3
+        if late:  # an agent's buffer: older than what the day holds
+            results.append(result(rng.randrange(len(results)), 1) | {"checked_at": at - timedelta(seconds=1)})
+        limit = rng.choice((8, 120))
+        packed, overflow = None, []
+        one_by_one, expected_overflow = Kept([]), []
+        while results:
+            size = rng.randint(1, 5)
+            batch = sorted(results[:size], key=lambda r: r["checked_at"])  # the writer's order
+            results = results[size:]
+            packed, over = Kept.append(packed, batch, limit)
+            overflow += over
+            room = max(limit - len(one_by_one.entries), 0)
+            for r in batch[:room]:
+                one_by_one.add(r)
+            expected_overflow += batch[room:]
+        assert Kept.unpack(packed).entries == one_by_one.entries
+        assert overflow == expected_overflow
+        if not late:
+            assert packed == one_by_one.packed()
