@@ -97,8 +97,17 @@ async def test_a_postgresql_restart_loses_nothing_and_is_recorded_as_unknown(pri
         claim_batch=100,
         worker_concurrency=100,
     )
+    # Its own engine as `termpulse worker` has it: no ping before a transaction, so the
+    # connections the restart dropped fail once each and are replaced.
+    worker_db = Database(db.url, pool_pre_ping=False)
     worker = Worker(
-        s, db, probe_context=ctx, sweep_interval_s=0.25, write_delay_s=0.05, maintenance=False, cloud=False
+        s,
+        worker_db,
+        probe_context=ctx,
+        sweep_interval_s=0.25,
+        write_delay_s=0.05,
+        maintenance=False,
+        cloud=False,
     )
 
     async def results_per_monitor() -> dict[int, int]:
@@ -128,6 +137,7 @@ async def test_a_postgresql_restart_loses_nothing_and_is_recorded_as_unknown(pri
         await wait_for(resumed, within=90)
     finally:
         await worker.stop()
+        await worker_db.dispose()
     assert worker.writer.lost == 0 and worker.writer.failed_batches == 0
     async with db.sessionmaker() as session:
         doubled = (
