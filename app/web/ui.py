@@ -17,7 +17,7 @@ from typing import Protocol
 from markupsafe import Markup, escape
 
 from app.checks.diagnoses import CATALOGUE
-from app.vocabulary import AgentState, CloudState, MonitorKind, State, StoreStatus
+from app.vocabulary import AgentState, CloudState, MonitorKind, Outcome, State, StoreStatus
 
 _STATES = frozenset(State)
 _CLOUD_STATES = frozenset(CloudState)
@@ -471,3 +471,83 @@ def store_row(s: _StoreRow, oob: bool = False) -> Markup:
         f'  <td class="c-since" data-label="Since">{since(s.since)}</td>\n'
         "</tr>"
     )
+
+
+# --- the terminal page's tables (recent checks, state changes, what is checked) -------------
+# Rows in Python like terminal_row: 20 + 20 + a few rows a page, each several helper calls.
+
+
+class _Check(Protocol):
+    checked_at: datetime
+    manual: bool
+    monitor_id: int
+    outcome: str
+    latency_ms: float | None
+    diagnosis: str | None
+
+
+class _Change(Protocol):
+    at: datetime
+    monitor_id: int
+    from_state: str
+    to_state: str
+    diagnosis: str | None
+
+
+class _Checked(Protocol):
+    kind: str
+    target: str
+    state: str
+    state_since: datetime | None
+    interval_s: int
+    last_checked_at: datetime | None
+    last_diagnosis: str | None
+
+
+_NO_FINDING = '<span class="muted">—</span>'
+
+
+def _finding(code: str | None) -> str:
+    return escape(diagnosis_title(code)) if code else _NO_FINDING
+
+
+def check_rows(checks: Sequence[_Check], names: dict[int, str]) -> Markup:
+    """The recent checks' rows (the body of their table)."""
+    out = []
+    for c in checks:
+        manual = ' <span class="note">manual</span>' if c.manual else ""
+        latency = f"{c.latency_ms:.0f} ms" if c.latency_ms is not None else "—"
+        out.append(
+            f"\n      <tr><td>{when(c.checked_at)}{manual}</td>\n"
+            f'        <td class="mono small-text">{escape(names.get(c.monitor_id, ""))}</td>\n'
+            f"        <td>{state(Outcome(c.outcome).state, small=True)}</td>\n"
+            f'        <td class="num">{latency}</td>\n'
+            f"        <td>{_finding(c.diagnosis)}</td></tr>\n      "
+        )
+    return Markup("".join(out))
+
+
+def change_rows(changes: Sequence[_Change], names: dict[int, str]) -> Markup:
+    """The state changes' rows (the body of their table)."""
+    out = []
+    for c in changes:
+        out.append(
+            f'\n      <tr><td>{when(c.at)}</td><td class="mono small-text">{escape(names.get(c.monitor_id, ""))}</td>\n'
+            f"        <td>{state(c.from_state, small=True)} → {state(c.to_state, small=True)}</td>\n"
+            f"        <td>{_finding(c.diagnosis)}</td></tr>\n      "
+        )
+    return Markup("".join(out))
+
+
+def monitor_rows(monitors: Sequence[_Checked], scope: str) -> Markup:
+    """What is checked: a row per monitor (`scope`: terminal, store network)."""
+    out = []
+    for m in monitors:
+        out.append(
+            f'\n    <tr data-scope="{scope}" class="row-{escape(m.state)}"><td>{escape(m.kind)}</td>'
+            f'<td class="mono">{escape(m.target)}</td><td>{state(m.state, small=True)}</td>'
+            f"<td>{since(m.state_since)}</td>\n"
+            f'      <td class="num">{escape(m.interval_s)} s</td><td>{when(m.last_checked_at)}</td>\n'
+            f"      <td>{_finding(m.last_diagnosis)}</td></tr>\n    "
+        )
+    return Markup("".join(out))
