@@ -63,10 +63,11 @@ def latency_chart(
     for at, v in points:
         end = min(at + step, t1)
         mid = at + (end - at) / 2
+        left = x(at)
         buckets.append(
             {
-                "x": x(at),
-                "w": max(round(x(end) - x(at), 1), 0.5),
+                "x": left,
+                "w": max(round(x(end) - left, 1), 0.5),
                 "cx": x(mid),
                 "cy": y(v),
                 "title": f"{at:{day}}\u2013{end:%H:%M} UTC · {v:.1f} ms (mean)",

@@ -551,3 +551,52 @@ def monitor_rows(monitors: Sequence[_Checked], scope: str) -> Markup:
             f"      <td>{_finding(m.last_diagnosis)}</td></tr>\n    "
         )
     return Markup("".join(out))
+
+
+class _Segment(Protocol):
+    start: datetime
+    end: datetime
+    state: str
+
+    @property
+    def seconds(self) -> float: ...
+
+
+def timeline(segments: Sequence[_Segment], start: datetime, end: datetime, label: str) -> Markup:
+    """A period's states as a bar of segments (the terminal page's 24 hours and 7 days): up to
+    hundreds of segments, Python rather than a macro."""
+    total = (end - start).total_seconds()
+    said = "; ".join(
+        f"{escape(state_word(s.state))} from {s.start:%d %b %H:%M} to {s.end:%d %b %H:%M}"
+        for s in segments
+        if s.state != State.NONE
+    )
+    rects = "".join(
+        f'\n    \n    \n    <rect class="seg seg-{escape(s.state)}" x="{(s.start - start).total_seconds() / total * 1000:.2f}"'
+        f' y="0" width="{max(s.seconds / total * 1000, 0.8):.2f}" height="24"><title>{escape(state_word(s.state))}:'
+        f" {s.start:%d %b %H:%M} – {s.end:%d %b %H:%M} UTC</title></rect>\n    "
+        for s in segments
+    )
+    label = escape(label)
+    return Markup(
+        f'\n<figure class="timeline">\n  <figcaption>{label}</figcaption>\n'
+        f'  <svg viewBox="0 0 1000 24" preserveAspectRatio="none" role="img" aria-label="{label}: {said}">\n'
+        f"    {rects}\n  </svg>\n"
+        f'  <div class="axis"><span>{start:%d %b %H:%M}</span><span>now</span></div>\n</figure>'
+    )
+
+
+def chart_dots(buckets: Sequence[dict]) -> Markup:
+    """The latency chart's dots (a path of zero-length segments, drawn when buckets are few)."""
+    return Markup("".join(f"M{b['cx']} {b['cy']}h0" for b in buckets))
+
+
+def chart_rects(buckets: Sequence[dict], h: int) -> Markup:
+    """The latency chart's hover areas, one per bucket with its span and mean as title."""
+    return Markup(
+        "".join(
+            f'<rect class="bucket" x="{b["x"]}" y="0" width="{b["w"]}" height="{h}">'
+            f"<title>{escape(b['title'])}</title></rect>"
+            for b in buckets
+        )
+    )
