@@ -15,7 +15,7 @@ from datetime import UTC, datetime, timedelta
 from functools import cache, lru_cache
 from typing import Any, TypeVar, cast
 
-from sqlalchemy import BindParameter, Select, and_, bindparam, case, func, or_, select
+from sqlalchemy import BindParameter, Row, Select, and_, bindparam, case, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.dashboard.reasons import Problem, Reason, network_rank, store_reason
@@ -1121,8 +1121,20 @@ _DETAIL_TERMINAL = (
 )
 _NETWORK_FIRST = Monitor.terminal_id.is_(None)
 # Its own monitors (by kind) and its store network's (by target, as the store page lists them).
+# Plain rows, not ORM objects: the page reads these columns and nothing else.
 _DETAIL_MONITORS = (
-    select(Monitor)
+    select(
+        Monitor.id,
+        Monitor.terminal_id,
+        Monitor.kind,
+        Monitor.target,
+        Monitor.state,
+        Monitor.state_since,
+        Monitor.interval_s,
+        Monitor.last_checked_at,
+        Monitor.last_diagnosis,
+        Monitor.last_detail,
+    )
     .where(
         or_(
             Monitor.terminal_id == bindparam("terminal_id"),
@@ -1132,19 +1144,26 @@ _DETAIL_MONITORS = (
     .order_by(_NETWORK_FIRST, case((_NETWORK_FIRST, Monitor.target)), Monitor.kind, Monitor.id)
 )
 _DETAIL_EVENTS = (
-    select(TerminalEvent)
+    select(TerminalEvent.at, TerminalEvent.kind, TerminalEvent.detail, TerminalEvent.source)
     .where(TerminalEvent.terminal_id == bindparam("terminal_id"))
     .order_by(TerminalEvent.at.desc())
     .limit(20)
 )
 _DETAIL_CHANGES = (
-    select(StateChange)
+    select(StateChange.at, StateChange.monitor_id, StateChange.from_state, StateChange.to_state, StateChange.diagnosis)
     .where(StateChange.monitor_id.in_(bindparam("ids", expanding=True)), StateChange.at >= bindparam("since"))
     .order_by(StateChange.at.desc())
     .limit(20)
 )
 _DETAIL_CHECKS = (
-    select(CheckResult)
+    select(
+        CheckResult.checked_at,
+        CheckResult.monitor_id,
+        CheckResult.outcome,
+        CheckResult.latency_ms,
+        CheckResult.diagnosis,
+        CheckResult.manual,
+    )
     .where(CheckResult.monitor_id.in_(bindparam("ids", expanding=True)))
     .order_by(CheckResult.checked_at.desc())
     .limit(20)
@@ -1155,11 +1174,11 @@ _DETAIL_CHECKS = (
 class TerminalDetail:
     terminal: Terminal
     store: Store
-    monitors: list[Monitor]
-    network: list[Monitor]
-    events: list[TerminalEvent]
-    changes: list[StateChange]
-    checks: list[CheckResult | FoldedResult]
+    monitors: list[Row[Any]]  # _DETAIL_MONITORS's columns
+    network: list[Row[Any]]
+    events: list[Row[Any]]  # _DETAIL_EVENTS's
+    changes: list[Row[Any]]  # _DETAIL_CHANGES's
+    checks: list[Row[Any] | FoldedResult]  # _DETAIL_CHECKS's
     timeline_24h: list[Segment]
     timeline_7d: list[Segment]
     uptime_24h: Figures | None  # with how much of the period was monitored
@@ -1183,7 +1202,7 @@ class TerminalDetail:
         return self.network_state == State.DOWN and all(m.state != State.DOWN for m in self.monitors)
 
     @property
-    def network_down(self) -> list[Monitor]:
+    def network_down(self) -> list[Row[Any]]:
         """Its store's failing network checks, the one that explains the others first."""
         down = [m for m in self.network if m.state == State.DOWN]
         return sorted(down, key=lambda m: (network_rank(m.kind, m.last_diagnosis), m.target, m.kind))
@@ -1206,24 +1225,24 @@ async def terminal_detail(
     if found is None:
         return None
     terminal, store = found
-    both = await session.scalars(_DETAIL_MONITORS, {"terminal_id": terminal.id, "store_id": store.id})
-    monitors: list[Monitor] = []
-    network: list[Monitor] = []
+    both = await session.execute(_DETAIL_MONITORS, {"terminal_id": terminal.id, "store_id": store.id})
+    monitors: list[Row[Any]] = []
+    network: list[Row[Any]] = []
     for m in both:
         (monitors if m.terminal_id is not None else network).append(m)
     network = network[:NETWORK_LIMIT]
-    events = list(await session.scalars(_DETAIL_EVENTS, {"terminal_id": terminal.id}))
+    events = list(await session.execute(_DETAIL_EVENTS, {"terminal_id": terminal.id}))
     week = now - timedelta(days=7)
     # Its own monitors' changes and its store network's (they take it down too).
     watched = [m.id for m in monitors] + [m.id for m in network]
     recent_changes = (
-        list(await session.scalars(_DETAIL_CHANGES, {"ids": watched, "since": week})) if watched else []
+        list(await session.execute(_DETAIL_CHANGES, {"ids": watched, "since": week})) if watched else []
     )
     monitor_ids = [m.id for m in monitors]
-    checks: list[CheckResult | FoldedResult] = []
+    checks: list[Row[Any] | FoldedResult] = []
     days: Days = {}
     if monitor_ids:
-        checks = list(await session.scalars(_DETAIL_CHECKS, {"ids": monitor_ids}))
+        checks = list(await session.execute(_DETAIL_CHECKS, {"ids": monitor_ids}))
         # Results that changed nothing are folded, not rows: their newest are kept as they were.
         # Their days are read once, for these and for the latency chart's 24 hours.
         today = now.astimezone(UTC).date()
@@ -1277,7 +1296,7 @@ async def terminal_detail(
 
 
 async def _latency(
-    session: AsyncSession, monitors: list[Monitor], now: datetime, days: Days
+    session: AsyncSession, monitors: list[Row[Any]], now: datetime, days: Days
 ) -> tuple[list[tuple[datetime, float]], str, int]:
     """Latency of the terminal's main reachability monitor over 24 h in 15-minute buckets on
     the clock's quarter hours, falling back to hourly buckets over 7 days. Returns the points
