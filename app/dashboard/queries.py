@@ -15,18 +15,24 @@ from datetime import UTC, datetime, timedelta
 from functools import cache, lru_cache
 from typing import Any, TypeVar, cast
 
-from sqlalchemy import BindParameter, Row, Select, and_, bindparam, case, func, or_, select
+from sqlalchemy import BindParameter, Select, and_, bindparam, case, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.dashboard.reasons import Problem, Reason, network_rank, store_reason
 from app.db import dialect_of, in_chunks, one_of, utcnow
-from app.history.uptime import Figures, Period, TerminalInfo, terminal_history, uptime_for_terminals
+from app.history.uptime import (
+    Figures,
+    Period,
+    TerminalInfo,
+    terminal_history,
+    uptime_and_monitors,
+    uptime_for_terminals,
+)
 from app.inventory.models import PROVIDERS, Agent, Monitor, Store, Terminal, TerminalEvent
 from app.monitoring.agents import STORE_OFFLINE
 from app.monitoring.compact import (
     RECENT_DAYS,
     Days,
-    FoldedResult,
     kept_results,
     plain_buckets,
     plain_days,
@@ -960,7 +966,7 @@ _STORE_TERMINALS = (
 
 @cache
 def _lan_monitors(dialect: str) -> Select[*tuple[Any, ...]]:
-    return select(Monitor.id, Monitor.terminal_id, Monitor.kind, Monitor.state, Monitor.state_since).where(
+    return select(Monitor.terminal_id, Monitor.kind, Monitor.state).where(
         one_of(dialect, Monitor.terminal_id, "ids")
     )
 
@@ -975,21 +981,29 @@ async def store_terminals(session: AsyncSession, store_id: int, limit: int = 500
 async def decorate_terminals(
     session: AsyncSession, rows: list[TerminalRow], *, uptime: bool = True, now: datetime | None = None
 ) -> None:
-    """LAN state and 24 h uptime for the rows on screen: two queries whatever the page size."""
+    """LAN state and 24 h uptime for the rows on screen: a few queries whatever the page size
+    (the LAN state from the monitors the uptime reads, when it is asked for)."""
     if not rows:
         return
-    ids = [r.id for r in rows]
-    monitors = (await session.execute(_lan_monitors(dialect_of(session)), {"ids": ids})).all()
-    by_terminal: dict[int, list] = {}
-    for m in monitors:
-        by_terminal.setdefault(m.terminal_id, []).append(m)
-    for r in rows:
-        lan = [m.state for m in by_terminal.get(r.id, ()) if m.kind in LAN_KINDS]
-        r.lan_state = worst(lan)
+    by_terminal: Mapping[int, Sequence[Any]]
     if uptime:
-        figures = await uptime_24h(session, rows, now)
+        now = now or utcnow()
+        infos = [_terminal_info(r) for r in rows]
+        result, by_terminal = await uptime_and_monitors(
+            session, infos, Period.last_hours(24, now), per_day=False, now=now
+        )
+        figures = {u.terminal.id: u.total.uptime for u in result}
         for r in rows:
             r.uptime_24h = figures.get(r.id)
+    else:
+        ids = [r.id for r in rows]
+        monitors = (await session.execute(_lan_monitors(dialect_of(session)), {"ids": ids})).all()
+        lan: dict[int, list[Any]] = {}
+        for m in monitors:
+            lan.setdefault(m.terminal_id, []).append(m)
+        by_terminal = lan
+    for r in rows:
+        r.lan_state = worst([m.state for m in by_terminal.get(r.id, ()) if m.kind in LAN_KINDS])
 
 
 async def uptime_24h(
@@ -1150,7 +1164,13 @@ _DETAIL_EVENTS = (
     .limit(20)
 )
 _DETAIL_CHANGES = (
-    select(StateChange.at, StateChange.monitor_id, StateChange.from_state, StateChange.to_state, StateChange.diagnosis)
+    select(
+        StateChange.at,
+        StateChange.monitor_id,
+        StateChange.from_state,
+        StateChange.to_state,
+        StateChange.diagnosis,
+    )
     .where(StateChange.monitor_id.in_(bindparam("ids", expanding=True)), StateChange.at >= bindparam("since"))
     .order_by(StateChange.at.desc())
     .limit(20)
@@ -1174,11 +1194,11 @@ _DETAIL_CHECKS = (
 class TerminalDetail:
     terminal: Terminal
     store: Store
-    monitors: list[Row[Any]]  # _DETAIL_MONITORS's columns
-    network: list[Row[Any]]
-    events: list[Row[Any]]  # _DETAIL_EVENTS's
-    changes: list[Row[Any]]  # _DETAIL_CHANGES's
-    checks: list[Row[Any] | FoldedResult]  # _DETAIL_CHECKS's
+    monitors: list[Any]  # _DETAIL_MONITORS's columns
+    network: list[Any]
+    events: list[Any]  # _DETAIL_EVENTS's
+    changes: list[Any]  # _DETAIL_CHANGES's
+    checks: list[Any]  # _DETAIL_CHECKS's and FoldedResult
     timeline_24h: list[Segment]
     timeline_7d: list[Segment]
     uptime_24h: Figures | None  # with how much of the period was monitored
@@ -1202,7 +1222,7 @@ class TerminalDetail:
         return self.network_state == State.DOWN and all(m.state != State.DOWN for m in self.monitors)
 
     @property
-    def network_down(self) -> list[Row[Any]]:
+    def network_down(self) -> list[Any]:
         """Its store's failing network checks, the one that explains the others first."""
         down = [m for m in self.network if m.state == State.DOWN]
         return sorted(down, key=lambda m: (network_rank(m.kind, m.last_diagnosis), m.target, m.kind))
@@ -1226,8 +1246,8 @@ async def terminal_detail(
         return None
     terminal, store = found
     both = await session.execute(_DETAIL_MONITORS, {"terminal_id": terminal.id, "store_id": store.id})
-    monitors: list[Row[Any]] = []
-    network: list[Row[Any]] = []
+    monitors: list[Any] = []
+    network: list[Any] = []
     for m in both:
         (monitors if m.terminal_id is not None else network).append(m)
     network = network[:NETWORK_LIMIT]
@@ -1239,7 +1259,7 @@ async def terminal_detail(
         list(await session.execute(_DETAIL_CHANGES, {"ids": watched, "since": week})) if watched else []
     )
     monitor_ids = [m.id for m in monitors]
-    checks: list[Row[Any] | FoldedResult] = []
+    checks: list[Any] = []
     days: Days = {}
     if monitor_ids:
         checks = list(await session.execute(_DETAIL_CHECKS, {"ids": monitor_ids}))
@@ -1296,7 +1316,7 @@ async def terminal_detail(
 
 
 async def _latency(
-    session: AsyncSession, monitors: list[Row[Any]], now: datetime, days: Days
+    session: AsyncSession, monitors: list[Any], now: datetime, days: Days
 ) -> tuple[list[tuple[datetime, float]], str, int]:
     """Latency of the terminal's main reachability monitor over 24 h in 15-minute buckets on
     the clock's quarter hours, falling back to hourly buckets over 7 days. Returns the points

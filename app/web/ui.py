@@ -532,7 +532,8 @@ def change_rows(changes: Sequence[_Change], names: dict[int, str]) -> Markup:
     out = []
     for c in changes:
         out.append(
-            f'\n      <tr><td>{when(c.at)}</td><td class="mono small-text">{escape(names.get(c.monitor_id, ""))}</td>\n'
+            f"\n      <tr><td>{when(c.at)}</td>"
+            f'<td class="mono small-text">{escape(names.get(c.monitor_id, ""))}</td>\n'
             f"        <td>{state(c.from_state, small=True)} → {state(c.to_state, small=True)}</td>\n"
             f"        <td>{_finding(c.diagnosis)}</td></tr>\n      "
         )
@@ -572,9 +573,11 @@ def timeline(segments: Sequence[_Segment], start: datetime, end: datetime, label
         if s.state != State.NONE
     )
     rects = "".join(
-        f'\n    \n    \n    <rect class="seg seg-{escape(s.state)}" x="{(s.start - start).total_seconds() / total * 1000:.2f}"'
-        f' y="0" width="{max(s.seconds / total * 1000, 0.8):.2f}" height="24"><title>{escape(state_word(s.state))}:'
-        f" {s.start:%d %b %H:%M} – {s.end:%d %b %H:%M} UTC</title></rect>\n    "
+        f'\n    \n    \n    <rect class="seg seg-{escape(s.state)}"'
+        f' x="{(s.start - start).total_seconds() / total * 1000:.2f}" y="0"'
+        f' width="{max(s.seconds / total * 1000, 0.8):.2f}" height="24">'
+        f"<title>{escape(state_word(s.state))}: {s.start:%d %b %H:%M} \u2013 {s.end:%d %b %H:%M} UTC"
+        "</title></rect>\n    "
         for s in segments
     )
     label = escape(label)
