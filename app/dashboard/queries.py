@@ -1079,16 +1079,27 @@ async def store_agent(session: AsyncSession, store: Store) -> Agent | None:
 NETWORK_LIMIT = 200  # a store's network checks shown (a profile has a handful)
 
 
+# Plain rows of the columns the store page's network checks show, not ORM objects.
 _NETWORK_MONITORS = (
-    select(Monitor)
+    select(
+        Monitor.id,
+        Monitor.kind,
+        Monitor.target,
+        Monitor.state,
+        Monitor.state_since,
+        Monitor.last_latency_ms,
+        Monitor.last_checked_at,
+        Monitor.last_diagnosis,
+        Monitor.last_detail,
+    )
     .where(Monitor.store_id == bindparam("store_id"), Monitor.terminal_id.is_(None))
     .order_by(Monitor.target, Monitor.kind)
     .limit(NETWORK_LIMIT)
 )
 
 
-async def store_network_monitors(session: AsyncSession, store_id: int) -> list[Monitor]:
-    return list(await session.scalars(_NETWORK_MONITORS, {"store_id": store_id}))
+async def store_network_monitors(session: AsyncSession, store_id: int) -> list[Any]:
+    return list(await session.execute(_NETWORK_MONITORS, {"store_id": store_id}))
 
 
 LATENCY_BUCKET_S = 900  # the latency chart's buckets: clock quarter hours
