@@ -1294,7 +1294,9 @@ async def terminal_detail(
     )
     t24, t7 = [Segment(*seg) for seg in day], [Segment(*seg) for seg in seven_days]
     latency, label, bucket_s = await _latency(session, monitors, now, days)
-    account = await provider_account_of(session, terminal)
+    # The page names its provider account only for a terminal with a cloud side.
+    cloud_side = terminal.cloud_enabled or terminal.integration != "local"
+    account = await provider_account_of(session, terminal) if cloud_side else None
     has_account = True
     if (
         terminal.integration in ("cloud", "both")
