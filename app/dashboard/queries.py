@@ -20,13 +20,19 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.dashboard.reasons import Problem, Reason, network_rank, store_reason
 from app.db import dialect_of, in_chunks, one_of, utcnow
-from app.history.uptime import Figures, Period, TerminalInfo, terminal_history, uptime_for_terminals
+from app.history.uptime import (
+    Figures,
+    Period,
+    TerminalInfo,
+    terminal_history,
+    uptime_and_monitors,
+    uptime_for_terminals,
+)
 from app.inventory.models import PROVIDERS, Agent, Monitor, Store, Terminal, TerminalEvent
 from app.monitoring.agents import STORE_OFFLINE
 from app.monitoring.compact import (
     RECENT_DAYS,
     Days,
-    FoldedResult,
     kept_results,
     plain_buckets,
     plain_days,
@@ -960,7 +966,7 @@ _STORE_TERMINALS = (
 
 @cache
 def _lan_monitors(dialect: str) -> Select[*tuple[Any, ...]]:
-    return select(Monitor.id, Monitor.terminal_id, Monitor.kind, Monitor.state, Monitor.state_since).where(
+    return select(Monitor.terminal_id, Monitor.kind, Monitor.state).where(
         one_of(dialect, Monitor.terminal_id, "ids")
     )
 
@@ -975,21 +981,29 @@ async def store_terminals(session: AsyncSession, store_id: int, limit: int = 500
 async def decorate_terminals(
     session: AsyncSession, rows: list[TerminalRow], *, uptime: bool = True, now: datetime | None = None
 ) -> None:
-    """LAN state and 24 h uptime for the rows on screen: two queries whatever the page size."""
+    """LAN state and 24 h uptime for the rows on screen: a few queries whatever the page size
+    (the LAN state from the monitors the uptime reads, when it is asked for)."""
     if not rows:
         return
-    ids = [r.id for r in rows]
-    monitors = (await session.execute(_lan_monitors(dialect_of(session)), {"ids": ids})).all()
-    by_terminal: dict[int, list] = {}
-    for m in monitors:
-        by_terminal.setdefault(m.terminal_id, []).append(m)
-    for r in rows:
-        lan = [m.state for m in by_terminal.get(r.id, ()) if m.kind in LAN_KINDS]
-        r.lan_state = worst(lan)
+    by_terminal: Mapping[int, Sequence[Any]]
     if uptime:
-        figures = await uptime_24h(session, rows, now)
+        now = now or utcnow()
+        infos = [_terminal_info(r) for r in rows]
+        result, by_terminal = await uptime_and_monitors(
+            session, infos, Period.last_hours(24, now), per_day=False, now=now
+        )
+        figures = {u.terminal.id: u.total.uptime for u in result}
         for r in rows:
             r.uptime_24h = figures.get(r.id)
+    else:
+        ids = [r.id for r in rows]
+        monitors = (await session.execute(_lan_monitors(dialect_of(session)), {"ids": ids})).all()
+        lan: dict[int, list[Any]] = {}
+        for m in monitors:
+            lan.setdefault(m.terminal_id, []).append(m)
+        by_terminal = lan
+    for r in rows:
+        r.lan_state = worst([m.state for m in by_terminal.get(r.id, ()) if m.kind in LAN_KINDS])
 
 
 async def uptime_24h(
@@ -1065,16 +1079,31 @@ async def store_agent(session: AsyncSession, store: Store) -> Agent | None:
 NETWORK_LIMIT = 200  # a store's network checks shown (a profile has a handful)
 
 
+# Table columns, not the mapped classes' attributes: a statement of them runs without the ORM's
+# result set-up (a fifth of a small read's CPU); the rows are the same.
+_MON, _SC, _CR, _EV = (m.__table__.c for m in (Monitor, StateChange, CheckResult, TerminalEvent))
+
+# Plain rows of the columns the store page's network checks show, not ORM objects.
 _NETWORK_MONITORS = (
-    select(Monitor)
-    .where(Monitor.store_id == bindparam("store_id"), Monitor.terminal_id.is_(None))
-    .order_by(Monitor.target, Monitor.kind)
+    select(
+        _MON.id,
+        _MON.kind,
+        _MON.target,
+        _MON.state,
+        _MON.state_since,
+        _MON.last_latency_ms,
+        _MON.last_checked_at,
+        _MON.last_diagnosis,
+        _MON.last_detail,
+    )
+    .where(_MON.store_id == bindparam("store_id"), _MON.terminal_id.is_(None))
+    .order_by(_MON.target, _MON.kind)
     .limit(NETWORK_LIMIT)
 )
 
 
-async def store_network_monitors(session: AsyncSession, store_id: int) -> list[Monitor]:
-    return list(await session.scalars(_NETWORK_MONITORS, {"store_id": store_id}))
+async def store_network_monitors(session: AsyncSession, store_id: int) -> list[Any]:
+    return list(await session.execute(_NETWORK_MONITORS, {"store_id": store_id}))
 
 
 LATENCY_BUCKET_S = 900  # the latency chart's buckets: clock quarter hours
@@ -1119,34 +1148,59 @@ _DETAIL_TERMINAL = (
     .join(Store, Store.id == Terminal.store_id)
     .where(Terminal.poiid == bindparam("poiid"))
 )
-_NETWORK_FIRST = Monitor.terminal_id.is_(None)
+_NETWORK_FIRST = _MON.terminal_id.is_(None)
 # Its own monitors (by kind) and its store network's (by target, as the store page lists them).
+# Plain rows, not ORM objects: the page reads these columns and nothing else.
 _DETAIL_MONITORS = (
-    select(Monitor)
+    select(
+        _MON.id,
+        _MON.terminal_id,
+        _MON.kind,
+        _MON.target,
+        _MON.state,
+        _MON.state_since,
+        _MON.interval_s,
+        _MON.last_checked_at,
+        _MON.last_diagnosis,
+        _MON.last_detail,
+    )
     .where(
         or_(
-            Monitor.terminal_id == bindparam("terminal_id"),
-            _NETWORK_FIRST & (Monitor.store_id == bindparam("store_id")),
+            _MON.terminal_id == bindparam("terminal_id"),
+            _NETWORK_FIRST & (_MON.store_id == bindparam("store_id")),
         )
     )
-    .order_by(_NETWORK_FIRST, case((_NETWORK_FIRST, Monitor.target)), Monitor.kind, Monitor.id)
+    .order_by(_NETWORK_FIRST, case((_NETWORK_FIRST, _MON.target)), _MON.kind, _MON.id)
 )
 _DETAIL_EVENTS = (
-    select(TerminalEvent)
-    .where(TerminalEvent.terminal_id == bindparam("terminal_id"))
-    .order_by(TerminalEvent.at.desc())
+    select(_EV.at, _EV.kind, _EV.detail, _EV.source)
+    .where(_EV.terminal_id == bindparam("terminal_id"))
+    .order_by(_EV.at.desc())
     .limit(20)
 )
 _DETAIL_CHANGES = (
-    select(StateChange)
-    .where(StateChange.monitor_id.in_(bindparam("ids", expanding=True)), StateChange.at >= bindparam("since"))
-    .order_by(StateChange.at.desc())
+    select(
+        _SC.at,
+        _SC.monitor_id,
+        _SC.from_state,
+        _SC.to_state,
+        _SC.diagnosis,
+    )
+    .where(_SC.monitor_id.in_(bindparam("ids", expanding=True)), _SC.at >= bindparam("since"))
+    .order_by(_SC.at.desc())
     .limit(20)
 )
 _DETAIL_CHECKS = (
-    select(CheckResult)
-    .where(CheckResult.monitor_id.in_(bindparam("ids", expanding=True)))
-    .order_by(CheckResult.checked_at.desc())
+    select(
+        _CR.checked_at,
+        _CR.monitor_id,
+        _CR.outcome,
+        _CR.latency_ms,
+        _CR.diagnosis,
+        _CR.manual,
+    )
+    .where(_CR.monitor_id.in_(bindparam("ids", expanding=True)))
+    .order_by(_CR.checked_at.desc())
     .limit(20)
 )
 
@@ -1155,11 +1209,11 @@ _DETAIL_CHECKS = (
 class TerminalDetail:
     terminal: Terminal
     store: Store
-    monitors: list[Monitor]
-    network: list[Monitor]
-    events: list[TerminalEvent]
-    changes: list[StateChange]
-    checks: list[CheckResult | FoldedResult]
+    monitors: list[Any]  # _DETAIL_MONITORS's columns
+    network: list[Any]
+    events: list[Any]  # _DETAIL_EVENTS's
+    changes: list[Any]  # _DETAIL_CHANGES's
+    checks: list[Any]  # _DETAIL_CHECKS's and FoldedResult
     timeline_24h: list[Segment]
     timeline_7d: list[Segment]
     uptime_24h: Figures | None  # with how much of the period was monitored
@@ -1183,7 +1237,7 @@ class TerminalDetail:
         return self.network_state == State.DOWN and all(m.state != State.DOWN for m in self.monitors)
 
     @property
-    def network_down(self) -> list[Monitor]:
+    def network_down(self) -> list[Any]:
         """Its store's failing network checks, the one that explains the others first."""
         down = [m for m in self.network if m.state == State.DOWN]
         return sorted(down, key=lambda m: (network_rank(m.kind, m.last_diagnosis), m.target, m.kind))
@@ -1206,24 +1260,24 @@ async def terminal_detail(
     if found is None:
         return None
     terminal, store = found
-    both = await session.scalars(_DETAIL_MONITORS, {"terminal_id": terminal.id, "store_id": store.id})
-    monitors: list[Monitor] = []
-    network: list[Monitor] = []
+    both = await session.execute(_DETAIL_MONITORS, {"terminal_id": terminal.id, "store_id": store.id})
+    monitors: list[Any] = []
+    network: list[Any] = []
     for m in both:
         (monitors if m.terminal_id is not None else network).append(m)
     network = network[:NETWORK_LIMIT]
-    events = list(await session.scalars(_DETAIL_EVENTS, {"terminal_id": terminal.id}))
+    events = list(await session.execute(_DETAIL_EVENTS, {"terminal_id": terminal.id}))
     week = now - timedelta(days=7)
     # Its own monitors' changes and its store network's (they take it down too).
     watched = [m.id for m in monitors] + [m.id for m in network]
     recent_changes = (
-        list(await session.scalars(_DETAIL_CHANGES, {"ids": watched, "since": week})) if watched else []
+        list(await session.execute(_DETAIL_CHANGES, {"ids": watched, "since": week})) if watched else []
     )
     monitor_ids = [m.id for m in monitors]
-    checks: list[CheckResult | FoldedResult] = []
+    checks: list[Any] = []
     days: Days = {}
     if monitor_ids:
-        checks = list(await session.scalars(_DETAIL_CHECKS, {"ids": monitor_ids}))
+        checks = list(await session.execute(_DETAIL_CHECKS, {"ids": monitor_ids}))
         # Results that changed nothing are folded, not rows: their newest are kept as they were.
         # Their days are read once, for these and for the latency chart's 24 hours.
         today = now.astimezone(UTC).date()
@@ -1244,7 +1298,9 @@ async def terminal_detail(
     )
     t24, t7 = [Segment(*seg) for seg in day], [Segment(*seg) for seg in seven_days]
     latency, label, bucket_s = await _latency(session, monitors, now, days)
-    account = await provider_account_of(session, terminal)
+    # The page names its provider account only for a terminal with a cloud side.
+    cloud_side = terminal.cloud_enabled or terminal.integration != "local"
+    account = await provider_account_of(session, terminal) if cloud_side else None
     has_account = True
     if (
         terminal.integration in ("cloud", "both")
@@ -1277,7 +1333,7 @@ async def terminal_detail(
 
 
 async def _latency(
-    session: AsyncSession, monitors: list[Monitor], now: datetime, days: Days
+    session: AsyncSession, monitors: list[Any], now: datetime, days: Days
 ) -> tuple[list[tuple[datetime, float]], str, int]:
     """Latency of the terminal's main reachability monitor over 24 h in 15-minute buckets on
     the clock's quarter hours, falling back to hourly buckets over 7 days. Returns the points
@@ -1298,13 +1354,13 @@ async def _latency(
 
 
 _LATENCIES = (
-    select(CheckResult.checked_at, CheckResult.latency_ms)
+    select(_CR.checked_at, _CR.latency_ms)
     .where(
-        CheckResult.monitor_id == bindparam("monitor_id"),
-        CheckResult.checked_at >= bindparam("start"),
-        CheckResult.latency_ms.is_not(None),
+        _CR.monitor_id == bindparam("monitor_id"),
+        _CR.checked_at >= bindparam("start"),
+        _CR.latency_ms.is_not(None),
     )
-    .order_by(CheckResult.checked_at.desc())
+    .order_by(_CR.checked_at.desc())
     .limit(3000)
 )
 

@@ -31,6 +31,8 @@ log = logging.getLogger(__name__)
 router = APIRouter(include_in_schema=False)
 
 STORES_PER_PAGE = 50
+# strftime's %b (the C locale's, as Python leaves LC_TIME).
+_MONTHS = ("", "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
 LIVE_MAX_IDS = 500
 
 
@@ -58,18 +60,22 @@ def latency_chart(
     def y(v: float) -> float:
         return round(4 + (h - 8) * (1 - v / top), 1)
 
-    day = "%d %b %H:%M" if (t1 - t0) > timedelta(hours=20) else "%H:%M"
+    dated = (t1 - t0) > timedelta(hours=20)  # the title's start with its day ('%d %b %H:%M')
     buckets = []
     for at, v in points:
         end = min(at + step, t1)
         mid = at + (end - at) / 2
+        left = x(at)
+        # Formatted by hand: strftime for 2 x 96 titles was a quarter of the chart's CPU.
+        begins = f"{at.day:02d} {_MONTHS[at.month]} " if dated else ""
         buckets.append(
             {
-                "x": x(at),
-                "w": max(round(x(end) - x(at), 1), 0.5),
+                "x": left,
+                "w": max(round(x(end) - left, 1), 0.5),
                 "cx": x(mid),
                 "cy": y(v),
-                "title": f"{at:{day}}\u2013{end:%H:%M} UTC · {v:.1f} ms (mean)",
+                "title": f"{begins}{at.hour:02d}:{at.minute:02d}\u2013{end.hour:02d}:{end.minute:02d} UTC"
+                f" · {v:.1f} ms (mean)",
             }
         )
     coords = " ".join(f"{b['cx']},{b['cy']}" for b in buckets)

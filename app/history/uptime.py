@@ -409,6 +409,7 @@ class _MonitorRow:
     state: str
     state_since: datetime | None
     before: str | None  # to_state of the last change before the window
+    kind: str = ""  # its check (the terminals list's LAN state reads it)
 
 
 async def _monitors(
@@ -440,6 +441,7 @@ def _monitors_query(dialect: str, first_change: bool) -> Select[*tuple[Any, ...]
         Monitor.state,
         Monitor.state_since,
         state_before(bindparam("before"), first_change=first_change).label("before"),
+        Monitor.kind,
     ).where(
         or_(
             one_of(dialect, Monitor.terminal_id, "own"),
@@ -567,14 +569,27 @@ async def uptime_for_terminals(
     now: datetime | None = None,
 ) -> list[TerminalUptime]:
     """Exact figures of these terminals (one chunk) over the period, capped at `now`."""
+    return (await uptime_and_monitors(session, terminals, period, per_day=per_day, now=now))[0]
+
+
+async def uptime_and_monitors(
+    session: AsyncSession,
+    terminals: list[TerminalInfo],
+    period: Period,
+    *,
+    per_day: bool = True,
+    now: datetime | None = None,
+) -> tuple[list[TerminalUptime], dict[int, list[_MonitorRow]]]:
+    """`uptime_for_terminals`, and each terminal's own monitors as read for it (their kind and
+    state: the terminals list takes their LAN state from them rather than from a second read)."""
     if not terminals:
-        return []
+        return [], {}
     now = now or utcnow()
     windows = {}
     for t in terminals:
         s, e = period.window(t.tz)
         windows[t.id] = (s, min(e, now))
-    return await uptime_in_windows(session, terminals, windows, per_day=per_day)
+    return await _in_windows(session, terminals, windows, per_day=per_day)
 
 
 async def uptime_in_windows(
@@ -585,8 +600,18 @@ async def uptime_in_windows(
     per_day: bool = True,
 ) -> list[TerminalUptime]:
     """Exact figures of these terminals, each over its own window [start, end) (in `windows`)."""
+    return (await _in_windows(session, terminals, windows, per_day=per_day))[0]
+
+
+async def _in_windows(
+    session: AsyncSession,
+    terminals: list[TerminalInfo],
+    windows: dict[int, tuple[datetime, datetime]],
+    *,
+    per_day: bool = True,
+) -> tuple[list[TerminalUptime], dict[int, list[_MonitorRow]]]:
     if not terminals:
-        return []
+        return [], {}
     lo = min(s for s, _ in windows.values())
     hi = max(e for _, e in windows.values())
     own, network = await _monitors(session, terminals, lo)
@@ -596,7 +621,7 @@ async def uptime_in_windows(
     for t in terminals:
         s, e = windows[t.id]
         out.append(terminal_uptime(t, _watching(t, own, network), changes, s, e, per_day=per_day))
-    return out
+    return out, own
 
 
 class ChunkUptime(Protocol):

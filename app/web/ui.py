@@ -17,7 +17,7 @@ from typing import Protocol
 from markupsafe import Markup, escape
 
 from app.checks.diagnoses import CATALOGUE
-from app.vocabulary import AgentState, CloudState, MonitorKind, State, StoreStatus
+from app.vocabulary import AgentState, CloudState, MonitorKind, Outcome, State, StoreStatus
 
 _STATES = frozenset(State)
 _CLOUD_STATES = frozenset(CloudState)
@@ -137,13 +137,20 @@ def lasted(value: datetime | None) -> str:
     return f"{seconds} s"
 
 
+def _exact(iso: str) -> str:
+    """'%Y-%m-%d %H:%M:%S' of a moment, cut from its isoformat() (the tag carries it anyway):
+    strftime cost a third of a moment's markup, and a page shows up to hundreds."""
+    return f"{iso[:10]} {iso[11:19]}"
+
+
 def when(dt: datetime | None, prefix: str = "") -> Markup:
     """A moment as 'x ago' (kept current by dashboard.js), the exact UTC time as tooltip."""
     if dt is None:
         return Markup('<span class="muted">never</span>')
+    iso = dt.isoformat()
     return Markup(
-        f'<time datetime="{dt.isoformat()}" data-rel title="{dt:%Y-%m-%d %H:%M:%S} UTC">'
-        f"{escape(prefix)}{ago(dt)}</time>"
+        f'<time datetime="{iso}" data-rel title="{_exact(iso)} UTC">'
+        f"{escape(prefix) if prefix else ''}{ago(dt)}</time>"
     )
 
 
@@ -185,9 +192,9 @@ def since(dt: datetime | None) -> Markup:
     """How long the current state has lasted, the start as tooltip."""
     if dt is None:
         return Markup('<span class="muted">—</span>')
+    iso = dt.isoformat()
     return Markup(
-        f'<time datetime="{dt.isoformat()}" data-rel="since" title="since {dt:%Y-%m-%d %H:%M:%S} UTC">'
-        f"{lasted(dt)}</time>"
+        f'<time datetime="{iso}" data-rel="since" title="since {_exact(iso)} UTC">{lasted(dt)}</time>'
     )
 
 
@@ -470,4 +477,136 @@ def store_row(s: _StoreRow, oob: bool = False) -> Markup:
         f"  {count_cell(s.not_monitored, label='Not monitored')}\n"
         f'  <td class="c-since" data-label="Since">{since(s.since)}</td>\n'
         "</tr>"
+    )
+
+
+# --- the terminal page's tables (recent checks, state changes, what is checked) -------------
+# Rows in Python like terminal_row: 20 + 20 + a few rows a page, each several helper calls.
+
+
+class _Check(Protocol):
+    checked_at: datetime
+    manual: bool
+    monitor_id: int
+    outcome: str
+    latency_ms: float | None
+    diagnosis: str | None
+
+
+class _Change(Protocol):
+    at: datetime
+    monitor_id: int
+    from_state: str
+    to_state: str
+    diagnosis: str | None
+
+
+class _Checked(Protocol):
+    kind: str
+    target: str
+    state: str
+    state_since: datetime | None
+    interval_s: int
+    last_checked_at: datetime | None
+    last_diagnosis: str | None
+
+
+_NO_FINDING = '<span class="muted">—</span>'
+
+
+def _finding(code: str | None) -> str:
+    return escape(diagnosis_title(code)) if code else _NO_FINDING
+
+
+def check_rows(checks: Sequence[_Check], names: dict[int, str]) -> Markup:
+    """The recent checks' rows (the body of their table)."""
+    out = []
+    for c in checks:
+        manual = ' <span class="note">manual</span>' if c.manual else ""
+        latency = f"{c.latency_ms:.0f} ms" if c.latency_ms is not None else "—"
+        out.append(
+            f"\n      <tr><td>{when(c.checked_at)}{manual}</td>\n"
+            f'        <td class="mono small-text">{escape(names.get(c.monitor_id, ""))}</td>\n'
+            f"        <td>{state(Outcome(c.outcome).state, small=True)}</td>\n"
+            f'        <td class="num">{latency}</td>\n'
+            f"        <td>{_finding(c.diagnosis)}</td></tr>\n      "
+        )
+    return Markup("".join(out))
+
+
+def change_rows(changes: Sequence[_Change], names: dict[int, str]) -> Markup:
+    """The state changes' rows (the body of their table)."""
+    out = []
+    for c in changes:
+        out.append(
+            f"\n      <tr><td>{when(c.at)}</td>"
+            f'<td class="mono small-text">{escape(names.get(c.monitor_id, ""))}</td>\n'
+            f"        <td>{state(c.from_state, small=True)} → {state(c.to_state, small=True)}</td>\n"
+            f"        <td>{_finding(c.diagnosis)}</td></tr>\n      "
+        )
+    return Markup("".join(out))
+
+
+def monitor_rows(monitors: Sequence[_Checked], scope: str) -> Markup:
+    """What is checked: a row per monitor (`scope`: terminal, store network)."""
+    out = []
+    for m in monitors:
+        out.append(
+            f'\n    <tr data-scope="{scope}" class="row-{escape(m.state)}"><td>{escape(m.kind)}</td>'
+            f'<td class="mono">{escape(m.target)}</td><td>{state(m.state, small=True)}</td>'
+            f"<td>{since(m.state_since)}</td>\n"
+            f'      <td class="num">{escape(m.interval_s)} s</td><td>{when(m.last_checked_at)}</td>\n'
+            f"      <td>{_finding(m.last_diagnosis)}</td></tr>\n    "
+        )
+    return Markup("".join(out))
+
+
+class _Segment(Protocol):
+    start: datetime
+    end: datetime
+    state: str
+
+    @property
+    def seconds(self) -> float: ...
+
+
+def timeline(segments: Sequence[_Segment], start: datetime, end: datetime, label: str) -> Markup:
+    """A period's states as a bar of segments (the terminal page's 24 hours and 7 days): up to
+    hundreds of segments, Python rather than a macro."""
+    total = (end - start).total_seconds()
+    said = "; ".join(
+        f"{escape(state_word(s.state))} from {s.start:%d %b %H:%M} to {s.end:%d %b %H:%M}"
+        for s in segments
+        if s.state != State.NONE
+    )
+    rects = "".join(
+        f'\n    \n    \n    <rect class="seg seg-{escape(s.state)}"'
+        f' x="{(s.start - start).total_seconds() / total * 1000:.2f}" y="0"'
+        f' width="{max(s.seconds / total * 1000, 0.8):.2f}" height="24">'
+        f"<title>{escape(state_word(s.state))}: {s.start:%d %b %H:%M} \u2013 {s.end:%d %b %H:%M} UTC"
+        "</title></rect>\n    "
+        for s in segments
+    )
+    label = escape(label)
+    return Markup(
+        f'\n<figure class="timeline">\n  <figcaption>{label}</figcaption>\n'
+        f'  <svg viewBox="0 0 1000 24" preserveAspectRatio="none" role="img" aria-label="{label}: {said}">\n'
+        f"    {rects}\n  </svg>\n"
+        f'  <div class="axis"><span>{start:%d %b %H:%M}</span><span>now</span></div>\n</figure>'
+    )
+
+
+def chart_dots(buckets: Sequence[dict]) -> Markup:
+    """The latency chart's dots (a path of zero-length segments, drawn when buckets are few)."""
+    return Markup("".join(f"M{b['cx']} {b['cy']}h0" for b in buckets))
+
+
+def chart_rects(buckets: Sequence[dict], h: int) -> Markup:
+    """The latency chart's hover areas, one per bucket with its span and mean as title."""
+    return Markup(
+        "".join(
+            f'<rect class="bucket" x="{b["x"]}" y="0" width="{b["w"]}" height="{h}">'
+            f"<title>{escape(b['title'])}</title></rect>"
+            for b in buckets
+        )
     )
