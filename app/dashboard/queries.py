@@ -876,11 +876,18 @@ async def terminal_page(
             result = (await session.execute(statements.page, page)).all()
         rows = [TerminalRow(**{k: v for k, v in r._mapping.items() if k != "total"}) for r in result]
     else:
-        total = await session.scalar(statements.count, params) or 0
+        bare: int | None = None  # the not monitored
+        if not params and not f.ws:
+            # The whole fleet: its counts are the overview's, read once a second whoever asks
+            # (a count of 50,000 terminals per page was most of a list page's database time).
+            summary = await fleet_summary(session)
+            total, bare = summary.terminals, summary.counts.get(State.NONE, 0)
+        else:
+            total = await session.scalar(statements.count, params) or 0
         pages = max(1, -(-total // f.per))
         f.page = min(f.page, pages)
         if f.sort == "status" and not f.status:
-            rows = await _status_groups(session, statements, params, f, total)
+            rows = await _status_groups(session, statements, params, f, total, bare)
         else:
             page = {**params, "limit": f.per, "offset": (f.page - 1) * f.per}
             rows = [TerminalRow(**r._mapping) for r in (await session.execute(statements.page, page)).all()]
@@ -889,12 +896,18 @@ async def terminal_page(
 
 
 async def _status_groups(
-    session: AsyncSession, statements: _ListStatements, params: dict[str, Any], f: TerminalFilters, total: int
+    session: AsyncSession,
+    statements: _ListStatements,
+    params: dict[str, Any],
+    f: TerminalFilters,
+    total: int,
+    bare_count: int | None,
 ) -> list[TerminalRow]:
     """One page of the worst-first list with the not-monitored terminals after all the others
     (before them when descending), each group read in index order on (status, status_since):
     an ORDER BY on an expression would sort the whole fleet for every page."""
-    bare_count = await session.scalar(statements.bare_count, params) or 0  # an index range: few rows
+    if bare_count is None:
+        bare_count = await session.scalar(statements.bare_count, params) or 0  # an index range: few rows
     first_count = total - bare_count if f.dir != "desc" else bare_count
     offset = (f.page - 1) * f.per
     found: list[Any] = []
