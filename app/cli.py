@@ -296,8 +296,9 @@ def _run_server(
         timeout_keep_alive=75,
     )
     from app.main import StoppingServer
-    from app.process import tune_gc
+    from app.process import raise_fd_limit, tune_gc
 
+    raise_fd_limit()  # a socket per open page, store agent and (embedded checker) check in flight
     tune_gc()
     StoppingServer(config, app).run(sockets=sockets)
 

@@ -59,7 +59,7 @@ class Settings(BaseSettings):
     trusted_ca_file: Path | None = None  # extra CA bundle for TLS/HTTPS checks (e.g. a corporate CA)
     check_interval_s: int = 60
     check_timeout_s: float = 5.0
-    worker_concurrency: int = 500
+    worker_concurrency: int = 1000
     claim_batch: int = 500
     lease_s: int = 10  # renewed every lease_s/3 while the worker lives: a dead one's run again soon
     result_retention_days: int = 14  # raw results (failures, changes, manual checks)

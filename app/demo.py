@@ -46,11 +46,12 @@ from app.inventory.models import Monitor, Store, Terminal
 from app.inventory.monitors import sync_monitors
 from app.main import StoppingServer, create_app
 from app.migrate import migrate
+from app.process import raise_fd_limit
 from app.simulator.inbox import INBOX_PATH, DemoInbox
 from app.simulator.inbox import router as inbox_router
 from app.simulator.network import DemoNetwork, start_demo_network, store_source
 from app.simulator.providers import ProviderSimulators, register_simulator_accounts, start_provider_simulators
-from app.simulator.terminals import epos_token, raise_fd_limit
+from app.simulator.terminals import epos_token
 from app.windows.schemas import WindowIn
 from app.windows.service import create_window
 

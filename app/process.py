@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import resource
 
 # Young collections every GC_YOUNG allocations, not Python's 700: a request waiting for the
 # agents' writer (a few hundred ms) outlived two young collections and was moved to the old
@@ -19,3 +20,12 @@ def tune_gc() -> None:
     gc.collect()
     gc.freeze()
     gc.set_threshold(GC_YOUNG, *gc.get_threshold()[1:])
+
+
+def raise_fd_limit() -> int:
+    """Soft RLIMIT_NOFILE up to the hard limit: every check in flight (a worker's concurrency)
+    and every simulated endpoint is a socket, and the usual soft limit is 1,024."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    return hard

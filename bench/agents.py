@@ -359,8 +359,7 @@ def run_agents(args: argparse.Namespace) -> None:
     sys.modules.setdefault("sniffio", None)  # type: ignore[arg-type]
     import uvloop
 
-    from app.process import tune_gc
-    from app.simulator.terminals import raise_fd_limit
+    from app.process import raise_fd_limit, tune_gc
 
     raise_fd_limit()
     tokens = json.loads(Path(args.tokens).read_text())
@@ -556,7 +555,7 @@ def _die_with_parent() -> None:
 
 
 def start_server(url: str, port: int, args: argparse.Namespace, log: Any) -> list[subprocess.Popen[bytes]]:
-    from app.simulator.terminals import raise_fd_limit
+    from app.process import raise_fd_limit
 
     raise_fd_limit()  # inherited by the children: thousands of keep-alive connections
     env = {

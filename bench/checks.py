@@ -294,7 +294,7 @@ async def main(args) -> int:
     from app.config import Settings
     from app.db import Database
     from app.migrate import migrate
-    from app.simulator.terminals import raise_fd_limit
+    from app.process import raise_fd_limit
 
     limit = raise_fd_limit()
     base = make_url(

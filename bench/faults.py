@@ -284,7 +284,7 @@ async def hung(db, args: argparse.Namespace) -> None:
 async def main(args: argparse.Namespace) -> int:
     from app.db import Database, server_execute
     from app.migrate import migrate
-    from app.simulator.terminals import raise_fd_limit
+    from app.process import raise_fd_limit
 
     raise_fd_limit()
     cluster = Cluster()

@@ -43,6 +43,7 @@ import psutil
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
 
+from app.config import Settings
 from app.db import server_execute
 from bench.checks import PORT, build_fleet, busy_seconds, cpu_seconds, persisted_results, reset_monitors
 from bench.machine import describe
@@ -266,7 +267,7 @@ def show(tool: str, i: int, r: dict) -> None:
 async def main(args) -> int:
     from app.db import Database
     from app.migrate import migrate
-    from app.simulator.terminals import raise_fd_limit
+    from app.process import raise_fd_limit
 
     missing = [tool for tool in ("prometheus-blackbox-exporter", "wrk") if shutil.which(tool) is None]
     if missing:
@@ -353,7 +354,12 @@ if __name__ == "__main__":
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--tool", choices=("both", "termpulse", "blackbox"), default="both")
     parser.add_argument("--processes", type=int, default=os.cpu_count() or 1)
-    parser.add_argument("--concurrency", type=int, default=500, help="TermPulse checks in flight per process")
+    parser.add_argument(
+        "--concurrency",
+        type=int,
+        default=Settings.model_fields["worker_concurrency"].default,
+        help="TermPulse checks in flight per process (default: the product's)",
+    )
     import uvloop
 
     sys.exit(uvloop.run(main(parser.parse_args())))

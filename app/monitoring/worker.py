@@ -47,7 +47,7 @@ from app.monitoring.status import reconcile_status
 from app.monitoring.windows import apply_windows
 from app.monitoring.workers import BEAT_EVERY_S, beat
 from app.monitoring.writer import ResultWriter, new_owner_id
-from app.process import tune_gc
+from app.process import raise_fd_limit, tune_gc
 from app.shutdown import until_terminated
 
 log = logging.getLogger(__name__)
@@ -429,6 +429,7 @@ async def _worker_main(settings: Settings, jobs: JobsFor | None = None) -> int:
     # a worker does either retries (the writer, under the one retry rule) or runs again at
     # its next time (claims, jobs), so a connection the server dropped costs one attempt.
     database = Database(settings.database_url, pool_pre_ping=False)
+    raise_fd_limit()  # a socket per check in flight
     worker = Worker(settings, database, jobs=jobs(settings, database) if jobs else ())
     try:
         await worker.start()

@@ -36,10 +36,10 @@ def _rows(path: Path) -> list[dict[str, str]]:
 
 
 async def _run(settings: Settings, fleet: Path, dns_port: int) -> int:
+    from app.process import raise_fd_limit
     from app.simulator.network import start_demo_network
     from app.simulator.oidc import OidcSim
     from app.simulator.providers import start_provider_simulators
-    from app.simulator.terminals import raise_fd_limit
 
     terminals = _rows(fleet)
     stores = _rows(fleet.with_name("stores.csv"))

@@ -36,7 +36,6 @@ import base64
 import hashlib
 import json
 import logging
-import resource
 import secrets
 import socket
 import ssl
@@ -45,6 +44,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import cast
 
+from app.process import raise_fd_limit
 from app.simulator.certs import CertAuthority, authority
 
 log = logging.getLogger(__name__)
@@ -74,14 +74,6 @@ _WS_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"  # RFC 6455
 def epos_token(poiid: str) -> str:
     """The token a simulated EPOS terminal accepts from the start (the demo stores it)."""
     return "sim-" + hashlib.sha256(f"termpulse-sim:{poiid}".encode()).hexdigest()[:32]
-
-
-def raise_fd_limit() -> int:
-    """Soft RLIMIT_NOFILE up to the hard limit: every endpoint is a socket."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft < hard:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-    return hard
 
 
 @dataclass
