@@ -5,7 +5,8 @@
 The targets: ten loopback listeners on 127.88.0.1-10:2000 in a separate process (its CPU is
 not counted) that accept and hold connections, as a healthy terminal does. --root runs the
 probes of another checkout (e.g. a `git archive` of an older commit) to compare. Issue 16
-item 4 (one timeout per check, no extra task): CPU ms per check, printed with the load.
+item 4 (one timeout per check, no extra task): CPU ms per check, printed with the load; then the
+same checks done bare (a socket, connect, the settle, close: no steps, no result), the floor.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -46,14 +48,26 @@ async def measure(checks: int, concurrency: int) -> None:
             result = await run_probe("tcp", f"127.88.0.{i % 10 + 1}:2000", {}, 5.0, ctx)
             return result.ok
 
-    await asyncio.gather(*(one(i) for i in range(500)))  # warm up
-    cpu, wall = time.process_time(), time.perf_counter()
-    ok = sum(await asyncio.gather(*(one(i) for i in range(checks))))
-    cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
-    print(
-        f"{checks} tcp checks ({ok} ok), {concurrency} at a time: CPU {cpu * 1000 / checks:.3f} ms"
-        f" per check, {checks / wall:.0f} checks/s; load average {os.getloadavg()[0]:.1f}"
-    )
+    async def bare(i: int) -> bool:
+        """The floor: what any asyncio checker does for a TCP check (connect, settle, close)."""
+        async with slots:
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            sock.setblocking(False)
+            await asyncio.get_running_loop().sock_connect(sock, (f"127.88.0.{i % 10 + 1}", 2000))
+            await asyncio.sleep(0.05)
+            sock.close()
+            return True
+
+    for name, check in (("run_probe", one), ("bare connect, 50 ms settle, close", bare)):
+        await asyncio.gather(*(check(i) for i in range(500)))  # warm up
+        cpu, wall = time.process_time(), time.perf_counter()
+        ok = sum(await asyncio.gather(*(check(i) for i in range(checks))))
+        cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
+        print(
+            f"{name}: {checks} tcp checks ({ok} ok), {concurrency} at a time:"
+            f" CPU {cpu * 1000 / checks:.3f} ms per check, {checks / wall:.0f} checks/s;"
+            f" load average {os.getloadavg()[0]:.1f}"
+        )
 
 
 def main() -> None:
