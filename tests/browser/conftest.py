@@ -12,8 +12,11 @@ import csv
 import io
 import os
 import socket
+import warnings
+from collections.abc import Coroutine
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import select, update
@@ -145,7 +148,7 @@ async def browser(chromium):
     async with async_playwright() as pw:
         b = await pw.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS, headless=True)
         yield b
-        await b.close()
+        await _closed(b.close(), "the browser")  # leaving async_playwright stops it anyway
 
 
 @pytest.fixture
@@ -155,8 +158,22 @@ async def page(browser):
     errors: list[str] = []
     p.on("pageerror", lambda exc: errors.append(str(exc)))
     yield p
-    await context.close()
+    await _closed(context.close(), "a page's browser context")
     assert not errors, f"JavaScript errors on the page: {errors}"
+
+
+CLOSE_WITHIN_S = 30
+
+
+async def _closed(closing: Coroutine[Any, Any, None], what: str) -> None:
+    """Wait for Chromium to close something, but not for ever: it sometimes never answers a
+    close (a known Playwright/Chromium hang, seen here once in a context's close after a
+    cross-origin form post), and a hung teardown would hang the whole run. The test's verdict
+    stands; the context is left to the browser."""
+    try:
+        await asyncio.wait_for(closing, CLOSE_WITHIN_S)
+    except TimeoutError:
+        warnings.warn(f"Chromium did not close {what} within {CLOSE_WITHIN_S} s: left open", stacklevel=1)
 
 
 async def shot(page, name: str, full_page: bool = True) -> Path:
