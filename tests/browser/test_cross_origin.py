@@ -57,3 +57,7 @@ async def test_a_form_posted_from_another_port_is_refused(page, live_server):
             return (await s.scalar(select(Store.id).where(Store.code == "S-OWN1"))) is not None
 
     await wait_for(made, within=30)
+    # The save leads away from the form; wait until that page has loaded (closing the browser
+    # context in the middle of that navigation left Chromium never answering the close).
+    await page.wait_for_url(lambda url: "/admin/stores/new" not in url)
+    await page.wait_for_load_state()
