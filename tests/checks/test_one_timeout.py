@@ -96,15 +96,24 @@ async def test_a_check_cut_while_connecting_closes_its_socket(ctx, terminal, mon
     made = []
     connecting = asyncio.Event()
     real = net.socket.socket
+    task: asyncio.Task | None = None
 
-    def recording(*args):
-        made.append(real(*args))
-        connecting.set()
-        return made[-1]
+    def recording(*args, **kwargs):
+        # Only this check's socket: the session's event loop also runs other fixtures' servers
+        # and checks (the browser tests' live server checks its fleet), which make sockets too.
+        sock = real(*args, **kwargs)
+        try:
+            mine = task is not None and asyncio.current_task() is task
+        except RuntimeError:  # made outside the event loop's thread
+            mine = False
+        if mine:
+            made.append(sock)
+            connecting.set()
+        return sock
 
     monkeypatch.setattr(net.socket, "socket", recording)
     task = asyncio.create_task(run_probe("tcp", f"{t.host}:7003", {}, 5.0, ctx))
-    await connecting.wait()
+    await asyncio.wait_for(connecting.wait(), 30)
     await asyncio.sleep(0.05)  # into the connect
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
