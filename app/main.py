@@ -33,7 +33,7 @@ from app.auth.users import router as users_pages
 from app.config import Settings, get_settings
 from app.dashboard.live import LiveHub
 from app.dashboard.live import router as live_events
-from app.dashboard.queries import clear_caches
+from app.dashboard.queries import clear_caches, drop_views
 from app.dashboard.routes import router as dashboard_pages
 from app.db import Database
 from app.errors import AppError
@@ -45,6 +45,7 @@ from app.inventory.pages import router as inventory_pages
 from app.inventory.service import INVENTORY_CHANNEL
 from app.monitoring.agents import AgentBroker, AgentWriter
 from app.monitoring.api import router as checks_api
+from app.monitoring.changes import listen
 from app.monitoring.worker import start_embedded_worker
 from app.ops.routes import RequestMetrics
 from app.ops.routes import router as ops_routes
@@ -115,6 +116,7 @@ def create_app(
     relay.subscribe(INVENTORY_CHANNEL, lambda _message: clear_caches())  # a store, a region, a model
     relay.subscribe(TOKENS_CHANNEL, lambda message: TOKENS.forget(message["agent"]))
     relay.on_reconnect(clear_caches)
+    listen(relay, lambda _changes: drop_views())  # a state changed: no page renders the old one
     app.state.agent_broker = AgentBroker(relay)  # Check connection -> the store agents' long polls
     app.state.agent_writer = AgentWriter(database)  # the store agents' results and heartbeats
     # Live updates pushed to open pages: where this process hears every change (NOTIFY on

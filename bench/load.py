@@ -21,7 +21,9 @@ page (p50/p95/p99) and the web processes' CPU per page, with 1 and with 2 web pr
   (this machine's PostgreSQL runs with autovacuum off).
 * Figures per page: requests/s, round trip p50/p95/p99 and the slowest, errors, and the web
   processes' CPU per request (their CPU time over the phase / requests: every request, the
-  live polls of nobody, the relay); the checker's CPU share and the machine's load average.
+  live polls of nobody, the relay), PostgreSQL's CPU per request (wrk only: all its
+  processes, the checker's writes included); the checker's CPU share and the machine's load
+  average.
   The client runs on the same 2 cores: it takes CPU from the server (its share is printed).
 """
 
@@ -196,6 +198,11 @@ class Server:
             self.proc.wait()
 
 
+def postgres_processes() -> list[psutil.Process]:
+    """The PostgreSQL server's processes on this machine (its backends do a page's queries)."""
+    return [p for p in psutil.process_iter(["name"]) if p.info["name"] in ("postgres", "postmaster")]
+
+
 def cpu_s(procs: list[psutil.Process]) -> float:
     total = 0.0
     for p in procs:
@@ -287,7 +294,8 @@ def wrk_phase(
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as f:
         f.write(WRK_SCRIPT % {"paths": ", ".join(f'"{p}"' for p in paths), "cookie": cookie})
     try:
-        web0, checker0 = cpu_s(web), cpu_s(checker)
+        pg = postgres_processes()
+        web0, checker0, pg0 = cpu_s(web), cpu_s(checker), cpu_s(pg)
         cmd = [
             "wrk",
             "-t2",
@@ -320,6 +328,7 @@ def wrk_phase(
         "max": slowest,
         "errors": errors,
         "web_ms": 1000 * (cpu_s(web) - web0) / max(n, 1),
+        "pg_ms": 1000 * (cpu_s(postgres_processes()) - pg0) / max(n, 1),
         "checker": 100 * (cpu_s(checker) - checker0) / wall,
         "client": 100 * client_s / wall,
     }
@@ -364,7 +373,8 @@ async def run(url: str, workers: int, targets: dict[str, list[str]], args: argpa
         print(f"  checker before the pages: {share:.0f} % of a core")
         print(
             f"  {'page':<32} {'req/s':>6} {'p50':>7} {'p95':>7} {'p99':>7} {'max':>7} {'err':>4}"
-            f" {'web CPU/req':>11} {'checker':>7} {'client':>6}  load avg   p95 < {TARGET_P95_MS:.0f} ms"
+            f" {'web CPU/req':>11} {'PG CPU/req':>10} {'checker':>7} {'client':>6}"
+            f"  load avg   p95 < {TARGET_P95_MS:.0f} ms"
         )
         for name, paths in pages(targets).items():
             await vacuum(url)  # outside the measured window
@@ -376,7 +386,7 @@ async def run(url: str, workers: int, targets: dict[str, list[str]], args: argpa
             print(
                 f"  {name:<32} {r['rate']:6.0f} {r['p50']:5.0f}ms {r['p95']:5.0f}ms"
                 f" {r['p99']:5.0f}ms {r['max']:5.0f}ms {r['errors']:4.0f}"
-                f" {r['web_ms']:8.1f} ms {r['checker']:5.0f} %"
+                f" {r['web_ms']:8.1f} ms {r.get('pg_ms', float('nan')):7.1f} ms {r['checker']:5.0f} %"
                 f" {r['client']:4.0f} %  {load_average()}  {verdict}",
                 flush=True,
             )

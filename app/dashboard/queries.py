@@ -78,6 +78,7 @@ CACHE_TTL_S = 60.0
 # computed at most once a second per process (well inside the 5 s a change may take to show).
 LIVE_CACHE_TTL_S = 1.0
 _LOADING: dict[tuple, asyncio.Future[Any]] = {}  # what is being loaded now, for who asks meanwhile
+_generation = 0  # bumped by every clear: a load it overtook is not kept
 
 
 async def _cached(
@@ -87,7 +88,8 @@ async def _cached(
 
     Loaded at most once at a time: when it expires under a hundred users, one of them loads it
     and the others wait for that (each loading it would take every database connection at once,
-    and each page would wait for all of them). A fresh read never waits for an older one."""
+    and each page would wait for all of them). A fresh read never waits for an older one. A
+    load that a clear overtook is not kept: it may have read before the change."""
     ttl = CACHE_TTL_S if ttl is None else ttl
     hit = _CACHE.get(key)
     if hit and not fresh and time.monotonic() - hit[0] < ttl:
@@ -101,6 +103,7 @@ async def _cached(
     done: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
     if ttl > 0:
         _LOADING[key] = done
+    generation = _generation
     try:
         value = await loader()
     except BaseException:
@@ -110,7 +113,7 @@ async def _cached(
         if _LOADING.get(key) is done:
             del _LOADING[key]
     done.set_result(value)
-    if ttl > 0:
+    if ttl > 0 and generation == _generation:
         if len(_CACHE) > 2000:
             _CACHE.clear()
         _CACHE[key] = (time.monotonic(), value)
@@ -118,7 +121,28 @@ async def _cached(
 
 
 def clear_caches() -> None:
+    global _generation
+    _generation += 1
     _CACHE.clear()
+    _LOADING.clear()  # a load under way may predate the change: who asks next reads again
+
+
+def drop_views() -> None:
+    """A state changed: the pages' shared renders (`shared_view`) are read again."""
+    global _generation
+    _generation += 1
+    for key in [k for k in _CACHE if k[0] == "view"]:
+        del _CACHE[key]
+    for key in [k for k in _LOADING if k[0] == "view"]:
+        del _LOADING[key]
+
+
+async def shared_view(key: tuple, render: Callable[[], Awaitable[T]]) -> T:
+    """A page's results as everyone with the same role and filters sees them, rendered at most
+    once a second per process, like the counts they show: a hundred people watching the same
+    list cost one render. Dropped when this process hears a change, so a page never shows an
+    older state than the last one heard (its live updates take it from there)."""
+    return await _cached(("view", *key), render, LIVE_CACHE_TTL_S)
 
 
 async def regions(session: AsyncSession) -> list[str]:

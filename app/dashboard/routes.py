@@ -11,6 +11,7 @@ from urllib.parse import quote, urlencode
 
 from fastapi import APIRouter, Request
 from fastapi.responses import RedirectResponse, Response
+from markupsafe import Markup
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -24,7 +25,7 @@ from app.monitoring.agents import STORE_OFFLINE
 from app.monitoring.manual import check_store_now, check_terminal_now
 from app.web.deps import SessionDep
 from app.web.errors import DB_ERRORS
-from app.web.templating import is_htmx, render
+from app.web.templating import is_htmx, render, render_around, render_block
 from app.web.ui import clock_text
 
 log = logging.getLogger(__name__)
@@ -145,34 +146,44 @@ def _qs(region: str, q: str, sort: str = "status", desc: bool = False) -> str:
 @router.get("/")
 async def overview(request: Request, session: SessionDep) -> Response:
     region, q, page, sort, desc = _overview_params(request)
-    summary = await queries.fleet_summary(session, region=region)
-    stores, total = await queries.store_page(
-        session, region=region, q=q, page=page, per_page=STORES_PER_PAGE, sort=sort, desc=desc
-    )
-    regions = await queries.regions(session)
-    no_account = await queries.missing_provider_account(session)
-    pages = max(1, -(-total // STORES_PER_PAGE))
-    context = {
-        "summary": summary,
-        "stores": stores,
-        "total": total,
-        "page": page,
-        "pages": pages,
-        "region": region,
-        "q": q,
-        "regions": regions,
-        "now": utcnow(),
-        "no_account": no_account,
-        "qs": _qs(region, q, sort, desc),
-        "base_qs": _qs(region, q),
-        "sort": sort,
-        "desc": desc,
-        "strip_hours": queries.STRIP_HOURS,
-    }
-    response = render(request, "dashboard/overview.html", context, block="results")
+    qs = _qs(region, q, sort, desc)
+
+    async def results() -> Markup:
+        summary = await queries.fleet_summary(session, region=region)
+        stores, total = await queries.store_page(
+            session, region=region, q=q, page=page, per_page=STORES_PER_PAGE, sort=sort, desc=desc
+        )
+        context = {
+            "summary": summary,
+            "stores": stores,
+            "total": total,
+            "page": page,
+            "pages": max(1, -(-total // STORES_PER_PAGE)),
+            "region": region,
+            "q": q,
+            "now": utcnow(),
+            "no_account": await queries.missing_provider_account(session),
+            "qs": qs,
+            "base_qs": _qs(region, q),
+            "sort": sort,
+            "desc": desc,
+            "strip_hours": queries.STRIP_HOURS,
+        }
+        return render_block(request, "dashboard/overview.html", "results", context)
+
+    html = await queries.shared_view(_view_key(request, session, "overview", qs, page), results)
+    shell = {} if is_htmx(request) else {"region": region, "q": q, "regions": await queries.regions(session)}
+    response = render_around(request, "dashboard/overview.html", shell, block="results", html=html)
     if is_htmx(request):
-        response.headers["HX-Push-Url"] = "/" + (f"?{context['qs']}" if context["qs"] else "")
+        response.headers["HX-Push-Url"] = "/" + (f"?{qs}" if qs else "")
     return response
+
+
+def _view_key(request: Request, session: AsyncSession, *parts: Any) -> tuple[Any, ...]:
+    """What a shared render depends on besides the data: the page, its filters and the role
+    (admins see links others do not); the database, for tests that run two."""
+    identity = getattr(request.state, "identity", None)
+    return (id(session.bind), identity.role if identity else "", *parts)
 
 
 @router.get("/live/overview")
@@ -246,32 +257,39 @@ async def terminals(request: Request, session: SessionDep) -> Response:
         store = await queries.store_by_code(session, f.q.upper())
         if store is not None:  # a store's exact code opens the store
             return RedirectResponse(f"/stores/{quote(store.code, safe='')}", status_code=303)
-    rows, total = await queries.terminal_page(session, f)
-    regions = await queries.regions(session)
-    models = await queries.models(session)
-    no_stores = total == 0 and not f.active and not await queries.any_store(session)
-    pages = max(1, -(-total // f.per))
+    key = _view_key(request, session, "terminals", *sorted(f.params().items()))
 
-    def url(**changes: Any) -> str:
-        params = f.params(**changes)
-        return "/terminals" + ("?" + urlencode(params) if params else "")
+    async def results() -> tuple[Markup, str]:
+        rows, total = await queries.terminal_page(session, f)  # a page past the last is the last
 
-    context = {
-        "rows": rows,
-        "total": total,
-        "f": f,
-        "pages": pages,
-        "regions": regions,
-        "models": models,
-        "providers": PROVIDERS,
-        "per_choices": queries.PER_PAGE_CHOICES,
-        "no_stores": no_stores,
-        "now": utcnow(),
-        "url": url,
-    }
-    response = render(request, "dashboard/terminals.html", context, block="results")
+        def url(**changes: Any) -> str:
+            params = f.params(**changes)
+            return "/terminals" + ("?" + urlencode(params) if params else "")
+
+        context = {
+            "rows": rows,
+            "total": total,
+            "f": f,
+            "pages": max(1, -(-total // f.per)),
+            "no_stores": total == 0 and not f.active and not await queries.any_store(session),
+            "now": utcnow(),
+            "url": url,
+        }
+        return render_block(request, "dashboard/terminals.html", "results", context), url()
+
+    html, canonical = await queries.shared_view(key, results)
+    shell = {}
+    if not is_htmx(request):
+        shell = {
+            "f": f,
+            "regions": await queries.regions(session),
+            "models": await queries.models(session),
+            "providers": PROVIDERS,
+            "per_choices": queries.PER_PAGE_CHOICES,
+        }
+    response = render_around(request, "dashboard/terminals.html", shell, block="results", html=html)
     if is_htmx(request):  # the address bar gets the canonical URL: no empty parameters
-        response.headers["HX-Push-Url"] = url()
+        response.headers["HX-Push-Url"] = canonical
     return response
 
 

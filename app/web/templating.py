@@ -7,7 +7,7 @@ from datetime import timedelta
 from typing import Any
 
 from fastapi import Request
-from fastapi.responses import Response
+from fastapi.responses import HTMLResponse, Response
 from jinja2 import Environment, pass_context
 from jinja2.runtime import Context
 from jinja2_fragments.fastapi import Jinja2Blocks
@@ -86,5 +86,27 @@ def render(
     response = templates.TemplateResponse(
         request, name, context, block_name=block_name, status_code=status_code
     )
+    response.headers["Vary"] = "HX-Request"
+    return response
+
+
+def render_block(request: Request, name: str, block: str, context: dict[str, Any]) -> Markup:
+    """One block of `name` rendered alone: what an htmx request for it gets."""
+    template = templates.env.get_template(name)
+    return Markup("".join(template.blocks[block](template.new_context({**context, "request": request}))))
+
+
+def render_around(
+    request: Request, name: str, context: dict[str, Any], *, block: str, html: Markup
+) -> Response:
+    """`render` with `block` already rendered (`html`): the page whole around it, or `html` alone
+    for an htmx request. `context` needs only what the page shows outside the block."""
+    if is_htmx(request):
+        response: Response = HTMLResponse(html)
+    else:
+        template = templates.env.get_template(name)
+        page = template.new_context({**context, "request": request})
+        page.blocks[block] = [lambda _context: iter((html,))]
+        response = HTMLResponse("".join(template.root_render_func(page)))
     response.headers["Vary"] = "HX-Request"
     return response

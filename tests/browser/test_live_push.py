@@ -20,6 +20,8 @@ async def _pushed_only(page) -> None:
     await page.add_init_script(
         "window.__updates = 0; document.addEventListener('htmx:sseMessage', function (e) {"
         " if (e.detail && e.detail.type === 'update') window.__updates++; });"
+        " window.__streams = 0;"
+        " document.addEventListener('htmx:sseOpen', function () { window.__streams++; });"
     )
     for pattern in POLLS:
         await page.route(pattern, lambda route: route.abort())
@@ -45,7 +47,11 @@ async def test_a_terminal_going_down_is_pushed_to_its_page_and_the_overview(page
     # terminals down): what this test's fault must add is one terminal down.
     assert await wait_until(lambda: _is_shown(row), within=30)
     downs_before = await _downs(row)
+    # Each page's stream is open (the server subscribed it) before the fault: a change made
+    # before that reaches a page only through the catch-up poll it makes on connecting, which
+    # this test blocks (a loaded machine can take seconds to connect the third page).
     for p in (page, overview, fleet):
+        assert await wait_until(lambda p=p: _stream_open(p), within=30)
         await p.evaluate("window.__noReload = 1")
 
     await sim.sim.set_behaviour(POIID, "refusing")
@@ -70,6 +76,10 @@ async def test_a_terminal_going_down_is_pushed_to_its_page_and_the_overview(page
         await sim.sim.set_behaviour(POIID, "healthy")
         await overview.close()
         await fleet.close()
+
+
+async def _stream_open(page) -> bool:
+    return bool(await page.evaluate("window.__streams"))
 
 
 async def _state_in(locator, states: tuple[str, ...]) -> bool:
