@@ -208,7 +208,7 @@ async def rollup_hour(session: AsyncSession, start: datetime) -> int:
         changes[mid].append((at, from_state, to_state))
     rows = []
     for mid, state, state_since in await session.execute(
-        select(Monitor.id, Monitor.state, Monitor.state_since)
+        select(Monitor.id, Monitor.state, Monitor.state_since).order_by(Monitor.id)
     ):
         mine = changes.get(mid)
         if mine:
@@ -308,6 +308,9 @@ async def rollup_day(session: AsyncSession, day_start: datetime) -> int:
 async def _upsert_rollups(session: AsyncSession, rows: list[dict]) -> None:
     if not rows:
         return
+    # In monitor order: each row's foreign key locks its monitor (KEY SHARE) until the commit,
+    # and the writer locks the monitors of a batch in id order; any other order can deadlock.
+    rows = sorted(rows, key=lambda r: r["monitor_id"])
     insert = pg_insert if dialect_of(session) == "postgresql" else sqlite_insert
     stmt = insert(table_of(Rollup))
     stmt = stmt.on_conflict_do_update(
