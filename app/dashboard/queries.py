@@ -691,7 +691,7 @@ class TerminalRow:
     store_id: int = 0
     tz: str = "UTC"
     lan_state: str = State.NONE  # worst state of its LAN monitors; none without any
-    uptime_24h: float | None = None
+    uptime_24h: Figures | None = None  # with how much of the 24 h was monitored
 
     @property
     def ws(self) -> str:
@@ -1029,7 +1029,7 @@ async def decorate_terminals(
         result, by_terminal = await uptime_and_monitors(
             session, infos, Period.last_hours(24, now), per_day=False, now=now
         )
-        figures = {u.terminal.id: u.total.uptime for u in result}
+        figures = {u.terminal.id: u.total for u in result}
         for r in rows:
             r.uptime_24h = figures.get(r.id)
     else:
@@ -1045,13 +1045,14 @@ async def decorate_terminals(
 
 async def uptime_24h(
     session: AsyncSession, rows: list, now: datetime | None = None, hours: float = 24
-) -> dict[int, float | None]:
+) -> dict[int, Figures]:
     """Exact uptime over the last `hours` from the history module (the same figures as the
-    History page and the exports): own and store-network monitors, unknown not counted."""
+    History page and the exports): own and store-network monitors, unknown not counted; with
+    how much of the period they rest on."""
     now = now or utcnow()
     infos = [_terminal_info(r) for r in rows]
     result = await uptime_for_terminals(session, infos, Period.last_hours(hours, now), per_day=False, now=now)
-    return {u.terminal.id: u.total.uptime for u in result}
+    return {u.terminal.id: u.total for u in result}
 
 
 def _terminal_info(r: TerminalRow) -> TerminalInfo:

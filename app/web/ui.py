@@ -275,6 +275,23 @@ def uptime_covered(fig: _Covered | None) -> Markup:
     )
 
 
+def uptime_in_a_cell(fig: _Covered | None) -> Markup:
+    """`uptime_covered` for a table cell: the uptime, and under it how much of the period it
+    rests on when that is not all of it ('of 3 min'), so 100 % never stands for a minute."""
+    if fig is None or fig.span <= 0 or fig.uptime is None:
+        words = period_words(fig.span) if fig is not None and fig.span > 0 else "period"
+        return Markup(f'<span class="muted" title="Not monitored in the last {words}">—</span>')
+    seen = fig.up + fig.down
+    share = seen / fig.span
+    if share >= 0.999:
+        return uptime(fig.uptime)
+    return Markup(
+        f'<span title="Monitored {duration(seen)} of the last {period_words(fig.span)}">'
+        f'{uptime(fig.uptime)}<br><span class="muted small-text coverage" data-monitored="{share:.4f}">'
+        f"of {duration(seen)}</span></span>"
+    )
+
+
 class _OnTheLan(Protocol):
     lan_host: str | None
     lan_port: int | None
@@ -324,7 +341,7 @@ class _TerminalRow(_OnTheLan, Protocol):
     last_seen_at: datetime | None
     store_code: str
     store_name: str
-    uptime_24h: float | None
+    uptime_24h: _Covered | None
 
     @property
     def ws(self) -> str: ...
@@ -365,7 +382,7 @@ def terminal_row(t: _TerminalRow, show_store: bool = True, oob: bool = False) ->
         f'  <td class="ws-cell" data-label="Websocket">{ws(t.ws)}</td>\n'
         f'  <td class="c-lan" data-label="LAN">{lan(t)}</td>\n'
         f'  <td data-label="Last seen">{when(t.last_seen_at)}</td>\n'
-        f'  <td class="num" data-label="Uptime 24 h">{uptime(t.uptime_24h)}</td>\n'
+        f'  <td class="num" data-label="Uptime 24 h">{uptime_in_a_cell(t.uptime_24h)}</td>\n'
         "</tr>"
     )
 

@@ -4,6 +4,8 @@ store states and reasons, and the top bar's exact jump."""
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import pytest
 from sqlalchemy import select, update
 
@@ -224,3 +226,28 @@ async def test_terminals_list_puts_not_monitored_last_across_pages(client, fleet
         assert states[0] == "down"
     else:
         assert bare == list(range(len(bare)))  # first when reversed
+
+
+async def test_the_lists_uptime_says_how_much_of_the_day_it_rests_on(client, db, fleet):
+    """100 % of half an hour is not 100 % of a day: the cell says what it rests on."""
+    async with db.sessionmaker() as s:
+        up = list(
+            await s.scalars(select(Terminal.poiid).where(Terminal.status == "up").order_by(Terminal.id))
+        )
+    watched, partly = up[:2]
+    now = utcnow()
+    await set_terminal_state(db, partly, "unknown", at=now - timedelta(hours=23))
+    await set_terminal_state(db, partly, "up", at=now - timedelta(minutes=30))
+
+    async def cell(poiid: str):
+        d = dom(await client.get("/terminals", params={"q": poiid}))
+        return one(d, 'tr[id^="t-"] td[data-label="Uptime 24 h"]')
+
+    whole = await cell(watched)
+    assert text(whole) == "100 %" and not whole.cssselect(".coverage")
+    part = await cell(partly)
+    assert text(one(part, ".uptime")) == "100 %"
+    share = float(one(part, ".coverage").get("data-monitored"))
+    assert 1.4 / 24 < share < 1.6 / 24  # its first hour and its last half hour
+    assert text(one(part, ".coverage")).startswith("of 1 h 30")
+    assert one(part, "span[title]").get("title").startswith("Monitored 1 h 30")
