@@ -104,6 +104,7 @@ class Settings(BaseSettings):
     api_per_token_per_minute: int = Field(default=600, gt=0)
     # The largest request body taken (a CSV import, a JSON call): larger ones are a 413.
     upload_max_mb: float = Field(default=20.0, gt=0)
+    page_concurrency: int = Field(default=8, ge=1)  # pages worked on at once per web process
 
     # Provider API hosts (host or host:port) a provider account may call besides the official
     # ones (app.providers.hosts): a key is never sent anywhere else.

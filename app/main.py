@@ -53,7 +53,7 @@ from app.providers.api import router as providers_api
 from app.providers.pages import router as providers_pages
 from app.relay import Relay
 from app.web.errors import DatabaseDownBanner, app_error, document_errors, http_error, unusable_input
-from app.web.limits import RefuseLargeBodies
+from app.web.limits import PagesInTurn, RefuseLargeBodies
 from app.web.security import RefuseCrossOrigin, SecurityHeaders
 from app.windows.api import router as windows_api
 from app.windows.pages import router as windows_pages
@@ -130,6 +130,7 @@ def create_app(
     app.add_middleware(SecurityHeaders)
     app.add_middleware(RequestMetrics)
     app.add_middleware(RefuseLargeBodies, limit_mb=settings.upload_max_mb)  # before anything reads it
+    app.add_middleware(PagesInTurn, limit=settings.page_concurrency)  # the login check too, in turn
     app.mount("/static", StaticFiles(directory=str(settings.static_dir)), name="static")
 
     for router in (
