@@ -29,6 +29,7 @@ import math
 import struct
 import zlib
 from collections import defaultdict
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from itertools import chain
@@ -160,6 +161,20 @@ class Kept:
                     }
                 )
         return cls(entries)
+
+    @staticmethod
+    def between(raw: bytes | None, t0: float, t1: float) -> Iterator[tuple[float, Any, Any, Any, Any]]:
+        """(checked_at, outcome, latency, diagnosis, detail) of the entries checked in [t0, t1)
+        (epoch seconds), without their steps and without a dict each: for who reads only
+        outcomes and latencies (the hour rollups read every monitor's day each hour)."""
+        outcome = diagnosis = detail = None
+        for e in json.loads(zlib.decompress(raw)) if raw else []:
+            if len(e) == 3:  # a repeat: the one before with these times
+                t, latency = e[0], e[1]
+            else:
+                t, outcome, latency, diagnosis, detail, _steps = e
+            if t0 <= t < t1:
+                yield t, outcome, latency, diagnosis, detail
 
     @classmethod
     def append(
@@ -331,8 +346,9 @@ def _unpacked_kept(days: Days) -> dict[tuple[int, date], Kept]:
 
 async def _kept_days(
     session: AsyncSession, monitor_ids: list[int] | None, first: date, last: date
-) -> dict[tuple[int, date], Kept]:
-    """The kept results of these monitors (None: of every monitor) from `first` to `last`."""
+) -> dict[tuple[int, date], bytes]:
+    """The kept results of these monitors (None: of every monitor) from `first` to `last`,
+    packed."""
     t = table_of(LatencyDay)
     query = select(t.c.monitor_id, t.c.day, t.c.kept).where(
         t.c.day >= first, t.c.day <= last, t.c.kept.is_not(None)
@@ -342,7 +358,7 @@ async def _kept_days(
         if monitor_ids is None
         else await select_where_in(session, query, t.c.monitor_id, monitor_ids)
     )
-    return {(row.monitor_id, row.day): Kept.unpack(row.kept) for row in rows}
+    return {(row.monitor_id, row.day): row.kept for row in rows}
 
 
 @dataclass
@@ -385,14 +401,19 @@ async def plain_buckets(
     first, last = start.astimezone(UTC).date(), end.astimezone(UTC).date()
     days = _within(days, monitor_ids, first, last) if days is not None else None
     found = []
+    step = timedelta(seconds=BUCKET_S)
     for (monitor_id, day), folded in sorted(
         (days if days is not None else await _days(session, monitor_ids, first, last)).items()
     ):
         base = _day_start(day)
-        for b, count in enumerate(folded.counts):
-            at = base + timedelta(seconds=b * BUCKET_S)
-            if count and start <= at < end:
-                found.append(PlainBucket(monitor_id, at, count, folded.timed[b], folded.means[b]))
+        # Only the buckets starting in [start, end): an hour's rollup reads 12 of a day's 288
+        # (of every monitor, for every hour it rolls up).
+        lo = max(0, -((base - start) // step))
+        hi = min(len(folded.counts), -((base - end) // step))
+        counts, timed, means = folded.counts, folded.timed, folded.means
+        for b in range(lo, hi):
+            if count := counts[b]:
+                found.append(PlainBucket(monitor_id, base + b * step, count, timed[b], means[b]))
     return sorted(found, key=lambda p: (p.start, p.monitor_id))
 
 
@@ -436,20 +457,22 @@ async def kept_results(
     end: datetime,
     days: Days | None = None,
 ) -> list[FoldedResult]:
-    """The kept results checked in [start, end) of these monitors (None: of every monitor);
-    from `days` when they were read (`plain_days`, covering the period)."""
+    """The kept results checked in [start, end) of these monitors (None: of every monitor),
+    without their steps (who asks reads outcomes and latencies); from `days` when they were
+    read (`plain_days`, covering the period)."""
     if monitor_ids == [] or end <= start:
         return []
     first, last = start.astimezone(UTC).date(), end.astimezone(UTC).date()
     if days is None:
-        kept_days = await _kept_days(session, monitor_ids, first, last)
+        packed = await _kept_days(session, monitor_ids, first, last)
     else:
-        kept_days = _unpacked_kept(_within(days, monitor_ids, first, last))
+        within = _within(days, monitor_ids, first, last).items()
+        packed = {key: day.kept for key, day in within if day.kept is not None}
+    t0, t1 = start.timestamp(), end.timestamp()
     found = [
-        r
-        for (monitor_id, _day), kept in kept_days.items()
-        for r in (_result(monitor_id, e) for e in kept.entries)
-        if start <= r.checked_at < end
+        FoldedResult(monitor_id, datetime.fromtimestamp(t, UTC), latency, outcome, diagnosis, detail)
+        for (monitor_id, _day), raw in packed.items()
+        for t, outcome, latency, diagnosis, detail in Kept.between(raw, t0, t1)
     ]
     return sorted(found, key=lambda r: (r.checked_at, r.monitor_id))
 
