@@ -22,8 +22,8 @@ page (p50/p95/p99) and the web processes' CPU per page, with 1 and with 2 web pr
   (this machine's PostgreSQL runs with autovacuum off).
 * Figures per page: requests/s, round trip p50/p95/p99 and the slowest, errors, and the web
   processes' CPU per request (their CPU time over the phase / requests: every request, the
-  live polls of nobody, the relay), PostgreSQL's CPU per request (wrk only: all its
-  processes, the checker's writes included); the checker's CPU share and the machine's load
+  live polls of nobody, the relay), PostgreSQL's CPU per request (wrk only: the backends
+  serving the bench database, the checker's writes included); the checker's CPU share and the machine's load
   average.
   The client runs on the same 2 cores: it takes CPU from the server (its share is printed).
 """
@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import random
 import shutil
@@ -47,6 +48,7 @@ sys.path.insert(0, str(ROOT))
 import httpx  # noqa: E402
 import psutil  # noqa: E402
 from sqlalchemy import text  # noqa: E402
+from sqlalchemy.engine import make_url  # noqa: E402
 
 import app.models  # noqa: E402,F401
 from app.auth.models import User  # noqa: E402
@@ -157,6 +159,7 @@ class Server:
     """`termpulse serve` (with --workers N when N > 1) and its checker process."""
 
     def __init__(self, url: str, workers: int) -> None:
+        self.url = url
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         env = {
@@ -200,9 +203,22 @@ class Server:
             self.proc.wait()
 
 
-def postgres_processes() -> list[psutil.Process]:
-    """The PostgreSQL server's processes on this machine (its backends do a page's queries)."""
-    return [p for p in psutil.process_iter(["name"]) if p.info["name"] in ("postgres", "postmaster")]
+def backend_cpu(url: str) -> dict[int, float]:
+    """CPU seconds so far of each PostgreSQL backend serving this database (its process title
+    names it): the pages' queries and the checker's writes."""
+    name = make_url(url).database or ""
+    found = {}
+    for p in psutil.process_iter(["name", "cmdline"]):
+        if p.info["name"] in ("postgres", "postmaster") and name in " ".join(p.info["cmdline"] or ()):
+            with contextlib.suppress(psutil.NoSuchProcess):
+                t = p.cpu_times()
+                found[p.pid] = t.user + t.system
+    return found
+
+
+def backend_cpu_since(url: str, before: dict[int, float]) -> float:
+    """CPU seconds the backends used since `before` (one that ended meanwhile is not counted)."""
+    return sum(cpu - before.get(pid, 0.0) for pid, cpu in backend_cpu(url).items())
 
 
 def cpu_s(procs: list[psutil.Process]) -> float:
@@ -296,8 +312,7 @@ def wrk_phase(
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as f:
         f.write(WRK_SCRIPT % {"paths": ", ".join(f'"{p}"' for p in paths), "cookie": cookie})
     try:
-        pg = postgres_processes()
-        web0, checker0, pg0 = cpu_s(web), cpu_s(checker), cpu_s(pg)
+        web0, checker0, pg0 = cpu_s(web), cpu_s(checker), backend_cpu(server.url)
         cmd = [
             "wrk",
             "-t2",
@@ -330,7 +345,7 @@ def wrk_phase(
         "max": slowest,
         "errors": errors,
         "web_ms": 1000 * (cpu_s(web) - web0) / max(n, 1),
-        "pg_ms": 1000 * (cpu_s(postgres_processes()) - pg0) / max(n, 1),
+        "pg_ms": 1000 * backend_cpu_since(server.url, pg0) / max(n, 1),
         "checker": 100 * (cpu_s(checker) - checker0) / wall,
         "client": 100 * client_s / wall,
     }
@@ -384,6 +399,8 @@ async def run(url: str, workers: int, targets: dict[str, list[str]], args: argpa
             f"  load avg   p95 < {TARGET_P95_MS:.0f} ms"
         )
         for name, paths in pages(targets).items():
+            if args.pages and not any(name.startswith(p) for p in args.pages):
+                continue
             await vacuum(url)  # outside the measured window
             if args.client == "wrk":
                 r = await asyncio.to_thread(wrk_phase, server, cookie, paths, args.clients, args.seconds)
@@ -426,6 +443,7 @@ def main() -> None:
         " and users do not pause (--think needs httpx)",
     )
     ap.add_argument("--reuse", action="store_true", help="keep a database already filled to this size")
+    ap.add_argument("--pages", nargs="+", help="only the pages whose names start so (e.g. overview terminal)")
     args = ap.parse_args()
     url = os.environ.get("TERMPULSE_BENCH_DATABASE_URL", DEFAULT_URL)
     if args.client is None:
