@@ -54,6 +54,7 @@ async def backends_cpu(db, dbname: str) -> float:
 
 
 async def main(args) -> None:
+    from sqlalchemy import text
     from sqlalchemy.engine import make_url
 
     from app.checks.result import ProbeResult, step
@@ -75,6 +76,11 @@ async def main(args) -> None:
     try:
         await migrate(db.engine)
         await build_fleet(db, args.monitors)
+        if args.sql:  # an experiment on the schema or settings before measuring
+            async with db.engine.begin() as conn:
+                for statement in args.sql.split(";"):
+                    if statement.strip():
+                        await conn.exec_driver_sql(statement)
         await reset_monitors(db, args.monitors, 60, all_due_now=True)  # 60 s: no pass is a silence
         owner = new_owner_id()
         template = ProbeResult(
@@ -107,9 +113,19 @@ async def main(args) -> None:
             pg = await backends_cpu(db, name) - t_pg
             wall = time.perf_counter() - wall
             label = "first (unknown -> up)" if n == 0 else f"steady {n}"
+            async with db.engine.connect() as conn:
+                upd, hot = (
+                    await conn.execute(
+                        text(
+                            "SELECT n_tup_upd, n_tup_hot_upd FROM pg_stat_user_tables"
+                            " WHERE relname = 'monitors'"
+                        )
+                    )
+                ).one()
             print(
                 f"pass {label:<22} {done:6d} checks in {wall:5.2f} s: worker {1000 * proc / done:.4f} ms"
-                f" + PostgreSQL {1000 * pg / done:.4f} ms = {1000 * (proc + pg) / done:.4f} ms CPU per check",
+                f" + PostgreSQL {1000 * pg / done:.4f} ms = {1000 * (proc + pg) / done:.4f} ms CPU per check"
+                f" | monitors updates HOT {100 * hot / max(upd, 1):.0f}% (so far)",
                 flush=True,
             )
     finally:
@@ -125,6 +141,7 @@ if __name__ == "__main__":
     parser.add_argument("--claim", type=int, default=500)
     parser.add_argument("--batch", type=int, default=1000)
     parser.add_argument("--passes", type=int, default=4)
+    parser.add_argument("--sql", help="SQL to run on the bench database before measuring (experiments)")
     parser.add_argument("--root", help="run the app package of this checkout instead")
     parsed = parser.parse_args()
     _setup_path(parsed.root)
