@@ -30,7 +30,13 @@ from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlalchemy.engine.interfaces import DBAPIConnection
 from sqlalchemy.exc import DataError, DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as SATimeoutError
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+from sqlalchemy.ext.asyncio import (
+    AsyncConnection,
+    AsyncEngine,
+    AsyncSession,
+    async_sessionmaker,
+    create_async_engine,
+)
 from sqlalchemy.orm import DeclarativeBase, QueryableAttribute
 from sqlalchemy.pool import ConnectionPoolEntry
 from sqlalchemy.schema import ColumnDefault
@@ -218,6 +224,73 @@ async def bulk_insert(session: AsyncSession, table: Table, rows: list[dict[str, 
     raw = await connection.get_raw_connection()
     assert raw.driver_connection is not None  # asyncpg's connection, open while the session is
     await raw.driver_connection.copy_records_to_table(table.name, records=records, columns=columns)
+
+
+class Driver:
+    """The asyncpg connection under a session or connection (PostgreSQL), for the few
+    statements run thousands of times a second (the result writer's, the claim): asyncpg's
+    own prepared statements, arguments as plain lists, records read by index, none of
+    SQLAlchemy's work per statement and per row. In the caller's transaction (begun first if
+    it was not yet); a failure is raised as SQLAlchemy's exception (DBAPIError and its
+    subclasses, with the driver's error as `orig`), as from any other statement, so the one
+    retry rule (`in_transaction`) and the outage handling treat it alike.
+    Use `driver_of` to get one."""
+
+    __slots__ = ("_adapted", "_connection", "driver")
+
+    def __init__(self, connection: AsyncConnection, adapted: Any) -> None:
+        self._connection = connection
+        self._adapted = adapted  # SQLAlchemy's adapter of the asyncpg connection (its DBAPI connection)
+        self.driver = adapted.driver_connection
+
+    async def fetch(self, sql: str, *args: Any) -> list[Any]:
+        """The rows (asyncpg Records: by index or by name) of this statement."""
+        try:
+            return cast(list[Any], await self.driver.fetch(sql, *args))
+        except Exception as error:
+            raise self._translated(error, sql, args) from error
+
+    async def execute(self, sql: str, *args: Any) -> str:
+        """Run this statement; its status ("UPDATE 12")."""
+        try:
+            return cast(str, await self.driver.execute(sql, *args))
+        except Exception as error:
+            raise self._translated(error, sql, args) from error
+
+    def _translated(self, error: Exception, sql: str, args: tuple[Any, ...]) -> Exception:
+        """The exception SQLAlchemy raises for this driver error on its own statements."""
+        dialect = self._connection.dialect
+        dbapi = dialect.loaded_dbapi
+        try:
+            self._adapted._handle_exception(error)  # raises the DBAPI's translation of it
+        except Exception as translated:
+            if not isinstance(translated, dbapi.Error):
+                return translated  # not a database error (a bug in the arguments): as it is
+            invalidated = dialect.is_disconnect(translated, self._adapted, None)
+            return DBAPIError.instance(
+                sql,
+                args,
+                translated,
+                dbapi.Error,
+                connection_invalidated=invalidated,
+                dialect=dialect,
+            )
+        return error  # pragma: no cover (_handle_exception always raises)
+
+
+async def driver_of(session: AsyncSession | AsyncConnection, *, begin: bool = True) -> Driver:
+    """The `Driver` of this session's (or connection's) PostgreSQL connection, in its
+    transaction: begun here, by SQLAlchemy, if nothing ran in it yet (SQLAlchemy's adapter
+    begins it with the first statement it sends, and the driver's statements bypass it).
+    begin=False: for one statement that needs no transaction of its own (it is atomic), on a
+    connection where nothing else runs: it runs as it is, without the round trip of a BEGIN."""
+    connection = await session.connection() if isinstance(session, AsyncSession) else session
+    raw = await connection.get_raw_connection()
+    adapted = raw.dbapi_connection
+    assert adapted is not None and adapted.driver_connection is not None
+    if begin and not adapted.driver_connection.is_in_transaction():
+        await connection.exec_driver_sql("SELECT 1")
+    return Driver(connection, adapted)
 
 
 def copy_records(table: Table, rows: list[dict[str, Any]]) -> tuple[list[str], list[tuple[Any, ...]]]:

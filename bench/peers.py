@@ -48,7 +48,7 @@ from app.db import server_execute
 from bench.checks import PORT, build_fleet, busy_seconds, cpu_seconds, persisted_results, reset_monitors
 from bench.machine import describe
 
-BENCH_DB = "termpulse_bench_peers"
+BENCH_DB = os.environ.get("TERMPULSE_BENCH_DB", "termpulse_bench_peers")  # a helper runs its own
 ROOT = Path(__file__).resolve().parent.parent
 
 BLACKBOX_CONFIG = """modules:
@@ -114,12 +114,22 @@ def rss_mib(procs: list[psutil.Process]) -> float:
 
 
 def postgres_backends() -> list[psutil.Process]:
-    """PostgreSQL's processes (backends, WAL writer, checkpointer): their CPU is the persistence."""
+    """PostgreSQL's processes (WAL writer, checkpointer, and the backends of the bench database,
+    not those of another database someone else is using): their CPU is the persistence."""
     out = []
     for p in psutil.process_iter(["name", "cmdline"]):
         name = p.info["name"] or ""
-        if name.startswith("postgres") or (p.info["cmdline"] or [""])[0].startswith("postgres"):
-            out.append(p)
+        cmdline = p.info["cmdline"] or [""]
+        if not (name.startswith("postgres") or cmdline[0].startswith("postgres")):
+            continue
+        words = " ".join(cmdline).split()
+        # a backend's title: "postgres: [15/main: ]user database host(port) activity"
+        backend = "postgres:" in words and any(
+            "(" in w and w.startswith(("127.", "[local]", "::1")) for w in words
+        )
+        if backend and BENCH_DB not in words:
+            continue
+        out.append(p)
     return out
 
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import Boolean, Float, ForeignKey, Index, Integer, String, Text
+from sqlalchemy import Boolean, Float, ForeignKey, Index, Integer, String, Text, text
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from app.db import Base, BigId, JSONData, UTCDateTime, utcnow
@@ -146,6 +146,14 @@ class Monitor(Base):
         Index("ix_monitors_due", "enabled", "next_due_at"),
         Index("ix_monitors_terminal", "terminal_id"),
         Index("ix_monitors_store", "store_id", "terminal_id"),
+        # Only the monitors that run on a store agent (migration 0017: the writer's update of a
+        # central worker's monitor, at every check, skips it).
+        Index(
+            "ix_monitors_agent_id",
+            "agent_id",
+            postgresql_where=text("agent_id IS NOT NULL"),
+            sqlite_where=text("agent_id IS NOT NULL"),
+        ),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -162,7 +170,7 @@ class Monitor(Base):
     success_threshold: Mapped[int] = mapped_column(Integer, default=1)
     enabled: Mapped[bool] = mapped_column(Boolean, default=True)
     # Runs on this store agent (its store's agent; never a cloud monitor); None: central workers.
-    agent_id: Mapped[int | None] = mapped_column(ForeignKey("agents.id", ondelete="SET NULL"), index=True)
+    agent_id: Mapped[int | None] = mapped_column(ForeignKey("agents.id", ondelete="SET NULL"))
     phase_ms: Mapped[int] = mapped_column(Integer, default=0)  # stable offset within the interval
 
     next_due_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

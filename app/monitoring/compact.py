@@ -36,13 +36,12 @@ from itertools import chain
 from typing import Any
 
 from sqlalchemy import func, select, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.checks.result import pack_steps, unpack_steps
 from app.config import get_settings
-from app.db import dialect_of, select_where_in, table_of
+from app.db import dialect_of, driver_of, select_where_in, table_of
 from app.monitoring.models import LatencyDay
 from app.vocabulary import Outcome
 
@@ -294,6 +293,8 @@ async def fold(
             by_day[(r["monitor_id"], r["checked_at"].astimezone(UTC).date())][which].append(r)
     if not by_day:
         return []
+    if dialect_of(session) == "postgresql":
+        return await _fold_pg(session, by_day)
     t = table_of(LatencyDay)
     days = {d for _m, d in by_day}
     query = select(t.c.monitor_id, t.c.day, t.c.buckets, t.c.recent, t.c.kept).where(t.c.day.in_(days))
@@ -312,13 +313,62 @@ async def fold(
             packed_kept, over = Kept.append(packed_kept, kept_here, MAX_KEPT)
             overflow += over
         rows.append({"monitor_id": monitor_id, "day": day, **folded.packed(), "kept": packed_kept})
-    insert = pg_insert if dialect_of(session) == "postgresql" else sqlite_insert
-    stmt = insert(t)
+    stmt = sqlite_insert(t)
     stmt = stmt.on_conflict_do_update(
         index_elements=["monitor_id", "day"],
         set_={"buckets": stmt.excluded.buckets, "recent": stmt.excluded.recent, "kept": stmt.excluded.kept},
     )
     await session.execute(stmt, rows)
+    return overflow
+
+
+# PostgreSQL: the days are read and written in one statement each, whatever the batch's size
+# (the upsert was one execution per day: most of the database's work per check). `kept` is
+# read only for the days that get kept results, and written only when it changed (NULL in
+# the upsert: the stored one stays; the writer never clears it).
+_PG_READ_DAYS = """
+SELECT monitor_id, day, buckets, recent, CASE WHEN monitor_id = ANY($3::integer[]) THEN kept END
+FROM latency_days WHERE monitor_id = ANY($1::integer[]) AND day = ANY($2::date[])
+"""
+_PG_WRITE_DAYS = """
+INSERT INTO latency_days (monitor_id, day, buckets, recent, kept)
+SELECT * FROM unnest($1::integer[], $2::date[], $3::bytea[], $4::bytea[], $5::bytea[])
+ON CONFLICT (monitor_id, day) DO UPDATE SET
+    buckets = EXCLUDED.buckets, recent = EXCLUDED.recent, kept = COALESCE(EXCLUDED.kept, latency_days.kept)
+"""
+
+
+async def _fold_pg(
+    session: AsyncSession, by_day: dict[tuple[int, date], tuple[list[dict[str, Any]], list[dict[str, Any]]]]
+) -> list[dict[str, Any]]:
+    driver = await driver_of(session)
+    with_kept = sorted({m for (m, _d), (_p, k) in by_day.items() if k})
+    found = await driver.fetch(
+        _PG_READ_DAYS, sorted({m for m, _d in by_day}), sorted({d for _m, d in by_day}), with_kept
+    )
+    stored = {(row[0], row[1]): row for row in found}
+    ids: list[int] = []
+    days: list[date] = []
+    buckets: list[bytes] = []
+    recents: list[bytes] = []
+    kepts: list[bytes | None] = []
+    overflow: list[dict[str, Any]] = []
+    for key, (plain_here, kept_here) in sorted(by_day.items()):
+        row = stored.get(key)
+        folded = Day.unpack(row[2], row[3]) if row is not None else Day.empty()
+        for r in plain_here:
+            folded.add(r["checked_at"], r["latency_ms"])
+        packed_kept = None
+        if kept_here:
+            packed_kept, over = Kept.append(row[4] if row is not None else None, kept_here, MAX_KEPT)
+            overflow += over
+        ids.append(key[0])
+        days.append(key[1])
+        packed = folded.packed()
+        buckets.append(packed["buckets"])
+        recents.append(packed["recent"])
+        kepts.append(packed_kept)
+    await driver.execute(_PG_WRITE_DAYS, ids, days, buckets, recents, kepts)
     return overflow
 
 

@@ -31,13 +31,14 @@ import time
 from collections import deque
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 from sqlalchemy import ColumnElement, Text, bindparam, cast, func, or_, select, update
 
 from app.checks.context import ProbeContext
 from app.checks.probes import run_probe
 from app.checks.result import ProbeResult
-from app.db import Database, UTCDateTime, table_of, utcnow
+from app.db import Database, UTCDateTime, driver_of, table_of, utcnow
 from app.inventory.models import Monitor
 from app.monitoring.metrics import START_LAG, count_check
 from app.monitoring.writer import CheckOutcome, ResultWriter
@@ -118,17 +119,51 @@ async def claim_due(
     """Lease up to `limit` monitors due within `horizon_s`, earliest first."""
     if limit <= 0:
         return []
-    now: ColumnElement[datetime]
     if database.dialect == "postgresql":
         # The database's clock, so workers on several hosts agree on due times and leases.
-        now = func.now()
-        horizon = now + timedelta(seconds=horizon_s)
-        lease_until = now + timedelta(seconds=lease_s)
+        # Through asyncpg (app.db.Driver): one statement, no transaction of its own needed.
+        async with database.engine.connect() as conn:
+            driver = await driver_of(conn, begin=False)
+            rows = await driver.fetch(
+                _PG_CLAIM,
+                owner,
+                timedelta(seconds=lease_s),
+                timedelta(seconds=horizon_s),
+                str(MonitorKind.CLOUD),
+                limit,
+            )
     else:
-        current = utcnow()
-        now = bindparam("now", current, type_=UTCDateTime())
-        horizon = bindparam("horizon", current + timedelta(seconds=horizon_s), type_=UTCDateTime())
-        lease_until = bindparam("lease_until", current + timedelta(seconds=lease_s), type_=UTCDateTime())
+        rows = await _claim_sqlite(database, owner, limit, lease_s, horizon_s)
+    claimed = [Claimed(r[0], r[1], r[2], _params(r[3]), r[4], r[5]) for r in rows]
+    claimed.sort(key=lambda c: c.due_at)
+    return claimed
+
+
+# The statement the SQLAlchemy one below makes, with SKIP LOCKED, but for `id = ANY(ARRAY(...))`
+# where it has `id IN (...)`: the same rows, locked by the same subquery run once, then updated
+# through the primary key. For `IN` PostgreSQL chose a hash join over a scan of the whole table
+# at every claim (EXPLAIN ANALYZE, 20,000 monitors, 2,000 leased, a claim of 500: 18 -> 12 ms).
+_PG_CLAIM = """
+UPDATE monitors SET lease_owner = $1::varchar, lease_expires_at = now() + $2::interval
+WHERE monitors.id = ANY(ARRAY(
+    SELECT monitors.id FROM monitors
+    WHERE monitors.enabled IS true AND monitors.next_due_at <= now() + $3::interval
+      AND (monitors.lease_expires_at IS NULL OR monitors.lease_expires_at < now())
+      AND monitors.kind != $4::varchar AND monitors.agent_id IS NULL
+    ORDER BY monitors.next_due_at LIMIT $5::integer FOR UPDATE SKIP LOCKED
+))
+RETURNING monitors.id, monitors.kind, monitors.target, CAST(monitors.params AS TEXT), monitors.timeout_s,
+    monitors.next_due_at
+"""
+
+
+async def _claim_sqlite(
+    database: Database, owner: str, limit: int, lease_s: float, horizon_s: float
+) -> list[Any]:
+    current = utcnow()
+    now = bindparam("now", current, type_=UTCDateTime())
+    horizon = bindparam("horizon", current + timedelta(seconds=horizon_s), type_=UTCDateTime())
+    lease_until = bindparam("lease_until", current + timedelta(seconds=lease_s), type_=UTCDateTime())
     due = (
         select(_mt.c.id)
         .where(
@@ -140,7 +175,7 @@ async def claim_due(
         )
         .order_by(_mt.c.next_due_at)
         .limit(limit)
-        .with_for_update(skip_locked=True)
+        .with_for_update(skip_locked=True)  # SQLite: none (one worker)
     )
     stmt = (
         update(_mt)
@@ -150,10 +185,7 @@ async def claim_due(
         .returning(_mt.c.id, _mt.c.kind, _mt.c.target, _PARAMS_TEXT, _mt.c.timeout_s, _mt.c.next_due_at)
     )
     async with database.engine.begin() as conn:
-        rows = (await conn.execute(stmt)).all()
-    claimed = [Claimed(r[0], r[1], r[2], _params(r[3]), r[4], r[5]) for r in rows]
-    claimed.sort(key=lambda c: c.due_at)
-    return claimed
+        return list((await conn.execute(stmt)).all())
 
 
 async def release_leases(database: Database, owner: str) -> int:

@@ -28,7 +28,7 @@ from collections import defaultdict
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import ARRAY, Integer, Row, Select, bindparam, func, select, text, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -36,7 +36,16 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.checks.result import ProbeResult, Step
-from app.db import Database, dialect_of, in_transaction, is_unreachable, select_where_in, table_of, utcnow
+from app.db import (
+    Database,
+    dialect_of,
+    driver_of,
+    in_transaction,
+    is_unreachable,
+    select_where_in,
+    table_of,
+    utcnow,
+)
 from app.inventory.identity import learn_identities
 from app.inventory.models import Monitor, Terminal
 from app.monitoring.compact import store_folded
@@ -125,7 +134,7 @@ class ApplyReport:
     missing: int = 0  # results for monitors that no longer exist
     transitions: list[Transition] = field(default_factory=list)
     states: dict[int, State] = field(default_factory=dict)  # monitor id -> state after the batch
-    retracted: list[Row[Any]] = field(default_factory=list)  # monitors whose agent_offline spell went
+    retracted: list[Any] = field(default_factory=list)  # monitors whose agent_offline spell went
 
 
 _MONITOR_COLS = (
@@ -179,39 +188,96 @@ def _is_pg(session: AsyncSession) -> bool:
     return dialect_of(session) == "postgresql"
 
 
-async def lock_monitors(session: AsyncSession, ids: list[int]) -> dict[int, Row[Any]]:
-    """Read (and on PostgreSQL lock, in id order) the monitors' scheduling and state columns."""
+class LockedMonitor(NamedTuple):
+    """A monitor's scheduling and state columns as `lock_monitors` reads them (PostgreSQL)."""
+
+    id: int
+    store_id: int
+    terminal_id: int | None
+    kind: str
+    state: str
+    state_since: datetime | None
+    consecutive_failures: int
+    consecutive_successes: int
+    fail_threshold: int
+    success_threshold: int
+    interval_s: int
+    phase_ms: int
+    next_due_at: datetime | None
+    lease_owner: str | None
+    lease_expires_at: datetime | None
+    last_diagnosis: str | None
+    last_checked_at: datetime | None
+
+
+# PostgreSQL: read through asyncpg (app.db.Driver), records as they come: the writer reads a
+# batch's monitors at every batch, and SQLAlchemy's work per row (a result processor per
+# timestamp) was a good part of its CPU.
+_PG_LOCK_MONITORS = (
+    f"SELECT {', '.join(LockedMonitor._fields)} FROM monitors"
+    " WHERE id = ANY($1::integer[]) ORDER BY id FOR UPDATE"
+)
+
+
+async def lock_monitors(session: AsyncSession, ids: list[int]) -> dict[int, Any]:
+    """Read (and on PostgreSQL lock, in id order) the monitors' scheduling and state columns
+    (rows with the columns of `LockedMonitor` as attributes), by id."""
+    if _is_pg(session):
+        driver = await driver_of(session)
+        make = LockedMonitor._make
+        return {row[0]: make(row) for row in await driver.fetch(_PG_LOCK_MONITORS, sorted(set(ids)))}
     query: Select[*tuple[Any, ...]] = select(*_MONITOR_COLS).order_by(Monitor.id).with_for_update()
     rows = await select_where_in(session, query, Monitor.id, sorted(set(ids)))
     return {row.id: row for row in rows}
 
 
 # PostgreSQL: a batch is one UPDATE and one INSERT, whatever its size, from array parameters.
-_PG_UPDATE_MONITORS = text("""
+_PG_UPDATE_MONITORS = """
 UPDATE monitors AS m SET
     state = v.state, state_since = v.state_since, consecutive_failures = v.failures,
     consecutive_successes = v.successes, last_checked_at = v.checked_at, last_latency_ms = v.latency_ms,
     last_diagnosis = v.diagnosis, last_detail = v.detail, next_due_at = v.next_due,
     lease_owner = v.owner, lease_expires_at = v.lease_expires
 FROM unnest(
-    CAST(:b_id AS INTEGER[]), CAST(:state AS VARCHAR[]), CAST(:state_since AS TIMESTAMPTZ[]),
-    CAST(:failures AS INTEGER[]), CAST(:successes AS INTEGER[]), CAST(:checked_at AS TIMESTAMPTZ[]),
-    CAST(:latency_ms AS FLOAT8[]), CAST(:diagnosis AS VARCHAR[]), CAST(:detail AS TEXT[]),
-    CAST(:next_due AS TIMESTAMPTZ[]), CAST(:owner AS VARCHAR[]), CAST(:lease_expires AS TIMESTAMPTZ[])
+    $1::integer[], $2::varchar[], $3::timestamptz[], $4::integer[], $5::integer[], $6::timestamptz[],
+    $7::float8[], $8::varchar[], $9::text[], $10::timestamptz[], $11::varchar[], $12::timestamptz[]
 ) AS v(id, state, state_since, failures, successes, checked_at, latency_ms, diagnosis, detail,
        next_due, owner, lease_expires)
 WHERE m.id = v.id
-""")
-_PG_INSERT_RESULTS = text("""
+"""
+_MONITOR_ROW_KEYS = (
+    "b_id",
+    "state",
+    "state_since",
+    "failures",
+    "successes",
+    "checked_at",
+    "latency_ms",
+    "diagnosis",
+    "detail",
+    "next_due",
+    "owner",
+    "lease_expires",
+)
+_PG_INSERT_RESULTS = """
 INSERT INTO check_results
     (monitor_id, due_at, checked_at, outcome, latency_ms, steps, diagnosis, detail, manual)
-SELECT monitor_id, due_at, checked_at, outcome, latency_ms, steps, diagnosis, detail, manual
-FROM unnest(
-    CAST(:monitor_id AS INTEGER[]), CAST(:due_at AS TIMESTAMPTZ[]), CAST(:checked_at AS TIMESTAMPTZ[]),
-    CAST(:outcome AS VARCHAR[]), CAST(:latency_ms AS FLOAT8[]), CAST(:steps AS TEXT[]),
-    CAST(:diagnosis AS VARCHAR[]), CAST(:detail AS TEXT[]), CAST(:manual AS BOOLEAN[])
-) AS v(monitor_id, due_at, checked_at, outcome, latency_ms, steps, diagnosis, detail, manual)
-""")
+SELECT * FROM unnest(
+    $1::integer[], $2::timestamptz[], $3::timestamptz[], $4::varchar[], $5::float8[], $6::text[],
+    $7::varchar[], $8::text[], $9::boolean[]
+)
+"""
+_RESULT_KEYS = (
+    "monitor_id",
+    "due_at",
+    "checked_at",
+    "outcome",
+    "latency_ms",
+    "steps",
+    "diagnosis",
+    "detail",
+    "manual",
+)
 
 
 _PG_INSERT_CHANGES = text("""
@@ -331,7 +397,7 @@ async def apply_outcomes(
     results: list[dict[str, Any]] = []
     plain: list[int] = []  # indexes in results of plain successes
     kept: list[int] = []  # of the other scheduled results (failures, warnings, state changes)
-    monitor_rows: list[dict[str, Any]] = []
+    monitor_rows: list[tuple[Any, ...]] = []  # the columns of _MONITOR_ROW_KEYS
     seen_ok: dict[int, datetime] = {}  # terminal id -> newest ok result: last seen by us
     seen_by_provider: dict[int, datetime] = {}  # terminal id -> the provider's own last seen
     for mid in sorted(by_monitor):
@@ -407,20 +473,20 @@ async def apply_outcomes(
             continue
         report.states[mid] = State(sm.state)
         monitor_rows.append(
-            {
-                "b_id": mid,
-                "state": sm.state,
-                "state_since": state_since,
-                "failures": sm.consecutive_failures,
-                "successes": sm.consecutive_successes,
-                "checked_at": last.checked_at,
-                "latency_ms": last.latency_ms,
-                "diagnosis": last.diagnosis,
-                "detail": last.detail,
-                "next_due": next_due,
-                "owner": owner,
-                "lease_expires": lease_expires,
-            }
+            (
+                mid,
+                sm.state,
+                state_since,
+                sm.consecutive_failures,
+                sm.consecutive_successes,
+                last.checked_at,
+                last.latency_ms,
+                last.diagnosis,
+                last.detail,
+                next_due,
+                owner,
+                lease_expires,
+            )
         )
 
     # A terminal's first healthy check records the device that answered (app.inventory.identity).
@@ -433,15 +499,19 @@ async def apply_outcomes(
     report.written = len(results)
     results = await store_folded(session, results, plain, kept)
     if _is_pg(session):
+        driver = await driver_of(session)
         if monitor_rows:
-            await session.execute(_PG_UPDATE_MONITORS, _columns(monitor_rows))
+            await driver.execute(_PG_UPDATE_MONITORS, *(list(c) for c in zip(*monitor_rows, strict=True)))
         if results:
             for r in results:
                 r["steps"] = dump_steps(r["steps"])
-            await session.execute(_PG_INSERT_RESULTS, _columns(results))
+            await driver.execute(_PG_INSERT_RESULTS, *([r[k] for r in results] for k in _RESULT_KEYS))
     else:
         if monitor_rows:
-            await session.execute(_UPDATE_MONITOR.execution_options(synchronize_session=False), monitor_rows)
+            await session.execute(
+                _UPDATE_MONITOR.execution_options(synchronize_session=False),
+                [dict(zip(_MONITOR_ROW_KEYS, row, strict=True)) for row in monitor_rows],
+            )
         if results:
             await session.execute(_INSERT_RESULT, results)
     await record_transitions(session, report.transitions, now)
