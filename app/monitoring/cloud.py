@@ -291,7 +291,7 @@ class CloudPoller:
                 return []
             ids = select(Monitor.id).where(*cloud, Monitor.store_id.in_(stores), free)
             if self.database.dialect == "postgresql":
-                ids = ids.with_for_update(skip_locked=True)
+                ids = ids.with_for_update(skip_locked=True, key_share=True)  # as the sweep claims
             leased = (
                 (
                     await session.execute(

@@ -7,7 +7,7 @@ Every second the worker's sweep claims the monitors due within a short horizon:
                    WHERE enabled AND next_due_at <= now() + :horizon
                      AND (lease_expires_at IS NULL OR lease_expires_at < now())
                      AND kind <> 'cloud' AND agent_id IS NULL
-                   ORDER BY next_due_at LIMIT :n FOR UPDATE SKIP LOCKED)
+                   ORDER BY next_due_at LIMIT :n FOR NO KEY UPDATE SKIP LOCKED)
     RETURNING id, kind, target, params, timeout_s, next_due_at
 
 (SQLite has no SKIP LOCKED and a single worker: the same statement without it.) Each
@@ -150,7 +150,7 @@ WHERE monitors.id = ANY(ARRAY(
     WHERE monitors.enabled IS true AND monitors.next_due_at <= now() + $3::interval
       AND (monitors.lease_expires_at IS NULL OR monitors.lease_expires_at < now())
       AND monitors.kind != $4::varchar AND monitors.agent_id IS NULL
-    ORDER BY monitors.next_due_at LIMIT $5::integer FOR UPDATE SKIP LOCKED
+    ORDER BY monitors.next_due_at LIMIT $5::integer FOR NO KEY UPDATE SKIP LOCKED
 ))
 RETURNING monitors.id, monitors.kind, monitors.target, CAST(monitors.params AS TEXT), monitors.timeout_s,
     monitors.next_due_at
@@ -175,7 +175,7 @@ async def _claim_sqlite(
         )
         .order_by(_mt.c.next_due_at)
         .limit(limit)
-        .with_for_update(skip_locked=True)  # SQLite: none (one worker)
+        .with_for_update(skip_locked=True, key_share=True)  # SQLite: none (one worker)
     )
     stmt = (
         update(_mt)
@@ -192,7 +192,7 @@ async def release_leases(database: Database, owner: str) -> int:
     """Give back every lease this worker holds (on a clean stop), so others run them now."""
     mine = select(_mt.c.id).where(_mt.c.lease_owner == owner)
     if database.dialect == "postgresql":  # locked in id order, as the writer does: no deadlock
-        mine = mine.order_by(_mt.c.id).with_for_update()
+        mine = mine.order_by(_mt.c.id).with_for_update(key_share=True)
     async with database.engine.begin() as conn:
         result = await conn.execute(
             update(_mt)
@@ -222,7 +222,12 @@ async def renew_leases(database: Database, owner: str, ids: list[int], lease_s: 
                 # their leases as it commits (and a retried one finds them renewed 1/3 of a
                 # lease later). Waiting, in another lock order than the writer's id order,
                 # deadlocked with the batches in flight.
-                held = select(_mt.c.id).where(*mine).order_by(_mt.c.id).with_for_update(skip_locked=True)
+                held = (
+                    select(_mt.c.id)
+                    .where(*mine)
+                    .order_by(_mt.c.id)
+                    .with_for_update(skip_locked=True, key_share=True)
+                )
                 mine = (_mt.c.id.in_(held.scalar_subquery()),)
             result = await conn.execute(update(_mt).where(*mine).values(lease_expires_at=until))
             renewed += result.rowcount or 0

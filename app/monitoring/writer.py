@@ -11,7 +11,7 @@ The workers hand theirs to a `ResultWriter`, which batches them; a manual run wr
 few with `write_outcomes`. Both end in `apply_outcomes`, under the one retry rule
 (`app.db.in_transaction`).
 
-A batch is set-based: one SELECT ... FOR UPDATE of the monitors (in id order), one UPDATE
+A batch is set-based: one SELECT ... FOR NO KEY UPDATE of the monitors (in id order), one UPDATE
 of the monitors, one INSERT of the results, one of the state changes, then the derived
 status of only the terminals and stores touched.
 """
@@ -215,18 +215,22 @@ class LockedMonitor(NamedTuple):
 # timestamp) was a good part of its CPU.
 _PG_LOCK_MONITORS = (
     f"SELECT {', '.join(LockedMonitor._fields)} FROM monitors"
-    " WHERE id = ANY($1::integer[]) ORDER BY id FOR UPDATE"
+    " WHERE id = ANY($1::integer[]) ORDER BY id FOR NO KEY UPDATE"
 )
 
 
 async def lock_monitors(session: AsyncSession, ids: list[int]) -> dict[int, Any]:
     """Read (and on PostgreSQL lock, in id order) the monitors' scheduling and state columns
-    (rows with the columns of `LockedMonitor` as attributes), by id."""
+    (rows with the columns of `LockedMonitor` as attributes), by id. FOR NO KEY UPDATE, as the
+    UPDATE itself: a row that points at a monitor (a rollup, a state change, written by another
+    transaction) holds its KEY SHARE lock until it commits, and must not hold up a batch."""
     if _is_pg(session):
         driver = await driver_of(session)
         make = LockedMonitor._make
         return {row[0]: make(row) for row in await driver.fetch(_PG_LOCK_MONITORS, sorted(set(ids)))}
-    query: Select[*tuple[Any, ...]] = select(*_MONITOR_COLS).order_by(Monitor.id).with_for_update()
+    query: Select[*tuple[Any, ...]] = (
+        select(*_MONITOR_COLS).order_by(Monitor.id).with_for_update(key_share=True)
+    )
     rows = await select_where_in(session, query, Monitor.id, sorted(set(ids)))
     return {row.id: row for row in rows}
 
