@@ -19,6 +19,7 @@ status of only the terminals and stores touched.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
 import secrets
@@ -249,6 +250,18 @@ FROM unnest(
        next_due, owner, lease_expires)
 WHERE m.id = v.id
 """
+_PG_UPDATE_MONITORS_RELEASED = """
+UPDATE monitors AS m SET
+    state = v.state, state_since = v.state_since, consecutive_failures = v.failures,
+    consecutive_successes = v.successes, last_checked_at = v.checked_at, last_latency_ms = v.latency_ms,
+    last_diagnosis = v.diagnosis, last_detail = v.detail, next_due_at = v.next_due,
+    lease_owner = NULL, lease_expires_at = NULL
+FROM unnest(
+    $1::integer[], $2::varchar[], $3::timestamptz[], $4::integer[], $5::integer[], $6::timestamptz[],
+    $7::float8[], $8::varchar[], $9::text[], $10::timestamptz[]
+) AS v(id, state, state_since, failures, successes, checked_at, latency_ms, diagnosis, detail, next_due)
+WHERE m.id = v.id
+"""
 _MONITOR_ROW_KEYS = (
     "b_id",
     "state",
@@ -413,7 +426,10 @@ async def apply_outcomes(
             m.state, m.consecutive_failures, m.consecutive_successes, m.fail_threshold, m.success_threshold
         )
         state_since = m.state_since
-        first = min(o.checked_at for o in by_monitor[mid])
+        mine = by_monitor[mid]
+        if len(mine) > 1:
+            mine.sort(key=_checked_at)  # stable, as sorted() was
+        first = mine[0].checked_at
         if _in_agent_offline_spell(m, first):
             # A store agent's buffered results from while it was offline: what it saw replaces
             # the unknown spell we had to assume.
@@ -425,7 +441,7 @@ async def apply_outcomes(
         next_due, owner, lease_expires = m.next_due_at, m.lease_owner, m.lease_expires_at
         last: CheckOutcome | None = None
         heard = m.last_checked_at
-        for o in sorted(by_monitor[mid], key=lambda o: o.checked_at):
+        for o in mine:
             if lease_owner is not None and o.due_at is not None and not o.manual:
                 if owner != lease_owner or next_due != o.due_at:
                     report.dropped += 1
@@ -505,7 +521,13 @@ async def apply_outcomes(
     if _is_pg(session):
         driver = await driver_of(session)
         if monitor_rows:
-            await driver.execute(_PG_UPDATE_MONITORS, *(list(c) for c in zip(*monitor_rows, strict=True)))
+            columns = [list(c) for c in zip(*monitor_rows, strict=True)]
+            owners, expiries = columns[10], columns[11]
+            if all(o is None for o in owners) and all(e is None for e in expiries):
+                # Every lease released (scheduled runs, the usual batch): two arrays fewer to send.
+                await driver.execute(_PG_UPDATE_MONITORS_RELEASED, *columns[:10])
+            else:
+                await driver.execute(_PG_UPDATE_MONITORS, *columns)
         if results:
             for r in results:
                 r["steps"] = dump_steps(r["steps"])
@@ -535,14 +557,29 @@ async def apply_outcomes(
     return report
 
 
+def _checked_at(o: CheckOutcome) -> datetime:
+    return o.checked_at
+
+
+_HEARD = frozenset({State.UP, State.DOWN})
+
+
+@functools.lru_cache(maxsize=1024)
+def _spans(interval_s: int) -> tuple[timedelta, timedelta]:
+    """A monitor's interval and how late its next result may come (half an interval, at least
+    5 s), made once per interval rather than at every result."""
+    return timedelta(seconds=interval_s), max(timedelta(seconds=5), timedelta(seconds=interval_s / 2))
+
+
 def _silence(state: str, heard: datetime | None, checked_at: datetime, interval_s: int) -> datetime | None:
     """When the monitor's results stopped, if they did between its last result (`heard`) and
     this one: the next result came more than half an interval (at least 5 s: a loaded
     machine's lag) after it was due. Unknown from when it was due to when it came."""
-    if state not in (State.UP, State.DOWN) or heard is None:
+    if heard is None or state not in _HEARD:
         return None
-    due = heard + timedelta(seconds=interval_s)
-    if checked_at - due <= max(timedelta(seconds=5), timedelta(seconds=interval_s / 2)):
+    interval, grace = _spans(interval_s)
+    due = heard + interval
+    if checked_at - due <= grace:
         return None
     return due
 
