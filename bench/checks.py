@@ -127,7 +127,8 @@ async def build_fleet(db, n: int) -> None:
 
 
 async def reset_monitors(db, n: int, interval: int, all_due_now: bool) -> None:
-    """Fresh monitors: one tcp monitor per terminal, on its phase (or all due now)."""
+    """Fresh monitors: one tcp monitor for each of the first `n` terminals, on its phase (or
+    all due now)."""
     from app.db import utcnow
     from app.inventory.models import Monitor, Terminal
     from app.schedule import first_due_at, phase_ms
@@ -137,7 +138,8 @@ async def reset_monitors(db, n: int, interval: int, all_due_now: bool) -> None:
             text("TRUNCATE check_results, state_changes, rollups, monitors RESTART IDENTITY CASCADE")
         )
         await conn.execute(Terminal.__table__.update().values(status="unknown", last_seen_at=None))
-        terminals = (await conn.execute(select(Terminal.id, Terminal.store_id, Terminal.lan_host))).all()
+        query = select(Terminal.id, Terminal.store_id, Terminal.lan_host).order_by(Terminal.id).limit(n)
+        terminals = (await conn.execute(query)).all()
         start = utcnow() + timedelta(seconds=3)
         rows = []
         for tid, sid, host in terminals:
