@@ -146,12 +146,17 @@
   });
   document.addEventListener("htmx:sseError", function () { heardAt = 0; });
   // The overview's worst-first order moved: its rows in the order pushed ("12,7,3"), the rows
-  // no longer on the page removed (the rows that came onto it were appended just before).
+  // no longer on the page removed (the rows that came onto it were appended just before). A row
+  // appended as new that the page showed already (the server's idea of the page was read a
+  // moment after the page was) is there twice: the appended one, the newer, stays.
   function sortStores(ids) {
     var body = document.getElementById("stores-body");
     if (!body) return;
     var rows = {};
-    Array.prototype.forEach.call(body.children, function (tr) { rows[tr.id] = tr; });
+    Array.prototype.slice.call(body.children).forEach(function (tr) {
+      if (rows[tr.id]) rows[tr.id].remove();
+      rows[tr.id] = tr;
+    });
     ids.split(",").forEach(function (id) {
       var tr = rows["s-" + id];
       if (tr) { body.appendChild(tr); delete rows["s-" + id]; }
