@@ -48,13 +48,12 @@ sys.path.insert(0, str(ROOT))
 import httpx  # noqa: E402
 import psutil  # noqa: E402
 from sqlalchemy import text  # noqa: E402
-from sqlalchemy.engine import make_url  # noqa: E402
 
 import app.models  # noqa: E402,F401
 from app.auth.models import User  # noqa: E402
 from app.auth.passwords import hash_password  # noqa: E402
 from app.db import Database  # noqa: E402
-from bench.machine import describe  # noqa: E402
+from bench.machine import database_backends, describe  # noqa: E402
 from bench.pages import DEFAULT_URL, free_port, pct, prepare, sizes  # noqa: E402
 
 PASSWORD = "bench-load-password"
@@ -204,15 +203,13 @@ class Server:
 
 
 def backend_cpu(url: str) -> dict[int, float]:
-    """CPU seconds so far of each PostgreSQL backend serving this database (its process title
-    names it): the pages' queries and the checker's writes."""
-    name = make_url(url).database or ""
+    """CPU seconds so far of each PostgreSQL backend serving this database: the pages' queries
+    and the checker's writes."""
     found = {}
-    for p in psutil.process_iter(["name", "cmdline"]):
-        if p.info["name"] in ("postgres", "postmaster") and name in " ".join(p.info["cmdline"] or ()):
-            with contextlib.suppress(psutil.NoSuchProcess):
-                t = p.cpu_times()
-                found[p.pid] = t.user + t.system
+    for p in database_backends(url):
+        with contextlib.suppress(psutil.NoSuchProcess):
+            t = p.cpu_times()
+            found[p.pid] = t.user + t.system
     return found
 
 

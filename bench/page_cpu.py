@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import cProfile
 import os
 import pstats
@@ -31,15 +30,14 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import httpx  # noqa: E402
-import psutil  # noqa: E402
-from sqlalchemy.engine import make_url  # noqa: E402
 
 from app.config import Settings  # noqa: E402
 from app.dashboard import queries  # noqa: E402
 from app.db import Database  # noqa: E402
 from app.main import create_app  # noqa: E402
+from bench.checks import cpu_seconds  # noqa: E402
 from bench.load import bench_user, login  # noqa: E402
-from bench.machine import describe  # noqa: E402
+from bench.machine import database_backends, describe  # noqa: E402
 from bench.pages import DEFAULT_URL, pct, sample_targets, sizes  # noqa: E402
 
 
@@ -57,25 +55,6 @@ def page_paths(targets: dict[str, str]) -> dict[str, str]:
         "overview, shared render": "/",
         "terminals list, shared render": "/terminals",
     }
-
-
-def database_backends(url: str) -> list[psutil.Process]:
-    """The PostgreSQL backends serving this database (their process title names it)."""
-    name = make_url(url).database or ""
-    found = []
-    for p in psutil.process_iter(["name", "cmdline"]):
-        if p.info["name"] in ("postgres", "postmaster") and name in " ".join(p.info["cmdline"] or ()):
-            found.append(p)
-    return found
-
-
-def cpu_seconds(processes: list[psutil.Process]) -> float:
-    total = 0.0
-    for p in processes:
-        with contextlib.suppress(psutil.NoSuchProcess):
-            t = p.cpu_times()
-            total += t.user + t.system
-    return total
 
 
 async def measure(url: str, requests: int, profile: str | None) -> None:
